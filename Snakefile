@@ -1,0 +1,24 @@
+# frozenbench: frozen pretrained backbones, trainable task heads.
+# This file only validates the config, includes the stages and declares targets;
+# every rule's logic lives in src/frozenbench (one CLI subcommand per rule).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all_tables:
+    default_target: True
+    input:
+        all_dataset_outputs(),
+
+
+rule data_all:
+    input:
+        all_dataset_outputs(),

@@ -1,0 +1,58 @@
+"""The ``frozenbench`` command line: one subcommand per pipeline step.
+
+Snakemake rules call exactly one subcommand each. Subcommand modules are imported
+only when chosen, so ``frozenbench --help`` and light steps do not pay for torch
+and the OpenMMLab stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand name -> (module under frozenbench.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check-config": ("check_config", "validate a study config against the schema"),
+    "synth": ("synth", "generate a mini dataset (COCO, ADE20K, Kinetics or ImageFolder format) from a seed"),
+    "validate": ("validate", "check a dataset folder and report every problem (names the file)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="frozenbench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _version() -> str:
+    from frozenbench import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # prints help / version / an unknown-command error
+        return 2
+    name = argv[0]
+    module = importlib.import_module(f"frozenbench.commands.{COMMANDS[name][0]}")
+    sub = argparse.ArgumentParser(prog=f"frozenbench {name}", description=COMMANDS[name][1])
+    module.add_arguments(sub)
+    args = sub.parse_args(argv[1:])
+    from frozenbench.errors import UserError
+
+    try:
+        return int(module.run(args) or 0)
+    except UserError as err:
+        print(f"frozenbench {name}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

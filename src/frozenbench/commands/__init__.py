@@ -1,0 +1,1 @@
+"""Subcommand modules: each defines ``add_arguments(parser)`` and ``run(args) -> int``."""

@@ -1,0 +1,135 @@
+"""``shapes-ade``: semantic segmentation pairs in the ADEChallengeData2016 layout.
+
+Layout (the content of the real ``ADEChallengeData2016/`` folder)::
+
+    images/training/ADE_train_00000001.jpg     annotations/training/ADE_train_00000001.png
+    images/validation/ADE_val_00000001.jpg     annotations/validation/ADE_val_00000001.png
+    objectInfo150.txt
+
+Label maps are single-channel uint8 PNGs: 0 = unlabeled (ignored), 1..S are
+"stuff" regions (each class a texture: stripe orientation, period and hue),
+S+1..S+T are "thing" shapes. A one-pixel unlabeled ring surrounds every thing,
+as ADE20K leaves object boundaries unlabeled.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from frozenbench.data.synth import shapes
+from frozenbench.utils.atomic import write_text
+
+SPLITS = {"train": ("training", "ADE_train"), "val": ("validation", "ADE_val")}
+STUFF_NAMES = ("wall", "floor", "sky", "grass", "water", "road", "sand", "ceiling")
+
+
+def class_names(num_stuff: int, num_things: int) -> list[str]:
+    return list(STUFF_NAMES[:num_stuff]) + list(shapes.SHAPES[:num_things])
+
+
+def _stuff_texture(k: int, num_stuff: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Class ``k``'s texture: a fixed orientation, period and hue band, with random phase and shade."""
+    theta = math.pi * k / num_stuff
+    period = 5.0 + 3.0 * (k % 3)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    phase = rng.uniform(0, 2 * math.pi)
+    stripes = np.sin(2 * math.pi * (math.cos(theta) * xx + math.sin(theta) * yy) / period + phase)
+    hue = (k / num_stuff + rng.uniform(-0.04, 0.04)) % 1.0
+    base = _hsv_to_rgb(hue, rng.uniform(0.35, 0.6), rng.uniform(0.45, 0.7))
+    return np.clip(base + 0.12 * stripes[..., None], 0, 1).astype(np.float32)
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    i = int(h * 6) % 6
+    f = h * 6 - int(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], dtype=np.float32)
+
+
+def draw_pair(rng: np.random.Generator, size: int, num_stuff: int, num_things: int,
+              texture: float) -> tuple[np.ndarray, np.ndarray]:
+    """One image (H, W, 3 uint8) and its label map (H, W uint8)."""
+    # Stuff: a Voronoi partition into 2-4 regions, each of a random stuff class.
+    num_regions = int(rng.integers(2, 5))
+    seeds = rng.uniform(0, size, size=(num_regions, 2))
+    region_class = rng.integers(num_stuff, size=num_regions)
+    yy, xx = np.mgrid[0:size, 0:size]
+    dist = (xx[None] - seeds[:, 0, None, None]) ** 2 + (yy[None] - seeds[:, 1, None, None]) ** 2
+    region = dist.argmin(axis=0)
+    img = np.zeros((size, size, 3), np.float32)
+    label = np.zeros((size, size), np.uint8)
+    for r in range(num_regions):
+        k = int(region_class[r])
+        sel = region == r
+        img[sel] = _stuff_texture(k, num_stuff, rng, size)[sel]
+        label[sel] = k + 1
+    if texture > 0:
+        clutter = shapes.smooth_noise(rng, size, size, cells=int(rng.integers(3, 8)))[..., None] - 0.5
+        img = np.clip(img + texture * 0.5 * clutter * rng.uniform(-1, 1, size=3), 0, 1)
+
+    for _ in range(int(rng.integers(1, 5))):
+        j = int(rng.integers(num_things))
+        r = rng.uniform(0.08, 0.2) * size
+        cx, cy = rng.uniform(r, size - r, size=2)
+        poly = shapes.shape_polygon(shapes.SHAPES[j], cx, cy, r, rng.uniform(-1, 1) * shapes.MAX_ROTATION)
+        mask = shapes.rasterize(poly, size, size)
+        if mask.sum() < 16:
+            continue
+        ring = _dilate(mask) & ~mask
+        img[mask] = shapes.contrasting_color(rng, img[mask].mean(axis=0))
+        label[ring] = 0
+        label[mask] = num_stuff + j + 1
+    noise = rng.normal(0, 0.02, size=img.shape).astype(np.float32)
+    return shapes.to_uint8(img + noise), label
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    return out
+
+
+def write_object_info(path: Path, names: list[str], pixel_counts: np.ndarray, train_images: np.ndarray,
+                      val_images: np.ndarray) -> None:
+    """objectInfo150.txt in the ADE20K release format: Idx, Ratio, Train, Val, Name (tab-separated)."""
+    total = max(int(pixel_counts.sum()), 1)
+    lines = ["Idx\tRatio\tTrain\tVal\tName"]
+    for i, name in enumerate(names):
+        lines.append(f"{i + 1}\t{pixel_counts[i] / total:.4f}\t{train_images[i]}\t{val_images[i]}\t{name}")
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
+    params = spec["synth"]
+    size, num_stuff, num_things = params["image_size"], params["num_stuff"], params["num_things"]
+    names = class_names(num_stuff, num_things)
+    pixel_counts = np.zeros(len(names), np.int64)
+    images_with = {split: np.zeros(len(names), np.int64) for split in SPLITS}
+    counts = {}
+    for split_index, (split, (folder, prefix)) in enumerate(SPLITS.items()):
+        (out / "images" / folder).mkdir(parents=True)
+        (out / "annotations" / folder).mkdir(parents=True)
+        num = params[f"num_{split}"]
+        for i in range(num):
+            rng = np.random.default_rng([params["seed"], split_index, i])
+            pixels, label = draw_pair(rng, size, num_stuff, num_things, params["texture"])
+            stem = f"{prefix}_{i + 1:08d}"
+            buf = io.BytesIO()
+            Image.fromarray(pixels).save(buf, format="JPEG", quality=92)
+            (out / "images" / folder / f"{stem}.jpg").write_bytes(buf.getvalue())
+            Image.fromarray(label).save(out / "annotations" / folder / f"{stem}.png")
+            hist = np.bincount(label.reshape(-1), minlength=len(names) + 1)[1:]
+            pixel_counts += hist
+            images_with[split] += hist > 0
+        counts[split] = num
+    write_object_info(out / "objectInfo150.txt", names, pixel_counts, images_with["train"], images_with["val"])
+    return counts

@@ -1,0 +1,150 @@
+"""``shapes-coco``: instance detection/segmentation images in the COCO 2017 layout.
+
+Layout (as extracted from the real COCO archives)::
+
+    train2017/000000000001.jpg ...
+    val2017/...
+    annotations/instances_train2017.json
+    annotations/instances_val2017.json
+
+Unoccluded instances carry polygon masks, occluded ones compressed RLE of their
+visible part, and crowd groups (``iscrowd=1``) uncompressed RLE, as in COCO.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from frozenbench.data.synth import shapes
+from frozenbench.utils.atomic import write_json
+
+SPLITS = {"train": "train2017", "val": "val2017"}
+MAX_OCCLUSION = 0.5  # placements hiding more of an earlier instance are retried
+CROWD_FRACTION = 0.1  # images that also get one iscrowd=1 group of small shapes
+
+
+def categories(num_classes: int) -> list[dict[str, Any]]:
+    return [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(shapes.SHAPES[:num_classes])]
+
+
+def _encode_rle(mask: np.ndarray, compressed: bool) -> dict[str, Any]:
+    if compressed:
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    flat = mask.astype(np.uint8).reshape(-1, order="F")
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat[0] == 1:  # COCO RLE starts with a run of zeros
+        counts = [0] + counts
+    return {"size": list(mask.shape), "counts": [int(c) for c in counts]}
+
+
+def draw_image(rng: np.random.Generator, size: int, num_classes: int, max_instances: int, texture: float,
+               crowd: bool) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """One image and its instances: dicts with category_id, visible mask, segmentation, iscrowd."""
+    img = shapes.background(rng, size, size, texture)
+    placed: list[dict[str, Any]] = []  # in paint order
+
+    def occludes_too_much(new_mask: np.ndarray) -> bool:
+        for inst in placed:
+            visible = inst["mask"] & ~new_mask
+            if visible.sum() < (1 - MAX_OCCLUSION) * inst["full_area"]:
+                return True
+        return False
+
+    if crowd:
+        cat = int(rng.integers(num_classes))
+        cx, cy = rng.uniform(0.25, 0.75, size=2) * size
+        union = np.zeros((size, size), bool)
+        color = shapes.contrasting_color(rng, img[int(cy), int(cx)])
+        for _ in range(int(rng.integers(4, 8))):
+            r = rng.uniform(0.03, 0.05) * size
+            px, py = np.clip([cx, cy] + rng.normal(0, 0.06 * size, size=2), r, size - r)
+            poly = shapes.shape_polygon(shapes.SHAPES[cat], px, py, r, rng.uniform(-1, 1) * shapes.MAX_ROTATION)
+            union |= shapes.rasterize(poly, size, size)
+        img[union] = color
+        placed.append({"category_id": cat + 1, "mask": union, "full_area": int(union.sum()), "iscrowd": 1,
+                       "polygon": None})
+
+    for _ in range(int(rng.integers(1, max_instances + 1))):
+        for _attempt in range(10):
+            cat = int(rng.integers(num_classes))
+            r = rng.uniform(0.08, 0.2) * size
+            cx, cy = rng.uniform(r, size - r, size=2)
+            poly = shapes.shape_polygon(shapes.SHAPES[cat], cx, cy, r, rng.uniform(-1, 1) * shapes.MAX_ROTATION)
+            mask = shapes.rasterize(poly, size, size)
+            if mask.sum() >= 16 and not occludes_too_much(mask):
+                break
+        else:
+            continue
+        for inst in placed:
+            inst["mask"] = inst["mask"] & ~mask
+        img[mask] = shapes.contrasting_color(rng, img[mask].mean(axis=0))
+        placed.append({"category_id": cat + 1, "mask": mask, "full_area": int(mask.sum()), "iscrowd": 0,
+                       "polygon": poly})
+
+    for inst in placed:
+        if inst["iscrowd"]:
+            inst["segmentation"] = _encode_rle(inst["mask"], compressed=False)
+        elif inst["mask"].sum() == inst["full_area"]:
+            inst["segmentation"] = shapes.polygon_for_coco(inst["polygon"])
+        else:
+            inst["segmentation"] = _encode_rle(inst["mask"], compressed=True)
+    noise = rng.normal(0, 0.02, size=img.shape).astype(np.float32)
+    return shapes.to_uint8(img + noise), placed
+
+
+def _annotation(inst: dict[str, Any], ann_id: int, image_id: int, size: int) -> dict[str, Any]:
+    rle = mask_utils.encode(np.asfortranarray(inst["mask"].astype(np.uint8)))
+    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": inst["category_id"],
+        "segmentation": inst["segmentation"],
+        "area": float(mask_utils.area(rle)),
+        "bbox": [x, y, w, h],
+        "iscrowd": inst["iscrowd"],
+    }
+
+
+def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
+    """Write the dataset under ``out``; returns counts per split."""
+    params = spec["synth"]
+    size = params["image_size"]
+    counts = {}
+    for split_index, (split, folder) in enumerate(SPLITS.items()):
+        (out / folder).mkdir(parents=True)
+        images, annotations = [], []
+        num = params[f"num_{split}"]
+        for i in range(num):
+            image_id = i + 1
+            rng = np.random.default_rng([params["seed"], split_index, i])
+            crowd = bool(rng.random() < CROWD_FRACTION)
+            pixels, instances = draw_image(rng, size, params["num_classes"], params["max_instances"],
+                                           params["texture"], crowd)
+            file_name = f"{image_id:012d}.jpg"
+            buf = io.BytesIO()
+            Image.fromarray(pixels).save(buf, format="JPEG", quality=92)
+            (out / folder / file_name).write_bytes(buf.getvalue())
+            images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
+            for inst in instances:
+                annotations.append(_annotation(inst, len(annotations) + 1, image_id, size))
+        coco = {
+            "info": {"description": f"frozenbench shapes-coco ({split})", "version": "1.0",
+                     "year": 2017, "contributor": "frozenbench synth", "date_created": "1970-01-01"},
+            "licenses": [],
+            "images": images,
+            "annotations": annotations,
+            "categories": categories(params["num_classes"]),
+        }
+        write_json(out / "annotations" / f"instances_{folder}.json", coco, indent=None)
+        counts[split] = num
+    return counts

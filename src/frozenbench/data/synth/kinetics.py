@@ -1,0 +1,149 @@
+"""``shapes-k400``: short H.264 clips in the Kinetics-400 layout, classed by *motion*.
+
+Layout (the prepared layout that ``frozenbench prepare`` also writes for the real K400)::
+
+    annotations/train.csv, annotations/val.csv   label,youtube_id,time_start,time_end,split
+    videos/train/<youtube_id>_<start:06d>_<end:06d>.mp4
+    videos/val/...
+    classes.txt                                  one label a line, alphabetical (index = line)
+    train_list_videos.txt, val_list_videos.txt   mmaction2 lists: "<path> <label index>"
+
+A clip's class is how a single shape moves (translate in 4 directions, rotate
+either way, grow, shrink). Every class draws its mid-clip position, size and
+angle from the same distribution, so one frame does not tell the class.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from frozenbench.data.synth import shapes
+from frozenbench.utils.atomic import write_text
+
+MOTIONS = (
+    "moving right", "moving left", "moving up", "moving down",
+    "rotating clockwise", "rotating counterclockwise", "growing", "shrinking",
+)
+# Circles look the same under rotation; every other shape shows the motion.
+VIDEO_SHAPES = tuple(s for s in shapes.SHAPES if s != "circle")
+_YT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+CLIP_SECONDS = 10
+
+
+def render_clip(rng: np.random.Generator, motion: str, size: int, num_frames: int, texture: float) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8 of one shape performing ``motion`` on a static background."""
+    bg = shapes.background(rng, size, size, texture)
+    kind = VIDEO_SHAPES[int(rng.integers(len(VIDEO_SHAPES)))]
+    r_mid = rng.uniform(0.14, 0.2) * size
+    travel = 0.3 * size
+    margin = r_mid * 1.5 + travel / 2
+    cx, cy = rng.uniform(margin, size - margin, size=2)
+    angle0 = rng.uniform(-1, 1) * shapes.MAX_ROTATION
+    color = shapes.contrasting_color(rng, bg[int(cy), int(cx)])
+    frames = []
+    for t in range(num_frames):
+        u = t / (num_frames - 1) - 0.5  # -0.5 .. 0.5, 0 at mid-clip
+        x, y, r, a = cx, cy, r_mid, angle0
+        if motion == "moving right":
+            x += u * travel
+        elif motion == "moving left":
+            x -= u * travel
+        elif motion == "moving up":
+            y -= u * travel
+        elif motion == "moving down":
+            y += u * travel
+        elif motion == "rotating clockwise":  # image y points down: positive angle turns clockwise
+            a += u * math.pi
+        elif motion == "rotating counterclockwise":
+            a -= u * math.pi
+        elif motion == "growing":
+            r *= math.exp(u * math.log(2.2))
+        elif motion == "shrinking":
+            r *= math.exp(-u * math.log(2.2))
+        else:
+            raise KeyError(motion)
+        frame = bg.copy()
+        frame[shapes.rasterize(shapes.shape_polygon(kind, x, y, r, a), size, size)] = color
+        frames.append(shapes.to_uint8(frame + rng.normal(0, 0.015, size=frame.shape)))
+    return np.stack(frames)
+
+
+def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
+    """H.264 (yuv420p) in an mp4 container, with reproducible bytes.
+
+    Measured here: x264's rate-control lookahead (mbtree) makes the output vary
+    from run to run even with threads=1; without it 10 of 10 encodes matched.
+    """
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast",
+                          "x264-params": "threads=1:lookahead-threads=1:rc-lookahead=0:no-mbtree=1"}
+        for array in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def youtube_id(rng: np.random.Generator) -> str:
+    return "".join(_YT_ALPHABET[i] for i in rng.integers(len(_YT_ALPHABET), size=11))
+
+
+def clip_filename(ytid: str, start: int, end: int) -> str:
+    return f"{ytid}_{start:06d}_{end:06d}.mp4"
+
+
+def write_lists(root: Path, rows_by_split: dict[str, list[dict[str, Any]]], classes: list[str]) -> None:
+    """classes.txt and mmaction2 ``<split>_list_videos.txt`` for the clips that exist."""
+    index = {name: i for i, name in enumerate(classes)}
+    write_text(root / "classes.txt", "\n".join(classes) + "\n")
+    for split, rows in rows_by_split.items():
+        lines = [f"videos/{split}/{clip_filename(r['youtube_id'], r['time_start'], r['time_end'])} {index[r['label']]}"
+                 for r in rows]
+        write_text(root / f"{split}_list_videos.txt", "\n".join(lines) + "\n")
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["label", "youtube_id", "time_start", "time_end", "split"],
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
+    params = spec["synth"]
+    size, num_frames, fps = params["frame_size"], params["num_frames"], params["fps"]
+    classes = sorted(MOTIONS)
+    rows_by_split: dict[str, list[dict[str, Any]]] = {}
+    for split_index, split in enumerate(("train", "val")):
+        folder = out / "videos" / split
+        folder.mkdir(parents=True)
+        per_class = params[f"num_{split}_per_class"]
+        rows = []
+        for c, motion in enumerate(MOTIONS):
+            for i in range(per_class):
+                rng = np.random.default_rng([params["seed"], split_index, c, i])
+                ytid = youtube_id(rng)
+                start = int(rng.integers(0, 300))
+                frames = render_clip(rng, motion, size, num_frames, params["texture"])
+                (folder / clip_filename(ytid, start, start + CLIP_SECONDS)).write_bytes(encode_mp4(frames, fps))
+                rows.append({"label": motion, "youtube_id": ytid, "time_start": start,
+                             "time_end": start + CLIP_SECONDS, "split": split})
+        rows.sort(key=lambda r: (r["label"], r["youtube_id"]))
+        write_csv(out / "annotations" / f"{split}.csv", rows)
+        rows_by_split[split] = rows
+    write_lists(out, rows_by_split, classes)
+    return {split: len(rows) for split, rows in rows_by_split.items()}

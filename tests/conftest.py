@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def run_cmd(args: list[str], cwd: Path | None = None, timeout: float = 600, env: dict | None = None,
+            check: bool = False) -> subprocess.CompletedProcess:
+    """Run a command with the venv's bin first on PATH (as the Makefile does)."""
+    full_env = dict(os.environ)
+    full_env["PATH"] = f"{VENV_BIN}{os.pathsep}{full_env.get('PATH', '')}"
+    full_env.update(env or {})
+    proc = subprocess.run(args, cwd=cwd or REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def workflow_copy(tmp_path: Path) -> Path:
+    """A copy of the workflow files in a temporary folder, so runs never touch the checkout's outputs."""
+    dst = tmp_path / "wf"
+    dst.mkdir()
+    for name in ["Snakefile", "config.yaml", "rules", "schemas", "configs", "profiles"]:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name)
+        elif src.exists():
+            shutil.copy2(src, dst / name)
+    return dst
