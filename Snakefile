@@ -6,7 +6,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml is the default study; a --configfile replaces it instead of being
+# merged into it (a merge would mix the mini datasets into the paper study).
+if not config:
+
+    configfile: "config.yaml"
+
 
 
 include: "rules/common.smk"

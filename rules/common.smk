@@ -1,4 +1,5 @@
 import json
+import re
 import shlex
 
 from snakemake.utils import validate
@@ -8,11 +9,16 @@ validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 PATHS = config["paths"]
 DATA = PATHS["data"]
+DOWNLOADS = PATHS["downloads"]
 LOGS = PATHS["logs"]
 
+SYNTH_DATASETS = sorted(k for k, v in config["datasets"].items() if v["source"] == "synth")
+DOWNLOAD_DATASETS = sorted(k for k, v in config["datasets"].items() if v["source"] == "download")
 
-wildcard_constraints:
-    dataset="|".join(sorted(config["datasets"])),
+
+def names_alternation(names):
+    """A wildcard regex matching exactly these names (never an empty alternation)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
 def json_arg(value):

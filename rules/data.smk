@@ -1,8 +1,16 @@
+# Datasets: synthesized (the mini-study) or downloaded and prepared (the paper study).
+# Both end in data/{dataset}/, in the layout the readers consume.
+
+
 rule synth_dataset:
     output:
         directory(f"{DATA}/{{dataset}}"),
+    wildcard_constraints:
+        dataset=names_alternation(SYNTH_DATASETS),
     params:
         spec=lambda wildcards: json_arg(config["datasets"][wildcards.dataset]),
+    conda:
+        "../envs/frozenbench.yaml"
     log:
         f"{LOGS}/data/synth_{{dataset}}.log",
     threads: 1
@@ -11,3 +19,43 @@ rule synth_dataset:
         runtime=30,
     shell:
         "frozenbench synth --spec {params.spec} --out {output} > {log} 2>&1"
+
+
+rule download_dataset:
+    output:
+        directory(f"{DOWNLOADS}/{{dataset}}"),
+    wildcard_constraints:
+        dataset=names_alternation(DOWNLOAD_DATASETS),
+    params:
+        spec=lambda wildcards: json_arg(config["datasets"][wildcards.dataset]),
+    conda:
+        "../envs/frozenbench.yaml"
+    log:
+        f"{LOGS}/data/download_{{dataset}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=24 * 60,
+    shell:
+        "frozenbench download --spec {params.spec} --out {output} > {log} 2>&1"
+
+
+rule prepare_dataset:
+    input:
+        f"{DOWNLOADS}/{{dataset}}",
+    output:
+        directory(f"{DATA}/{{dataset}}"),
+    wildcard_constraints:
+        dataset=names_alternation(DOWNLOAD_DATASETS),
+    params:
+        spec=lambda wildcards: json_arg(config["datasets"][wildcards.dataset]),
+    conda:
+        "../envs/frozenbench.yaml"
+    log:
+        f"{LOGS}/data/prepare_{{dataset}}.log",
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=12 * 60,
+    shell:
+        "frozenbench prepare --spec {params.spec} --downloads {input} --out {output} > {log} 2>&1"

@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("check_config", "validate a study config against the schema"),
     "synth": ("synth", "generate a mini dataset (COCO, ADE20K, Kinetics or ImageFolder format) from a seed"),
     "validate": ("validate", "check a dataset folder and report every problem (names the file)"),
+    "download": ("download", "fetch a dataset's files: resume, retries, checksum verified before use"),
+    "prepare": ("prepare", "build a dataset folder from verified downloads"),
 }
 
 

@@ -1,0 +1,22 @@
+"""``frozenbench prepare``: build a dataset folder from its verified downloads."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from frozenbench.commands._dataset_spec import add_spec_arguments, resolve_spec
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_spec_arguments(parser)
+    parser.add_argument("--downloads", required=True, help="folder written by `frozenbench download`")
+    parser.add_argument("--out", required=True, help="dataset folder (created atomically)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from frozenbench.data.prepare import prepare
+
+    summary = prepare(resolve_spec(args), args.downloads, args.out)
+    print(json.dumps({"out": args.out, **summary}))
+    return 0
