@@ -40,16 +40,20 @@ fi
 constraints=()
 [ -f "$LOCK" ] && constraints=(-c "$LOCK")
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+pip_quiet() {  # pip without the noise of this machine's file:// mirrors lacking a package
+    # pipefail: the pipeline fails (and set -e stops the script) exactly when pip fails
+    "${PIP[@]}" "$@" 2>&1 | { grep -v "^WARNING: Location 'file://" || true; }
+}
 
 phase "venv"
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 # mmcv's setup.py imports pkg_resources, removed in setuptools 81.
-"${PIP[@]}" install -q "${constraints[@]}" "setuptools<81" wheel
+pip_quiet install -q "${constraints[@]}" "setuptools<81" wheel
 
 phase "python packages"
-"${PIP[@]}" install -q "${constraints[@]}" -r "$ROOT/requirements/base.txt"
+pip_quiet install -q "${constraints[@]}" -r "$ROOT/requirements/base.txt"
 
 phase "mmcv wheel"
 TORCH_VERSION=$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')
@@ -62,7 +66,7 @@ if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
     BUILD=$(mktemp -d)
     trap 'rm -rf "$BUILD"' EXIT
     # --no-build-isolation: mmcv's setup.py needs the venv's torch even to read its metadata.
-    "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation \
+    pip_quiet download -q --no-deps --no-binary :all: --no-build-isolation \
         -d "$BUILD" "mmcv==$MMCV_VERSION"
     actual=$(sha256sum "$BUILD/mmcv-$MMCV_VERSION.tar.gz" | cut -d' ' -f1)
     if [ "$actual" != "$MMCV_SDIST_SHA256" ]; then
@@ -72,21 +76,21 @@ if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
     tar -xzf "$BUILD/mmcv-$MMCV_VERSION.tar.gz" -C "$BUILD"
     "$VENV/bin/python" "$ROOT/scripts/apply_patches.py" mmcv-source "$BUILD/mmcv-$MMCV_VERSION"
     MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
-        "${PIP[@]}" wheel -q --no-deps --no-build-isolation -w "$BUILD/wheel" "$BUILD/mmcv-$MMCV_VERSION"
+        pip_quiet wheel -q --no-deps --no-build-isolation -w "$BUILD/wheel" "$BUILD/mmcv-$MMCV_VERSION"
     mkdir -p "$CACHE/wheels"
     # Rename into place so an interrupted build never leaves a half-written cache entry.
     mkdir -p "$BUILD/stage" && mv "$BUILD"/wheel/mmcv-*.whl "$BUILD/stage/"
     rm -rf "$WHEEL_DIR" && mv "$BUILD/stage" "$WHEEL_DIR"
 fi
-"${PIP[@]}" install -q --no-deps "$WHEEL_DIR"/mmcv-*.whl
+pip_quiet install -q --no-deps "$WHEEL_DIR"/mmcv-*.whl
 
 phase "openmmlab packages"
-"${PIP[@]}" install -q --no-deps "${constraints[@]}" -r "$ROOT/requirements/openmmlab.txt"
+pip_quiet install -q --no-deps "${constraints[@]}" -r "$ROOT/requirements/openmmlab.txt"
 SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 "$VENV/bin/python" "$ROOT/scripts/apply_patches.py" site-packages "$SITE"
 
 phase "frozenbench (editable)"
-"${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
+pip_quiet install -q --no-deps --no-build-isolation -e "$ROOT"
 
 phase "import check"
 "$VENV/bin/python" - <<'EOF'

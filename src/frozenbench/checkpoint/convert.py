@@ -1,0 +1,122 @@
+"""Convert a published checkpoint into the canonical backbone checkpoint.
+
+Pipeline: safe load -> unwrap -> source layout to official/timm names
+(:mod:`.layouts`) -> timm's own ``checkpoint_filter_fn`` for the family
+(downsample index shift of official Swin, relative position bias resizing) ->
+an exact key and shape check against the target architecture. Missing keys, or
+keys outside the layout's explicit ignore list, fail the conversion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from frozenbench.checkpoint.io import load_backbone, safe_load, save_backbone, sha256_of
+from frozenbench.checkpoint.layouts import LAYOUTS, unwrap
+from frozenbench.errors import UserError
+from frozenbench.models.registry import build_model, get_arch
+
+
+class ConversionError(UserError):
+    pass
+
+
+@dataclass
+class ConversionReport:
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"dropped {len(self.dropped)} key(s) on the ignore list"]
+        lines += [f"  - {k}: {why}" for k, why in self.dropped[:20]]
+        if len(self.dropped) > 20:
+            lines.append(f"  ... and {len(self.dropped) - 20} more")
+        for name in ("resized", "missing", "unexpected", "mismatched"):
+            keys = getattr(self, name)
+            if keys:
+                lines.append(f"{name}: {len(keys)} key(s): {', '.join(keys[:10])}")
+        return "\n".join(lines)
+
+
+def _timm_filter(family: str):
+    if family in ("swin", "cswin_mini"):
+        from timm.models.swin_transformer import checkpoint_filter_fn
+    elif family == "swinv2":
+        from timm.models.swin_transformer_v2 import checkpoint_filter_fn
+    elif family in ("convnext", "convnext_mini"):
+        from timm.models.convnext import checkpoint_filter_fn
+    else:
+        return lambda sd, model: sd
+    return checkpoint_filter_fn
+
+
+def convert_state_dict(raw: Any, layout: str, arch: str, img_size: int | None = None,
+                       source: str = "<checkpoint>") -> tuple[dict[str, torch.Tensor], ConversionReport]:
+    """Turn a raw loaded checkpoint into a state dict that loads into ``arch`` with no missing key."""
+    if layout not in LAYOUTS:
+        raise ConversionError(f"{source}: unknown source layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}")
+    spec = get_arch(arch)
+    report = ConversionReport()
+    try:
+        renamed, report.dropped = LAYOUTS[layout](unwrap(raw))
+    except KeyError as err:
+        raise ConversionError(f"{source}: not a {layout} checkpoint: {err.args[0]}") from None
+    model = build_model(arch, img_size)
+    # timm's filter runs non-strict hooks (pos-bias resizing); keys it leaves are checked below.
+    before = {k: tuple(v.shape) for k, v in renamed.items()}
+    converted = _timm_filter(spec.family)(renamed, model)
+    report.resized = sorted(k for k, v in converted.items()
+                            if k.endswith("bias_table") and k in before and tuple(v.shape) != before[k])
+    expected = model.state_dict()
+    persistent = {k for k in expected if not any(k.endswith(b) for b in ("relative_position_index", "attn_mask",
+                                                                         "relative_coords_table"))}
+    # The classifier is not part of the backbone: canonical checkpoints carry no head.
+    persistent = {k for k in persistent if not k.startswith("head.")}
+    report.missing = sorted(persistent - converted.keys())
+    report.unexpected = sorted(converted.keys() - set(expected))
+    report.mismatched = sorted(k for k in persistent & converted.keys()
+                               if tuple(converted[k].shape) != tuple(expected[k].shape))
+    problems = []
+    if report.missing:
+        problems.append(f"missing {len(report.missing)} key(s): {', '.join(report.missing[:8])}")
+    if report.unexpected:
+        problems.append(f"unexpected {len(report.unexpected)} key(s) not on the ignore list: "
+                        f"{', '.join(report.unexpected[:8])}")
+    if report.mismatched:
+        shapes = [f"{k} {tuple(converted[k].shape)} vs {tuple(expected[k].shape)}" for k in report.mismatched[:5]]
+        problems.append(f"shape mismatch: {'; '.join(shapes)}")
+    if problems:
+        raise ConversionError(f"{source}: cannot convert to {arch} ({layout} layout): " + "; ".join(problems))
+    return {k: converted[k] for k in sorted(persistent)}, report
+
+
+def convert_file(src: str | Path, dst: str | Path, layout: str, arch: str, meta: dict[str, Any] | None = None,
+                 img_size: int | None = None) -> ConversionReport:
+    """Convert ``src`` and write the canonical checkpoint ``dst`` (atomically)."""
+    raw = safe_load(src)
+    state_dict, report = convert_state_dict(raw, layout, arch, img_size, source=str(src))
+    info = {"source_file": Path(src).name, "source_sha256": sha256_of(src), "source_layout": layout,
+            **(meta or {})}
+    save_backbone(dst, arch, state_dict, info)
+    return report
+
+
+def load_backbone_state(path: str | Path, arch: str | None = None, img_size: int | None = None
+                        ) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
+    """(arch, state dict ready for ``Backbone(arch, img_size)``, meta) from a canonical checkpoint.
+
+    The state dict is re-filtered for ``img_size`` so window and input sizes may differ from
+    the checkpoint's (relative position bias tables are interpolated, SwinV2's are recomputed).
+    """
+    payload = load_backbone(path)
+    if arch is not None and payload["arch"] != arch:
+        raise UserError(f"{path}: holds a {payload['arch']} backbone, not {arch}")
+    state_dict, _ = convert_state_dict(payload["state_dict"], "timm", payload["arch"], img_size, source=str(path))
+    return payload["arch"], state_dict, payload["meta"]

@@ -1,0 +1,142 @@
+"""Source checkpoint layouts -> timm key names, as small pure functions.
+
+Every function takes the raw state dict of one published layout and returns
+``(state_dict, dropped)``: the tensors renamed to the official-Swin/timm naming,
+and the keys it deliberately left out with the reason. Dropping is always by an
+explicit pattern; anything else that does not fit the model is an error raised
+later by :func:`frozenbench.checkpoint.convert.convert_state_dict`.
+
+Layouts:
+- ``official_swin`` / ``official_swinv2``: microsoft/Swin-Transformer releases (``{"model": ...}``);
+- ``simmim``: microsoft/SimMIM, the encoder under ``encoder.``, plus decoder and mask token;
+- ``moby``: SwinTransformer/Transformer-SSL (MoBY), query encoder ``encoder.``, key encoder ``encoder_k.``;
+- ``mm``: mmdetection / mmsegmentation detectors and segmentors with a Swin under ``backbone.``;
+- ``timm``: timm's own names (also what frozenbench's pretraining writes).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import torch
+
+StateDict = dict[str, torch.Tensor]
+Dropped = list[tuple[str, str]]
+
+# Buffers that every Swin implementation recomputes; never weights.
+BUFFER_PATTERNS = [
+    (re.compile(r"relative_position_index$"), "buffer recomputed from the window size"),
+    (re.compile(r"attn_mask$"), "buffer recomputed from the input size"),
+    (re.compile(r"relative_coords_table$"), "SwinV2 buffer recomputed from the window size"),
+]
+HEAD_PATTERN = (re.compile(r"^head\."), "classification head")
+
+
+def unwrap(checkpoint: dict) -> StateDict:
+    """The tensor dict inside the usual wrappers (``model``, ``state_dict``, ``module.`` from DDP)."""
+    sd = checkpoint
+    for key in ("model", "state_dict", "module"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    if any(k.startswith("module.") for k in sd):
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+
+
+def _drop(sd: StateDict, patterns: list[tuple[re.Pattern, str]]) -> tuple[StateDict, Dropped]:
+    kept, dropped = {}, []
+    for key, value in sd.items():
+        reason = next((why for pattern, why in patterns if pattern.search(key)), None)
+        if reason is None:
+            kept[key] = value
+        else:
+            dropped.append((key, reason))
+    return kept, dropped
+
+
+def _take_prefix(sd: StateDict, prefix: str) -> StateDict:
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def official_swin(sd: StateDict) -> tuple[StateDict, Dropped]:
+    return _drop(sd, BUFFER_PATTERNS + [HEAD_PATTERN])
+
+
+official_swinv2 = official_swin
+
+
+def timm_layout(sd: StateDict) -> tuple[StateDict, Dropped]:
+    return _drop(sd, BUFFER_PATTERNS + [(re.compile(r"^head\.fc\."), "classification head")])
+
+
+def simmim(sd: StateDict) -> tuple[StateDict, Dropped]:
+    rest, dropped = _drop(sd, [
+        (re.compile(r"^decoder\."), "SimMIM pixel decoder"),
+        (re.compile(r"^encoder\.mask_token$"), "SimMIM mask token"),
+    ])
+    others = [(k, "not part of the SimMIM encoder") for k in rest if not k.startswith("encoder.")]
+    if others:
+        raise KeyError(f"unexpected keys outside encoder./decoder.: {', '.join(k for k, _ in others[:5])}")
+    encoder, more = official_swin(_take_prefix(rest, "encoder."))
+    return encoder, dropped + [("encoder." + k, why) for k, why in more]
+
+
+def moby(sd: StateDict) -> tuple[StateDict, Dropped]:
+    rest, dropped = _drop(sd, [
+        (re.compile(r"^encoder_k\."), "MoBY momentum (key) encoder; the query encoder is kept"),
+        (re.compile(r"^projector(_k)?\."), "MoBY projector"),
+        (re.compile(r"^predictor\."), "MoBY predictor"),
+        (re.compile(r"^queue\d?(_ptr)?$"), "MoBY negative queue"),
+    ])
+    unknown = [k for k in rest if not k.startswith("encoder.")]
+    if unknown:
+        raise KeyError(f"unexpected keys outside the MoBY encoders: {', '.join(unknown[:5])}")
+    encoder, more = official_swin(_take_prefix(rest, "encoder."))
+    return encoder, dropped + [("encoder." + k, why) for k, why in more]
+
+
+def _mm_reduction_to_official(x: torch.Tensor) -> torch.Tensor:
+    """Undo mmdet's ``correct_unfold_reduction_order`` (nn.Unfold patch merging order)."""
+    out_channel, in_channel = x.shape
+    return x.reshape(out_channel, in_channel // 4, 4).transpose(1, 2)[:, [0, 2, 1, 3], :].reshape(out_channel, in_channel)
+
+
+def _mm_norm_to_official(x: torch.Tensor) -> torch.Tensor:
+    """Undo mmdet's ``correct_unfold_norm_order``."""
+    in_channel = x.shape[0]
+    return x.reshape(in_channel // 4, 4).transpose(0, 1)[[0, 2, 1, 3], :].reshape(in_channel)
+
+
+def mm(sd: StateDict) -> tuple[StateDict, Dropped]:
+    """mmdet/mmseg Swin (``backbone.stages.*``, ``w_msa``, ``ffn.layers``) -> official names."""
+    backbone, dropped = {}, []
+    for key, value in sd.items():
+        if not key.startswith("backbone."):
+            dropped.append((key, "detector/segmentor head (not the backbone)"))
+            continue
+        k = key.removeprefix("backbone.")
+        if re.fullmatch(r"norm\d\.(weight|bias)", k):
+            dropped.append((key, "mm per-level output norm (frozenbench heads bring their own)"))
+            continue
+        k = k.replace("patch_embed.projection.", "patch_embed.proj.")
+        k = re.sub(r"^stages\.", "layers.", k)
+        k = k.replace("attn.w_msa.", "attn.")
+        k = k.replace("ffn.layers.0.0.", "mlp.fc1.").replace("ffn.layers.1.", "mlp.fc2.")
+        if k.endswith("downsample.reduction.weight"):
+            value = _mm_reduction_to_official(value)
+        elif re.search(r"downsample\.norm\.(weight|bias)$", k):
+            value = _mm_norm_to_official(value)
+        backbone[k] = value
+    kept, more = official_swin(backbone)
+    return kept, dropped + more
+
+
+LAYOUTS: dict[str, Callable[[StateDict], tuple[StateDict, Dropped]]] = {
+    "official_swin": official_swin,
+    "official_swinv2": official_swinv2,
+    "simmim": simmim,
+    "moby": moby,
+    "mm": mm,
+    "timm": timm_layout,
+}

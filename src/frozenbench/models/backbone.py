@@ -1,0 +1,87 @@
+"""A multi-level backbone that can stay frozen while the heads on top of it train.
+
+Frozen means all of:
+- every parameter has ``requires_grad=False`` (so no optimizer ever sees one);
+- the module stays in eval mode even when a detector calls ``.train()``
+  (BatchNorm statistics and dropout do not move);
+- the forward runs under ``torch.no_grad()``, so no activation is kept for backward;
+- optionally under bf16 autocast (features are returned in fp32 for the heads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from frozenbench.models.registry import build_model
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Channels and stride of one output level (cf. detectron2's ShapeSpec)."""
+
+    channels: int
+    stride: int
+
+
+class Backbone(nn.Module):
+    """Features at strides 4-32 (NCHW) from a registered architecture.
+
+    Args:
+        arch: registry name, e.g. ``swin_tiny`` or ``cswin_tiny``.
+        img_size: input size the model is built for (window attention masks depend on it).
+        out_indices: stages to return.
+        frozen: freeze as described in the module docstring.
+        bf16: run the frozen forward under bf16 autocast.
+        state_dict: backbone weights in timm key names (see :mod:`frozenbench.checkpoint`).
+    """
+
+    def __init__(self, arch: str, img_size: int | None = None, out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen: bool = True, bf16: bool = False, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        super().__init__()
+        self.arch = arch
+        self.model = build_model(arch, img_size)
+        if state_dict is not None:
+            self.model.load_state_dict(state_dict, strict=True)
+        self.out_indices = list(out_indices)
+        # The classifier head and final norm are not part of multi-level features.
+        self.model.prune_intermediate_layers(indices=self.out_indices, prune_norm=True, prune_head=True)
+        info = self.model.feature_info
+        self.feature_specs = [FeatureSpec(int(info[i]["num_chs"]), int(info[i]["reduction"])) for i in self.out_indices]
+        self.frozen = frozen
+        self.bf16 = bf16
+        if frozen:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    @property
+    def channels(self) -> list[int]:
+        return [s.channels for s in self.feature_specs]
+
+    @property
+    def strides(self) -> list[int]:
+        return [s.stride for s in self.feature_specs]
+
+    def train(self, mode: bool = True) -> "Backbone":
+        super().train(mode)
+        if self.frozen:
+            self.model.eval()
+        return self
+
+    def _autocast(self, x: torch.Tensor) -> contextlib.AbstractContextManager:
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.frozen:
+            with torch.no_grad(), self._autocast(x):
+                feats = self.model.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
+            return [f.float() for f in feats]
+        with self._autocast(x):
+            feats = self.model.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
+        return [f.float() for f in feats]

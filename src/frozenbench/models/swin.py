@@ -1,0 +1,113 @@
+"""Swin Transformer (V1, V2) backbones on timm, plus the conv-stem mini Swin of the mini-study.
+
+Papers: Swin (Liu et al., ICCV 2021), SwinV2 (Liu et al., CVPR 2022). The paper
+study uses the official Microsoft checkpoints (converted to timm key names by
+:mod:`frozenbench.checkpoint.convert`); SwinV2-G (3B params) is defined here
+for memory planning and the architecture table, but its weights were never
+released.
+
+The mini family (``cswin_tiny``, ``cswin_small``) replaces the 4x4 patch embedding by two
+stride-2 3x3 convolutions. Measured on 2 CPU cores (stack-facts.md): a plain
+tiny Swin stays at chance for minutes of pretraining, the conv stem leaves the
+plateau within a few hundred steps. The Swin stages are unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.models.swin_transformer import SwinTransformer
+from timm.models.swin_transformer_v2 import SwinTransformerV2
+
+from frozenbench.models.registry import ArchSpec, register_arch
+
+__all__ = ["ConvStemEmbed", "build_swin", "build_swinv2"]
+
+
+class ConvStemEmbed(nn.Module):
+    """Patch embedding by two 3x3 stride-2 convs (BN + GELU), then a 1x1 projection and LayerNorm.
+
+    Same call signature and NHWC output as ``timm.layers.PatchEmbed`` so it drops into
+    ``SwinTransformer(embed_layer=...)``; only ``patch_size=4`` is meaningful.
+    """
+
+    def __init__(self, img_size: Any = 224, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96,
+                 norm_layer: Any = None, strict_img_size: bool = True, output_fmt: str = "NHWC", **_: Any) -> None:
+        super().__init__()
+        if patch_size != 4:
+            raise ValueError("ConvStemEmbed downsamples by 4 (two stride-2 convs)")
+        size = img_size if isinstance(img_size, (tuple, list)) else (img_size, img_size)
+        self.img_size = tuple(size)
+        self.patch_size = (4, 4)
+        self.grid_size = (size[0] // 4, size[1] // 4)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.strict_img_size = strict_img_size
+        mid = max(embed_dim // 2, 8)
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, mid, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(mid), nn.GELU(),
+            nn.Conv2d(mid, embed_dim, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(embed_dim), nn.GELU(),
+        )
+        self.proj = nn.Conv2d(embed_dim, embed_dim, 1)
+        self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
+
+    def set_input_size(self, img_size: Any = None, patch_size: Any = None) -> None:
+        if img_size is not None:
+            size = img_size if isinstance(img_size, (tuple, list)) else (img_size, img_size)
+            self.img_size, self.grid_size = tuple(size), (size[0] // 4, size[1] // 4)
+            self.num_patches = self.grid_size[0] * self.grid_size[1]
+
+    def dynamic_feat_size(self, img_size: tuple[int, int]) -> tuple[int, int]:
+        return img_size[0] // 4, img_size[1] // 4
+
+    def feat_ratio(self, as_scalar: bool = True) -> Any:
+        return 4 if as_scalar else (4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(self.stem(x)).permute(0, 2, 3, 1)  # NHWC, as timm's Swin stages expect
+        return self.norm(x)
+
+
+def build_swin(img_size: int, conv_stem: bool = False, **kwargs: Any) -> SwinTransformer:
+    kwargs.setdefault("drop_path_rate", 0.0)
+    if conv_stem:
+        kwargs["embed_layer"] = ConvStemEmbed
+    return SwinTransformer(img_size=img_size, num_classes=0, **kwargs)
+
+
+def build_swinv2(img_size: int, **kwargs: Any) -> SwinTransformerV2:
+    kwargs.setdefault("drop_path_rate", 0.0)
+    return SwinTransformerV2(img_size=img_size, num_classes=0, **kwargs)
+
+
+_SWIN = dict(patch_size=4)
+for name, img, kw in [
+    ("swin_tiny", 224, dict(window_size=7, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))),
+    ("swin_small", 224, dict(window_size=7, embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))),
+    ("swin_base", 224, dict(window_size=7, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))),
+    ("swin_base_w12", 384, dict(window_size=12, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))),
+    ("swin_large", 224, dict(window_size=7, embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48))),
+    ("swin_large_w12", 384, dict(window_size=12, embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48))),
+]:
+    register_arch(ArchSpec(name, "swin", build_swin, {**_SWIN, **kw}, img_size=img))
+
+for name, img, kw, public in [
+    ("swinv2_tiny", 256, dict(window_size=8, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)), True),
+    ("swinv2_small", 256, dict(window_size=8, embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)), True),
+    ("swinv2_base", 192, dict(window_size=12, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)), True),
+    ("swinv2_large", 192, dict(window_size=12, embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)), True),
+    # SwinV2-G (Liu et al. 2022, Table 1): C=512, depths 2-2-42-4, heads 16-32-64-128. Weights not released.
+    ("swinv2_giant", 192, dict(window_size=12, embed_dim=512, depths=(2, 2, 42, 4), num_heads=(16, 32, 64, 128)),
+     False),
+]:
+    register_arch(ArchSpec(name, "swinv2", build_swinv2, {"patch_size": 4, **kw}, img_size=img, public_weights=public,
+                           notes="" if public else "architecture only: the SwinV2-G weights are not public"))
+
+# Mini-study family: conv stem + Swin stages, window 4, for 64-128 px inputs on CPU.
+register_arch(ArchSpec("cswin_tiny", "cswin_mini", build_swin,
+                       dict(conv_stem=True, patch_size=4, window_size=4, embed_dim=32, depths=(2, 2, 2, 2),
+                            num_heads=(1, 2, 4, 8)), img_size=64, public_weights=False))
+register_arch(ArchSpec("cswin_small", "cswin_mini", build_swin,
+                       dict(conv_stem=True, patch_size=4, window_size=4, embed_dim=48, depths=(2, 2, 4, 2),
+                            num_heads=(2, 4, 8, 16)), img_size=64, public_weights=False))

@@ -1,0 +1,136 @@
+"""The pretraining tasks the study compares, each a module whose ``loss(batch)`` trains a backbone.
+
+- ``supervised``: classification with label-smoothed cross-entropy;
+- ``contrastive``: MoCo v3 / MoBY style: two strongly augmented views, a momentum
+  (key) encoder, projector + predictor on the query side, symmetric InfoNCE;
+- ``mim``: SimMIM: random mask-patch masking with a learned mask token at the token
+  level, a light linear decoder to raw pixels, L1 on masked pixels only.
+
+Every task owns ``self.backbone`` (a timm model whose weights become the checkpoint).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from frozenbench.pretrain.data import augment
+
+
+def pooled(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Global-average-pooled last-stage features (B, C)."""
+    return backbone.forward_head(backbone.forward_features(x), pre_logits=True)
+
+
+class Supervised(nn.Module):
+    def __init__(self, backbone: nn.Module, num_classes: int, label_smoothing: float = 0.1) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.num_features, num_classes)
+        self.label_smoothing = label_smoothing
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        logits = self.head(pooled(self.backbone, augment(images, gen)))
+        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+
+
+def _mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim_in, hidden), nn.BatchNorm1d(hidden), nn.GELU(), nn.Linear(hidden, dim_out))
+
+
+class Contrastive(nn.Module):
+    def __init__(self, backbone: nn.Module, proj_dim: int = 128, hidden: int = 512, temperature: float = 0.2,
+                 momentum: float = 0.99) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projector = _mlp(backbone.num_features, hidden, proj_dim)
+        self.predictor = _mlp(proj_dim, hidden, proj_dim)
+        self.key_backbone = copy.deepcopy(backbone).requires_grad_(False)
+        self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.temperature = temperature
+        self.momentum = momentum
+
+    @torch.no_grad()
+    def update_key_encoder(self) -> None:
+        for online, key in ((self.backbone, self.key_backbone), (self.projector, self.key_projector)):
+            for p_o, p_k in zip(online.parameters(), key.parameters()):
+                p_k.mul_(self.momentum).add_(p_o.detach(), alpha=1 - self.momentum)
+            for b_o, b_k in zip(online.buffers(), key.buffers()):
+                b_k.copy_(b_o)
+
+    def _info_nce(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+        logits = q @ k.t() / self.temperature
+        return F.cross_entropy(logits, torch.arange(q.shape[0])) * 2 * self.temperature
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        del labels  # self-supervised
+        v1, v2 = augment(images, gen, strong=True), augment(images, gen, strong=True)
+        q1 = self.predictor(self.projector(pooled(self.backbone, v1)))
+        q2 = self.predictor(self.projector(pooled(self.backbone, v2)))
+        with torch.no_grad():
+            self.key_backbone.train(self.training)
+            k1 = self.key_projector(pooled(self.key_backbone, v1))
+            k2 = self.key_projector(pooled(self.key_backbone, v2))
+        return self._info_nce(q1, k2) + self._info_nce(q2, k1)
+
+    def after_step(self) -> None:
+        self.update_key_encoder()
+
+
+class MaskedImageModeling(nn.Module):
+    """SimMIM on a timm Swin/ConvNeXt: masking is applied at the stride-4 token level."""
+
+    def __init__(self, backbone: nn.Module, image_size: int, mask_patch: int = 8, mask_ratio: float = 0.6) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.embed_dim = backbone.feature_info[0]["num_chs"]
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, self.embed_dim))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self.stride = backbone.feature_info[-1]["reduction"]
+        self.decoder = nn.Sequential(nn.Conv2d(backbone.num_features, self.stride ** 2 * 3, 1), nn.PixelShuffle(self.stride))
+        self.mask_patch = mask_patch
+        self.mask_ratio = mask_ratio
+        self.grid = image_size // mask_patch
+
+    def random_mask(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """(N, grid, grid) bool, exactly ``mask_ratio`` of the mask patches set."""
+        count = int(math.ceil(self.grid * self.grid * self.mask_ratio))
+        order = torch.rand(n, self.grid * self.grid, generator=gen).argsort(dim=1)
+        mask = torch.zeros(n, self.grid * self.grid, dtype=torch.bool)
+        mask.scatter_(1, order[:, :count], True)
+        return mask.view(n, self.grid, self.grid)
+
+    def _tokens_masked(self, x: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
+        tokens = self.backbone.patch_embed(x)  # NHWC for Swin
+        token_mask = F.interpolate(pixel_mask[:, None].float(), size=tokens.shape[1:3], mode="nearest")[:, 0]
+        w = token_mask[..., None]
+        return tokens * (1 - w) + self.mask_token * w
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        del labels
+        x = augment(images, gen)
+        mask = self.random_mask(x.shape[0], gen)
+        pixel_mask = mask.repeat_interleave(self.mask_patch, 1).repeat_interleave(self.mask_patch, 2)
+        # Masked pixels are also blanked at the input so the conv stem cannot see them.
+        x_in = x * (~pixel_mask)[:, None]
+        tokens = self._tokens_masked(x_in, pixel_mask)
+        feats = self.backbone.norm(self.backbone.layers(tokens)).permute(0, 3, 1, 2)
+        recon = self.decoder(feats)
+        per_pixel = (recon - x).abs().mean(dim=1)
+        return (per_pixel * pixel_mask).sum() / pixel_mask.sum().clamp(min=1)
+
+
+def build_task(task: str, backbone: nn.Module, num_classes: int, image_size: int, options: dict) -> nn.Module:
+    if task == "supervised":
+        return Supervised(backbone, num_classes, options.get("label_smoothing", 0.1))
+    if task == "contrastive":
+        return Contrastive(backbone, temperature=options.get("temperature", 0.2),
+                           momentum=options.get("momentum", 0.99))
+    if task == "mim":
+        return MaskedImageModeling(backbone, image_size, options.get("mask_patch", 8), options.get("mask_ratio", 0.6))
+    raise KeyError(f"unknown pretraining task {task!r}")
