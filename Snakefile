@@ -16,14 +16,21 @@ if not config:
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/checkpoints.smk"
 
 
 rule all_tables:
     default_target: True
     input:
         all_dataset_outputs(),
+        all_checkpoint_outputs(),
 
 
 rule data_all:
     input:
         all_dataset_outputs(),
+
+
+rule checkpoints_all:
+    input:
+        all_checkpoint_outputs(),

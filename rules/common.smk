@@ -11,6 +11,13 @@ PATHS = config["paths"]
 DATA = PATHS["data"]
 DOWNLOADS = PATHS["downloads"]
 LOGS = PATHS["logs"]
+CKPTS = PATHS["checkpoints"]
+RUNS = PATHS["runs"]
+BENCHMARKS = PATHS["benchmarks"]
+BACKBONES = config.get("backbones", {})
+PRETRAINED_BACKBONES = sorted(k for k, v in BACKBONES.items() if "pretrain" in v)
+PUBLISHED_BACKBONES = sorted(k for k, v in BACKBONES.items() if "checkpoint" in v)
+RELEASED_BACKBONES = PRETRAINED_BACKBONES + PUBLISHED_BACKBONES
 
 SYNTH_DATASETS = sorted(k for k, v in config["datasets"].items() if v["source"] == "synth")
 DOWNLOAD_DATASETS = sorted(k for k, v in config["datasets"].items() if v["source"] == "download")
@@ -32,3 +39,25 @@ def dataset_dir(name):
 
 def all_dataset_outputs():
     return [dataset_dir(name) for name in sorted(config["datasets"])]
+
+
+def pretrain_spec(backbone):
+    """The backbone's pretraining task, dataset and options (study defaults overridden per backbone)."""
+    entry = BACKBONES[backbone]["pretrain"]
+    defaults = config.get("pretrain", {})
+    return {
+        "task": entry["task"],
+        "dataset": entry.get("dataset", defaults.get("dataset")),
+        "options": {**defaults.get("options", {}), **entry.get("options", {})},
+    }
+
+
+def checkpoint_meta(backbone):
+    ckpt = BACKBONES[backbone]["checkpoint"]
+    return {"name": backbone, "url": ckpt["url"], "pretrain_task": ckpt["task"], "pretrain_data": ckpt["data"]}
+
+
+def all_checkpoint_outputs():
+    outputs = [f"{CKPTS}/{name}.pth" for name in RELEASED_BACKBONES]
+    outputs += [f"{RUNS}/pretrain/{name}/probe.json" for name in PRETRAINED_BACKBONES]
+    return outputs

@@ -18,6 +18,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "check a dataset folder and report every problem (names the file)"),
     "download": ("download", "fetch a dataset's files: resume, retries, checksum verified before use"),
     "prepare": ("prepare", "build a dataset folder from verified downloads"),
+    "pretrain": ("pretrain", "pretrain a mini backbone (supervised, contrastive, mim or random) + probe"),
+    "fetch-checkpoint": ("fetch_checkpoint", "download a published checkpoint, verified by checksum"),
+    "convert-checkpoint": ("convert_checkpoint", "convert a published checkpoint to the canonical format"),
 }
 
 

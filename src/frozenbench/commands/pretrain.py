@@ -1,0 +1,35 @@
+"""``frozenbench pretrain``: pretrain a mini backbone by one task and write its canonical checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from frozenbench.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", required=True, help="registered architecture, e.g. cswin_tiny")
+    parser.add_argument("--task", required=True, choices=["supervised", "contrastive", "mim", "random"])
+    parser.add_argument("--data", required=True, help="ImageFolder dataset (train/ and val/)")
+    parser.add_argument("--options", default="{}", help="pretraining options as JSON (config's pretrain section)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
+    parser.add_argument("--out", required=True, help="canonical checkpoint to write")
+    parser.add_argument("--run-dir", required=True, help="resumable state, loss log and probe result")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from frozenbench.pretrain.train import PretrainOptions, pretrain
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        options = PretrainOptions.from_config(json.loads(args.options))
+    except (json.JSONDecodeError, TypeError) as err:
+        raise UserError(f"--options: {err}") from None
+    pretrain(args.arch, args.task, args.data, args.out, args.run_dir, options, seed=args.seed,
+             meta={"name": args.out})
+    return 0
