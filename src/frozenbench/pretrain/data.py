@@ -69,11 +69,34 @@ def augment(images: torch.Tensor, generator: torch.Generator, strong: bool = Fal
     flip = torch.rand(n, generator=generator) < 0.5
     out = torch.where(flip[:, None, None, None], out.flip(-1), out)
     if strong:
+        out = random_resized_crop(out, generator)
+        # Colour must not identify an instance, or contrastive learning matches views by colour
+        # instead of shape: permute channels, jitter brightness and contrast, drop colour at random.
+        perm = torch.stack([torch.randperm(3, generator=generator) for _ in range(n)])
+        out = out[torch.arange(n)[:, None], perm]
         brightness = (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 0.8
-        contrast = 1 + (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 0.8
-        channel_shift = (torch.rand(n, 3, 1, 1, generator=generator) - 0.5) * 0.8
+        contrast = 1 + (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 0.6
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
-        out = (out - mean) * contrast + mean + brightness + channel_shift
+        out = (out - mean) * contrast + mean + brightness
         gray = torch.rand(n, generator=generator) < 0.2
         out = torch.where(gray[:, None, None, None], out.mean(dim=1, keepdim=True).expand_as(out), out)
     return out
+
+
+def random_resized_crop(images: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.5, 1.0),
+                        ratio: tuple[float, float] = (0.75, 1.333)) -> torch.Tensor:
+    """Batched RandomResizedCrop: each image gets its own crop box, resampled to the input size."""
+    n = images.shape[0]
+    area = torch.empty(n).uniform_(*scale, generator=generator)
+    log_ratio = torch.empty(n).uniform_(torch.log(torch.tensor(ratio[0])).item(),
+                                        torch.log(torch.tensor(ratio[1])).item(), generator=generator)
+    aspect = log_ratio.exp()
+    w = (area * aspect).sqrt().clamp(max=1.0)
+    h = (area / aspect).sqrt().clamp(max=1.0)
+    cx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - w)
+    cy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - h)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = w, cx
+    theta[:, 1, 1], theta[:, 1, 2] = h, cy
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -85,7 +85,8 @@ class Contrastive(nn.Module):
 class MaskedImageModeling(nn.Module):
     """SimMIM on a timm Swin/ConvNeXt: masking is applied at the stride-4 token level."""
 
-    def __init__(self, backbone: nn.Module, image_size: int, mask_patch: int = 8, mask_ratio: float = 0.6) -> None:
+    def __init__(self, backbone: nn.Module, image_size: int, mask_patch: int = 16, mask_ratio: float = 0.5,
+                 norm_target: bool = True) -> None:
         super().__init__()
         self.backbone = backbone
         self.embed_dim = backbone.feature_info[0]["num_chs"]
@@ -96,6 +97,7 @@ class MaskedImageModeling(nn.Module):
         self.mask_patch = mask_patch
         self.mask_ratio = mask_ratio
         self.grid = image_size // mask_patch
+        self.norm_target = norm_target
 
     def random_mask(self, n: int, gen: torch.Generator) -> torch.Tensor:
         """(N, grid, grid) bool, exactly ``mask_ratio`` of the mask patches set."""
@@ -111,6 +113,16 @@ class MaskedImageModeling(nn.Module):
         w = token_mask[..., None]
         return tokens * (1 - w) + self.mask_token * w
 
+    def _normalized_patches(self, x: torch.Tensor) -> torch.Tensor:
+        """Each mask patch standardized per channel (MAE's norm_pix_loss): the target is the
+        structure inside a patch, not its colour, which is random in the shapes data."""
+        p = self.mask_patch
+        n, c, h, w = x.shape
+        patches = x.reshape(n, c, h // p, p, w // p, p)
+        mean = patches.mean(dim=(3, 5), keepdim=True)
+        var = patches.var(dim=(3, 5), keepdim=True)
+        return ((patches - mean) / (var + 1e-2).sqrt()).reshape(n, c, h, w)
+
     def loss(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         del labels
         x = augment(images, gen)
@@ -121,7 +133,8 @@ class MaskedImageModeling(nn.Module):
         tokens = self._tokens_masked(x_in, pixel_mask)
         feats = self.backbone.norm(self.backbone.layers(tokens)).permute(0, 3, 1, 2)
         recon = self.decoder(feats)
-        per_pixel = (recon - x).abs().mean(dim=1)
+        target = self._normalized_patches(x) if self.norm_target else x
+        per_pixel = (recon - target).abs().mean(dim=1)
         return (per_pixel * pixel_mask).sum() / pixel_mask.sum().clamp(min=1)
 
 
@@ -132,5 +145,6 @@ def build_task(task: str, backbone: nn.Module, num_classes: int, image_size: int
         return Contrastive(backbone, temperature=options.get("temperature", 0.2),
                            momentum=options.get("momentum", 0.99))
     if task == "mim":
-        return MaskedImageModeling(backbone, image_size, options.get("mask_patch", 8), options.get("mask_ratio", 0.6))
+        return MaskedImageModeling(backbone, image_size, options.get("mask_patch", 16), options.get("mask_ratio", 0.5),
+                                   options.get("norm_target", True))
     raise KeyError(f"unknown pretraining task {task!r}")

@@ -1,0 +1,206 @@
+"""Checkpoint conversion from every published layout, safe loading, and the fetch path."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+
+import pytest
+import torch
+
+from frozenbench.checkpoint import (ConversionError, UnsafeCheckpoint, convert_state_dict, load_backbone_state,
+                                    safe_load, save_backbone)
+from frozenbench.models import Backbone, build_model
+
+from .conftest import run_cmd
+from .fault_server import FaultServer
+
+# -- the published layouts, built from a timm model (key names and shapes as the projects publish them) --
+
+
+def official_from_timm(model: torch.nn.Module, v2: bool = False) -> dict[str, torch.Tensor]:
+    """microsoft/Swin-Transformer layout: downsample at the end of a stage, `head.`, index/mask buffers."""
+    out = {}
+    for key, value in model.state_dict().items():
+        key = re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample", key)
+        out[key.replace("head.fc.", "head.")] = value
+    for name, module in model.named_modules():
+        if hasattr(module, "relative_position_index"):
+            out[f"{name}.relative_position_index"] = module.relative_position_index.clone()
+        if v2 and hasattr(module, "relative_coords_table"):
+            out[f"{name}.relative_coords_table"] = module.relative_coords_table.clone()
+        if getattr(module, "attn_mask", None) is not None:
+            out[f"{name}.attn_mask"] = module.attn_mask.clone()
+    out["head.weight"], out["head.bias"] = torch.randn(1000, model.num_features), torch.randn(1000)
+    return out
+
+
+@pytest.fixture(scope="module")
+def swin_tiny() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("swin_tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def image() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randn(1, 3, 224, 224)
+
+
+def assert_same_features(state_dict, arch, source_model, x, img_size=None):
+    backbone = Backbone(arch, img_size=img_size, state_dict=state_dict)
+    with torch.no_grad():
+        expected = source_model.forward_intermediates(x, intermediates_only=True)
+    for a, b in zip(expected, backbone(x)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_official_swin(swin_tiny, image):
+    sd, report = convert_state_dict({"model": official_from_timm(swin_tiny)}, "official_swin", "swin_tiny")
+    dropped = {k for k, _ in report.dropped}
+    assert {"head.weight", "head.bias", "layers.0.blocks.0.attn.relative_position_index",
+            "layers.0.blocks.1.attn_mask"} <= dropped
+    assert_same_features(sd, "swin_tiny", swin_tiny, image)
+
+
+def test_official_swinv2():
+    torch.manual_seed(0)
+    model = build_model("swinv2_tiny").eval()
+    raw = {"model": official_from_timm(model, v2=True)}
+    assert any(k.endswith("cpb_mlp.0.weight") for k in raw["model"])
+    sd, report = convert_state_dict(raw, "official_swinv2", "swinv2_tiny")
+    assert any(k.endswith("relative_coords_table") for k, _ in report.dropped)
+    assert_same_features(sd, "swinv2_tiny", model, torch.randn(1, 3, 256, 256))
+
+
+def test_simmim_keeps_encoder_only(swin_tiny, image):
+    official = official_from_timm(swin_tiny)
+    raw = {"model": {**{f"encoder.{k}": v for k, v in official.items() if not k.startswith("head.")},
+                     "encoder.mask_token": torch.zeros(1, 1, 96),
+                     "decoder.0.weight": torch.randn(32 * 32 * 3, 768, 1, 1), "decoder.0.bias": torch.zeros(3072)},
+           "config": "SimMIM config dump"}
+    sd, report = convert_state_dict(raw, "simmim", "swin_tiny")
+    reasons = dict(report.dropped)
+    assert reasons["decoder.0.weight"] == "SimMIM pixel decoder"
+    assert reasons["encoder.mask_token"] == "SimMIM mask token"
+    assert_same_features(sd, "swin_tiny", swin_tiny, image)
+
+
+def test_moby_keeps_the_query_encoder(swin_tiny, image):
+    official = {k: v for k, v in official_from_timm(swin_tiny).items() if not k.startswith("head.")}
+    key_encoder = {f"encoder_k.{k}": torch.randn_like(v.float()).to(v.dtype) for k, v in official.items()}
+    raw = {"model": {**{f"module.encoder.{k}": v for k, v in official.items()},
+                     **{f"module.{k}": v for k, v in key_encoder.items()},
+                     "module.projector.linear1.weight": torch.randn(4096, 768),
+                     "module.projector_k.linear1.weight": torch.randn(4096, 768),
+                     "module.predictor.linear1.weight": torch.randn(4096, 256),
+                     "module.queue1": torch.randn(256, 4096), "module.queue2": torch.randn(256, 4096),
+                     "module.queue_ptr": torch.zeros(1, dtype=torch.long)}}
+    sd, report = convert_state_dict(raw, "moby", "swin_tiny")
+    assert any(k.startswith("encoder_k.") for k, _ in report.dropped)
+    assert_same_features(sd, "swin_tiny", swin_tiny, image)
+
+
+def test_mmdet_detector_checkpoint_matches_mmdet_swin(swin_tiny, image):
+    """The mm layout comes from mmdet itself: its own converter and its own SwinTransformer."""
+    from mmdet.models.backbones import SwinTransformer
+    from mmdet.models.backbones.swin import swin_converter
+
+    mm_swin = SwinTransformer(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7,
+                              drop_path_rate=0.0).eval()
+    official = {k: v for k, v in official_from_timm(swin_tiny).items() if not re.search(r"index$|mask$", k)}
+    mm_sd = {k.removeprefix("backbone."): v for k, v in swin_converter(official).items()}
+    missing, unexpected = mm_swin.load_state_dict(mm_sd, strict=False)
+    assert [k for k in missing if not re.fullmatch(r"norm\d\.(weight|bias)", k)] == []
+    detector = {f"backbone.{k}": v for k, v in mm_swin.state_dict().items()}
+    detector["neck.lateral_convs.0.conv.weight"] = torch.randn(256, 96, 1, 1)
+    detector["rpn_head.rpn_conv.weight"] = torch.randn(256, 256, 3, 3)
+    sd, report = convert_state_dict({"state_dict": detector, "meta": {"epoch": 12}}, "mm", "swin_tiny")
+    assert ("neck.lateral_convs.0.conv.weight", "detector/segmentor head (not the backbone)") in report.dropped
+
+    # mmdet's Swin applies per-level norms to its outputs; compare the stage outputs before them.
+    stage_outputs = []
+    hooks = [stage.register_forward_hook(lambda m, i, o: stage_outputs.append(o[2])) for stage in mm_swin.stages]
+    with torch.no_grad():
+        mm_swin(image)
+    for h in hooks:
+        h.remove()
+    ours = Backbone("swin_tiny", state_dict=sd)(image)
+    for (mm_out), our in zip(stage_outputs, ours):
+        n, c, hh, ww = our.shape
+        torch.testing.assert_close(mm_out.view(n, hh, ww, c).permute(0, 3, 1, 2), our, atol=1e-4, rtol=1e-4)
+
+
+def test_relative_position_bias_is_interpolated_for_another_input_size(tmp_path):
+    torch.manual_seed(0)
+    small = build_model("cswin_tiny", 64)  # the last stage (2x2) uses a 2x2 window at 64 px
+    save_backbone(tmp_path / "b.pth", "cswin_tiny", small.state_dict(), {"pretrain_task": "random"})
+    arch, sd, meta = load_backbone_state(tmp_path / "b.pth", img_size=128)  # 4x4 window at 128 px
+    assert sd["layers.3.blocks.0.attn.relative_position_bias_table"].shape == (49, 8)
+    Backbone(arch, img_size=128, state_dict=sd)(torch.randn(1, 3, 128, 128))
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda sd: sd.__setitem__("layers.0.blocks.0.attn.extra", torch.zeros(3)), "unexpected 1 key(s)"),
+    (lambda sd: sd.pop("layers.0.blocks.0.mlp.fc1.weight"), "missing 1 key(s): layers.0.blocks.0.mlp.fc1.weight"),
+    (lambda sd: sd.__setitem__("norm.weight", torch.zeros(7)), "shape mismatch: norm.weight (7,) vs (768,)"),
+])
+def test_conversion_fails_on_keys_off_the_ignore_list(swin_tiny, mutate, message):
+    official = official_from_timm(swin_tiny)
+    mutate(official)
+    with pytest.raises(ConversionError) as info:
+        convert_state_dict({"model": official}, "official_swin", "swin_tiny", source="x.pth")
+    assert str(info.value).startswith("x.pth: cannot convert to swin_tiny") and message in str(info.value)
+
+
+class RunsCode:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_that_needs_unpickling_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "payload": RunsCode(str(marker))}, path)
+    with pytest.raises(UnsafeCheckpoint) as info:
+        safe_load(path)
+    assert str(path) in str(info.value) and "arbitrary unpickling" in str(info.value)
+    assert not marker.exists()
+
+
+def test_fetch_and_convert_through_the_cli(swin_tiny, tmp_path):
+    buf = io.BytesIO()
+    torch.save({"model": official_from_timm(swin_tiny)}, buf)
+    body = buf.getvalue()
+    with FaultServer() as server:
+        url = server.add("/v1.0.0/swin_tiny_patch4_window7_224.pth", body, ["drop:100000", "status:503"])
+        spec = {"url": url, "filename": "swin_tiny_patch4_window7_224.pth",
+                "checksum": {"sha256": hashlib.sha256(body).hexdigest()}, "layout": "official_swin",
+                "task": "supervised", "data": "in1k"}
+        run_cmd(["frozenbench", "fetch-checkpoint", "--spec", json.dumps(spec), "--out-dir", str(tmp_path / "dl"),
+                 "--backoff", "0.01"], check=True, timeout=120)
+    out = tmp_path / "checkpoints" / "swin_tiny_in1k.pth"
+    proc = run_cmd(["frozenbench", "convert-checkpoint", "--src", str(tmp_path / "dl" / spec["filename"]),
+                    "--layout", "official_swin", "--arch", "swin_tiny", "--meta", json.dumps({"pretrain_task": "supervised"}),
+                    "--out", str(out)], check=True, timeout=300)
+    assert "head.weight: classification head" in proc.stdout
+    arch, sd, meta = load_backbone_state(out)
+    assert arch == "swin_tiny" and meta["source_sha256"] == hashlib.sha256(body).hexdigest()
+    assert torch.equal(sd["layers.1.downsample.reduction.weight"], swin_tiny.state_dict()["layers.1.downsample.reduction.weight"])
+
+
+def test_wrong_checksum_never_reaches_conversion(tmp_path):
+    with FaultServer() as server:
+        url = server.add("/w.pth", b"not the published file")
+        spec = {"url": url, "filename": "w.pth", "checksum": {"sha256": "0" * 64}}
+        proc = run_cmd(["frozenbench", "fetch-checkpoint", "--spec", json.dumps(spec), "--out-dir", str(tmp_path),
+                        "--backoff", "0.01"], timeout=60)
+    assert proc.returncode == 1
+    assert url in proc.stderr and "expected " + "0" * 64 in proc.stderr
+    assert not (tmp_path / "w.pth").exists()
