@@ -116,7 +116,9 @@ def mm(sd: StateDict) -> tuple[StateDict, Dropped]:
             dropped.append((key, "detector/segmentor head (not the backbone)"))
             continue
         k = key.removeprefix("backbone.")
-        if re.fullmatch(r"norm\d\.(weight|bias)", k):
+        if re.fullmatch(r"norm3\.(weight|bias)", k):
+            k = k.replace("norm3.", "norm.")  # the last stage's output norm is the final norm
+        elif re.fullmatch(r"norm\d\.(weight|bias)", k):
             dropped.append((key, "mm per-level output norm (frozenbench heads bring their own)"))
             continue
         k = k.replace("patch_embed.projection.", "patch_embed.proj.")

@@ -78,6 +78,15 @@ def augment(images: torch.Tensor, generator: torch.Generator, strong: bool = Fal
         contrast = 1 + (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 0.6
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
         out = (out - mean) * contrast + mean + brightness
+        # The smooth background gradient is unique per image and would identify an instance as
+        # well: rotate by a multiple of 90 degrees (shape classes are invariant to it) and add a
+        # random illumination ramp to every view.
+        k = torch.randint(0, 4, (n,), generator=generator)
+        out = torch.stack([torch.rot90(img, int(r), dims=(1, 2)) for img, r in zip(out, k)])
+        yy = torch.linspace(-1, 1, h).view(1, 1, h, 1)
+        xx = torch.linspace(-1, 1, w).view(1, 1, 1, w)
+        slope = (torch.rand(n, 2, 1, 1, generator=generator) - 0.5) * 1.2
+        out = out + slope[:, :1, None] .squeeze(2) * yy + slope[:, 1:, None].squeeze(2) * xx
         gray = torch.rand(n, generator=generator) < 0.2
         out = torch.where(gray[:, None, None, None], out.mean(dim=1, keepdim=True).expand_as(out), out)
     return out

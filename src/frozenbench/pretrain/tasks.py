@@ -67,9 +67,21 @@ class Contrastive(nn.Module):
         logits = q @ k.t() / self.temperature
         return F.cross_entropy(logits, torch.arange(q.shape[0])) * 2 * self.temperature
 
+    def _nt_xent(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """SimCLR's loss: each view's positive is its twin, the other 2N-2 views are negatives."""
+        z = F.normalize(torch.cat([z1, z2]), dim=1)
+        n = z1.shape[0]
+        logits = z @ z.t() / self.temperature
+        logits.fill_diagonal_(float("-inf"))
+        targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+        return F.cross_entropy(logits, targets)
+
     def loss(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         del labels  # self-supervised
         v1, v2 = augment(images, gen, strong=True), augment(images, gen, strong=True)
+        if self.momentum == 0:  # no key encoder: SimCLR
+            z = self.projector(pooled(self.backbone, torch.cat([v1, v2])))
+            return self._nt_xent(*z.chunk(2))
         q1 = self.predictor(self.projector(pooled(self.backbone, v1)))
         q2 = self.predictor(self.projector(pooled(self.backbone, v2)))
         with torch.no_grad():
@@ -79,7 +91,8 @@ class Contrastive(nn.Module):
         return self._info_nce(q1, k2) + self._info_nce(q2, k1)
 
     def after_step(self) -> None:
-        self.update_key_encoder()
+        if self.momentum > 0:
+            self.update_key_encoder()
 
 
 class MaskedImageModeling(nn.Module):
