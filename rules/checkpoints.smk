@@ -74,3 +74,19 @@ rule convert_checkpoint:
     shell:
         "frozenbench convert-checkpoint --src {input}/{params.filename} --layout {params.layout}"
         " --arch {params.arch} --meta {params.meta} --out {output} > {log} 2>&1"
+
+
+rule probe_report:
+    input:
+        unpack(lambda wildcards: {name: f"{RUNS}/pretrain/{name}/probe.json" for name in PRETRAINED_BACKBONES}),
+    output:
+        json=f"{RESULTS}/pretrain/probe.json",
+        md=f"{RESULTS}/pretrain/probe.md",
+    params:
+        pairs=lambda wildcards, input: " ".join(f"{name}={path}" for name, path in input.items()),
+    conda:
+        "../envs/frozenbench.yaml"
+    log:
+        f"{LOGS}/pretrain/probe_report.log",
+    shell:
+        "frozenbench probe-report {params.pairs} --out-json {output.json} --out-md {output.md} > {log} 2>&1"

@@ -13,6 +13,7 @@ DOWNLOADS = PATHS["downloads"]
 LOGS = PATHS["logs"]
 CKPTS = PATHS["checkpoints"]
 RUNS = PATHS["runs"]
+RESULTS = PATHS["results"]
 BENCHMARKS = PATHS["benchmarks"]
 BACKBONES = config.get("backbones", {})
 PRETRAINED_BACKBONES = sorted(k for k, v in BACKBONES.items() if "pretrain" in v)
@@ -59,5 +60,6 @@ def checkpoint_meta(backbone):
 
 def all_checkpoint_outputs():
     outputs = [f"{CKPTS}/{name}.pth" for name in RELEASED_BACKBONES]
-    outputs += [f"{RUNS}/pretrain/{name}/probe.json" for name in PRETRAINED_BACKBONES]
+    if PRETRAINED_BACKBONES:
+        outputs.append(f"{RESULTS}/pretrain/probe.md")
     return outputs

@@ -87,8 +87,12 @@ def augment(images: torch.Tensor, generator: torch.Generator, strong: bool = Fal
         xx = torch.linspace(-1, 1, w).view(1, 1, 1, w)
         slope = (torch.rand(n, 2, 1, 1, generator=generator) - 0.5) * 1.2
         out = out + slope[:, :1, None] .squeeze(2) * yy + slope[:, 1:, None].squeeze(2) * xx
-        gray = torch.rand(n, generator=generator) < 0.2
+        # Colour pairs (even channel-permuted) still single out an instance: drop colour most of
+        # the time and flip intensity polarity, leaving the outline as the shared cue.
+        gray = torch.rand(n, generator=generator) < 0.5
         out = torch.where(gray[:, None, None, None], out.mean(dim=1, keepdim=True).expand_as(out), out)
+        invert = torch.rand(n, generator=generator) < 0.5
+        out = torch.where(invert[:, None, None, None], -out, out)
     return out
 
 

@@ -128,7 +128,7 @@ def pretrain(arch: str, task_name: str, data_root: str | Path, out: str | Path, 
                     task.after_step()
                 step += 1
                 if step % opts.log_every == 0 or step == opts.steps:
-                    record = {"step": step, "loss": round(float(loss), 5), "lr": lr,
+                    record = {"step": step, "loss": round(loss.item(), 5), "lr": lr,
                               "elapsed_s": round(time.time() - started, 2)}
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()

@@ -1,0 +1,109 @@
+"""Pretraining: every task trains, writes the canonical checkpoint and a probe; killed runs resume exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from frozenbench.checkpoint import load_backbone
+from frozenbench.data.synth import synthesize
+from frozenbench.pretrain.train import PretrainOptions, lr_at, pretrain
+
+from .conftest import VENV_BIN
+from .test_synth import tiny_spec
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pretrain") / "shapes-pretrain"
+    synthesize(tiny_spec("shapes-pretrain", image_size=32, num_classes=4, train_per_class=12, val_per_class=4), root)
+    return root
+
+
+def options(**kw) -> PretrainOptions:
+    base = dict(image_size=32, batch_size=16, steps=30, lr=2e-3, warmup_steps=3, checkpoint_every=10, log_every=1)
+    base.update(kw)
+    return PretrainOptions(**base)
+
+
+def losses(run_dir: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("task, task_options", [
+    ("supervised", {}),
+    ("contrastive", {"momentum": 0.99}),  # MoCo v3 style, momentum key encoder
+    ("contrastive", {"momentum": 0.0}),   # SimCLR style
+    ("mim", {"mask_patch": 8}),
+])
+def test_each_task_trains_and_writes_checkpoint_and_probe(shapes, tmp_path, task, task_options):
+    out = tmp_path / "ckpt.pth"
+    result = pretrain("cswin_tiny", task, shapes, out, tmp_path / "run", options(task_options=task_options),
+                      log=lambda m: None)
+    curve = losses(tmp_path / "run")
+    assert len(curve) == 30 and all(map(lambda v: v == v, curve))  # finite, logged every step
+    early, late = sum(curve[:5]) / 5, sum(curve[-5:]) / 5
+    assert late < early, (task, early, late)
+    payload = load_backbone(out)
+    assert payload["arch"] == "cswin_tiny" and payload["meta"]["pretrain_task"] == task
+    probe = json.loads((tmp_path / "run" / "probe.json").read_text())
+    assert probe == payload["meta"]["probe"]
+    assert 0.0 <= probe["knn_top1"] <= 1.0 and probe["chance"] == 0.25 and probe["num_val"] == 16
+
+
+def test_random_backbone_is_seeded_and_untrained(shapes, tmp_path):
+    pretrain("cswin_tiny", "random", shapes, tmp_path / "a.pth", tmp_path / "a", options(), seed=3, log=lambda m: None)
+    pretrain("cswin_tiny", "random", shapes, tmp_path / "b.pth", tmp_path / "b", options(), seed=3, log=lambda m: None)
+    a, b = load_backbone(tmp_path / "a.pth")["state_dict"], load_backbone(tmp_path / "b.pth")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "a" / "log.jsonl").exists()
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    opts = options(steps=100, warmup_steps=10, lr=1.0)
+    assert lr_at(0, opts) == pytest.approx(0.1) and lr_at(9, opts) == pytest.approx(1.0)
+    assert lr_at(55, opts) == pytest.approx(0.5) and lr_at(100, opts) == pytest.approx(0.0)
+
+
+def _cli(shapes: Path, out: Path, run_dir: Path, steps: int) -> list[str]:
+    opts = {"image_size": 32, "batch_size": 16, "steps": steps, "lr": 2e-3, "warmup_steps": 3,
+            "checkpoint_every": 5, "log_every": 1}
+    return [str(VENV_BIN / "frozenbench"), "pretrain", "--arch", "cswin_tiny", "--task", "supervised",
+            "--data", str(shapes), "--options", json.dumps(opts), "--threads", "1", "--seed", "7",
+            "--out", str(out), "--run-dir", str(run_dir)]
+
+
+def test_killed_run_resumes_to_the_same_weights(shapes, tmp_path):
+    steps = 60
+    reference = tmp_path / "reference.pth"
+    subprocess.run(_cli(shapes, reference, tmp_path / "ref", steps), check=True, capture_output=True, timeout=600)
+
+    killed_out, killed_dir = tmp_path / "killed.pth", tmp_path / "killed"
+    proc = subprocess.Popen(_cli(shapes, killed_out, killed_dir, steps), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not (killed_dir / "state.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # let it run past the checkpoint
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not killed_out.exists()  # no half-written artifact
+    saved_step = torch.load(killed_dir / "state.pt", weights_only=True)["step"]
+    assert 0 < saved_step < steps
+
+    resumed = subprocess.run(_cli(shapes, killed_out, killed_dir, steps), check=True, capture_output=True, text=True,
+                             timeout=600)
+    assert f"resuming cswin_tiny/supervised from step {saved_step}" in resumed.stdout + resumed.stderr
+    a, b = load_backbone(reference)["state_dict"], load_backbone(killed_out)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    logged = [json.loads(line)["step"] for line in (killed_dir / "log.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, steps + 1))  # no step logged twice
