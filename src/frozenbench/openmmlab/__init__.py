@@ -1,0 +1,9 @@
+"""Adapter to the pinned OpenMMLab stack (mmdet 3.3, mmseg 1.2, mmaction2 1.2).
+
+Everything that touches their registries lives here; import it only where a
+detector, segmentor or recognizer is built.
+"""
+
+from frozenbench.openmmlab.backbone import FrozenbenchBackbone, register
+
+__all__ = ["FrozenbenchBackbone", "register"]

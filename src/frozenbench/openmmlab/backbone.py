@@ -1,0 +1,73 @@
+"""The frozenbench backbone as an OpenMMLab module (mmdet, mmseg and mmaction2 registries).
+
+This package is the only place that touches the OpenMMLab registries: the rest of
+frozenbench builds plain torch modules (:class:`frozenbench.models.Backbone`) and
+never imports mmdet, mmseg or mmaction2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from mmengine.model import BaseModule
+
+from frozenbench.checkpoint.convert import load_backbone_state
+from frozenbench.models.backbone import Backbone
+
+
+class FrozenbenchBackbone(BaseModule):
+    """Multi-level NCHW features (strides 4-32) for detectors and segmentors.
+
+    Args:
+        arch: registered architecture; may be omitted when ``checkpoint`` names it.
+        img_size: input size the backbone is built for.
+        checkpoint: canonical backbone checkpoint (``checkpoints/{name}.pth``), or None for random init.
+        frozen: the study's setting (see :class:`frozenbench.models.Backbone`); False fine-tunes.
+        bf16: frozen forward under bf16 autocast.
+        out_indices: stages to return.
+    """
+
+    def __init__(self, arch: str | None = None, img_size: int | None = None, checkpoint: str | None = None,
+                 frozen: bool = True, bf16: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3),
+                 init_cfg: dict | None = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        state_dict = None
+        if checkpoint is not None:
+            arch, state_dict, _ = load_backbone_state(checkpoint, arch=arch, img_size=img_size)
+        if arch is None:
+            raise ValueError("FrozenbenchBackbone needs an arch or a checkpoint")
+        self.body = Backbone(arch, img_size=img_size, out_indices=out_indices, frozen=frozen, bf16=bf16,
+                             state_dict=state_dict)
+        self.frozen = frozen
+
+    @property
+    def channels(self) -> list[int]:
+        return self.body.channels
+
+    @property
+    def strides(self) -> list[int]:
+        return self.body.strides
+
+    def init_weights(self) -> None:
+        # Weights come from the checkpoint (or the seeded random init); mmengine's
+        # init_cfg machinery must not overwrite them.
+        pass
+
+    def train(self, mode: bool = True) -> "FrozenbenchBackbone":
+        super().train(mode)
+        self.body.train(mode)  # keeps a frozen body in eval mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.body(x))
+
+
+def register() -> None:
+    """Register :class:`FrozenbenchBackbone` in every OpenMMLab model registry (idempotent)."""
+    from mmaction.registry import MODELS as MMACTION_MODELS
+    from mmdet.registry import MODELS as MMDET_MODELS
+    from mmseg.registry import MODELS as MMSEG_MODELS
+
+    for registry in (MMDET_MODELS, MMSEG_MODELS, MMACTION_MODELS):
+        registry.register_module(name="FrozenbenchBackbone", module=FrozenbenchBackbone, force=True)
