@@ -109,5 +109,5 @@ register_arch(ArchSpec("cswin_tiny", "cswin_mini", build_swin,
                        dict(conv_stem=True, patch_size=4, window_size=4, embed_dim=32, depths=(2, 2, 2, 2),
                             num_heads=(1, 2, 4, 8)), img_size=64, public_weights=False))
 register_arch(ArchSpec("cswin_small", "cswin_mini", build_swin,
-                       dict(conv_stem=True, patch_size=4, window_size=4, embed_dim=48, depths=(2, 2, 4, 2),
+                       dict(conv_stem=True, patch_size=4, window_size=4, embed_dim=48, depths=(2, 2, 2, 2),
                             num_heads=(2, 4, 8, 16)), img_size=64, public_weights=False))

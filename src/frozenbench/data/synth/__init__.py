@@ -6,6 +6,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from frozenbench.data.validate import validate
 from frozenbench.utils.atomic import atomic_dir, write_json
 
 GENERATORS = {
@@ -27,5 +28,11 @@ def synthesize(spec: dict[str, Any], out: str | Path) -> dict[str, int]:
     module = importlib.import_module(GENERATORS[spec["format"]])
     with atomic_dir(out) as tmp:
         counts = module.generate(spec, tmp)
-        write_json(tmp / MANIFEST, {"format": spec["format"], "source": "synth", "spec": spec, "counts": counts})
+        # The generated folder must pass the same validator a downloaded dataset does.
+        report = validate(spec["format"], tmp)
+        if not report.ok:
+            problems = "; ".join(str(p).replace(str(tmp), str(out)) for p in report.problems[:5])
+            raise RuntimeError(f"{out}: generated dataset failed validation: {problems}")
+        write_json(tmp / MANIFEST, {"format": spec["format"], "source": "synth", "spec": spec, "counts": counts,
+                                    "files_validated": report.files_checked})
     return counts
