@@ -1,11 +1,17 @@
 import json
+import os
 import re
 import shlex
+import sys
 
 from snakemake.utils import validate
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+
+# Rules call the `frozenbench` console script installed beside the Python that runs
+# Snakemake (the project venv), also when the venv is not activated.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 PATHS = config["paths"]
 DATA = PATHS["data"]
