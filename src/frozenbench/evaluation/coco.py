@@ -1,0 +1,91 @@
+"""COCO box and mask AP through pycocotools, the official protocol (as detectron2's COCOEvaluator).
+
+Predictions are first turned into the COCO results format (the same json that a
+test-dev submission uploads), dumped, then scored with ``loadRes`` + ``COCOeval``.
+Metrics are percentages; NaN when there is nothing to score.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from frozenbench.utils.atomic import write_text
+
+METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+
+
+def instances_to_results(image_id: int, boxes_xyxy: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                         category_ids: list[int], masks: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """One image's detections in the COCO results format (xywh boxes, compressed RLE masks).
+
+    ``labels`` index into ``category_ids`` (contiguous training labels -> COCO category ids).
+    """
+    results = []
+    for i in range(len(scores)):
+        x1, y1, x2, y2 = (float(v) for v in boxes_xyxy[i])
+        entry = {"image_id": int(image_id), "category_id": int(category_ids[int(labels[i])]),
+                 "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(scores[i])}
+        if masks is not None:
+            rle = mask_utils.encode(np.asfortranarray(masks[i].astype(np.uint8)))
+            entry["segmentation"] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+        results.append(entry)
+    return results
+
+
+class COCOEvaluator:
+    """reset / process / evaluate, returning ``{"bbox": {...}, "segm": {...}}``."""
+
+    def __init__(self, annotation_file: str | Path, iou_types: tuple[str, ...] = ("bbox", "segm"),
+                 output_dir: str | Path | None = None) -> None:
+        self.annotation_file = Path(annotation_file)
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.coco_gt = COCO(str(self.annotation_file))
+        self.iou_types = iou_types
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.category_ids = sorted(self.coco_gt.getCatIds())
+        self.reset()
+
+    def reset(self) -> None:
+        self._results: list[dict[str, Any]] = []
+
+    def process(self, image_id: int, boxes_xyxy: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                masks: np.ndarray | None = None) -> None:
+        self._results.extend(instances_to_results(image_id, boxes_xyxy, scores, labels, self.category_ids, masks))
+
+    def results_json(self) -> list[dict[str, Any]]:
+        return list(self._results)
+
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        if self.output_dir is not None:
+            write_text(self.output_dir / "coco_instances_results.json", json.dumps(self._results))
+        return {iou_type: self._evaluate(iou_type) for iou_type in self.iou_types}
+
+    def _evaluate(self, iou_type: str) -> dict[str, float]:
+        results = self._results
+        if iou_type == "segm":
+            results = [r for r in results if "segmentation" in r]
+        if not results:
+            return {name: math.nan for name in METRIC_NAMES}
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt = self.coco_gt.loadRes(results)
+            evaluator = COCOeval(self.coco_gt, coco_dt, iou_type)
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        return {name: float(evaluator.stats[i] * 100) if evaluator.stats[i] >= 0 else math.nan
+                for i, name in enumerate(METRIC_NAMES)}
+
+
+def write_submission(path: str | Path, results: list[dict[str, Any]]) -> None:
+    """A test-dev submission file: the results list as json (``detections_test-dev2017_<alg>_results.json``)."""
+    write_text(path, json.dumps(results))
