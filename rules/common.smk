@@ -10,8 +10,9 @@ from snakemake.utils import validate
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 # Rules call the `frozenbench` console script installed beside the Python that runs
-# Snakemake (the project venv), also when the venv is not activated.
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+# Snakemake (the project venv), also when the venv is not activated. The prefix keeps
+# Snakemake's default strict mode.
+shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; ")
 
 PATHS = config["paths"]
 DATA = PATHS["data"]

@@ -38,12 +38,16 @@ def _extract_into(archive: Path, root: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def prepare_coco(files: list[RemoteFile], downloads: Path, out: Path, options: dict[str, Any],
-                 log: Callable[[str], None]) -> dict[str, Any]:
+def _extract_archives(files: list[RemoteFile], downloads: Path, out: Path, log: Callable[[str], None]) -> None:
     for remote in files:
         if remote.extract:
             log(f"extracting {remote.filename}")
             _extract_into(downloads / remote.filename, out)
+
+
+def prepare_coco(files: list[RemoteFile], downloads: Path, out: Path, options: dict[str, Any],
+                 log: Callable[[str], None]) -> dict[str, Any]:
+    _extract_archives(files, downloads, out, log)
     if not (out / "annotations").is_dir():
         raise UserError(f"{downloads}: the archives held no annotations/ folder")
     return {"splits": sorted(p.name for p in out.iterdir() if p.is_dir())}
@@ -51,10 +55,7 @@ def prepare_coco(files: list[RemoteFile], downloads: Path, out: Path, options: d
 
 def prepare_ade(files: list[RemoteFile], downloads: Path, out: Path, options: dict[str, Any],
                 log: Callable[[str], None]) -> dict[str, Any]:
-    for remote in files:
-        if remote.extract:
-            log(f"extracting {remote.filename}")
-            _extract_into(downloads / remote.filename, out)
+    _extract_archives(files, downloads, out, log)
     inner = out / "ADEChallengeData2016"
     if not inner.is_dir():
         raise UserError(f"{downloads}: expected ADEChallengeData2016/ inside the archive")
