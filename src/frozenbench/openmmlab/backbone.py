@@ -71,3 +71,24 @@ def register() -> None:
 
     for registry in (MMDET_MODELS, MMSEG_MODELS, MMACTION_MODELS):
         registry.register_module(name="FrozenbenchBackbone", module=FrozenbenchBackbone, force=True)
+
+
+_SCOPES = {
+    "mmdet": ("mmdet.registry", "mmdet.utils"),
+    "mmseg": ("mmseg.registry", "mmseg.utils"),
+    "mmaction": ("mmaction.registry", "mmaction.utils"),
+}
+
+
+def build_model(scope: str, cfg: dict) -> torch.nn.Module:
+    """Build ``cfg`` with the ``scope`` package's registry (its own modules registered, as its tools do)."""
+    import importlib
+
+    from mmengine.config import ConfigDict
+    from mmengine.registry import DefaultScope
+
+    registry_module, utils_module = _SCOPES[scope]
+    importlib.import_module(utils_module).register_all_modules(init_default_scope=False)
+    register()
+    with DefaultScope.overwrite_default_scope(scope):
+        return importlib.import_module(registry_module).MODELS.build(ConfigDict(cfg))

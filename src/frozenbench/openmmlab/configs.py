@@ -1,0 +1,73 @@
+"""Model configs for the task heads, derived from the official OpenMMLab configs.
+
+Each builder loads the config file that mmdet / mmsegmentation ship (so the head
+settings are the official ones), swaps the backbone for ``FrozenbenchBackbone`` and
+sizes everything that depends on the backbone from its feature channels and strides,
+never from hard-coded numbers. ``width`` scales the head for the mini-study.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from mmengine.config import Config, ConfigDict
+
+
+def _official(package: str, relative: str) -> Config:
+    module = __import__(package)
+    return Config.fromfile(os.path.join(os.path.dirname(module.__file__), ".mim", "configs", relative))
+
+
+def backbone_cfg(arch: str | None, img_size: int, checkpoint: str | None, frozen: bool, bf16: bool = False) -> dict:
+    return dict(type="FrozenbenchBackbone", arch=arch, img_size=img_size, checkpoint=checkpoint, frozen=frozen,
+                bf16=bf16)
+
+
+def mask2former_config(backbone: dict[str, Any], channels: list[int], strides: list[int], num_classes: int,
+                       img_size: int, pixel_decoder_layers: int = 1, transformer_decoder_layers: int = 4,
+                       width: int = 256, num_queries: int = 100, num_points: int = 12544) -> ConfigDict:
+    """Mask2Former (mmseg) with the paper's light decoders: 1 pixel-decoder block, 4 transformer-decoder blocks."""
+    model = _official("mmseg", "mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py").model
+    model.backbone = ConfigDict(backbone)
+    # The preprocessor pads to this size: left at 512 it pads small inputs and costs ~20x per step.
+    model.data_preprocessor.size = (img_size, img_size)
+    head = model.decode_head
+    head.in_channels, head.strides = list(channels), list(strides)
+    head.feat_channels = head.out_channels = width
+    head.num_classes, head.num_queries = num_classes, num_queries
+    head.positional_encoding.num_feats = width // 2
+    head.pixel_decoder.encoder.num_layers = pixel_decoder_layers
+    head.pixel_decoder.positional_encoding.num_feats = width // 2
+    for layer_cfg in (head.pixel_decoder.encoder.layer_cfg,):
+        layer_cfg.self_attn_cfg.embed_dims = width
+        layer_cfg.ffn_cfg.embed_dims = width
+        layer_cfg.ffn_cfg.feedforward_channels = width * 4
+    head.transformer_decoder.num_layers = transformer_decoder_layers
+    dec = head.transformer_decoder.layer_cfg
+    dec.self_attn_cfg.embed_dims = dec.cross_attn_cfg.embed_dims = dec.ffn_cfg.embed_dims = width
+    dec.ffn_cfg.feedforward_channels = width * 8
+    # One weight per class plus the "no object" class (mmseg requires num_classes + 1 entries).
+    head.loss_cls.class_weight = [1.0] * num_classes + [0.1]
+    head.train_cfg.num_points = num_points
+    return model
+
+
+def mask_rcnn_config(backbone: dict[str, Any], channels: list[int], strides: list[int], num_classes: int,
+                     width: int = 256, rpn_samples: int = 256, rcnn_samples: int = 512) -> ConfigDict:
+    """Mask R-CNN + FPN (mmdet); ``*_samples`` shrink the RoI samplers (RoIAlign is single-threaded on CPU)."""
+    model = _official("mmdet", "mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py").model
+    model.backbone = ConfigDict(backbone)
+    model.neck.in_channels, model.neck.out_channels = list(channels), width
+    model.rpn_head.in_channels = model.rpn_head.feat_channels = width
+    model.rpn_head.anchor_generator.strides = list(strides) + [strides[-1] * 2]
+    roi = model.roi_head
+    roi.bbox_roi_extractor.out_channels = roi.mask_roi_extractor.out_channels = width
+    roi.bbox_roi_extractor.featmap_strides = roi.mask_roi_extractor.featmap_strides = list(strides)
+    roi.bbox_head.in_channels, roi.bbox_head.num_classes = width, num_classes
+    roi.bbox_head.fc_out_channels = width * 4
+    roi.mask_head.in_channels = roi.mask_head.conv_out_channels = width
+    roi.mask_head.num_classes = num_classes
+    model.train_cfg.rpn.sampler.num = rpn_samples
+    model.train_cfg.rcnn.sampler.num = rcnn_samples
+    return model
