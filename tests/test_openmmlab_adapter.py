@@ -89,3 +89,30 @@ def test_backbone_is_registered_in_all_three_registries():
     for scope in ("mmdet", "mmseg", "mmaction"):
         module = build_model(scope, dict(type="FrozenbenchBackbone", arch="cswin_tiny", img_size=64))
         assert module.channels == [32, 64, 128, 256]
+
+
+def test_video_recognizer_trains_a_temporal_head_over_frozen_frames():
+    from mmaction.structures import ActionDataSample
+
+    from frozenbench.openmmlab import build_model
+    from frozenbench.openmmlab.configs import backbone_cfg, recognizer_config
+
+    torch.manual_seed(0)
+    cfg = recognizer_config(backbone_cfg("cswin_tiny", 64, None, frozen=True), [32, 64, 128, 256], num_classes=8,
+                            num_frames=4, img_size=64, num_blocks=2, width=32)
+    model = build_model("mmaction", cfg)
+    before = weights_digest(model.backbone)
+    calls = []
+    model.backbone.body.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    samples = []
+    for label in (2, 5):
+        sample = ActionDataSample()
+        sample.set_gt_label(torch.tensor([label]))
+        samples.append(sample)
+    data = {"inputs": [torch.randint(0, 255, (1, 3, 4, 64, 64), dtype=torch.uint8) for _ in range(2)],
+            "data_samples": samples}
+    losses = train_steps(model, data, steps=3)
+    assert "loss_cls" in losses
+    assert calls[0] == (2 * 4, 3, 64, 64)  # all frames of the batch through the backbone in one call
+    assert weights_digest(model.backbone) == before
+    assert len(model.cls_head.blocks) == 2 and model.cls_head.fc.weight.grad is not None

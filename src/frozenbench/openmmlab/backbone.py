@@ -69,8 +69,11 @@ def register() -> None:
     from mmdet.registry import MODELS as MMDET_MODELS
     from mmseg.registry import MODELS as MMSEG_MODELS
 
+    from frozenbench.openmmlab.video import register_video_modules
+
     for registry in (MMDET_MODELS, MMSEG_MODELS, MMACTION_MODELS):
         registry.register_module(name="FrozenbenchBackbone", module=FrozenbenchBackbone, force=True)
+    register_video_modules()
 
 
 _SCOPES = {

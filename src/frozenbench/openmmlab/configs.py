@@ -71,3 +71,19 @@ def mask_rcnn_config(backbone: dict[str, Any], channels: list[int], strides: lis
     model.train_cfg.rpn.sampler.num = rpn_samples
     model.train_cfg.rcnn.sampler.num = rcnn_samples
     return model
+
+
+def recognizer_config(backbone: dict[str, Any], channels: list[int], num_classes: int, num_frames: int,
+                      img_size: int, stride: int = 32, num_blocks: int = 2, width: int = 128,
+                      spatial_tokens: bool = True) -> dict:
+    """Recognizer3D: per-frame frozen backbone (one batched call) + a trainable temporal transformer head."""
+    side = img_size // stride
+    return dict(
+        type="Recognizer3D",
+        data_preprocessor=dict(type="ActionDataPreprocessor", mean=[127.5] * 3, std=[64.0] * 3,
+                               format_shape="NCTHW"),
+        backbone={**backbone, "type": "FramewiseBackbone", "spatial_tokens": spatial_tokens},
+        cls_head=dict(type="TemporalTransformerHead", num_classes=num_classes, in_channels=channels[-1],
+                      num_frames=num_frames, num_spatial=side * side if spatial_tokens else 1,
+                      num_blocks=num_blocks, width=width, average_clips="prob"),
+    )
