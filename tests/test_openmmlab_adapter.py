@@ -116,3 +116,22 @@ def test_video_recognizer_trains_a_temporal_head_over_frozen_frames():
     assert calls[0] == (2 * 4, 3, 64, 64)  # all frames of the batch through the backbone in one call
     assert weights_digest(model.backbone) == before
     assert len(model.cls_head.blocks) == 2 and model.cls_head.fc.weight.grad is not None
+
+
+def test_extra_blocks_are_trainable_on_top_of_the_frozen_body():
+    from frozenbench.openmmlab import FrozenbenchBackbone
+
+    torch.manual_seed(0)
+    plain = FrozenbenchBackbone(arch="cswin_tiny", img_size=64)
+    flexible = FrozenbenchBackbone(arch="cswin_tiny", img_size=64, extra_blocks=2)
+    assert not any(p.requires_grad for p in plain.parameters())
+    trainable = [n for n, p in flexible.named_parameters() if p.requires_grad]
+    assert trainable and all(n.startswith("extra.") for n in trainable)
+    assert len(flexible.extra.blocks) == 2
+    feats = flexible(torch.randn(2, 3, 64, 64))
+    assert [tuple(f.shape) for f in feats] == [(2, 32, 16, 16), (2, 64, 8, 8), (2, 128, 4, 4), (2, 256, 2, 2)]
+    assert feats[-1].requires_grad and not feats[0].requires_grad
+    feats[-1].sum().backward()
+    assert flexible.extra.blocks[0].linear1.weight.grad is not None
+    # another grid (e.g. a padded batch) still works: the position embedding is resized
+    assert flexible.extra(torch.randn(1, 256, 3, 3)).shape == (1, 256, 3, 3)

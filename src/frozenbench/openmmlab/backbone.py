@@ -26,11 +26,13 @@ class FrozenbenchBackbone(BaseModule):
         frozen: the study's setting (see :class:`frozenbench.models.Backbone`); False fine-tunes.
         bf16: frozen forward under bf16 autocast.
         out_indices: stages to return.
+        extra_blocks: the paper's "more flexible frozen setting": this many *trainable* transformer
+            blocks on the last level's tokens, between the frozen body and the task head (0: plain head).
     """
 
     def __init__(self, arch: str | None = None, img_size: int | None = None, checkpoint: str | None = None,
                  frozen: bool = True, bf16: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3),
-                 init_cfg: dict | None = None) -> None:
+                 extra_blocks: int = 0, extra_heads: int = 4, init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         state_dict = None
         if checkpoint is not None:
@@ -40,6 +42,8 @@ class FrozenbenchBackbone(BaseModule):
         self.body = Backbone(arch, img_size=img_size, out_indices=out_indices, frozen=frozen, bf16=bf16,
                              state_dict=state_dict)
         self.frozen = frozen
+        self.extra = ExtraBlocks(self.body.channels[-1], extra_blocks, extra_heads,
+                                 grid=max(1, (img_size or 224) // self.body.strides[-1])) if extra_blocks else None
 
     @property
     def channels(self) -> list[int]:
@@ -60,7 +64,34 @@ class FrozenbenchBackbone(BaseModule):
         return self
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.body(x))
+        feats = self.body(x)
+        if self.extra is not None:
+            feats[-1] = self.extra(feats[-1])
+        return tuple(feats)
+
+
+class ExtraBlocks(torch.nn.Module):
+    """Trainable pre-norm transformer blocks over an NCHW map's tokens, with a learned position
+    embedding (resized to the map's grid when padding changes it)."""
+
+    def __init__(self, channels: int, num_blocks: int, num_heads: int, grid: int) -> None:
+        super().__init__()
+        heads = max(h for h in range(1, num_heads + 1) if channels % h == 0)
+        self.pos = torch.nn.Parameter(torch.zeros(1, channels, grid, grid))
+        torch.nn.init.trunc_normal_(self.pos, std=0.02)
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.TransformerEncoderLayer(channels, heads, dim_feedforward=channels * 4, dropout=0.0,
+                                             activation="gelu", batch_first=True, norm_first=True)
+            for _ in range(num_blocks))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        pos = self.pos if self.pos.shape[-2:] == (h, w) else torch.nn.functional.interpolate(
+            self.pos, size=(h, w), mode="bilinear", align_corners=False)
+        tokens = (x + pos).flatten(2).transpose(1, 2)
+        for block in self.blocks:
+            tokens = block(tokens)
+        return tokens.transpose(1, 2).reshape(n, c, h, w)
 
 
 def register() -> None:
