@@ -1,0 +1,1 @@
+"""Training engine: the resumable loop shared by every task."""
