@@ -17,6 +17,7 @@ if not config:
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/checkpoints.smk"
+include: "rules/train.smk"
 
 
 rule all_tables:
@@ -24,6 +25,7 @@ rule all_tables:
     input:
         all_dataset_outputs(),
         all_checkpoint_outputs(),
+        all_cell_outputs(),
 
 
 rule data_all:
@@ -34,3 +36,8 @@ rule data_all:
 rule checkpoints_all:
     input:
         all_checkpoint_outputs(),
+
+
+rule train_all:
+    input:
+        all_cell_outputs(),

@@ -70,3 +70,35 @@ def all_checkpoint_outputs():
     if PRETRAINED_BACKBONES:
         outputs.append(f"{RESULTS}/pretrain/probe.md")
     return outputs
+
+
+TASKS = config.get("tasks", {})
+HEADS = sorted({head for task in TASKS.values() for head in task["heads"]})
+
+
+wildcard_constraints:
+    task=names_alternation(sorted(TASKS)),
+    backbone=names_alternation(sorted(BACKBONES)),
+    mode="frozen|finetune",
+    head=names_alternation(HEADS),
+
+
+def task_spec(task, head, data_dir):
+    """What `frozenbench train/evaluate` need of a task: its type, data, input size, head and schedule."""
+    entry = TASKS[task]
+    return {"type": entry["type"], "data": str(data_dir), "img_size": entry["img_size"],
+            "bf16": entry.get("bf16", False), "head": entry["heads"][head], "train": entry.get("train", {})}
+
+
+def cell_dir(root, wildcards):
+    return f"{root}/{wildcards.task}/{wildcards.backbone}/{wildcards.mode}/{wildcards.head}"
+
+
+def all_cell_outputs():
+    outputs = []
+    for cell in config.get("study", {}).get("cells", []):
+        for backbone in cell["backbones"]:
+            for mode in cell["modes"]:
+                for head in cell["heads"]:
+                    outputs.append(f"{RESULTS}/{cell['task']}/{backbone}/{mode}/{head}/metrics.json")
+    return outputs

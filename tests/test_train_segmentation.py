@@ -53,3 +53,36 @@ def test_train_resume_and_evaluate(ade, tmp_path):
     metrics = segmentation.evaluate(full, val_set, num_classes)
     assert 0.0 <= metrics["mIoU"] <= 100.0 and 0.0 <= metrics["aAcc"] <= 100.0
     assert len(metrics["per_class_IoU"]) == num_classes
+
+
+def test_train_and_evaluate_cli_write_metrics_with_provenance(ade, tmp_path):
+    from frozenbench.checkpoint import save_backbone
+    from frozenbench.models import build_model
+
+    from .conftest import run_cmd
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "cswin_tiny_random.pth"
+    save_backbone(checkpoint, "cswin_tiny", build_model("cswin_tiny", 64).state_dict(), {"pretrain_task": "random"})
+    spec = json.dumps({"type": "segmentation", "data": str(ade), "img_size": 64, "head": HEAD,
+                       "train": {"steps": 4, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2}})
+    common = ["--spec", spec, "--checkpoint", str(checkpoint), "--mode", "frozen", "--run-dir", str(tmp_path / "run"),
+              "--threads", "1"]
+    run_cmd(["frozenbench", "train", *common], check=True, timeout=300)
+    out = tmp_path / "results" / "metrics.json"
+    run_cmd(["frozenbench", "evaluate", *common, "--out", str(out), "--label", "task=ade",
+             "--label", "backbone=cswin_tiny_random", "--label", "head=tiny"], check=True, timeout=300)
+    record = json.loads(out.read_text())
+    assert record["task"] == "ade" and record["backbone"] == "cswin_tiny_random" and record["mode"] == "frozen"
+    assert record["split"] == "val" and record["num_val"] == 4 and record["steps"] == 4
+    assert set(record["metrics"]) >= {"mIoU", "mAcc", "aAcc"}
+    assert len(record["checkpoint_sha256"]) == 64 and record["versions"]["mmsegmentation"] == "1.2.2"
+
+
+def test_unknown_task_type_is_a_clear_error(tmp_path):
+    from .conftest import run_cmd
+
+    spec = json.dumps({"type": "keypoints", "data": str(tmp_path), "img_size": 64, "head": {}})
+    proc = run_cmd(["frozenbench", "train", "--spec", spec, "--checkpoint", "x.pth", "--mode", "frozen",
+                    "--run-dir", str(tmp_path / "run")], timeout=120)
+    assert proc.returncode == 1 and "task type 'keypoints' has no training driver" in proc.stderr

@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("download", "fetch a dataset's files: resume, retries, checksum verified before use"),
     "prepare": ("prepare", "build a dataset folder from verified downloads"),
     "pretrain": ("pretrain", "pretrain a mini backbone (supervised, contrastive, mim or random) + probe"),
+    "train": ("train", "train one study cell: a task head on a frozen (or fine-tuned) backbone"),
+    "evaluate": ("evaluate", "evaluate a trained cell on the validation split, write metrics.json"),
     "probe-report": ("probe_report", "tabulate pretraining probes with margins over the random backbone"),
     "fetch-checkpoint": ("fetch_checkpoint", "download a published checkpoint, verified by checksum"),
     "convert-checkpoint": ("convert_checkpoint", "convert a published checkpoint to the canonical format"),

@@ -122,7 +122,7 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
             step += 1
             if step % opts.log_every == 0 or step == opts.steps:
                 record = {"step": step, "lr": lr, "elapsed_s": round(time.time() - started, 2),
-                          **{k: round(float(v), 5) for k, v in parsed.items()}}
+                          **{k: round(float(v.detach()), 5) for k, v in parsed.items()}}
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
             if step % opts.checkpoint_every == 0 or step == opts.steps:

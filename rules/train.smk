@@ -1,0 +1,59 @@
+# Study cells: train a head on a backbone checkpoint (frozen or fine-tuned), then
+# evaluate it on the validation split. Paths: {task}/{backbone}/{mode}/{head}.
+
+
+rule train_head:
+    input:
+        checkpoint=f"{CKPTS}/{{backbone}}.pth",
+        data=lambda wildcards: dataset_dir(config["tasks"][wildcards.task]["dataset"]),
+    output:
+        # state.pt is rewritten during training and kept on failure so a rerun resumes;
+        # done.json marks a finished run.
+        f"{RUNS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/done.json",
+    params:
+        spec=lambda wildcards, input: json_arg(task_spec(wildcards.task, wildcards.head, input.data)),
+        run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
+        seed=config["seed"],
+    conda:
+        "../envs/frozenbench.yaml"
+    log:
+        f"{LOGS}/train/{{task}}/{{backbone}}/{{mode}}/{{head}}.log",
+    benchmark:
+        f"{BENCHMARKS}/train/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=24 * 60,
+        gpu=1,
+    shell:
+        "frozenbench train --spec {params.spec} --checkpoint {input.checkpoint} --mode {wildcards.mode}"
+        " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} > {log} 2>&1"
+
+
+rule evaluate_head:
+    input:
+        done=f"{RUNS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/done.json",
+        checkpoint=f"{CKPTS}/{{backbone}}.pth",
+        data=lambda wildcards: dataset_dir(config["tasks"][wildcards.task]["dataset"]),
+    output:
+        f"{RESULTS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/metrics.json",
+    params:
+        spec=lambda wildcards, input: json_arg(task_spec(wildcards.task, wildcards.head, input.data)),
+        run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
+        seed=config["seed"],
+    conda:
+        "../envs/frozenbench.yaml"
+    log:
+        f"{LOGS}/evaluate/{{task}}/{{backbone}}/{{mode}}/{{head}}.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluate/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=1,
+    shell:
+        "frozenbench evaluate --spec {params.spec} --checkpoint {input.checkpoint} --mode {wildcards.mode}"
+        " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} --out {output}"
+        " --label task={wildcards.task} --label backbone={wildcards.backbone} --label head={wildcards.head}"
+        " > {log} 2>&1"

@@ -1,0 +1,33 @@
+"""``frozenbench evaluate``: score a trained cell on the validation split and write metrics.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from frozenbench.commands.train import add_cell_arguments
+from frozenbench.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_cell_arguments(parser)
+    parser.add_argument("--out", required=True, help="metrics.json to write")
+    parser.add_argument("--label", action="append", default=[], help="KEY=VALUE recorded in metrics.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from frozenbench.engine.run import evaluate_cell
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    labels = {}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--label expects KEY=VALUE, got {item!r}")
+        labels[key] = value
+    record = evaluate_cell(json.loads(args.spec), args.checkpoint, args.mode, args.run_dir, args.out, args.seed, labels)
+    print(json.dumps(record["metrics"]))
+    return 0

@@ -1,0 +1,92 @@
+"""Train and evaluate one cell of the study: (task, backbone, mode, head).
+
+``train_cell`` writes ``{run_dir}/state.pt`` (resumable, final after the last step),
+``log.jsonl`` and ``done.json``; ``evaluate_cell`` rebuilds the model, loads the
+final state, scores the validation split and writes ``metrics.json`` with the
+provenance a table needs (config hash, checkpoint sha256, seed, package versions,
+wall time, peak memory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from frozenbench.checkpoint.io import safe_load, sha256_of
+from frozenbench.engine.loop import TrainOptions, train
+from frozenbench.errors import UserError
+from frozenbench.utils.atomic import write_json
+
+PACKAGES = ("torch", "timm", "mmengine", "mmcv", "mmdet", "mmsegmentation", "mmaction2", "frozenbench")
+
+
+def _task_module(kind: str):
+    if kind == "segmentation":
+        from frozenbench.tasks import segmentation
+
+        return segmentation
+    raise UserError(f"task type {kind!r} has no training driver yet (available: segmentation)")
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _build(spec: dict[str, Any], checkpoint: str, mode: str):
+    task = _task_module(spec["type"])
+    data = Path(spec["data"])
+    num_classes = len(task.class_names(data))
+    model = task.build_segmentor(spec["head"], num_classes, spec["img_size"], checkpoint, frozen=(mode == "frozen"),
+                                 bf16=spec.get("bf16", False))
+    return task, data, num_classes, model
+
+
+def train_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | Path, seed: int) -> dict[str, Any]:
+    if mode not in ("frozen", "finetune"):
+        raise UserError(f"mode must be frozen or finetune, got {mode!r}")
+    from mmengine.dataset import pseudo_collate
+
+    torch.manual_seed(seed)
+    task, data, _, model = _build(spec, checkpoint, mode)
+    dataset = task.build_dataset(data, "train", spec["img_size"], train=True)
+    summary = train(model, dataset, pseudo_collate, run_dir, TrainOptions.from_config(spec.get("train", {})), seed=seed)
+    write_json(Path(run_dir) / "done.json", {**summary, "spec_hash": spec_hash(spec), "mode": mode, "seed": seed})
+    return summary
+
+
+def evaluate_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | Path, out: str | Path,
+                  seed: int, labels: dict[str, str]) -> dict[str, Any]:
+    started = time.time()
+    torch.manual_seed(seed)
+    task, data, num_classes, model = _build(spec, checkpoint, mode)
+    state = safe_load(Path(run_dir) / "state.pt")
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    if unexpected:
+        raise UserError(f"{run_dir}/state.pt: unexpected keys {unexpected[:5]}")
+    val = task.build_dataset(data, "val", spec["img_size"], train=False)
+    metrics = task.evaluate(model, val, num_classes)
+    done = json.loads((Path(run_dir) / "done.json").read_text())
+    record = {
+        **labels, "mode": mode, "split": "val", "metrics": metrics,
+        "num_val": len(val), "steps": state["step"], "seed": seed, "spec_hash": spec_hash(spec),
+        "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_of(checkpoint),
+        "train_seconds": done.get("train_seconds"), "eval_seconds": round(time.time() - started, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "versions": {p: _version(p) for p in PACKAGES},
+    }
+    write_json(out, record)
+    return record
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
