@@ -34,7 +34,7 @@ def test_train_resume_and_evaluate(ade, tmp_path):
 
     def run(run_dir, steps):
         torch.manual_seed(0)
-        model = segmentation.build_segmentor(HEAD, num_classes, 64, None, frozen=True, arch="cswin_tiny")
+        model = segmentation.build_model(HEAD, num_classes, 64, None, frozen=True, arch="cswin_tiny")
         opts = TrainOptions(steps=steps, batch_size=4, lr=1e-3, warmup_steps=2, checkpoint_every=3, log_every=1)
         train(model, train_set, pseudo_collate, run_dir, opts, seed=5, log=lambda m: None)
         return model

@@ -27,12 +27,16 @@ from frozenbench.utils.atomic import write_json
 PACKAGES = ("torch", "timm", "mmengine", "mmcv", "mmdet", "mmsegmentation", "mmaction2", "frozenbench")
 
 
-def _task_module(kind: str):
-    if kind == "segmentation":
-        from frozenbench.tasks import segmentation
+TASK_MODULES = {"segmentation": "frozenbench.tasks.segmentation", "detection": "frozenbench.tasks.detection"}
 
-        return segmentation
-    raise UserError(f"task type {kind!r} has no training driver yet (available: segmentation)")
+
+def _task_module(kind: str):
+    """The task's module: class_names, build_dataset, build_model, evaluate."""
+    import importlib
+
+    if kind not in TASK_MODULES:
+        raise UserError(f"task type {kind!r} has no training driver yet (available: {', '.join(TASK_MODULES)})")
+    return importlib.import_module(TASK_MODULES[kind])
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -43,7 +47,7 @@ def _build(spec: dict[str, Any], checkpoint: str, mode: str):
     task = _task_module(spec["type"])
     data = Path(spec["data"])
     num_classes = len(task.class_names(data))
-    model = task.build_segmentor(spec["head"], num_classes, spec["img_size"], checkpoint, frozen=(mode == "frozen"),
+    model = task.build_model(spec["head"], num_classes, spec["img_size"], checkpoint, frozen=(mode == "frozen"),
                                  bf16=spec.get("bf16", False))
     return task, data, num_classes, model
 

@@ -16,7 +16,7 @@ import torch
 from frozenbench.data.validate import read_ade_num_classes
 from frozenbench.errors import UserError
 from frozenbench.evaluation import SemSegEvaluator
-from frozenbench.openmmlab import build_model
+from frozenbench.openmmlab import build_model as build_mm_model
 from frozenbench.openmmlab.configs import backbone_cfg, mask2former_config
 
 
@@ -47,7 +47,7 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool):
             metainfo=dict(classes=class_names(root)), pipeline=pipeline))
 
 
-def build_segmentor(head: dict[str, Any], num_classes: int, img_size: int, checkpoint: str | None, frozen: bool,
+def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoint: str | None, frozen: bool,
                     arch: str | None = None, bf16: bool = False) -> torch.nn.Module:
     from frozenbench.openmmlab import FrozenbenchBackbone
 
@@ -59,7 +59,7 @@ def build_segmentor(head: dict[str, Any], num_classes: int, img_size: int, check
                              transformer_decoder_layers=head.get("transformer_decoder_layers", 4),
                              width=head.get("width", 256), num_queries=head.get("num_queries", 100),
                              num_points=head.get("num_points", 12544))
-    return build_model("mmseg", cfg)
+    return build_mm_model("mmseg", cfg)
 
 
 @torch.no_grad()

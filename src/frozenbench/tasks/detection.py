@@ -1,0 +1,85 @@
+"""COCO-format detection + instance segmentation: Mask R-CNN + FPN on a frozen (or fine-tuned) backbone.
+
+Data come through mmdet's CocoDataset and transforms (COCO 2017 layout); scoring is
+pycocotools' box and mask AP through :class:`frozenbench.evaluation.COCOEvaluator` on
+the val split only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from frozenbench.errors import UserError
+from frozenbench.evaluation import COCOEvaluator
+from frozenbench.openmmlab import build_model as build_mm_model
+from frozenbench.openmmlab.configs import backbone_cfg, mask_rcnn_config
+
+SPLIT_FOLDERS = {"train": "train2017", "val": "val2017"}
+
+
+def annotation_file(root: Path, split: str) -> Path:
+    path = Path(root) / "annotations" / f"instances_{SPLIT_FOLDERS[split]}.json"
+    if not path.exists():
+        raise UserError(f"{path}: missing COCO annotation file")
+    return path
+
+
+def class_names(root: str | Path) -> list[str]:
+    categories = json.loads(annotation_file(Path(root), "val").read_text())["categories"]
+    return [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+
+
+def build_dataset(root: str | Path, split: str, img_size: int, train: bool):
+    from mmdet.registry import DATASETS
+    from mmdet.utils import register_all_modules
+    from mmengine.registry import DefaultScope
+
+    root = Path(root)
+    # Resize (keeping the aspect ratio) and pad every image to img_size: the backbone is built
+    # for one input size (window attention masks depend on it).
+    pipeline: list[dict[str, Any]] = [dict(type="LoadImageFromFile"),
+                                      dict(type="LoadAnnotations", with_bbox=True, with_mask=True),
+                                      dict(type="Resize", scale=(img_size, img_size), keep_ratio=True),
+                                      dict(type="Pad", size=(img_size, img_size))]
+    if train:
+        pipeline.append(dict(type="RandomFlip", prob=0.5))
+    pipeline.append(dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape",
+                                                          "pad_shape", "scale_factor", "flip", "flip_direction")))
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        return DATASETS.build(dict(
+            type="CocoDataset", data_root=str(root), ann_file=str(annotation_file(root, split)),
+            data_prefix=dict(img=f"{SPLIT_FOLDERS[split]}/"), metainfo=dict(classes=tuple(class_names(root))),
+            filter_cfg=dict(filter_empty_gt=train, min_size=0), test_mode=not train, pipeline=pipeline))
+
+
+def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoint: str | None, frozen: bool,
+                arch: str | None = None, bf16: bool = False) -> torch.nn.Module:
+    from frozenbench.openmmlab import FrozenbenchBackbone
+
+    backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16)
+    backbone["extra_blocks"] = head.get("extra_blocks", 0)
+    probe = FrozenbenchBackbone(**{k: v for k, v in backbone.items() if k != "type"})
+    cfg = mask_rcnn_config(backbone, probe.channels, probe.strides, num_classes, width=head.get("width", 256),
+                           rpn_samples=head.get("rpn_samples", 256), rcnn_samples=head.get("rcnn_samples", 512))
+    return build_mm_model("mmdet", cfg)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int = 4) -> dict[str, Any]:
+    from mmengine.dataset import pseudo_collate
+
+    model.eval()
+    evaluator = COCOEvaluator(dataset.ann_file)
+    for start in range(0, len(dataset), batch_size):
+        data = pseudo_collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        for sample in model.test_step(data):
+            pred = sample.pred_instances
+            masks = pred.masks.cpu().numpy() if "masks" in pred else None
+            evaluator.process(sample.img_id, pred.bboxes.cpu().numpy(), pred.scores.cpu().numpy(),
+                              pred.labels.cpu().numpy(), masks)
+    return evaluator.evaluate()
