@@ -87,7 +87,8 @@ def task_spec(task, head, data_dir):
     """What `frozenbench train/evaluate` need of a task: its type, data, input size, head and schedule."""
     entry = TASKS[task]
     return {"type": entry["type"], "data": str(data_dir), "img_size": entry["img_size"],
-            "bf16": entry.get("bf16", False), "head": entry["heads"][head], "train": entry.get("train", {})}
+            "bf16": entry.get("bf16", False), "head": entry["heads"][head], "train": entry.get("train", {}),
+            "data_options": entry.get("data_options", {})}
 
 
 def cell_dir(root, wildcards):

@@ -20,11 +20,13 @@ pytestmark = pytest.mark.openmmlab
 HEAD = {"width": 32, "rpn_samples": 64, "rcnn_samples": 64}
 
 
-def test_mask_rcnn_trains_and_reports_box_and_mask_ap(tmp_path):
+def test_mask_rcnn_trains_and_reports_box_and_mask_ap(tmp_path, monkeypatch):
     from mmengine.dataset import pseudo_collate
 
+    monkeypatch.chdir(tmp_path)
     root = tmp_path / "shapes-coco"
     synthesize(tiny_spec("shapes-coco", image_size=64, num_train=8, num_val=4), root)
+    root = root.relative_to(tmp_path)  # rules pass relative paths
     names = detection.class_names(root)
     assert names == ["circle", "square", "triangle", "star"]
     train_set = detection.build_dataset(root, "train", 64, train=True)

@@ -27,7 +27,8 @@ from frozenbench.utils.atomic import write_json
 PACKAGES = ("torch", "timm", "mmengine", "mmcv", "mmdet", "mmsegmentation", "mmaction2", "frozenbench")
 
 
-TASK_MODULES = {"segmentation": "frozenbench.tasks.segmentation", "detection": "frozenbench.tasks.detection"}
+TASK_MODULES = {"segmentation": "frozenbench.tasks.segmentation", "detection": "frozenbench.tasks.detection",
+                "video": "frozenbench.tasks.video"}
 
 
 def _task_module(kind: str):
@@ -59,7 +60,7 @@ def train_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | 
 
     torch.manual_seed(seed)
     task, data, _, model = _build(spec, checkpoint, mode)
-    dataset = task.build_dataset(data, "train", spec["img_size"], train=True)
+    dataset = task.build_dataset(data, "train", spec["img_size"], train=True, **spec.get("data_options", {}))
     summary = train(model, dataset, pseudo_collate, run_dir, TrainOptions.from_config(spec.get("train", {})), seed=seed)
     write_json(Path(run_dir) / "done.json", {**summary, "spec_hash": spec_hash(spec), "mode": mode, "seed": seed})
     return summary
@@ -74,7 +75,7 @@ def evaluate_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
     if unexpected:
         raise UserError(f"{run_dir}/state.pt: unexpected keys {unexpected[:5]}")
-    val = task.build_dataset(data, "val", spec["img_size"], train=False)
+    val = task.build_dataset(data, "val", spec["img_size"], train=False, **spec.get("data_options", {}))
     metrics = task.evaluate(model, val, num_classes)
     done = json.loads((Path(run_dir) / "done.json").read_text())
     record = {

@@ -52,7 +52,7 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool):
     register_all_modules(init_default_scope=False)
     with DefaultScope.overwrite_default_scope("mmdet"):
         return DATASETS.build(dict(
-            type="CocoDataset", data_root=str(root), ann_file=str(annotation_file(root, split)),
+            type="CocoDataset", data_root=str(root), ann_file=str(annotation_file(root, split).relative_to(root)),
             data_prefix=dict(img=f"{SPLIT_FOLDERS[split]}/"), metainfo=dict(classes=tuple(class_names(root))),
             filter_cfg=dict(filter_empty_gt=train, min_size=0), test_mode=not train, pipeline=pipeline))
 

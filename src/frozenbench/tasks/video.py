@@ -1,0 +1,71 @@
+"""Kinetics-format action recognition: the frozen image backbone on every frame + a temporal head.
+
+Data come through mmaction2's VideoDataset and PyAV transforms (the prepared layout:
+``{split}_list_videos.txt`` + ``videos/``); scoring is top-1 / top-5 on the val split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from frozenbench.errors import UserError
+from frozenbench.evaluation import TopKEvaluator
+from frozenbench.openmmlab import build_model as build_mm_model
+from frozenbench.openmmlab.configs import backbone_cfg, recognizer_config
+
+
+def class_names(root: str | Path) -> list[str]:
+    path = Path(root) / "classes.txt"
+    if not path.exists():
+        raise UserError(f"{path}: missing (one class name a line)")
+    return [line for line in path.read_text().splitlines() if line]
+
+
+def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_frames: int = 8):
+    from mmaction.registry import DATASETS
+    from mmaction.utils import register_all_modules
+    from mmengine.registry import DefaultScope
+
+    root = Path(root)
+    # mmaction's PyAVInit reads the frame count from the container: use mp4 (webm reports 0).
+    pipeline: list[dict[str, Any]] = [
+        dict(type="PyAVInit"),
+        dict(type="SampleFrames", clip_len=num_frames, frame_interval=1, num_clips=1, test_mode=not train),
+        dict(type="PyAVDecode"),
+        dict(type="Resize", scale=(img_size, img_size), keep_ratio=False),
+    ]
+    # No horizontal flip: it would turn "moving left" into "moving right".
+    pipeline += [dict(type="FormatShape", input_format="NCTHW"), dict(type="PackActionInputs")]
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope("mmaction"):
+        return DATASETS.build(dict(type="VideoDataset", ann_file=str(root / f"{split}_list_videos.txt"),
+                                   data_prefix=dict(video=str(root)), pipeline=pipeline, test_mode=not train))
+
+
+def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoint: str | None, frozen: bool,
+                arch: str | None = None, bf16: bool = False) -> torch.nn.Module:
+    from frozenbench.openmmlab import FrozenbenchBackbone
+
+    backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16)
+    backbone["extra_blocks"] = head.get("extra_blocks", 0)
+    probe = FrozenbenchBackbone(**{k: v for k, v in backbone.items() if k != "type"})
+    cfg = recognizer_config(backbone, probe.channels, num_classes, num_frames=head.get("num_frames", 8),
+                            img_size=img_size, stride=probe.strides[-1], num_blocks=head.get("num_blocks", 2),
+                            width=head.get("width", 128), spatial_tokens=head.get("spatial_tokens", True))
+    return build_mm_model("mmaction", cfg)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int = 8) -> dict[str, Any]:
+    from mmengine.dataset import pseudo_collate
+
+    model.eval()
+    evaluator = TopKEvaluator(topk=(1, 5) if num_classes >= 5 else (1,))
+    for start in range(0, len(dataset), batch_size):
+        data = pseudo_collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        for sample in model.test_step(data):
+            evaluator.process(sample.pred_score.cpu().numpy(), int(sample.gt_label.item()))
+    return evaluator.evaluate()
