@@ -86,3 +86,24 @@ def test_unknown_task_type_is_a_clear_error(tmp_path):
     proc = run_cmd(["frozenbench", "train", "--spec", spec, "--checkpoint", "x.pth", "--mode", "frozen",
                     "--run-dir", str(tmp_path / "run")], timeout=120)
     assert proc.returncode == 1 and "task type 'keypoints' has no training driver" in proc.stderr
+
+
+def test_state_of_a_run_with_other_inputs_is_not_resumed(ade, tmp_path):
+    from mmengine.dataset import pseudo_collate
+
+    train_set = segmentation.build_dataset(ade, "train", 64, train=True)
+    num_classes = len(segmentation.class_names(ade))
+    messages = []
+
+    def run(steps, fingerprint):
+        torch.manual_seed(0)
+        model = segmentation.build_model(HEAD, num_classes, 64, None, frozen=True, arch="cswin_tiny")
+        opts = TrainOptions(steps=steps, batch_size=2, warmup_steps=1, checkpoint_every=2, log_every=1)
+        train(model, train_set, pseudo_collate, tmp_path / "run", opts, seed=0, log=messages.append,
+              fingerprint=fingerprint)
+
+    run(2, "spec-a")
+    run(4, "spec-b")  # e.g. the schedule changed in the config: start afresh, do not resume at step 2
+    assert any("starting afresh" in m for m in messages) and not any("resuming" in m for m in messages)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]

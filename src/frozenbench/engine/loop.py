@@ -78,7 +78,9 @@ def seed_step(seed: int, step: int) -> None:
 
 
 def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opts: TrainOptions, seed: int = 0,
-          log: Callable[[str], None] = print) -> dict[str, Any]:
+          log: Callable[[str], None] = print, fingerprint: str = "") -> dict[str, Any]:
+    """Train (or resume) ``model``. ``fingerprint`` identifies the run's inputs (spec, backbone,
+    mode, seed): a saved state with another fingerprint belongs to another run and is discarded."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -88,6 +90,10 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
                                    {"params": no_decay, "weight_decay": 0.0}], lr=opts.lr)
     state_path, log_path = run_dir / "state.pt", run_dir / "log.jsonl"
     step = 0
+    if state_path.exists() and safe_load(state_path).get("fingerprint", "") != fingerprint:
+        log(f"{state_path}: saved by a run with other inputs; starting afresh")
+        state_path.unlink()
+        log_path.unlink(missing_ok=True)
     if state_path.exists():
         state = safe_load(state_path)
         missing, unexpected = model.load_state_dict(state["model"], strict=False)
@@ -127,6 +133,6 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
                 log_file.flush()
             if step % opts.checkpoint_every == 0 or step == opts.steps:
                 with atomic_file(state_path) as tmp:
-                    torch.save({"step": step, "model": trainable_state(model), "optimizer": optimizer.state_dict()},
-                               tmp)
+                    torch.save({"step": step, "model": trainable_state(model), "optimizer": optimizer.state_dict(),
+                                "fingerprint": fingerprint}, tmp)
     return {"steps": step, "train_seconds": round(time.time() - started, 1)}

@@ -61,7 +61,9 @@ def train_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | 
     torch.manual_seed(seed)
     task, data, _, model = _build(spec, checkpoint, mode)
     dataset = task.build_dataset(data, "train", spec["img_size"], train=True, **spec.get("data_options", {}))
-    summary = train(model, dataset, pseudo_collate, run_dir, TrainOptions.from_config(spec.get("train", {})), seed=seed)
+    fingerprint = f"{spec_hash(spec)}:{sha256_of(checkpoint)}:{mode}:{seed}"
+    summary = train(model, dataset, pseudo_collate, run_dir, TrainOptions.from_config(spec.get("train", {})), seed=seed,
+                    fingerprint=fingerprint)
     write_json(Path(run_dir) / "done.json", {**summary, "spec_hash": spec_hash(spec), "mode": mode, "seed": seed})
     return summary
 
