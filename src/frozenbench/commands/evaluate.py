@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from frozenbench.commands._pairs import parse_pairs
 from frozenbench.commands.train import add_cell_arguments
-from frozenbench.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,12 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    labels = {}
-    for item in args.label:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--label expects KEY=VALUE, got {item!r}")
-        labels[key] = value
+    labels = parse_pairs(args.label, "--label")
     record = evaluate_cell(json.loads(args.spec), args.checkpoint, args.mode, args.run_dir, args.out, args.seed, labels)
     print(json.dumps(record["metrics"]))
     return 0

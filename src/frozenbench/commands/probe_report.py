@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from frozenbench.errors import UserError
+from frozenbench.commands._pairs import parse_pairs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,12 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from frozenbench.pretrain.report import write_report
 
-    files = {}
-    for item in args.probes:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise UserError(f"expected NAME=PATH, got {item!r}")
-        files[name] = path
+    files = parse_pairs(args.probes, "probe-report")
     rows = write_report(files, args.out_json, args.out_md)
     print(open(args.out_md).read(), end="")
     failing = [r["backbone"] for r in rows if r.get("beats_random") is False]

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from frozenbench.checkpoint.io import safe_load
+from frozenbench.engine.schedule import warmup_cosine
 from frozenbench.utils.atomic import atomic_file
 
 
@@ -43,10 +43,7 @@ class TrainOptions:
 
 
 def lr_at(step: int, opts: TrainOptions) -> float:
-    if step < opts.warmup_steps:
-        return opts.lr * (step + 1) / opts.warmup_steps
-    progress = (step - opts.warmup_steps) / max(1, opts.steps - opts.warmup_steps)
-    return opts.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return warmup_cosine(step, opts.steps, opts.warmup_steps, opts.lr)
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

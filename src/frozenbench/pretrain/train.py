@@ -11,7 +11,6 @@ Writes, for one backbone:
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from frozenbench.checkpoint.io import safe_load, save_backbone
+from frozenbench.engine.schedule import warmup_cosine
 from frozenbench.models.registry import build_model
 from frozenbench.pretrain.data import load_imagefolder, normalize
 from frozenbench.pretrain.probe import probe
@@ -50,11 +50,7 @@ class PretrainOptions:
 
 
 def lr_at(step: int, opts: PretrainOptions) -> float:
-    """Linear warmup, then cosine decay to zero at ``opts.steps``."""
-    if step < opts.warmup_steps:
-        return opts.lr * (step + 1) / opts.warmup_steps
-    progress = (step - opts.warmup_steps) / max(1, opts.steps - opts.warmup_steps)
-    return opts.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return warmup_cosine(step, opts.steps, opts.warmup_steps, opts.lr)
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
