@@ -1,0 +1,42 @@
+"""DeepSpeed for multi-rank head training (ZeRO stage from config), CPU (gloo) or GPU (NCCL).
+
+Only parameters with ``requires_grad`` are handed to DeepSpeed, so with a frozen backbone
+the optimizer state (and, with ZeRO, its shards) covers the heads alone. Launch with
+``torchrun --nproc_per_node N`` or ``srun``; on a machine without a GPU set
+``DS_ACCELERATOR=cpu``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch.nn as nn
+
+
+def deepspeed_config(zero_stage: int, micro_batch_size: int, lr: float, weight_decay: float = 0.05,
+                     grad_clip: float = 5.0, bf16: bool = False) -> dict[str, Any]:
+    if zero_stage not in (0, 1, 2, 3):
+        raise ValueError(f"ZeRO stage must be 0-3, got {zero_stage}")
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": 1,
+        # torch's AdamW: DeepSpeed's fused CPU Adam would need a C++ build on every new machine.
+        "optimizer": {"type": "AdamW", "params": {"lr": lr, "weight_decay": weight_decay, "torch_adam": True}},
+        "zero_optimization": {"stage": zero_stage},
+        "gradient_clipping": grad_clip,
+        "bf16": {"enabled": bf16},
+        "steps_per_print": 10**9,
+    }
+
+
+def initialize(model: nn.Module, config: dict[str, Any]):
+    """(engine, optimizer) over the trainable parameters of ``model``."""
+    import deepspeed
+
+    if "LOCAL_RANK" not in os.environ:
+        raise RuntimeError("DeepSpeed training needs a launcher (torchrun, deepspeed or srun) setting LOCAL_RANK")
+    deepspeed.init_distributed(dist_backend="nccl" if os.environ.get("DS_ACCELERATOR") != "cpu" else "gloo")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=trainable, config=config)
+    return engine, optimizer
