@@ -88,7 +88,7 @@ def task_spec(task, head, data_dir):
     entry = TASKS[task]
     return {"type": entry["type"], "data": str(data_dir), "img_size": entry["img_size"],
             "bf16": entry.get("bf16", False), "head": entry["heads"][head], "train": entry.get("train", {}),
-            "data_options": entry.get("data_options", {})}
+            "data_options": entry.get("data_options", {}), "zero_stage": entry.get("zero_stage", 2)}
 
 
 def cell_dir(root, wildcards):

@@ -26,3 +26,36 @@ def test_two_rank_zero2_trains_the_head_only(tmp_path):
     # (the frozen backbone's millions never reach the optimizer).
     head = results[0]["head_numel"]
     assert [r["optimized_numel"] for r in results] == [head // 2, head - head // 2]
+
+
+@pytest.mark.slow
+def test_frozenbench_train_runs_on_two_ranks_and_resumes(tmp_path):
+    import torch
+
+    from frozenbench.checkpoint import save_backbone
+    from frozenbench.data.synth import synthesize
+    from frozenbench.models import build_model
+
+    from .test_synth import tiny_spec
+    from .test_train_segmentation import HEAD
+
+    ade = tmp_path / "shapes-ade"
+    synthesize(tiny_spec("shapes-ade", image_size=64, num_train=8, num_val=4), ade)
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "b.pth"
+    save_backbone(checkpoint, "cswin_tiny", build_model("cswin_tiny", 64).state_dict(), {"pretrain_task": "random"})
+    spec = json.dumps({"type": "segmentation", "data": str(ade), "img_size": 64, "head": HEAD, "zero_stage": 2,
+                       "train": {"steps": 4, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 1}})
+    cmd = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(30500 + os.getpid() % 1000),
+           str(VENV_BIN / "frozenbench"), "train", "--spec", spec, "--checkpoint", str(checkpoint), "--mode", "frozen",
+           "--run-dir", str(tmp_path / "run"), "--threads", "1"]
+    env = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    first = run_cmd(cmd, env=env, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    done = json.loads((tmp_path / "run" / "done.json").read_text())
+    assert done["world_size"] == 2 and done["steps"] == 4
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # rank 0 alone writes the log
+    assert (tmp_path / "run" / "deepspeed" / "last").is_dir()
+    again = run_cmd(cmd, env=env, timeout=900)
+    assert again.returncode == 0 and "resuming from step 4" in again.stdout + again.stderr

@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -74,62 +76,145 @@ def seed_step(seed: int, step: int) -> None:
     torch.manual_seed(value)
 
 
+class LocalStepper:
+    """One process: torch AdamW over the trainable parameters; state in ``state.pt``."""
+
+    def __init__(self, model: nn.Module, opts: TrainOptions, run_dir: Path) -> None:
+        self.model = model
+        self.opts = opts
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": [p for p in self.params if p.ndim > 1], "weight_decay": opts.weight_decay},
+             {"params": [p for p in self.params if p.ndim <= 1], "weight_decay": 0.0}], lr=opts.lr)
+        self.state_path = run_dir / "state.pt"
+
+    def forward(self, batch: dict) -> dict:
+        return self.model(**batch, mode="loss")
+
+    def step(self, total: torch.Tensor, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.opts.grad_clip:
+            nn.utils.clip_grad_norm_(self.params, self.opts.grad_clip)
+        self.optimizer.step()
+
+    def saved_fingerprint(self) -> str | None:
+        return safe_load(self.state_path).get("fingerprint", "") if self.state_path.exists() else None
+
+    def discard(self) -> None:
+        self.state_path.unlink(missing_ok=True)
+
+    def load(self) -> int:
+        state = safe_load(self.state_path)
+        _, unexpected = self.model.load_state_dict(state["model"], strict=False)
+        if unexpected:
+            raise RuntimeError(f"{self.state_path}: unexpected keys {unexpected[:5]}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        return state["step"]
+
+    def save(self, step: int, fingerprint: str) -> None:
+        with atomic_file(self.state_path) as tmp:
+            torch.save({"step": step, "model": trainable_state(self.model), "optimizer": self.optimizer.state_dict(),
+                        "fingerprint": fingerprint}, tmp)
+
+
+class DeepSpeedStepper:
+    """Several ranks: a DeepSpeed engine (ZeRO stage from the config) over the trainable parameters;
+    state in ``deepspeed/`` (DeepSpeed's own sharded checkpoint, tag ``last``)."""
+
+    def __init__(self, model: nn.Module, opts: TrainOptions, run_dir: Path, zero_stage: int) -> None:
+        from frozenbench.engine.deepspeed_engine import deepspeed_config, initialize
+
+        self.model = model
+        self.engine, self.optimizer = initialize(model, deepspeed_config(
+            zero_stage, opts.batch_size, opts.lr, opts.weight_decay, opts.grad_clip))
+        self.ckpt_dir = run_dir / "deepspeed"
+
+    def forward(self, batch: dict) -> dict:
+        return self.engine(**batch, mode="loss")
+
+    def step(self, total: torch.Tensor, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.engine.backward(total)
+        self.engine.step()
+
+    def saved_fingerprint(self) -> str | None:
+        marker = self.ckpt_dir / "fingerprint.txt"
+        return marker.read_text() if marker.exists() and (self.ckpt_dir / "last").exists() else None
+
+    def discard(self) -> None:
+        import shutil
+
+        import torch.distributed as dist
+
+        if dist.get_rank() == 0:
+            shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+        dist.barrier()
+
+    def load(self) -> int:
+        _, client_state = self.engine.load_checkpoint(str(self.ckpt_dir), tag="last")
+        return int(client_state["step"])
+
+    def save(self, step: int, fingerprint: str) -> None:
+        import torch.distributed as dist
+
+        self.engine.save_checkpoint(str(self.ckpt_dir), tag="last", client_state={"step": step})
+        if dist.get_rank() == 0:
+            (self.ckpt_dir / "fingerprint.txt").write_text(fingerprint)
+        dist.barrier()
+
+
 def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opts: TrainOptions, seed: int = 0,
-          log: Callable[[str], None] = print, fingerprint: str = "") -> dict[str, Any]:
+          log: Callable[[str], None] = print, fingerprint: str = "", zero_stage: int = 2) -> dict[str, Any]:
     """Train (or resume) ``model``. ``fingerprint`` identifies the run's inputs (spec, backbone,
-    mode, seed): a saved state with another fingerprint belongs to another run and is discarded."""
+    mode, seed): a saved state with another fingerprint belongs to another run and is discarded.
+
+    Under a launcher with WORLD_SIZE > 1 the step runs through DeepSpeed (ZeRO ``zero_stage``) and
+    each rank takes its slice of the global batch of ``batch_size x world_size`` samples.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=opts.lr)
-    state_path, log_path = run_dir / "state.pt", run_dir / "log.jsonl"
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    stepper = (DeepSpeedStepper(model, opts, run_dir, zero_stage) if world > 1
+               else LocalStepper(model, opts, run_dir))
+    log_path = run_dir / "log.jsonl"
+    saved = stepper.saved_fingerprint()
+    if saved is not None and saved != fingerprint:
+        log(f"{run_dir}: state saved by a run with other inputs; starting afresh")
+        stepper.discard()
+        if rank == 0:
+            log_path.unlink(missing_ok=True)
+        saved = None
     step = 0
-    if state_path.exists() and safe_load(state_path).get("fingerprint", "") != fingerprint:
-        log(f"{state_path}: saved by a run with other inputs; starting afresh")
-        state_path.unlink()
-        log_path.unlink(missing_ok=True)
-    if state_path.exists():
-        state = safe_load(state_path)
-        missing, unexpected = model.load_state_dict(state["model"], strict=False)
-        if unexpected:
-            raise RuntimeError(f"{state_path}: unexpected keys {unexpected[:5]}")
-        optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
-        log(f"resuming from step {step} ({state_path})")
-        if log_path.exists():
+    if saved is not None:
+        step = stepper.load()
+        log(f"resuming from step {step} ({run_dir})")
+        if rank == 0 and log_path.exists():
             kept = [l for l in log_path.read_text().splitlines() if l and json.loads(l)["step"] <= step]
             with atomic_file(log_path) as tmp:
                 tmp.write_text("".join(l + "\n" for l in kept))
     started = time.time()
     model.train()
-    with open(log_path, "a") as log_file:
+    with open(log_path, "a") if rank == 0 else contextlib.nullcontext() as log_file:
         while step < opts.steps:
             seed_step(seed, step)
-            data = collate([dataset[i] for i in batch_indices(step, opts.batch_size, len(dataset), seed)])
+            indices = batch_indices(step, opts.batch_size * world, len(dataset), seed)[rank::world]
+            data = collate([dataset[i] for i in indices])
             lr = lr_at(step, opts)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             batch = model.data_preprocessor(data, training=True)
-            losses = model(**batch, mode="loss")
-            total, parsed = model.parse_losses(losses)
+            total, parsed = model.parse_losses(stepper.forward(batch))
             if not torch.isfinite(total):
                 raise FloatingPointError(f"loss became {total.item()} at step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if opts.grad_clip:
-                nn.utils.clip_grad_norm_(params, opts.grad_clip)
-            optimizer.step()
+            stepper.step(total, lr)
             step += 1
-            if step % opts.log_every == 0 or step == opts.steps:
+            if log_file is not None and (step % opts.log_every == 0 or step == opts.steps):
                 record = {"step": step, "lr": lr, "elapsed_s": round(time.time() - started, 2),
                           **{k: round(float(v.detach()), 5) for k, v in parsed.items()}}
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
             if step % opts.checkpoint_every == 0 or step == opts.steps:
-                with atomic_file(state_path) as tmp:
-                    torch.save({"step": step, "model": trainable_state(model), "optimizer": optimizer.state_dict(),
-                                "fingerprint": fingerprint}, tmp)
-    return {"steps": step, "train_seconds": round(time.time() - started, 1)}
+                stepper.save(step, fingerprint)
+    return {"steps": step, "train_seconds": round(time.time() - started, 1), "world_size": world}

@@ -63,7 +63,15 @@ def train_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | 
     dataset = task.build_dataset(data, "train", spec["img_size"], train=True, **spec.get("data_options", {}))
     fingerprint = f"{spec_hash(spec)}:{sha256_of(checkpoint)}:{mode}:{seed}"
     summary = train(model, dataset, pseudo_collate, run_dir, TrainOptions.from_config(spec.get("train", {})), seed=seed,
-                    fingerprint=fingerprint)
+                    fingerprint=fingerprint, zero_stage=spec.get("zero_stage", 2))
+    if summary["world_size"] > 1:
+        import torch.distributed as dist
+
+        rank = dist.get_rank()
+        dist.barrier()
+        dist.destroy_process_group()  # ZeRO-3 ranks abort at exit without it
+        if rank != 0:
+            return summary
     write_json(Path(run_dir) / "done.json", {**summary, "spec_hash": spec_hash(spec), "mode": mode, "seed": seed})
     return summary
 
