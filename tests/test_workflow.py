@@ -44,3 +44,15 @@ def test_one_target_by_path_derives_its_jobs(workflow_copy):
 def test_lint_is_clean(workflow_copy):
     proc = run_cmd(["snakemake", "--lint"], cwd=workflow_copy, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_changing_a_config_value_reruns_the_rule_that_uses_it(workflow_copy):
+    target = ["data/shapes-coco", "--configfile", "configs/ci.yaml"]
+    run_cmd(["snakemake", "--cores", "1", *target], cwd=workflow_copy, check=True, timeout=300)
+    unchanged = run_cmd(["snakemake", "-n", *target], cwd=workflow_copy, check=True, timeout=300)
+    assert "Nothing to be done" in unchanged.stdout + unchanged.stderr
+    config = yaml.safe_load((workflow_copy / "configs" / "ci.yaml").read_text())
+    config["datasets"]["shapes-coco"]["synth"]["num_val"] += 1
+    (workflow_copy / "configs" / "ci.yaml").write_text(yaml.safe_dump(config))
+    changed = run_cmd(["snakemake", "-n", *target], cwd=workflow_copy, check=True, timeout=300)
+    assert "Params have changed since last execution" in changed.stdout + changed.stderr
