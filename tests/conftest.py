@@ -36,3 +36,12 @@ def workflow_copy(tmp_path: Path) -> Path:
         elif src.exists():
             shutil.copy2(src, dst / name)
     return dst
+
+
+def pytest_terminal_summary(terminalreporter):
+    from . import test_bad_inputs
+
+    results = test_bad_inputs.RESULTS
+    if results:
+        passed = sum(ok for _, ok in results)
+        terminalreporter.write_line(f"bad-input corpus: {len(results)} cases tried, {passed} passed")

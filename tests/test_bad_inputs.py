@@ -1,0 +1,129 @@
+"""The committed bad-input corpus (tests/data/bad/, made by tests/data/make_bad_corpus.py).
+
+Each case runs the command a user would run and checks: a non-zero exit, one clear message
+naming the file and the problem, no traceback, and no output left behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, run_cmd
+
+BAD = REPO / "tests" / "data" / "bad"
+RESULTS: list[tuple[str, bool]] = []  # reported by conftest's terminal summary
+
+
+def coco_dataset(tmp: Path, annotations: str) -> tuple[Path, Path]:
+    root = tmp / "coco"
+    (root / "val2017").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    shutil.copy(BAD / "image.jpg", root / "val2017" / "000000000001.jpg")
+    shutil.copy(BAD / annotations, root / "annotations" / "instances_val2017.json")
+    return root, root / "annotations" / "instances_val2017.json"
+
+
+def ade_dataset(tmp: Path, label: str) -> tuple[Path, Path]:
+    root = tmp / "ade"
+    for split in ("training", "validation"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "annotations" / split).mkdir(parents=True)
+    shutil.copy(BAD / "image.jpg", root / "images" / "validation" / "ADE_val_00000001.jpg")
+    shutil.copy(BAD / label, root / "annotations" / "validation" / "ADE_val_00000001.png")
+    return root, root / "annotations" / "validation" / "ADE_val_00000001.png"
+
+
+def imagefolder(tmp: Path, bad: str) -> tuple[Path, Path]:
+    root = tmp / "folder"
+    for split in ("train", "val"):
+        (root / split / "square").mkdir(parents=True)
+        shutil.copy(BAD / "image.jpg", root / split / "square" / "ok.jpg")
+    shutil.copy(BAD / bad, root / "train" / "square" / bad)
+    return root, root / "train" / "square" / bad
+
+
+def kinetics(tmp: Path, bad: str) -> tuple[Path, Path]:
+    root = tmp / "k400"
+    (root / "annotations").mkdir(parents=True)
+    (root / "videos" / "val").mkdir(parents=True)
+    (root / "videos" / "train").mkdir(parents=True)
+    (root / "classes.txt").write_text("growing\n")
+    header = "label,youtube_id,time_start,time_end,split\n"
+    (root / "annotations" / "train.csv").write_text(header)
+    (root / "annotations" / "val.csv").write_text(header + "growing,abcdefghijk,0,10,val\n")
+    clip = root / "videos" / "val" / "abcdefghijk_000000_000010.mp4"
+    shutil.copy(BAD / bad, clip)
+    return root, clip
+
+
+def validate_case(fmt, build, expected):
+    def case(tmp: Path):
+        root, named = build(tmp)
+        return ["frozenbench", "validate", "--format", fmt, str(root)], named, expected, None
+    return case
+
+
+def convert_case(name, expected):
+    def case(tmp: Path):
+        out = tmp / "checkpoints" / "x.pth"
+        return (["frozenbench", "convert-checkpoint", "--src", str(BAD / name), "--layout", "official_swin",
+                 "--arch", "swin_tiny", "--out", str(out)], BAD / name, expected, out)
+    return case
+
+
+def config_case(name, expected):
+    def case(tmp: Path):
+        out = tmp / "data" / "shapes-coco"
+        return (["frozenbench", "synth", "--config", str(BAD / name), "--dataset", "shapes-coco", "--out", str(out)],
+                BAD / name, expected, out)
+    return case
+
+
+CASES = {
+    "truncated_jpeg": validate_case("imagefolder", lambda t: imagefolder(t, "truncated.jpg"), "unreadable image"),
+    "zero_byte_mp4": validate_case("kinetics", lambda t: kinetics(t, "empty.mp4"), "empty file (0 bytes)"),
+    "truncated_mp4": validate_case("kinetics", lambda t: kinetics(t, "truncated.mp4"), "undecodable video"),
+    "coco_nan_bbox": validate_case("coco", lambda t: coco_dataset(t, "coco_nan_bbox.json"), "bbox must be 4 finite"),
+    "coco_negative_bbox": validate_case("coco", lambda t: coco_dataset(t, "coco_negative_bbox.json"),
+                                        "negative width or height"),
+    "coco_unknown_category": validate_case("coco", lambda t: coco_dataset(t, "coco_unknown_category.json"),
+                                           "unknown category_id 42"),
+    "coco_short_polygon": validate_case("coco", lambda t: coco_dataset(t, "coco_short_polygon.json"),
+                                        "polygon with 2 points"),
+    "ade_out_of_range": validate_case("ade", lambda t: ade_dataset(t, "ade_out_of_range.png"), "out of range"),
+    "ade_size_mismatch": validate_case("ade", lambda t: ade_dataset(t, "ade_size_mismatch.png"),
+                                       "label map is 24x20 but its image is 32x32"),
+    "ckpt_missing_keys": convert_case("ckpt_missing_keys.pth", "missing"),
+    "ckpt_wrong_shape": convert_case("ckpt_wrong_shape.pth", "shape mismatch"),
+    "ckpt_extra_keys": convert_case("ckpt_extra_keys.pth", "not on the ignore list: not_a_swin_key"),
+    "ckpt_runs_code": convert_case("ckpt_runs_code.pth", "arbitrary unpickling"),
+    "config_wrong_type": config_case("config_wrong_type.yaml", "datasets.shapes-coco.synth.num_train"),
+    "config_unknown_key": config_case("config_unknown_key.yaml", "'colour' was unexpected"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_gets_a_clear_error_and_leaves_nothing(name, tmp_path):
+    args, named_file, expected, output = CASES[name](tmp_path)
+    passed = False
+    try:
+        proc = run_cmd(args, timeout=300)
+        text = proc.stdout + proc.stderr
+        assert proc.returncode != 0, text
+        assert "Traceback" not in text, text
+        error = text[text.find("error:"):] if "error:" in text else text
+        lines = [line for line in text.splitlines() if expected in line]
+        # Either one line names file and problem (validators), or one error message does
+        # (the config validator lists the keys under the line that names the file).
+        assert lines and (any(str(named_file) in line for line in lines)
+                          or (str(named_file) in error and expected in error)), text
+        assert "this checkpoint ran code while loading" not in text
+        if output is not None:  # neither the artifact nor a temporary sibling of it
+            assert not output.exists()
+            assert not output.parent.exists() or list(output.parent.glob(f".{output.name}*")) == []
+        passed = True
+    finally:
+        RESULTS.append((name, passed))
