@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: setup test all_tables dry-run lint bench clean-results
+.PHONY: setup test all_tables dry-run lint clean-results
 
 setup:
 	bash scripts/setup.sh
@@ -21,9 +21,6 @@ dry-run: setup
 
 lint: setup
 	snakemake --lint
-
-bench: setup
-	python bench/run_all.py
 
 clean-results:
 	rm -rf results tables runs logs benchmarks report.html

@@ -42,6 +42,7 @@ def losses(run_dir: Path) -> list[float]:
     ("supervised", {}),
     ("contrastive", {"momentum": 0.99}),  # MoCo v3 style, momentum key encoder
     ("contrastive", {"momentum": 0.0}),   # SimCLR style
+    ("contrastive", {"momentum": 0.99, "queue_size": 64}),  # MoCo v2 / MoBY style queue of negatives
     ("mim", {"mask_patch": 8}),
 ])
 def test_each_task_trains_and_writes_checkpoint_and_probe(shapes, tmp_path, task, task_options):

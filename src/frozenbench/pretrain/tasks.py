@@ -44,7 +44,7 @@ def _mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
 
 class Contrastive(nn.Module):
     def __init__(self, backbone: nn.Module, proj_dim: int = 128, hidden: int = 512, temperature: float = 0.2,
-                 momentum: float = 0.99) -> None:
+                 momentum: float = 0.99, queue_size: int = 0) -> None:
         super().__init__()
         self.backbone = backbone
         self.projector = _mlp(backbone.num_features, hidden, proj_dim)
@@ -53,6 +53,19 @@ class Contrastive(nn.Module):
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.temperature = temperature
         self.momentum = momentum
+        # MoCo v2 / MoBY: a queue of past keys as extra negatives, for small batches.
+        self.queue_size = queue_size
+        if queue_size:
+            self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
+            self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def _enqueue(self, keys: torch.Tensor) -> None:
+        keys = F.normalize(keys, dim=1)
+        n, ptr = keys.shape[0], int(self.queue_ptr)
+        idx = (torch.arange(n) + ptr) % self.queue_size
+        self.queue[idx] = keys
+        self.queue_ptr.fill_((ptr + n) % self.queue_size)
 
     @torch.no_grad()
     def update_key_encoder(self) -> None:
@@ -65,6 +78,9 @@ class Contrastive(nn.Module):
     def _info_nce(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
         logits = q @ k.t() / self.temperature
+        if self.queue_size:
+            # a copy: the queue is updated in place before backward runs
+            logits = torch.cat([logits, q @ self.queue.clone().t() / self.temperature], dim=1)
         return F.cross_entropy(logits, torch.arange(q.shape[0])) * 2 * self.temperature
 
     def _nt_xent(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -88,7 +104,10 @@ class Contrastive(nn.Module):
             self.key_backbone.train(self.training)
             k1 = self.key_projector(pooled(self.key_backbone, v1))
             k2 = self.key_projector(pooled(self.key_backbone, v2))
-        return self._info_nce(q1, k2) + self._info_nce(q2, k1)
+        loss = self._info_nce(q1, k2) + self._info_nce(q2, k1)
+        if self.queue_size:
+            self._enqueue(torch.cat([k1, k2]))
+        return loss
 
     def after_step(self) -> None:
         if self.momentum > 0:
@@ -156,7 +175,7 @@ def build_task(task: str, backbone: nn.Module, num_classes: int, image_size: int
         return Supervised(backbone, num_classes, options.get("label_smoothing", 0.1))
     if task == "contrastive":
         return Contrastive(backbone, temperature=options.get("temperature", 0.2),
-                           momentum=options.get("momentum", 0.99))
+                           momentum=options.get("momentum", 0.99), queue_size=options.get("queue_size", 0))
     if task == "mim":
         return MaskedImageModeling(backbone, image_size, options.get("mask_patch", 16), options.get("mask_ratio", 0.5),
                                    options.get("norm_target", True))
