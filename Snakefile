@@ -25,7 +25,7 @@ rule all_tables:
     input:
         all_dataset_outputs(),
         all_checkpoint_outputs(),
-        all_cell_outputs(),
+        all_table_outputs(),
 
 
 rule data_all:

@@ -21,6 +21,8 @@ LOGS = PATHS["logs"]
 CKPTS = PATHS["checkpoints"]
 RUNS = PATHS["runs"]
 RESULTS = PATHS["results"]
+TABLES = PATHS["tables"]
+TABLE_NAMES = ["pretraining", "head_capacity", "model_size", "paper"]
 BENCHMARKS = PATHS["benchmarks"]
 BACKBONES = config.get("backbones", {})
 PRETRAINED_BACKBONES = sorted(k for k, v in BACKBONES.items() if "pretrain" in v)
@@ -103,3 +105,17 @@ def all_cell_outputs():
                 for head in cell["heads"]:
                     outputs.append(f"{RESULTS}/{cell['task']}/{backbone}/{mode}/{head}/metrics.json")
     return outputs
+
+
+def cell_labels(wildcards):
+    """What a table needs to know of a cell beyond its path, recorded in metrics.json."""
+    backbone = BACKBONES[wildcards.backbone]
+    task = pretrain_spec(wildcards.backbone)["task"] if "pretrain" in backbone else (
+        backbone.get("checkpoint", {}).get("task", "none"))
+    labels = {"pretrain_task": task, "family_size": backbone.get("family_size", "-"), "arch": backbone["arch"],
+              "extra_blocks": TASKS[wildcards.task]["heads"][wildcards.head].get("extra_blocks", 0)}
+    return " ".join(f"--label {k}={shlex.quote(str(v))}" for k, v in labels.items())
+
+
+def all_table_outputs():
+    return [f"{TABLES}/{name}.{ext}" for name in TABLE_NAMES for ext in ("md", "tex", "csv")]

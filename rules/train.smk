@@ -41,6 +41,7 @@ rule evaluate_head:
         spec=lambda wildcards, input: json_arg(task_spec(wildcards.task, wildcards.head, input.data)),
         run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
         seed=config["seed"],
+        labels=lambda wildcards: cell_labels(wildcards),
     conda:
         "../envs/frozenbench.yaml"
     log:
@@ -56,4 +57,19 @@ rule evaluate_head:
         "frozenbench evaluate --spec {params.spec} --checkpoint {input.checkpoint} --mode {wildcards.mode}"
         " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} --out {output}"
         " --label task={wildcards.task} --label backbone={wildcards.backbone} --label head={wildcards.head}"
-        " > {log} 2>&1"
+        " {params.labels} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        all_cell_outputs(),
+    output:
+        [f"{TABLES}/{name}.{ext}" for name in TABLE_NAMES for ext in ("md", "tex", "csv")],
+    params:
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    conda:
+        "../envs/frozenbench.yaml"
+    log:
+        f"{LOGS}/tables.log",
+    shell:
+        "frozenbench tables --out {params.out} {input} > {log} 2>&1"

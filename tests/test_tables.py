@@ -1,0 +1,61 @@
+"""Study tables from metrics.json records: gaps, missing cells, the three formats."""
+
+from __future__ import annotations
+
+import json
+
+from frozenbench.reporting.tables import build_tables, head_capacity_table, paper_table, pretraining_table
+
+
+def record(task, backbone, mode, metrics, head="h", extra="0", pretrain="supervised", size="tiny"):
+    return {"task": task, "backbone": backbone, "mode": mode, "head": head, "metrics": metrics,
+            "pretrain_task": pretrain, "family_size": size, "extra_blocks": extra}
+
+
+RECORDS = [
+    record("ade", "t_sup", "frozen", {"mIoU": 50.0}),
+    record("ade", "t_sup", "finetune", {"mIoU": 56.5}),
+    record("ade", "t_rand", "frozen", {"mIoU": 40.0}, pretrain="random"),
+    record("coco", "t_sup", "frozen", {"bbox": {"AP": 20.0}, "segm": {"AP": 18.0}}),
+    record("ade", "t_sup", "frozen", {"mIoU": 53.0}, head="h2", extra="2"),
+]
+
+
+def test_pretraining_table_has_gaps_and_shows_missing_cells_as_missing():
+    table = pretraining_table(RECORDS)
+    assert table.header[:5] == ["backbone", "pretraining", "coco box AP frozen", "coco box AP fine-tuned",
+                                "coco box AP gap"]
+    rows = {row[0]: row for row in table.rows}
+    ade_at = table.header.index("ade mIoU frozen")
+    assert rows["t_sup"][ade_at:ade_at + 3] == [50.0, 56.5, -6.5]
+    assert rows["t_rand"][ade_at:ade_at + 3] == [40.0, None, None]  # not run: missing, not zero
+    assert rows["t_rand"][1] == "random"
+
+
+def test_head_capacity_rows_per_extra_blocks():
+    rows = {(r[0], r[1]): r for r in head_capacity_table(RECORDS).rows}
+    header = head_capacity_table(RECORDS).header
+    assert rows[("t_sup", 2)][header.index("ade mIoU")] == 53.0
+    assert rows[("t_sup", 0)][header.index("ade mIoU")] == 50.0
+
+
+def test_paper_table_without_our_giant_runs_is_all_missing_with_published_numbers():
+    rows = paper_table(RECORDS).rows
+    assert ["coco", "box AP", "frozen", None, 60.0, None] in rows
+    assert ["k400", "top-1", "finetune", None, 86.8, None] in rows
+
+
+def test_three_formats_are_written(tmp_path):
+    paths = []
+    for i, r in enumerate(RECORDS):
+        path = tmp_path / "results" / r["task"] / r["backbone"] / r["mode"] / r["head"] / "metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(r))
+        paths.append(path)
+    build_tables(paths, tmp_path / "tables")
+    md = (tmp_path / "tables" / "pretraining.md").read_text()
+    assert "| t_rand | random |" in md and "–" in md
+    tex = (tmp_path / "tables" / "pretraining.tex").read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and "t\\_sup" in tex
+    csv_text = (tmp_path / "tables" / "paper.csv").read_text().splitlines()
+    assert csv_text[0] == "task,metric,mode,ours,paper,delta" and csv_text[1] == "coco,box AP,frozen,,60.0,"
