@@ -59,6 +59,18 @@ def safe_load(path: str | Path) -> Any:
         raise UserError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: {err})") from None
 
 
+def peek_arch(path: str | Path) -> str:
+    """The architecture named in a canonical checkpoint, read through a memory map (no tensor is loaded)."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError) as err:
+        raise UserError(f"{path}: not a readable frozenbench backbone checkpoint ({err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path}: not a frozenbench backbone checkpoint")
+    return payload["arch"]
+
+
 def save_backbone(path: str | Path, arch: str, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write the canonical backbone checkpoint atomically (contiguous CPU tensors)."""
     payload = {

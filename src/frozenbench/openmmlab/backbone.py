@@ -94,6 +94,19 @@ class ExtraBlocks(torch.nn.Module):
         return tokens.transpose(1, 2).reshape(n, c, h, w)
 
 
+def feature_shape(arch: str | None, img_size: int | None, checkpoint: str | None = None) -> tuple[list[int], list[int]]:
+    """(channels, strides) of the backbone a config will build, without building or loading its weights."""
+    from frozenbench.checkpoint.io import peek_arch
+
+    if arch is None:
+        if checkpoint is None:
+            raise ValueError("need an arch or a checkpoint")
+        arch = peek_arch(checkpoint)
+    with torch.device("meta"):
+        body = Backbone(arch, img_size=img_size)
+    return body.channels, body.strides
+
+
 def register() -> None:
     """Register :class:`FrozenbenchBackbone` in every OpenMMLab model registry (idempotent)."""
     from mmaction.registry import MODELS as MMACTION_MODELS

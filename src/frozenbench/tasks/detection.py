@@ -59,12 +59,12 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool):
 
 def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoint: str | None, frozen: bool,
                 arch: str | None = None, bf16: bool = False) -> torch.nn.Module:
-    from frozenbench.openmmlab import FrozenbenchBackbone
+    from frozenbench.openmmlab.backbone import feature_shape
 
     backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16)
     backbone["extra_blocks"] = head.get("extra_blocks", 0)
-    probe = FrozenbenchBackbone(**{k: v for k, v in backbone.items() if k != "type"})
-    cfg = mask_rcnn_config(backbone, probe.channels, probe.strides, num_classes, width=head.get("width", 256),
+    channels, strides = feature_shape(arch, img_size, checkpoint)
+    cfg = mask_rcnn_config(backbone, channels, strides, num_classes, width=head.get("width", 256),
                            rpn_samples=head.get("rpn_samples", 256), rcnn_samples=head.get("rcnn_samples", 512))
     return build_mm_model("mmdet", cfg)
 

@@ -49,12 +49,12 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool):
 
 def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoint: str | None, frozen: bool,
                     arch: str | None = None, bf16: bool = False) -> torch.nn.Module:
-    from frozenbench.openmmlab import FrozenbenchBackbone
+    from frozenbench.openmmlab.backbone import feature_shape
 
     backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16)
     backbone["extra_blocks"] = head.get("extra_blocks", 0)
-    probe = FrozenbenchBackbone(**{k: v for k, v in backbone.items() if k != "type"})
-    cfg = mask2former_config(backbone, probe.channels, probe.strides, num_classes, img_size,
+    channels, strides = feature_shape(arch, img_size, checkpoint)
+    cfg = mask2former_config(backbone, channels, strides, num_classes, img_size,
                              pixel_decoder_layers=head.get("pixel_decoder_layers", 1),
                              transformer_decoder_layers=head.get("transformer_decoder_layers", 4),
                              width=head.get("width", 256), num_queries=head.get("num_queries", 100),

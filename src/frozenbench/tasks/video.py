@@ -47,13 +47,13 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_
 
 def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoint: str | None, frozen: bool,
                 arch: str | None = None, bf16: bool = False) -> torch.nn.Module:
-    from frozenbench.openmmlab import FrozenbenchBackbone
+    from frozenbench.openmmlab.backbone import feature_shape
 
     backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16)
     backbone["extra_blocks"] = head.get("extra_blocks", 0)
-    probe = FrozenbenchBackbone(**{k: v for k, v in backbone.items() if k != "type"})
-    cfg = recognizer_config(backbone, probe.channels, num_classes, num_frames=head.get("num_frames", 8),
-                            img_size=img_size, stride=probe.strides[-1], num_blocks=head.get("num_blocks", 2),
+    channels, strides = feature_shape(arch, img_size, checkpoint)
+    cfg = recognizer_config(backbone, channels, num_classes, num_frames=head.get("num_frames", 8),
+                            img_size=img_size, stride=strides[-1], num_blocks=head.get("num_blocks", 2),
                             width=head.get("width", 128), spatial_tokens=head.get("spatial_tokens", True))
     return build_mm_model("mmaction", cfg)
 
