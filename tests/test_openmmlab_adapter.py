@@ -135,3 +135,16 @@ def test_extra_blocks_are_trainable_on_top_of_the_frozen_body():
     assert flexible.extra.blocks[0].linear1.weight.grad is not None
     # another grid (e.g. a padded batch) still works: the position embedding is resized
     assert flexible.extra(torch.randn(1, 256, 3, 3)).shape == (1, 256, 3, 3)
+
+
+def test_video_backbone_applies_the_extra_blocks():
+    from frozenbench.openmmlab.video import FramewiseBackbone
+
+    torch.manual_seed(0)
+    plain = FramewiseBackbone(arch="cswin_tiny", img_size=64)
+    flexible = FramewiseBackbone(arch="cswin_tiny", img_size=64, extra_blocks=1)
+    flexible.body.load_state_dict(plain.body.state_dict())
+    clips = torch.randn(1, 3, 2, 64, 64)
+    tokens = flexible(clips)
+    assert tokens.shape == plain(clips).shape == (1, 2, 4, 256)
+    assert tokens.requires_grad and not torch.allclose(tokens, plain(clips))

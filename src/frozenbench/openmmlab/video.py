@@ -25,7 +25,7 @@ class FramewiseBackbone(FrozenbenchBackbone):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, t, h, w = x.shape
         frames = x.transpose(1, 2).reshape(n * t, c, h, w)
-        feat = self.body(frames)[-1]  # (N*T, C', h', w')
+        feat = super().forward(frames)[-1]  # (N*T, C', h', w'), after any extra blocks
         tokens = feat.flatten(2).transpose(1, 2) if self.spatial_tokens else feat.mean(dim=(2, 3))[:, None]
         return tokens.reshape(n, t, tokens.shape[1], tokens.shape[2])
 

@@ -129,8 +129,8 @@ def pretrain(arch: str, task_name: str, data_root: str | Path, out: str | Path, 
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
                 if step % opts.checkpoint_every == 0 or step == opts.steps:
-                    # The epoch order is rebuilt from the generator, so a resumed run reshuffles here:
-                    # save right after drawing a fresh order to keep resumed runs identical.
+                    # A resumed run draws a fresh sample order from the restored generator; the
+                    # uninterrupted run draws the same one here, so both continue identically.
                     _save_state(state_path, task, optimizer, step, gen)
                     order, cursor = torch.randperm(len(images), generator=gen), 0
     train_seconds = time.time() - started
