@@ -57,5 +57,8 @@ def test_frozenbench_train_runs_on_two_ranks_and_resumes(tmp_path):
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]  # rank 0 alone writes the log
     assert (tmp_path / "run" / "deepspeed" / "last").is_dir()
+    # the single-process state that `frozenbench evaluate` loads, exported by rank 0
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    assert state["step"] == 4 and state["fingerprint"] and not any(k.startswith("backbone.body.") for k in state["model"])
     again = run_cmd(cmd, env=env, timeout=900)
     assert again.returncode == 0 and "resuming from step 4" in again.stdout + again.stderr

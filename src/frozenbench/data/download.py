@@ -9,6 +9,7 @@ that has not gone through :func:`fetch`.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -84,7 +85,12 @@ def expected_digest(remote: RemoteFile, dest_dir: Path) -> tuple[str, str | None
 
 def _read_records(dest_dir: Path) -> dict[str, str]:
     path = dest_dir / RECORD_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DownloadError(f"{path}: unreadable checksum records ({err})") from None
 
 
 def _record(dest_dir: Path, filename: str, sha256: str) -> None:
@@ -94,6 +100,9 @@ def _record(dest_dir: Path, filename: str, sha256: str) -> None:
 
 
 def verify(path: Path, remote: RemoteFile, dest_dir: Path) -> None:
+    if remote.size is not None and path.stat().st_size != remote.size:
+        # Checked first: a truncated body must never become the recorded digest of an unpublished file.
+        raise ChecksumMismatch(f"{remote.url}: size mismatch: expected {remote.size} bytes, got {path.stat().st_size}")
     algorithm, expected = expected_digest(remote, dest_dir)
     actual = file_digest(path, algorithm)
     if expected is None:
@@ -136,7 +145,8 @@ def _download_to_part(remote: RemoteFile, part: Path, policy: RetryPolicy, log: 
             if err.code not in RETRYABLE_STATUS:
                 raise DownloadError(f"{remote.url}: HTTP {err.code} {err.reason}") from None
             last_error = f"HTTP {err.code}"
-        except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError, OSError) as err:
+        except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError, OSError,
+                http.client.HTTPException) as err:  # IncompleteRead: a chunked body cut short
             reason = getattr(err, "reason", err)
             last_error = f"{type(err).__name__}: {reason}"
     raise DownloadError(f"{remote.url}: giving up after {policy.attempts} attempts ({last_error})")

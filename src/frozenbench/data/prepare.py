@@ -18,7 +18,7 @@ import numpy as np
 
 from frozenbench.data.download import RemoteFile, extract
 from frozenbench.errors import UserError
-from frozenbench.utils.atomic import atomic_dir, write_json
+from frozenbench.utils.atomic import atomic_dir, write_bytes, write_json
 
 
 def _extract_into(archive: Path, root: Path) -> None:
@@ -82,7 +82,7 @@ def resize_clip(src: Path, dst: Path, short_side: int) -> int:
     scale = short_side / min(h, w)
     size = (max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2))  # yuv420p needs even sizes
     resized = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
-    dst.write_bytes(encode_mp4(resized, fps))
+    write_bytes(dst, encode_mp4(resized, fps))
     return len(frames)
 
 
@@ -127,9 +127,11 @@ def prepare_kinetics(files: list[RemoteFile], downloads: Path, out: Path, option
                 if name not in available:
                     report["missing"].append(entry)
                     continue
+                import av
+
                 try:
                     resize_clip(available[name], out / "videos" / split / name, short_side)
-                except Exception as err:  # a corrupt download: list it, keep going
+                except (av.error.FFmpegError, ValueError, IndexError) as err:  # undecodable: list it, keep going
                     report["corrupt"].append({**entry, "error": f"{type(err).__name__}: {err}"})
                     continue
                 kept.append({"label": row["label"], "youtube_id": row["youtube_id"],

@@ -68,6 +68,22 @@ def batch_indices(step: int, batch_size: int, num_samples: int, seed: int) -> li
     return order[offset * batch_size:(offset + 1) * batch_size].tolist()
 
 
+def truncate_log(path: Path, step: int) -> None:
+    """Keep the log lines up to ``step`` (the state a run starts or resumes from): lines a killed run
+    wrote after its last checkpoint, and a line cut short by the kill, are dropped."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    with atomic_file(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in kept))
+
+
 def seed_step(seed: int, step: int) -> None:
     """Reseed the RNGs that OpenMMLab transforms draw from (random, numpy, torch)."""
     value = (seed * 1_000_003 + step) % (2 ** 31)
@@ -166,6 +182,18 @@ class DeepSpeedStepper:
             (self.ckpt_dir / "fingerprint.txt").write_text(fingerprint)
         dist.barrier()
 
+    def export(self, path: Path, step: int, fingerprint: str) -> None:
+        """The trained weights as a single-process ``state.pt`` (what ``frozenbench evaluate`` loads)."""
+        import deepspeed
+        import torch.distributed as dist
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):  # ZeRO-3: gather the shards
+            if dist.get_rank() == 0:
+                with atomic_file(path) as tmp:
+                    torch.save({"step": step, "model": trainable_state(self.model), "fingerprint": fingerprint}, tmp)
+        dist.barrier()
+
 
 def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opts: TrainOptions, seed: int = 0,
           log: Callable[[str], None] = print, fingerprint: str = "", zero_stage: int = 2) -> dict[str, Any]:
@@ -192,10 +220,8 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
     if saved is not None:
         step = stepper.load()
         log(f"resuming from step {step} ({run_dir})")
-        if rank == 0 and log_path.exists():
-            kept = [l for l in log_path.read_text().splitlines() if l and json.loads(l)["step"] <= step]
-            with atomic_file(log_path) as tmp:
-                tmp.write_text("".join(l + "\n" for l in kept))
+    if rank == 0:
+        truncate_log(log_path, step)
     started = time.time()
     model.train()
     with open(log_path, "a") if rank == 0 else contextlib.nullcontext() as log_file:
@@ -207,7 +233,7 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
             batch = model.data_preprocessor(data, training=True)
             total, parsed = model.parse_losses(stepper.forward(batch))
             if not torch.isfinite(total):
-                raise FloatingPointError(f"loss became {total.item()} at step {step}")
+                raise FloatingPointError(f"{run_dir}: loss became {total.item()} at step {step}")
             stepper.step(total, lr)
             step += 1
             if log_file is not None and (step % opts.log_every == 0 or step == opts.steps):
@@ -217,4 +243,6 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
                 log_file.flush()
             if step % opts.checkpoint_every == 0 or step == opts.steps:
                 stepper.save(step, fingerprint)
+    if isinstance(stepper, DeepSpeedStepper):
+        stepper.export(run_dir / "state.pt", step, fingerprint)
     return {"steps": step, "train_seconds": round(time.time() - started, 1), "world_size": world}

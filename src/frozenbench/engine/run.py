@@ -40,6 +40,11 @@ def _task_module(kind: str):
     return importlib.import_module(TASK_MODULES[kind])
 
 
+def run_fingerprint(spec: dict[str, Any], checkpoint: str, mode: str, seed: int) -> str:
+    """What identifies a run's inputs: a saved state with another fingerprint is not this run's."""
+    return f"{spec_hash(spec)}:{sha256_of(checkpoint)}:{mode}:{seed}"
+
+
 def spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -61,7 +66,7 @@ def train_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | 
     torch.manual_seed(seed)
     task, data, _, model = _build(spec, checkpoint, mode)
     dataset = task.build_dataset(data, "train", spec["img_size"], train=True, **spec.get("data_options", {}))
-    fingerprint = f"{spec_hash(spec)}:{sha256_of(checkpoint)}:{mode}:{seed}"
+    fingerprint = run_fingerprint(spec, checkpoint, mode, seed)
     summary = train(model, dataset, pseudo_collate, run_dir, TrainOptions.from_config(spec.get("train", {})), seed=seed,
                     fingerprint=fingerprint, zero_stage=spec.get("zero_stage", 2))
     if summary["world_size"] > 1:
@@ -81,13 +86,20 @@ def evaluate_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str
     started = time.time()
     torch.manual_seed(seed)
     task, data, num_classes, model = _build(spec, checkpoint, mode)
-    state = safe_load(Path(run_dir) / "state.pt")
+    state_path = Path(run_dir) / "state.pt"
+    state = safe_load(state_path)
+    if state.get("fingerprint") != run_fingerprint(spec, checkpoint, mode, seed):
+        raise UserError(f"{state_path}: trained with other inputs (spec, backbone, mode or seed); train this cell again")
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
     if unexpected:
         raise UserError(f"{run_dir}/state.pt: unexpected keys {unexpected[:5]}")
     val = task.build_dataset(data, "val", spec["img_size"], train=False, **spec.get("data_options", {}))
     metrics = task.evaluate(model, val, num_classes)
-    done = json.loads((Path(run_dir) / "done.json").read_text())
+    done_path = Path(run_dir) / "done.json"
+    try:
+        done = json.loads(done_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{done_path}: unreadable ({err}); train this cell first") from None
     record = {
         **labels, "mode": mode, "split": "val", "metrics": metrics,
         "num_val": len(val), "steps": state["step"], "seed": seed, "spec_hash": spec_hash(spec),

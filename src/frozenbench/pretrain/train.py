@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from frozenbench.checkpoint.io import safe_load, save_backbone
+from frozenbench.engine.loop import truncate_log
 from frozenbench.engine.schedule import warmup_cosine
 from frozenbench.models.registry import build_model
 from frozenbench.pretrain.data import load_imagefolder, normalize
@@ -99,7 +100,7 @@ def pretrain(arch: str, task_name: str, data_root: str | Path, out: str | Path, 
             torch.set_rng_state(state["torch_rng"])
             step = state["step"]
             log(f"resuming {arch}/{task_name} from step {step} ({state_path})")
-            _truncate_log(log_path, step)
+        truncate_log(log_path, step)  # also on a fresh start: drop what a killed first attempt logged
         images = normalize(train.images)
         order = torch.randperm(len(images), generator=gen)
         cursor = 0
@@ -143,12 +144,3 @@ def pretrain(arch: str, task_name: str, data_root: str | Path, out: str | Path, 
                                                        "options": asdict(opts), "probe": result, **(meta or {})})
     log(json.dumps(result))
     return result
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint a run resumes from."""
-    if not path.exists():
-        return
-    lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    with atomic_file(path) as tmp:
-        tmp.write_text("".join(line + "\n" for line in lines))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from frozenbench.errors import UserError
 from frozenbench.utils.atomic import write_text
 
 # (task type or name) -> [(column label, path into metrics)]
@@ -31,6 +32,7 @@ PAPER = {
     ("k400", "top-1", "frozen"): 81.7, ("k400", "top-1", "finetune"): 86.8,
 }
 MISSING = "–"
+SIZE_ORDER = ["tiny", "small", "base", "large", "huge", "giant"]
 
 
 @dataclass
@@ -44,7 +46,13 @@ class Table:
 def load_results(source: str | Path | list) -> list[dict[str, Any]]:
     """Records from a list of metrics.json files, or from every cell under a results folder."""
     paths = [Path(p) for p in source] if isinstance(source, list) else sorted(Path(source).glob("*/*/*/*/metrics.json"))
-    return [json.loads(p.read_text()) for p in paths]
+    records = []
+    for path in paths:
+        try:
+            records.append(json.loads(path.read_text()))
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: not valid JSON ({err})") from None
+    return records
 
 
 def headline(record: dict[str, Any], label: str) -> float | None:
@@ -103,8 +111,9 @@ def head_capacity_table(records: list[dict[str, Any]]) -> Table:
     for backbone, blocks in keys:
         row: list[Any] = [backbone, blocks]
         for task in tasks:
-            match = [r for r in frozen if r["task"] == task and r["backbone"] == backbone
-                     and int(r.get("extra_blocks", "0")) == blocks]
+            # One head per (task, extra blocks): the first by name, so the table does not depend on file order.
+            match = sorted((r for r in frozen if r["task"] == task and r["backbone"] == backbone
+                            and int(r.get("extra_blocks", "0")) == blocks), key=lambda r: r["head"])
             for label, _ in HEADLINE[task]:
                 row.append(headline(match[0], label) if match else None)
         rows.append(row)
@@ -117,7 +126,7 @@ def model_size_table(records: list[dict[str, Any]]) -> Table:
     sizes = {r["backbone"]: r.get("family_size", MISSING) for r in records}
     header = ["backbone", "size"] + table.header[2:]
     rows = [[row[0], sizes.get(row[0], MISSING)] + row[2:] for row in table.rows]
-    rows.sort(key=lambda r: str(r[1]))
+    rows.sort(key=lambda r: (SIZE_ORDER.index(r[1]) if r[1] in SIZE_ORDER else len(SIZE_ORDER), r[0]))
     return Table("model_size", "Frozen vs fine-tuned gap by model size (validation split)", header, rows)
 
 
@@ -127,7 +136,8 @@ def paper_table(records: list[dict[str, Any]], backbone: str = "swinv2_giant") -
     index = _index(records)
     rows = []
     for (task, label, mode), published in PAPER.items():
-        match = [r for (t, b, m, _), r in index.items() if t == task and b == backbone and m == mode]
+        match = sorted((r for (t, b, m, _), r in index.items() if t == task and b == backbone and m == mode
+                        and r.get("extra_blocks", "0") == "0"), key=lambda r: r["head"])
         ours = headline(match[0], label) if match else None
         rows.append([task, label, mode, ours, published, None if ours is None else ours - published])
     return Table("paper", f"{backbone}: ours vs Lin et al. 2022 (paper: COCO test-dev, ADE20K val, K400 val)",

@@ -18,12 +18,23 @@ from typing import Any
 TMP_MARKER = ".tmp-"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _tmp_sibling(path: Path, is_dir: bool) -> Path:
+    """A hidden sibling; mkstemp/mkdtemp create 0600/0700, so widen to what a plain create would
+    give (artifacts are shared on clusters)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_dir:
-        return Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_MARKER}", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_MARKER}", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
+        return tmp
     fd, name = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARKER}", dir=path.parent)
     os.close(fd)
+    os.chmod(name, 0o666 & ~_umask())
     return Path(name)
 
 
