@@ -43,6 +43,11 @@ def json_arg(value):
     return shlex.quote(json.dumps(value, sort_keys=True))
 
 
+def download_spec(name):
+    entry = config["datasets"][name]
+    return {"source": entry["source"], "format": entry["format"], "download": entry["download"]}
+
+
 def dataset_dir(name):
     return f"{DATA}/{name}"
 

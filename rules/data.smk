@@ -27,7 +27,8 @@ rule download_dataset:
     wildcard_constraints:
         dataset=names_alternation(DOWNLOAD_DATASETS),
     params:
-        spec=lambda wildcards: json_arg(config["datasets"][wildcards.dataset]),
+        # only what is downloaded: changing e.g. prepare options must not fetch the data again
+        spec=lambda wildcards: json_arg(download_spec(wildcards.dataset)),
     conda:
         "../envs/frozenbench.yaml"
     log:

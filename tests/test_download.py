@@ -198,3 +198,18 @@ def test_kinetics_tarballs_prepare_resizes_and_reports_bad_clips(server, tmp_pat
     with av.open(str(out / train_list[0].split(" ")[0])) as container:
         frame = next(container.decode(video=0))
     assert min(frame.width, frame.height) == 32
+
+
+def test_partial_file_survives_the_output_folder_being_deleted(server, tmp_path):
+    """A workflow deletes a failed job's output folder: the partial lives in the state folder beside it."""
+    url = server.add("/big.zip", BODY, ["drop:40000", "drop:40000"])
+    out, state = tmp_path / "downloads" / "x", tmp_path / "downloads" / ".x.state"
+    with pytest.raises(DownloadError):
+        fetch(remote(url), out, fast_policy(attempts=1), log=lambda m: None, state_dir=state)
+    import shutil
+
+    shutil.rmtree(out)
+    assert (state / ".big.zip.part").stat().st_size == 40000
+    fetch(remote(url), out, fast_policy(attempts=3), log=lambda m: None, state_dir=state)
+    assert (out / "big.zip").read_bytes() == BODY
+    assert ("/big.zip", "bytes=40000-") in server.requests

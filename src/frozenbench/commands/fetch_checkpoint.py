@@ -28,6 +28,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{target}: this checkpoint cannot be fetched automatically "
                             f"({spec['manual_download']}); download it by hand to this path")
     remote = RemoteFile(url=spec["url"], filename=spec["filename"], checksum=spec["checksum"], extract=False)
-    path = fetch(remote, out_dir, RetryPolicy(attempts=args.attempts, backoff=args.backoff, timeout=args.timeout))
+    from frozenbench.commands.download import default_state_dir
+
+    path = fetch(remote, out_dir, RetryPolicy(attempts=args.attempts, backoff=args.backoff, timeout=args.timeout),
+                 state_dir=default_state_dir(args.out_dir))
     print(path)
     return 0

@@ -153,22 +153,27 @@ def _download_to_part(remote: RemoteFile, part: Path, policy: RetryPolicy, log: 
 
 
 def fetch(remote: RemoteFile, dest_dir: str | Path, policy: RetryPolicy | None = None,
-          log: Callable[[str], None] = print) -> Path:
+          log: Callable[[str], None] = print, state_dir: str | Path | None = None) -> Path:
     """Download ``remote`` into ``dest_dir`` and return the verified file's path.
 
     An existing final file is re-verified instead of downloaded again. A digest
     mismatch discards the bytes and downloads once more from scratch (a corrupt
     transfer); a second mismatch raises :class:`ChecksumMismatch` naming the
     URL and both digests, and leaves no file under the final name.
+
+    ``state_dir`` holds the partial files and the recorded digests of unpublished files; keep it
+    outside a workflow output that a failed job would delete (default: ``dest_dir``).
     """
     policy = policy or RetryPolicy()
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = Path(state_dir) if state_dir is not None else dest_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / remote.filename
-    part = dest_dir / f".{remote.filename}.part"
+    part = state_dir / f".{remote.filename}.part"
     if final.exists():
         try:
-            verify(final, remote, dest_dir)
+            verify(final, remote, state_dir)
             log(f"verified existing {final}")
             return final
         except ChecksumMismatch:
@@ -176,7 +181,7 @@ def fetch(remote: RemoteFile, dest_dir: str | Path, policy: RetryPolicy | None =
     for fresh_try in range(2):
         _download_to_part(remote, part, policy, log)
         try:
-            verify(part, remote, dest_dir)
+            verify(part, remote, state_dir)
         except ChecksumMismatch:
             part.unlink(missing_ok=True)
             if fresh_try:
@@ -211,21 +216,23 @@ def extract(archive: Path, dest: Path) -> None:
 
 
 def fetch_all(files: list[RemoteFile], dest_dir: str | Path, policy: RetryPolicy | None = None,
-              log: Callable[[str], None] = print) -> list[Path]:
+              log: Callable[[str], None] = print, state_dir: str | Path | None = None) -> list[Path]:
     """Fetch every file; for ``url_list`` files also every archive they list (one URL a line).
 
     Listed archives carry no published digest: their sha256 is recorded on first
     download and later copies are verified against the record.
     """
     dest_dir = Path(dest_dir)
+    state_dir = Path(state_dir) if state_dir is not None else dest_dir
     fetched = []
     for remote in files:
-        path = fetch(remote, dest_dir, policy, log)
+        path = fetch(remote, dest_dir, policy, log, state_dir)
         fetched.append(path)
         if remote.url_list:
             for url in (line.strip() for line in path.read_text().splitlines()):
                 if url and not url.startswith("#"):
                     listed = RemoteFile(url=url, filename=url.rstrip("/").rsplit("/", 1)[-1],
                                         checksum={"unpublished": f"listed in {remote.filename}"})
-                    fetched.append(fetch(listed, dest_dir / remote.filename.removesuffix(".txt"), policy, log))
+                    sub = remote.filename.removesuffix(".txt")
+                    fetched.append(fetch(listed, dest_dir / sub, policy, log, state_dir / sub))
     return fetched
