@@ -59,3 +59,11 @@ def test_three_formats_are_written(tmp_path):
     assert r"\toprule" in tex and r"\bottomrule" in tex and "t\\_sup" in tex
     csv_text = (tmp_path / "tables" / "paper.csv").read_text().splitlines()
     assert csv_text[0] == "task,metric,mode,ours,paper,delta" and csv_text[1] == "coco,box AP,frozen,,60.0,"
+
+
+def test_no_results_yet_gives_tables_of_missing_cells(tmp_path):
+    from .conftest import run_cmd
+
+    run_cmd(["frozenbench", "tables", "--out", str(tmp_path)], check=True, timeout=120)
+    paper = (tmp_path / "paper.md").read_text()
+    assert "| coco | box AP | frozen | – | 60.0 | – |" in paper
