@@ -26,6 +26,7 @@ rule all_tables:
         all_dataset_outputs(),
         all_checkpoint_outputs(),
         all_table_outputs(),
+        all_submission_outputs(),
 
 
 rule data_all:
@@ -41,3 +42,8 @@ rule checkpoints_all:
 rule train_all:
     input:
         all_cell_outputs(),
+
+
+rule submissions_all:
+    input:
+        all_submission_outputs(),

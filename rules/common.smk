@@ -90,12 +90,18 @@ wildcard_constraints:
     head=names_alternation(HEADS),
 
 
-def task_spec(task, head, data_dir):
-    """What `frozenbench train/evaluate` need of a task: its type, data, input size, head and schedule."""
+def task_spec(task, head, mode, data_dir, evaluation=False):
+    """What `frozenbench train/evaluate` need of a task: its type, data, input size, head and schedule
+    (a fine-tune cell's schedule is `train` updated by `finetune`, so frozen cells ignore `finetune`).
+    Test-time options go to evaluation only, so changing them re-evaluates without retraining."""
     entry = TASKS[task]
+    schedule = dict(entry.get("train", {}))
+    if mode == "finetune":
+        schedule.update(entry.get("finetune", {}))
     return {"type": entry["type"], "data": str(data_dir), "img_size": entry["img_size"],
-            "bf16": entry.get("bf16", False), "head": entry["heads"][head], "train": entry.get("train", {}),
-            "data_options": entry.get("data_options", {}), "zero_stage": entry.get("zero_stage", 2)}
+            "bf16": entry.get("bf16", False), "head": entry["heads"][head], "train": schedule,
+            "data_options": entry.get("data_options", {}), "zero_stage": entry.get("zero_stage", 2),
+            **({"test": entry.get("test", {})} if evaluation else {})}
 
 
 def cell_dir(root, wildcards):
@@ -110,6 +116,15 @@ def all_cell_outputs():
                 for head in cell["heads"]:
                     outputs.append(f"{RESULTS}/{cell['task']}/{backbone}/{mode}/{head}/metrics.json")
     return outputs
+
+
+SUBMISSION = "detections_test-dev2017_frozenbench_results.zip"
+
+
+def all_submission_outputs():
+    """Test-dev upload zips of the detection cells whose task sets `test_dev: true`."""
+    return [path.replace("metrics.json", SUBMISSION) for path in all_cell_outputs()
+            if TASKS[path[len(RESULTS) + 1:].split("/")[0]].get("test_dev", False)]
 
 
 def cell_labels(wildcards):

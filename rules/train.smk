@@ -11,7 +11,7 @@ rule train_head:
         # done.json marks a finished run.
         f"{RUNS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/done.json",
     params:
-        spec=lambda wildcards, input: json_arg(task_spec(wildcards.task, wildcards.head, input.data)),
+        spec=lambda wildcards, input: json_arg(task_spec(wildcards.task, wildcards.head, wildcards.mode, input.data)),
         run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
         seed=config["seed"],
     conda:
@@ -38,7 +38,7 @@ rule evaluate_head:
     output:
         f"{RESULTS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/metrics.json",
     params:
-        spec=lambda wildcards, input: json_arg(task_spec(wildcards.task, wildcards.head, input.data)),
+        spec=lambda wildcards, input: json_arg(task_spec(wildcards.task, wildcards.head, wildcards.mode, input.data, evaluation=True)),
         run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
         seed=config["seed"],
         labels=lambda wildcards: cell_labels(wildcards),
@@ -58,6 +58,31 @@ rule evaluate_head:
         " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} --out {output}"
         " --label task={wildcards.task} --label backbone={wildcards.backbone} --label head={wildcards.head}"
         " {params.labels} > {log} 2>&1"
+
+
+rule submit_test_dev:
+    input:
+        done=f"{RUNS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/done.json",
+        checkpoint=f"{CKPTS}/{{backbone}}.pth",
+        data=lambda wildcards: dataset_dir(config["tasks"][wildcards.task]["dataset"]),
+    output:
+        f"{RESULTS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/{SUBMISSION}",
+    params:
+        spec=lambda wildcards, input: json_arg(task_spec(wildcards.task, wildcards.head, wildcards.mode, input.data)),
+        run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
+        seed=config["seed"],
+    conda:
+        "../envs/frozenbench.yaml"
+    log:
+        f"{LOGS}/submit/{{task}}/{{backbone}}/{{mode}}/{{head}}.log",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=1,
+    shell:
+        "frozenbench submit --spec {params.spec} --checkpoint {input.checkpoint} --mode {wildcards.mode}"
+        " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule tables:

@@ -31,17 +31,18 @@ def train_steps(model, data, steps: int = 2) -> dict:
     return losses
 
 
-def test_mask_rcnn_trains_its_head_on_the_frozen_backbone():
+@pytest.mark.parametrize("detector", ["mask_rcnn", "cascade_mask_rcnn", "htc"])
+def test_detectors_train_their_heads_on_the_frozen_backbone(detector):
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
     from mmengine.structures import InstanceData
 
     from frozenbench.openmmlab import build_model
-    from frozenbench.openmmlab.configs import backbone_cfg, mask_rcnn_config
+    from frozenbench.openmmlab.configs import backbone_cfg, detector_config
 
     torch.manual_seed(0)
-    cfg = mask_rcnn_config(backbone_cfg("cswin_tiny", 64, None, frozen=True), [32, 64, 128, 256], [4, 8, 16, 32],
-                           num_classes=3, width=32, rpn_samples=64, rcnn_samples=64)
+    cfg = detector_config(backbone_cfg("cswin_tiny", 64, None, frozen=True), [32, 64, 128, 256], [4, 8, 16, 32],
+                          num_classes=3, detector=detector, width=32, rpn_samples=64, rcnn_samples=64)
     model = build_model("mmdet", cfg)
     before = weights_digest(model.backbone)
     assert not any(p.requires_grad for p in model.backbone.parameters())
@@ -52,9 +53,15 @@ def test_mask_rcnn_trains_its_head_on_the_frozen_backbone():
     data = {"inputs": [torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)], "data_samples": [sample]}
     losses = train_steps(model, data)
     assert not model.backbone.body.model.training  # the detector's .train() left it in eval mode
-    assert {"loss_rpn_cls", "loss_cls", "loss_bbox", "loss_mask"} <= set(losses)
+    # cascade stages prefix their losses: s0.loss_cls, s1.loss_cls, ...
+    kinds = {name.split(".")[-1] for name in losses}
+    assert {"loss_rpn_cls", "loss_cls", "loss_bbox", "loss_mask"} <= kinds
     assert weights_digest(model.backbone) == before
-    assert model.roi_head.mask_head.conv_logits.weight.grad is not None
+    mask_heads = model.roi_head.mask_head
+    mask_heads = mask_heads if isinstance(mask_heads, torch.nn.ModuleList) else [mask_heads]
+    assert all(head.conv_logits.weight.grad is not None for head in mask_heads)
+    if detector != "mask_rcnn":
+        assert len(model.roi_head.bbox_head) == 3  # three cascade stages
 
 
 def test_mask2former_with_the_papers_light_decoders():

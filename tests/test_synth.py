@@ -20,7 +20,7 @@ from .conftest import REPO
 
 TINY = {
     "shapes-pretrain": {"train_per_class": 3, "val_per_class": 2},
-    "shapes-coco": {"num_train": 30, "num_val": 4},
+    "shapes-coco": {"num_train": 30, "num_val": 4, "num_test_dev": 3},
     "shapes-ade": {"num_train": 6, "num_val": 3},
     "shapes-k400": {"num_train_per_class": 2, "num_val_per_class": 1},
 }
@@ -137,7 +137,7 @@ def test_kinetics_clips_decode_with_pyav_and_lists_match_csv(tiny_datasets):
 def test_manifest_records_spec_and_counts(tiny_datasets):
     manifest = json.loads((tiny_datasets["shapes-coco"] / "frozenbench_dataset.json").read_text())
     assert manifest["format"] == "coco"
-    assert manifest["counts"] == {"train": 30, "val": 4}
+    assert manifest["counts"] == {"train": 30, "val": 4, "test-dev": 3}
 
 
 def test_failed_generation_leaves_no_folder(tmp_path, monkeypatch):

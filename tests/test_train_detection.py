@@ -45,3 +45,44 @@ def test_mask_rcnn_trains_and_reports_box_and_mask_ap(tmp_path, monkeypatch):
         ap = metrics[iou_type]["AP"]
         assert math.isnan(ap) or 0.0 <= ap <= 100.0
         assert set(metrics[iou_type]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+
+
+def test_test_dev_submission_is_an_upload_zip_of_coco_results(tmp_path):
+    import zipfile
+
+    from pycocotools.coco import COCO
+
+    from frozenbench.checkpoint import save_backbone
+    from frozenbench.models import build_model
+
+    from .conftest import run_cmd
+
+    root = tmp_path / "shapes-coco"
+    synthesize(tiny_spec("shapes-coco", image_size=64, num_train=4, num_val=2, num_test_dev=3), root)
+    checkpoint = tmp_path / "cswin_tiny_random.pth"
+    torch.manual_seed(0)
+    save_backbone(checkpoint, "cswin_tiny", build_model("cswin_tiny", 64).state_dict(), {"pretrain_task": "random"})
+    spec = json.dumps({"type": "detection", "data": str(root), "img_size": 64, "head": HEAD,
+                       "train": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2}})
+    common = ["--spec", spec, "--checkpoint", str(checkpoint), "--mode", "frozen", "--run-dir", str(tmp_path / "run"),
+              "--threads", "1"]
+    run_cmd(["frozenbench", "train", *common], check=True, timeout=300)
+    out = tmp_path / "submission" / "detections.zip"
+    run_cmd(["frozenbench", "submit", *common, "--out", str(out), "--alg", "mini"], check=True, timeout=300)
+    with zipfile.ZipFile(out) as archive:
+        assert archive.namelist() == ["detections_test-dev2017_mini_results.json"]
+        results = json.loads(archive.read("detections_test-dev2017_mini_results.json"))
+    image_info = root / "annotations" / "image_info_test-dev2017.json"
+    test_ids = {img["id"] for img in json.loads(image_info.read_text())["images"]}
+    assert results and {r["image_id"] for r in results} <= test_ids
+    assert all(set(r) == {"image_id", "category_id", "bbox", "score", "segmentation"} for r in results)
+    # the file loads as COCO results against the test-dev image list, boxes and masks alike
+    coco = COCO(str(image_info))
+    loaded = coco.loadRes(results)
+    assert len(loaded.getAnnIds()) == len(results)
+    assert all(loaded.annToMask(a).shape == (64, 64) for a in loaded.loadAnns(loaded.getAnnIds()[:3]))
+    # a cell trained for another task type has no test-dev
+    bad = json.dumps({**json.loads(spec), "type": "video"})
+    result = run_cmd(["frozenbench", "submit", "--spec", bad, *common[2:], "--out", str(tmp_path / "x.zip")])
+    assert result.returncode != 0 and "no test-dev submission" in result.stderr
+    assert not (tmp_path / "x.zip").exists()

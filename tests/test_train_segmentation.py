@@ -9,6 +9,7 @@ import torch
 
 from frozenbench.data.synth import synthesize
 from frozenbench.engine.loop import TrainOptions, train, trainable_state
+from frozenbench.errors import UserError
 from frozenbench.tasks import segmentation
 
 from .test_backbones import weights_digest
@@ -55,8 +56,33 @@ def test_train_resume_and_evaluate(ade, tmp_path):
     assert len(metrics["per_class_IoU"]) == num_classes
 
 
-def test_train_and_evaluate_cli_write_metrics_with_provenance(ade, tmp_path):
-    from frozenbench.checkpoint import save_backbone
+def test_multi_scale_flip_testing(ade):
+    from mmengine.dataset import pseudo_collate
+
+    num_classes = len(segmentation.class_names(ade))
+    val_set = segmentation.build_dataset(ade, "val", 64, train=False)
+    torch.manual_seed(0)
+    model = segmentation.build_model(HEAD, num_classes, 64, None, frozen=True, arch="cswin_tiny").eval()
+    data = pseudo_collate([val_set[0], val_set[1]])
+    with torch.no_grad():
+        plain = [s.pred_sem_seg.data[0] for s in model.test_step(data)]
+        # one scale, no flip: the sliding window covers the image in one crop = plain inference
+        single = segmentation._tta_scores(model, data, [1.0], flip=False)
+        # scale 0.5 is padded up to the backbone's input size, 1.5 covered by sliding windows
+        multi = segmentation._tta_scores(model, data, [0.5, 1.0, 1.5], flip=True)
+    for p, s, m in zip(plain, single, multi):
+        assert torch.equal(s.argmax(0), p)
+        assert m.shape == s.shape == (num_classes, 64, 64)
+        assert torch.allclose(m.sum(0), torch.ones(64, 64), atol=1e-4)  # mean of softmaxed views
+    metrics = segmentation.evaluate(model, val_set, num_classes, test={"scales": [0.5, 1.0, 1.5], "flip": True})
+    assert 0.0 <= metrics["mIoU"] <= 100.0
+    with pytest.raises(UserError, match="num_clips"):
+        segmentation.evaluate(model, val_set, num_classes, test={"num_clips": 2})
+
+
+@pytest.mark.parametrize("mode", ["frozen", "finetune"])
+def test_train_and_evaluate_cli_write_metrics_with_provenance(ade, tmp_path, mode):
+    from frozenbench.checkpoint import safe_load, save_backbone
     from frozenbench.models import build_model
 
     from .conftest import run_cmd
@@ -65,15 +91,23 @@ def test_train_and_evaluate_cli_write_metrics_with_provenance(ade, tmp_path):
     checkpoint = tmp_path / "cswin_tiny_random.pth"
     save_backbone(checkpoint, "cswin_tiny", build_model("cswin_tiny", 64).state_dict(), {"pretrain_task": "random"})
     spec = json.dumps({"type": "segmentation", "data": str(ade), "img_size": 64, "head": HEAD,
-                       "train": {"steps": 4, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2}})
-    common = ["--spec", spec, "--checkpoint", str(checkpoint), "--mode", "frozen", "--run-dir", str(tmp_path / "run"),
+                       "train": {"steps": 4, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2,
+                                 "layer_decay": 0.75}})
+    common = ["--spec", spec, "--checkpoint", str(checkpoint), "--mode", mode, "--run-dir", str(tmp_path / "run"),
               "--threads", "1"]
     run_cmd(["frozenbench", "train", *common], check=True, timeout=300)
+    trained = safe_load(tmp_path / "run" / "state.pt")["model"]
+    stem = "backbone.body.model.patch_embed.stem.0.weight"
+    if mode == "frozen":  # the run saves its heads only; the backbone is the checkpoint's
+        assert not any(k.startswith("backbone.body.") for k in trained)
+    else:  # the whole backbone trained, the stem too (at the smallest layer-decayed lr)
+        original = safe_load(checkpoint)["state_dict"]["patch_embed.stem.0.weight"]
+        assert not torch.equal(trained[stem], original)
     out = tmp_path / "results" / "metrics.json"
     run_cmd(["frozenbench", "evaluate", *common, "--out", str(out), "--label", "task=ade",
              "--label", "backbone=cswin_tiny_random", "--label", "head=tiny"], check=True, timeout=300)
     record = json.loads(out.read_text())
-    assert record["task"] == "ade" and record["backbone"] == "cswin_tiny_random" and record["mode"] == "frozen"
+    assert record["task"] == "ade" and record["backbone"] == "cswin_tiny_random" and record["mode"] == mode
     assert record["split"] == "val" and record["num_val"] == 4 and record["steps"] == 4
     assert set(record["metrics"]) >= {"mIoU", "mAcc", "aAcc"}
     assert len(record["checkpoint_sha256"]) == 64 and record["versions"]["mmsegmentation"] == "1.2.2"

@@ -9,6 +9,7 @@ import torch
 
 from frozenbench.data.synth import synthesize
 from frozenbench.engine.loop import TrainOptions, train
+from frozenbench.errors import UserError
 from frozenbench.tasks import video
 
 from .test_backbones import weights_digest
@@ -40,3 +41,12 @@ def test_temporal_head_trains_and_reports_topk(tmp_path):
     assert len(losses) == 8
     metrics = video.evaluate(model, val_set, len(names))
     assert set(metrics) == {"top1", "top5"} and 0.0 <= metrics["top1"] <= metrics["top5"] <= 100.0
+    # multi-clip testing: each video gives 3 clips that the head averages into one prediction
+    multi = video.build_dataset(root, "val", 64, train=False, num_frames=4, test={"num_clips": 3})
+    assert tuple(multi[0]["inputs"].shape) == (3, 3, 4, 64, 64)
+    scores = model.test_step(pseudo_collate([multi[0]]))[0].pred_score
+    assert scores.shape == (len(names),) and torch.isclose(scores.sum(), torch.tensor(1.0), atol=1e-4)
+    multi_metrics = video.evaluate(model, multi, len(names))
+    assert 0.0 <= multi_metrics["top1"] <= multi_metrics["top5"] <= 100.0
+    with pytest.raises(UserError, match="num_crops"):
+        video.build_dataset(root, "val", 64, train=False, test={"num_crops": 3})

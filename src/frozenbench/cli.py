@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("pretrain", "pretrain a mini backbone (supervised, contrastive, mim or random) + probe"),
     "train": ("train", "train one study cell: a task head on a frozen (or fine-tuned) backbone"),
     "evaluate": ("evaluate", "evaluate a trained cell on the validation split, write metrics.json"),
+    "submit": ("submit", "predict COCO test-dev with a trained cell, write the evaluation server's upload zip"),
     "tables": ("tables", "build the study tables (Markdown, LaTeX, CSV) from results/**/metrics.json"),
     "probe-report": ("probe_report", "tabulate pretraining probes with margins over the random backbone"),
     "fetch-checkpoint": ("fetch_checkpoint", "download a published checkpoint, verified by checksum"),

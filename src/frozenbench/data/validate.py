@@ -149,6 +149,24 @@ def validate_coco(root: Path) -> Report:
             if not _finite_numbers([area]) or area < 0:
                 problems.append(Problem(where, f"area must be a finite non-negative number, got {area!r}"))
             _check_segmentation(ann.get("segmentation"), img, where, problems)
+    # test-dev / test image lists: images only (their annotations are withheld), in test2017/
+    for info_path in sorted((root / "annotations").glob("image_info_*.json")):
+        checked += 1
+        info = _load_json(info_path, problems)
+        if info is None:
+            continue
+        if "images" not in info or "categories" not in info:
+            problems.append(Problem(str(info_path), "missing top-level keys images/categories"))
+            continue
+        for img in info["images"]:
+            checked += 1
+            path = root / "test2017" / str(img.get("file_name"))
+            size, reason = check_image(path)
+            if reason:
+                problems.append(Problem(str(path), reason))
+            elif size != (img.get("width"), img.get("height")):
+                problems.append(Problem(str(path), f"image is {size[0]}x{size[1]} but {info_path.name} says "
+                                                   f"{img.get('width')}x{img.get('height')}"))
     return Report(problems, checked)
 
 

@@ -30,13 +30,14 @@ def deepspeed_config(zero_stage: int, micro_batch_size: int, lr: float, weight_d
     }
 
 
-def initialize(model: nn.Module, config: dict[str, Any]):
-    """(engine, optimizer) over the trainable parameters of ``model``."""
+def initialize(model: nn.Module, config: dict[str, Any], groups: list[dict[str, Any]] | None = None):
+    """(engine, optimizer) over the trainable parameters of ``model`` (or the given parameter groups)."""
     import deepspeed
 
     if "LOCAL_RANK" not in os.environ:
         raise RuntimeError("DeepSpeed training needs a launcher (torchrun, deepspeed or srun) setting LOCAL_RANK")
     deepspeed.init_distributed(dist_backend="nccl" if os.environ.get("DS_ACCELERATOR") != "cpu" else "gloo")
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=trainable, config=config)
+    if groups is None:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=config)
     return engine, optimizer

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from frozenbench.checkpoint.io import safe_load
+from frozenbench.engine.param_groups import param_groups
 from frozenbench.engine.schedule import warmup_cosine
 from frozenbench.utils.atomic import atomic_file
 
@@ -38,6 +39,8 @@ class TrainOptions:
     grad_clip: float = 5.0
     checkpoint_every: int = 50
     log_every: int = 10
+    # Layer-wise lr decay for fine-tuning (1.0: none); no effect on a frozen backbone.
+    layer_decay: float = 1.0
 
     @classmethod
     def from_config(cls, entry: dict[str, Any]) -> "TrainOptions":
@@ -46,6 +49,12 @@ class TrainOptions:
 
 def lr_at(step: int, opts: TrainOptions) -> float:
     return warmup_cosine(step, opts.steps, opts.warmup_steps, opts.lr)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The scheduled lr, times each group's layer-decay scale."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -99,17 +108,14 @@ class LocalStepper:
         self.model = model
         self.opts = opts
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            [{"params": [p for p in self.params if p.ndim > 1], "weight_decay": opts.weight_decay},
-             {"params": [p for p in self.params if p.ndim <= 1], "weight_decay": 0.0}], lr=opts.lr)
+        self.optimizer = torch.optim.AdamW(param_groups(model, opts.weight_decay, opts.layer_decay), lr=opts.lr)
         self.state_path = run_dir / "state.pt"
 
     def forward(self, batch: dict) -> dict:
         return self.model(**batch, mode="loss")
 
     def step(self, total: torch.Tensor, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, lr)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.opts.grad_clip:
@@ -145,15 +151,15 @@ class DeepSpeedStepper:
 
         self.model = model
         self.engine, self.optimizer = initialize(model, deepspeed_config(
-            zero_stage, opts.batch_size, opts.lr, opts.weight_decay, opts.grad_clip))
+            zero_stage, opts.batch_size, opts.lr, opts.weight_decay, opts.grad_clip),
+            param_groups(model, opts.weight_decay, opts.layer_decay))
         self.ckpt_dir = run_dir / "deepspeed"
 
     def forward(self, batch: dict) -> dict:
         return self.engine(**batch, mode="loss")
 
     def step(self, total: torch.Tensor, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, lr)
         self.engine.backward(total)
         self.engine.step()
 

@@ -41,8 +41,10 @@ def _task_module(kind: str):
 
 
 def run_fingerprint(spec: dict[str, Any], checkpoint: str, mode: str, seed: int) -> str:
-    """What identifies a run's inputs: a saved state with another fingerprint is not this run's."""
-    return f"{spec_hash(spec)}:{sha256_of(checkpoint)}:{mode}:{seed}"
+    """What identifies a run's inputs: a saved state with another fingerprint is not this run's.
+    Test-time options are not training inputs: changing them re-evaluates, never retrains."""
+    trained_on = {k: v for k, v in spec.items() if k != "test"}
+    return f"{spec_hash(trained_on)}:{sha256_of(checkpoint)}:{mode}:{seed}"
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -58,6 +60,13 @@ def _build(spec: dict[str, Any], checkpoint: str, mode: str):
     return task, data, num_classes, model
 
 
+def _build_dataset(task, spec: dict[str, Any], data: Path, split: str, train: bool):
+    options = dict(spec.get("data_options", {}))
+    if not train:  # test-time options that change sampling (video: multi-clip)
+        options["test"] = spec.get("test", {})
+    return task.build_dataset(data, split, spec["img_size"], train=train, **options)
+
+
 def train_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | Path, seed: int) -> dict[str, Any]:
     if mode not in ("frozen", "finetune"):
         raise UserError(f"mode must be frozen or finetune, got {mode!r}")
@@ -65,7 +74,7 @@ def train_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | 
 
     torch.manual_seed(seed)
     task, data, _, model = _build(spec, checkpoint, mode)
-    dataset = task.build_dataset(data, "train", spec["img_size"], train=True, **spec.get("data_options", {}))
+    dataset = _build_dataset(task, spec, data, "train", train=True)
     fingerprint = run_fingerprint(spec, checkpoint, mode, seed)
     summary = train(model, dataset, pseudo_collate, run_dir, TrainOptions.from_config(spec.get("train", {})), seed=seed,
                     fingerprint=fingerprint, zero_stage=spec.get("zero_stage", 2))
@@ -81,20 +90,28 @@ def train_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | 
     return summary
 
 
+def _load_trained(model: torch.nn.Module, spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | Path,
+                  seed: int) -> dict[str, Any]:
+    """Load a finished run's trained weights into ``model``; refuse a state trained on other inputs."""
+    state_path = Path(run_dir) / "state.pt"
+    state = safe_load(state_path)
+    if state.get("fingerprint") != run_fingerprint(spec, checkpoint, mode, seed):
+        raise UserError(f"{state_path}: trained with other inputs (spec, backbone, mode or seed); train this cell again")
+    _, unexpected = model.load_state_dict(state["model"], strict=False)
+    if unexpected:
+        raise UserError(f"{state_path}: unexpected keys {unexpected[:5]}")
+    return state
+
+
 def evaluate_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | Path, out: str | Path,
                   seed: int, labels: dict[str, str]) -> dict[str, Any]:
     started = time.time()
     torch.manual_seed(seed)
     task, data, num_classes, model = _build(spec, checkpoint, mode)
-    state_path = Path(run_dir) / "state.pt"
-    state = safe_load(state_path)
-    if state.get("fingerprint") != run_fingerprint(spec, checkpoint, mode, seed):
-        raise UserError(f"{state_path}: trained with other inputs (spec, backbone, mode or seed); train this cell again")
-    missing, unexpected = model.load_state_dict(state["model"], strict=False)
-    if unexpected:
-        raise UserError(f"{run_dir}/state.pt: unexpected keys {unexpected[:5]}")
-    val = task.build_dataset(data, "val", spec["img_size"], train=False, **spec.get("data_options", {}))
-    metrics = task.evaluate(model, val, num_classes)
+    state = _load_trained(model, spec, checkpoint, mode, run_dir, seed)
+    test = spec.get("test", {})
+    val = _build_dataset(task, spec, data, "val", train=False)
+    metrics = task.evaluate(model, val, num_classes, test=test)
     done_path = Path(run_dir) / "done.json"
     try:
         done = json.loads(done_path.read_text())
@@ -117,3 +134,20 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def submit_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | Path, out: str | Path,
+                seed: int, alg: str = "frozenbench") -> int:
+    """Predict the test-dev split with a trained cell and write the evaluation server's upload zip.
+
+    Returns the number of detections written."""
+    from frozenbench.evaluation import write_submission
+
+    if not hasattr(_task_module(spec["type"]), "predict_test_dev"):
+        raise UserError(f"task type {spec['type']!r} has no test-dev submission (detection only)")
+    torch.manual_seed(seed)
+    task, data, _, model = _build(spec, checkpoint, mode)
+    _load_trained(model, spec, checkpoint, mode, run_dir, seed)
+    results = task.predict_test_dev(model, task.build_dataset(data, "test-dev", spec["img_size"], train=False))
+    write_submission(out, results, alg)
+    return len(results)

@@ -19,7 +19,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from frozenbench.utils.atomic import write_text
+from frozenbench.utils.atomic import atomic_file, write_text
 
 METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 
@@ -86,6 +86,20 @@ class COCOEvaluator:
                 for i, name in enumerate(METRIC_NAMES)}
 
 
-def write_submission(path: str | Path, results: list[dict[str, Any]]) -> None:
-    """A test-dev submission file: the results list as json (``detections_test-dev2017_<alg>_results.json``)."""
-    write_text(path, json.dumps(results))
+def submission_name(alg: str, test_set: str = "test-dev2017") -> str:
+    """COCO's required results file name, ``detections_<testset>_<alg>_results.json``."""
+    if not alg or not alg.replace("-", "").isalnum():
+        raise ValueError(f"algorithm name must be letters, digits and dashes, got {alg!r}")
+    return f"detections_{test_set}_{alg}_results.json"
+
+
+def write_submission(path: str | Path, results: list[dict[str, Any]], alg: str = "frozenbench") -> None:
+    """A test-dev upload: a zip holding the results json under its required name (box and mask
+    results in one list: the server scores bbox and segm from the same file)."""
+    import zipfile
+
+    with atomic_file(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            # a fixed timestamp: the same results give the same bytes
+            info = zipfile.ZipInfo(submission_name(alg), date_time=(1980, 1, 1, 0, 0, 0))
+            archive.writestr(info, json.dumps(results), compress_type=zipfile.ZIP_DEFLATED)

@@ -53,10 +53,26 @@ def mask2former_config(backbone: dict[str, Any], channels: list[int], strides: l
     return model
 
 
-def mask_rcnn_config(backbone: dict[str, Any], channels: list[int], strides: list[int], num_classes: int,
-                     width: int = 256, rpn_samples: int = 256, rcnn_samples: int = 512) -> ConfigDict:
-    """Mask R-CNN + FPN (mmdet); ``*_samples`` shrink the RoI samplers (RoIAlign is single-threaded on CPU)."""
-    model = _official("mmdet", "mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py").model
+# The paper's detectors; HTC without its semantic branch, which needs COCO-stuff maps.
+DETECTORS = {
+    "mask_rcnn": "mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py",
+    "cascade_mask_rcnn": "cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py",
+    "htc": "htc/htc-without-semantic_r50_fpn_1x_coco.py",
+}
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def detector_config(backbone: dict[str, Any], channels: list[int], strides: list[int], num_classes: int,
+                    detector: str = "mask_rcnn", width: int = 256, rpn_samples: int = 256,
+                    rcnn_samples: int = 512) -> ConfigDict:
+    """Mask R-CNN, Cascade Mask R-CNN or HTC + FPN (mmdet's configs); ``width`` scales the neck and heads,
+    ``*_samples`` shrink the RoI samplers (RoIAlign is single-threaded on CPU)."""
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown detector {detector!r}; choose from {', '.join(DETECTORS)}")
+    model = _official("mmdet", DETECTORS[detector]).model
     model.backbone = ConfigDict(backbone)
     model.neck.in_channels, model.neck.out_channels = list(channels), width
     model.rpn_head.in_channels = model.rpn_head.feat_channels = width
@@ -64,12 +80,16 @@ def mask_rcnn_config(backbone: dict[str, Any], channels: list[int], strides: lis
     roi = model.roi_head
     roi.bbox_roi_extractor.out_channels = roi.mask_roi_extractor.out_channels = width
     roi.bbox_roi_extractor.featmap_strides = roi.mask_roi_extractor.featmap_strides = list(strides)
-    roi.bbox_head.in_channels, roi.bbox_head.num_classes = width, num_classes
-    roi.bbox_head.fc_out_channels = width * 4
-    roi.mask_head.in_channels = roi.mask_head.conv_out_channels = width
-    roi.mask_head.num_classes = num_classes
+    # Cascade heads hold one bbox head (and for HTC one mask head) per stage.
+    for bbox_head in _as_list(roi.bbox_head):
+        bbox_head.in_channels, bbox_head.num_classes = width, num_classes
+        bbox_head.fc_out_channels = width * 4
+    for mask_head in _as_list(roi.mask_head):
+        mask_head.in_channels = mask_head.conv_out_channels = width
+        mask_head.num_classes = num_classes
     model.train_cfg.rpn.sampler.num = rpn_samples
-    model.train_cfg.rcnn.sampler.num = rcnn_samples
+    for stage in _as_list(model.train_cfg.rcnn):
+        stage.sampler.num = rcnn_samples
     return model
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from frozenbench.data.validate import read_ade_num_classes
 from frozenbench.errors import UserError
@@ -27,7 +28,8 @@ def class_names(root: Path) -> list[str]:
     return [line.split("\t")[-1] for line in info.read_text().splitlines()[1:] if line.strip()]
 
 
-def build_dataset(root: str | Path, split: str, img_size: int, train: bool):
+def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test: dict[str, Any] | None = None):
+    del test  # test-time options act in evaluate()
     from mmengine.registry import DefaultScope
     from mmseg.registry import DATASETS
     from mmseg.utils import register_all_modules
@@ -62,16 +64,75 @@ def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoin
     return build_mm_model("mmseg", cfg)
 
 
+TEST_OPTIONS = ("scales", "flip")
+
+
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int = 4) -> dict[str, Any]:
+def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int = 4,
+             test: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Single-scale (default) or, with ``test={"scales": [...], "flip": True}``, multi-scale + flip testing."""
     from mmengine.dataset import pseudo_collate
 
+    test = dict(test or {})
+    unknown = set(test) - set(TEST_OPTIONS)
+    if unknown:
+        raise UserError(f"segmentation test options {sorted(unknown)} unknown; known: {', '.join(TEST_OPTIONS)}")
+    augmented = test.get("scales", [1.0]) != [1.0] or test.get("flip", False)
     model.eval()
     evaluator = SemSegEvaluator(num_classes=num_classes, ignore_index=255)
     for start in range(0, len(dataset), batch_size):
         data = pseudo_collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-        for sample in model.test_step(data):
-            pred = sample.pred_sem_seg.data[0].cpu().numpy()
-            label = sample.gt_sem_seg.data[0].cpu().numpy()
-            evaluator.process(pred.astype(np.int64), label)
+        if augmented:
+            preds = [scores.argmax(0) for scores in _tta_scores(model, data, test.get("scales", [1.0]),
+                                                                test.get("flip", False))]
+            labels = [sample.gt_sem_seg.data[0] for sample in data["data_samples"]]
+        else:
+            samples = model.test_step(data)
+            preds = [sample.pred_sem_seg.data[0] for sample in samples]
+            labels = [sample.gt_sem_seg.data[0] for sample in samples]
+        for pred, label in zip(preds, labels):
+            evaluator.process(pred.cpu().numpy().astype(np.int64), label.cpu().numpy())
     return evaluator.evaluate()
+
+
+def _tta_scores(model: torch.nn.Module, data: dict, scales: list[float], flip: bool) -> list[torch.Tensor]:
+    """Class scores (C, H, W) per image at its original size, averaged over scales and flips as
+    mmseg's SegTTAModel does (mean of the softmaxed scores).
+
+    The backbone is built for one input size (window attention masks depend on it): a rescaled
+    image larger than that is covered by mmseg's sliding-window inference with crops of that
+    size, a smaller one is padded up to it and the padding cropped off the scores.
+    """
+    from mmengine.config import ConfigDict
+
+    crop = tuple(model.data_preprocessor.size)
+    saved_cfg = model.test_cfg
+    model.test_cfg = ConfigDict(mode="slide", crop_size=crop, stride=tuple(max(1, c * 2 // 3) for c in crop))
+    try:
+        return _tta_views(model, model.data_preprocessor(data, training=False), crop, scales, flip)
+    finally:
+        model.test_cfg = saved_cfg
+
+
+def _tta_views(model: torch.nn.Module, batch: dict, crop: tuple[int, int], scales: list[float],
+               flip: bool) -> list[torch.Tensor]:
+    out = []
+    for image, sample in zip(batch["inputs"], batch["data_samples"]):
+        h, w = sample.img_shape
+        image = image[None, :, :h, :w]
+        total = 0
+        for scale in scales:
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            x = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+            x = F.pad(x, (0, max(crop[1] - size[1], 0), 0, max(crop[0] - size[0], 0)))
+            for flipped in (False, True) if flip else (False,):
+                view = x.flip(-1) if flipped else x
+                # no pad_shape: Mask2Former would size each window's masks by it instead of the window
+                meta = {k: v for k, v in sample.metainfo.items() if k != "pad_shape"}
+                meta.update(img_shape=view.shape[2:], flip=False)
+                scores = model.slide_inference(view, [meta])
+                scores = (scores.flip(-1) if flipped else scores)[:, :, :size[0], :size[1]]
+                scores = F.interpolate(scores, size=sample.ori_shape, mode="bilinear", align_corners=False)
+                total = total + scores.softmax(dim=1)[0]
+        out.append(total / (len(scales) * (2 if flip else 1)))
+    return out

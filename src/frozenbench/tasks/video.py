@@ -24,16 +24,27 @@ def class_names(root: str | Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line]
 
 
-def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_frames: int = 8):
+TEST_OPTIONS = ("num_clips",)
+
+
+def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_frames: int = 8,
+                  test: dict[str, Any] | None = None):
+    """``test={"num_clips": K}``: multi-clip testing, K clips evenly spaced over each video, their
+    class probabilities averaged (the head's ``average_clips``)."""
     from mmaction.registry import DATASETS
     from mmaction.utils import register_all_modules
     from mmengine.registry import DefaultScope
 
+    test = dict(test or {})
+    unknown = set(test) - set(TEST_OPTIONS)
+    if unknown:
+        raise UserError(f"video test options {sorted(unknown)} unknown; known: {', '.join(TEST_OPTIONS)}")
+    num_clips = 1 if train else int(test.get("num_clips", 1))
     root = Path(root)
     # mmaction's PyAVInit reads the frame count from the container: use mp4 (webm reports 0).
     pipeline: list[dict[str, Any]] = [
         dict(type="PyAVInit"),
-        dict(type="SampleFrames", clip_len=num_frames, frame_interval=1, num_clips=1, test_mode=not train),
+        dict(type="SampleFrames", clip_len=num_frames, frame_interval=1, num_clips=num_clips, test_mode=not train),
         dict(type="PyAVDecode"),
         dict(type="Resize", scale=(img_size, img_size), keep_ratio=False),
     ]
@@ -59,7 +70,9 @@ def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoin
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int = 8) -> dict[str, Any]:
+def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int = 8,
+             test: dict[str, Any] | None = None) -> dict[str, Any]:
+    del test  # multi-clip sampling lives in the dataset; the head averages the clips
     from mmengine.dataset import pseudo_collate
 
     model.eval()

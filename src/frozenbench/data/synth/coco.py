@@ -4,8 +4,10 @@ Layout (as extracted from the real COCO archives)::
 
     train2017/000000000001.jpg ...
     val2017/...
+    test2017/...                                  (only with ``num_test_dev`` > 0)
     annotations/instances_train2017.json
     annotations/instances_val2017.json
+    annotations/image_info_test-dev2017.json      (images and categories, no annotations)
 
 Unoccluded instances carry polygon masks, occluded ones compressed RLE of their
 visible part, and crowd groups (``iscrowd=1``) uncompressed RLE, as in COCO.
@@ -25,6 +27,7 @@ from frozenbench.data.synth import shapes
 from frozenbench.utils.atomic import write_json
 
 SPLITS = {"train": "train2017", "val": "val2017"}
+TEST_DEV_FIRST_ID = 1_000_001  # image ids disjoint from train/val, as in COCO
 MAX_OCCLUSION = 0.5  # placements hiding more of an earlier instance are retried
 CROWD_FRACTION = 0.1  # images that also get one iscrowd=1 group of small shapes
 
@@ -147,4 +150,28 @@ def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
         }
         write_json(out / "annotations" / f"instances_{folder}.json", coco, indent=None)
         counts[split] = num
+    if params.get("num_test_dev", 0):
+        counts["test-dev"] = _generate_test_dev(params, out)
     return counts
+
+
+def _generate_test_dev(params: dict[str, Any], out: Path) -> int:
+    """COCO's test-dev: images whose annotations are withheld (scored by the evaluation server)."""
+    size, num = params["image_size"], params["num_test_dev"]
+    (out / "test2017").mkdir(parents=True)
+    images = []
+    for i in range(num):
+        image_id = TEST_DEV_FIRST_ID + i
+        rng = np.random.default_rng([params["seed"], len(SPLITS), i])
+        pixels, _ = draw_image(rng, size, params["num_classes"], params["max_instances"], params["texture"], False)
+        file_name = f"{image_id:012d}.jpg"
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=92)
+        (out / "test2017" / file_name).write_bytes(buf.getvalue())
+        images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
+    info = {"description": "frozenbench shapes-coco (test-dev)", "version": "1.0", "year": 2017,
+            "contributor": "frozenbench synth", "date_created": "1970-01-01"}
+    write_json(out / "annotations" / "image_info_test-dev2017.json",
+               {"info": info, "licenses": [], "images": images, "categories": categories(params["num_classes"])},
+               indent=None)
+    return num

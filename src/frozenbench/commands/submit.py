@@ -1,0 +1,26 @@
+"""``frozenbench submit``: predict COCO test-dev with a trained cell and write the upload zip."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from frozenbench.commands.train import add_cell_arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_cell_arguments(parser)
+    parser.add_argument("--out", required=True, help="zip to write (holds detections_test-dev2017_<alg>_results.json)")
+    parser.add_argument("--alg", default="frozenbench", help="algorithm name in the results file name")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from frozenbench.engine.run import submit_cell
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    count = submit_cell(json.loads(args.spec), args.checkpoint, args.mode, args.run_dir, args.out, args.seed, args.alg)
+    print(json.dumps({"detections": count, "out": args.out}))
+    return 0

@@ -1,0 +1,66 @@
+"""Layer-wise lr decay for fine-tuning; frozen backbones contribute no parameters at all."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from frozenbench.engine.loop import set_lr
+from frozenbench.engine.param_groups import layer_id, param_groups
+from frozenbench.models.backbone import Backbone
+
+
+class Detector(nn.Module):
+    def __init__(self, arch: str, frozen: bool) -> None:
+        super().__init__()
+        self.body = Backbone(arch, img_size=64, frozen=frozen)
+        self.head = nn.Linear(self.body.channels[-1], 3)
+
+
+def scale_of(groups: list[dict], param: torch.Tensor) -> float:
+    (scale,) = [g["lr_scale"] for g in groups if any(p is param for p in g["params"])]
+    return scale
+
+
+@pytest.mark.parametrize("arch", ["cswin_tiny", "convnext_mini"])
+def test_layer_decay_scales_lr_from_stem_to_head(arch):
+    model = Detector(arch, frozen=False)
+    groups = param_groups(model, weight_decay=0.05, layer_decay=0.5)
+    depths = [2, 2, 2, 2]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    stages = model.body.model.layers if arch == "cswin_tiny" else model.body.model.stages
+    first, last = stages[0].blocks[0], stages[-1].blocks[-1]
+    stem = next(iter(model.body.model.children()))
+    assert scale_of(groups, model.head.weight) == 1.0
+    assert scale_of(groups, next(last.parameters())) == 0.5  # the deepest block: one step below the head
+    assert scale_of(groups, next(first.parameters())) == 0.5 ** sum(depths)
+    assert scale_of(groups, next(stem.parameters())) == 0.5 ** (sum(depths) + 1)
+    # a stage's downsampling layer learns at the rate of the block it feeds
+    down = next(stages[2].downsample.parameters())
+    assert scale_of(groups, down) == scale_of(groups, next(stages[2].blocks[0].parameters()))
+    # norms and biases are never decayed
+    assert all(g["weight_decay"] == 0.0 for g in groups if any(p is model.head.bias for p in g["params"]))
+
+
+def test_layer_ids_follow_block_order():
+    depths = [2, 2, 6, 2]
+    names = ["backbone.body.model.patch_embed.proj.weight", "backbone.body.model.layers.0.blocks.0.mlp.fc1.weight",
+             "backbone.body.model.layers.2.downsample.reduction.weight",
+             "backbone.body.model.layers.2.blocks.5.attn.qkv.weight", "backbone.body.model.layers.3.blocks.1.norm1.bias",
+             "neck.lateral_convs.0.conv.weight", "backbone.extra.blocks.0.linear1.weight"]
+    assert [layer_id(n, depths) for n in names] == [0, 1, 5, 10, 12, 13, 13]
+
+
+def test_frozen_backbone_has_no_groups_and_the_scheduled_lr_is_scaled():
+    model = Detector("cswin_tiny", frozen=True)
+    groups = param_groups(model, weight_decay=0.05, layer_decay=0.5)
+    params = [p for g in groups for p in g["params"]]
+    assert {id(p) for p in params} == {id(model.head.weight), id(model.head.bias)}
+    assert all(g["lr_scale"] == 1.0 for g in groups)
+    tuned = param_groups(Detector("cswin_tiny", frozen=False), 0.05, 0.5)
+    optimizer = torch.optim.AdamW(tuned, lr=1.0)
+    set_lr(optimizer, 0.1)
+    assert sorted({round(g["lr"], 12) for g in optimizer.param_groups}) == sorted(
+        {round(0.1 * g["lr_scale"], 12) for g in optimizer.param_groups})
+    assert max(g["lr"] for g in optimizer.param_groups) == pytest.approx(0.1)
