@@ -99,7 +99,8 @@ def task_spec(task, head, mode, data_dir, evaluation=False):
     if mode == "finetune":
         schedule.update(entry.get("finetune", {}))
     return {"type": entry["type"], "data": str(data_dir), "img_size": entry["img_size"],
-            "bf16": entry.get("bf16", False), "head": entry["heads"][head], "train": schedule,
+            "bf16": entry.get("bf16", False), "feature_cache": entry.get("feature_cache", False),
+            "head": entry["heads"][head], "train": schedule,
             "data_options": entry.get("data_options", {}), "zero_stage": entry.get("zero_stage", 2),
             **({"test": entry.get("test", {})} if evaluation else {})}
 

@@ -56,7 +56,7 @@ def _build(spec: dict[str, Any], checkpoint: str, mode: str):
     data = Path(spec["data"])
     num_classes = len(task.class_names(data))
     model = task.build_model(spec["head"], num_classes, spec["img_size"], checkpoint, frozen=(mode == "frozen"),
-                                 bf16=spec.get("bf16", False))
+                             bf16=spec.get("bf16", False), feature_cache=spec.get("feature_cache", False))
     return task, data, num_classes, model
 
 
@@ -86,6 +86,9 @@ def train_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | 
         dist.destroy_process_group()  # ZeRO-3 ranks abort at exit without it
         if rank != 0:
             return summary
+    cache = getattr(getattr(getattr(model, "backbone", None), "body", None), "feature_cache", None)
+    if cache is not None:
+        summary["feature_cache"] = cache.stats()
     write_json(Path(run_dir) / "done.json", {**summary, "spec_hash": spec_hash(spec), "mode": mode, "seed": seed})
     return summary
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from frozenbench.models.feature_cache import FeatureCache
 from frozenbench.models.registry import build_model
 
 
@@ -38,10 +39,13 @@ class Backbone(nn.Module):
         frozen: freeze as described in the module docstring.
         bf16: run the frozen forward under bf16 autocast.
         state_dict: backbone weights in timm key names (see :mod:`frozenbench.checkpoint`).
+        feature_cache: frozen only: reuse the features of inputs seen before
+            (:class:`frozenbench.models.feature_cache.FeatureCache`).
     """
 
     def __init__(self, arch: str, img_size: int | None = None, out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen: bool = True, bf16: bool = False, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+                 frozen: bool = True, bf16: bool = False, state_dict: dict[str, torch.Tensor] | None = None,
+                 feature_cache: bool = False) -> None:
         super().__init__()
         self.arch = arch
         self.model = build_model(arch, img_size)
@@ -54,6 +58,8 @@ class Backbone(nn.Module):
         self.feature_specs = [FeatureSpec(int(info[i]["num_chs"]), int(info[i]["reduction"])) for i in self.out_indices]
         self.frozen = frozen
         self.bf16 = bf16
+        # only a frozen backbone's features are a function of the input alone
+        self.feature_cache = FeatureCache() if feature_cache and frozen else None
         if frozen:
             self.model.requires_grad_(False)
             self.model.eval()
@@ -77,11 +83,16 @@ class Backbone(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
 
+    def _frozen_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        with torch.no_grad(), self._autocast(x):
+            feats = self.model.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
+        return [f.float() for f in feats]
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.frozen:
-            with torch.no_grad(), self._autocast(x):
-                feats = self.model.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
-            return [f.float() for f in feats]
+            if self.feature_cache is not None:
+                return self.feature_cache(x, self._frozen_forward)
+            return self._frozen_forward(x)
         with self._autocast(x):
             feats = self.model.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
         return [f.float() for f in feats]
