@@ -14,10 +14,14 @@ if not config:
 
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/checkpoints.smk"
 include: "rules/train.smk"
+include: "rules/report.smk"
 
 
 rule all_tables:
@@ -27,6 +31,7 @@ rule all_tables:
         all_checkpoint_outputs(),
         all_table_outputs(),
         all_submission_outputs(),
+        study_report_output(),
 
 
 rule data_all:
@@ -47,3 +52,8 @@ rule train_all:
 rule submissions_all:
     input:
         all_submission_outputs(),
+
+
+rule report:
+    input:
+        study_report_output(),

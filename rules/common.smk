@@ -23,6 +23,7 @@ RUNS = PATHS["runs"]
 RESULTS = PATHS["results"]
 TABLES = PATHS["tables"]
 TABLE_NAMES = ["pretraining", "head_capacity", "model_size", "paper"]
+FIGURE_NAMES = ["gap_vs_size", "pretraining_scores"]
 BENCHMARKS = PATHS["benchmarks"]
 BACKBONES = config.get("backbones", {})
 PRETRAINED_BACKBONES = sorted(k for k, v in BACKBONES.items() if "pretrain" in v)
@@ -109,14 +110,34 @@ def cell_dir(root, wildcards):
     return f"{root}/{wildcards.task}/{wildcards.backbone}/{wildcards.mode}/{wildcards.head}"
 
 
-def all_cell_outputs():
-    outputs = []
+def study_cells():
+    """(task, backbone, mode, head) of every configured cell."""
     for cell in config.get("study", {}).get("cells", []):
         for backbone in cell["backbones"]:
             for mode in cell["modes"]:
                 for head in cell["heads"]:
-                    outputs.append(f"{RESULTS}/{cell['task']}/{backbone}/{mode}/{head}/metrics.json")
-    return outputs
+                    yield cell["task"], backbone, mode, head
+
+
+def all_cell_outputs():
+    return [f"{RESULTS}/{task}/{backbone}/{mode}/{head}/metrics.json" for task, backbone, mode, head in study_cells()]
+
+
+# Per-job compute for the heavy rules: CPU-only defaults (the mini-study); a GPU cluster
+# config sets gpus (and gpu_model) so the Slurm plugin requests them.
+_COMPUTE_DEFAULTS = {
+    "train": {"gpus": 0, "threads": 2, "mem_mb": 8000, "runtime": 24 * 60},
+    "evaluate": {"gpus": 0, "threads": 2, "mem_mb": 8000, "runtime": 60},
+}
+COMPUTE = {kind: {**defaults, **config.get("compute", {}).get(kind, {})} for kind, defaults in _COMPUTE_DEFAULTS.items()}
+
+
+def gpu_resources(kind):
+    """The Slurm plugin's `gpu` / `gpu_model` resources of a job kind; none for a CPU job."""
+    entry = COMPUTE[kind]
+    if not entry["gpus"]:
+        return {}
+    return {"gpu": entry["gpus"], **({"gpu_model": entry["gpu_model"]} if entry.get("gpu_model") else {})}
 
 
 SUBMISSION = "detections_test-dev2017_frozenbench_results.zip"
@@ -124,8 +145,8 @@ SUBMISSION = "detections_test-dev2017_frozenbench_results.zip"
 
 def all_submission_outputs():
     """Test-dev upload zips of the detection cells whose task sets `test_dev: true`."""
-    return [path.replace("metrics.json", SUBMISSION) for path in all_cell_outputs()
-            if TASKS[path[len(RESULTS) + 1:].split("/")[0]].get("test_dev", False)]
+    return [f"{RESULTS}/{task}/{backbone}/{mode}/{head}/{SUBMISSION}" for task, backbone, mode, head in study_cells()
+            if TASKS[task].get("test_dev", False)]
 
 
 def cell_labels(wildcards):
@@ -138,5 +159,10 @@ def cell_labels(wildcards):
     return " ".join(f"--label {k}={shlex.quote(str(v))}" for k, v in labels.items())
 
 
+def study_report_output():
+    return f"{TABLES}/report.html"
+
+
 def all_table_outputs():
-    return [f"{TABLES}/{name}.{ext}" for name in TABLE_NAMES for ext in ("md", "tex", "csv")]
+    return [f"{TABLES}/{name}.{ext}" for name in TABLE_NAMES for ext in ("md", "tex", "csv")] + [
+        f"{TABLES}/{name}.png" for name in FIGURE_NAMES]

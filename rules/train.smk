@@ -14,20 +14,22 @@ rule train_head:
         spec=lambda wildcards, input: json_arg(task_spec(wildcards.task, wildcards.head, wildcards.mode, input.data)),
         run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
         seed=config["seed"],
+        # one process per GPU (torchrun inside the job, DeepSpeed ZeRO across them)
+        nproc=max(1, COMPUTE["train"]["gpus"]),
     conda:
         "../envs/frozenbench.yaml"
     log:
         f"{LOGS}/train/{{task}}/{{backbone}}/{{mode}}/{{head}}.log",
     benchmark:
         f"{BENCHMARKS}/train/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv"
-    threads: 2
+    threads: COMPUTE["train"]["threads"]
     resources:
-        mem_mb=8000,
-        runtime=24 * 60,
-        gpu=1,
+        mem_mb=COMPUTE["train"]["mem_mb"],
+        runtime=COMPUTE["train"]["runtime"],
+        **gpu_resources("train"),
     shell:
         "frozenbench train --spec {params.spec} --checkpoint {input.checkpoint} --mode {wildcards.mode}"
-        " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} > {log} 2>&1"
+        " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} --nproc {params.nproc} > {log} 2>&1"
 
 
 rule evaluate_head:
@@ -48,11 +50,11 @@ rule evaluate_head:
         f"{LOGS}/evaluate/{{task}}/{{backbone}}/{{mode}}/{{head}}.log",
     benchmark:
         f"{BENCHMARKS}/evaluate/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv"
-    threads: 2
+    threads: COMPUTE["evaluate"]["threads"]
     resources:
-        mem_mb=8000,
-        runtime=60,
-        gpu=1,
+        mem_mb=COMPUTE["evaluate"]["mem_mb"],
+        runtime=COMPUTE["evaluate"]["runtime"],
+        **gpu_resources("evaluate"),
     shell:
         "frozenbench evaluate --spec {params.spec} --checkpoint {input.checkpoint} --mode {wildcards.mode}"
         " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} --out {output}"
@@ -75,11 +77,11 @@ rule submit_test_dev:
         "../envs/frozenbench.yaml"
     log:
         f"{LOGS}/submit/{{task}}/{{backbone}}/{{mode}}/{{head}}.log",
-    threads: 2
+    threads: COMPUTE["evaluate"]["threads"]
     resources:
-        mem_mb=8000,
-        runtime=60,
-        gpu=1,
+        mem_mb=COMPUTE["evaluate"]["mem_mb"],
+        runtime=COMPUTE["evaluate"]["runtime"],
+        **gpu_resources("evaluate"),
     shell:
         "frozenbench submit --spec {params.spec} --checkpoint {input.checkpoint} --mode {wildcards.mode}"
         " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
@@ -89,9 +91,16 @@ rule tables:
     input:
         all_cell_outputs(),
     output:
-        [f"{TABLES}/{name}.{ext}" for name in TABLE_NAMES for ext in ("md", "tex", "csv")],
+        # the CSV and PNG files are what `snakemake --report report.html` shows
+        csv=[report(f"{TABLES}/{name}.csv", category="Tables", caption="../report/table.rst") for name in TABLE_NAMES],
+        md=[f"{TABLES}/{name}.md" for name in TABLE_NAMES],
+        tex=[f"{TABLES}/{name}.tex" for name in TABLE_NAMES],
+        figures=[
+            report(f"{TABLES}/{name}.png", category="Figures", caption="../report/figure.rst")
+            for name in FIGURE_NAMES
+        ],
     params:
-        out=lambda wildcards, output: os.path.dirname(output[0]),
+        out=lambda wildcards, output: os.path.dirname(output.csv[0]),
     conda:
         "../envs/frozenbench.yaml"
     log:

@@ -30,6 +30,7 @@ def test_two_rank_zero2_trains_the_head_only(tmp_path):
 
 @pytest.mark.slow
 def test_frozenbench_train_runs_on_two_ranks_and_resumes(tmp_path):
+    """`frozenbench train --nproc 2` (what the train rule runs for a 2-GPU job) on CPU ranks."""
     import torch
 
     from frozenbench.checkpoint import save_backbone
@@ -46,9 +47,9 @@ def test_frozenbench_train_runs_on_two_ranks_and_resumes(tmp_path):
     save_backbone(checkpoint, "cswin_tiny", build_model("cswin_tiny", 64).state_dict(), {"pretrain_task": "random"})
     spec = json.dumps({"type": "segmentation", "data": str(ade), "img_size": 64, "head": HEAD, "zero_stage": 2,
                        "train": {"steps": 4, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 1}})
-    cmd = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(30500 + os.getpid() % 1000),
-           str(VENV_BIN / "frozenbench"), "train", "--spec", spec, "--checkpoint", str(checkpoint), "--mode", "frozen",
-           "--run-dir", str(tmp_path / "run"), "--threads", "1"]
+    # as the train rule launches a multi-GPU job: frozenbench relaunches itself under torchrun
+    cmd = [str(VENV_BIN / "frozenbench"), "train", "--spec", spec, "--checkpoint", str(checkpoint), "--mode", "frozen",
+           "--run-dir", str(tmp_path / "run"), "--threads", "1", "--nproc", "2"]
     env = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     first = run_cmd(cmd, env=env, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]

@@ -67,3 +67,39 @@ def test_no_results_yet_gives_tables_of_missing_cells(tmp_path):
     run_cmd(["frozenbench", "tables", "--out", str(tmp_path)], check=True, timeout=120)
     paper = (tmp_path / "paper.md").read_text()
     assert "| coco | box AP | frozen | – | 60.0 | – |" in paper
+
+
+def test_figures_are_deterministic_pngs_even_for_an_empty_study(tmp_path):
+    from frozenbench.reporting.figures import FIGURE_NAMES, build_figures
+
+    records = RECORDS + [record("ade", "s_sup", "frozen", {"mIoU": 58.0}, size="small"),
+                         record("ade", "s_sup", "finetune", {"mIoU": 60.0}, size="small")]
+    first = build_figures(records, tmp_path / "a")
+    second = build_figures(records, tmp_path / "b")
+    empty = build_figures([], tmp_path / "empty")
+    assert [p.name for p in first] == [f"{n}.png" for n in FIGURE_NAMES]
+    for a, b, e in zip(first, second, empty):
+        assert a.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and e.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert a.read_bytes() == b.read_bytes()
+        assert a.read_bytes() != e.read_bytes()  # the data is drawn
+
+
+def test_html_report_embeds_tables_figures_and_probes(tmp_path):
+    import pytest
+
+    from frozenbench.errors import UserError
+    from frozenbench.reporting.figures import build_figures
+    from frozenbench.reporting.html import build_report
+
+    build_tables(RECORDS, tmp_path)
+    build_figures(RECORDS, tmp_path)
+    probe = tmp_path / "probe.md"
+    probe.write_text("Probes.\n\n| backbone | k-NN |\n| --- | ---: |\n| t_sup | 89.2 |\n")
+    build_report(tmp_path, tmp_path / "report.html", probe)
+    page = (tmp_path / "report.html").read_text()
+    assert "Frozen vs fine-tuned by pretraining task" in page and "<td>-6.5</td>" in page
+    assert page.count("data:image/png;base64,") == 2 and "<td>89.2</td>" in page
+    assert "<td>–</td>" in page  # a cell not run
+    with pytest.raises(UserError, match="no tables"):
+        build_report(tmp_path / "nothing", tmp_path / "x.html")
+    assert not (tmp_path / "x.html").exists()

@@ -1,4 +1,4 @@
-"""``frozenbench tables``: the study tables (Markdown, LaTeX, CSV) from the results json alone."""
+"""``frozenbench tables``: the study tables (Markdown, LaTeX, CSV) and figures (PNG) from the results json alone."""
 
 from __future__ import annotations
 
@@ -8,17 +8,19 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("metrics", nargs="*", help="metrics.json files (what the rule passes)")
     parser.add_argument("--results", help="or: a results folder, every {task}/{backbone}/{mode}/{head}/metrics.json")
-    parser.add_argument("--out", required=True, help="folder for the tables")
+    parser.add_argument("--out", required=True, help="folder for the tables and figures")
 
 
 def run(args: argparse.Namespace) -> int:
-    from frozenbench.reporting.tables import build_tables, to_markdown
-
     from frozenbench.errors import UserError
+    from frozenbench.reporting.figures import build_figures
+    from frozenbench.reporting.tables import build_tables, load_results, to_markdown
 
     if args.metrics and args.results:
         raise UserError("give metrics.json files or --results, not both")
     # No cells yet (e.g. the paper study before any run): every cell shows as missing.
-    for table in build_tables(args.results or list(args.metrics), args.out):
+    source = args.results or list(args.metrics)
+    for table in build_tables(source, args.out):
         print(to_markdown(table))
+    build_figures(load_results(source), args.out)
     return 0

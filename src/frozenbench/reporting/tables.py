@@ -44,7 +44,10 @@ class Table:
 
 
 def load_results(source: str | Path | list) -> list[dict[str, Any]]:
-    """Records from a list of metrics.json files, or from every cell under a results folder."""
+    """Records from a list of metrics.json files, or from every cell under a results folder
+    (a list of records is returned as it is)."""
+    if isinstance(source, list) and all(isinstance(item, dict) for item in source) and source:
+        return list(source)
     paths = [Path(p) for p in source] if isinstance(source, list) else sorted(Path(source).glob("*/*/*/*/metrics.json"))
     records = []
     for path in paths:

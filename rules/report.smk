@@ -1,0 +1,20 @@
+# The study report: tables, figures and pretraining probes on one self-contained HTML page
+# (no snakemake metadata). `snakemake --report report.html` builds snakemake's own report
+# with provenance; both show the same tables and figures.
+
+
+rule study_report:
+    input:
+        tables=all_table_outputs(),
+        probe=[f"{RESULTS}/pretrain/probe.md"] if PRETRAINED_BACKBONES else [],
+    output:
+        study_report_output(),
+    params:
+        tables=lambda wildcards, input: os.path.dirname(input.tables[0]),
+        probe=lambda wildcards, input: " ".join(f"--probe {path}" for path in input.probe),
+    conda:
+        "../envs/frozenbench.yaml"
+    log:
+        f"{LOGS}/study_report.log",
+    shell:
+        "frozenbench report --tables {params.tables} {params.probe} --out {output} > {log} 2>&1"

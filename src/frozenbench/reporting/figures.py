@@ -1,0 +1,108 @@
+"""Study figures (PNG) from the same records as the tables.
+
+- ``gap_vs_size.png``: frozen minus fine-tuned score per task against model size (the paper's
+  "the gap closes as the model grows");
+- ``pretraining_scores.png``: frozen score per task for each pretraining task.
+
+Cells not run are left out (never drawn as zero); an empty study gives a figure that says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from frozenbench.reporting.tables import HEADLINE, SIZE_ORDER, model_size_table, pretraining_table
+from frozenbench.utils.atomic import atomic_file
+
+FIGURE_NAMES = ("gap_vs_size", "pretraining_scores")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display (cluster nodes have none)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_file(path) as tmp:
+        # no timestamp in the PNG: the same results give the same bytes
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
+
+
+def _empty(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def gap_vs_size(records: list[dict[str, Any]], path: Path) -> None:
+    plt = _pyplot()
+    table = model_size_table(records)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    sizes = [s for s in SIZE_ORDER if any(row[1] == s for row in table.rows)]
+    drawn = 0
+    gap_columns = [i for i, h in enumerate(table.header) if h.endswith(" gap")]
+    for col in gap_columns:
+        points = []
+        for size in sizes:
+            gaps = [row[col] for row in table.rows if row[1] == size and row[col] is not None]
+            if gaps:
+                points.append((sizes.index(size), max(gaps)))  # best backbone of that size
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", label=table.header[col].removesuffix(" gap"))
+            drawn += 1
+    if drawn:
+        ax.axhline(0.0, color="0.6", linewidth=0.8)
+        ax.set_xticks(range(len(sizes)), sizes)
+        ax.set_xlabel("model size")
+        ax.set_ylabel("frozen − fine-tuned (points)")
+        ax.legend(fontsize=8)
+    else:
+        _empty(ax, "no size with both frozen and fine-tuned results yet")
+    ax.set_title("Frozen vs fine-tuned gap by model size", fontsize=10)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def pretraining_scores(records: list[dict[str, Any]], path: Path) -> None:
+    plt = _pyplot()
+    table = pretraining_table(records)
+    columns = [(i, h.removesuffix(" frozen")) for i, h in enumerate(table.header) if h.endswith(" frozen")]
+    # one bar group per task metric, one bar per pretraining task (its best frozen backbone)
+    by_task: dict[str, dict[str, float]] = {}
+    for row in table.rows:
+        for col, label in columns:
+            if row[col] is not None:
+                best = by_task.setdefault(str(row[1]), {})
+                best[label] = max(best.get(label, float("-inf")), row[col])
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    labels = [label for _, label in columns if any(label in v for v in by_task.values())]
+    if labels:
+        width = 0.8 / max(len(by_task), 1)
+        for k, (task, scores) in enumerate(sorted(by_task.items())):
+            xs = [i + k * width for i, label in enumerate(labels) if label in scores]
+            ax.bar(xs, [scores[label] for label in labels if label in scores], width, label=task)
+        ax.set_xticks([i + width * (len(by_task) - 1) / 2 for i in range(len(labels))], labels, fontsize=8)
+        ax.set_ylabel("frozen score (val)")
+        ax.legend(title="pretraining", fontsize=8)
+    else:
+        _empty(ax, "no frozen results yet")
+    ax.set_title("Frozen backbone by pretraining task", fontsize=10)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def build_figures(records: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    paths = [out_dir / f"{name}.png" for name in FIGURE_NAMES]
+    gap_vs_size(records, paths[0])
+    pretraining_scores(records, paths[1])
+    return paths
+
+
+__all__ = ["FIGURE_NAMES", "HEADLINE", "build_figures"]
