@@ -43,6 +43,8 @@ rule fetch_checkpoint:
         "../envs/frozenbench.yaml"
     log:
         f"{LOGS}/checkpoints/fetch_{{backbone}}.log",
+    benchmark:
+        f"{BENCHMARKS}/checkpoints/fetch_{{backbone}}.tsv",
     threads: 1
     resources:
         mem_mb=1000,
@@ -67,6 +69,8 @@ rule convert_checkpoint:
         "../envs/frozenbench.yaml"
     log:
         f"{LOGS}/checkpoints/convert_{{backbone}}.log",
+    benchmark:
+        f"{BENCHMARKS}/checkpoints/convert_{{backbone}}.tsv",
     threads: 1
     resources:
         mem_mb=16000,
@@ -88,5 +92,7 @@ rule probe_report:
         "../envs/frozenbench.yaml"
     log:
         f"{LOGS}/pretrain/probe_report.log",
+    benchmark:
+        f"{BENCHMARKS}/pretrain/probe_report.tsv",
     shell:
         "frozenbench probe-report {params.pairs} --out-json {output.json} --out-md {output.md} > {log} 2>&1"

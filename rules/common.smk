@@ -23,7 +23,7 @@ RUNS = PATHS["runs"]
 RESULTS = PATHS["results"]
 TABLES = PATHS["tables"]
 TABLE_NAMES = ["pretraining", "head_capacity", "model_size", "paper"]
-FIGURE_NAMES = ["gap_vs_size", "pretraining_scores"]
+FIGURE_NAMES = ["gap_vs_size", "pretraining_scores", "training_curves"]
 BENCHMARKS = PATHS["benchmarks"]
 BACKBONES = config.get("backbones", {})
 PRETRAINED_BACKBONES = sorted(k for k, v in BACKBONES.items() if "pretrain" in v)
@@ -165,4 +165,4 @@ def study_report_output():
 
 def all_table_outputs():
     return [f"{TABLES}/{name}.{ext}" for name in TABLE_NAMES for ext in ("md", "tex", "csv")] + [
-        f"{TABLES}/{name}.png" for name in FIGURE_NAMES]
+        f"{TABLES}/{name}.png" for name in FIGURE_NAMES] + [f"{TABLES}/summary.json"]

@@ -13,6 +13,8 @@ rule synth_dataset:
         "../envs/frozenbench.yaml"
     log:
         f"{LOGS}/data/synth_{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/data/synth_{{dataset}}.tsv",
     threads: 1
     resources:
         mem_mb=2000,
@@ -33,6 +35,8 @@ rule download_dataset:
         "../envs/frozenbench.yaml"
     log:
         f"{LOGS}/data/download_{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/data/download_{{dataset}}.tsv",
     threads: 1
     resources:
         mem_mb=2000,
@@ -54,6 +58,8 @@ rule prepare_dataset:
         "../envs/frozenbench.yaml"
     log:
         f"{LOGS}/data/prepare_{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/data/prepare_{{dataset}}.tsv",
     threads: 4
     resources:
         mem_mb=8000,

@@ -16,5 +16,7 @@ rule study_report:
         "../envs/frozenbench.yaml"
     log:
         f"{LOGS}/study_report.log",
+    benchmark:
+        f"{BENCHMARKS}/study_report.tsv",
     shell:
         "frozenbench report --tables {params.tables} {params.probe} --out {output} > {log} 2>&1"

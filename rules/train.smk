@@ -77,6 +77,8 @@ rule submit_test_dev:
         "../envs/frozenbench.yaml"
     log:
         f"{LOGS}/submit/{{task}}/{{backbone}}/{{mode}}/{{head}}.log",
+    benchmark:
+        f"{BENCHMARKS}/submit/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv",
     threads: COMPUTE["evaluate"]["threads"]
     resources:
         mem_mb=COMPUTE["evaluate"]["mem_mb"],
@@ -95,6 +97,7 @@ rule tables:
         csv=[report(f"{TABLES}/{name}.csv", category="Tables", caption="../report/table.rst") for name in TABLE_NAMES],
         md=[f"{TABLES}/{name}.md" for name in TABLE_NAMES],
         tex=[f"{TABLES}/{name}.tex" for name in TABLE_NAMES],
+        summary=f"{TABLES}/summary.json",
         figures=[
             report(f"{TABLES}/{name}.png", category="Figures", caption="../report/figure.rst")
             for name in FIGURE_NAMES
@@ -105,5 +108,7 @@ rule tables:
         "../envs/frozenbench.yaml"
     log:
         f"{LOGS}/tables.log",
+    benchmark:
+        f"{BENCHMARKS}/tables.tsv",
     shell:
         "frozenbench tables --out {params.out} {input} > {log} 2>&1"

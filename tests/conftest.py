@@ -29,7 +29,7 @@ def workflow_copy(tmp_path: Path) -> Path:
     """A copy of the workflow files in a temporary folder, so runs never touch the checkout's outputs."""
     dst = tmp_path / "wf"
     dst.mkdir()
-    for name in ["Snakefile", "config.yaml", "rules", "schemas", "configs", "profiles", "envs"]:
+    for name in ["Snakefile", "config.yaml", "rules", "schemas", "configs", "profiles", "envs", "report"]:
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dst / name)

@@ -57,7 +57,9 @@ def test_frozenbench_train_runs_on_two_ranks_and_resumes(tmp_path):
     assert done["world_size"] == 2 and done["steps"] == 4
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]  # rank 0 alone writes the log
-    assert (tmp_path / "run" / "deepspeed" / "last").is_dir()
+    saved = tmp_path / "run" / "deepspeed"
+    assert (saved / "latest").read_text().strip() == "step4"
+    assert [p.name for p in saved.glob("step*")] == ["step4"]  # older tags removed once step4 was complete
     # the single-process state that `frozenbench evaluate` loads, exported by rank 0
     state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
     assert state["step"] == 4 and state["fingerprint"] and not any(k.startswith("backbone.body.") for k in state["model"])

@@ -74,6 +74,7 @@ def test_figures_are_deterministic_pngs_even_for_an_empty_study(tmp_path):
 
     records = RECORDS + [record("ade", "s_sup", "frozen", {"mIoU": 58.0}, size="small"),
                          record("ade", "s_sup", "finetune", {"mIoU": 60.0}, size="small")]
+    records[0] = {**records[0], "train_curve": [[10, 3.0], [20, 2.1], [30, 1.7]]}
     first = build_figures(records, tmp_path / "a")
     second = build_figures(records, tmp_path / "b")
     empty = build_figures([], tmp_path / "empty")
@@ -98,7 +99,7 @@ def test_html_report_embeds_tables_figures_and_probes(tmp_path):
     build_report(tmp_path, tmp_path / "report.html", probe)
     page = (tmp_path / "report.html").read_text()
     assert "Frozen vs fine-tuned by pretraining task" in page and "<td>-6.5</td>" in page
-    assert page.count("data:image/png;base64,") == 2 and "<td>89.2</td>" in page
+    assert page.count("data:image/png;base64,") == 3 and "<td>89.2</td>" in page
     assert "<td>–</td>" in page  # a cell not run
     with pytest.raises(UserError, match="no tables"):
         build_report(tmp_path / "nothing", tmp_path / "x.html")

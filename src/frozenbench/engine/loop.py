@@ -26,7 +26,7 @@ import torch.nn as nn
 from frozenbench.checkpoint.io import safe_load
 from frozenbench.engine.param_groups import param_groups
 from frozenbench.engine.schedule import warmup_cosine
-from frozenbench.utils.atomic import atomic_file
+from frozenbench.utils.atomic import atomic_file, write_text
 
 
 @dataclass
@@ -144,7 +144,9 @@ class LocalStepper:
 
 class DeepSpeedStepper:
     """Several ranks: a DeepSpeed engine (ZeRO stage from the config) over the trainable parameters;
-    state in ``deepspeed/`` (DeepSpeed's own sharded checkpoint, tag ``last``)."""
+    state in ``deepspeed/`` (DeepSpeed's own sharded checkpoint). Each save writes a new tag
+    ``step<N>``; DeepSpeed points its ``latest`` file at it only once every shard is written, and
+    only then are older tags removed, so a kill during a save resumes from the previous one."""
 
     def __init__(self, model: nn.Module, opts: TrainOptions, run_dir: Path, zero_stage: int) -> None:
         from frozenbench.engine.deepspeed_engine import deepspeed_config, initialize
@@ -165,7 +167,7 @@ class DeepSpeedStepper:
 
     def saved_fingerprint(self) -> str | None:
         marker = self.ckpt_dir / "fingerprint.txt"
-        return marker.read_text() if marker.exists() and (self.ckpt_dir / "last").exists() else None
+        return marker.read_text() if marker.exists() and (self.ckpt_dir / "latest").exists() else None
 
     def discard(self) -> None:
         import shutil
@@ -177,15 +179,24 @@ class DeepSpeedStepper:
         dist.barrier()
 
     def load(self) -> int:
-        _, client_state = self.engine.load_checkpoint(str(self.ckpt_dir), tag="last")
+        _, client_state = self.engine.load_checkpoint(str(self.ckpt_dir))  # the tag named in `latest`
         return int(client_state["step"])
 
     def save(self, step: int, fingerprint: str) -> None:
+        import shutil
+
         import torch.distributed as dist
 
-        self.engine.save_checkpoint(str(self.ckpt_dir), tag="last", client_state={"step": step})
+        tag = f"step{step}"
         if dist.get_rank() == 0:
-            (self.ckpt_dir / "fingerprint.txt").write_text(fingerprint)
+            (self.ckpt_dir / "fingerprint.txt").parent.mkdir(parents=True, exist_ok=True)
+            write_text(self.ckpt_dir / "fingerprint.txt", fingerprint)
+        self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag, client_state={"step": step}, save_latest=True)
+        dist.barrier()
+        if dist.get_rank() == 0:
+            for old in self.ckpt_dir.glob("step*"):
+                if old.is_dir() and old.name != tag:
+                    shutil.rmtree(old, ignore_errors=True)
         dist.barrier()
 
     def export(self, path: Path, step: int, fingerprint: str) -> None:

@@ -127,9 +127,24 @@ def evaluate_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str
         "train_seconds": done.get("train_seconds"), "eval_seconds": round(time.time() - started, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "versions": {p: _version(p) for p in PACKAGES},
+        "train_curve": _loss_curve(Path(run_dir) / "log.jsonl"),
     }
     write_json(out, record)
     return record
+
+
+def _loss_curve(log_path: Path, points: int = 100) -> list[list[float]]:
+    """[step, total loss] pairs of the training log, thinned to about ``points`` (for figures)."""
+    rows = []
+    if log_path.exists():
+        for line in log_path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                rows.append([int(entry["step"]), float(entry["loss"])])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+    stride = max(1, len(rows) // points)
+    return rows[::stride] + ([rows[-1]] if rows and (len(rows) - 1) % stride else [])
 
 
 def _version(package: str) -> str | None:

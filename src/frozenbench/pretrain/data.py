@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,12 +53,15 @@ def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, strong: bool = False) -> torch.Tensor:
-    """Random shift-crop (pad 1/8, crop back), horizontal flip; ``strong`` adds colour jitter and grayscale.
+    """Random shift-crop (pad 1/8, crop back) and horizontal flip; ``strong`` (the contrastive views)
+    instead zooms out and jitters colour.
 
     Takes normalized float images and returns the same shape. Every random draw uses
     ``generator`` so a seeded run is repeatable.
     """
     n, _, h, w = images.shape
+    if strong:
+        return colour_jitter(flip(zoom_out(images, generator), generator), generator)
     pad = max(h // 8, 1)
     padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
@@ -66,50 +70,46 @@ def augment(images: torch.Tensor, generator: torch.Generator, strong: bool = Fal
     cols = (dx[:, None] + torch.arange(w)[None, :])  # (n, w)
     out = padded[torch.arange(n)[:, None, None, None], torch.arange(3)[None, :, None, None],
                  rows[:, None, :, None], cols[:, None, None, :]]
-    flip = torch.rand(n, generator=generator) < 0.5
-    out = torch.where(flip[:, None, None, None], out.flip(-1), out)
-    if strong:
-        out = random_resized_crop(out, generator)
-        # Colour must not identify an instance, or contrastive learning matches views by colour
-        # instead of shape: permute channels, jitter brightness and contrast, drop colour at random.
-        perm = torch.stack([torch.randperm(3, generator=generator) for _ in range(n)])
-        out = out[torch.arange(n)[:, None], perm]
-        brightness = (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 0.8
-        contrast = 1 + (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 0.6
-        mean = out.mean(dim=(1, 2, 3), keepdim=True)
-        out = (out - mean) * contrast + mean + brightness
-        # The smooth background gradient is unique per image and would identify an instance as
-        # well: rotate by a multiple of 90 degrees (shape classes are invariant to it) and add a
-        # random illumination ramp to every view.
-        k = torch.randint(0, 4, (n,), generator=generator)
-        out = torch.stack([torch.rot90(img, int(r), dims=(1, 2)) for img, r in zip(out, k)])
-        yy = torch.linspace(-1, 1, h).view(1, 1, h, 1)
-        xx = torch.linspace(-1, 1, w).view(1, 1, 1, w)
-        slope = (torch.rand(n, 2, 1, 1, generator=generator) - 0.5) * 1.2
-        out = out + slope[:, :1, None] .squeeze(2) * yy + slope[:, 1:, None].squeeze(2) * xx
-        # Colour pairs (even channel-permuted) still single out an instance: drop colour most of
-        # the time and flip intensity polarity, leaving the outline as the shared cue.
-        gray = torch.rand(n, generator=generator) < 0.5
-        out = torch.where(gray[:, None, None, None], out.mean(dim=1, keepdim=True).expand_as(out), out)
-        invert = torch.rand(n, generator=generator) < 0.5
-        out = torch.where(invert[:, None, None, None], -out, out)
-    return out
+    return flip(out, generator)
 
 
-def random_resized_crop(images: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.5, 1.0),
-                        ratio: tuple[float, float] = (0.75, 1.333)) -> torch.Tensor:
-    """Batched RandomResizedCrop: each image gets its own crop box, resampled to the input size."""
+def flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flipped = torch.rand(images.shape[0], generator=generator) < 0.5
+    return torch.where(flipped[:, None, None, None], images.flip(-1), images)
+
+
+def zoom_out(images: torch.Tensor, generator: torch.Generator, side: tuple[float, float] = (0.8, 1.8),
+             max_log_aspect: float = 0.25) -> torch.Tensor:
+    """Resample each image from a window of ``side`` x its size (log-uniform; > 1 zooms out, the
+    border replicated), with a random aspect and position.
+
+    Measured on shapes-pretrain (README, "Mini-study pretraining"): in-crops (RandomResizedCrop)
+    cut the one shape in two and leave its size as the easy instance cue; zooming out keeps the
+    whole shape and scrambles its apparent size and position, so two views of one image share
+    little more than the shape.
+    """
     n = images.shape[0]
-    area = torch.empty(n).uniform_(*scale, generator=generator)
-    log_ratio = torch.empty(n).uniform_(torch.log(torch.tensor(ratio[0])).item(),
-                                        torch.log(torch.tensor(ratio[1])).item(), generator=generator)
-    aspect = log_ratio.exp()
-    w = (area * aspect).sqrt().clamp(max=1.0)
-    h = (area / aspect).sqrt().clamp(max=1.0)
-    cx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - w)
-    cy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - h)
+    log_side = torch.empty(n).uniform_(math.log(side[0]), math.log(side[1]), generator=generator)
+    log_aspect = torch.empty(n).uniform_(-max_log_aspect, max_log_aspect, generator=generator)
+    sw, sh = (log_side + log_aspect / 2).exp(), (log_side - log_aspect / 2).exp()
+    cx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sw).abs()
+    cy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sh).abs()
     theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 2] = w, cx
-    theta[:, 1, 1], theta[:, 1, 2] = h, cy
+    theta[:, 0, 0], theta[:, 0, 2] = sw, cx
+    theta[:, 1, 1], theta[:, 1, 2] = sh, cy
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def colour_jitter(images: torch.Tensor, generator: torch.Generator, gray_p: float = 0.5) -> torch.Tensor:
+    """Colour must not identify an instance (colours are random per image in the shapes data):
+    permute channels, jitter brightness and contrast, drop colour with probability ``gray_p``."""
+    n = images.shape[0]
+    perm = torch.stack([torch.randperm(3, generator=generator) for _ in range(n)])
+    out = images[torch.arange(n)[:, None], perm]
+    brightness = (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 0.8
+    contrast = 1 + (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 0.8
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = (out - mean) * contrast + mean + brightness
+    gray = torch.rand(n, generator=generator) < gray_p
+    return torch.where(gray[:, None, None, None], out.mean(dim=1, keepdim=True).expand_as(out), out)

@@ -2,7 +2,8 @@
 
 - ``gap_vs_size.png``: frozen minus fine-tuned score per task against model size (the paper's
   "the gap closes as the model grows");
-- ``pretraining_scores.png``: frozen score per task for each pretraining task.
+- ``pretraining_scores.png``: frozen score per task for each pretraining task;
+- ``training_curves.png``: the total training loss of every cell, one panel per task.
 
 Cells not run are left out (never drawn as zero); an empty study gives a figure that says so.
 """
@@ -15,7 +16,7 @@ from typing import Any
 from frozenbench.reporting.tables import HEADLINE, SIZE_ORDER, model_size_table, pretraining_table
 from frozenbench.utils.atomic import atomic_file
 
-FIGURE_NAMES = ("gap_vs_size", "pretraining_scores")
+FIGURE_NAMES = ("gap_vs_size", "pretraining_scores", "training_curves")
 
 
 def _pyplot():
@@ -97,11 +98,31 @@ def pretraining_scores(records: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def training_curves(records: list[dict[str, Any]], path: Path) -> None:
+    plt = _pyplot()
+    tasks = sorted({r["task"] for r in records if r.get("train_curve")})
+    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(4.2 * max(len(tasks), 1), 3.2), squeeze=False)
+    if not tasks:
+        _empty(axes[0][0], "no training curves yet")
+    for ax, task in zip(axes[0], tasks):
+        for r in sorted((r for r in records if r["task"] == task and r.get("train_curve")),
+                        key=lambda r: (r["backbone"], r["mode"], r["head"])):
+            steps, losses = zip(*r["train_curve"])
+            ax.plot(steps, losses, linewidth=1, label=f"{r['backbone']} {r['mode']} {r['head']}")
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.legend(fontsize=6)
+    _save(fig, path)
+    plt.close(fig)
+
+
 def build_figures(records: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     paths = [out_dir / f"{name}.png" for name in FIGURE_NAMES]
     gap_vs_size(records, paths[0])
     pretraining_scores(records, paths[1])
+    training_curves(records, paths[2])
     return paths
 
 

@@ -147,6 +147,12 @@ def paper_table(records: list[dict[str, Any]], backbone: str = "swinv2_giant") -
                  header, rows)
 
 
+def summary(records: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Headline numbers per cell path (``task/backbone/mode/head``): DVC's metrics file."""
+    return {f"{r['task']}/{r['backbone']}/{r['mode']}/{r['head']}": {
+        label: headline(r, label) for label, _ in HEADLINE.get(r["task"], [])} for r in records}
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return MISSING
@@ -189,6 +195,7 @@ def build_tables(source: str | Path | list, out_dir: str | Path) -> list[Table]:
     tables = [pretraining_table(records), head_capacity_table(records), model_size_table(records),
               paper_table(records)]
     out_dir = Path(out_dir)
+    write_text(out_dir / "summary.json", json.dumps(summary(records), indent=2, sort_keys=True) + "\n")
     for table in tables:
         write_text(out_dir / f"{table.name}.md", to_markdown(table))
         write_text(out_dir / f"{table.name}.tex", to_latex(table))

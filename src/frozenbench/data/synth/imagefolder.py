@@ -21,13 +21,20 @@ from PIL import Image
 from frozenbench.data.synth import shapes
 
 
-def draw_image(rng: np.random.Generator, kind: str, size: int, texture: float) -> np.ndarray:
+def draw_image(rng: np.random.Generator, kind: str, size: int, texture: float, shapes_per_image: int = 1) -> np.ndarray:
+    """One large shape, or ``shapes_per_image`` smaller ones of the same class (each its own colour,
+    size and place), so that two crops of one image usually show different objects that share
+    only their class, as crops of an ImageNet photo share its category."""
     img = shapes.background(rng, size, size, texture)
-    r = rng.uniform(0.25, 0.42) * size
-    cx, cy = rng.uniform(r, size - r, size=2)
-    mask = shapes.rasterize(shapes.shape_polygon(kind, cx, cy, r, rng.uniform(-1, 1) * shapes.MAX_ROTATION),
-                            size, size)
-    img[mask] = shapes.contrasting_color(rng, img[mask].mean(axis=0))
+    if shapes_per_image == 1:
+        radii = [rng.uniform(0.25, 0.42) * size]
+    else:
+        radii = list(rng.uniform(0.12, 0.2, size=shapes_per_image) * size)
+    for r in radii:
+        cx, cy = rng.uniform(r, size - r, size=2)
+        mask = shapes.rasterize(shapes.shape_polygon(kind, cx, cy, r, rng.uniform(-1, 1) * shapes.MAX_ROTATION),
+                                size, size)
+        img[mask] = shapes.contrasting_color(rng, img[mask].mean(axis=0))
     return shapes.to_uint8(img + rng.normal(0, 0.02, size=img.shape))
 
 
@@ -43,7 +50,7 @@ def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
             for i in range(per_class):
                 rng = np.random.default_rng([params["seed"], split_index, c, i])
                 buf = io.BytesIO()
-                Image.fromarray(draw_image(rng, kind, size, params["texture"])).save(buf, format="JPEG", quality=92)
+                Image.fromarray(draw_image(rng, kind, size, params["texture"], params.get("shapes_per_image", 1))).save(buf, format="JPEG", quality=92)
                 (folder / f"{kind}_{i:05d}.jpg").write_bytes(buf.getvalue())
         counts[split] = per_class * num_classes
     return counts

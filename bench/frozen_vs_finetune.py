@@ -1,0 +1,139 @@
+"""Frozen vs fine-tune training step, same head, batch and input, per task: step time and peak memory.
+
+    PYTHONPATH=src python bench/frozen_vs_finetune.py [--device cuda] [--repeats 7]
+
+For each task of the mini-study (shapes-ade Mask2Former, shapes-coco Mask R-CNN, shapes-k400
+temporal head; cswin_tiny backbone, sizes as config.yaml) one model per mode is built and
+trained on the same fixed batch; the two modes' steps are interleaved. Peak memory is what a
+step adds on top of the built model: on CPU the growth of the process's peak RSS during the
+steps, measured in a child process per (task, mode) so one case's high-water mark cannot
+hide another's; on a GPU ``torch.cuda.max_memory_allocated``.
+
+Goal (issue 7): frozen at least 2x faster and at most half the peak memory of fine-tuning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import interleaved, ratio, spread, write_record  # noqa: E402
+
+TASKS = {  # task -> (type, dataset spec overrides, head, img_size, batch)
+    "ade": ("segmentation", "shapes-ade", {"width": 64, "num_queries": 20, "num_points": 2048}, 128, 4),
+    "coco": ("detection", "shapes-coco", {"width": 64, "rpn_samples": 128, "rcnn_samples": 128}, 128, 4),
+    "k400": ("video", "shapes-k400", {"num_frames": 8, "num_blocks": 2, "width": 64}, 64, 8),
+}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def build(task: str, mode: str, data_root: Path, device: str):
+    import importlib
+
+    from mmengine.dataset import pseudo_collate
+
+    kind, _, head, img_size, batch = TASKS[task]
+    module = importlib.import_module(f"frozenbench.tasks.{kind}")
+    torch.manual_seed(0)
+    extra = {"num_frames": head["num_frames"]} if kind == "video" else {}
+    dataset = module.build_dataset(data_root / task, "train", img_size, train=True, **extra)
+    model = module.build_model(head, len(module.class_names(data_root / task)), img_size, None,
+                               frozen=(mode == "frozen"), arch="cswin_tiny").to(device)
+    model.train()
+    data = model.data_preprocessor(pseudo_collate([dataset[i] for i in range(batch)]), training=True)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step():
+        losses = model(**data, mode="loss")
+        total, _ = model.parse_losses(losses)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+
+    return step
+
+
+def synthesize(root: Path) -> None:
+    from frozenbench.config import load_config
+    from frozenbench.data.synth import synthesize as synth
+
+    config = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
+    for task, (_, dataset, _, _, _) in TASKS.items():
+        spec = config["datasets"][dataset]
+        small = {"shapes-ade": {"num_train": 16, "num_val": 2}, "shapes-coco": {"num_train": 16, "num_val": 2},
+                 "shapes-k400": {"num_train_per_class": 2, "num_val_per_class": 1}}[dataset]
+        spec["synth"].update(small)
+        synth(spec, root / task)
+
+
+def child(task: str, mode: str, data_root: Path, device: str, steps: int) -> dict:
+    """One (task, mode) in its own process: the memory a training step adds to the built model."""
+    step = build(task, mode, data_root, device)
+    step()  # allocator and autograd warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        return {"step_mb": (torch.cuda.max_memory_allocated() - base) / 2**20}
+    base = _rss_mb()
+    for _ in range(steps):
+        step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"step_mb": max(peak - base, 0.0)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--tasks", nargs="*", default=list(TASKS))
+    parser.add_argument("--child", nargs=3, metavar=("TASK", "MODE", "DATA"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        task, mode, data = args.child
+        print(json.dumps(child(task, mode, Path(data), args.device, steps=3)))
+        return
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data_root = Path(tmp)
+        synthesize(data_root)
+        for task in args.tasks:
+            steps = {mode: build(task, mode, data_root, args.device) for mode in ("frozen", "finetune")}
+            times = interleaved(steps, args.repeats, warmup=1, sync=sync)
+            memory = {}
+            for mode in ("frozen", "finetune"):
+                out = subprocess.run([sys.executable, __file__, "--device", args.device, "--child", task, mode,
+                                      str(data_root)], capture_output=True, text=True, check=True)
+                memory[mode] = json.loads(out.stdout.strip().splitlines()[-1])["step_mb"]
+            results[task] = {
+                "seconds": {mode: spread(ts) for mode, ts in times.items()},
+                "speedup_frozen": ratio(times["finetune"], times["frozen"]),
+                "step_memory_mb": memory,
+                "memory_ratio_frozen_over_finetune": round(memory["frozen"] / max(memory["finetune"], 1e-9), 4),
+            }
+            print(f"{task}: frozen {results[task]['speedup_frozen']['median']:.2f}x faster, "
+                  f"memory {memory['frozen']:.0f} vs {memory['finetune']:.0f} MB")
+    goals = {task: {"2x_faster": r["speedup_frozen"]["median"] >= 2.0,
+                    "half_the_memory": r["memory_ratio_frozen_over_finetune"] <= 0.5} for task, r in results.items()}
+    write_record(f"frozen_vs_finetune_{args.device}", {"repeats": args.repeats, "backbone": "cswin_tiny",
+                                                        "tasks": results, "goals": goals})
+
+
+if __name__ == "__main__":
+    main()

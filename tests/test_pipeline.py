@@ -1,0 +1,90 @@
+"""The whole DAG on configs/ci.yaml: all tables, figures and the report from nothing, a snakemake run
+killed mid-DAG finishes with --rerun-incomplete, and nothing half-written is left anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import VENV_BIN, run_cmd
+
+pytestmark = [pytest.mark.slow, pytest.mark.openmmlab]
+
+CI = ["--configfile", "configs/ci.yaml"]
+
+
+def use_ci_config(workflow: Path) -> None:
+    """DVC and `make` read config.yaml: make the small config the default of this copy."""
+    (workflow / "config.yaml").write_text((workflow / "configs" / "ci.yaml").read_text())
+
+
+def leftovers(root: Path) -> list[str]:
+    """Temporary siblings of the atomic writers, anywhere under the outputs."""
+    return [str(p) for d in ("data", "checkpoints", "runs", "results", "tables") if (root / d).exists()
+            for p in (root / d).rglob("*.tmp-*")]
+
+
+def test_killed_dag_reruns_incomplete_and_writes_every_table(workflow_copy):
+    env = {"OMP_NUM_THREADS": "1"}
+    cmd = [str(VENV_BIN / "snakemake"), "--cores", "2", "all_tables", *CI]
+    full_env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", **env}
+    proc = subprocess.Popen(cmd, cwd=workflow_copy, env=full_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    # kill the whole job tree (as a lost node would) once head training has started
+    deadline = time.time() + 600
+    while time.time() < deadline and not list((workflow_copy / "runs").glob("*/*/*/*/log.jsonl")):
+        assert proc.poll() is None, "snakemake ended before training started"
+        time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    refused = run_cmd(cmd, cwd=workflow_copy, env=env, timeout=600)
+    assert refused.returncode != 0 and "incomplete" in (refused.stdout + refused.stderr).lower()
+    run_cmd([*cmd, "--rerun-incomplete"], cwd=workflow_copy, env=env, check=True, timeout=1800)
+
+    tables = workflow_copy / "tables"
+    for name in ("pretraining", "head_capacity", "model_size", "paper"):
+        for ext in ("md", "tex", "csv"):
+            assert (tables / f"{name}.{ext}").stat().st_size > 0
+    for name in ("gap_vs_size", "pretraining_scores", "training_curves"):
+        assert (tables / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "data:image/png;base64," in (tables / "report.html").read_text()
+    summary = json.loads((tables / "summary.json").read_text())
+    assert len(summary) == 6  # every cell of configs/ci.yaml
+    gap = json.loads((workflow_copy / "results/ade/cswin_tiny_supervised/finetune/m2f_b4/metrics.json").read_text())
+    assert gap["mode"] == "finetune" and gap["train_curve"]
+    assert (workflow_copy / "results/coco/cswin_tiny_supervised/frozen/mrcnn_fpn"
+            / "detections_test-dev2017_frozenbench_results.zip").exists()
+    assert leftovers(workflow_copy) == []
+    again = run_cmd([str(VENV_BIN / "snakemake"), "-n", "all_tables", *CI], cwd=workflow_copy, check=True)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_dvc_round_trip_restores_every_artifact(workflow_copy, tmp_path):
+    use_ci_config(workflow_copy)
+    (workflow_copy / "dvc.yaml").write_text((Path(__file__).parents[1] / "dvc.yaml").read_text())
+    env = {"OMP_NUM_THREADS": "1"}
+
+    def dvc(*args, check=True):
+        return run_cmd([str(VENV_BIN / "dvc"), *args], cwd=workflow_copy, env=env, check=check, timeout=1800)
+
+    dvc("init", "--no-scm")
+    dvc("remote", "add", "-d", "shared", str(tmp_path / "remote"))
+    dvc("repro")
+    outputs = ["data", "checkpoints", "runs", "results", "tables"]
+    digests = {p: (workflow_copy / p).stat().st_size for p in ["tables/summary.json", "tables/pretraining.csv"]}
+    dvc("push")
+    import shutil
+
+    for name in [*outputs, ".dvc/cache"]:
+        shutil.rmtree(workflow_copy / name)
+    dvc("pull")
+    assert {p: (workflow_copy / p).stat().st_size for p in digests} == digests
+    status = dvc("repro")
+    out = status.stdout + status.stderr
+    assert "didn't change, skipping" in out and "Running stage" not in out

@@ -1,0 +1,94 @@
+"""The pipeline on a real single-node Slurm (scripts/slurm/cluster.sh start): every job goes
+through sbatch; a failing job fails the run instead of hanging; a training job requeued
+mid-run (what preemption does) resumes from its checkpoint.
+
+Skipped unless a Slurm cluster answers; `.ci/run` starts one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import VENV_BIN, run_cmd
+
+
+def slurm_idle() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    return proc.returncode == 0 and "idle" in proc.stdout.split()
+
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow,
+              pytest.mark.skipif(not slurm_idle(), reason="no Slurm cluster (scripts/slurm/cluster.sh start)")]
+
+SLURM = ["--profile", "profiles/slurm", "--configfile", "configs/ci.yaml"]
+
+
+def test_all_tables_through_sbatch_and_a_failing_job_fails_the_run(workflow_copy):
+    env = {"OMP_NUM_THREADS": "1"}
+    snakemake = str(VENV_BIN / "snakemake")
+    # the plugin must not hang: the subprocess timeout turns a hang into a failure
+    run_cmd([snakemake, "all_tables", *SLURM], cwd=workflow_copy, env=env, check=True, timeout=2400)
+    assert (workflow_copy / "tables" / "report.html").exists()
+    logs = list((workflow_copy / ".snakemake" / "slurm_logs").rglob("*.log"))
+    assert len(logs) >= 20  # every job (datasets, pretraining, cells, tables) had its own sbatch log
+    # break a finished cell's checkpoint: its evaluation job fails on the cluster, snakemake exits non-zero
+    metrics = workflow_copy / "results/k400/cswin_tiny_supervised/frozen/temporal_b2/metrics.json"
+    (workflow_copy / "runs/k400/cswin_tiny_supervised/frozen/temporal_b2/state.pt").write_bytes(b"not a checkpoint")
+    failed = run_cmd([snakemake, str(metrics.relative_to(workflow_copy)), "--forcerun", "evaluate_head", *SLURM],
+                     cwd=workflow_copy, env=env, timeout=1200)
+    assert failed.returncode != 0
+    assert "evaluate_head" in failed.stdout + failed.stderr
+
+
+def test_requeued_training_job_resumes_from_its_checkpoint(tmp_path):
+    import torch
+
+    from frozenbench.checkpoint import save_backbone
+    from frozenbench.data.synth import synthesize
+    from frozenbench.models import build_model
+
+    from .test_synth import tiny_spec
+
+    root = tmp_path / "shapes-k400"
+    synthesize(tiny_spec("shapes-k400", num_frames=8), root)
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "b.pth"
+    save_backbone(checkpoint, "cswin_tiny", build_model("cswin_tiny", 64).state_dict(), {"pretrain_task": "random"})
+    spec = json.dumps({"type": "video", "data": str(root), "img_size": 64, "data_options": {"num_frames": 4},
+                       "head": {"num_frames": 4, "num_blocks": 1, "width": 32},
+                       "train": {"steps": 400, "batch_size": 4, "warmup_steps": 2, "checkpoint_every": 10,
+                                 "log_every": 1}})
+    run_dir = tmp_path / "run"
+    script = tmp_path / "train.sh"
+    script.write_text("#!/bin/bash\nset -euo pipefail\nexport OMP_NUM_THREADS=1\n"
+                      f"{VENV_BIN / 'frozenbench'} train --spec '{spec}' --checkpoint {checkpoint} --mode frozen"
+                      f" --run-dir {run_dir} --threads 1\n")
+    out = tmp_path / "slurm-%j.out"
+    job = subprocess.run(["sbatch", "--parsable", "--requeue", "-c", "1", "-o", str(out), "--open-mode=append",
+                          str(script)], capture_output=True, text=True, check=True).stdout.strip()
+    log = run_dir / "log.jsonl"
+
+    def logged_steps() -> int:
+        return sum(1 for _ in log.open()) if log.exists() else 0
+
+    deadline = time.time() + 600
+    while logged_steps() < 25 and time.time() < deadline:  # past two checkpoints
+        time.sleep(1)
+    assert logged_steps() >= 25, "the job did not start training"
+    subprocess.run(["scontrol", "requeue", job], check=True)  # preemption: kill and put back in the queue
+    deadline = time.time() + 1200
+    while not (run_dir / "done.json").exists() and time.time() < deadline:
+        time.sleep(2)
+    output = Path(str(out).replace("%j", job)).read_text()
+    assert (run_dir / "done.json").exists(), output[-2000:]
+    assert "resuming from step" in output
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == list(range(1, 401))  # the log continues where the checkpoint left it, no gaps or repeats
