@@ -12,27 +12,15 @@ import time
 import pytest
 import torch
 
-from .conftest import VENV_BIN, run_cmd
+from .conftest import VENV_BIN, run_cmd, video_cell
 
 pytestmark = [pytest.mark.openmmlab, pytest.mark.slow]
 
 
 def test_sigkilled_training_resumes_to_the_same_metrics(tmp_path):
-    from frozenbench.checkpoint import safe_load, save_backbone
-    from frozenbench.data.synth import synthesize
-    from frozenbench.models import build_model
+    from frozenbench.checkpoint import safe_load
 
-    from .test_synth import tiny_spec
-
-    root = tmp_path / "shapes-k400"
-    synthesize(tiny_spec("shapes-k400", num_frames=8), root)
-    torch.manual_seed(0)
-    checkpoint = tmp_path / "b.pth"
-    save_backbone(checkpoint, "cswin_tiny", build_model("cswin_tiny", 64).state_dict(), {"pretrain_task": "random"})
-    spec = json.dumps({"type": "video", "data": str(root), "img_size": 64, "data_options": {"num_frames": 4},
-                       "feature_cache": True, "head": {"num_frames": 4, "num_blocks": 1, "width": 32},
-                       "train": {"steps": 40, "batch_size": 4, "warmup_steps": 2, "checkpoint_every": 5,
-                                 "log_every": 1}})
+    spec, checkpoint = video_cell(tmp_path, steps=40, checkpoint_every=5, feature_cache=True)
     env = {"OMP_NUM_THREADS": "1"}
 
     def cell(name):

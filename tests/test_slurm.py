@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import VENV_BIN, run_cmd
+from .conftest import VENV_BIN, run_cmd, video_cell
 
 
 def slurm_idle() -> bool:
@@ -49,23 +49,7 @@ def test_all_tables_through_sbatch_and_a_failing_job_fails_the_run(workflow_copy
 
 
 def test_requeued_training_job_resumes_from_its_checkpoint(tmp_path):
-    import torch
-
-    from frozenbench.checkpoint import save_backbone
-    from frozenbench.data.synth import synthesize
-    from frozenbench.models import build_model
-
-    from .test_synth import tiny_spec
-
-    root = tmp_path / "shapes-k400"
-    synthesize(tiny_spec("shapes-k400", num_frames=8), root)
-    torch.manual_seed(0)
-    checkpoint = tmp_path / "b.pth"
-    save_backbone(checkpoint, "cswin_tiny", build_model("cswin_tiny", 64).state_dict(), {"pretrain_task": "random"})
-    spec = json.dumps({"type": "video", "data": str(root), "img_size": 64, "data_options": {"num_frames": 4},
-                       "head": {"num_frames": 4, "num_blocks": 1, "width": 32},
-                       "train": {"steps": 400, "batch_size": 4, "warmup_steps": 2, "checkpoint_every": 10,
-                                 "log_every": 1}})
+    spec, checkpoint = video_cell(tmp_path, steps=400, checkpoint_every=10)
     run_dir = tmp_path / "run"
     script = tmp_path / "train.sh"
     script.write_text("#!/bin/bash\nset -euo pipefail\nexport OMP_NUM_THREADS=1\n"
