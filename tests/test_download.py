@@ -103,12 +103,14 @@ def test_unpublished_checksum_is_recorded_then_enforced(server, tmp_path):
 
 # -- end to end: archives with the real layouts, through the CLI -------------------------------
 
-def zip_tree(root: Path, arc_prefix: str = "", only: str | None = None) -> bytes:
+def zip_tree(root: Path, arc_prefix: str = "", only: str | None = None, names: str = "*") -> bytes:
+    """The files under ``root`` (under its folder ``only``, matching the glob ``names``) as a zip."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for path in sorted(root.rglob("*")):
             rel = path.relative_to(root)
-            if path.is_file() and (only is None or rel.parts[0] == only) and rel.name != "frozenbench_dataset.json":
+            if (path.is_file() and (only is None or rel.parts[0] == only) and path.match(names)
+                    and rel.name != "frozenbench_dataset.json"):
                 zf.write(path, f"{arc_prefix}{rel}")
     return buf.getvalue()
 
@@ -136,12 +138,18 @@ def test_coco_archives_download_and_prepare(server, tmp_path):
     synth = tmp_path / "synth-coco"
     synthesize(tiny_spec("shapes-coco"), synth)
     files = []
-    for member, path in [("train2017", "/zips/train2017.zip"), ("val2017", "/zips/val2017.zip"),
-                         ("annotations", "/annotations/annotations_trainval2017.zip")]:
-        body = zip_tree(synth, only=member)
+    # the archives as COCO publishes them: images per split, train/val annotations, and the
+    # test image lists (image_info_test-dev2017.json) in their own archive
+    for member, names, path in [("train2017", "*", "/zips/train2017.zip"), ("val2017", "*", "/zips/val2017.zip"),
+                                ("test2017", "*", "/zips/test2017.zip"),
+                                ("annotations", "instances_*", "/annotations/annotations_trainval2017.zip"),
+                                ("annotations", "image_info_*", "/annotations/image_info_test2017.zip")]:
+        body = zip_tree(synth, only=member, names=names)
         files.append((server.add(path, body, ["drop:500"]), body, {}))
     out, _ = download_and_prepare(spec_for("coco", "coco", files), tmp_path, "coco2017")
-    assert sorted(p.name for p in out.iterdir()) == ["annotations", "frozenbench_dataset.json", "train2017", "val2017"]
+    assert sorted(p.name for p in out.iterdir()) == ["annotations", "frozenbench_dataset.json", "test2017",
+                                                     "train2017", "val2017"]
+    assert (out / "annotations" / "image_info_test-dev2017.json").exists()
     report = validate("coco", out)
     assert report.ok, report.problems
 

@@ -69,6 +69,10 @@ def test_killed_dag_reruns_incomplete_and_writes_every_table(workflow_copy):
     proc.wait()
     # nothing the killed jobs were writing exists under its real name: no half-written artifact
     assert leftovers(workflow_copy, hidden_ok=True) == []
+    # the recovery a user runs: release the dead run's lock, then rerun what was incomplete
+    locked = run_cmd(cmd, cwd=workflow_copy, env=env, timeout=600)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
+    run_cmd([*cmd, "--unlock"], cwd=workflow_copy, env=env, check=True, timeout=600)
     run_cmd([*cmd, "--rerun-incomplete"], cwd=workflow_copy, env=env, check=True, timeout=1800)
 
     tables = workflow_copy / "tables"
