@@ -51,7 +51,7 @@ def main() -> None:
     device, size = args.device, args.size
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     torch.manual_seed(0)
-    raw = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=size).eval().to(device)
+    raw = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=size, num_classes=0).eval().to(device)
     ours = Backbone("swin_tiny", img_size=size, state_dict=raw.state_dict()).to(device)
     naive = Backbone("swin_tiny", img_size=size, frozen=False, state_dict=raw.state_dict()).to(device).eval()
     naive.requires_grad_(False)

@@ -61,6 +61,8 @@ def sweep(task: str, data_root: Path, cache: bool, steps: int, run_root: Path) -
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--device", default="cpu", help="accepted for run_all; this benchmark runs on CPU")
+    parser.add_argument("--repeats", type=int, default=2, help="accepted for run_all")
     parser.add_argument("--tasks", nargs="*", default=list(SWEEPS))
     args = parser.parse_args()
     results = {}

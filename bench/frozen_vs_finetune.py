@@ -4,10 +4,11 @@
 
 For each task of the mini-study (shapes-ade Mask2Former, shapes-coco Mask R-CNN, shapes-k400
 temporal head; cswin_tiny backbone, sizes as config.yaml) one model per mode is built and
-trained on the same fixed batch; the two modes' steps are interleaved. Peak memory is what a
-step adds on top of the built model: on CPU the growth of the process's peak RSS during the
-steps, measured in a child process per (task, mode) so one case's high-water mark cannot
-hide another's; on a GPU ``torch.cuda.max_memory_allocated``.
+trained on the same fixed batch; the two modes' steps are interleaved. Peak memory is what
+training adds on top of the built model (gradients, optimizer state, activations kept for
+backward), measured in a child process per (task, mode): on CPU the peak RSS (reset through
+``/proc/self/clear_refs`` once the model is built) minus the RSS at that point; on a GPU
+``torch.cuda.max_memory_allocated`` minus the allocated memory at that point.
 
 Goal (issue 7): frozen at least 2x faster and at most half the peak memory of fine-tuning.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,11 +32,6 @@ TASKS = {  # task -> (type, dataset spec overrides, head, img_size, batch)
     "coco": ("detection", "shapes-coco", {"width": 64, "rpn_samples": 128, "rcnn_samples": 128}, 128, 4),
     "k400": ("video", "shapes-k400", {"num_frames": 8, "num_blocks": 2, "width": 64}, 64, 8),
 }
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def build(task: str, mode: str, data_root: Path, device: str):
@@ -78,23 +73,34 @@ def synthesize(root: Path) -> None:
         synth(spec, root / task)
 
 
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
 def child(task: str, mode: str, data_root: Path, device: str, steps: int) -> dict:
-    """One (task, mode) in its own process: the memory a training step adds to the built model."""
+    """One (task, mode) in its own process: the peak memory of training on top of the built model
+    (gradients, optimizer state, activations kept for backward)."""
     step = build(task, mode, data_root, device)
-    step()  # allocator and autograd warm-up
     if device == "cuda":
         torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
-        return {"step_mb": (torch.cuda.max_memory_allocated() - base) / 2**20}
-    base = _rss_mb()
+        return {"step_mb": (torch.cuda.max_memory_allocated() - base) / 2**20,
+                "peak_mb": torch.cuda.max_memory_allocated() / 2**20}
+    base = _status_mb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:  # reset the peak-RSS high-water mark (Linux)
+        f.write("5")
     for _ in range(steps):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"step_mb": max(peak - base, 0.0)}
+    peak = _status_mb("VmHWM")
+    return {"step_mb": max(peak - base, 0.0), "peak_mb": peak}
 
 
 def main() -> None:
@@ -116,16 +122,18 @@ def main() -> None:
         for task in args.tasks:
             steps = {mode: build(task, mode, data_root, args.device) for mode in ("frozen", "finetune")}
             times = interleaved(steps, args.repeats, warmup=1, sync=sync)
-            memory = {}
+            memory, peak = {}, {}
             for mode in ("frozen", "finetune"):
                 out = subprocess.run([sys.executable, __file__, "--device", args.device, "--child", task, mode,
                                       str(data_root)], capture_output=True, text=True, check=True)
-                memory[mode] = json.loads(out.stdout.strip().splitlines()[-1])["step_mb"]
+                measured = json.loads(out.stdout.strip().splitlines()[-1])
+                memory[mode], peak[mode] = measured["step_mb"], measured["peak_mb"]
             results[task] = {
                 "seconds": {mode: spread(ts) for mode, ts in times.items()},
                 "speedup_frozen": ratio(times["finetune"], times["frozen"]),
                 "step_memory_mb": memory,
                 "memory_ratio_frozen_over_finetune": round(memory["frozen"] / max(memory["finetune"], 1e-9), 4),
+                "process_peak_mb": peak,
             }
             print(f"{task}: frozen {results[task]['speedup_frozen']['median']:.2f}x faster, "
                   f"memory {memory['frozen']:.0f} vs {memory['finetune']:.0f} MB")

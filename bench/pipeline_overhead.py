@@ -43,6 +43,8 @@ def startup_seconds(repeats: int = 3) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--configfile", default="configs/ci.yaml")
+    parser.add_argument("--device", default="cpu", help="accepted for run_all; this benchmark runs on CPU")
+    parser.add_argument("--repeats", type=int, default=2, help="accepted for run_all")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         wf = Path(tmp) / "wf"

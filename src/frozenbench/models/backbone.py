@@ -49,6 +49,11 @@ class Backbone(nn.Module):
         super().__init__()
         self.arch = arch
         self.model = build_model(arch, img_size)
+        # timm leaves fused attention (SDPA) off for Swin's window attention ("experimental");
+        # measured here it makes the whole Swin-T forward 1.4x faster on CPU (bench/, README).
+        for module in self.model.modules():
+            if hasattr(module, "fused_attn"):
+                module.fused_attn = True
         if state_dict is not None:
             self.model.load_state_dict(state_dict, strict=True)
         self.out_indices = list(out_indices)
