@@ -48,5 +48,11 @@ def test_temporal_head_trains_and_reports_topk(tmp_path):
     assert scores.shape == (len(names),) and torch.isclose(scores.sum(), torch.tensor(1.0), atol=1e-4)
     multi_metrics = video.evaluate(model, multi, len(names))
     assert 0.0 <= multi_metrics["top1"] <= multi_metrics["top5"] <= 100.0
-    with pytest.raises(UserError, match="num_crops"):
-        video.build_dataset(root, "val", 64, train=False, test={"num_crops": 3})
+    # multi-crop: 3 crops of each of 2 clips, one averaged prediction per video
+    crops = video.build_dataset(root, "val", 64, train=False, num_frames=4, test={"num_clips": 2, "num_crops": 3})
+    assert tuple(crops[0]["inputs"].shape) == (6, 3, 4, 64, 64)
+    assert model.test_step(pseudo_collate([crops[0]]))[0].pred_score.shape == (len(names),)
+    with pytest.raises(UserError, match="num_crops must be 1 or 3"):
+        video.build_dataset(root, "val", 64, train=False, test={"num_crops": 2})
+    with pytest.raises(UserError, match="unknown"):
+        video.build_dataset(root, "val", 64, train=False, test={"scales": [1.0]})

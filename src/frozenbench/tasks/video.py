@@ -24,13 +24,14 @@ def class_names(root: str | Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line]
 
 
-TEST_OPTIONS = ("num_clips",)
+TEST_OPTIONS = ("num_clips", "num_crops")
 
 
 def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_frames: int = 8,
                   test: dict[str, Any] | None = None):
-    """``test={"num_clips": K}``: multi-clip testing, K clips evenly spaced over each video, their
-    class probabilities averaged (the head's ``average_clips``)."""
+    """``test={"num_clips": K, "num_crops": 3}``: multi-clip / multi-crop testing: K clips evenly
+    spaced over each video, each as 3 crops along its longer side (short side resized to
+    ``img_size``), all their class probabilities averaged (the head's ``average_clips``)."""
     from mmaction.registry import DATASETS
     from mmaction.utils import register_all_modules
     from mmengine.registry import DefaultScope
@@ -46,8 +47,14 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_
         dict(type="PyAVInit"),
         dict(type="SampleFrames", clip_len=num_frames, frame_interval=1, num_clips=num_clips, test_mode=not train),
         dict(type="PyAVDecode"),
-        dict(type="Resize", scale=(img_size, img_size), keep_ratio=False),
     ]
+    num_crops = 1 if train else int(test.get("num_crops", 1))
+    if num_crops not in (1, 3):
+        raise UserError(f"video test option num_crops must be 1 or 3, got {num_crops}")
+    if num_crops == 3:
+        pipeline += [dict(type="Resize", scale=(-1, img_size)), dict(type="ThreeCrop", crop_size=img_size)]
+    else:
+        pipeline.append(dict(type="Resize", scale=(img_size, img_size), keep_ratio=False))
     # No horizontal flip: it would turn "moving left" into "moving right".
     pipeline += [dict(type="FormatShape", input_format="NCTHW"), dict(type="PackActionInputs")]
     register_all_modules(init_default_scope=False)
