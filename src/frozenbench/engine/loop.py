@@ -189,7 +189,6 @@ class DeepSpeedStepper:
 
         tag = f"step{step}"
         if dist.get_rank() == 0:
-            (self.ckpt_dir / "fingerprint.txt").parent.mkdir(parents=True, exist_ok=True)
             write_text(self.ckpt_dir / "fingerprint.txt", fingerprint)
         self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag, client_state={"step": step}, save_latest=True)
         dist.barrier()

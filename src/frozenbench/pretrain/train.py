@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from frozenbench.checkpoint.io import safe_load, save_backbone
 from frozenbench.engine.loop import truncate_log
+from frozenbench.engine.param_groups import param_groups
 from frozenbench.engine.schedule import warmup_cosine
 from frozenbench.models.registry import build_model
 from frozenbench.pretrain.data import load_imagefolder, normalize
@@ -52,19 +53,6 @@ class PretrainOptions:
 
 def lr_at(step: int, opts: PretrainOptions) -> float:
     return warmup_cosine(step, opts.steps, opts.warmup_steps, opts.lr)
-
-
-def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases, norms, tokens and position tables (1-D or named so)."""
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim <= 1 or name.endswith("mask_token") or "bias_table" in name:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _save_state(path: Path, task: nn.Module, optimizer: torch.optim.Optimizer, step: int,

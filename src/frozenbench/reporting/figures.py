@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from frozenbench.reporting.tables import HEADLINE, SIZE_ORDER, model_size_table, pretraining_table
+from frozenbench.reporting.tables import SIZE_ORDER, model_size_table, pretraining_table
 from frozenbench.utils.atomic import atomic_file
 
 FIGURE_NAMES = ("gap_vs_size", "pretraining_scores", "training_curves")
@@ -125,5 +125,3 @@ def build_figures(records: list[dict[str, Any]], out_dir: str | Path) -> list[Pa
     training_curves(records, paths[2])
     return paths
 
-
-__all__ = ["FIGURE_NAMES", "HEADLINE", "build_figures"]
