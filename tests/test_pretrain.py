@@ -108,3 +108,24 @@ def test_killed_run_resumes_to_the_same_weights(shapes, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     logged = [json.loads(line)["step"] for line in (killed_dir / "log.jsonl").read_text().splitlines()]
     assert logged == list(range(1, steps + 1))  # no step logged twice
+
+
+def test_contrastive_views_carry_no_colour_or_luminance():
+    """Two images that differ only by a per-channel affine change of intensity (another colour,
+    brightness or contrast, inverted or not) give views with the same distribution: the shortcut
+    that kept contrastive pretraining at the random floor (README, "Mini-study pretraining")."""
+    from frozenbench.pretrain.data import scramble_intensity
+
+    x = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    scale = torch.tensor([2.0, -0.5, 3.0]).view(1, 3, 1, 1)  # channel 1 also inverted
+    shift = torch.tensor([1.0, -2.0, 0.3]).view(1, 3, 1, 1)
+    a = scramble_intensity(x, torch.Generator().manual_seed(1), std_floor=0.0)
+    b = scramble_intensity(x * scale + shift, torch.Generator().manual_seed(1), std_floor=0.0)
+    # same draws: equal where the change kept the sign; where it inverted the channel, mirrored
+    # about the same random offset
+    assert torch.allclose(a[:, [0, 2]], b[:, [0, 2]], atol=1e-5)
+    offset = a[:, 1].mean(dim=(1, 2), keepdim=True)
+    assert torch.allclose(a[:, 1] - offset, offset - b[:, 1], atol=1e-5)
+    # the sign itself is a fair coin per image and channel, so inversion is not a cue either
+    corr = (a * x).mean(dim=(2, 3)).sign()
+    assert 0.3 < (corr > 0).float().mean() < 0.7
