@@ -1,10 +1,13 @@
 """Frozen vs fine-tune training step, same head, batch and input, per task: step time and peak memory.
 
-    PYTHONPATH=src python bench/frozen_vs_finetune.py [--device cuda] [--repeats 7]
+    PYTHONPATH=src python bench/frozen_vs_finetune.py [--device cuda] [--repeats 7] [--archs cswin_tiny swin_tiny]
 
 For each task of the mini-study (shapes-ade Mask2Former, shapes-coco Mask R-CNN, shapes-k400
-temporal head; cswin_tiny backbone, sizes as config.yaml) one model per mode is built and
-trained on the same fixed batch; the two modes' steps are interleaved. Peak memory is what
+temporal head; heads and input sizes as config.yaml) and each backbone one model per mode is
+built and trained on the same fixed batch; the two modes' steps are interleaved. Two backbones:
+the mini-study's ``cswin_tiny`` (2.3 M parameters, lighter than the heads on top of it) and the
+paper's smallest, ``swin_tiny`` (28 M), where the backbone carries most of the step as it does at
+full scale. Peak memory is what
 training adds on top of the built model (gradients, optimizer state, activations kept for
 backward), measured in a child process per (task, mode): on CPU the peak RSS (reset through
 ``/proc/self/clear_refs`` once the model is built) minus the RSS at that point; on a GPU
@@ -34,7 +37,7 @@ TASKS = {  # task -> (type, dataset spec overrides, head, img_size, batch)
 }
 
 
-def build(task: str, mode: str, data_root: Path, device: str):
+def build(task: str, mode: str, data_root: Path, device: str, arch: str):
     import importlib
 
     from mmengine.dataset import pseudo_collate
@@ -45,7 +48,7 @@ def build(task: str, mode: str, data_root: Path, device: str):
     extra = {"num_frames": head["num_frames"]} if kind == "video" else {}
     dataset = module.build_dataset(data_root / task, "train", img_size, train=True, **extra)
     model = module.build_model(head, len(module.class_names(data_root / task)), img_size, None,
-                               frozen=(mode == "frozen"), arch="cswin_tiny").to(device)
+                               frozen=(mode == "frozen"), arch=arch).to(device)
     model.train()
     data = model.data_preprocessor(pseudo_collate([dataset[i] for i in range(batch)]), training=True)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -81,10 +84,10 @@ def _status_mb(field: str) -> float:
     raise KeyError(field)
 
 
-def child(task: str, mode: str, data_root: Path, device: str, steps: int) -> dict:
+def child(task: str, mode: str, data_root: Path, device: str, arch: str, steps: int) -> dict:
     """One (task, mode) in its own process: the peak memory of training on top of the built model
     (gradients, optimizer state, activations kept for backward)."""
-    step = build(task, mode, data_root, device)
+    step = build(task, mode, data_root, device, arch)
     if device == "cuda":
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
@@ -108,39 +111,50 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
-    parser.add_argument("--child", nargs=3, metavar=("TASK", "MODE", "DATA"), help=argparse.SUPPRESS)
+    parser.add_argument("--archs", nargs="*", default=["cswin_tiny", "swin_tiny"])
+    parser.add_argument("--child", nargs=4, metavar=("TASK", "MODE", "DATA", "ARCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        task, mode, data = args.child
-        print(json.dumps(child(task, mode, Path(data), args.device, steps=3)))
+        task, mode, data, arch = args.child
+        print(json.dumps(child(task, mode, Path(data), args.device, arch, steps=3)))
         return
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-    results = {}
+    backbones = {}
     with tempfile.TemporaryDirectory() as tmp:
         data_root = Path(tmp)
         synthesize(data_root)
-        for task in args.tasks:
-            steps = {mode: build(task, mode, data_root, args.device) for mode in ("frozen", "finetune")}
-            times = interleaved(steps, args.repeats, warmup=1, sync=sync)
-            memory, peak = {}, {}
-            for mode in ("frozen", "finetune"):
-                out = subprocess.run([sys.executable, __file__, "--device", args.device, "--child", task, mode,
-                                      str(data_root)], capture_output=True, text=True, check=True)
-                measured = json.loads(out.stdout.strip().splitlines()[-1])
-                memory[mode], peak[mode] = measured["step_mb"], measured["peak_mb"]
-            results[task] = {
-                "seconds": {mode: spread(ts) for mode, ts in times.items()},
-                "speedup_frozen": ratio(times["finetune"], times["frozen"]),
-                "step_memory_mb": memory,
-                "memory_ratio_frozen_over_finetune": round(memory["frozen"] / max(memory["finetune"], 1e-9), 4),
-                "process_peak_mb": peak,
-            }
-            print(f"{task}: frozen {results[task]['speedup_frozen']['median']:.2f}x faster, "
-                  f"memory {memory['frozen']:.0f} vs {memory['finetune']:.0f} MB")
-    goals = {task: {"2x_faster": r["speedup_frozen"]["median"] >= 2.0,
-                    "half_the_memory": r["memory_ratio_frozen_over_finetune"] <= 0.5} for task, r in results.items()}
-    write_record(f"frozen_vs_finetune_{args.device}", {"repeats": args.repeats, "backbone": "cswin_tiny",
-                                                        "tasks": results, "goals": goals})
+        for arch in args.archs:
+            results = backbones.setdefault(arch, {})
+            for task in args.tasks:
+                results[task] = measure(task, arch, data_root, args.device, args.repeats, sync)
+                print(f"{arch} {task}: frozen {results[task]['speedup_frozen']['median']:.2f}x faster, "
+                      f"memory {results[task]['step_memory_mb']['frozen']:.0f} vs "
+                      f"{results[task]['step_memory_mb']['finetune']:.0f} MB", flush=True)
+    record = {"repeats": args.repeats, "backbones": {}}
+    for arch, results in backbones.items():
+        goals = {task: {"2x_faster": r["speedup_frozen"]["median"] >= 2.0,
+                        "half_the_memory": r["memory_ratio_frozen_over_finetune"] <= 0.5} for task, r in results.items()}
+        record["backbones"][arch] = {"tasks": results, "goals": goals}
+    write_record(f"frozen_vs_finetune_{args.device}", record)
+
+
+def measure(task: str, arch: str, data_root: Path, device: str, repeats: int, sync) -> dict:
+    steps = {mode: build(task, mode, data_root, device, arch) for mode in ("frozen", "finetune")}
+    times = interleaved(steps, repeats, warmup=1, sync=sync)
+    del steps
+    memory, peak = {}, {}
+    for mode in ("frozen", "finetune"):
+        out = subprocess.run([sys.executable, __file__, "--device", device, "--child", task, mode, str(data_root), arch],
+                             capture_output=True, text=True, check=True)
+        measured = json.loads(out.stdout.strip().splitlines()[-1])
+        memory[mode], peak[mode] = measured["step_mb"], measured["peak_mb"]
+    return {
+        "seconds": {mode: spread(ts) for mode, ts in times.items()},
+        "speedup_frozen": ratio(times["finetune"], times["frozen"]),
+        "step_memory_mb": memory,
+        "memory_ratio_frozen_over_finetune": round(memory["frozen"] / max(memory["finetune"], 1e-9), 4),
+        "process_peak_mb": peak,
+    }
 
 
 if __name__ == "__main__":

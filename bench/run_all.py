@@ -40,15 +40,19 @@ def summary() -> str:
         lines += ["", f"Goals: {r['goals']}", ""]
     for path in sorted(RESULTS.glob("frozen_vs_finetune_*.json")):
         r = json.loads(path.read_text())
-        lines += [f"## Frozen vs fine-tune training step ({path.stem.rsplit('_', 1)[-1]}, {r['backbone']})", "",
-                  "| task | frozen s/step | fine-tune s/step | frozen speedup | step memory frozen / fine-tune (MB) |",
-                  "| --- | ---: | ---: | --- | --- |"]
-        for task, t in r["tasks"].items():
-            mem = t["step_memory_mb"]
-            lines.append(f"| {task} | {t['seconds']['frozen']['median']:.3f} | {t['seconds']['finetune']['median']:.3f}"
-                         f" | {_m(t['speedup_frozen'])} | {mem['frozen']:.0f} / {mem['finetune']:.0f}"
-                         f" ({t['memory_ratio_frozen_over_finetune']:.2f}) |")
-        lines += ["", f"Goals: {r['goals']}", ""]
+        lines += [f"## Frozen vs fine-tune training step ({path.stem.rsplit('_', 1)[-1]})", "",
+                  "| backbone | task | frozen s/step | fine-tune s/step | frozen speedup "
+                  "| step memory frozen / fine-tune (MB) |",
+                  "| --- | --- | ---: | ---: | --- | --- |"]
+        for arch, b in r["backbones"].items():
+            for task, t in b["tasks"].items():
+                mem = t["step_memory_mb"]
+                lines.append(f"| {arch} | {task} | {t['seconds']['frozen']['median']:.3f} | "
+                             f"{t['seconds']['finetune']['median']:.3f} | {_m(t['speedup_frozen'])} | "
+                             f"{mem['frozen']:.0f} / {mem['finetune']:.0f} ({t['memory_ratio_frozen_over_finetune']:.2f}) |")
+        lines.append("")
+        lines += [f"Goals ({arch}): {b['goals']}" for arch, b in r["backbones"].items()]
+        lines.append("")
     for path in sorted(RESULTS.glob("shared_backbone_*.json")):
         r = json.loads(path.read_text())
         lines += [f"## One shared backbone, two heads ({r['device']})", "",

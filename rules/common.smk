@@ -103,6 +103,8 @@ def task_spec(task, head, mode, data_dir, evaluation=False):
             "bf16": entry.get("bf16", False), "feature_cache": entry.get("feature_cache", False),
             "head": entry["heads"][head], "train": schedule,
             "data_options": entry.get("data_options", {}), "zero_stage": entry.get("zero_stage", 2),
+            # only when set, so that existing cells keep their fingerprint
+            **({"compile_backbone": True} if entry.get("compile_backbone") else {}),
             **({"test": entry.get("test", {})} if evaluation else {})}
 
 

@@ -94,6 +94,20 @@ def test_bf16_autocast_returns_fp32_close_to_fp32():
         assert not torch.equal(a, b)  # it really ran in bf16
 
 
+def test_compiled_frozen_backbone_matches_eager():
+    """The compiled forward (weights frozen into the graph) gives the eager features; a backbone
+    that trains is never compiled that way, since freezing would bake in stale weights."""
+    torch.manual_seed(0)
+    eager = Backbone("cswin_tiny", img_size=32)
+    compiled = Backbone("cswin_tiny", img_size=32, compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    for a, b in zip(eager(x), compiled(x)):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    assert compiled._compiled is not None
+    assert not Backbone("cswin_tiny", img_size=32, frozen=False, compile=True).compile
+
+
 def test_feature_specs_come_from_feature_info():
     backbone = Backbone("cswin_small", img_size=128)
     assert backbone.strides == [4, 8, 16, 32]

@@ -56,7 +56,8 @@ def _build(spec: dict[str, Any], checkpoint: str, mode: str):
     data = Path(spec["data"])
     num_classes = len(task.class_names(data))
     model = task.build_model(spec["head"], num_classes, spec["img_size"], checkpoint, frozen=(mode == "frozen"),
-                             bf16=spec.get("bf16", False), feature_cache=spec.get("feature_cache", False))
+                             bf16=spec.get("bf16", False), feature_cache=spec.get("feature_cache", False),
+                             compile_backbone=spec.get("compile_backbone", False))
     return task, data, num_classes, model
 
 

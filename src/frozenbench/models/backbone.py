@@ -5,7 +5,8 @@ Frozen means all of:
 - the module stays in eval mode even when a detector calls ``.train()``
   (BatchNorm statistics and dropout do not move);
 - the forward runs under ``torch.no_grad()``, so no activation is kept for backward;
-- optionally under bf16 autocast (features are returned in fp32 for the heads).
+- optionally under bf16 autocast (features are returned in fp32 for the heads);
+- optionally compiled with the weights frozen into the graph (``compile``).
 """
 
 from __future__ import annotations
@@ -41,11 +42,17 @@ class Backbone(nn.Module):
         state_dict: backbone weights in timm key names (see :mod:`frozenbench.checkpoint`).
         feature_cache: frozen only: reuse the features of inputs seen before
             (:class:`frozenbench.models.feature_cache.FeatureCache`).
+        compile: frozen only: run the forward through ``torch.compile`` with Inductor's
+            ``freezing`` (weights become constants: prepacked for oneDNN on CPU, folded) and its
+            C++ wrapper. Measured on 2 CPU cores (bench/backbone_throughput.py): Swin-T forward
+            1.2-1.3x faster than eager, after a one-off ~35 s compile per input shape.
     """
+
+    COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True}
 
     def __init__(self, arch: str, img_size: int | None = None, out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen: bool = True, bf16: bool = False, state_dict: dict[str, torch.Tensor] | None = None,
-                 feature_cache: bool = False) -> None:
+                 feature_cache: bool = False, compile: bool = False) -> None:
         super().__init__()
         self.arch = arch
         self.model = build_model(arch, img_size)
@@ -65,6 +72,9 @@ class Backbone(nn.Module):
         self.bf16 = bf16
         # only a frozen backbone's features are a function of the input alone
         self.feature_cache = FeatureCache() if feature_cache and frozen else None
+        # freezing bakes the weights in: only sound while they cannot change
+        self.compile = compile and frozen
+        self._compiled = None
         if frozen:
             self.model.requires_grad_(False)
             self.model.eval()
@@ -89,8 +99,13 @@ class Backbone(nn.Module):
         return torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
 
     def _frozen_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        forward = self.model.forward_intermediates
+        if self.compile:
+            if self._compiled is None:
+                self._compiled = torch.compile(forward, dynamic=False, options=self.COMPILE_OPTIONS)
+            forward = self._compiled
         with torch.no_grad(), self._autocast(x):
-            feats = self.model.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
+            feats = forward(x, indices=self.out_indices, intermediates_only=True)
         return [f.float() for f in feats]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -30,12 +30,13 @@ class FrozenbenchBackbone(BaseModule):
             blocks on the last level's tokens, between the frozen body and the task head (0: plain head).
         feature_cache: frozen only: compute each distinct input's features once (see
             :mod:`frozenbench.models.feature_cache`); the extra blocks still run every step.
+        compile: frozen only: compiled frozen forward (:class:`frozenbench.models.Backbone`).
     """
 
     def __init__(self, arch: str | None = None, img_size: int | None = None, checkpoint: str | None = None,
                  frozen: bool = True, bf16: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3),
                  extra_blocks: int = 0, extra_heads: int = 4, feature_cache: bool = False,
-                 init_cfg: dict | None = None) -> None:
+                 compile: bool = False, init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         state_dict = None
         if checkpoint is not None:
@@ -43,7 +44,7 @@ class FrozenbenchBackbone(BaseModule):
         if arch is None:
             raise ValueError("FrozenbenchBackbone needs an arch or a checkpoint")
         self.body = Backbone(arch, img_size=img_size, out_indices=out_indices, frozen=frozen, bf16=bf16,
-                             state_dict=state_dict, feature_cache=feature_cache)
+                             state_dict=state_dict, feature_cache=feature_cache, compile=compile)
         self.frozen = frozen
         self.extra = ExtraBlocks(self.body.channels[-1], extra_blocks, extra_heads,
                                  grid=max(1, (img_size or 224) // self.body.strides[-1])) if extra_blocks else None

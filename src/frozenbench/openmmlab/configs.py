@@ -20,9 +20,9 @@ def _official(package: str, relative: str) -> Config:
 
 
 def backbone_cfg(arch: str | None, img_size: int, checkpoint: str | None, frozen: bool, bf16: bool = False,
-                 feature_cache: bool = False) -> dict:
+                 feature_cache: bool = False, compile: bool = False) -> dict:
     return dict(type="FrozenbenchBackbone", arch=arch, img_size=img_size, checkpoint=checkpoint, frozen=frozen,
-                bf16=bf16, feature_cache=feature_cache)
+                bf16=bf16, feature_cache=feature_cache, compile=compile)
 
 
 def mask2former_config(backbone: dict[str, Any], channels: list[int], strides: list[int], num_classes: int,

@@ -64,10 +64,11 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_
 
 
 def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoint: str | None, frozen: bool,
-                arch: str | None = None, bf16: bool = False, feature_cache: bool = False) -> torch.nn.Module:
+                arch: str | None = None, bf16: bool = False, feature_cache: bool = False,
+                compile_backbone: bool = False) -> torch.nn.Module:
     from frozenbench.openmmlab.backbone import feature_shape
 
-    backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16, feature_cache)
+    backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
     backbone["extra_blocks"] = head.get("extra_blocks", 0)
     channels, strides = feature_shape(arch, img_size, checkpoint)
     cfg = recognizer_config(backbone, channels, num_classes, num_frames=head.get("num_frames", 8),
