@@ -129,9 +129,9 @@ def mask_illumination(images: torch.Tensor, generator: torch.Generator, ramp: fl
     and Gaussian pixel noise of random strength (up to ``noise``).
 
     After :func:`scramble_intensity` the background's own gradient and the pixel noise, measured
-    against the shape's contrast, still tell two images apart; measured on shapes-pretrain, half of
-    the seeds found that cue and stayed near the random floor, with it masked all seeds learn the
-    shape (README, "Mini-study pretraining").
+    against the shape's contrast, still tell two images apart; measured on shapes-pretrain, 2 of 3
+    seeds found that cue and stayed near the random floor; with it masked, the seeds tried learn
+    the shape (README, "Mini-study pretraining").
     """
     n, c, h, w = images.shape
     yy = torch.linspace(-1, 1, h).view(1, 1, h, 1)
