@@ -129,8 +129,8 @@ def mask_illumination(images: torch.Tensor, generator: torch.Generator, ramp: fl
     and Gaussian pixel noise of random strength (up to ``noise``).
 
     After :func:`scramble_intensity` the background's own gradient and the pixel noise, measured
-    against the shape's contrast, still tell two images apart; measured on shapes-pretrain, 2 of 3
-    seeds found that cue and stayed near the random floor; with it masked, the seeds tried learn
+    against the shape's contrast, can still tell two images apart; on shapes-pretrain 2 of 3 seeds
+    found a shortcut and stayed near the random floor, and with these masked both of them learn
     the shape (README, "Mini-study pretraining").
     """
     n, c, h, w = images.shape
