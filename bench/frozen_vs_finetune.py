@@ -7,9 +7,8 @@ temporal head; heads and input sizes as config.yaml) and each backbone one model
 built and trained on the same fixed batch; the two modes' steps are interleaved. Two backbones:
 the mini-study's ``cswin_tiny`` (2.3 M parameters, lighter than the heads on top of it) and the
 paper's smallest, ``swin_tiny`` (28 M), where the backbone carries most of the step as it does at
-full scale. Peak memory is what
-training adds on top of the built model (gradients, optimizer state, activations kept for
-backward), measured in a child process per (task, mode): on CPU the peak RSS (reset through
+full scale. Peak memory is what training adds on top of the built model (gradients, optimizer
+state, activations kept for backward), measured in a child process per (task, mode): on CPU the peak RSS (reset through
 ``/proc/self/clear_refs`` once the model is built) minus the RSS at that point; on a GPU
 ``torch.cuda.max_memory_allocated`` minus the allocated memory at that point.
 

@@ -16,7 +16,7 @@ import torch
 
 from frozenbench.checkpoint import load_backbone
 from frozenbench.models.registry import build_model
-from frozenbench.pretrain.data import load_imagefolder
+from frozenbench.pretrain.data import ImageSet, load_imagefolder
 from frozenbench.pretrain.probe import extract_features
 
 
@@ -49,18 +49,21 @@ def main() -> None:
     parser.add_argument("data", help="shapes-pretrain folder")
     parser.add_argument("checkpoints", nargs="+", help="canonical backbone checkpoints")
     args = parser.parse_args()
-    torch.manual_seed(0)
+    shuffled: dict[int, tuple[ImageSet, dict[str, torch.Tensor]]] = {}  # per image size, read once
     for path in args.checkpoints:
         checkpoint = load_backbone(path)
         size = checkpoint["meta"].get("image_size", 64)
-        val = load_imagefolder(args.data, "val", size)
-        # interleave the classes so both halves hold every class
-        order = torch.randperm(len(val.labels))
-        images = val.images[order]
+        if size not in shuffled:
+            val = load_imagefolder(args.data, "val", size)
+            # interleave the classes so both halves hold every class
+            order = torch.randperm(len(val.labels), generator=torch.Generator().manual_seed(0))
+            images = ImageSet(val.images[order], val.labels[order], val.classes)
+            shuffled[size] = images, nuisances(images.images)
+        images, targets = shuffled[size]
         backbone = build_model(checkpoint["arch"], size)
         backbone.load_state_dict(checkpoint["state_dict"])
-        features = extract_features(backbone, type(val)(images, val.labels[order], val.classes))
-        scores = {name: round(r_squared(features, target), 3) for name, target in nuisances(images).items()}
+        features = extract_features(backbone, images)
+        scores = {name: round(r_squared(features, target), 3) for name, target in targets.items()}
         print(path, scores)
 
 

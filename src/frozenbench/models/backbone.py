@@ -45,7 +45,7 @@ class Backbone(nn.Module):
         compile: frozen only: run the forward through ``torch.compile`` with Inductor's
             ``freezing`` (weights become constants: prepacked for oneDNN on CPU, folded) and its
             C++ wrapper. Measured on 2 CPU cores (bench/backbone_throughput.py): Swin-T forward
-            1.06-1.26x faster than eager across runs, after a one-off ~35 s compile per input
+            1.05-1.26x faster than eager across runs, after a one-off ~35 s compile per input
             shape (a smaller last batch is another shape).
     """
 
