@@ -105,6 +105,7 @@ def task_spec(task, head, mode, data_dir, evaluation=False):
             "data_options": entry.get("data_options", {}), "zero_stage": entry.get("zero_stage", 2),
             # only when set, so that existing cells keep their fingerprint
             **({"compile_backbone": True} if entry.get("compile_backbone") else {}),
+            **({"augment": entry["augment"]} if entry.get("augment") else {}),
             **({"test": entry.get("test", {})} if evaluation else {})}
 
 

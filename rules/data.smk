@@ -65,4 +65,4 @@ rule prepare_dataset:
         mem_mb=8000,
         runtime=12 * 60,
     shell:
-        "frozenbench prepare --spec {params.spec} --downloads {input} --out {output} > {log} 2>&1"
+        "frozenbench prepare --spec {params.spec} --downloads {input} --out {output} --workers {threads} > {log} 2>&1"

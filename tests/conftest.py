@@ -69,3 +69,29 @@ def video_cell(tmp_path: Path, steps: int, checkpoint_every: int, feature_cache:
                        "train": {"steps": steps, "batch_size": 4, "warmup_steps": 2,
                                  "checkpoint_every": checkpoint_every, "log_every": 1}})
     return spec, checkpoint
+
+
+# The test world of the paper study: the mini datasets in the real datasets' shapes (portrait and
+# 1280x960 COCO images, a 2100x1400 ADE image, 10 s Kinetics clips at 25/30 fps, odd sizes).
+REAL_SHAPED = {
+    "shapes-coco": {"source": "synth", "format": "coco", "synth": {
+        "seed": 202, "image_size": 128, "num_classes": 4, "num_train": 4, "num_val": 9, "num_test_dev": 2,
+        "max_instances": 4, "texture": 0.2, "size_profile": "real"}},
+    "shapes-ade": {"source": "synth", "format": "ade", "synth": {
+        "seed": 203, "image_size": 128, "num_stuff": 3, "num_things": 4, "num_train": 3, "num_val": 7,
+        "texture": 0.2, "size_profile": "real"}},
+    "shapes-k400": {"source": "synth", "format": "kinetics", "synth": {
+        "seed": 204, "frame_size": 64, "num_frames": 12, "num_train_per_class": 1, "num_val_per_class": 1,
+        "texture": 0.2, "size_profile": "real"}},
+}
+
+
+@pytest.fixture(scope="session")
+def real_shaped(tmp_path_factory) -> dict[str, Path]:
+    """The three real-shaped mini datasets, built once per test session (~40 s, the clips dominate)."""
+    from frozenbench.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp("real-shaped")
+    for name, spec in REAL_SHAPED.items():
+        synthesize(spec, root / name)
+    return {name: root / name for name in REAL_SHAPED}

@@ -62,7 +62,7 @@ def main() -> None:
         images, targets = shuffled[size]
         backbone = build_model(checkpoint["arch"], size)
         backbone.load_state_dict(checkpoint["state_dict"])
-        features = extract_features(backbone, images)
+        features = extract_features(backbone, images, checkpoint["arch"])
         scores = {name: round(r_squared(features, target), 3) for name, target in targets.items()}
         print(path, scores)
 

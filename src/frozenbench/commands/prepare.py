@@ -12,11 +12,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_arguments(parser)
     parser.add_argument("--downloads", required=True, help="folder written by `frozenbench download`")
     parser.add_argument("--out", required=True, help="dataset folder (created atomically)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes for per-clip work (Kinetics re-encoding); the rule passes its threads")
 
 
 def run(args: argparse.Namespace) -> int:
     from frozenbench.data.prepare import prepare
 
-    summary = prepare(resolve_spec(args), args.downloads, args.out)
+    summary = prepare(resolve_spec(args), args.downloads, args.out, workers=args.workers)
     print(json.dumps({"out": args.out, **summary}))
     return 0

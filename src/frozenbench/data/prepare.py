@@ -10,15 +10,16 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
+import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from frozenbench.data.download import RemoteFile, extract
 from frozenbench.errors import UserError
-from frozenbench.utils.atomic import atomic_dir, write_bytes, write_json
+from frozenbench.utils.atomic import TMP_MARKER, atomic_dir, write_json
 
 
 def _extract_into(archive: Path, root: Path) -> None:
@@ -65,98 +66,194 @@ def prepare_ade(files: list[RemoteFile], downloads: Path, out: Path, options: di
     return {"images": {split: len(list((out / "images" / split).glob("*.jpg"))) for split in ("training", "validation")}}
 
 
+# A keyframe every second: mmaction2's decoders seek to each sampled clip, and a seek costs a
+# decode from the previous keyframe (x264's default GOP of 250 frames is 8 s at 30 fps).
+KEYFRAME_SECONDS = 1
+
+
 def resize_clip(src: Path, dst: Path, short_side: int) -> int:
-    """Decode ``src`` and re-encode it as H.264 with its short side at ``short_side``; returns the frame count."""
+    """Decode ``src`` and re-encode it as H.264 (yuv420p, a keyframe every second) with its short side at
+    ``short_side``, one frame at a time (memory independent of the clip's length); written atomically.
+    Returns the frame count."""
     import av
-    from PIL import Image
 
-    from frozenbench.data.synth.kinetics import encode_mp4
+    from frozenbench.utils.atomic import atomic_file
 
-    with av.open(str(src)) as container:
-        stream = container.streams.video[0]
+    with av.open(str(src)) as source:
+        stream = source.streams.video[0]
         fps = int(round(float(stream.average_rate or 30)))
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    if not frames:
-        raise ValueError("no decodable frames")
-    h, w = frames[0].shape[:2]
-    scale = short_side / min(h, w)
-    size = (max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2))  # yuv420p needs even sizes
-    resized = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
-    write_bytes(dst, encode_mp4(resized, fps))
-    return len(frames)
+        h, w = stream.codec_context.height, stream.codec_context.width
+        if not h or not w:
+            raise ValueError("no video dimensions")
+        scale = short_side / min(h, w)
+        # yuv420p needs even sizes
+        width, height = max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
+        frames = 0
+        with atomic_file(dst) as tmp:
+            with av.open(str(tmp), mode="w", format="mp4") as container:
+                out = container.add_stream("libx264", rate=fps)
+                out.width, out.height, out.pix_fmt = width, height, "yuv420p"
+                # one thread per clip: the pool runs one clip per core, which scales better than x264's threads
+                out.options = {"crf": "18", "preset": "veryfast", "g": str(max(1, fps * KEYFRAME_SECONDS)),
+                               "x264-params": "threads=1:lookahead-threads=1"}
+                for frame in source.decode(video=0):
+                    resized = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BILINEAR")
+                    # frame index in the encoder's 1/fps time base: monotonic whatever the source's timestamps
+                    resized.pts, resized.time_base = frames, Fraction(1, fps)
+                    for packet in out.encode(resized):
+                        container.mux(packet)
+                    frames += 1
+                for packet in out.encode():
+                    container.mux(packet)
+            if not frames:
+                raise ValueError("no decodable frames")
+    return frames
+
+
+def _prepare_one(job: tuple[str, str, int]) -> tuple[str, str | None]:
+    """Pool worker: (destination, None) once the clip is written, or (destination, error)."""
+    import av
+
+    src, dst, short_side = job
+    try:
+        resize_clip(Path(src), Path(dst), short_side)
+        return dst, None
+    except (av.error.FFmpegError, ValueError, IndexError, OSError) as err:  # undecodable: list it, keep going
+        return dst, f"{type(err).__name__}: {err}"
+
+
+def _read_kinetics_csvs(files: list[RemoteFile], downloads: Path) -> dict[str, list[dict[str, Any]]]:
+    """Rows of every labelled split csv (test.csv without labels is skipped)."""
+    from frozenbench.data.validate import KINETICS_COLUMNS
+
+    rows_by_split = {}
+    for remote in files:
+        if not remote.filename.endswith(".csv"):
+            continue
+        split = remote.filename.removesuffix(".csv")
+        with open(downloads / remote.filename, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not set(KINETICS_COLUMNS[:4]) <= set(reader.fieldnames):
+                raise UserError(f"{downloads / remote.filename}: header must contain {','.join(KINETICS_COLUMNS)}")
+            rows = list(reader)
+        if split == "test" and "label" not in (rows[0] if rows else {}):
+            continue
+        rows_by_split[split] = rows
+    return rows_by_split
+
+
+def _archives(files: list[RemoteFile], downloads: Path) -> list[Path]:
+    """The tarballs the url lists fetched, in a stable order."""
+    archives = []
+    for remote in files:
+        if remote.url_list:
+            listed_dir = downloads / remote.filename.removesuffix(".txt")
+            archives += [a for a in sorted(listed_dir.glob("*")) if not a.name.startswith(".") and a.suffix != ".json"]
+    return archives
+
+
+def prepare_kinetics_clips(files: list[RemoteFile], downloads: Path, work: Path, short_side: int, workers: int,
+                           log: Callable[[str], None]) -> dict[str, Any]:
+    """Re-encode every listed clip into ``work/videos/<split>/``, resumably.
+
+    One tarball at a time: extracted into ``work/raw/``, its wanted clips re-encoded by a pool of
+    ``workers`` processes (each clip written atomically), its raw files removed, then a marker
+    ``work/done/<list>--<tarball>.json`` records what it held and which clips failed to decode. A rerun
+    after a kill skips marked tarballs and finished clips, so peak disk is the output plus one
+    extracted tarball. Returns ``{"by_split": rows, "corrupt": {clip: error}, "found": {clip}}``.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from frozenbench.data.synth.kinetics import clip_filename
+
+    rows_by_split = _read_kinetics_csvs(files, downloads)
+    wanted = {}
+    for split, rows in rows_by_split.items():
+        (work / "videos" / split).mkdir(parents=True, exist_ok=True)
+        for row in rows:
+            wanted[clip_filename(row["youtube_id"], int(row["time_start"]), int(row["time_end"]))] = split
+    done_dir, raw = work / "done", work / "raw"
+    done_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in (work / "videos").glob(f"*/.*{TMP_MARKER}*"):  # clips a kill cut short
+        leftover.unlink()
+    found: set[str] = set()
+    corrupt: dict[str, str] = {}
+    started, encoded = time.time(), 0
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        for archive in _archives(files, downloads):
+            marker = done_dir / f"{archive.parent.name}--{archive.name}.json"  # two lists may share a tarball name
+            if marker.exists():
+                record = json.loads(marker.read_text())
+                found.update(record["clips"])
+                corrupt.update(record["corrupt"])
+                continue
+            shutil.rmtree(raw, ignore_errors=True)  # a killed run's half-extracted tarball
+            raw.mkdir(parents=True)
+            log(f"extracting {archive.name}")
+            _extract_into(archive, raw)
+            held = {p.name: p for p in raw.rglob("*.mp4") if p.name in wanted}
+            jobs = [(str(src), str(work / "videos" / wanted[name] / name), short_side)
+                    for name, src in sorted(held.items()) if not (work / "videos" / wanted[name] / name).exists()]
+            failed = {}
+            for dst, error in pool.map(_prepare_one, jobs, chunksize=4):
+                if error is not None:
+                    failed[Path(dst).name] = error
+            encoded += len(jobs)
+            write_json(marker, {"clips": sorted(held), "corrupt": failed})
+            found.update(held)
+            corrupt.update(failed)
+            shutil.rmtree(raw, ignore_errors=True)
+            log(f"{archive.name}: {len(held)} clips ({len(jobs)} re-encoded, {len(failed)} undecodable); "
+                f"{encoded / max(time.time() - started, 1e-9):.2f} clips/s")
+    return {"by_split": rows_by_split, "corrupt": corrupt, "found": found}
 
 
 def prepare_kinetics(files: list[RemoteFile], downloads: Path, out: Path, options: dict[str, Any],
-                     log: Callable[[str], None]) -> dict[str, Any]:
+                     log: Callable[[str], None], work: Path | None = None, workers: int = 1) -> dict[str, Any]:
     from frozenbench.data.synth.kinetics import clip_filename, write_csv, write_lists
-    from frozenbench.data.validate import KINETICS_COLUMNS
 
     short_side = int(options.get("short_side", 320))
-    raw = out.parent / f".{out.name}.raw"
-    shutil.rmtree(raw, ignore_errors=True)
-    raw.mkdir()
-    try:
-        for remote in files:
-            if remote.url_list:
-                listed_dir = downloads / remote.filename.removesuffix(".txt")
-                for archive in sorted(listed_dir.glob("*")):
-                    if archive.name.startswith(".") or archive.suffix == ".json":
-                        continue
-                    log(f"extracting {archive.name}")
-                    _extract_into(archive, raw)
-        available = {p.name: p for p in raw.rglob("*.mp4")}
-        report: dict[str, list[dict[str, str]]] = {"missing": [], "corrupt": []}
-        rows_by_split: dict[str, list[dict[str, Any]]] = {}
-        labels: set[str] = set()
-        for remote in files:
-            if not remote.filename.endswith(".csv"):
-                continue
-            split = remote.filename.removesuffix(".csv")
-            with open(downloads / remote.filename, newline="") as f:
-                reader = csv.DictReader(f)
-                if reader.fieldnames is None or not set(KINETICS_COLUMNS[:4]) <= set(reader.fieldnames):
-                    raise UserError(f"{downloads / remote.filename}: header must contain {','.join(KINETICS_COLUMNS)}")
-                rows = list(reader)
-            if split == "test" and "label" not in (rows[0] if rows else {}):
-                continue
-            (out / "videos" / split).mkdir(parents=True, exist_ok=True)
-            kept = []
-            for row in rows:
-                name = clip_filename(row["youtube_id"], int(row["time_start"]), int(row["time_end"]))
-                entry = {"split": split, "clip": name, "label": row["label"]}
-                if name not in available:
-                    report["missing"].append(entry)
-                    continue
-                import av
-
-                try:
-                    resize_clip(available[name], out / "videos" / split / name, short_side)
-                except (av.error.FFmpegError, ValueError, IndexError) as err:  # undecodable: list it, keep going
-                    report["corrupt"].append({**entry, "error": f"{type(err).__name__}: {err}"})
-                    continue
+    work = work or out.parent / f".{out.name}.work"
+    clips = prepare_kinetics_clips(files, downloads, work, short_side, workers, log)
+    report: dict[str, list[dict[str, str]]] = {"missing": [], "corrupt": []}
+    rows_by_split: dict[str, list[dict[str, Any]]] = {}
+    labels: set[str] = set()
+    # the finished clips move into the new dataset folder; a failed run keeps them in the work folder
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    for split, rows in clips["by_split"].items():
+        kept = []
+        for row in rows:
+            name = clip_filename(row["youtube_id"], int(row["time_start"]), int(row["time_end"]))
+            entry = {"split": split, "clip": name, "label": row["label"]}
+            if name not in clips["found"]:
+                report["missing"].append(entry)
+            elif name in clips["corrupt"]:
+                report["corrupt"].append({**entry, "error": clips["corrupt"][name]})
+            else:
                 kept.append({"label": row["label"], "youtube_id": row["youtube_id"],
-                             "time_start": int(row["time_start"]), "time_end": int(row["time_end"]),
-                             "split": split})
+                             "time_start": int(row["time_start"]), "time_end": int(row["time_end"]), "split": split})
                 labels.add(row["label"])
-            write_csv(out / "annotations" / f"{split}.csv", kept)
-            rows_by_split[split] = kept
-        write_lists(out, rows_by_split, sorted(labels))
-        write_json(out / "prepare_report.json", report)
-        for kind, entries in report.items():
-            if entries:
-                log(f"WARNING: {len(entries)} {kind} clip(s), listed in {out.name}/prepare_report.json")
-        return {"clips": {s: len(r) for s, r in rows_by_split.items()},
-                "missing": len(report["missing"]), "corrupt": len(report["corrupt"])}
-    finally:
-        shutil.rmtree(raw, ignore_errors=True)
+        write_csv(out / "annotations" / f"{split}.csv", kept)
+        rows_by_split[split] = kept
+    for split in clips["by_split"]:
+        (work / "videos" / split).rename(out / "videos" / split)
+    write_lists(out, rows_by_split, sorted(labels))
+    write_json(out / "prepare_report.json", report)
+    for kind, entries in report.items():
+        if entries:
+            log(f"WARNING: {len(entries)} {kind} clip(s), listed in {out.name}/prepare_report.json")
+    shutil.rmtree(work, ignore_errors=True)
+    return {"clips": {s: len(r) for s, r in rows_by_split.items()},
+            "missing": len(report["missing"]), "corrupt": len(report["corrupt"])}
 
 
 PREPARERS = {"coco": prepare_coco, "ade": prepare_ade, "kinetics": prepare_kinetics}
 
 
 def prepare(spec: dict[str, Any], downloads: str | Path, out: str | Path,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Build the dataset folder ``out`` from the verified files in ``downloads`` (atomically)."""
+            log: Callable[[str], None] = print, workers: int = 1) -> dict[str, Any]:
+    """Build the dataset folder ``out`` from the verified files in ``downloads`` (atomically).
+    ``workers``: processes for the per-clip work of Kinetics (the rule's threads)."""
     if spec["format"] not in PREPARERS:
         raise UserError(f"no preparation for format {spec['format']!r}")
     downloads, out = Path(downloads), Path(out)
@@ -165,7 +262,12 @@ def prepare(spec: dict[str, Any], downloads: str | Path, out: str | Path,
         if not (downloads / remote.filename).exists():
             raise UserError(f"{downloads / remote.filename}: missing; run `frozenbench download` first")
     with atomic_dir(out) as tmp:
-        summary = PREPARERS[spec["format"]](files, downloads, tmp, spec.get("prepare", {}), log)
+        if spec["format"] == "kinetics":
+            # resumable work lives beside the output, outside the temporary folder a failure deletes
+            summary = prepare_kinetics(files, downloads, tmp, spec.get("prepare", {}), log,
+                                       work=out.parent / f".{out.name}.work", workers=workers)
+        else:
+            summary = PREPARERS[spec["format"]](files, downloads, tmp, spec.get("prepare", {}), log)
         write_json(tmp / "frozenbench_dataset.json", {"format": spec["format"], "source": "download",
                                                        "spec": spec, "summary": summary})
     return summary

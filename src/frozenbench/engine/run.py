@@ -63,7 +63,10 @@ def _build(spec: dict[str, Any], checkpoint: str, mode: str):
 
 def _build_dataset(task, spec: dict[str, Any], data: Path, split: str, train: bool):
     options = dict(spec.get("data_options", {}))
-    if not train:  # test-time options that change sampling (video: multi-clip)
+    if train:  # the training augmentation (the paper's random resize + square crop)
+        if spec.get("augment"):
+            options["augment"] = spec["augment"]
+    else:  # test-time options that change sampling (video: multi-clip, detection: test scale)
         options["test"] = spec.get("test", {})
     return task.build_dataset(data, split, spec["img_size"], train=train, **options)
 

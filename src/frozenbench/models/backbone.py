@@ -35,7 +35,8 @@ class Backbone(nn.Module):
 
     Args:
         arch: registry name, e.g. ``swin_tiny`` or ``cswin_tiny``.
-        img_size: input size the model is built for (window attention masks depend on it).
+        img_size: input size the model is built for: it fixes each stage's window and shift; any
+            other input size also works (padded to the window multiple, masks built for it).
         out_indices: stages to return.
         frozen: freeze as described in the module docstring.
         bf16: run the frozen forward under bf16 autocast.
@@ -68,6 +69,9 @@ class Backbone(nn.Module):
         # The classifier head and final norm are not part of multi-level features.
         self.model.prune_intermediate_layers(indices=self.out_indices, prune_norm=True, prune_head=True)
         info = self.model.feature_info
+        # Inputs are padded (right and bottom) to a multiple of the stem's stride, the one size
+        # constraint left once the attention masks follow the input.
+        self.input_multiple = min(int(level["reduction"]) for level in info)
         self.feature_specs = [FeatureSpec(int(info[i]["num_chs"]), int(info[i]["reduction"])) for i in self.out_indices]
         self.frozen = frozen
         self.bf16 = bf16
@@ -109,7 +113,14 @@ class Backbone(nn.Module):
             feats = forward(x, indices=self.out_indices, intermediates_only=True)
         return [f.float() for f in feats]
 
+    def pad_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` zero-padded on the right and bottom to a multiple of :attr:`input_multiple`."""
+        m = self.input_multiple
+        pad_h, pad_w = -x.shape[-2] % m, -x.shape[-1] % m
+        return torch.nn.functional.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.pad_input(x)
         if self.frozen:
             if self.feature_cache is not None:
                 return self.feature_cache(x, self._frozen_forward)

@@ -11,7 +11,7 @@ from typing import Any
 
 from timm.models.convnext import ConvNeXt
 
-from frozenbench.models.registry import ArchSpec, register_arch
+from frozenbench.models.registry import MINI_MEAN, MINI_STD, ArchSpec, register_arch
 
 
 def build_convnext(img_size: int, **kwargs: Any) -> ConvNeXt:
@@ -22,6 +22,6 @@ def build_convnext(img_size: int, **kwargs: Any) -> ConvNeXt:
 
 register_arch(ArchSpec("convnext_mini", "convnext_mini", build_convnext,
                        dict(depths=(2, 2, 2, 2), dims=(32, 64, 128, 256), ls_init_value=None), img_size=64,
-                       public_weights=False))
+                       public_weights=False, mean=MINI_MEAN, std=MINI_STD))
 register_arch(ArchSpec("convnext_tiny", "convnext", build_convnext,
                        dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)), img_size=224))

@@ -14,8 +14,22 @@ from typing import Any, Callable
 import torch.nn as nn
 
 
+# ImageNet statistics (timm's IMAGENET_DEFAULT_MEAN / STD), in [0, 1] units: what the published
+# Swin, SwinV2 and ConvNeXt weights were trained with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The mini families' own statistics: mid-grey and a quarter of the range, what the in-DAG
+# pretraining of the mini-study normalises with.
+MINI_MEAN = (0.5, 0.5, 0.5)
+MINI_STD = (0.25, 0.25, 0.25)
+
+
 @dataclass(frozen=True)
 class ArchSpec:
+    """An architecture: its builder and arguments, default input size, and the input
+    normalisation its weights expect (``mean`` / ``std`` in [0, 1] units, RGB, as timm's
+    ``default_cfg``). Every task and pretraining normalises through :func:`normalization`."""
+
     name: str
     family: str
     build: Callable[..., nn.Module]
@@ -23,6 +37,8 @@ class ArchSpec:
     img_size: int = 224
     public_weights: bool = True
     notes: str = ""
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
 
 _ARCHS: dict[str, ArchSpec] = {}
@@ -58,3 +74,10 @@ def build_model(name: str, img_size: int | None = None, **overrides: Any) -> nn.
     spec = get_arch(name)
     kwargs = {**spec.kwargs, **overrides}
     return spec.build(img_size=img_size or spec.img_size, **kwargs)
+
+
+def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) in [0, 255] pixel units (RGB) for inputs of architecture ``name``: the form
+    OpenMMLab's data preprocessors take."""
+    spec = get_arch(name)
+    return tuple(255.0 * m for m in spec.mean), tuple(255.0 * s for s in spec.std)

@@ -21,7 +21,7 @@ import torch.nn as nn
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.swin_transformer_v2 import SwinTransformerV2
 
-from frozenbench.models.registry import ArchSpec, register_arch
+from frozenbench.models.registry import MINI_MEAN, MINI_STD, ArchSpec, register_arch
 
 __all__ = ["ConvStemEmbed", "build_swin", "build_swinv2"]
 
@@ -69,8 +69,16 @@ class ConvStemEmbed(nn.Module):
         return self.norm(x)
 
 
+# Any input size: ``img_size`` fixes each stage's window and shift (as the official code does,
+# a stage whose map is no larger than the window attends globally without shift), and inputs of
+# other sizes are padded to the window multiple with their attention masks built per forward
+# (timm's ``strict_img_size=False``). A portrait COCO image and a 2100x1400 ADE image go through
+# the same model as the square training crops.
+
+
 def build_swin(img_size: int, conv_stem: bool = False, **kwargs: Any) -> SwinTransformer:
     kwargs.setdefault("drop_path_rate", 0.0)
+    kwargs.setdefault("strict_img_size", False)
     if conv_stem:
         kwargs["embed_layer"] = ConvStemEmbed
     return SwinTransformer(img_size=img_size, num_classes=0, **kwargs)
@@ -78,6 +86,7 @@ def build_swin(img_size: int, conv_stem: bool = False, **kwargs: Any) -> SwinTra
 
 def build_swinv2(img_size: int, **kwargs: Any) -> SwinTransformerV2:
     kwargs.setdefault("drop_path_rate", 0.0)
+    kwargs.setdefault("strict_img_size", False)
     return SwinTransformerV2(img_size=img_size, num_classes=0, **kwargs)
 
 
@@ -104,10 +113,11 @@ for name, img, kw, public in [
     register_arch(ArchSpec(name, "swinv2", build_swinv2, {"patch_size": 4, **kw}, img_size=img, public_weights=public,
                            notes="" if public else "architecture only: the SwinV2-G weights are not public"))
 
-# Mini-study family: conv stem + Swin stages, window 4, for 64-128 px inputs on CPU.
+# Mini-study family: conv stem + Swin stages, window 4, for 64-128 px inputs on CPU, pretrained
+# inside the DAG on inputs normalised with MINI_MEAN / MINI_STD.
 register_arch(ArchSpec("cswin_tiny", "cswin_mini", build_swin,
                        dict(conv_stem=True, patch_size=4, window_size=4, embed_dim=32, depths=(2, 2, 2, 2),
-                            num_heads=(1, 2, 4, 8)), img_size=64, public_weights=False))
+                            num_heads=(1, 2, 4, 8)), img_size=64, public_weights=False, mean=MINI_MEAN, std=MINI_STD))
 register_arch(ArchSpec("cswin_small", "cswin_mini", build_swin,
                        dict(conv_stem=True, patch_size=4, window_size=4, embed_dim=48, depths=(2, 2, 2, 2),
-                            num_heads=(2, 4, 8, 16)), img_size=64, public_weights=False))
+                            num_heads=(2, 4, 8, 16)), img_size=64, public_weights=False, mean=MINI_MEAN, std=MINI_STD))

@@ -98,14 +98,28 @@ class ExtraBlocks(torch.nn.Module):
         return tokens.transpose(1, 2).reshape(n, c, h, w)
 
 
-def feature_shape(arch: str | None, img_size: int | None, checkpoint: str | None = None) -> tuple[list[int], list[int]]:
-    """(channels, strides) of the backbone a config will build, without building or loading its weights."""
+def resolve_arch(arch: str | None, checkpoint: str | None) -> str:
+    """The architecture named, or else the one the checkpoint records (read without loading its weights)."""
     from frozenbench.checkpoint.io import peek_arch
 
     if arch is None:
         if checkpoint is None:
             raise ValueError("need an arch or a checkpoint")
         arch = peek_arch(checkpoint)
+    return arch
+
+
+def input_normalization(arch: str | None, checkpoint: str | None = None) -> dict[str, list[float]]:
+    """``mean`` / ``std`` (0-255, RGB) of the weights' inputs, for an OpenMMLab data preprocessor."""
+    from frozenbench.models.registry import normalization
+
+    mean, std = normalization(resolve_arch(arch, checkpoint))
+    return {"mean": list(mean), "std": list(std)}
+
+
+def feature_shape(arch: str | None, img_size: int | None, checkpoint: str | None = None) -> tuple[list[int], list[int]]:
+    """(channels, strides) of the backbone a config will build, without building or loading its weights."""
+    arch = resolve_arch(arch, checkpoint)
     with torch.device("meta"):
         body = Backbone(arch, img_size=img_size)
     return body.channels, body.strides

@@ -26,13 +26,17 @@ def backbone_cfg(arch: str | None, img_size: int, checkpoint: str | None, frozen
 
 
 def mask2former_config(backbone: dict[str, Any], channels: list[int], strides: list[int], num_classes: int,
-                       img_size: int, pixel_decoder_layers: int = 1, transformer_decoder_layers: int = 4,
-                       width: int = 256, num_queries: int = 100, num_points: int = 12544) -> ConfigDict:
-    """Mask2Former (mmseg) with the paper's light decoders: 1 pixel-decoder block, 4 transformer-decoder blocks."""
+                       img_size: int, normalization: dict[str, list[float]], pixel_decoder_layers: int = 1,
+                       transformer_decoder_layers: int = 4, width: int = 256, num_queries: int = 100,
+                       num_points: int = 12544) -> ConfigDict:
+    """Mask2Former (mmseg) with the paper's light decoders: 1 pixel-decoder block, 4 transformer-decoder
+    blocks; inputs normalised as the backbone's weights expect."""
     model = _official("mmseg", "mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py").model
     model.backbone = ConfigDict(backbone)
-    # The preprocessor pads to this size: left at 512 it pads small inputs and costs ~20x per step.
+    # The preprocessor pads training crops to this size: left at 512 it pads small inputs and costs
+    # ~20x per step.
     model.data_preprocessor.size = (img_size, img_size)
+    model.data_preprocessor.update(normalization)
     head = model.decode_head
     head.in_channels, head.strides = list(channels), list(strides)
     head.feat_channels = head.out_channels = width
@@ -67,14 +71,17 @@ def _as_list(value: Any) -> list:
 
 
 def detector_config(backbone: dict[str, Any], channels: list[int], strides: list[int], num_classes: int,
-                    detector: str = "mask_rcnn", width: int = 256, rpn_samples: int = 256,
-                    rcnn_samples: int = 512) -> ConfigDict:
+                    normalization: dict[str, list[float]], detector: str = "mask_rcnn", width: int = 256,
+                    rpn_samples: int = 256, rcnn_samples: int = 512) -> ConfigDict:
     """Mask R-CNN, Cascade Mask R-CNN or HTC + FPN (mmdet's configs); ``width`` scales the neck and heads,
-    ``*_samples`` shrink the RoI samplers (RoIAlign is single-threaded on CPU)."""
+    ``*_samples`` shrink the RoI samplers (RoIAlign is single-threaded on CPU). Inputs are normalised
+    as the backbone's weights expect; each batch is padded to a multiple of 32 by the preprocessor,
+    which keeps every image's own ``img_shape`` (predictions are clipped to the image, not the canvas)."""
     if detector not in DETECTORS:
         raise ValueError(f"unknown detector {detector!r}; choose from {', '.join(DETECTORS)}")
     model = _official("mmdet", DETECTORS[detector]).model
     model.backbone = ConfigDict(backbone)
+    model.data_preprocessor.update(normalization)
     model.neck.in_channels, model.neck.out_channels = list(channels), width
     model.rpn_head.in_channels = model.rpn_head.feat_channels = width
     model.rpn_head.anchor_generator.strides = list(strides) + [strides[-1] * 2]
@@ -95,14 +102,14 @@ def detector_config(backbone: dict[str, Any], channels: list[int], strides: list
 
 
 def recognizer_config(backbone: dict[str, Any], channels: list[int], num_classes: int, num_frames: int,
-                      img_size: int, stride: int = 32, num_blocks: int = 2, width: int = 128,
-                      spatial_tokens: bool = True) -> dict:
-    """Recognizer3D: per-frame frozen backbone (one batched call) + a trainable temporal transformer head."""
-    side = img_size // stride
+                      img_size: int, normalization: dict[str, list[float]], stride: int = 32, num_blocks: int = 2,
+                      width: int = 128, spatial_tokens: bool = True) -> dict:
+    """Recognizer3D: per-frame frozen backbone + a trainable temporal transformer head; frames normalised
+    as the backbone's weights expect (PyAV decodes RGB)."""
+    side = -(-img_size // stride)  # the backbone pads its input up: the grid rounds up
     return dict(
         type="Recognizer3D",
-        data_preprocessor=dict(type="ActionDataPreprocessor", mean=[127.5] * 3, std=[64.0] * 3,
-                               format_shape="NCTHW"),
+        data_preprocessor=dict(type="ActionDataPreprocessor", **normalization, format_shape="NCTHW"),
         backbone={**backbone, "type": "FramewiseBackbone", "spatial_tokens": spatial_tokens},
         cls_head=dict(type="TemporalTransformerHead", num_classes=num_classes, in_channels=channels[-1],
                       num_frames=num_frames, num_spatial=side * side if spatial_tokens else 1,

@@ -7,6 +7,8 @@ transformer blocks over them (N = 0: mean pooling + linear classifier).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 from mmaction.models.heads.base import BaseHead
@@ -15,17 +17,25 @@ from frozenbench.openmmlab.backbone import FrozenbenchBackbone
 
 
 class FramewiseBackbone(FrozenbenchBackbone):
-    """(N, C, T, H, W) clips -> (N, T, S, C') tokens of the last stage (S = h*w, or 1 when pooled)."""
+    """(N, C, T, H, W) clips -> (N, T, S, C') tokens of the last stage (S = h*w, or 1 when pooled).
 
-    def __init__(self, *args, spatial_tokens: bool = True, **kwargs) -> None:
+    At test time (eval mode) the N*T frames go through the image backbone ``max_frames_per_call``
+    at a time, so memory does not grow with the number of views (clips x crops) of a video; in
+    training they go in one call (a fine-tuned backbone needs all activations for backward anyway).
+    """
+
+    def __init__(self, *args, spatial_tokens: bool = True, max_frames_per_call: int = 64, **kwargs) -> None:
         kwargs.setdefault("out_indices", (3,))
         super().__init__(*args, **kwargs)
         self.spatial_tokens = spatial_tokens
+        self.max_frames_per_call = max_frames_per_call
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, t, h, w = x.shape
         frames = x.transpose(1, 2).reshape(n * t, c, h, w)
-        feat = super().forward(frames)[-1]  # (N*T, C', h', w'), after any extra blocks
+        chunk = frames.shape[0] if self.training else self.max_frames_per_call
+        # (N*T, C', h', w') after any extra blocks
+        feat = torch.cat([super(FramewiseBackbone, self).forward(part)[-1] for part in frames.split(chunk)])
         tokens = feat.flatten(2).transpose(1, 2) if self.spatial_tokens else feat.mean(dim=(2, 3))[:, None]
         return tokens.reshape(n, t, tokens.shape[1], tokens.shape[2])
 
@@ -51,9 +61,24 @@ class TemporalTransformerHead(BaseHead):
     def init_weights(self) -> None:  # parameters are initialised in __init__
         pass
 
+    def _space_embed(self, s: int) -> torch.Tensor:
+        """The space embedding for ``s`` tokens: as learned, or resampled bicubically (as ViTs resample
+        position embeddings) when the frame's token grid differs from the one it was sized for."""
+        if s == self.space_embed.shape[2]:
+            return self.space_embed
+        side, new_side = math.isqrt(self.space_embed.shape[2]), math.isqrt(s)
+        if side * side != self.space_embed.shape[2] or new_side * new_side != s:
+            raise ValueError(f"temporal head: cannot resample {self.space_embed.shape[2]} space positions to {s}")
+        grid = self.space_embed[0, 0].t().reshape(1, -1, side, side)
+        grid = nn.functional.interpolate(grid, size=(new_side, new_side), mode="bicubic", align_corners=False)
+        return grid.reshape(1, -1, s).transpose(1, 2)[None]
+
     def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         n, t, s, _ = x.shape
-        tokens = self.proj(x) + self.time_embed[:, :t] + self.space_embed[:, :, :s]
+        if t > self.time_embed.shape[1]:
+            raise ValueError(f"temporal head sized for {self.time_embed.shape[1]} frames got clips of {t}: "
+                             "set the head's num_frames to the data's num_frames")
+        tokens = self.proj(x) + self.time_embed[:, :t] + self._space_embed(s)
         tokens = tokens.reshape(n, t * s, -1)
         for block in self.blocks:
             tokens = block(tokens)

@@ -13,8 +13,6 @@ from PIL import Image
 
 from frozenbench.errors import UserError
 
-MEAN = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1)
-STD = torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1)
 
 
 @dataclass
@@ -48,8 +46,12 @@ def load_imagefolder(root: str | Path, split: str, image_size: int) -> ImageSet:
     return ImageSet(images, torch.tensor(labels, dtype=torch.long), classes)
 
 
-def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
-    return (images_uint8.float() / 255.0 - MEAN) / STD
+def normalize(images_uint8: torch.Tensor, arch: str) -> torch.Tensor:
+    """uint8 NCHW images as the inputs ``arch``'s weights expect (its registered mean / std)."""
+    from frozenbench.models.registry import normalization
+
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in normalization(arch))
+    return (images_uint8.float() - mean) / std
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, strong: bool = False) -> torch.Tensor:

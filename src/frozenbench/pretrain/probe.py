@@ -14,12 +14,13 @@ from frozenbench.pretrain.data import ImageSet, normalize
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, images: ImageSet, batch_size: int = 256) -> torch.Tensor:
-    """Pooled last-stage features concatenated with pooled stage-3 features, (N, C)."""
+def extract_features(backbone: nn.Module, images: ImageSet, arch: str, batch_size: int = 256) -> torch.Tensor:
+    """Pooled last-stage features concatenated with pooled stage-3 features, (N, C), of the timm
+    model ``backbone`` of architecture ``arch`` (whose input normalisation is applied)."""
     backbone.eval()
     feats = []
     for start in range(0, len(images.labels), batch_size):
-        x = normalize(images.images[start:start + batch_size])
+        x = normalize(images.images[start:start + batch_size], arch)
         levels = backbone.forward_intermediates(x, intermediates_only=True)
         feats.append(torch.cat([levels[-1].mean(dim=(2, 3)), levels[-2].mean(dim=(2, 3))], dim=1))
     return torch.cat(feats)
@@ -58,8 +59,8 @@ def linear_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, val_x: t
         return float((clf(val_x).argmax(dim=1) == val_y).float().mean())
 
 
-def probe(backbone: nn.Module, train: ImageSet, val: ImageSet, seed: int = 0) -> dict[str, float]:
-    train_x, val_x = extract_features(backbone, train), extract_features(backbone, val)
+def probe(backbone: nn.Module, train: ImageSet, val: ImageSet, arch: str, seed: int = 0) -> dict[str, float]:
+    train_x, val_x = extract_features(backbone, train, arch), extract_features(backbone, val, arch)
     return {
         "knn_top1": knn_accuracy(train_x, train.labels, val_x, val.labels),
         "linear_top1": linear_probe_accuracy(train_x, train.labels, val_x, val.labels, seed=seed),

@@ -89,7 +89,7 @@ def pretrain(arch: str, task_name: str, data_root: str | Path, out: str | Path, 
             step = state["step"]
             log(f"resuming {arch}/{task_name} from step {step} ({state_path})")
         truncate_log(log_path, step)  # also on a fresh start: drop what a killed first attempt logged
-        images = normalize(train.images)
+        images = normalize(train.images, arch)
         order = torch.randperm(len(images), generator=gen)
         cursor = 0
         task.train()
@@ -123,7 +123,7 @@ def pretrain(arch: str, task_name: str, data_root: str | Path, out: str | Path, 
                     _save_state(state_path, task, optimizer, step, gen)
                     order, cursor = torch.randperm(len(images), generator=gen), 0
     train_seconds = time.time() - started
-    result = probe(backbone, train, val, seed=seed)
+    result = probe(backbone, train, val, arch, seed=seed)
     result.update({"arch": arch, "task": task_name, "steps": step, "train_seconds": round(train_seconds, 1),
                    "seed": seed})
     write_json(run_dir / "probe.json", result)

@@ -37,24 +37,61 @@ def class_names(root: str | Path) -> list[str]:
     return [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
 
 
-def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test: dict[str, Any] | None = None):
-    del test  # test-time options act in evaluate()
+TEST_OPTIONS = ("scale",)
+
+
+def augment_options(augment: dict[str, Any] | None, img_size: int) -> dict[str, Any] | None:
+    """The paper's training augmentation ("randomly resizes the original image, then randomly crops a
+    square part of the resized image") from a task's ``augment`` entry, or None for plain resizing."""
+    if not augment:
+        return None
+    unknown = set(augment) - {"scale_range", "crop_size"}
+    if unknown:
+        raise UserError(f"detection augment options {sorted(unknown)} unknown; known: scale_range, crop_size")
+    low, high = augment.get("scale_range", (0.1, 2.0))
+    if not 0 < low <= high:
+        raise UserError(f"detection augment scale_range must be 0 < low <= high, got {[low, high]}")
+    return {"scale_range": (float(low), float(high)), "crop_size": int(augment.get("crop_size", img_size))}
+
+
+def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test: dict[str, Any] | None = None,
+                  augment: dict[str, Any] | None = None):
+    """COCO ``split`` through mmdet's CocoDataset.
+
+    Training: with ``augment`` the image is resized to ``scale_range`` times the ``img_size`` square
+    (keeping its aspect ratio), a random ``crop_size`` square is cut out of it (boxes recomputed from
+    the cropped masks, instances left empty by the crop dropped) and flipped; without it the image is
+    resized to fit ``img_size`` and flipped. Testing: resized to fit ``test.scale`` (default the
+    ``img_size`` square), keeping its aspect ratio, and never padded here: the preprocessor pads the
+    batch, so ``img_shape`` stays the image's and predictions are clipped to it.
+    """
     from mmdet.registry import DATASETS
     from mmdet.utils import register_all_modules
     from mmengine.registry import DefaultScope
 
     root = Path(root)
-    # Resize (keeping the aspect ratio) and pad every image to img_size: the backbone is built
-    # for one input size (window attention masks depend on it).
+    test = dict(test or {})
+    unknown = set(test) - set(TEST_OPTIONS)
+    if unknown:
+        raise UserError(f"detection test options {sorted(unknown)} unknown; known: {', '.join(TEST_OPTIONS)}")
     annotated = split != "test-dev"
     pipeline: list[dict[str, Any]] = [dict(type="LoadImageFromFile"),
-                                      *([dict(type="LoadAnnotations", with_bbox=True, with_mask=True)] if annotated else []),
-                                      dict(type="Resize", scale=(img_size, img_size), keep_ratio=True),
-                                      dict(type="Pad", size=(img_size, img_size))]
+                                      *([dict(type="LoadAnnotations", with_bbox=True, with_mask=True)] if annotated else [])]
+    recipe = augment_options(augment, img_size) if train else None
+    if recipe is not None:
+        crop = recipe["crop_size"]
+        pipeline += [dict(type="RandomResize", scale=(img_size, img_size), ratio_range=recipe["scale_range"],
+                          keep_ratio=True),
+                     dict(type="RandomCrop", crop_type="absolute", crop_size=(crop, crop), recompute_bbox=True,
+                          allow_negative_crop=True),
+                     dict(type="FilterAnnotations", min_gt_bbox_wh=(1e-2, 1e-2))]
+    else:
+        scale = tuple(test.get("scale", (img_size, img_size))) if not train else (img_size, img_size)
+        pipeline.append(dict(type="Resize", scale=scale, keep_ratio=True))
     if train:
         pipeline.append(dict(type="RandomFlip", prob=0.5))
     pipeline.append(dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape",
-                                                          "pad_shape", "scale_factor", "flip", "flip_direction")))
+                                                          "scale_factor", "flip", "flip_direction")))
     register_all_modules(init_default_scope=False)
     with DefaultScope.overwrite_default_scope("mmdet"):
         return DATASETS.build(dict(
@@ -66,17 +103,18 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test
 def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoint: str | None, frozen: bool,
                 arch: str | None = None, bf16: bool = False, feature_cache: bool = False,
                 compile_backbone: bool = False) -> torch.nn.Module:
-    from frozenbench.openmmlab.backbone import feature_shape
+    from frozenbench.openmmlab.backbone import feature_shape, input_normalization
 
     backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
     backbone["extra_blocks"] = head.get("extra_blocks", 0)
     channels, strides = feature_shape(arch, img_size, checkpoint)
-    cfg = detector_config(backbone, channels, strides, num_classes, detector=head.get("detector", "mask_rcnn"),
-                          width=head.get("width", 256), rpn_samples=head.get("rpn_samples", 256),
-                          rcnn_samples=head.get("rcnn_samples", 512))
+    cfg = detector_config(backbone, channels, strides, num_classes, input_normalization(arch, checkpoint),
+                          detector=head.get("detector", "mask_rcnn"), width=head.get("width", 256),
+                          rpn_samples=head.get("rpn_samples", 256), rcnn_samples=head.get("rcnn_samples", 512))
     return build_mm_model("mmdet", cfg)
 
 
+@torch.no_grad()
 def _detections(model: torch.nn.Module, dataset, batch_size: int):
     """(image id, xyxy boxes, scores, labels, masks or None) per image, in the original image's pixels."""
     from mmengine.dataset import pseudo_collate
@@ -93,8 +131,7 @@ def _detections(model: torch.nn.Module, dataset, batch_size: int):
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int = 4,
              test: dict[str, Any] | None = None) -> dict[str, Any]:
-    if test:
-        raise UserError(f"detection has no test-time options (got {sorted(test)})")
+    del test  # the test scale acts in build_dataset
     evaluator = COCOEvaluator(dataset.ann_file)
     for detections in _detections(model, dataset, batch_size):
         evaluator.process(*detections)

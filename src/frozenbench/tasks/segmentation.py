@@ -28,7 +28,34 @@ def class_names(root: Path) -> list[str]:
     return [line.split("\t")[-1] for line in info.read_text().splitlines()[1:] if line.strip()]
 
 
-def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test: dict[str, Any] | None = None):
+def augment_options(augment: dict[str, Any] | None, img_size: int) -> dict[str, Any] | None:
+    """The paper's training augmentation (random resize, then a random square crop) from a task's
+    ``augment`` entry, or None for plain resizing."""
+    if not augment:
+        return None
+    unknown = set(augment) - {"scale_range", "crop_size"}
+    if unknown:
+        raise UserError(f"segmentation augment options {sorted(unknown)} unknown; known: scale_range, crop_size")
+    low, high = augment.get("scale_range", (0.5, 2.0))
+    if not 0 < low <= high:
+        raise UserError(f"segmentation augment scale_range must be 0 < low <= high, got {[low, high]}")
+    crop = int(augment.get("crop_size", img_size))
+    if crop > img_size:
+        raise UserError(f"segmentation augment crop_size {crop} exceeds img_size {img_size} (the padded input size)")
+    return {"scale_range": (float(low), float(high)), "crop_size": crop}
+
+
+def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test: dict[str, Any] | None = None,
+                  augment: dict[str, Any] | None = None):
+    """ADE20K ``split`` through mmseg's dataset.
+
+    Training: with ``augment`` mmseg's ADE20K recipe: the short side resized to ``img_size`` times a
+    factor drawn from ``scale_range`` (long side at most 4x), a random ``crop_size`` square (at most
+    75 % of it one class), a flip; without it the image is resized to fit ``img_size`` and flipped.
+    The preprocessor pads each crop to ``img_size``. Testing: the short side resized to ``img_size``
+    (mmseg's Mask2Former protocol), labels kept at the original size; :func:`evaluate` runs the
+    sliding window and scores at the original size.
+    """
     del test  # test-time options act in evaluate()
     from mmengine.registry import DefaultScope
     from mmseg.registry import DATASETS
@@ -36,9 +63,23 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test
 
     root = Path(root)
     folder = {"train": "training", "val": "validation"}[split]
-    pipeline: list[dict[str, Any]] = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations")]
-    if train:
-        pipeline.append(dict(type="RandomFlip", prob=0.5))
+    # mmseg's own ADE20K pipelines: scale (4 * short, short) bounds the long side by 4x the short one
+    short_side_scale = (4 * img_size, img_size)
+    pipeline: list[dict[str, Any]] = [dict(type="LoadImageFromFile")]
+    recipe = augment_options(augment, img_size) if train else None
+    if recipe is not None:
+        crop = recipe["crop_size"]
+        pipeline += [dict(type="LoadAnnotations"),
+                     dict(type="RandomResize", scale=short_side_scale, ratio_range=recipe["scale_range"],
+                          keep_ratio=True),
+                     dict(type="RandomCrop", crop_size=(crop, crop), cat_max_ratio=0.75),
+                     dict(type="RandomFlip", prob=0.5)]
+    elif train:
+        pipeline += [dict(type="LoadAnnotations"), dict(type="Resize", scale=(img_size, img_size), keep_ratio=True),
+                     dict(type="RandomFlip", prob=0.5)]
+    else:
+        # annotations loaded after the resize: scored at the original resolution
+        pipeline += [dict(type="Resize", scale=short_side_scale, keep_ratio=True), dict(type="LoadAnnotations")]
     pipeline.append(dict(type="PackSegInputs"))
     register_all_modules(init_default_scope=False)
     with DefaultScope.overwrite_default_scope("mmseg"):
@@ -50,14 +91,14 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test
 
 
 def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoint: str | None, frozen: bool,
-                    arch: str | None = None, bf16: bool = False, feature_cache: bool = False,
-                    compile_backbone: bool = False) -> torch.nn.Module:
-    from frozenbench.openmmlab.backbone import feature_shape
+                arch: str | None = None, bf16: bool = False, feature_cache: bool = False,
+                compile_backbone: bool = False) -> torch.nn.Module:
+    from frozenbench.openmmlab.backbone import feature_shape, input_normalization
 
     backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
     backbone["extra_blocks"] = head.get("extra_blocks", 0)
     channels, strides = feature_shape(arch, img_size, checkpoint)
-    cfg = mask2former_config(backbone, channels, strides, num_classes, img_size,
+    cfg = mask2former_config(backbone, channels, strides, num_classes, img_size, input_normalization(arch, checkpoint),
                              pixel_decoder_layers=head.get("pixel_decoder_layers", 1),
                              transformer_decoder_layers=head.get("transformer_decoder_layers", 4),
                              width=head.get("width", 256), num_queries=head.get("num_queries", 100),
@@ -69,30 +110,26 @@ TEST_OPTIONS = ("scales", "flip")
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int = 4,
+def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int = 1,
              test: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Single-scale (default) or, with ``test={"scales": [...], "flip": True}``, multi-scale + flip testing."""
+    """Sliding-window inference (``img_size`` crops, 2/3 overlap) on each image as the test pipeline
+    resized it, scored at the original resolution; with ``test={"scales": [...], "flip": True}``
+    multi-scale + flip testing. Images go one at a time (``batch_size`` is ignored): val images
+    differ in size, and mmseg's preprocessor takes a batch of one size only."""
     from mmengine.dataset import pseudo_collate
 
+    del batch_size
     test = dict(test or {})
     unknown = set(test) - set(TEST_OPTIONS)
     if unknown:
         raise UserError(f"segmentation test options {sorted(unknown)} unknown; known: {', '.join(TEST_OPTIONS)}")
-    augmented = test.get("scales", [1.0]) != [1.0] or test.get("flip", False)
     model.eval()
     evaluator = SemSegEvaluator(num_classes=num_classes, ignore_index=255)
-    for start in range(0, len(dataset), batch_size):
-        data = pseudo_collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-        if augmented:
-            preds = [scores.argmax(0) for scores in _tta_scores(model, data, test.get("scales", [1.0]),
-                                                                test.get("flip", False))]
-            labels = [sample.gt_sem_seg.data[0] for sample in data["data_samples"]]
-        else:
-            samples = model.test_step(data)
-            preds = [sample.pred_sem_seg.data[0] for sample in samples]
-            labels = [sample.gt_sem_seg.data[0] for sample in samples]
-        for pred, label in zip(preds, labels):
-            evaluator.process(pred.cpu().numpy().astype(np.int64), label.cpu().numpy())
+    for index in range(len(dataset)):
+        data = pseudo_collate([dataset[index]])
+        scores = _tta_scores(model, data, test.get("scales", [1.0]), test.get("flip", False))
+        for score, sample in zip(scores, data["data_samples"]):
+            evaluator.process(score.argmax(0).cpu().numpy().astype(np.int64), sample.gt_sem_seg.data[0].cpu().numpy())
     return evaluator.evaluate()
 
 
@@ -100,9 +137,9 @@ def _tta_scores(model: torch.nn.Module, data: dict, scales: list[float], flip: b
     """Class scores (C, H, W) per image at its original size, averaged over scales and flips as
     mmseg's SegTTAModel does (mean of the softmaxed scores).
 
-    The backbone is built for one input size (window attention masks depend on it): a rescaled
-    image larger than that is covered by mmseg's sliding-window inference with crops of that
-    size, a smaller one is padded up to it and the padding cropped off the scores.
+    Each view is covered by mmseg's sliding-window inference with crops of the training input size
+    (2/3 overlap); a view smaller than a crop is padded up to it and the padding cropped off the
+    scores.
     """
     from mmengine.config import ConfigDict
 

@@ -25,13 +25,23 @@ def class_names(root: str | Path) -> list[str]:
 
 
 TEST_OPTIONS = ("num_clips", "num_crops")
+AUGMENT_OPTIONS = ("area_range", "aspect_ratio_range")
 
 
 def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_frames: int = 8,
-                  test: dict[str, Any] | None = None):
-    """``test={"num_clips": K, "num_crops": 3}``: multi-clip / multi-crop testing: K clips evenly
-    spaced over each video, each as 3 crops along its longer side (short side resized to
-    ``img_size``), all their class probabilities averaged (the head's ``average_clips``)."""
+                  frame_interval: int = 1, test: dict[str, Any] | None = None,
+                  augment: dict[str, Any] | None = None):
+    """Kinetics ``split`` through mmaction2's VideoDataset and PyAV transforms.
+
+    Each clip is ``num_frames`` frames ``frame_interval`` apart (mmaction2's ``clip_len`` x
+    ``frame_interval``: 16 x 4 covers 2.1 s of a 30 fps video). Training: one clip at a random
+    offset; with ``augment`` a random resized crop (``area_range``, ``aspect_ratio_range``) of the
+    frames resized to ``img_size``, without it the short side resized to ``img_size`` and the centre
+    ``img_size`` square. No horizontal flip: the synthetic motion classes (and Kinetics' "moving
+    left") change meaning under it. Testing: ``test={"num_clips": K, "num_crops": 3}`` takes K clips
+    evenly spaced over each video, each as 1 centre crop or 3 crops along its longer side (short side
+    resized to ``img_size``), and the head averages their class probabilities.
+    """
     from mmaction.registry import DATASETS
     from mmaction.utils import register_all_modules
     from mmengine.registry import DefaultScope
@@ -40,22 +50,29 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_
     unknown = set(test) - set(TEST_OPTIONS)
     if unknown:
         raise UserError(f"video test options {sorted(unknown)} unknown; known: {', '.join(TEST_OPTIONS)}")
+    augment = dict(augment or {}) if train else {}
+    unknown = set(augment) - set(AUGMENT_OPTIONS)
+    if unknown:
+        raise UserError(f"video augment options {sorted(unknown)} unknown; known: {', '.join(AUGMENT_OPTIONS)}")
     num_clips = 1 if train else int(test.get("num_clips", 1))
     root = Path(root)
     # mmaction's PyAVInit reads the frame count from the container: use mp4 (webm reports 0).
     pipeline: list[dict[str, Any]] = [
         dict(type="PyAVInit"),
-        dict(type="SampleFrames", clip_len=num_frames, frame_interval=1, num_clips=num_clips, test_mode=not train),
+        dict(type="SampleFrames", clip_len=num_frames, frame_interval=frame_interval, num_clips=num_clips,
+             test_mode=not train),
         dict(type="PyAVDecode"),
     ]
     num_crops = 1 if train else int(test.get("num_crops", 1))
     if num_crops not in (1, 3):
         raise UserError(f"video test option num_crops must be 1 or 3, got {num_crops}")
-    if num_crops == 3:
-        pipeline += [dict(type="Resize", scale=(-1, img_size)), dict(type="ThreeCrop", crop_size=img_size)]
+    if augment:
+        pipeline += [dict(type="RandomResizedCrop", area_range=tuple(augment.get("area_range", (0.08, 1.0))),
+                          aspect_ratio_range=tuple(augment.get("aspect_ratio_range", (3 / 4, 4 / 3)))),
+                     dict(type="Resize", scale=(img_size, img_size), keep_ratio=False)]
     else:
-        pipeline.append(dict(type="Resize", scale=(img_size, img_size), keep_ratio=False))
-    # No horizontal flip: it would turn "moving left" into "moving right".
+        pipeline += [dict(type="Resize", scale=(-1, img_size)),
+                     dict(type="ThreeCrop" if num_crops == 3 else "CenterCrop", crop_size=img_size)]
     pipeline += [dict(type="FormatShape", input_format="NCTHW"), dict(type="PackActionInputs")]
     register_all_modules(init_default_scope=False)
     with DefaultScope.overwrite_default_scope("mmaction"):
@@ -66,23 +83,34 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_
 def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoint: str | None, frozen: bool,
                 arch: str | None = None, bf16: bool = False, feature_cache: bool = False,
                 compile_backbone: bool = False) -> torch.nn.Module:
-    from frozenbench.openmmlab.backbone import feature_shape
+    from frozenbench.openmmlab.backbone import feature_shape, input_normalization
 
     backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
     backbone["extra_blocks"] = head.get("extra_blocks", 0)
     channels, strides = feature_shape(arch, img_size, checkpoint)
     cfg = recognizer_config(backbone, channels, num_classes, num_frames=head.get("num_frames", 8),
-                            img_size=img_size, stride=strides[-1], num_blocks=head.get("num_blocks", 2),
+                            img_size=img_size, normalization=input_normalization(arch, checkpoint),
+                            stride=strides[-1], num_blocks=head.get("num_blocks", 2),
                             width=head.get("width", 128), spatial_tokens=head.get("spatial_tokens", True))
     return build_mm_model("mmaction", cfg)
+
+
+# Frames through the backbone per call at test time: memory stays bounded however many views
+# (clips x crops) a video is tested with.
+MAX_TEST_VIEWS_PER_BATCH = 8
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int = 8,
              test: dict[str, Any] | None = None) -> dict[str, Any]:
-    del test  # multi-clip sampling lives in the dataset; the head averages the clips
+    """Top-1 / top-5 over the val split. Multi-view sampling lives in the dataset; the batch shrinks
+    so that at most ``MAX_TEST_VIEWS_PER_BATCH`` views (or one video) go through the model at once,
+    and the backbone itself takes their frames in bounded chunks."""
     from mmengine.dataset import pseudo_collate
 
+    test = dict(test or {})
+    views = int(test.get("num_clips", 1)) * int(test.get("num_crops", 1))
+    batch_size = max(1, min(batch_size, MAX_TEST_VIEWS_PER_BATCH // views))
     model.eval()
     evaluator = TopKEvaluator(topk=(1, 5) if num_classes >= 5 else (1,))
     for start in range(0, len(dataset), batch_size):

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from frozenbench.data.synth import shapes
+from frozenbench.data.synth import shapes, sizes
 from frozenbench.utils.atomic import write_text
 
 SPLITS = {"train": ("training", "ADE_train"), "val": ("validation", "ADE_val")}
@@ -33,11 +33,11 @@ def class_names(num_stuff: int, num_things: int) -> list[str]:
     return list(STUFF_NAMES[:num_stuff]) + list(shapes.SHAPES[:num_things])
 
 
-def _stuff_texture(k: int, num_stuff: int, rng: np.random.Generator, size: int) -> np.ndarray:
+def _stuff_texture(k: int, num_stuff: int, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Class ``k``'s texture: a fixed orientation, period and hue band, with random phase and shade."""
     theta = math.pi * k / num_stuff
     period = 5.0 + 3.0 * (k % 3)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     phase = rng.uniform(0, 2 * math.pi)
     stripes = np.sin(2 * math.pi * (math.cos(theta) * xx + math.sin(theta) * yy) / period + phase)
     hue = (k / num_stuff + rng.uniform(-0.04, 0.04)) % 1.0
@@ -52,33 +52,35 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
     return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], dtype=np.float32)
 
 
-def draw_pair(rng: np.random.Generator, size: int, num_stuff: int, num_things: int,
+def draw_pair(rng: np.random.Generator, width: int, height: int, num_stuff: int, num_things: int,
               texture: float) -> tuple[np.ndarray, np.ndarray]:
-    """One image (H, W, 3 uint8) and its label map (H, W uint8)."""
+    """One image (H, W, 3 uint8) and its label map (H, W uint8); shape radii scale with the short side."""
+    size = min(width, height)
+    extent = np.array([width, height], dtype=float)
     # Stuff: a Voronoi partition into 2-4 regions, each of a random stuff class.
     num_regions = int(rng.integers(2, 5))
-    seeds = rng.uniform(0, size, size=(num_regions, 2))
+    seeds = rng.uniform(0, 1, size=(num_regions, 2)) * extent
     region_class = rng.integers(num_stuff, size=num_regions)
-    yy, xx = np.mgrid[0:size, 0:size]
+    yy, xx = np.mgrid[0:height, 0:width]
     dist = (xx[None] - seeds[:, 0, None, None]) ** 2 + (yy[None] - seeds[:, 1, None, None]) ** 2
     region = dist.argmin(axis=0)
-    img = np.zeros((size, size, 3), np.float32)
-    label = np.zeros((size, size), np.uint8)
+    img = np.zeros((height, width, 3), np.float32)
+    label = np.zeros((height, width), np.uint8)
     for r in range(num_regions):
         k = int(region_class[r])
         sel = region == r
-        img[sel] = _stuff_texture(k, num_stuff, rng, size)[sel]
+        img[sel] = _stuff_texture(k, num_stuff, rng, height, width)[sel]
         label[sel] = k + 1
     if texture > 0:
-        clutter = shapes.smooth_noise(rng, size, size, cells=int(rng.integers(3, 8)))[..., None] - 0.5
+        clutter = shapes.smooth_noise(rng, height, width, cells=int(rng.integers(3, 8)))[..., None] - 0.5
         img = np.clip(img + texture * 0.5 * clutter * rng.uniform(-1, 1, size=3), 0, 1)
 
     for _ in range(int(rng.integers(1, 5))):
         j = int(rng.integers(num_things))
         r = rng.uniform(0.08, 0.2) * size
-        cx, cy = rng.uniform(r, size - r, size=2)
+        cx, cy = rng.uniform(r, extent - r)
         poly = shapes.shape_polygon(shapes.SHAPES[j], cx, cy, r, rng.uniform(-1, 1) * shapes.MAX_ROTATION)
-        mask = shapes.rasterize(poly, size, size)
+        mask = shapes.rasterize(poly, height, width)
         if mask.sum() < 16:
             continue
         ring = _dilate(mask) & ~mask
@@ -110,7 +112,7 @@ def write_object_info(path: Path, names: list[str], pixel_counts: np.ndarray, tr
 
 def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
     params = spec["synth"]
-    size, num_stuff, num_things = params["image_size"], params["num_stuff"], params["num_things"]
+    num_stuff, num_things = params["num_stuff"], params["num_things"]
     names = class_names(num_stuff, num_things)
     pixel_counts = np.zeros(len(names), np.int64)
     images_with = {split: np.zeros(len(names), np.int64) for split in SPLITS}
@@ -121,7 +123,8 @@ def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
         num = params[f"num_{split}"]
         for i in range(num):
             rng = np.random.default_rng([params["seed"], split_index, i])
-            pixels, label = draw_pair(rng, size, num_stuff, num_things, params["texture"])
+            width, height = sizes.image_size(params, sizes.ADE_REAL_SIZES, i)
+            pixels, label = draw_pair(rng, width, height, num_stuff, num_things, params["texture"])
             stem = f"{prefix}_{i + 1:08d}"
             buf = io.BytesIO()
             Image.fromarray(pixels).save(buf, format="JPEG", quality=92)

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from frozenbench.data.synth import shapes
+from frozenbench.data.synth import shapes, sizes
 from frozenbench.utils.atomic import write_json
 
 SPLITS = {"train": "train2017", "val": "val2017"}
@@ -49,10 +49,13 @@ def _encode_rle(mask: np.ndarray, compressed: bool) -> dict[str, Any]:
     return {"size": list(mask.shape), "counts": [int(c) for c in counts]}
 
 
-def draw_image(rng: np.random.Generator, size: int, num_classes: int, max_instances: int, texture: float,
-               crowd: bool) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """One image and its instances: dicts with category_id, visible mask, segmentation, iscrowd."""
-    img = shapes.background(rng, size, size, texture)
+def draw_image(rng: np.random.Generator, width: int, height: int, num_classes: int, max_instances: int,
+               texture: float, crowd: bool) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """One ``height`` x ``width`` image and its instances: dicts with category_id, visible mask,
+    segmentation, iscrowd. Shape radii scale with the short side."""
+    img = shapes.background(rng, height, width, texture)
+    size = min(width, height)
+    extent = np.array([width, height], dtype=float)
     placed: list[dict[str, Any]] = []  # in paint order
 
     def occludes_too_much(new_mask: np.ndarray) -> bool:
@@ -64,14 +67,14 @@ def draw_image(rng: np.random.Generator, size: int, num_classes: int, max_instan
 
     if crowd:
         cat = int(rng.integers(num_classes))
-        cx, cy = rng.uniform(0.25, 0.75, size=2) * size
-        union = np.zeros((size, size), bool)
+        cx, cy = rng.uniform(0.25, 0.75, size=2) * extent
+        union = np.zeros((height, width), bool)
         color = shapes.contrasting_color(rng, img[int(cy), int(cx)])
         for _ in range(int(rng.integers(4, 8))):
             r = rng.uniform(0.03, 0.05) * size
-            px, py = np.clip([cx, cy] + rng.normal(0, 0.06 * size, size=2), r, size - r)
+            px, py = np.clip([cx, cy] + rng.normal(0, 0.06 * size, size=2), r, extent - r)
             poly = shapes.shape_polygon(shapes.SHAPES[cat], px, py, r, rng.uniform(-1, 1) * shapes.MAX_ROTATION)
-            union |= shapes.rasterize(poly, size, size)
+            union |= shapes.rasterize(poly, height, width)
         img[union] = color
         placed.append({"category_id": cat + 1, "mask": union, "full_area": int(union.sum()), "iscrowd": 1,
                        "polygon": None})
@@ -80,9 +83,9 @@ def draw_image(rng: np.random.Generator, size: int, num_classes: int, max_instan
         for _attempt in range(10):
             cat = int(rng.integers(num_classes))
             r = rng.uniform(0.08, 0.2) * size
-            cx, cy = rng.uniform(r, size - r, size=2)
+            cx, cy = rng.uniform(r, extent - r)
             poly = shapes.shape_polygon(shapes.SHAPES[cat], cx, cy, r, rng.uniform(-1, 1) * shapes.MAX_ROTATION)
-            mask = shapes.rasterize(poly, size, size)
+            mask = shapes.rasterize(poly, height, width)
             if mask.sum() >= 16 and not occludes_too_much(mask):
                 break
         else:
@@ -104,7 +107,7 @@ def draw_image(rng: np.random.Generator, size: int, num_classes: int, max_instan
     return shapes.to_uint8(img + noise), placed
 
 
-def _annotation(inst: dict[str, Any], ann_id: int, image_id: int, size: int) -> dict[str, Any]:
+def _annotation(inst: dict[str, Any], ann_id: int, image_id: int) -> dict[str, Any]:
     rle = mask_utils.encode(np.asfortranarray(inst["mask"].astype(np.uint8)))
     x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
     return {
@@ -118,10 +121,18 @@ def _annotation(inst: dict[str, Any], ann_id: int, image_id: int, size: int) -> 
     }
 
 
+def _write_image(folder: Path, image_id: int, pixels: np.ndarray) -> dict[str, Any]:
+    """Write the JPEG of ``image_id``; its ``images`` entry."""
+    file_name = f"{image_id:012d}.jpg"
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=92)
+    (folder / file_name).write_bytes(buf.getvalue())
+    return {"id": image_id, "file_name": file_name, "width": int(pixels.shape[1]), "height": int(pixels.shape[0])}
+
+
 def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
     """Write the dataset under ``out``; returns counts per split."""
     params = spec["synth"]
-    size = params["image_size"]
     counts = {}
     for split_index, (split, folder) in enumerate(SPLITS.items()):
         (out / folder).mkdir(parents=True)
@@ -131,15 +142,12 @@ def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
             image_id = i + 1
             rng = np.random.default_rng([params["seed"], split_index, i])
             crowd = bool(rng.random() < CROWD_FRACTION)
-            pixels, instances = draw_image(rng, size, params["num_classes"], params["max_instances"],
+            width, height = sizes.image_size(params, sizes.COCO_REAL_SIZES, i)
+            pixels, instances = draw_image(rng, width, height, params["num_classes"], params["max_instances"],
                                            params["texture"], crowd)
-            file_name = f"{image_id:012d}.jpg"
-            buf = io.BytesIO()
-            Image.fromarray(pixels).save(buf, format="JPEG", quality=92)
-            (out / folder / file_name).write_bytes(buf.getvalue())
-            images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
+            images.append(_write_image(out / folder, image_id, pixels))
             for inst in instances:
-                annotations.append(_annotation(inst, len(annotations) + 1, image_id, size))
+                annotations.append(_annotation(inst, len(annotations) + 1, image_id))
         coco = {
             "info": {"description": f"frozenbench shapes-coco ({split})", "version": "1.0",
                      "year": 2017, "contributor": "frozenbench synth", "date_created": "1970-01-01"},
@@ -157,18 +165,16 @@ def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
 
 def _generate_test_dev(params: dict[str, Any], out: Path) -> int:
     """COCO's test-dev: images whose annotations are withheld (scored by the evaluation server)."""
-    size, num = params["image_size"], params["num_test_dev"]
+    num = params["num_test_dev"]
     (out / "test2017").mkdir(parents=True)
     images = []
     for i in range(num):
         image_id = TEST_DEV_FIRST_ID + i
         rng = np.random.default_rng([params["seed"], len(SPLITS), i])
-        pixels, _ = draw_image(rng, size, params["num_classes"], params["max_instances"], params["texture"], False)
-        file_name = f"{image_id:012d}.jpg"
-        buf = io.BytesIO()
-        Image.fromarray(pixels).save(buf, format="JPEG", quality=92)
-        (out / "test2017" / file_name).write_bytes(buf.getvalue())
-        images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
+        width, height = sizes.image_size(params, sizes.COCO_REAL_SIZES, i)
+        pixels, _ = draw_image(rng, width, height, params["num_classes"], params["max_instances"],
+                               params["texture"], False)
+        images.append(_write_image(out / "test2017", image_id, pixels))
     info = {"description": "frozenbench shapes-coco (test-dev)", "version": "1.0", "year": 2017,
             "contributor": "frozenbench synth", "date_created": "1970-01-01"}
     write_json(out / "annotations" / "image_info_test-dev2017.json",

@@ -24,7 +24,7 @@ from typing import Any
 import av
 import numpy as np
 
-from frozenbench.data.synth import shapes
+from frozenbench.data.synth import shapes, sizes
 from frozenbench.utils.atomic import write_text
 
 MOTIONS = (
@@ -37,17 +37,23 @@ _YT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_
 CLIP_SECONDS = 10
 
 
-def render_clip(rng: np.random.Generator, motion: str, size: int, num_frames: int, texture: float) -> np.ndarray:
-    """Frames (T, H, W, 3) uint8 of one shape performing ``motion`` on a static background."""
-    bg = shapes.background(rng, size, size, texture)
+def render_clip(rng: np.random.Generator, motion: str, width: int, height: int, num_frames: int,
+                texture: float, static_noise: bool = False) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8 of one shape performing ``motion`` on a static background
+    (sizes and travel scale with the short side). Pixel noise is drawn per frame, or once per clip
+    with ``static_noise`` (real-length clips: fresh noise in each of 300 frames would make them
+    ~4x larger than real Kinetics clips and dominate encoding time)."""
+    bg = shapes.background(rng, height, width, texture)
+    size = min(width, height)
     kind = VIDEO_SHAPES[int(rng.integers(len(VIDEO_SHAPES)))]
     r_mid = rng.uniform(0.14, 0.2) * size
     travel = 0.3 * size
     margin = r_mid * 1.5 + travel / 2
-    cx, cy = rng.uniform(margin, size - margin, size=2)
+    cx, cy = rng.uniform(margin, np.array([width, height], dtype=float) - margin)
     angle0 = rng.uniform(-1, 1) * shapes.MAX_ROTATION
     color = shapes.contrasting_color(rng, bg[int(cy), int(cx)])
     frames = []
+    noise = rng.normal(0, 0.015, size=bg.shape) if static_noise else None
     for t in range(num_frames):
         u = t / (num_frames - 1) - 0.5  # -0.5 .. 0.5, 0 at mid-clip
         x, y, r, a = cx, cy, r_mid, angle0
@@ -70,13 +76,13 @@ def render_clip(rng: np.random.Generator, motion: str, size: int, num_frames: in
         else:
             raise KeyError(motion)
         frame = bg.copy()
-        frame[shapes.rasterize(shapes.shape_polygon(kind, x, y, r, a), size, size)] = color
-        frames.append(shapes.to_uint8(frame + rng.normal(0, 0.015, size=frame.shape)))
+        frame[shapes.rasterize(shapes.shape_polygon(kind, x, y, r, a), height, width)] = color
+        frames.append(shapes.to_uint8(frame + (noise if static_noise else rng.normal(0, 0.015, size=frame.shape))))
     return np.stack(frames)
 
 
 def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
-    """H.264 (yuv420p) in an mp4 container, with reproducible bytes.
+    """H.264 (yuv420p, or yuv444p for odd sizes) in an mp4 container, with reproducible bytes.
 
     Measured here: x264's rate-control lookahead (mbtree) makes the output vary
     from run to run even with threads=1; without it 10 of 10 encodes matched.
@@ -85,7 +91,10 @@ def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
     with av.open(buf, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
+        # 4:2:0 chroma needs even sizes; real uploads come in odd sizes too (341x255), which
+        # x264 encodes in 4:4:4.
+        even = frames.shape[1] % 2 == 0 and frames.shape[2] % 2 == 0
+        stream.pix_fmt = "yuv420p" if even else "yuv444p"
         stream.options = {"crf": "18", "preset": "veryfast",
                           "x264-params": "threads=1:lookahead-threads=1:rc-lookahead=0:no-mbtree=1"}
         for array in frames:
@@ -125,7 +134,6 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
     params = spec["synth"]
-    size, num_frames, fps = params["frame_size"], params["num_frames"], params["fps"]
     classes = sorted(MOTIONS)
     rows_by_split: dict[str, list[dict[str, Any]]] = {}
     for split_index, split in enumerate(("train", "val")):
@@ -138,7 +146,9 @@ def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
                 rng = np.random.default_rng([params["seed"], split_index, c, i])
                 ytid = youtube_id(rng)
                 start = int(rng.integers(0, 300))
-                frames = render_clip(rng, motion, size, num_frames, params["texture"])
+                width, height, fps, num_frames = sizes.clip_shape(params, c * per_class + i)
+                frames = render_clip(rng, motion, width, height, num_frames, params["texture"],
+                                     static_noise=params.get("size_profile") == "real")
                 (folder / clip_filename(ytid, start, start + CLIP_SECONDS)).write_bytes(encode_mp4(frames, fps))
                 rows.append({"label": motion, "youtube_id": ytid, "time_start": start,
                              "time_end": start + CLIP_SECONDS, "split": split})

@@ -1,0 +1,275 @@
+"""The users' world: data in the real datasets' shapes through every stage.
+
+Portrait and 1280x960 COCO images, a 2100x1400 ADE20K image, 10 s Kinetics clips at 25 and 30 fps
+(340x256, portrait, odd-sized 341x255, one cut to 2 s), trained with the paper's random resize +
+square crop and evaluated in batches of mixed sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from frozenbench.data.synth import sizes
+from frozenbench.data.validate import check_video, validate
+
+from .conftest import REAL_SHAPED, VENV_BIN
+from .test_synth import tree_digest
+
+
+def random_checkpoint(path: Path, arch: str = "cswin_tiny", img_size: int = 64) -> Path:
+    from frozenbench.checkpoint import save_backbone
+    from frozenbench.models import build_model
+
+    torch.manual_seed(0)
+    save_backbone(path, arch, build_model(arch, img_size).state_dict(), {"pretrain_task": "random"})
+    return path
+
+
+# -- generators ------------------------------------------------------------------------------------
+
+def test_real_profile_draws_the_real_shapes_and_validates(real_shaped):
+    coco = json.loads((real_shaped["shapes-coco"] / "annotations" / "instances_val2017.json").read_text())
+    assert [(i["width"], i["height"]) for i in coco["images"]] == list(sizes.COCO_REAL_SIZES)
+    ade_val = sorted((real_shaped["shapes-ade"] / "images" / "validation").glob("*.jpg"))
+    assert [Image.open(p).size for p in ade_val] == list(sizes.ADE_REAL_SIZES)
+    import av
+
+    shapes_seen = set()
+    for clip in sorted((real_shaped["shapes-k400"] / "videos").rglob("*.mp4")):
+        with av.open(str(clip)) as container:
+            stream = container.streams.video[0]
+            frames, _ = check_video(clip)
+            shapes_seen.add((stream.codec_context.width, stream.codec_context.height,
+                             int(round(float(stream.average_rate))), frames))
+    assert shapes_seen == {(w, h, fps, fps * s) for w, h, fps, s in sizes.KINETICS_REAL_CLIPS}
+    for name, fmt in (("shapes-coco", "coco"), ("shapes-ade", "ade"), ("shapes-k400", "kinetics")):
+        report = validate(fmt, real_shaped[name])
+        assert report.ok, [str(p) for p in report.problems]
+
+
+def test_real_profile_annotations_are_exact(real_shaped):
+    from pycocotools.coco import COCO
+
+    root = real_shaped["shapes-coco"]
+    coco = COCO(str(root / "annotations" / "instances_val2017.json"))
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        image = coco.imgs[ann["image_id"]]
+        mask = coco.annToMask(ann)
+        assert mask.shape == (image["height"], image["width"])
+        assert mask.sum() == ann["area"] > 0
+        ys, xs = np.nonzero(mask)
+        assert ann["bbox"] == [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
+                               float(ys.max() - ys.min() + 1)]
+    for label_path in (root.parent / "shapes-ade" / "annotations" / "validation").glob("*.png"):
+        image = Image.open(str(label_path).replace("annotations", "images").replace(".png", ".jpg"))
+        assert Image.open(label_path).size == image.size
+
+
+@pytest.mark.parametrize("name", ["shapes-coco", "shapes-ade"])
+def test_real_profile_same_seed_same_bytes(real_shaped, tmp_path, name):
+    from frozenbench.data.synth import synthesize
+
+    synthesize(REAL_SHAPED[name], tmp_path / name)
+    assert tree_digest(tmp_path / name) == tree_digest(real_shaped[name])
+
+
+# -- backbone ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch,size", [("swin_tiny", 224), ("swinv2_tiny", 256), ("cswin_tiny", 64)])
+def test_any_input_size_matches_the_fixed_size_model_at_its_size(arch, size):
+    """Accepting any size changes nothing at the built size: same outputs as timm's strict model."""
+    from frozenbench.models import Backbone
+    from frozenbench.models.registry import build_model
+
+    torch.manual_seed(0)
+    flexible = Backbone(arch, img_size=size)
+    strict = build_model(arch, size, strict_img_size=True).eval()
+    strict.load_state_dict(flexible.model.state_dict(), strict=False)
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        expected = strict.forward_intermediates(x, indices=[0, 1, 2, 3], intermediates_only=True)
+    for got, want in zip(flexible(x), expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    # a portrait input whose sides are multiples of neither the patch nor the window
+    feats = flexible(torch.randn(1, 3, size + 31, size // 2 + 5))
+    assert [tuple(f.shape[-2:]) for f in feats][0] == (-(-(size + 31) // 4), -(-(size // 2 + 5) // 4))
+
+
+def test_a_2100_px_image_goes_through_a_swin_built_for_224():
+    from frozenbench.models import Backbone
+
+    feats = Backbone("swin_tiny", img_size=224)(torch.randn(1, 3, 1400, 2100))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(350, 525), (175, 263), (88, 132), (44, 66)]
+
+
+# -- the three tasks on real-shaped data ----------------------------------------------------------
+
+@pytest.mark.openmmlab
+@pytest.mark.slow
+def test_detection_trains_with_random_resize_crop_and_evaluates_portrait_images(real_shaped, tmp_path):
+    from mmengine.dataset import pseudo_collate
+
+    from frozenbench.engine.loop import TrainOptions, train
+    from frozenbench.tasks import detection
+
+    root = real_shaped["shapes-coco"]
+    num_classes = len(detection.class_names(root))
+    ckpt = random_checkpoint(tmp_path / "b.pth")
+    augment = {"scale_range": [0.1, 2.0], "crop_size": 160}
+    train_set = detection.build_dataset(root, "train", 160, train=True, augment=augment)
+    sample = train_set[0]
+    assert max(sample["inputs"].shape[-2:]) <= 160  # the square crop
+    head = {"width": 32, "rpn_samples": 64, "rcnn_samples": 64}
+    torch.manual_seed(0)
+    model = detection.build_model(head, num_classes, 160, str(ckpt), frozen=True)
+    train(model, train_set, pseudo_collate, tmp_path / "run",
+          TrainOptions(steps=2, batch_size=2, warmup_steps=1, checkpoint_every=2, log_every=1), log=lambda m: None)
+    val = detection.build_dataset(root, "val", 160, train=False)
+    images = {i["id"]: i for i in json.loads(Path(val.ann_file).read_text())["images"]}
+    seen = 0
+    for image_id, boxes, _, _, masks in detection._detections(model, val, batch_size=3):  # mixed sizes per batch
+        width, height = images[image_id]["width"], images[image_id]["height"]
+        assert masks is None or masks.shape[1:] == (height, width)
+        if len(boxes):
+            seen += len(boxes)
+            # clipped to the image, never to the padded canvas
+            assert boxes[:, [0, 2]].max() <= width + 1e-3 and boxes[:, [1, 3]].max() <= height + 1e-3
+    assert seen > 0
+    metrics = detection.evaluate(model, val, num_classes)
+    assert set(metrics) >= {"bbox", "segm"}
+
+
+@pytest.mark.openmmlab
+@pytest.mark.slow
+def test_segmentation_trains_on_2100_px_images_and_evaluates_mixed_sizes(real_shaped, tmp_path):
+    from mmengine.dataset import pseudo_collate
+
+    from frozenbench.engine.loop import TrainOptions, train
+    from frozenbench.tasks import segmentation
+
+    root = real_shaped["shapes-ade"]
+    num_classes = len(segmentation.class_names(root))
+    ckpt = random_checkpoint(tmp_path / "b.pth")
+    augment = {"scale_range": [0.5, 2.0], "crop_size": 128}
+    train_set = segmentation.build_dataset(root, "train", 128, train=True, augment=augment)
+    crop = train_set[2]
+    assert crop["data_samples"].ori_shape == (1400, 2100)
+    assert max(crop["inputs"].shape[-2:]) <= 128  # a crop of it (smaller when the scale drawn was < 1)
+    torch.manual_seed(0)
+    head = {"width": 32, "num_queries": 8, "num_points": 256}
+    model = segmentation.build_model(head, num_classes, 128, str(ckpt), frozen=True)
+    train(model, train_set, pseudo_collate, tmp_path / "run",
+          TrainOptions(steps=2, batch_size=3, warmup_steps=1, checkpoint_every=2, log_every=1), log=lambda m: None)
+    val = segmentation.build_dataset(root, "val", 128, train=False)
+    # the test pipeline resizes the short side to img_size; labels stay at the original size
+    assert min(val[2]["data_samples"].img_shape) == 128
+    assert val[2]["data_samples"].gt_sem_seg.data.shape[-2:] == (1400, 2100)
+    metrics = segmentation.evaluate(model, val, num_classes)
+    assert len(metrics["per_class_IoU"]) == num_classes
+    flipped = segmentation.evaluate(model, val, num_classes, test={"scales": [0.75, 1.0], "flip": True})
+    assert len(flipped["per_class_IoU"]) == num_classes
+
+
+@pytest.mark.openmmlab
+@pytest.mark.slow
+def test_video_trains_on_10_s_30_fps_clips_and_tests_twelve_views_in_chunks(real_shaped, tmp_path):
+    from mmengine.dataset import pseudo_collate
+
+    from frozenbench.engine.loop import TrainOptions, train
+    from frozenbench.tasks import video
+
+    root = real_shaped["shapes-k400"]
+    num_classes = len(video.class_names(root))
+    ckpt = random_checkpoint(tmp_path / "b.pth")
+    options = {"num_frames": 16, "frame_interval": 4}
+    train_set = video.build_dataset(root, "train", 112, train=True, augment={"area_range": [0.3, 1.0]}, **options)
+    assert tuple(train_set[0]["inputs"].shape) == (1, 3, 16, 112, 112)
+    torch.manual_seed(0)
+    # 112 is no multiple of 32: the token grid rounds up, the head's space embedding follows it
+    model = video.build_model({"num_frames": 16, "num_blocks": 1, "width": 32}, num_classes, 112, str(ckpt),
+                              frozen=True)
+    train(model, train_set, pseudo_collate, tmp_path / "run",
+          TrainOptions(steps=2, batch_size=2, warmup_steps=1, checkpoint_every=2, log_every=1), log=lambda m: None)
+    test = {"num_clips": 4, "num_crops": 3}
+    val = video.build_dataset(root, "val", 112, train=False, test=test, **options)
+    assert tuple(val[0]["inputs"].shape) == (12, 3, 16, 112, 112)
+    calls = []
+    model.backbone.max_frames_per_call = 32
+    handle = model.backbone.body.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    metrics = video.evaluate(model, val, num_classes, test=test)
+    handle.remove()
+    assert max(calls) <= 32 and sum(calls) == len(val) * 12 * 16  # every frame of every view, in chunks
+    assert "top1" in metrics
+
+
+# -- Kinetics preparation ---------------------------------------------------------------------------
+
+def _kinetics_downloads(clips_root: Path, downloads: Path, parts: int) -> dict:
+    """The layout `frozenbench download` leaves for Kinetics: csvs, url lists and their tarballs."""
+    files = []
+    downloads.mkdir(parents=True)
+    for split in ("train", "val"):
+        (downloads / f"{split}.csv").write_bytes((clips_root / "annotations" / f"{split}.csv").read_bytes())
+        files.append({"url": f"http://127.0.0.1/{split}.csv", "filename": f"{split}.csv",
+                      "checksum": {"unpublished": "test"}, "extract": False})
+        listed = downloads / f"k400_{split}_path"
+        listed.mkdir(parents=True)
+        clips = sorted((clips_root / "videos" / split).glob("*.mp4"))
+        for part in range(parts):
+            with tarfile.open(listed / f"part_{part}.tar.gz", "w:gz") as tf:
+                for clip in clips[part::parts]:
+                    tf.add(clip, arcname=clip.name)
+        (downloads / f"k400_{split}_path.txt").write_text("listed\n")
+        files.append({"url": f"http://127.0.0.1/k400_{split}_path.txt", "filename": f"k400_{split}_path.txt",
+                      "checksum": {"unpublished": "test"}, "url_list": True})
+    return {"source": "download", "format": "kinetics", "download": {"files": files}, "prepare": {"short_side": 96}}
+
+
+@pytest.mark.slow
+def test_kinetics_prepare_killed_midway_resumes_without_redoing_clips(real_shaped, tmp_path):
+    downloads, out = tmp_path / "downloads", tmp_path / "data" / "k400"
+    spec = json.dumps(_kinetics_downloads(real_shaped["shapes-k400"], downloads, parts=4))
+    command = [str(VENV_BIN / "frozenbench"), "prepare", "--spec", spec, "--downloads", str(downloads),
+               "--out", str(out), "--workers", "2"]
+    done = tmp_path / "data" / ".k400.work" / "done"
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 300
+    while not (done.is_dir() and len(list(done.glob("*.json"))) >= 2) and time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole job: the prepare process and its pool
+    proc.wait()
+    assert not out.exists()
+    marked = {p.name for p in done.glob("*.json")}
+    finished = {p.name: p.stat().st_ino for p in (done.parent / "videos").rglob("*.mp4")}
+    assert finished and len(marked) < 8
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
+    # marked tarballs are not extracted again
+    assert sum(line.startswith("extracting ") for line in rerun.stdout.splitlines()) == 8 - len(marked)
+    videos = {p.name: p for p in (out / "videos").rglob("*.mp4")}
+    assert len(videos) == 16
+    for name, inode in finished.items():  # clips finished before the kill are the same files
+        assert videos[name].stat().st_ino == inode
+    assert validate("kinetics", out).ok
+    assert not (tmp_path / "data" / ".k400.work").exists()
+    report = json.loads((out / "prepare_report.json").read_text())
+    assert report == {"missing": [], "corrupt": []}
+    import av
+
+    with av.open(str(next(iter(videos.values())))) as container:
+        stream = container.streams.video[0]
+        assert min(stream.codec_context.width, stream.codec_context.height) == 96
+        keyframes = sum(packet.is_keyframe for packet in container.demux(stream) if packet.size)
+    assert keyframes >= 2  # a keyframe every second, not one per 250 frames
+
