@@ -152,14 +152,38 @@ def all_submission_outputs():
             if TASKS[task].get("test_dev", False)]
 
 
-def cell_labels(wildcards):
-    """What a table needs to know of a cell beyond its path, recorded in metrics.json."""
-    backbone = BACKBONES[wildcards.backbone]
-    task = pretrain_spec(wildcards.backbone)["task"] if "pretrain" in backbone else (
+def labels_of(task, backbone_name, head):
+    """What a table needs to know of a cell beyond its path (recorded in metrics.json, all strings)."""
+    from frozenbench.reporting.tables import capacity_label
+
+    backbone = BACKBONES[backbone_name]
+    objective = pretrain_spec(backbone_name)["task"] if "pretrain" in backbone else (
         backbone.get("checkpoint", {}).get("task", "none"))
-    labels = {"pretrain_task": task, "family_size": backbone.get("family_size", "-"), "arch": backbone["arch"],
-              "extra_blocks": TASKS[wildcards.task]["heads"][wildcards.head].get("extra_blocks", 0)}
-    return " ".join(f"--label {k}={shlex.quote(str(v))}" for k, v in labels.items())
+    head_cfg = TASKS[task]["heads"][head]
+    labels = {"pretrain_task": objective, "family_size": backbone.get("family_size", "-"), "arch": backbone["arch"],
+              "extra_blocks": head_cfg.get("extra_blocks", 0), "capacity": capacity_label(head_cfg)}
+    return {k: str(v) for k, v in labels.items()}
+
+
+def cell_labels(wildcards):
+    labels = labels_of(wildcards.task, wildcards.backbone, wildcards.head)
+    return " ".join(f"--label {k}={shlex.quote(v)}" for k, v in labels.items())
+
+
+def tables_plan():
+    """What `frozenbench tables --plan` takes: every cell (missing until run), the head per task of the
+    comparison tables (`study.tables.heads`, else the first head of the task's first cell) and the
+    paper comparison's backbone (`study.tables.paper_backbone`, else the largest run)."""
+    cells, first_head = [], {}
+    for task, backbone, mode, head in study_cells():
+        first_head.setdefault(task, head)
+        cells.append({"task": task, "backbone": backbone, "mode": mode, "head": head,
+                      **labels_of(task, backbone, head)})
+    chosen = config.get("study", {}).get("tables", {})
+    plan = {"cells": cells, "heads": {**first_head, **chosen.get("heads", {})}}
+    if chosen.get("paper_backbone"):
+        plan["paper_backbone"] = chosen["paper_backbone"]
+    return plan
 
 
 def study_report_output():

@@ -104,6 +104,7 @@ rule tables:
         ],
     params:
         out=lambda wildcards, output: os.path.dirname(output.csv[0]),
+        plan=json_arg(tables_plan()),
     conda:
         "../envs/frozenbench.yaml"
     log:
@@ -111,4 +112,4 @@ rule tables:
     benchmark:
         f"{BENCHMARKS}/tables.tsv",
     shell:
-        "frozenbench tables --out {params.out} {input} > {log} 2>&1"
+        "frozenbench tables --out {params.out} --plan {params.plan} {input} > {log} 2>&1"

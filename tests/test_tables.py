@@ -33,16 +33,60 @@ def test_pretraining_table_has_gaps_and_shows_missing_cells_as_missing():
 
 
 def test_head_capacity_rows_per_extra_blocks():
-    rows = {(r[0], r[1]): r for r in head_capacity_table(RECORDS).rows}
-    header = head_capacity_table(RECORDS).header
-    assert rows[("t_sup", 2)][header.index("ade mIoU")] == 53.0
-    assert rows[("t_sup", 0)][header.index("ade mIoU")] == 50.0
+    table = head_capacity_table(RECORDS)
+    rows = {(r[0], r[1], r[2]): r for r in table.rows}
+    assert table.header[:4] == ["backbone", "task", "head", "capacity"]
+    assert rows[("t_sup", "ade", "h2")][table.header.index("ade mIoU")] == 53.0
+    assert rows[("t_sup", "ade", "h")][table.header.index("ade mIoU")] == 50.0
+    assert ("t_rand", "ade", "h") not in rows  # one head only: no capacity comparison
 
 
-def test_paper_table_without_our_giant_runs_is_all_missing_with_published_numbers():
-    rows = paper_table(RECORDS).rows
-    assert ["coco", "box AP", "frozen", None, 60.0, None] in rows
-    assert ["k400", "top-1", "finetune", None, 86.8, None] in rows
+def test_every_capacity_knob_and_the_chosen_head_show():
+    """A temporal-block variant and a Mask R-CNN cell beside HTC were dropped by the old tables."""
+    records = [
+        {**record("k400", "l", "frozen", {"top1": 60.0}, head="temporal_b2"), "capacity": "num_blocks=2"},
+        {**record("k400", "l", "frozen", {"top1": 62.0}, head="temporal_b4"), "capacity": "num_blocks=4"},
+        record("coco", "l", "frozen", {"bbox": {"AP": 30.0}, "segm": {"AP": 25.0}}, head="mrcnn_fpn"),
+        record("coco", "l", "finetune", {"bbox": {"AP": 35.0}, "segm": {"AP": 28.0}}, head="mrcnn_fpn"),
+        record("coco", "l", "frozen", {"bbox": {"AP": 33.0}, "segm": {"AP": 27.0}}, head="htc"),
+    ]
+    capacity = {(r[1], r[2]): r for r in head_capacity_table(records).rows}
+    assert capacity[("k400", "temporal_b4")][3] == "num_blocks=4"
+    assert ("coco", "htc") in capacity and ("coco", "mrcnn_fpn") in capacity
+    heads = {"coco": "mrcnn_fpn", "k400": "temporal_b2"}
+    table = pretraining_table(records, heads)
+    row = table.rows[0]
+    assert row[table.header.index("coco box AP frozen"):][:3] == [30.0, 35.0, -5.0]
+    assert "coco: mrcnn_fpn" in table.caption
+    # without a choice the alphabetically first head (htc) has no fine-tuned cell: the gap is lost
+    assert pretraining_table(records).rows[0][table.header.index("coco box AP gap")] is None
+
+
+def test_planned_cells_show_as_missing_and_the_paper_table_names_its_backbone(tmp_path):
+    from frozenbench.reporting.tables import capacity_label
+
+    plan = {"cells": [{"task": "ade", "backbone": "swinv2_large_in22k", "mode": "frozen", "head": "m2f_b4",
+                       "family_size": "large", "arch": "swinv2_large", "pretrain_task": "supervised",
+                       "extra_blocks": "0", "capacity": capacity_label({"transformer_decoder_layers": 4})},
+                      {"task": "ade", "backbone": "swin_tiny_in1k", "mode": "frozen", "head": "m2f_b4",
+                       "family_size": "tiny", "arch": "swin_tiny", "pretrain_task": "supervised",
+                       "extra_blocks": "0", "capacity": ""}],
+            "heads": {"ade": "m2f_b4"}}
+    tables = {t.name: t for t in build_tables([], tmp_path, plan)}
+    assert {r[0] for r in tables["pretraining"].rows} == {"swinv2_large_in22k", "swin_tiny_in1k"}
+    assert all(v is None for r in tables["pretraining"].rows for v in r[2:])
+    assert "Ours (swinv2_large_in22k)" in tables["paper"].caption and "SwinV2-G" in tables["paper"].caption
+    assert json.loads((tmp_path / "summary.json").read_text()) == {}
+    assert capacity_label({"transformer_decoder_layers": 4}) == "extra_blocks=0 transformer_decoder_layers=4"
+
+
+def test_paper_table_compares_the_largest_backbone_run_with_the_published_numbers():
+    records = RECORDS + [record("coco", "s_sup", "frozen", {"bbox": {"AP": 25.0}, "segm": {"AP": 22.0}}, size="small")]
+    table = paper_table(records)
+    assert "Ours (s_sup)" in table.caption
+    assert ["coco", "box AP", "frozen", 25.0, 60.0, -35.0] in table.rows
+    assert ["k400", "top-1", "finetune", None, 86.8, None] in table.rows  # not run: missing
+    assert ["coco", "box AP", "frozen", 20.0, 60.0, -40.0] in paper_table(records, backbone="t_sup").rows
 
 
 def test_three_formats_are_written(tmp_path):
@@ -58,7 +102,7 @@ def test_three_formats_are_written(tmp_path):
     tex = (tmp_path / "tables" / "pretraining.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and "t\\_sup" in tex
     csv_text = (tmp_path / "tables" / "paper.csv").read_text().splitlines()
-    assert csv_text[0] == "task,metric,mode,ours,paper,delta" and csv_text[1] == "coco,box AP,frozen,,60.0,"
+    assert csv_text[0] == "task,metric,mode,ours,paper,delta" and csv_text[1] == "coco,box AP,frozen,20.0,60.0,-40.0"
 
 
 def test_no_results_yet_gives_tables_of_missing_cells(tmp_path):

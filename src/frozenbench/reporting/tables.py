@@ -43,6 +43,19 @@ class Table:
     rows: list[list[Any]]
 
 
+# The capacity knobs of a head: what the head-capacity table tells cells apart by.
+CAPACITY_KNOBS = ("detector", "extra_blocks", "pixel_decoder_layers", "transformer_decoder_layers", "num_blocks",
+                  "width")
+PAPER_BACKBONE = "SwinV2-G (3.0 B, weights not released)"
+
+
+def capacity_label(head: dict[str, Any]) -> str:
+    """The head's capacity knobs as one label, e.g. ``detector=htc extra_blocks=2`` (``extra_blocks=0``
+    when a head sets none, so a plain head reads as such)."""
+    knobs = {"extra_blocks": 0, **{k: v for k, v in head.items() if k in CAPACITY_KNOBS}}
+    return " ".join(f"{k}={knobs[k]}" for k in CAPACITY_KNOBS if k in knobs)
+
+
 def load_results(source: str | Path | list) -> list[dict[str, Any]]:
     """Records from a list of metrics.json files, or from every cell under a results folder
     (a list of records is returned as it is)."""
@@ -58,6 +71,16 @@ def load_results(source: str | Path | list) -> list[dict[str, Any]]:
     return records
 
 
+def with_planned_cells(records: list[dict[str, Any]], plan: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """``records`` plus an empty record (no metrics: every value missing) for each planned cell that has
+    none yet, so a table shows every cell of the study, run or not."""
+    if not plan:
+        return records
+    have = {_key(r) for r in records}
+    missing = [{**cell, "metrics": {}} for cell in plan.get("cells", []) if _key(cell) not in have]
+    return records + missing
+
+
 def headline(record: dict[str, Any], label: str) -> float | None:
     for column, path in HEADLINE.get(record["task"], []):
         if column == label:
@@ -68,8 +91,12 @@ def headline(record: dict[str, Any], label: str) -> float | None:
     return None
 
 
+def _key(record: dict[str, Any]) -> tuple:
+    return record["task"], record["backbone"], record["mode"], record["head"]
+
+
 def _index(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
-    return {(r["task"], r["backbone"], r["mode"], r["head"]): r for r in records}
+    return {_key(r): r for r in records}
 
 
 def _tasks(records: list[dict[str, Any]]) -> list[str]:
@@ -80,10 +107,24 @@ def _gap(frozen: float | None, finetune: float | None) -> float | None:
     return None if frozen is None or finetune is None else frozen - finetune
 
 
-def pretraining_table(records: list[dict[str, Any]]) -> Table:
-    """Pretraining task x task: frozen, fine-tuned and the gap (first head of each task)."""
+def table_heads(records: list[dict[str, Any]], chosen: dict[str, str] | None = None) -> dict[str, str | None]:
+    """The head each comparison table uses per task: ``chosen`` (the study's ``tables.heads``, or the
+    head of its first cell of that task), else the one head a task has without extra blocks, else
+    the first such head by name."""
+    heads: dict[str, str | None] = {}
+    for task in _tasks(records):
+        if chosen and task in chosen:
+            heads[task] = chosen[task]
+            continue
+        plain = sorted({r["head"] for r in records if r["task"] == task and str(r.get("extra_blocks", "0")) == "0"})
+        heads[task] = plain[0] if plain else None
+    return heads
+
+
+def pretraining_table(records: list[dict[str, Any]], heads: dict[str, str] | None = None) -> Table:
+    """Pretraining task x task: frozen, fine-tuned and the gap (one head per task, see :func:`table_heads`)."""
     index, tasks = _index(records), _tasks(records)
-    heads = {t: sorted({r["head"] for r in records if r["task"] == t and r.get("extra_blocks", "0") == "0"}) for t in tasks}
+    chosen = table_heads(records, heads)
     header = ["backbone", "pretraining"]
     for task in tasks:
         for label, _ in HEADLINE[task]:
@@ -93,58 +134,75 @@ def pretraining_table(records: list[dict[str, Any]]) -> Table:
         meta = next(r for r in records if r["backbone"] == backbone)
         row: list[Any] = [backbone, meta.get("pretrain_task", MISSING)]
         for task in tasks:
-            head = heads[task][0] if heads[task] else None
             for label, _ in HEADLINE[task]:
-                frozen = index.get((task, backbone, "frozen", head))
-                tuned = index.get((task, backbone, "finetune", head))
+                frozen = index.get((task, backbone, "frozen", chosen[task]))
+                tuned = index.get((task, backbone, "finetune", chosen[task]))
                 f = headline(frozen, label) if frozen else None
                 t = headline(tuned, label) if tuned else None
                 row += [f, t, _gap(f, t)]
         rows.append(row)
-    return Table("pretraining", "Frozen vs fine-tuned by pretraining task (validation split)", header, rows)
+    used = ", ".join(f"{t}: {h}" for t, h in chosen.items() if h)
+    return Table("pretraining", f"Frozen vs fine-tuned by pretraining task (validation split; heads {used or '-'})",
+                 header, rows)
 
 
 def head_capacity_table(records: list[dict[str, Any]]) -> Table:
-    """Extra trainable blocks on the frozen features x task (frozen runs)."""
+    """Frozen cells of every (backbone, task) trained with more than one head: one row per head with
+    its capacity knobs (extra blocks, decoder / temporal blocks, detector), so every variant shows."""
     frozen = [r for r in records if r["mode"] == "frozen"]
     tasks = _tasks(frozen)
-    header = ["backbone", "extra blocks"] + [f"{t} {label}" for t in tasks for label, _ in HEADLINE[t]]
+    header = ["backbone", "task", "head", "capacity"] + [f"{t} {label}" for t in tasks for label, _ in HEADLINE[t]]
+    heads_of: dict[tuple[str, str], set[str]] = {}
+    for r in frozen:
+        heads_of.setdefault((r["backbone"], r["task"]), set()).add(r["head"])
     rows = []
-    keys = sorted({(r["backbone"], int(r.get("extra_blocks", "0"))) for r in frozen})
-    for backbone, blocks in keys:
-        row: list[Any] = [backbone, blocks]
+    for r in sorted(frozen, key=lambda r: (r["backbone"], tasks.index(r["task"]), r["head"])):
+        if len(heads_of[(r["backbone"], r["task"])]) < 2:
+            continue
+        capacity = r.get("capacity") or f"extra_blocks={r.get('extra_blocks', 0)}"
+        row: list[Any] = [r["backbone"], r["task"], r["head"], capacity]
         for task in tasks:
-            # One head per (task, extra blocks): the first by name, so the table does not depend on file order.
-            match = sorted((r for r in frozen if r["task"] == task and r["backbone"] == backbone
-                            and int(r.get("extra_blocks", "0")) == blocks), key=lambda r: r["head"])
-            for label, _ in HEADLINE[task]:
-                row.append(headline(match[0], label) if match else None)
+            row += [headline(r, label) if task == r["task"] else None for label, _ in HEADLINE[task]]
         rows.append(row)
-    return Table("head_capacity", "Frozen backbone with extra trainable blocks (validation split)", header, rows)
+    return Table("head_capacity", "Frozen backbone with more head capacity (validation split)", header, rows)
 
 
-def model_size_table(records: list[dict[str, Any]]) -> Table:
+def model_size_table(records: list[dict[str, Any]], heads: dict[str, str] | None = None) -> Table:
     """Model size x task: frozen vs fine-tuned gap, one row per backbone with its size label."""
-    table = pretraining_table(records)
+    table = pretraining_table(records, heads)
     sizes = {r["backbone"]: r.get("family_size", MISSING) for r in records}
     header = ["backbone", "size"] + table.header[2:]
     rows = [[row[0], sizes.get(row[0], MISSING)] + row[2:] for row in table.rows]
     rows.sort(key=lambda r: (SIZE_ORDER.index(r[1]) if r[1] in SIZE_ORDER else len(SIZE_ORDER), r[0]))
-    return Table("model_size", "Frozen vs fine-tuned gap by model size (validation split)", header, rows)
+    caption = table.caption.replace("by pretraining task", "gap by model size")
+    return Table("model_size", caption, header, rows)
 
 
-def paper_table(records: list[dict[str, Any]], backbone: str = "swinv2_giant") -> Table:
-    """Our numbers beside the paper's published SwinV2-G numbers, with the delta."""
+def largest_backbone(records: list[dict[str, Any]]) -> str | None:
+    """The backbone of the largest size label (ties: the later architecture name, so SwinV2-L over Swin-L)."""
+    if not records:
+        return None
+    rank = {name: i for i, name in enumerate(SIZE_ORDER)}
+    best = max(records, key=lambda r: (rank.get(r.get("family_size"), -1), str(r.get("arch", "")), r["backbone"]))
+    return best["backbone"]
+
+
+def paper_table(records: list[dict[str, Any]], backbone: str | None = None,
+                heads: dict[str, str] | None = None) -> Table:
+    """Our numbers on ``backbone`` (default: the largest the study runs) beside the paper's published
+    SwinV2-G headline, with the delta; the caption names both backbones."""
+    backbone = backbone or largest_backbone(records)
+    chosen = table_heads(records, heads)
     header = ["task", "metric", "mode", "ours", "paper", "delta"]
     index = _index(records)
     rows = []
     for (task, label, mode), published in PAPER.items():
-        match = sorted((r for (t, b, m, _), r in index.items() if t == task and b == backbone and m == mode
-                        and r.get("extra_blocks", "0") == "0"), key=lambda r: r["head"])
-        ours = headline(match[0], label) if match else None
+        match = index.get((task, backbone, mode, chosen.get(task)))
+        ours = headline(match, label) if match else None
         rows.append([task, label, mode, ours, published, None if ours is None else ours - published])
-    return Table("paper", f"{backbone}: ours vs Lin et al. 2022 (paper: COCO test-dev, ADE20K val, K400 val)",
-                 header, rows)
+    ours_name = backbone or "no backbone run yet"
+    return Table("paper", f"Ours ({ours_name}) vs Lin et al. 2022 ({PAPER_BACKBONE}; paper: COCO test-dev, "
+                 "ADE20K val, K400 val; ours: val splits)", header, rows)
 
 
 def summary(records: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
@@ -190,12 +248,18 @@ def to_csv(table: Table) -> str:
     return buf.getvalue()
 
 
-def build_tables(source: str | Path | list, out_dir: str | Path) -> list[Table]:
-    records = load_results(source)
-    tables = [pretraining_table(records), head_capacity_table(records), model_size_table(records),
-              paper_table(records)]
+def build_tables(source: str | Path | list, out_dir: str | Path, plan: dict[str, Any] | None = None) -> list[Table]:
+    """Write every table; ``plan`` (what ``frozenbench tables --plan`` passes): the study's cells, the
+    head per task the comparison tables use (``heads``) and the backbone of the paper comparison
+    (``paper_backbone``); cells not run yet show as missing."""
+    plan = plan or {}
+    records = with_planned_cells(load_results(source), plan)
+    heads = plan.get("heads")
+    tables = [pretraining_table(records, heads), head_capacity_table(records), model_size_table(records, heads),
+              paper_table(records, plan.get("paper_backbone"), heads)]
     out_dir = Path(out_dir)
-    write_text(out_dir / "summary.json", json.dumps(summary(records), indent=2, sort_keys=True) + "\n")
+    write_text(out_dir / "summary.json", json.dumps(summary([r for r in records if r.get("metrics")]), indent=2,
+                                                    sort_keys=True) + "\n")
     for table in tables:
         write_text(out_dir / f"{table.name}.md", to_markdown(table))
         write_text(out_dir / f"{table.name}.tex", to_latex(table))
