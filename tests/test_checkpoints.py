@@ -32,8 +32,13 @@ def official_from_timm(model: torch.nn.Module, v2: bool = False) -> dict[str, to
             out[f"{name}.relative_position_index"] = module.relative_position_index.clone()
         if v2 and hasattr(module, "relative_coords_table"):
             out[f"{name}.relative_coords_table"] = module.relative_coords_table.clone()
-        if getattr(module, "attn_mask", None) is not None:
-            out[f"{name}.attn_mask"] = module.attn_mask.clone()
+        # the official files carry each shifted block's mask; a model taking any input size builds
+        # its masks per forward instead of keeping them
+        mask = getattr(module, "attn_mask", None)
+        if mask is None and hasattr(module, "get_attn_mask"):
+            mask = module.get_attn_mask(device=torch.device("cpu"), dtype=torch.float32)
+        if mask is not None:
+            out[f"{name}.attn_mask"] = mask.clone()
     out["head.weight"], out["head.bias"] = torch.randn(1000, model.num_features), torch.randn(1000)
     return out
 

@@ -38,11 +38,14 @@ def test_detectors_train_their_heads_on_the_frozen_backbone(detector):
     from mmengine.structures import InstanceData
 
     from frozenbench.openmmlab import build_model
+    from frozenbench.openmmlab.backbone import input_normalization
     from frozenbench.openmmlab.configs import backbone_cfg, detector_config
 
     torch.manual_seed(0)
     cfg = detector_config(backbone_cfg("cswin_tiny", 64, None, frozen=True), [32, 64, 128, 256], [4, 8, 16, 32],
-                          num_classes=3, detector=detector, width=32, rpn_samples=64, rcnn_samples=64)
+                          num_classes=3, normalization=input_normalization("cswin_tiny"), detector=detector, width=32,
+                          rpn_samples=64, rcnn_samples=64)
+    assert cfg.data_preprocessor.mean == [127.5] * 3  # the mini family's own statistics, not ImageNet's
     model = build_model("mmdet", cfg)
     before = weights_digest(model.backbone)
     assert not any(p.requires_grad for p in model.backbone.parameters())
@@ -69,11 +72,13 @@ def test_mask2former_with_the_papers_light_decoders():
     from mmseg.structures import SegDataSample
 
     from frozenbench.openmmlab import build_model
+    from frozenbench.openmmlab.backbone import input_normalization
     from frozenbench.openmmlab.configs import backbone_cfg, mask2former_config
 
     torch.manual_seed(0)
     cfg = mask2former_config(backbone_cfg("cswin_tiny", 64, None, frozen=True), [32, 64, 128, 256], [4, 8, 16, 32],
-                             num_classes=5, img_size=64, width=32, num_queries=10, num_points=256)
+                             num_classes=5, img_size=64, normalization=input_normalization("cswin_tiny"), width=32,
+                             num_queries=10, num_points=256)
     model = build_model("mmseg", cfg)
     head = model.decode_head
     assert len(head.pixel_decoder.encoder.layers) == 1
@@ -102,11 +107,13 @@ def test_video_recognizer_trains_a_temporal_head_over_frozen_frames():
     from mmaction.structures import ActionDataSample
 
     from frozenbench.openmmlab import build_model
+    from frozenbench.openmmlab.backbone import input_normalization
     from frozenbench.openmmlab.configs import backbone_cfg, recognizer_config
 
     torch.manual_seed(0)
     cfg = recognizer_config(backbone_cfg("cswin_tiny", 64, None, frozen=True), [32, 64, 128, 256], num_classes=8,
-                            num_frames=4, img_size=64, num_blocks=2, width=32)
+                            num_frames=4, img_size=64, normalization=input_normalization("cswin_tiny"), num_blocks=2,
+                            width=32)
     model = build_model("mmaction", cfg)
     before = weights_digest(model.backbone)
     calls = []
