@@ -7,6 +7,7 @@ square crop and evaluated in batches of mixed sizes.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -195,6 +196,10 @@ def test_video_trains_on_10_s_30_fps_clips_and_tests_twelve_views_in_chunks(real
     options = {"num_frames": 16, "frame_interval": 4}
     train_set = video.build_dataset(root, "train", 112, train=True, augment={"area_range": [0.3, 1.0]}, **options)
     assert tuple(train_set[0]["inputs"].shape) == (1, 3, 16, 112, 112)
+    names = [type(t).__name__ for t in train_set.pipeline.transforms]
+    assert "RandomResizedCrop" in names and "Flip" not in names  # direction classes: no flip unless asked
+    flipped = video.build_dataset(root, "train", 112, train=True, augment={"flip": True}, **options)
+    assert "Flip" in [type(t).__name__ for t in flipped.pipeline.transforms]
     torch.manual_seed(0)
     # 112 is no multiple of 32: the token grid rounds up, the head's space embedding follows it
     model = video.build_model({"num_frames": 16, "num_blocks": 1, "width": 32}, num_classes, 112, str(ckpt),
@@ -226,20 +231,31 @@ def _kinetics_downloads(clips_root: Path, downloads: Path, parts: int) -> dict:
         listed = downloads / f"k400_{split}_path"
         listed.mkdir(parents=True)
         clips = sorted((clips_root / "videos" / split).glob("*.mp4"))
+        if split == "train":  # as on the real mirror: one clip lost, one cut short
+            lost, cut = clips[0], clips[1]
+            clips = clips[1:]
         for part in range(parts):
             with tarfile.open(listed / f"part_{part}.tar.gz", "w:gz") as tf:
                 for clip in clips[part::parts]:
-                    tf.add(clip, arcname=clip.name)
+                    data = clip.read_bytes()
+                    if clip == cut:
+                        data = data[:len(data) // 3]
+                    info = tarfile.TarInfo(clip.name)
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
         (downloads / f"k400_{split}_path.txt").write_text("listed\n")
         files.append({"url": f"http://127.0.0.1/k400_{split}_path.txt", "filename": f"k400_{split}_path.txt",
                       "checksum": {"unpublished": "test"}, "url_list": True})
-    return {"source": "download", "format": "kinetics", "download": {"files": files}, "prepare": {"short_side": 96}}
+    return {"source": "download", "format": "kinetics", "download": {"files": files}, "prepare": {"short_side": 96},
+            "lost": lost.name, "cut": cut.name}
 
 
 @pytest.mark.slow
 def test_kinetics_prepare_killed_midway_resumes_without_redoing_clips(real_shaped, tmp_path):
     downloads, out = tmp_path / "downloads", tmp_path / "data" / "k400"
-    spec = json.dumps(_kinetics_downloads(real_shaped["shapes-k400"], downloads, parts=4))
+    spec = _kinetics_downloads(real_shaped["shapes-k400"], downloads, parts=4)
+    lost, cut = spec.pop("lost"), spec.pop("cut")
+    spec = json.dumps(spec)
     command = [str(VENV_BIN / "frozenbench"), "prepare", "--spec", spec, "--downloads", str(downloads),
                "--out", str(out), "--workers", "2"]
     done = tmp_path / "data" / ".k400.work" / "done"
@@ -258,13 +274,14 @@ def test_kinetics_prepare_killed_midway_resumes_without_redoing_clips(real_shape
     # marked tarballs are not extracted again
     assert sum(line.startswith("extracting ") for line in rerun.stdout.splitlines()) == 8 - len(marked)
     videos = {p.name: p for p in (out / "videos").rglob("*.mp4")}
-    assert len(videos) == 16
+    assert len(videos) == 16 - 2 and lost not in videos and cut not in videos
     for name, inode in finished.items():  # clips finished before the kill are the same files
         assert videos[name].stat().st_ino == inode
     assert validate("kinetics", out).ok
     assert not (tmp_path / "data" / ".k400.work").exists()
     report = json.loads((out / "prepare_report.json").read_text())
-    assert report == {"missing": [], "corrupt": []}
+    assert [e["clip"] for e in report["missing"]] == [lost]
+    assert [e["clip"] for e in report["corrupt"]] == [cut]
     import av
 
     with av.open(str(next(iter(videos.values())))) as container:

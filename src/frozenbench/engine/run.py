@@ -55,8 +55,10 @@ def _build(spec: dict[str, Any], checkpoint: str, mode: str):
     task = _task_module(spec["type"])
     data = Path(spec["data"])
     num_classes = len(task.class_names(data))
+    # random augmentation makes every training input new: a feature cache could only miss and grow
+    feature_cache = spec.get("feature_cache", False) and not spec.get("augment")
     model = task.build_model(spec["head"], num_classes, spec["img_size"], checkpoint, frozen=(mode == "frozen"),
-                             bf16=spec.get("bf16", False), feature_cache=spec.get("feature_cache", False),
+                             bf16=spec.get("bf16", False), feature_cache=feature_cache,
                              compile_backbone=spec.get("compile_backbone", False))
     return task, data, num_classes, model
 

@@ -25,7 +25,7 @@ def class_names(root: str | Path) -> list[str]:
 
 
 TEST_OPTIONS = ("num_clips", "num_crops")
-AUGMENT_OPTIONS = ("area_range", "aspect_ratio_range")
+AUGMENT_OPTIONS = ("area_range", "aspect_ratio_range", "flip")
 
 
 def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_frames: int = 8,
@@ -37,8 +37,8 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_
     ``frame_interval``: 16 x 4 covers 2.1 s of a 30 fps video). Training: one clip at a random
     offset; with ``augment`` a random resized crop (``area_range``, ``aspect_ratio_range``) of the
     frames resized to ``img_size``, without it the short side resized to ``img_size`` and the centre
-    ``img_size`` square. No horizontal flip: the synthetic motion classes (and Kinetics' "moving
-    left") change meaning under it. Testing: ``test={"num_clips": K, "num_crops": 3}`` takes K clips
+    ``img_size`` square. A horizontal flip only with ``augment: {flip: true}``: the synthetic motion
+    classes (and some Kinetics classes) change meaning under it. Testing: ``test={"num_clips": K, "num_crops": 3}`` takes K clips
     evenly spaced over each video, each as 1 centre crop or 3 crops along its longer side (short side
     resized to ``img_size``), and the head averages their class probabilities.
     """
@@ -70,6 +70,8 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_
         pipeline += [dict(type="RandomResizedCrop", area_range=tuple(augment.get("area_range", (0.08, 1.0))),
                           aspect_ratio_range=tuple(augment.get("aspect_ratio_range", (3 / 4, 4 / 3)))),
                      dict(type="Resize", scale=(img_size, img_size), keep_ratio=False)]
+        if augment.get("flip", False):
+            pipeline.append(dict(type="Flip", flip_ratio=0.5))
     else:
         pipeline += [dict(type="Resize", scale=(-1, img_size)),
                      dict(type="ThreeCrop" if num_crops == 3 else "CenterCrop", crop_size=img_size)]
