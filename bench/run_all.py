@@ -17,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SCRIPTS = ["backbone_throughput", "frozen_vs_finetune", "shared_backbone", "feature_cache_sweep",
-           "pipeline_overhead"]
+           "pipeline_overhead", "paper_cells", "kinetics_prepare"]
 
 
 def _m(s: dict) -> str:
@@ -79,6 +79,26 @@ def summary() -> str:
                   f"times sum to {r['benchmarked_job_seconds']} s: scheduling overhead "
                   f"{100 * r['overhead_fraction']:.1f} % of the wall time; one job's Python start-up "
                   f"{r['job_startup_seconds']} s, {100 * r['startup_fraction_of_benchmarked']:.1f} % of the job time.", ""]
+    for path in sorted(RESULTS.glob("paper_cells_*.json")):
+        r = json.loads(path.read_text())
+        lines += [f"## Paper cell types at paper resolution ({r['device']}, {r['arch']}, random weights)", "",
+                  "| cell type | input | mode | batch | s/step | peak memory (MB) | eval s/sample (views) |",
+                  "| --- | ---: | --- | ---: | ---: | ---: | --- |"]
+        for c in r["cells"]:
+            lines.append(f"| {c['cell']} | {c['img_size']} | {c['mode']} | {c['batch']} | {c['seconds_per_step']:.1f} "
+                         f"| {c['train_peak_mb']:.0f} | {c['eval_seconds_per_sample']:.1f} ({c['eval_views']}) |")
+        lines.append("")
+    path = RESULTS / "kinetics_prepare_cpu.json"
+    if path.exists():
+        r = json.loads(path.read_text())
+        lines += [f"## Kinetics preparation (short side {r['short_side']}; sources {r['source_shapes']})", "",
+                  "| workers | clips | s | clips/s | clips/s per worker | work folder peak / tarballs | "
+                  "projected K400 core-hours |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for run in r["runs"]:
+            lines.append(f"| {run['workers']} | {run['clips']} | {run['seconds']} | {run['clips_per_second']} | "
+                         f"{run['clips_per_second_per_worker']} | {run['work_peak_bytes'] / r['tarball_bytes']:.2f} | "
+                         f"{run['projected_k400_core_hours']} |")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -3,9 +3,9 @@
 Official-layout Swin-T and SwinV2-T checkpoints (random weights) are served from 127.0.0.1 and go
 through `fetch_checkpoint` + `convert_checkpoint`; the datasets are drawn in the real datasets'
 shapes; every cell type of configs/paper.yaml (HTC and Mask R-CNN at 1024, Mask2Former 1 + 4 at
-640 with the sliding-window test, the temporal head at 224 with 16 x 4 frames and 4 x 3 test views,
-extra-block heads, frozen and fine-tuned) trains 2 steps and is evaluated, and the tables show
-every cell.
+640 with the sliding-window test, the temporal head at 224 with 16 x 4 frames and multi-clip x
+3-crop test views, extra-block heads, frozen and fine-tuned) trains 2 steps and is evaluated, and
+the tables show every cell.
 """
 
 from __future__ import annotations
@@ -75,6 +75,6 @@ def test_paper_smoke_dag_runs_every_cell_type_to_the_tables(workflow_copy):
                    "k400 top-1 frozen", "k400 top-1 fine-tuned"):
         assert swin_t[header.index(column)] != "", column  # every cell reached the table
     capacity = (tables / "head_capacity.md").read_text()
-    for head in ("htc", "htc_extra2", "m2f_b4_extra2", "temporal_b4"):
+    for head in ("htc", "htc_extra2", "m2f_b4_extra2", "temporal_b2", "temporal_b4"):
         assert f"| {head} |" in capacity
     assert "Ours (swinv2_tiny_in1k)" in (tables / "paper.md").read_text()

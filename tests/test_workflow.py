@@ -56,3 +56,27 @@ def test_changing_a_config_value_reruns_the_rule_that_uses_it(workflow_copy):
     (workflow_copy / "configs" / "ci.yaml").write_text(yaml.safe_dump(config))
     changed = run_cmd(["snakemake", "-n", *target], cwd=workflow_copy, check=True, timeout=300)
     assert "Params have changed since last execution" in changed.stdout + changed.stderr
+
+
+def test_tables_of_the_paper_study_show_every_cell_before_any_run(workflow_copy, tmp_path):
+    """The tables rule hands its plan to `frozenbench tables`: with no result yet, every cell of
+    configs/paper.yaml has its row (all "–"), the head-capacity variants included."""
+    import shlex
+
+    proc = run_cmd(["snakemake", "-n", "-p", "tables", "--configfile", "configs/paper.yaml"], cwd=workflow_copy,
+                   check=True, timeout=300)
+    command = next(line for line in (proc.stdout + proc.stderr).splitlines() if "frozenbench tables" in line)
+    args = shlex.split(command.split("frozenbench tables", 1)[1].split(">", 1)[0])
+    plan = args[args.index("--plan") + 1]
+    run_cmd(["frozenbench", "tables", "--out", str(tmp_path), "--plan", plan], check=True, timeout=120)
+    config = yaml.safe_load((workflow_copy / "configs" / "paper.yaml").read_text())
+    backbones = {b for cell in config["study"]["cells"] for b in cell["backbones"]}
+    pretraining = (tmp_path / "pretraining.md").read_text()
+    for backbone in backbones:
+        assert f"| {backbone} |" in pretraining
+    assert "heads coco: mrcnn_fpn, ade: m2f_b4, k400: temporal_b2" in pretraining
+    capacity = (tmp_path / "head_capacity.md").read_text()
+    for head in ("htc", "htc_extra2", "mrcnn_fpn", "m2f_b4", "m2f_b4_extra2", "temporal_b2", "temporal_b4"):
+        assert f"| swinv2_large_in22k | " in capacity and f"| {head} |" in capacity
+    assert "Ours (swinv2_large_in22k)" in (tmp_path / "paper.md").read_text()
+    assert "| – | – |" in pretraining
