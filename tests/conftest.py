@@ -95,3 +95,21 @@ def real_shaped(tmp_path_factory) -> dict[str, Path]:
     for name, spec in REAL_SHAPED.items():
         synthesize(spec, root / name)
     return {name: root / name for name in REAL_SHAPED}
+
+
+def clips_tarball(clips: list[Path], cut: Path | None = None) -> bytes:
+    """A flat .tar.gz of video clips as the Kinetics (CVDF) mirror ships them; ``cut`` is stored cut
+    to a third of its bytes (a transfer that broke off)."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for clip in clips:
+            data = clip.read_bytes()
+            if clip == cut:
+                data = data[: len(data) // 3]
+            info = tarfile.TarInfo(clip.name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

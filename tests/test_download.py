@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import tarfile
 import zipfile
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from frozenbench.data.download import ChecksumMismatch, DownloadError, RemoteFil
 from frozenbench.data.synth import synthesize
 from frozenbench.data.validate import validate
 
-from .conftest import run_cmd
+from .conftest import clips_tarball, run_cmd
 from .fault_server import FaultServer
 from .test_synth import tiny_spec
 
@@ -179,16 +178,8 @@ def test_kinetics_tarballs_prepare_resizes_and_reports_bad_clips(server, tmp_pat
             clips = clips[1:]  # the mirror lost one clip
         tar_urls = []
         for part in range(2):  # the CVDF mirror ships flat tarballs of clips
-            buf = io.BytesIO()
-            with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-                for clip in clips[part::2]:
-                    data = clip.read_bytes()
-                    if clip == corrupt:
-                        data = data[: len(data) // 3]
-                    info = tarfile.TarInfo(clip.name)
-                    info.size = len(data)
-                    tf.addfile(info, io.BytesIO(data))
-            tar_urls.append(server.add(f"/kinetics/400/{split}/part_{part}.tar.gz", buf.getvalue(), ["drop:100"]))
+            body = clips_tarball(clips[part::2], cut=corrupt if split == "train" else None)
+            tar_urls.append(server.add(f"/kinetics/400/{split}/part_{part}.tar.gz", body, ["drop:100"]))
         listing = ("\n".join(tar_urls) + "\n").encode()
         files.append((server.add(f"/kinetics/400/{split}/k400_{split}_path.txt", listing), listing,
                       {"checksum": {"unpublished": "no digests"}, "url_list": True}))

@@ -7,12 +7,10 @@ square crop and evaluated in batches of mixed sizes.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
 import subprocess
-import tarfile
 import time
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from PIL import Image
 from frozenbench.data.synth import sizes
 from frozenbench.data.validate import check_video, validate
 
-from .conftest import REAL_SHAPED, VENV_BIN
+from .conftest import REAL_SHAPED, VENV_BIN, clips_tarball
 from .test_synth import tree_digest
 
 
@@ -235,14 +233,7 @@ def _kinetics_downloads(clips_root: Path, downloads: Path, parts: int) -> dict:
             lost, cut = clips[0], clips[1]
             clips = clips[1:]
         for part in range(parts):
-            with tarfile.open(listed / f"part_{part}.tar.gz", "w:gz") as tf:
-                for clip in clips[part::parts]:
-                    data = clip.read_bytes()
-                    if clip == cut:
-                        data = data[:len(data) // 3]
-                    info = tarfile.TarInfo(clip.name)
-                    info.size = len(data)
-                    tf.addfile(info, io.BytesIO(data))
+            (listed / f"part_{part}.tar.gz").write_bytes(clips_tarball(clips[part::parts], cut=cut))
         (downloads / f"k400_{split}_path.txt").write_text("listed\n")
         files.append({"url": f"http://127.0.0.1/k400_{split}_path.txt", "filename": f"k400_{split}_path.txt",
                       "checksum": {"unpublished": "test"}, "url_list": True})
@@ -290,3 +281,18 @@ def test_kinetics_prepare_killed_midway_resumes_without_redoing_clips(real_shape
         keyframes = sum(packet.is_keyframe for packet in container.demux(stream) if packet.size)
     assert keyframes >= 2  # a keyframe every second, not one per 250 frames
 
+
+
+def test_resize_crop_options_refuse_bad_values_by_name():
+    from frozenbench.errors import UserError
+    from frozenbench.tasks.recipe import resize_crop_options
+
+    assert resize_crop_options(None, 640, "segmentation", (0.5, 2.0)) is None
+    assert resize_crop_options({"scale_range": [0.5, 2]}, 640, "segmentation", (0.5, 2.0)) == \
+        {"scale_range": (0.5, 2.0), "crop_size": 640}
+    with pytest.raises(UserError, match="segmentation augment options \\['crop'\\] unknown"):
+        resize_crop_options({"crop": 3}, 640, "segmentation", (0.5, 2.0))
+    with pytest.raises(UserError, match="scale_range must be 0 < low <= high, got \\[2.0, 0.5\\]"):
+        resize_crop_options({"scale_range": [2.0, 0.5]}, 640, "detection", (0.1, 2.0))
+    with pytest.raises(UserError, match="crop_size 800 exceeds img_size 640"):
+        resize_crop_options({"crop_size": 800}, 640, "segmentation", (0.5, 2.0), max_crop=640)

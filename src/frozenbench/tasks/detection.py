@@ -18,6 +18,7 @@ from frozenbench.errors import UserError
 from frozenbench.evaluation import COCOEvaluator, instances_to_results
 from frozenbench.openmmlab import build_model as build_mm_model
 from frozenbench.openmmlab.configs import backbone_cfg, detector_config
+from frozenbench.tasks.recipe import resize_crop_options
 
 SPLIT_FOLDERS = {"train": "train2017", "val": "val2017", "test-dev": "test2017"}
 # test-dev annotations are withheld: the image list is all there is
@@ -38,20 +39,6 @@ def class_names(root: str | Path) -> list[str]:
 
 
 TEST_OPTIONS = ("scale",)
-
-
-def augment_options(augment: dict[str, Any] | None, img_size: int) -> dict[str, Any] | None:
-    """The paper's training augmentation ("randomly resizes the original image, then randomly crops a
-    square part of the resized image") from a task's ``augment`` entry, or None for plain resizing."""
-    if not augment:
-        return None
-    unknown = set(augment) - {"scale_range", "crop_size"}
-    if unknown:
-        raise UserError(f"detection augment options {sorted(unknown)} unknown; known: scale_range, crop_size")
-    low, high = augment.get("scale_range", (0.1, 2.0))
-    if not 0 < low <= high:
-        raise UserError(f"detection augment scale_range must be 0 < low <= high, got {[low, high]}")
-    return {"scale_range": (float(low), float(high)), "crop_size": int(augment.get("crop_size", img_size))}
 
 
 def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test: dict[str, Any] | None = None,
@@ -77,7 +64,7 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test
     annotated = split != "test-dev"
     pipeline: list[dict[str, Any]] = [dict(type="LoadImageFromFile"),
                                       *([dict(type="LoadAnnotations", with_bbox=True, with_mask=True)] if annotated else [])]
-    recipe = augment_options(augment, img_size) if train else None
+    recipe = resize_crop_options(augment, img_size, "detection", (0.1, 2.0)) if train else None
     if recipe is not None:
         crop = recipe["crop_size"]
         pipeline += [dict(type="RandomResize", scale=(img_size, img_size), ratio_range=recipe["scale_range"],

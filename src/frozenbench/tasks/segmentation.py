@@ -14,11 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from frozenbench.data.validate import read_ade_num_classes
 from frozenbench.errors import UserError
 from frozenbench.evaluation import SemSegEvaluator
 from frozenbench.openmmlab import build_model as build_mm_model
 from frozenbench.openmmlab.configs import backbone_cfg, mask2former_config
+from frozenbench.tasks.recipe import resize_crop_options
 
 
 def class_names(root: Path) -> list[str]:
@@ -26,23 +26,6 @@ def class_names(root: Path) -> list[str]:
     if not info.exists():
         raise UserError(f"{info}: missing (needed for the class names)")
     return [line.split("\t")[-1] for line in info.read_text().splitlines()[1:] if line.strip()]
-
-
-def augment_options(augment: dict[str, Any] | None, img_size: int) -> dict[str, Any] | None:
-    """The paper's training augmentation (random resize, then a random square crop) from a task's
-    ``augment`` entry, or None for plain resizing."""
-    if not augment:
-        return None
-    unknown = set(augment) - {"scale_range", "crop_size"}
-    if unknown:
-        raise UserError(f"segmentation augment options {sorted(unknown)} unknown; known: scale_range, crop_size")
-    low, high = augment.get("scale_range", (0.5, 2.0))
-    if not 0 < low <= high:
-        raise UserError(f"segmentation augment scale_range must be 0 < low <= high, got {[low, high]}")
-    crop = int(augment.get("crop_size", img_size))
-    if crop > img_size:
-        raise UserError(f"segmentation augment crop_size {crop} exceeds img_size {img_size} (the padded input size)")
-    return {"scale_range": (float(low), float(high)), "crop_size": crop}
 
 
 def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test: dict[str, Any] | None = None,
@@ -66,7 +49,7 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test
     # mmseg's own ADE20K pipelines: scale (4 * short, short) bounds the long side by 4x the short one
     short_side_scale = (4 * img_size, img_size)
     pipeline: list[dict[str, Any]] = [dict(type="LoadImageFromFile")]
-    recipe = augment_options(augment, img_size) if train else None
+    recipe = resize_crop_options(augment, img_size, "segmentation", (0.5, 2.0), max_crop=img_size) if train else None
     if recipe is not None:
         crop = recipe["crop_size"]
         pipeline += [dict(type="LoadAnnotations"),
