@@ -131,6 +131,8 @@ def all_cell_outputs():
 _COMPUTE_DEFAULTS = {
     "train": {"gpus": 0, "threads": 2, "mem_mb": 8000, "runtime": 24 * 60},
     "evaluate": {"gpus": 0, "threads": 2, "mem_mb": 8000, "runtime": 60},
+    # dataset preparation: one process per thread (Kinetics re-encodes its clips in a pool)
+    "prepare": {"gpus": 0, "threads": 4, "mem_mb": 8000, "runtime": 12 * 60},
 }
 COMPUTE = {kind: {**defaults, **config.get("compute", {}).get(kind, {})} for kind, defaults in _COMPUTE_DEFAULTS.items()}
 

@@ -60,9 +60,9 @@ rule prepare_dataset:
         f"{LOGS}/data/prepare_{{dataset}}.log",
     benchmark:
         f"{BENCHMARKS}/data/prepare_{{dataset}}.tsv",
-    threads: 4
+    threads: COMPUTE["prepare"]["threads"]
     resources:
-        mem_mb=8000,
-        runtime=12 * 60,
+        mem_mb=COMPUTE["prepare"]["mem_mb"],
+        runtime=COMPUTE["prepare"]["runtime"],
     shell:
         "frozenbench prepare --spec {params.spec} --downloads {input} --out {output} --workers {threads} > {log} 2>&1"
