@@ -127,8 +127,17 @@ def test_detection_trains_with_random_resize_crop_and_evaluates_portrait_images(
     ckpt = random_checkpoint(tmp_path / "b.pth")
     augment = {"scale_range": [0.1, 2.0], "crop_size": 160}
     train_set = detection.build_dataset(root, "train", 160, train=True, augment=augment)
-    sample = train_set[0]
-    assert max(sample["inputs"].shape[-2:]) <= 160  # the square crop
+    for index in range(len(train_set)):
+        sample = train_set[index]
+        h, w = sample["inputs"].shape[-2:]
+        assert max(h, w) <= 160  # the square crop
+        gt = sample["data_samples"].gt_instances
+        if len(gt):  # boxes recomputed from the cropped masks: tight around them, inside the crop
+            masks = gt.masks.to_ndarray()
+            assert masks.shape[1:] == (h, w) and all(m.any() for m in masks)
+            for box, mask in zip(gt.bboxes.numpy(), masks):
+                ys, xs = np.nonzero(mask)
+                np.testing.assert_allclose(box, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=1.0)
     head = {"width": 32, "rpn_samples": 64, "rcnn_samples": 64}
     torch.manual_seed(0)
     model = detection.build_model(head, num_classes, 160, str(ckpt), frozen=True)
