@@ -291,6 +291,28 @@ def test_kinetics_prepare_killed_midway_resumes_without_redoing_clips(real_shape
     assert keyframes >= 2  # a keyframe every second, not one per 250 frames
 
 
+def test_kinetics_prepare_never_reuses_clips_encoded_with_other_settings(real_shaped, tmp_path):
+    from frozenbench.data.download import RemoteFile
+    from frozenbench.data.prepare import prepare_kinetics_clips
+
+    spec = _kinetics_downloads(real_shaped["shapes-k400"], tmp_path / "downloads", parts=1)
+    files = [RemoteFile.from_config(entry) for entry in spec["download"]["files"]]
+    work, logs = tmp_path / "work", []
+    val_clip = next((real_shaped["shapes-k400"] / "videos" / "val").glob("*.mp4")).name
+    prepare_kinetics_clips(files, tmp_path / "downloads", work, 64, 2, logs.append)
+    import av
+
+    def short_side(path):
+        with av.open(str(path)) as container:
+            ctx = container.streams.video[0].codec_context
+            return min(ctx.width, ctx.height)
+
+    assert short_side(work / "videos" / "val" / val_clip) == 64
+    (work / "done" / "k400_val_path--part_0.tar.gz.json").unlink()  # as if killed before the marker
+    prepare_kinetics_clips(files, tmp_path / "downloads", work, 48, 2, logs.append)
+    assert any("other settings" in line for line in logs)
+    assert short_side(work / "videos" / "val" / val_clip) == 48
+
 
 def test_resize_crop_options_refuse_bad_values_by_name():
     from frozenbench.errors import UserError

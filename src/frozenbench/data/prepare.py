@@ -166,6 +166,15 @@ def prepare_kinetics_clips(files: list[RemoteFile], downloads: Path, work: Path,
 
     from frozenbench.data.synth.kinetics import clip_filename
 
+    # finished clips are only reused by a run with the same encoding: another short side (or a
+    # changed encoder) starts the work folder afresh instead of mixing two versions
+    settings = {"short_side": short_side, "keyframe_seconds": KEYFRAME_SECONDS, "encoder": "libx264 crf 18 veryfast"}
+    settings_path = work / "settings.json"
+    if work.exists() and (not settings_path.exists() or json.loads(settings_path.read_text()) != settings):
+        log(f"{work}: left by a run with other settings; starting afresh")
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(settings_path, settings)
     rows_by_split = _read_kinetics_csvs(files, downloads)
     wanted = {}
     for split, rows in rows_by_split.items():
