@@ -1,8 +1,8 @@
 """Video action recognition on a frozen image backbone (mmaction2 modules).
 
-``FramewiseBackbone`` runs the image backbone on every frame in one batched call
-(N*T frames) and returns space-time tokens; ``TemporalTransformerHead`` trains N
-transformer blocks over them (N = 0: mean pooling + linear classifier).
+``FramewiseBackbone`` runs the image backbone on every frame (N*T frames: one batched call in
+training, bounded chunks at test time) and returns space-time tokens; ``TemporalTransformerHead``
+trains N transformer blocks over them (N = 0: mean pooling + linear classifier).
 """
 
 from __future__ import annotations
