@@ -80,3 +80,22 @@ def test_killed_synth_leaves_no_dataset_then_completes(tmp_path):
     assert not out.exists()
     subprocess.run(cmd, check=True, capture_output=True)
     assert (out / "annotations" / "instances_val2017.json").exists()
+
+
+
+def test_a_training_run_collects_the_temporaries_a_killed_run_left(tmp_path):
+    """A SIGKILL during a checkpoint save leaves `.state.pt.tmp-*`; the next start of the same run
+    removes such leftovers and keeps the real files."""
+    from frozenbench.engine.loop import remove_leftovers
+    from frozenbench.utils.atomic import TMP_MARKER
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "state.pt").write_bytes(b"kept")
+    (run_dir / "log.jsonl").write_text("{}\n")
+    (run_dir / f".state.pt{TMP_MARKER}p7a7n104").write_bytes(b"half")  # the name the atomic writer uses
+    (run_dir / f".deepspeed{TMP_MARKER}abc").mkdir()
+    (run_dir / f".deepspeed{TMP_MARKER}abc" / "shard").write_bytes(b"x")
+    remove_leftovers(run_dir)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["log.jsonl", "state.pt"]
+    assert (run_dir / "state.pt").read_bytes() == b"kept"

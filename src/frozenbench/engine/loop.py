@@ -26,7 +26,7 @@ import torch.nn as nn
 from frozenbench.checkpoint.io import safe_load
 from frozenbench.engine.param_groups import param_groups
 from frozenbench.engine.schedule import warmup_cosine
-from frozenbench.utils.atomic import atomic_file, write_text
+from frozenbench.utils.atomic import TMP_MARKER, atomic_file, write_text
 
 
 @dataclass
@@ -91,6 +91,18 @@ def truncate_log(path: Path, step: int) -> None:
             continue
     with atomic_file(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in kept))
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """Delete the temporary siblings a killed run's atomic writers left in ``run_dir`` (a SIGKILL
+    during a checkpoint save skips every cleanup); this run is the only writer of its folder."""
+    import shutil
+
+    for leftover in run_dir.glob(f".*{TMP_MARKER}*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def seed_step(seed: int, step: int) -> None:
@@ -222,6 +234,8 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        remove_leftovers(run_dir)
     stepper = (DeepSpeedStepper(model, opts, run_dir, zero_stage) if world > 1
                else LocalStepper(model, opts, run_dir))
     log_path = run_dir / "log.jsonl"
