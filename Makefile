@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: setup test all_tables report bench dry-run lint slurm-up slurm-down clean-results
+.PHONY: setup test all_tables report bench gpu-smoke cost dry-run lint slurm-up slurm-down clean-results
 
 setup:
 	bash scripts/setup.sh
@@ -30,6 +30,17 @@ slurm-down:
 # bench/results/*.json and bench/results/summary.md (ratios measured in one run)
 bench: setup
 	OMP_NUM_THREADS=$$(nproc) PYTHONPATH=src python bench/run_all.py
+
+# every paper cell type for 20 steps + an evaluation on all visible GPUs in bf16, through the real
+# multi-rank path; writes bench/records/gpu_<device>.json. DEVICE=cpu: tiny sizes (what CI runs).
+DEVICE ?= cuda
+gpu-smoke: setup
+	python bench/gpu_smoke.py --device $(DEVICE)
+
+# GPU-hours of configs/paper.yaml's study from a benchmark record (RECORD=bench/records/gpu_<device>.json)
+RECORD ?= bench/records/cpu_2core/paper_cells_cpu.json
+cost: setup
+	frozenbench cost --config configs/paper.yaml --record $(RECORD)
 
 dry-run: setup
 	snakemake -n all_tables

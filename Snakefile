@@ -24,6 +24,13 @@ include: "rules/train.smk"
 include: "rules/report.smk"
 
 
+if DOWNLOADS_ON_LOGIN_NODE:
+
+    localrules:
+        download_dataset,
+        fetch_checkpoint,
+
+
 rule all_tables:
     default_target: True
     input:

@@ -24,8 +24,7 @@ rule pretrain_backbone:
         f"{BENCHMARKS}/pretrain/{{backbone}}.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **cpu_job_resources(mem_mb=4000, runtime=60),
     shell:
         "frozenbench pretrain --arch {params.arch} --task {params.task} --data {input.data}"
         " --options {params.options} --seed {params.seed} --threads {threads}"
@@ -47,8 +46,7 @@ rule fetch_checkpoint:
         f"{BENCHMARKS}/checkpoints/fetch_{{backbone}}.tsv",
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=120,
+        **cpu_job_resources(mem_mb=1000, runtime=120),
     shell:
         "frozenbench fetch-checkpoint --spec {params.spec} --out-dir {output} > {log} 2>&1"
 
@@ -73,8 +71,7 @@ rule convert_checkpoint:
         f"{BENCHMARKS}/checkpoints/convert_{{backbone}}.tsv",
     threads: 1
     resources:
-        mem_mb=16000,
-        runtime=30,
+        **cpu_job_resources(mem_mb=16000, runtime=30),
     shell:
         "frozenbench convert-checkpoint --src {input}/{params.filename} --layout {params.layout}"
         " --arch {params.arch} --meta {params.meta} --out {output} > {log} 2>&1"

@@ -105,6 +105,8 @@ def task_spec(task, head, mode, data_dir, evaluation=False):
             "data_options": entry.get("data_options", {}), "zero_stage": entry.get("zero_stage", 2),
             # only when set, so that existing cells keep their fingerprint
             **({"compile_backbone": True} if entry.get("compile_backbone") else {}),
+            **({"autocast_bf16": True} if entry.get("autocast_bf16") else {}),
+            **({"tf32": True} if entry.get("tf32") else {}),
             **({"augment": entry["augment"]} if entry.get("augment") else {}),
             **({"test": entry.get("test", {})} if evaluation else {})}
 
@@ -127,22 +129,65 @@ def all_cell_outputs():
 
 
 # Per-job compute for the heavy rules: CPU-only defaults (the mini-study); a GPU cluster
-# config sets gpus (and gpu_model) so the Slurm plugin requests them.
+# config sets gpus (per node; and gpu_model) so the Slurm plugin requests them.
 _COMPUTE_DEFAULTS = {
-    "train": {"gpus": 0, "threads": 2, "mem_mb": 8000, "runtime": 24 * 60},
-    "evaluate": {"gpus": 0, "threads": 2, "mem_mb": 8000, "runtime": 60},
+    "train": {"gpus": 0, "threads": 2, "mem_mb": 8000, "runtime": 24 * 60, "workers": 0, "nodes": 1, "device": "auto"},
+    "evaluate": {"gpus": 0, "threads": 2, "mem_mb": 8000, "runtime": 60, "workers": 0, "nodes": 1, "device": "auto"},
     # dataset preparation: one process per thread (Kinetics re-encodes its clips in a pool)
-    "prepare": {"gpus": 0, "threads": 4, "mem_mb": 8000, "runtime": 12 * 60},
+    "prepare": {"gpus": 0, "threads": 4, "mem_mb": 8000, "runtime": 12 * 60, "workers": 0, "nodes": 1, "device": "cpu"},
 }
 COMPUTE = {kind: {**defaults, **config.get("compute", {}).get(kind, {})} for kind, defaults in _COMPUTE_DEFAULTS.items()}
+if COMPUTE["evaluate"]["nodes"] != 1 or COMPUTE["prepare"]["nodes"] != 1:
+    raise ValueError("compute: only train jobs span several nodes (evaluate and prepare run on one)")
 
 
-def gpu_resources(kind):
-    """The Slurm plugin's `gpu` / `gpu_model` resources of a job kind; none for a CPU job."""
+def site_setting(key):
+    """A Slurm site setting: the environment variable FROZENBENCH_SLURM_<KEY> wins over config's
+    `slurm.<key>` (so one config serves several sites); None when neither is set."""
+    value = os.environ.get(f"FROZENBENCH_SLURM_{key.upper()}") or config.get("slurm", {}).get(key)
+    return value or None
+
+
+def site_resources(partition_key):
+    """Account, QoS and the partition named by `partition_key` (gpu_partition / cpu_partition), as
+    the Slurm plugin's resources; a setting left unset is left to the profile or the site default."""
+    resources = {}
+    for resource, key in (("slurm_account", "account"), ("qos", "qos"), ("slurm_partition", partition_key)):
+        value = site_setting(key)
+        if value is not None:
+            resources[resource] = value
+    return resources
+
+
+def job_resources(kind):
+    """Slurm resources of a job kind: memory, runtime, site settings, and for a GPU job its GPUs per
+    node as GRES (`gpu[:model]:N`: per node, right for one node and for several). A multi-node
+    training job is an "mpi" job to the plugin: its shell command runs once, in the batch script,
+    and `frozenbench train --nodes N` starts one torchrun per node through srun itself. CPUs per
+    job (cpus_per_task) come from the rule's threads; the profile sets no global override."""
     entry = COMPUTE[kind]
-    if not entry["gpus"]:
-        return {}
-    return {"gpu": entry["gpus"], **({"gpu_model": entry["gpu_model"]} if entry.get("gpu_model") else {})}
+    resources = {"mem_mb": entry["mem_mb"], "runtime": entry["runtime"]}
+    resources.update(site_resources("gpu_partition" if entry["gpus"] else "cpu_partition"))
+    if entry["gpus"]:
+        model = entry.get("gpu_model")
+        resources["gres"] = f"gpu:{model}:{entry['gpus']}" if model else f"gpu:{entry['gpus']}"
+        # one task per node (torchrun starts the per-GPU ranks), not the plugin's task per GPU
+        resources["tasks_per_gpu"] = 0
+    if entry["nodes"] > 1:
+        resources.update(nodes=entry["nodes"], tasks=entry["nodes"], mpi="srun")
+    return resources
+
+
+def cpu_job_resources(mem_mb, runtime):
+    """A small CPU job (datasets, checkpoints, reports): its memory and runtime on the CPU partition."""
+    return {"mem_mb": mem_mb, "runtime": runtime, **site_resources("cpu_partition")}
+
+
+# Downloads and checkpoint fetches need the internet, which compute nodes often lack: by default
+# they run where Snakemake runs (the login node); `slurm.downloads_on_login_node: false` sends
+# them to the cluster like every other job.
+DOWNLOAD_RULES = ["download_dataset", "fetch_checkpoint"]
+DOWNLOADS_ON_LOGIN_NODE = config.get("slurm", {}).get("downloads_on_login_node", True)
 
 
 SUBMISSION = "detections_test-dev2017_frozenbench_results.zip"

@@ -17,8 +17,7 @@ rule synth_dataset:
         f"{BENCHMARKS}/data/synth_{{dataset}}.tsv",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **cpu_job_resources(mem_mb=2000, runtime=30),
     shell:
         "frozenbench synth --spec {params.spec} --out {output} > {log} 2>&1"
 
@@ -39,8 +38,7 @@ rule download_dataset:
         f"{BENCHMARKS}/data/download_{{dataset}}.tsv",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=24 * 60,
+        **cpu_job_resources(mem_mb=2000, runtime=24 * 60),
     shell:
         "frozenbench download --spec {params.spec} --out {output} > {log} 2>&1"
 
@@ -62,7 +60,6 @@ rule prepare_dataset:
         f"{BENCHMARKS}/data/prepare_{{dataset}}.tsv",
     threads: COMPUTE["prepare"]["threads"]
     resources:
-        mem_mb=COMPUTE["prepare"]["mem_mb"],
-        runtime=COMPUTE["prepare"]["runtime"],
+        **job_resources("prepare"),
     shell:
         "frozenbench prepare --spec {params.spec} --downloads {input} --out {output} --workers {threads} > {log} 2>&1"

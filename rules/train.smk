@@ -14,8 +14,11 @@ rule train_head:
         spec=lambda wildcards, input: json_arg(task_spec(wildcards.task, wildcards.head, wildcards.mode, input.data)),
         run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
         seed=config["seed"],
-        # one process per GPU (torchrun inside the job, DeepSpeed ZeRO across them)
+        # one process per GPU (torchrun on each node, DeepSpeed ZeRO across all of them)
         nproc=max(1, COMPUTE["train"]["gpus"]),
+        nodes=COMPUTE["train"]["nodes"],
+        device=COMPUTE["train"]["device"],
+        workers=COMPUTE["train"]["workers"],
     conda:
         "../envs/frozenbench.yaml"
     log:
@@ -24,12 +27,11 @@ rule train_head:
         f"{BENCHMARKS}/train/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv"
     threads: COMPUTE["train"]["threads"]
     resources:
-        mem_mb=COMPUTE["train"]["mem_mb"],
-        runtime=COMPUTE["train"]["runtime"],
-        **gpu_resources("train"),
+        **job_resources("train"),
     shell:
         "frozenbench train --spec {params.spec} --checkpoint {input.checkpoint} --mode {wildcards.mode}"
-        " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} --nproc {params.nproc} > {log} 2>&1"
+        " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} --nproc {params.nproc}"
+        " --nodes {params.nodes} --device {params.device} --workers {params.workers} > {log} 2>&1"
 
 
 rule evaluate_head:
@@ -44,6 +46,8 @@ rule evaluate_head:
         run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
         seed=config["seed"],
         labels=lambda wildcards: cell_labels(wildcards),
+        device=COMPUTE["evaluate"]["device"],
+        workers=COMPUTE["evaluate"]["workers"],
     conda:
         "../envs/frozenbench.yaml"
     log:
@@ -52,12 +56,11 @@ rule evaluate_head:
         f"{BENCHMARKS}/evaluate/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv"
     threads: COMPUTE["evaluate"]["threads"]
     resources:
-        mem_mb=COMPUTE["evaluate"]["mem_mb"],
-        runtime=COMPUTE["evaluate"]["runtime"],
-        **gpu_resources("evaluate"),
+        **job_resources("evaluate"),
     shell:
         "frozenbench evaluate --spec {params.spec} --checkpoint {input.checkpoint} --mode {wildcards.mode}"
         " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} --out {output}"
+        " --device {params.device} --workers {params.workers}"
         " --label task={wildcards.task} --label backbone={wildcards.backbone} --label head={wildcards.head}"
         " {params.labels} > {log} 2>&1"
 
@@ -73,6 +76,8 @@ rule submit_test_dev:
         spec=lambda wildcards, input: json_arg(task_spec(wildcards.task, wildcards.head, wildcards.mode, input.data)),
         run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
         seed=config["seed"],
+        device=COMPUTE["evaluate"]["device"],
+        workers=COMPUTE["evaluate"]["workers"],
     conda:
         "../envs/frozenbench.yaml"
     log:
@@ -81,12 +86,11 @@ rule submit_test_dev:
         f"{BENCHMARKS}/submit/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv",
     threads: COMPUTE["evaluate"]["threads"]
     resources:
-        mem_mb=COMPUTE["evaluate"]["mem_mb"],
-        runtime=COMPUTE["evaluate"]["runtime"],
-        **gpu_resources("evaluate"),
+        **job_resources("evaluate"),
     shell:
         "frozenbench submit --spec {params.spec} --checkpoint {input.checkpoint} --mode {wildcards.mode}"
-        " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+        " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} --out {output}"
+        " --device {params.device} --workers {params.workers} > {log} 2>&1"
 
 
 rule tables:

@@ -93,11 +93,14 @@ phase "frozenbench (editable)"
 pip_quiet install -q --no-deps --no-build-isolation -e "$ROOT"
 
 phase "import check"
+# mmcv's ops go through frozenbench's routes to torch / torchvision kernels (the wheel has CPU
+# kernels only): run each forward and backward on the CPU, and on the GPU where there is one.
 "$VENV/bin/python" - <<'EOF'
 import mmcv.ops, mmdet, mmseg, mmaction.models, frozenbench  # noqa: F401
-from mmcv.ops import nms
 import torch
-nms(torch.tensor([[0., 0., 1., 1.]]), torch.tensor([1.]), 0.5)
+from frozenbench.openmmlab.ops import check_ops
+for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+    print(f"setup: mmcv ops on {device}: {check_ops(device)}")
 EOF
 
 echo "$HASH" > "$STAMP"

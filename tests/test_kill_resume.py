@@ -1,5 +1,6 @@
 """A training run killed with SIGKILL mid-way and started again resumes from its newest checkpoint
-and ends with the same weights and the same validation metrics as an uninterrupted run (CPU)."""
+and ends with the same weights and the same validation metrics as an uninterrupted run (CPU), also
+when its batches come from DataLoader workers and the uninterrupted run built them itself."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ def test_sigkilled_training_resumes_to_the_same_metrics(tmp_path):
     spec, checkpoint = video_cell(tmp_path, steps=40, checkpoint_every=5, feature_cache=True)
     env = {"OMP_NUM_THREADS": "1"}
 
-    def cell(name):
+    def cell(name, workers=0):
         return ["--spec", spec, "--checkpoint", str(checkpoint), "--mode", "frozen", "--run-dir",
-                str(tmp_path / name), "--threads", "1"]
+                str(tmp_path / name), "--threads", "1", "--workers", str(workers)]
 
     def evaluate(name):
         out = tmp_path / f"{name}.json"
@@ -34,15 +35,17 @@ def test_sigkilled_training_resumes_to_the_same_metrics(tmp_path):
 
     run_cmd([str(VENV_BIN / "frozenbench"), "train", *cell("full")], env=env, check=True, timeout=600)
     log = tmp_path / "killed" / "log.jsonl"
-    proc = subprocess.Popen([str(VENV_BIN / "frozenbench"), "train", *cell("killed")],
-                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([str(VENV_BIN / "frozenbench"), "train", *cell("killed", workers=2)],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 13):
         time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)  # between checkpoints 10 and 15
+    os.killpg(proc.pid, signal.SIGKILL)  # between checkpoints 10 and 15: the trainer and its workers
     proc.wait()
     assert not (tmp_path / "killed" / "done.json").exists()
-    resumed = run_cmd([str(VENV_BIN / "frozenbench"), "train", *cell("killed")], env=env, check=True, timeout=600)
+    resumed = run_cmd([str(VENV_BIN / "frozenbench"), "train", *cell("killed", workers=2)], env=env, check=True,
+                      timeout=600)
     assert "resuming from step" in resumed.stdout + resumed.stderr
     a = safe_load(tmp_path / "full" / "state.pt")["model"]
     b = safe_load(tmp_path / "killed" / "state.pt")["model"]

@@ -314,6 +314,36 @@ def test_kinetics_prepare_never_reuses_clips_encoded_with_other_settings(real_sh
     assert short_side(work / "videos" / "val" / val_clip) == 48
 
 
+def _encode_or_segfault(job):
+    """A pool worker whose decoder segfaults on one clip, as libav can on a broken download."""
+    from frozenbench.data.prepare import _prepare_one
+
+    if "crash" in Path(job[0]).name:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return _prepare_one(job)
+
+
+def test_a_decoder_crash_lists_its_clip_and_spares_the_others(real_shaped, tmp_path):
+    import shutil
+
+    from frozenbench.data.prepare import CRASH_ERROR, encode_clips
+
+    sources = sorted((real_shaped["shapes-k400"] / "videos" / "train").glob("*.mp4"))[:5]
+    jobs = []
+    for index, source in enumerate(sources):
+        name = f"crash_{source.name}" if index == 1 else source.name
+        shutil.copy(source, tmp_path / name)
+        jobs.append((str(tmp_path / name), str(tmp_path / "out" / name), 48))
+    (tmp_path / "out").mkdir()
+    failed = encode_clips(jobs, workers=2, run_one=_encode_or_segfault)
+    assert failed == {f"crash_{sources[1].name}": CRASH_ERROR}
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == sorted(Path(dst).name for _, dst, _ in jobs if "crash" not in dst)
+    for path in (tmp_path / "out").iterdir():
+        frames, problem = check_video(path)
+        assert problem is None and frames > 0, path
+
+
 def test_resize_crop_options_refuse_bad_values_by_name():
     from frozenbench.errors import UserError
     from frozenbench.tasks.recipe import resize_crop_options

@@ -78,3 +78,40 @@ def test_requeued_training_job_resumes_from_its_checkpoint(tmp_path):
     assert "resuming from step" in output
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert steps == list(range(1, 401))  # the log continues where the checkpoint left it, no gaps or repeats
+
+
+def test_srun_launched_two_rank_job_is_requeued_and_resumes(tmp_path):
+    """`frozenbench train --nodes 2` as a multi-node job runs it: srun starts one torchrun agent per
+    task (two on this one-node cluster), they meet through c10d rendezvous, DeepSpeed ZeRO-2 trains
+    across both ranks (gloo on CPU); a requeue kills every rank, and the job's second run resumes from
+    the sharded checkpoint."""
+    spec, checkpoint = video_cell(tmp_path, steps=60, checkpoint_every=5)
+    run_dir = tmp_path / "run"
+    script = tmp_path / "train.sh"
+    script.write_text("#!/bin/bash\nset -euo pipefail\nexport OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu\n"
+                      f"{VENV_BIN / 'frozenbench'} train --spec '{spec}' --checkpoint {checkpoint} --mode frozen"
+                      f" --run-dir {run_dir} --threads 1 --device cpu --nodes 2 --nproc 1\n")
+    out = tmp_path / "slurm-%j.out"
+    job = subprocess.run(["sbatch", "--parsable", "--requeue", "--ntasks=2", "--nodes=1", "-c", "1", "-o", str(out),
+                          "--open-mode=append", str(script)], capture_output=True, text=True, check=True).stdout.strip()
+    log = run_dir / "log.jsonl"
+
+    def logged_steps() -> int:
+        return sum(1 for _ in log.open()) if log.exists() else 0
+
+    deadline = time.time() + 900
+    while logged_steps() < 12 and time.time() < deadline:  # past two checkpoints
+        time.sleep(1)
+    output = Path(str(out).replace("%j", job))
+    assert logged_steps() >= 12, output.read_text()[-3000:] if output.exists() else "no job output"
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    deadline = time.time() + 1500
+    while not (run_dir / "done.json").exists() and time.time() < deadline:
+        time.sleep(2)
+    text = output.read_text()
+    assert (run_dir / "done.json").exists(), text[-3000:]
+    assert "resuming from step" in text
+    done = json.loads((run_dir / "done.json").read_text())
+    assert done["world_size"] == 2 and done["steps"] == 60
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == list(range(1, 61))

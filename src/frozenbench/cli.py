@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "evaluate a trained cell on the validation split, write metrics.json"),
     "submit": ("submit", "predict COCO test-dev with a trained cell, write the evaluation server's upload zip"),
     "tables": ("tables", "build the study tables (Markdown, LaTeX, CSV) from results/**/metrics.json"),
+    "cost": ("cost", "GPU-hours per cell and for the whole study, from a benchmark record"),
     "report": ("report", "one self-contained HTML page of the study tables, figures and probes"),
     "probe-report": ("probe_report", "tabulate pretraining probes with margins over the random backbone"),
     "fetch-checkpoint": ("fetch_checkpoint", "download a published checkpoint, verified by checksum"),

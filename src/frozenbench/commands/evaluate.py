@@ -6,7 +6,7 @@ import argparse
 import json
 
 from frozenbench.commands._pairs import parse_pairs
-from frozenbench.commands.train import add_cell_arguments
+from frozenbench.commands.train import add_cell_arguments, set_threads
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,13 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from frozenbench.engine.run import evaluate_cell
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     labels = parse_pairs(args.label, "--label")
-    record = evaluate_cell(json.loads(args.spec), args.checkpoint, args.mode, args.run_dir, args.out, args.seed, labels)
+    record = evaluate_cell(json.loads(args.spec), args.checkpoint, args.mode, args.run_dir, args.out, args.seed, labels,
+                           device=args.device, workers=args.workers)
     print(json.dumps(record["metrics"]))
     return 0

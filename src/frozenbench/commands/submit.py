@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from frozenbench.commands.train import add_cell_arguments
+from frozenbench.commands.train import add_cell_arguments, set_threads
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,12 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from frozenbench.engine.run import submit_cell
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    count = submit_cell(json.loads(args.spec), args.checkpoint, args.mode, args.run_dir, args.out, args.seed, args.alg)
+    set_threads(args)
+    count = submit_cell(json.loads(args.spec), args.checkpoint, args.mode, args.run_dir, args.out, args.seed, args.alg,
+                        device=args.device, workers=args.workers)
     print(json.dumps({"detections": count, "out": args.out}))
     return 0

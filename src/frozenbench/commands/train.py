@@ -12,37 +12,108 @@ def add_cell_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", required=True, choices=["frozen", "finetune"])
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPUs of the job, shared by its ranks on this node (0: all this process may use)")
+    add_device_arguments(parser)
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    from frozenbench.engine.device import DEVICE_CHOICES
+
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                        help="auto: this rank's GPU when torch sees one, else the CPU")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="DataLoader worker processes per rank (0: load batches in the training process)")
+
+
+def set_threads(args: argparse.Namespace) -> int:
+    """Torch threads of this rank from the job's CPUs (see threads_per_rank); returns them."""
+    import torch
+
+    from frozenbench.engine.device import threads_per_rank
+
+    threads = threads_per_rank(args.threads, args.workers)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_cell_arguments(parser)
     parser.add_argument("--nproc", type=int, default=1,
-                        help="ranks on this node (one per GPU): > 1 relaunches itself under torchrun, DeepSpeed ZeRO")
+                        help="ranks per node (one per GPU): > 1 relaunches itself under torchrun, DeepSpeed ZeRO")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="> 1: inside a Slurm allocation, one torchrun per node through srun (c10d rendezvous)")
 
 
-def relaunch_command(args: argparse.Namespace) -> list[str]:
-    """``torchrun`` running this same training with ``args.nproc`` ranks on this node."""
+def _rank_arguments(args: argparse.Namespace) -> list[str]:
+    """This training's own arguments, as each rank gets them."""
+    return ["-m", "frozenbench.cli", "train", "--spec", args.spec, "--checkpoint", args.checkpoint,
+            "--mode", args.mode, "--run-dir", args.run_dir, "--seed", str(args.seed), "--threads", str(args.threads),
+            "--device", args.device, "--workers", str(args.workers)]
+
+
+def rendezvous_host(environ: dict[str, str]) -> str:
+    """The first host of the Slurm allocation (where rank 0's torchrun hosts the c10d store)."""
+    import shutil
+    import socket
+    import subprocess
+
+    nodelist = environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST")
+    if nodelist and shutil.which("scontrol"):
+        hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                               check=True).stdout.split()
+        if hosts:
+            return hosts[0]
+    if nodelist and "[" not in nodelist:  # a plain list ("node1,node2") needs no scontrol to expand
+        return nodelist.split(",")[0]
+    return socket.gethostname()
+
+
+def launch_command(args: argparse.Namespace, environ: dict[str, str]) -> list[str] | None:
+    """How this training starts its ranks, or None to train in this process (one rank, or a rank
+    a launcher started).
+
+    - ``--nodes N > 1``: ``srun`` starts one torchrun agent per node (``N`` tasks of the job's
+      allocation, each with the job's CPUs), each agent ``--nproc`` ranks; the agents meet through
+      c10d rendezvous on the allocation's first host, on a port and id taken from the job id, so a
+      requeued job (same id) meets again. DeepSpeed ZeRO then spans all ``N x nproc`` ranks.
+    - ``--nproc > 1`` on one node: ``torchrun --standalone``.
+    """
     import sys
 
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-            "-m", "frozenbench.cli", "train", "--spec", args.spec, "--checkpoint", args.checkpoint,
-            "--mode", args.mode, "--run-dir", args.run_dir, "--seed", str(args.seed), "--threads", str(args.threads)]
+    from frozenbench.errors import UserError
+
+    if "WORLD_SIZE" in environ:
+        return None
+    if args.nodes > 1:
+        job = environ.get("SLURM_JOB_ID")
+        if job is None:
+            raise UserError(f"--nodes {args.nodes} needs a Slurm allocation of {args.nodes} nodes (SLURM_JOB_ID unset)")
+        cpus = environ.get("SLURM_CPUS_PER_TASK")
+        return ["srun", f"--ntasks={args.nodes}", "--kill-on-bad-exit=1",
+                *([f"--cpus-per-task={cpus}"] if cpus else []),
+                sys.executable, "-m", "torch.distributed.run", f"--nnodes={args.nodes}",
+                f"--nproc_per_node={args.nproc}", "--rdzv_backend=c10d",
+                f"--rdzv_endpoint={rendezvous_host(environ)}:{29400 + int(job) % 1000}", f"--rdzv_id=frozenbench-{job}",
+                *_rank_arguments(args)]
+    if args.nproc > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+                *_rank_arguments(args)]
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    import torch
-
     from frozenbench.engine.run import train_cell
 
-    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return subprocess.call(relaunch_command(args))
+    command = launch_command(args, dict(os.environ))
+    if command is not None:
+        return subprocess.call(command)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    summary = train_cell(json.loads(args.spec), args.checkpoint, args.mode, args.run_dir, args.seed)
+    set_threads(args)
+    summary = train_cell(json.loads(args.spec), args.checkpoint, args.mode, args.run_dir, args.seed,
+                         device=args.device, workers=args.workers)
     print(json.dumps(summary))
     return 0

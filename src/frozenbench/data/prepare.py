@@ -122,6 +122,61 @@ def _prepare_one(job: tuple[str, str, int]) -> tuple[str, str | None]:
         return dst, f"{type(err).__name__}: {err}"
 
 
+# A crashed decoder (a segfault in libav on a broken clip, the kernel's OOM killer) takes its
+# worker with it and breaks the whole pool; the clips in flight at that moment are retried one
+# process each, so only the culprit is listed as corrupt.
+CRASH_ERROR = "the decoding process died (crash or out of memory)"
+
+
+def _spawn_pool(workers: int):
+    """A process pool whose workers start fresh (``spawn``): a forked copy of a parent that has
+    loaded torch, OpenMP and libav threads can die or hang in the child."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"))
+
+
+def encode_clips(jobs: list[tuple[str, str, int]], workers: int,
+                 run_one: Callable[[tuple[str, str, int]], tuple[str, str | None]] | None = None) -> dict[str, str]:
+    """Re-encode every ``(source, destination, short side)`` job on ``workers`` processes and return
+    ``{clip name: error}`` for those that failed. At most two jobs per worker are in flight, so a
+    worker that dies costs a solo retry of that many clips, not of the rest of the tarball."""
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    run_one = run_one or _prepare_one
+    failed: dict[str, str] = {}
+    queue = deque(jobs)
+    while queue:
+        suspects: list[tuple[str, str, int]] = []
+        with _spawn_pool(workers) as pool:
+            running: dict[Any, tuple[str, str, int]] = {}
+            try:
+                while queue or running:
+                    while queue and len(running) < 2 * max(1, workers):
+                        job = queue.popleft()
+                        running[pool.submit(run_one, job)] = job
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        dst, error = future.result()
+                        del running[future]
+                        if error is not None:
+                            failed[Path(dst).name] = error
+            except BrokenProcessPool:
+                suspects = list(running.values())
+        for job in suspects:  # alone in a fresh process each: a crash now names its clip
+            with _spawn_pool(1) as solo:
+                try:
+                    dst, error = solo.submit(run_one, job).result()
+                except BrokenProcessPool:
+                    dst, error = job[1], CRASH_ERROR
+            if error is not None:
+                failed[Path(dst).name] = error
+    return failed
+
+
 def _read_kinetics_csvs(files: list[RemoteFile], downloads: Path) -> dict[str, list[dict[str, Any]]]:
     """Rows of every labelled split csv (test.csv without labels is skipped)."""
     from frozenbench.data.validate import KINETICS_COLUMNS
@@ -162,8 +217,6 @@ def prepare_kinetics_clips(files: list[RemoteFile], downloads: Path, work: Path,
     after a kill skips marked tarballs and finished clips, so peak disk is the output plus one
     extracted tarball. Returns ``{"by_split": rows, "corrupt": {clip: error}, "found": {clip}}``.
     """
-    from concurrent.futures import ProcessPoolExecutor
-
     from frozenbench.data.synth.kinetics import clip_filename
 
     # finished clips are only reused by a run with the same encoding: another short side (or a
@@ -188,32 +241,28 @@ def prepare_kinetics_clips(files: list[RemoteFile], downloads: Path, work: Path,
     found: set[str] = set()
     corrupt: dict[str, str] = {}
     started, encoded = time.time(), 0
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        for archive in _archives(files, downloads):
-            marker = done_dir / f"{archive.parent.name}--{archive.name}.json"  # two lists may share a tarball name
-            if marker.exists():
-                record = json.loads(marker.read_text())
-                found.update(record["clips"])
-                corrupt.update(record["corrupt"])
-                continue
-            shutil.rmtree(raw, ignore_errors=True)  # a killed run's half-extracted tarball
-            raw.mkdir(parents=True)
-            log(f"extracting {archive.name}")
-            _extract_into(archive, raw)
-            held = {p.name: p for p in raw.rglob("*.mp4") if p.name in wanted}
-            jobs = [(str(src), str(work / "videos" / wanted[name] / name), short_side)
-                    for name, src in sorted(held.items()) if not (work / "videos" / wanted[name] / name).exists()]
-            failed = {}
-            for dst, error in pool.map(_prepare_one, jobs, chunksize=4):
-                if error is not None:
-                    failed[Path(dst).name] = error
-            encoded += len(jobs)
-            write_json(marker, {"clips": sorted(held), "corrupt": failed})
-            found.update(held)
-            corrupt.update(failed)
-            shutil.rmtree(raw, ignore_errors=True)
-            log(f"{archive.name}: {len(held)} clips ({len(jobs)} re-encoded, {len(failed)} undecodable); "
-                f"{encoded / max(time.time() - started, 1e-9):.2f} clips/s")
+    for archive in _archives(files, downloads):
+        marker = done_dir / f"{archive.parent.name}--{archive.name}.json"  # two lists may share a tarball name
+        if marker.exists():
+            record = json.loads(marker.read_text())
+            found.update(record["clips"])
+            corrupt.update(record["corrupt"])
+            continue
+        shutil.rmtree(raw, ignore_errors=True)  # a killed run's half-extracted tarball
+        raw.mkdir(parents=True)
+        log(f"extracting {archive.name}")
+        _extract_into(archive, raw)
+        held = {p.name: p for p in raw.rglob("*.mp4") if p.name in wanted}
+        jobs = [(str(src), str(work / "videos" / wanted[name] / name), short_side)
+                for name, src in sorted(held.items()) if not (work / "videos" / wanted[name] / name).exists()]
+        failed = encode_clips(jobs, workers)
+        encoded += len(jobs)
+        write_json(marker, {"clips": sorted(held), "corrupt": failed})
+        found.update(held)
+        corrupt.update(failed)
+        shutil.rmtree(raw, ignore_errors=True)
+        log(f"{archive.name}: {len(held)} clips ({len(jobs)} re-encoded, {len(failed)} undecodable); "
+            f"{encoded / max(time.time() - started, 1e-9):.2f} clips/s")
     return {"by_split": rows_by_split, "corrupt": corrupt, "found": found}
 
 

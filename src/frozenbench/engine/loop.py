@@ -1,9 +1,13 @@
 """A resumable training loop for OpenMMLab models whose backbone may be frozen.
 
 - Only parameters with ``requires_grad`` reach the optimizer (the heads, in frozen mode).
-- The batch at step k is a pure function of (seed, k): the sample order comes from a
-  per-epoch seeded permutation and the data augmentation RNGs are reseeded every step,
-  so a run killed and resumed from its newest checkpoint ends with the same weights.
+- The batch at step k is a pure function of (seed, k) (:mod:`frozenbench.engine.data`): the
+  sample order comes from a per-epoch seeded permutation and the data augmentation RNGs are
+  reseeded every step, in whichever DataLoader worker builds it; the model's own RNGs (RoI
+  sampling, point sampling) are reseeded before each step's forward. A run killed and resumed
+  from its newest checkpoint ends with the same weights, whatever the number of workers.
+- Batches reach the model's device through its data preprocessor; the forward runs under bf16
+  autocast when asked (``TrainOptions.autocast_bf16``).
 - ``{run_dir}/state.pt`` (trainable weights, optimizer, step) is rewritten atomically
   every ``checkpoint_every`` steps; ``{run_dir}/log.jsonl`` gets one line per logged step.
 """
@@ -13,17 +17,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from frozenbench.checkpoint.io import safe_load
+from frozenbench.engine.data import seed_step, train_batches
+from frozenbench.engine.device import autocast
 from frozenbench.engine.param_groups import param_groups
 from frozenbench.engine.schedule import warmup_cosine
 from frozenbench.utils.atomic import TMP_MARKER, atomic_file, write_text
@@ -41,6 +45,8 @@ class TrainOptions:
     log_every: int = 10
     # Layer-wise lr decay for fine-tuning (1.0: none); no effect on a frozen backbone.
     layer_decay: float = 1.0
+    # bf16 autocast of the forward (heads and a fine-tuned backbone); DeepSpeed's bf16 mode on ranks
+    autocast_bf16: bool = False
 
     @classmethod
     def from_config(cls, entry: dict[str, Any]) -> "TrainOptions":
@@ -67,14 +73,6 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
         if name in trainable or not name.startswith(tuple(p + "body." for p in frozen_prefixes)):
             state[name] = tensor
     return state
-
-
-def batch_indices(step: int, batch_size: int, num_samples: int, seed: int) -> list[int]:
-    """Sample indices of step ``step``: consecutive slices of a per-epoch seeded permutation."""
-    per_epoch = max(num_samples // batch_size, 1)
-    epoch, offset = divmod(step, per_epoch)
-    order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    return order[offset * batch_size:(offset + 1) * batch_size].tolist()
 
 
 def truncate_log(path: Path, step: int) -> None:
@@ -105,26 +103,20 @@ def remove_leftovers(run_dir: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def seed_step(seed: int, step: int) -> None:
-    """Reseed the RNGs that OpenMMLab transforms draw from (random, numpy, torch)."""
-    value = (seed * 1_000_003 + step) % (2 ** 31)
-    random.seed(value)
-    np.random.seed(value)
-    torch.manual_seed(value)
-
-
 class LocalStepper:
     """One process: torch AdamW over the trainable parameters; state in ``state.pt``."""
 
-    def __init__(self, model: nn.Module, opts: TrainOptions, run_dir: Path) -> None:
+    def __init__(self, model: nn.Module, opts: TrainOptions, run_dir: Path, device: torch.device) -> None:
         self.model = model
         self.opts = opts
+        self.device = device
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(param_groups(model, opts.weight_decay, opts.layer_decay), lr=opts.lr)
         self.state_path = run_dir / "state.pt"
 
     def forward(self, batch: dict) -> dict:
-        return self.model(**batch, mode="loss")
+        with autocast(self.device, self.opts.autocast_bf16):
+            return self.model(**batch, mode="loss")
 
     def step(self, total: torch.Tensor, lr: float) -> None:
         set_lr(self.optimizer, lr)
@@ -141,7 +133,7 @@ class LocalStepper:
         self.state_path.unlink(missing_ok=True)
 
     def load(self) -> int:
-        state = safe_load(self.state_path)
+        state = safe_load(self.state_path)  # tensors copy onto the model's device as they load
         _, unexpected = self.model.load_state_dict(state["model"], strict=False)
         if unexpected:
             raise RuntimeError(f"{self.state_path}: unexpected keys {unexpected[:5]}")
@@ -160,17 +152,21 @@ class DeepSpeedStepper:
     ``step<N>``; DeepSpeed points its ``latest`` file at it only once every shard is written, and
     only then are older tags removed, so a kill during a save resumes from the previous one."""
 
-    def __init__(self, model: nn.Module, opts: TrainOptions, run_dir: Path, zero_stage: int) -> None:
+    def __init__(self, model: nn.Module, opts: TrainOptions, run_dir: Path, zero_stage: int,
+                 device: torch.device) -> None:
         from frozenbench.engine.deepspeed_engine import deepspeed_config, initialize
 
         self.model = model
+        self.opts = opts
+        self.device = device
         self.engine, self.optimizer = initialize(model, deepspeed_config(
-            zero_stage, opts.batch_size, opts.lr, opts.weight_decay, opts.grad_clip),
-            param_groups(model, opts.weight_decay, opts.layer_decay))
+            zero_stage, opts.batch_size, opts.lr, opts.weight_decay, opts.grad_clip, bf16=opts.autocast_bf16),
+            param_groups(model, opts.weight_decay, opts.layer_decay), device=device)
         self.ckpt_dir = run_dir / "deepspeed"
 
     def forward(self, batch: dict) -> dict:
-        return self.engine(**batch, mode="loss")
+        with autocast(self.device, self.opts.autocast_bf16):
+            return self.engine(**batch, mode="loss")
 
     def step(self, total: torch.Tensor, lr: float) -> None:
         set_lr(self.optimizer, lr)
@@ -224,20 +220,24 @@ class DeepSpeedStepper:
 
 
 def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opts: TrainOptions, seed: int = 0,
-          log: Callable[[str], None] = print, fingerprint: str = "", zero_stage: int = 2) -> dict[str, Any]:
-    """Train (or resume) ``model``. ``fingerprint`` identifies the run's inputs (spec, backbone,
-    mode, seed): a saved state with another fingerprint belongs to another run and is discarded.
+          log: Callable[[str], None] = print, fingerprint: str = "", zero_stage: int = 2,
+          device: torch.device | None = None, workers: int = 0) -> dict[str, Any]:
+    """Train (or resume) ``model`` on ``device`` (default CPU), its batches built by ``workers``
+    DataLoader processes. ``fingerprint`` identifies the run's inputs (spec, backbone, mode,
+    seed): a saved state with another fingerprint belongs to another run and is discarded.
 
     Under a launcher with WORLD_SIZE > 1 the step runs through DeepSpeed (ZeRO ``zero_stage``) and
     each rank takes its slice of the global batch of ``batch_size x world_size`` samples.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    device = device or torch.device("cpu")
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     if rank == 0:
         remove_leftovers(run_dir)
-    stepper = (DeepSpeedStepper(model, opts, run_dir, zero_stage) if world > 1
-               else LocalStepper(model, opts, run_dir))
+    model.to(device)
+    stepper = (DeepSpeedStepper(model, opts, run_dir, zero_stage, device) if world > 1
+               else LocalStepper(model, opts, run_dir, device))
     log_path = run_dir / "log.jsonl"
     saved = stepper.saved_fingerprint()
     if saved is not None and saved != fingerprint:
@@ -252,13 +252,19 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
         log(f"resuming from step {step} ({run_dir})")
     if rank == 0:
         truncate_log(log_path, step)
-    started = time.time()
+    on_gpu = device.type == "cuda"
+    if on_gpu:  # pinned batches copy to the GPU asynchronously
+        model.data_preprocessor._non_blocking = True
+    batches = train_batches(dataset, collate, opts.batch_size, seed, step, opts.steps, world, rank, workers,
+                            pin_memory=on_gpu)
+    started, data_seconds, first_step = time.time(), 0.0, step
     model.train()
     with open(log_path, "a") if rank == 0 else contextlib.nullcontext() as log_file:
         while step < opts.steps:
-            seed_step(seed, step)
-            indices = batch_indices(step, opts.batch_size * world, len(dataset), seed)[rank::world]
-            data = collate([dataset[i] for i in indices])
+            waited = time.time()
+            data = next(batches)
+            data_seconds += time.time() - waited
+            seed_step(seed, step)  # the model's own sampling RNGs, whichever process built the batch
             lr = lr_at(step, opts)
             batch = model.data_preprocessor(data, training=True)
             total, parsed = model.parse_losses(stepper.forward(batch))
@@ -267,7 +273,9 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
             stepper.step(total, lr)
             step += 1
             if log_file is not None and (step % opts.log_every == 0 or step == opts.steps):
-                record = {"step": step, "lr": lr, "elapsed_s": round(time.time() - started, 2),
+                elapsed = time.time() - started
+                record = {"step": step, "lr": lr, "elapsed_s": round(elapsed, 2),
+                          "data_wait": round(data_seconds / max(elapsed, 1e-9), 4),
                           **{k: round(float(v.detach()), 5) for k, v in parsed.items()}}
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
@@ -275,4 +283,6 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
                 stepper.save(step, fingerprint)
     if isinstance(stepper, DeepSpeedStepper):
         stepper.export(run_dir / "state.pt", step, fingerprint)
-    return {"steps": step, "train_seconds": round(time.time() - started, 1), "world_size": world}
+    elapsed = time.time() - started
+    return {"steps": step, "train_seconds": round(elapsed, 1), "world_size": world,
+            "steps_this_run": step - first_step, "data_wait_fraction": round(data_seconds / max(elapsed, 1e-9), 4)}

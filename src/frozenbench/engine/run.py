@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import resource
 import time
 from importlib import metadata
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from frozenbench.checkpoint.io import safe_load, sha256_of
+from frozenbench.engine.device import autocast, configure_precision, device_record, reset_peak_memory, select_device
 from frozenbench.engine.loop import TrainOptions, train
 from frozenbench.errors import UserError
 from frozenbench.utils.atomic import write_json
@@ -51,7 +51,8 @@ def spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _build(spec: dict[str, Any], checkpoint: str, mode: str):
+def _build(spec: dict[str, Any], checkpoint: str, mode: str, device: torch.device):
+    """(task module, data root, number of classes, model on ``device``) of a cell."""
     task = _task_module(spec["type"])
     data = Path(spec["data"])
     num_classes = len(task.class_names(data))
@@ -60,7 +61,13 @@ def _build(spec: dict[str, Any], checkpoint: str, mode: str):
     model = task.build_model(spec["head"], num_classes, spec["img_size"], checkpoint, frozen=(mode == "frozen"),
                              bf16=spec.get("bf16", False), feature_cache=feature_cache,
                              compile_backbone=spec.get("compile_backbone", False))
-    return task, data, num_classes, model
+    configure_precision(device, spec.get("tf32", False))
+    reset_peak_memory(device)
+    return task, data, num_classes, model.to(device)
+
+
+def _train_options(spec: dict[str, Any]) -> TrainOptions:
+    return TrainOptions.from_config({**spec.get("train", {}), "autocast_bf16": spec.get("autocast_bf16", False)})
 
 
 def _build_dataset(task, spec: dict[str, Any], data: Path, split: str, train: bool):
@@ -73,17 +80,23 @@ def _build_dataset(task, spec: dict[str, Any], data: Path, split: str, train: bo
     return task.build_dataset(data, split, spec["img_size"], train=train, **options)
 
 
-def train_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | Path, seed: int) -> dict[str, Any]:
+def train_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | Path, seed: int,
+               device: str = "auto", workers: int = 0) -> dict[str, Any]:
+    """Train (or resume) one cell on ``device`` (``auto`` | ``cpu`` | ``cuda``) with ``workers``
+    DataLoader processes per rank; neither is a training input (the same seed gives the same
+    batches whatever they are), so neither is in the fingerprint."""
     if mode not in ("frozen", "finetune"):
         raise UserError(f"mode must be frozen or finetune, got {mode!r}")
     from mmengine.dataset import pseudo_collate
 
+    placed = select_device(device)
     torch.manual_seed(seed)
-    task, data, _, model = _build(spec, checkpoint, mode)
+    task, data, _, model = _build(spec, checkpoint, mode, placed)
     dataset = _build_dataset(task, spec, data, "train", train=True)
     fingerprint = run_fingerprint(spec, checkpoint, mode, seed)
-    summary = train(model, dataset, pseudo_collate, run_dir, TrainOptions.from_config(spec.get("train", {})), seed=seed,
-                    fingerprint=fingerprint, zero_stage=spec.get("zero_stage", 2))
+    summary = train(model, dataset, pseudo_collate, run_dir, _train_options(spec), seed=seed,
+                    fingerprint=fingerprint, zero_stage=spec.get("zero_stage", 2), device=placed, workers=workers)
+    summary.update(device_record(placed))
     if summary["world_size"] > 1:
         import torch.distributed as dist
 
@@ -113,14 +126,16 @@ def _load_trained(model: torch.nn.Module, spec: dict[str, Any], checkpoint: str,
 
 
 def evaluate_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | Path, out: str | Path,
-                  seed: int, labels: dict[str, str]) -> dict[str, Any]:
+                  seed: int, labels: dict[str, str], device: str = "auto", workers: int = 0) -> dict[str, Any]:
     started = time.time()
+    placed = select_device(device)
     torch.manual_seed(seed)
-    task, data, num_classes, model = _build(spec, checkpoint, mode)
+    task, data, num_classes, model = _build(spec, checkpoint, mode, placed)
     state = _load_trained(model, spec, checkpoint, mode, run_dir, seed)
     test = spec.get("test", {})
     val = _build_dataset(task, spec, data, "val", train=False)
-    metrics = task.evaluate(model, val, num_classes, test=test)
+    with autocast(placed, spec.get("autocast_bf16", False)):
+        metrics = task.evaluate(model, val, num_classes, test=test, workers=workers)
     done_path = Path(run_dir) / "done.json"
     try:
         done = json.loads(done_path.read_text())
@@ -131,7 +146,8 @@ def evaluate_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str
         "num_val": len(val), "steps": state["step"], "seed": seed, "spec_hash": spec_hash(spec),
         "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_of(checkpoint),
         "train_seconds": done.get("train_seconds"), "eval_seconds": round(time.time() - started, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **device_record(placed),
+        "train_device": {k: done.get(k) for k in ("device", "device_name", "gpu_peak_mb", "world_size")},
         "versions": {p: _version(p) for p in PACKAGES},
         "train_curve": _loss_curve(Path(run_dir) / "log.jsonl"),
     }
@@ -161,7 +177,7 @@ def _version(package: str) -> str | None:
 
 
 def submit_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | Path, out: str | Path,
-                seed: int, alg: str = "frozenbench") -> int:
+                seed: int, alg: str = "frozenbench", device: str = "auto", workers: int = 0) -> int:
     """Predict the test-dev split with a trained cell and write the evaluation server's upload zip.
 
     Returns the number of detections written."""
@@ -169,9 +185,12 @@ def submit_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str |
 
     if not hasattr(_task_module(spec["type"]), "predict_test_dev"):
         raise UserError(f"task type {spec['type']!r} has no test-dev submission (detection only)")
+    placed = select_device(device)
     torch.manual_seed(seed)
-    task, data, _, model = _build(spec, checkpoint, mode)
+    task, data, _, model = _build(spec, checkpoint, mode, placed)
     _load_trained(model, spec, checkpoint, mode, run_dir, seed)
-    results = task.predict_test_dev(model, task.build_dataset(data, "test-dev", spec["img_size"], train=False))
+    test_dev = task.build_dataset(data, "test-dev", spec["img_size"], train=False)
+    with autocast(placed, spec.get("autocast_bf16", False)):
+        results = task.predict_test_dev(model, test_dev, workers=workers)
     write_submission(out, results, alg)
     return len(results)

@@ -6,9 +6,12 @@ sampled clips) the features are computed once and reused across epochs. The key 
 digest of the image's bytes: a random crop or resize simply misses and is computed, so
 the cache can never serve features of a different input.
 
-Misses are computed one image at a time, so an image's features never depend on which batch
-it first came in: a run resumed with an empty cache continues exactly as an uninterrupted
-one. They are stored until ``max_bytes`` is reached (then computed without being stored).
+A batch's misses go through the backbone together, in one call (a K400 batch is clips x frames
+of them). Float kernels may round a sample differently in batches of other sizes, so cached
+features equal uncached ones up to that rounding, and a run resumed with an empty cache (whose
+misses come in other groups) ends with weights equal up to it too; the default path (no cache)
+resumes bit for bit. Features are stored until ``max_bytes`` is reached (then computed without
+being stored).
 """
 
 from __future__ import annotations
@@ -50,13 +53,15 @@ class FeatureCache:
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         fresh: dict[bytes, list[torch.Tensor]] = {}
-        for i in todo:
-            feats = [level[0].clone() for level in compute(images[i:i + 1])]
-            fresh[keys[i]] = feats
-            size = sum(f.numel() * f.element_size() for f in feats)
-            if self.bytes + size <= self.max_bytes:
-                self._store[keys[i]] = feats
-                self.bytes += size
+        if todo:
+            levels = compute(images[todo])
+            for row, i in enumerate(todo):
+                feats = [level[row].clone() for level in levels]
+                fresh[keys[i]] = feats
+                size = sum(f.numel() * f.element_size() for f in feats)
+                if self.bytes + size <= self.max_bytes:
+                    self._store[keys[i]] = feats
+                    self.bytes += size
         rows = [fresh[k] if k in fresh else self._store[k] for k in keys]
         return [torch.stack([r[level] for r in rows]) for level in range(len(rows[0]))]
 

@@ -146,12 +146,16 @@ _SCOPES = {
 
 
 def build_model(scope: str, cfg: dict) -> torch.nn.Module:
-    """Build ``cfg`` with the ``scope`` package's registry (its own modules registered, as its tools do)."""
+    """Build ``cfg`` with the ``scope`` package's registry (its own modules registered, as its tools do),
+    mmcv's compiled ops routed to torch / torchvision kernels (:mod:`frozenbench.openmmlab.ops`)."""
     import importlib
 
     from mmengine.config import ConfigDict
     from mmengine.registry import DefaultScope
 
+    from frozenbench.openmmlab.ops import route_mmcv_ops
+
+    route_mmcv_ops()
     registry_module, utils_module = _SCOPES[scope]
     importlib.import_module(utils_module).register_all_modules(init_default_scope=False)
     register()

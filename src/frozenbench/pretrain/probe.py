@@ -16,13 +16,15 @@ from frozenbench.pretrain.data import ImageSet, normalize
 @torch.no_grad()
 def extract_features(backbone: nn.Module, images: ImageSet, arch: str, batch_size: int = 256) -> torch.Tensor:
     """Pooled last-stage features concatenated with pooled stage-3 features, (N, C), of the timm
-    model ``backbone`` of architecture ``arch`` (whose input normalisation is applied)."""
+    model ``backbone`` of architecture ``arch`` (whose input normalisation is applied), computed on
+    the backbone's device and returned on the CPU (where the probes fit)."""
     backbone.eval()
+    device = next(backbone.parameters()).device
     feats = []
     for start in range(0, len(images.labels), batch_size):
-        x = normalize(images.images[start:start + batch_size], arch)
+        x = normalize(images.images[start:start + batch_size], arch).to(device)
         levels = backbone.forward_intermediates(x, intermediates_only=True)
-        feats.append(torch.cat([levels[-1].mean(dim=(2, 3)), levels[-2].mean(dim=(2, 3))], dim=1))
+        feats.append(torch.cat([levels[-1].mean(dim=(2, 3)), levels[-2].mean(dim=(2, 3))], dim=1).cpu())
     return torch.cat(feats)
 
 

@@ -6,7 +6,9 @@
 - ``mim``: SimMIM: random mask-patch masking with a learned mask token at the token
   level, a light linear decoder to raw pixels, L1 on masked pixels only.
 
-Every task owns ``self.backbone`` (a timm model whose weights become the checkpoint).
+Every task owns ``self.backbone`` (a timm model whose weights become the checkpoint). Images
+and the seeded augmentation stay on the CPU (the same random draws on any device); the views
+move to the task's device before the backbone.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from frozenbench.pretrain.data import augment
+
+
+def device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 def pooled(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -34,8 +40,9 @@ class Supervised(nn.Module):
         self.label_smoothing = label_smoothing
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        logits = self.head(pooled(self.backbone, augment(images, gen)))
-        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        device = device_of(self)
+        logits = self.head(pooled(self.backbone, augment(images, gen).to(device)))
+        return F.cross_entropy(logits, labels.to(device), label_smoothing=self.label_smoothing)
 
 
 def _mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
@@ -63,7 +70,7 @@ class Contrastive(nn.Module):
     def _enqueue(self, keys: torch.Tensor) -> None:
         keys = F.normalize(keys, dim=1)
         n, ptr = keys.shape[0], int(self.queue_ptr)
-        idx = (torch.arange(n) + ptr) % self.queue_size
+        idx = (torch.arange(n, device=keys.device) + ptr) % self.queue_size
         self.queue[idx] = keys
         self.queue_ptr.fill_((ptr + n) % self.queue_size)
 
@@ -81,7 +88,7 @@ class Contrastive(nn.Module):
         if self.queue_size:
             # a copy: the queue is updated in place before backward runs
             logits = torch.cat([logits, q @ self.queue.clone().t() / self.temperature], dim=1)
-        return F.cross_entropy(logits, torch.arange(q.shape[0])) * 2 * self.temperature
+        return F.cross_entropy(logits, torch.arange(q.shape[0], device=q.device)) * 2 * self.temperature
 
     def _nt_xent(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """SimCLR's loss: each view's positive is its twin, the other 2N-2 views are negatives."""
@@ -89,12 +96,13 @@ class Contrastive(nn.Module):
         n = z1.shape[0]
         logits = z @ z.t() / self.temperature
         logits.fill_diagonal_(float("-inf"))
-        targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+        targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
         return F.cross_entropy(logits, targets)
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         del labels  # self-supervised
-        v1, v2 = augment(images, gen, strong=True), augment(images, gen, strong=True)
+        device = device_of(self)
+        v1, v2 = augment(images, gen, strong=True).to(device), augment(images, gen, strong=True).to(device)
         if self.momentum == 0:  # no key encoder: SimCLR
             z = self.projector(pooled(self.backbone, torch.cat([v1, v2])))
             return self._nt_xent(*z.chunk(2))
@@ -157,8 +165,9 @@ class MaskedImageModeling(nn.Module):
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         del labels
-        x = augment(images, gen)
-        mask = self.random_mask(x.shape[0], gen)
+        device = device_of(self)
+        x = augment(images, gen).to(device)
+        mask = self.random_mask(x.shape[0], gen).to(device)
         pixel_mask = mask.repeat_interleave(self.mask_patch, 1).repeat_interleave(self.mask_patch, 2)
         # Masked pixels are also blanked at the input so the conv stem cannot see them.
         x_in = x * (~pixel_mask)[:, None]

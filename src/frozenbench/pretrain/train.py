@@ -64,7 +64,9 @@ def _save_state(path: Path, task: nn.Module, optimizer: torch.optim.Optimizer, s
 
 def pretrain(arch: str, task_name: str, data_root: str | Path, out: str | Path, run_dir: str | Path,
              opts: PretrainOptions, seed: int = 0, meta: dict[str, Any] | None = None,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+             log: Callable[[str], None] = print, device: torch.device | None = None) -> dict[str, Any]:
+    """Pretrain ``arch`` by ``task_name`` on ``device`` (default CPU), probe it, write ``out``."""
+    device = device or torch.device("cpu")
     if task_name not in TASKS:
         raise ValueError(f"unknown pretraining task {task_name!r}; choose from {', '.join(TASKS)}")
     run_dir = Path(run_dir)
@@ -77,7 +79,7 @@ def pretrain(arch: str, task_name: str, data_root: str | Path, out: str | Path, 
     started = time.time()
     step = 0
     if task_name != "random":
-        task = build_task(task_name, backbone, len(train.classes), opts.image_size, opts.task_options)
+        task = build_task(task_name, backbone, len(train.classes), opts.image_size, opts.task_options).to(device)
         optimizer = torch.optim.AdamW(param_groups(task, opts.weight_decay), lr=opts.lr, betas=(0.9, 0.999))
         state_path, log_path = run_dir / "state.pt", run_dir / "log.jsonl"
         if state_path.exists():
@@ -123,11 +125,11 @@ def pretrain(arch: str, task_name: str, data_root: str | Path, out: str | Path, 
                     _save_state(state_path, task, optimizer, step, gen)
                     order, cursor = torch.randperm(len(images), generator=gen), 0
     train_seconds = time.time() - started
-    result = probe(backbone, train, val, arch, seed=seed)
+    result = probe(backbone.to(device), train, val, arch, seed=seed)
     result.update({"arch": arch, "task": task_name, "steps": step, "train_seconds": round(train_seconds, 1),
                    "seed": seed})
     write_json(run_dir / "probe.json", result)
-    save_backbone(out, arch, backbone.state_dict(), {"pretrain_task": task_name, "pretrain_data": str(data_root),
+    save_backbone(out, arch, backbone.cpu().state_dict(), {"pretrain_task": task_name, "pretrain_data": str(data_root),
                                                        "image_size": opts.image_size, "seed": seed,
                                                        "options": asdict(opts), "probe": result, **(meta or {})})
     log(json.dumps(result))

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from frozenbench.engine.data import eval_batches, on_gpu
 from frozenbench.errors import UserError
 from frozenbench.evaluation import COCOEvaluator, instances_to_results
 from frozenbench.openmmlab import build_model as build_mm_model
@@ -102,35 +103,35 @@ def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoin
 
 
 @torch.no_grad()
-def _detections(model: torch.nn.Module, dataset, batch_size: int):
+def _detections(model: torch.nn.Module, dataset, batch_size: int, workers: int):
     """(image id, xyxy boxes, scores, labels, masks or None) per image, in the original image's pixels."""
     from mmengine.dataset import pseudo_collate
 
     model.eval()
-    for start in range(0, len(dataset), batch_size):
-        data = pseudo_collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+    for data in eval_batches(dataset, pseudo_collate, batch_size, workers, pin_memory=on_gpu(model)):
         for sample in model.test_step(data):
             pred = sample.pred_instances
             masks = pred.masks.cpu().numpy() if "masks" in pred else None
-            yield sample.img_id, pred.bboxes.cpu().numpy(), pred.scores.cpu().numpy(), pred.labels.cpu().numpy(), masks
+            yield (sample.img_id, pred.bboxes.float().cpu().numpy(), pred.scores.float().cpu().numpy(),
+                   pred.labels.cpu().numpy(), masks)
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int = 4,
-             test: dict[str, Any] | None = None) -> dict[str, Any]:
+             test: dict[str, Any] | None = None, workers: int = 0) -> dict[str, Any]:
     del test  # the test scale acts in build_dataset
     evaluator = COCOEvaluator(dataset.ann_file)
-    for detections in _detections(model, dataset, batch_size):
+    for detections in _detections(model, dataset, batch_size, workers):
         evaluator.process(*detections)
     return evaluator.evaluate()
 
 
 @torch.no_grad()
-def predict_test_dev(model: torch.nn.Module, dataset, batch_size: int = 4) -> list[dict[str, Any]]:
+def predict_test_dev(model: torch.nn.Module, dataset, batch_size: int = 4, workers: int = 0) -> list[dict[str, Any]]:
     """Detections on test-dev in the COCO results format (boxes and masks in one list, as uploaded)."""
     categories = json.loads(Path(dataset.ann_file).read_text())["categories"]
     category_ids = sorted(c["id"] for c in categories)
     results: list[dict[str, Any]] = []
-    for image_id, boxes, scores, labels, masks in _detections(model, dataset, batch_size):
+    for image_id, boxes, scores, labels, masks in _detections(model, dataset, batch_size, workers):
         results.extend(instances_to_results(image_id, boxes, scores, labels, category_ids, masks))
     return results

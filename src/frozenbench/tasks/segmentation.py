@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from frozenbench.engine.data import eval_batches, on_gpu
 from frozenbench.errors import UserError
 from frozenbench.evaluation import SemSegEvaluator
 from frozenbench.openmmlab import build_model as build_mm_model
@@ -94,7 +95,7 @@ TEST_OPTIONS = ("scales", "flip")
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int = 1,
-             test: dict[str, Any] | None = None) -> dict[str, Any]:
+             test: dict[str, Any] | None = None, workers: int = 0) -> dict[str, Any]:
     """Sliding-window inference (``img_size`` crops, 2/3 overlap) on each image as the test pipeline
     resized it, scored at the original resolution; with ``test={"scales": [...], "flip": True}``
     multi-scale + flip testing. Images go one at a time (``batch_size`` is ignored): val images
@@ -108,8 +109,7 @@ def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int 
         raise UserError(f"segmentation test options {sorted(unknown)} unknown; known: {', '.join(TEST_OPTIONS)}")
     model.eval()
     evaluator = SemSegEvaluator(num_classes=num_classes, ignore_index=255)
-    for index in range(len(dataset)):
-        data = pseudo_collate([dataset[index]])
+    for data in eval_batches(dataset, pseudo_collate, 1, workers, pin_memory=on_gpu(model)):
         scores = _tta_scores(model, data, test.get("scales", [1.0]), test.get("flip", False))
         for score, sample in zip(scores, data["data_samples"]):
             evaluator.process(score.argmax(0).cpu().numpy().astype(np.int64), sample.gt_sem_seg.data[0].cpu().numpy())

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from frozenbench.engine.data import eval_batches, on_gpu
 from frozenbench.errors import UserError
 from frozenbench.evaluation import TopKEvaluator
 from frozenbench.openmmlab import build_model as build_mm_model
@@ -104,7 +105,7 @@ MAX_TEST_VIEWS_PER_BATCH = 8
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int = 8,
-             test: dict[str, Any] | None = None) -> dict[str, Any]:
+             test: dict[str, Any] | None = None, workers: int = 0) -> dict[str, Any]:
     """Top-1 / top-5 over the val split. Multi-view sampling lives in the dataset; the batch shrinks
     so that at most ``MAX_TEST_VIEWS_PER_BATCH`` views (or one video) go through the model at once,
     and the backbone itself takes their frames in bounded chunks."""
@@ -115,8 +116,7 @@ def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int 
     batch_size = max(1, min(batch_size, MAX_TEST_VIEWS_PER_BATCH // views))
     model.eval()
     evaluator = TopKEvaluator(topk=(1, 5) if num_classes >= 5 else (1,))
-    for start in range(0, len(dataset), batch_size):
-        data = pseudo_collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+    for data in eval_batches(dataset, pseudo_collate, batch_size, workers, pin_memory=on_gpu(model)):
         for sample in model.test_step(data):
-            evaluator.process(sample.pred_score.cpu().numpy(), int(sample.gt_label.item()))
+            evaluator.process(sample.pred_score.float().cpu().numpy(), int(sample.gt_label.item()))
     return evaluator.evaluate()
