@@ -50,33 +50,43 @@ def test_all_tables_through_sbatch_and_a_failing_job_fails_the_run(workflow_copy
     assert "evaluate_head" in failed.stdout + failed.stderr
 
 
-def test_requeued_training_job_resumes_from_its_checkpoint(tmp_path):
-    spec, checkpoint = video_cell(tmp_path, steps=400, checkpoint_every=10)
-    run_dir = tmp_path / "run"
+def requeue_mid_training(tmp_path: Path, command: str, sbatch_options: list[str], run_dir: Path,
+                         steps_before: int, start_timeout: float, finish_timeout: float) -> str:
+    """Submit ``command`` as a requeueable batch job, requeue it (what preemption does) once
+    ``steps_before`` steps are logged, wait for ``done.json``; returns the job's whole output."""
     script = tmp_path / "train.sh"
-    script.write_text("#!/bin/bash\nset -euo pipefail\nexport OMP_NUM_THREADS=1\n"
-                      f"{VENV_BIN / 'frozenbench'} train --spec '{spec}' --checkpoint {checkpoint} --mode frozen"
-                      f" --run-dir {run_dir} --threads 1\n")
+    script.write_text(f"#!/bin/bash\nset -euo pipefail\n{command}\n")
     out = tmp_path / "slurm-%j.out"
-    job = subprocess.run(["sbatch", "--parsable", "--requeue", "-c", "1", "-o", str(out), "--open-mode=append",
+    job = subprocess.run(["sbatch", "--parsable", "--requeue", *sbatch_options, "-o", str(out), "--open-mode=append",
                           str(script)], capture_output=True, text=True, check=True).stdout.strip()
+    output = Path(str(out).replace("%j", job))
     log = run_dir / "log.jsonl"
 
     def logged_steps() -> int:
         return sum(1 for _ in log.open()) if log.exists() else 0
 
-    deadline = time.time() + 600
-    while logged_steps() < 25 and time.time() < deadline:  # past two checkpoints
+    deadline = time.time() + start_timeout
+    while logged_steps() < steps_before and time.time() < deadline:
         time.sleep(1)
-    assert logged_steps() >= 25, "the job did not start training"
-    subprocess.run(["scontrol", "requeue", job], check=True)  # preemption: kill and put back in the queue
-    deadline = time.time() + 1200
+    assert logged_steps() >= steps_before, output.read_text()[-3000:] if output.exists() else "no job output"
+    subprocess.run(["scontrol", "requeue", job], check=True)  # kill every step and put the job back in the queue
+    deadline = time.time() + finish_timeout
     while not (run_dir / "done.json").exists() and time.time() < deadline:
         time.sleep(2)
-    output = Path(str(out).replace("%j", job)).read_text()
-    assert (run_dir / "done.json").exists(), output[-2000:]
+    text = output.read_text()
+    assert (run_dir / "done.json").exists(), text[-3000:]
+    return text
+
+
+def test_requeued_training_job_resumes_from_its_checkpoint(tmp_path):
+    spec, checkpoint = video_cell(tmp_path, steps=400, checkpoint_every=10)
+    run_dir = tmp_path / "run"
+    output = requeue_mid_training(
+        tmp_path, f"export OMP_NUM_THREADS=1\n{VENV_BIN / 'frozenbench'} train --spec '{spec}' --checkpoint "
+        f"{checkpoint} --mode frozen --run-dir {run_dir} --threads 1", ["-c", "1"], run_dir,
+        steps_before=25, start_timeout=600, finish_timeout=1200)  # past two checkpoints
     assert "resuming from step" in output
-    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 401))  # the log continues where the checkpoint left it, no gaps or repeats
 
 
@@ -87,31 +97,12 @@ def test_srun_launched_two_rank_job_is_requeued_and_resumes(tmp_path):
     the sharded checkpoint."""
     spec, checkpoint = video_cell(tmp_path, steps=60, checkpoint_every=5)
     run_dir = tmp_path / "run"
-    script = tmp_path / "train.sh"
-    script.write_text("#!/bin/bash\nset -euo pipefail\nexport OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu\n"
-                      f"{VENV_BIN / 'frozenbench'} train --spec '{spec}' --checkpoint {checkpoint} --mode frozen"
-                      f" --run-dir {run_dir} --threads 1 --device cpu --nodes 2 --nproc 1\n")
-    out = tmp_path / "slurm-%j.out"
-    job = subprocess.run(["sbatch", "--parsable", "--requeue", "--ntasks=2", "--nodes=1", "-c", "1", "-o", str(out),
-                          "--open-mode=append", str(script)], capture_output=True, text=True, check=True).stdout.strip()
-    log = run_dir / "log.jsonl"
-
-    def logged_steps() -> int:
-        return sum(1 for _ in log.open()) if log.exists() else 0
-
-    deadline = time.time() + 900
-    while logged_steps() < 12 and time.time() < deadline:  # past two checkpoints
-        time.sleep(1)
-    output = Path(str(out).replace("%j", job))
-    assert logged_steps() >= 12, output.read_text()[-3000:] if output.exists() else "no job output"
-    subprocess.run(["scontrol", "requeue", job], check=True)
-    deadline = time.time() + 1500
-    while not (run_dir / "done.json").exists() and time.time() < deadline:
-        time.sleep(2)
-    text = output.read_text()
-    assert (run_dir / "done.json").exists(), text[-3000:]
-    assert "resuming from step" in text
+    output = requeue_mid_training(
+        tmp_path, f"export OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu\n{VENV_BIN / 'frozenbench'} train --spec '{spec}'"
+        f" --checkpoint {checkpoint} --mode frozen --run-dir {run_dir} --threads 1 --device cpu --nodes 2 --nproc 1",
+        ["--ntasks=2", "--nodes=1", "-c", "1"], run_dir, steps_before=12, start_timeout=900, finish_timeout=1500)
+    assert "resuming from step" in output
     done = json.loads((run_dir / "done.json").read_text())
     assert done["world_size"] == 2 and done["steps"] == 60
-    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 61))
