@@ -91,15 +91,6 @@ def cell_spec(cell: str, data: Path, steps: int, batch: int, tiny: bool) -> dict
     return spec
 
 
-def random_checkpoint(path: Path, arch: str, img_size: int) -> Path:
-    from frozenbench.checkpoint import save_backbone
-    from frozenbench.models import build_model
-
-    torch.manual_seed(0)
-    save_backbone(path, arch, build_model(arch, img_size).state_dict(), {"pretrain_task": "random"})
-    return path
-
-
 def run_cell(cell: str, spec: dict, checkpoint: Path, work: Path, device: str, nproc: int, workers: int,
              threads: int) -> dict:
     run_dir, metrics = work / cell / "run", work / cell / "metrics.json"
@@ -185,6 +176,7 @@ def main() -> None:
     nproc = args.nproc or (torch.cuda.device_count() if on_gpu else 2)
     workers = args.workers if args.workers is not None else (4 if on_gpu else 1)
     threads = len(os.sched_getaffinity(0))
+    from frozenbench.checkpoint import save_random_backbone
     from frozenbench.data.synth import synthesize
 
     rows, failures = [], []
@@ -194,7 +186,7 @@ def main() -> None:
             synthesize(spec, work / "data" / name)
         for cell in args.cells:
             spec = cell_spec(cell, work / "data", steps, args.batch, tiny)
-            checkpoint = random_checkpoint(work / f"{arch}_{spec['img_size']}.pth", arch, spec["img_size"])
+            checkpoint = save_random_backbone(work / f"{arch}_{spec['img_size']}.pth", arch, spec["img_size"])
             try:
                 rows.append(run_cell(cell, spec, checkpoint, work, args.device, nproc, workers, threads))
                 print(json.dumps(rows[-1]), flush=True)

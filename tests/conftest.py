@@ -51,19 +51,14 @@ def video_cell(tmp_path: Path, steps: int, checkpoint_every: int, feature_cache:
     """A tiny shapes-k400 cell: (spec JSON for `frozenbench train`, a random cswin_tiny checkpoint)."""
     import json
 
-    import torch
-
-    from frozenbench.checkpoint import save_backbone
+    from frozenbench.checkpoint import save_random_backbone
     from frozenbench.data.synth import synthesize
-    from frozenbench.models import build_model
 
     from .test_synth import tiny_spec
 
     root = tmp_path / "shapes-k400"
     synthesize(tiny_spec("shapes-k400", num_frames=8), root)
-    torch.manual_seed(0)
-    checkpoint = tmp_path / "b.pth"
-    save_backbone(checkpoint, "cswin_tiny", build_model("cswin_tiny", 64).state_dict(), {"pretrain_task": "random"})
+    checkpoint = save_random_backbone(tmp_path / "b.pth", "cswin_tiny", 64)
     spec = json.dumps({"type": "video", "data": str(root), "img_size": 64, "data_options": {"num_frames": 4},
                        "feature_cache": feature_cache, "head": {"num_frames": 4, "num_blocks": 1, "width": 32},
                        "train": {"steps": steps, "batch_size": 4, "warmup_steps": 2,

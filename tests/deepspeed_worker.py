@@ -56,7 +56,7 @@ def main(out_dir: str, zero_stage: int) -> None:
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)
     dist.barrier()
-    dist.destroy_process_group()  # ZeRO-3 aborts at exit without it
+    dist.destroy_process_group()  # before exit: ranks can abort on teardown otherwise
 
 
 if __name__ == "__main__":

@@ -20,17 +20,17 @@ def test_cache_computes_each_distinct_image_once():
 
     cache = FeatureCache()
     a, b = torch.randn(3, 4, 4), torch.randn(3, 4, 4)
-    first = cache(torch.stack([a, b, a]), compute)  # a twice in one batch: computed once
-    assert calls == [1, 1] and len(cache) == 2
+    first = cache(torch.stack([a, b, a]), compute)  # the misses in one call, a (twice in the batch) once
+    assert calls == [2] and len(cache) == 2
     assert torch.equal(first[0][0], a * 2) and torch.equal(first[0][2], a * 2) and torch.equal(first[0][1], b * 2)
     again = cache(torch.stack([b, a]), compute)
-    assert calls == [1, 1]  # all hits
+    assert calls == [2]  # all hits
     assert torch.equal(again[0][0], b * 2) and again[1].shape == (2, 1, 4, 4)
     # a one-ulp change is a different input
     c = a.clone()
     c[0, 0, 0] = torch.nextafter(c[0, 0, 0], torch.tensor(1e9))
     cache(c[None], compute)
-    assert calls == [1, 1, 1] and cache.stats()["hits"] == 2 and cache.stats()["misses"] == 4
+    assert calls == [2, 1] and cache.stats()["hits"] == 2 and cache.stats()["misses"] == 4
 
 
 def test_cache_stops_storing_at_its_memory_bound():
@@ -91,9 +91,9 @@ def test_training_with_the_cache_gives_the_same_result(tmp_path):
     # weights are not compared: Adam turns 1e-7 gradient differences into lr-sized steps on
     # parameters whose gradient is ~0
     assert cached_losses == pytest.approx(plain_losses, rel=1e-3, abs=1e-4)
-    b = trainable_state(cached)
-    # resumed with an empty cache: exactly the uninterrupted cached run
+    # resumed with an empty cache: the uninterrupted cached run up to the same rounding (the
+    # resumed run's misses reach the backbone in other groups); steps 5-8 are logged by the resume
     run("resumed", True, steps=4)
-    resumed, _ = run("resumed", True)
-    c = trainable_state(resumed)
-    assert all(torch.equal(b[k], c[k]) for k in b)
+    _, resumed_losses = run("resumed", True)
+    assert len(resumed_losses) == 8
+    assert resumed_losses == pytest.approx(cached_losses, rel=1e-3, abs=1e-4)

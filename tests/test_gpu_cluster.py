@@ -313,3 +313,36 @@ def test_every_head_reaches_only_routed_mmcv_ops(name, tmp_path):
     assert called <= set(ROUTES), f"unrouted mmcv ops: {sorted(called - set(ROUTES))}"
     if kind == "detection":
         assert called == {"nms", "roi_align_forward", "roi_align_backward"}
+
+
+# -- the GPU smoke benchmark, on CPU ranks --------------------------------------------------------------
+
+@pytest.mark.openmmlab
+@pytest.mark.slow
+def test_gpu_smoke_runs_every_paper_cell_type_on_two_cpu_ranks_and_feeds_the_cost_report(tmp_path):
+    """`make gpu-smoke DEVICE=cpu`: the script the GPU session runs, on tiny sizes, so it cannot rot.
+    Every cell type trains through torchrun + DeepSpeed on two ranks with a DataLoader worker and
+    evaluates; the record has the rows `frozenbench cost` reads, marked as a CPU projection."""
+    import sys
+
+    from .conftest import VENV_BIN
+
+    record_path = tmp_path / "smoke.json"
+    proc = run_cmd([sys.executable, str(REPO / "bench" / "gpu_smoke.py"), "--device", "cpu", "--steps", "3",
+                    "--repeats", "2", "--out", str(record_path)], env={"OMP_NUM_THREADS": "1"}, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads(record_path.read_text())
+    assert record["failures"] == [] and record["device"] == "cpu" and record["tiny"]
+    assert [row["cell"] for row in record["cells"]] == ["coco_htc", "ade_mask2former", "k400_temporal"]
+    for row in record["cells"]:
+        assert row["world_size"] == 2 and row["steps"] == 3, row
+        assert row["seconds_per_step"] > 0 and 0 <= row["data_wait"] < 1, row
+        assert row["train_gpu_peak_mb"] is None and row["eval_gpu_peak_mb"] is None  # no GPU: nothing made up
+        assert all(np.isfinite(loss) for loss in row["loss_first_last"]), row
+    metrics = {row["cell"]: row["metrics"] for row in record["cells"]}
+    assert {"bbox_mAP", "segm_mAP"} <= set(metrics["coco_htc"]["coco"]), metrics
+    assert "mIoU" in metrics["ade_mask2former"]["ade"] and "top1" in metrics["k400_temporal"]["k400"], metrics
+    assert record["backbone"]["fraction_of_matmul"]["median"] > 0
+    cost = run_cmd([str(VENV_BIN / "frozenbench"), "cost", "--config", str(REPO / "configs" / "paper.yaml"),
+                    "--record", str(record_path)], check=True)
+    assert "CPU-hours (projection from a CPU record)" in cost.stdout and "| coco | htc |" in cost.stdout

@@ -1,6 +1,8 @@
 """A training run killed with SIGKILL mid-way and started again resumes from its newest checkpoint
 and ends with the same weights and the same validation metrics as an uninterrupted run (CPU), also
-when its batches come from DataLoader workers and the uninterrupted run built them itself."""
+when its batches come from DataLoader workers and the uninterrupted run built them itself.
+Without the feature cache: with it, a resumed run's misses reach the backbone in other groups and
+its weights match only up to float rounding (tests/test_feature_cache.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ pytestmark = [pytest.mark.openmmlab, pytest.mark.slow]
 def test_sigkilled_training_resumes_to_the_same_metrics(tmp_path):
     from frozenbench.checkpoint import safe_load
 
-    spec, checkpoint = video_cell(tmp_path, steps=40, checkpoint_every=5, feature_cache=True)
+    spec, checkpoint = video_cell(tmp_path, steps=40, checkpoint_every=5)
     env = {"OMP_NUM_THREADS": "1"}
 
     def cell(name, workers=0):

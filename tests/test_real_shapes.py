@@ -27,12 +27,9 @@ from .test_synth import tree_digest
 
 
 def random_checkpoint(path: Path, arch: str = "cswin_tiny", img_size: int = 64) -> Path:
-    from frozenbench.checkpoint import save_backbone
-    from frozenbench.models import build_model
+    from frozenbench.checkpoint import save_random_backbone
 
-    torch.manual_seed(0)
-    save_backbone(path, arch, build_model(arch, img_size).state_dict(), {"pretrain_task": "random"})
-    return path
+    return save_random_backbone(path, arch, img_size)
 
 
 # -- generators ------------------------------------------------------------------------------------
@@ -323,7 +320,6 @@ def _encode_or_segfault(job):
     return _prepare_one(job)
 
 
-@pytest.mark.xfail(strict=False, reason="failed 1 of 2 local runs in session 5 (not yet diagnosed); see docs note")
 def test_a_decoder_crash_lists_its_clip_and_spares_the_others(real_shaped, tmp_path):
     import shutil
 
@@ -338,6 +334,7 @@ def test_a_decoder_crash_lists_its_clip_and_spares_the_others(real_shaped, tmp_p
     (tmp_path / "out").mkdir()
     failed = encode_clips(jobs, workers=2, run_one=_encode_or_segfault)
     assert failed == {f"crash_{sources[1].name}": CRASH_ERROR}
+    # every clip but the culprit, and no temporary of a writer the broken pool killed mid-clip
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == sorted(Path(dst).name for _, dst, _ in jobs if not Path(dst).name.startswith("crash_"))
     for path in (tmp_path / "out").iterdir():

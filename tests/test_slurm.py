@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow,
 SLURM = ["--profile", "profiles/slurm", "--configfile", "configs/ci.yaml"]
 
 
+@pytest.mark.timeout(3600)  # the whole mini-study through sbatch on 2 CPUs
 def test_all_tables_through_sbatch_and_a_failing_job_fails_the_run(workflow_copy):
     env = {"OMP_NUM_THREADS": "1"}
     snakemake = str(VENV_BIN / "snakemake")

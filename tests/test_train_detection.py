@@ -52,16 +52,13 @@ def test_test_dev_submission_is_an_upload_zip_of_coco_results(tmp_path):
 
     from pycocotools.coco import COCO
 
-    from frozenbench.checkpoint import save_backbone
-    from frozenbench.models import build_model
+    from frozenbench.checkpoint import save_random_backbone
 
     from .conftest import run_cmd
 
     root = tmp_path / "shapes-coco"
     synthesize(tiny_spec("shapes-coco", image_size=64, num_train=4, num_val=2, num_test_dev=3), root)
-    checkpoint = tmp_path / "cswin_tiny_random.pth"
-    torch.manual_seed(0)
-    save_backbone(checkpoint, "cswin_tiny", build_model("cswin_tiny", 64).state_dict(), {"pretrain_task": "random"})
+    checkpoint = save_random_backbone(tmp_path / "cswin_tiny_random.pth", "cswin_tiny", 64)
     spec = json.dumps({"type": "detection", "data": str(root), "img_size": 64, "head": HEAD,
                        "train": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2}})
     common = ["--spec", spec, "--checkpoint", str(checkpoint), "--mode", "frozen", "--run-dir", str(tmp_path / "run"),

@@ -82,14 +82,11 @@ def test_multi_scale_flip_testing(ade):
 
 @pytest.mark.parametrize("mode", ["frozen", "finetune"])
 def test_train_and_evaluate_cli_write_metrics_with_provenance(ade, tmp_path, mode):
-    from frozenbench.checkpoint import safe_load, save_backbone
-    from frozenbench.models import build_model
+    from frozenbench.checkpoint import safe_load, save_random_backbone
 
     from .conftest import run_cmd
 
-    torch.manual_seed(0)
-    checkpoint = tmp_path / "cswin_tiny_random.pth"
-    save_backbone(checkpoint, "cswin_tiny", build_model("cswin_tiny", 64).state_dict(), {"pretrain_task": "random"})
+    checkpoint = save_random_backbone(tmp_path / "cswin_tiny_random.pth", "cswin_tiny", 64)
     spec = json.dumps({"type": "segmentation", "data": str(ade), "img_size": 64, "head": HEAD,
                        "train": {"steps": 4, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2,
                                  "layer_decay": 0.75}})

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from frozenbench.data.download import RemoteFile, extract
 from frozenbench.errors import UserError
-from frozenbench.utils.atomic import TMP_MARKER, atomic_dir, write_json
+from frozenbench.utils.atomic import TMP_MARKER, atomic_dir, remove_temporaries, write_json
 
 
 def _extract_into(archive: Path, root: Path) -> None:
@@ -167,11 +167,14 @@ def encode_clips(jobs: list[tuple[str, str, int]], workers: int,
             except BrokenProcessPool:
                 suspects = list(running.values())
         for job in suspects:  # alone in a fresh process each: a crash now names its clip
+            # the broken pool's workers were killed mid-write: their temporaries must not reach the dataset
+            remove_temporaries(job[1])
             with _spawn_pool(1) as solo:
                 try:
                     dst, error = solo.submit(run_one, job).result()
                 except BrokenProcessPool:
                     dst, error = job[1], CRASH_ERROR
+                    remove_temporaries(job[1])
             if error is not None:
                 failed[Path(dst).name] = error
     return failed

@@ -30,7 +30,7 @@ from frozenbench.engine.data import seed_step, train_batches
 from frozenbench.engine.device import autocast
 from frozenbench.engine.param_groups import param_groups
 from frozenbench.engine.schedule import warmup_cosine
-from frozenbench.utils.atomic import TMP_MARKER, atomic_file, write_text
+from frozenbench.utils.atomic import TMP_MARKER, atomic_file
 
 
 @dataclass
@@ -103,6 +103,15 @@ def remove_leftovers(run_dir: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
+def saved_fingerprint(state_path: Path) -> str | None:
+    """The fingerprint of the resumable state at ``state_path``; None when there is none (a state
+    without optimizer, e.g. an older export, cannot be resumed)."""
+    if not state_path.exists():
+        return None
+    state = safe_load(state_path)
+    return state.get("fingerprint", "") if "optimizer" in state else None
+
+
 class LocalStepper:
     """One process: torch AdamW over the trainable parameters; state in ``state.pt``."""
 
@@ -127,7 +136,7 @@ class LocalStepper:
         self.optimizer.step()
 
     def saved_fingerprint(self) -> str | None:
-        return safe_load(self.state_path).get("fingerprint", "") if self.state_path.exists() else None
+        return saved_fingerprint(self.state_path)
 
     def discard(self) -> None:
         self.state_path.unlink(missing_ok=True)
@@ -147,10 +156,15 @@ class LocalStepper:
 
 
 class DeepSpeedStepper:
-    """Several ranks: a DeepSpeed engine (ZeRO stage from the config) over the trainable parameters;
-    state in ``deepspeed/`` (DeepSpeed's own sharded checkpoint). Each save writes a new tag
-    ``step<N>``; DeepSpeed points its ``latest`` file at it only once every shard is written, and
-    only then are older tags removed, so a kill during a save resumes from the previous one."""
+    """Several ranks: a DeepSpeed engine (ZeRO stage from the config) over the trainable parameters.
+
+    Its state is saved in the one-rank format (``state.pt``: the trainable weights and a torch
+    AdamW ``state_dict`` with the full moments, gathered from ZeRO's shards, written by rank 0
+    atomically), so a run resumes on any number of ranks: after a requeue onto another node
+    count, or on one rank. DeepSpeed's own sharded checkpoints load only on the rank count that
+    saved them, and its elastic format does not load back in the DeepSpeed this project pins. The gather costs the full optimizer state in rank 0's host memory: small for
+    frozen-backbone heads, 12 bytes per parameter for a fine-tuned backbone.
+    """
 
     def __init__(self, model: nn.Module, opts: TrainOptions, run_dir: Path, zero_stage: int,
                  device: torch.device) -> None:
@@ -159,10 +173,13 @@ class DeepSpeedStepper:
         self.model = model
         self.opts = opts
         self.device = device
+        self.zero_stage = zero_stage
+        groups = param_groups(model, opts.weight_decay, opts.layer_decay)
+        # torch AdamW's index of a parameter is its position in the groups, in order
+        self.params = [p for group in groups for p in group["params"]]
         self.engine, self.optimizer = initialize(model, deepspeed_config(
-            zero_stage, opts.batch_size, opts.lr, opts.weight_decay, opts.grad_clip, bf16=opts.autocast_bf16),
-            param_groups(model, opts.weight_decay, opts.layer_decay), device=device)
-        self.ckpt_dir = run_dir / "deepspeed"
+            zero_stage, opts.batch_size, opts.lr, opts.weight_decay, opts.grad_clip), groups, device=device)
+        self.state_path = run_dir / "state.pt"
 
     def forward(self, batch: dict) -> dict:
         with autocast(self.device, self.opts.autocast_bf16):
@@ -174,49 +191,83 @@ class DeepSpeedStepper:
         self.engine.step()
 
     def saved_fingerprint(self) -> str | None:
-        marker = self.ckpt_dir / "fingerprint.txt"
-        return marker.read_text() if marker.exists() and (self.ckpt_dir / "latest").exists() else None
+        return saved_fingerprint(self.state_path)
 
     def discard(self) -> None:
-        import shutil
-
         import torch.distributed as dist
 
         if dist.get_rank() == 0:
-            shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+            self.state_path.unlink(missing_ok=True)
+        dist.barrier()
+
+    def _adamw_state(self) -> dict[str, Any]:
+        """torch AdamW's ``state_dict`` of the whole run (every rank takes part in the gathers)."""
+        from deepspeed.utils import safe_get_full_optimizer_state
+
+        template = torch.optim.AdamW(param_groups(self.model, self.opts.weight_decay, self.opts.layer_decay),
+                                     lr=self.opts.lr).state_dict()
+        if self.zero_stage == 0:  # DeepSpeed's optimizer is torch's AdamW itself, replicated on every rank
+            return {"state": self.optimizer.state_dict()["state"], "param_groups": template["param_groups"]}
+        self._link_moments()
+        steps = [s["step"] for s in self.optimizer.optimizer.state.values() if "step" in s]
+        step = torch.as_tensor(steps[0], dtype=torch.float32).clone().cpu() if steps else torch.tensor(0.0)
+        state = {}
+        for index, param in enumerate(self.params):
+            moments = {key: safe_get_full_optimizer_state(param, key) for key in ("exp_avg", "exp_avg_sq")}
+            if all(m is not None for m in moments.values()):
+                state[index] = {"step": step.clone(), **{k: m.detach().cpu().clone() for k, m in moments.items()}}
+        return {"state": state, "param_groups": template["param_groups"]}
+
+    def _link_moments(self) -> None:
+        """Point each parameter's view into ZeRO's optimizer state at the moments of its group.
+        DeepSpeed 0.19.8 links them once, after the first group's first step, when the other
+        groups' moments do not exist yet (with several parameter groups, as layer decay and
+        no-decay names make, their views stay empty): link again now that every group has stepped."""
+        self.optimizer._hp_optimizer_states_linked = False
+        self.optimizer._lazy_init_hp_params_optimizer_state()
+
+    def save(self, step: int, fingerprint: str) -> None:
+        import torch.distributed as dist
+
+        optimizer = self._adamw_state()  # ZeRO-1/2 shard the optimizer only: every rank holds the full weights
+        if dist.get_rank() == 0:
+            with atomic_file(self.state_path) as tmp:
+                torch.save({"step": step, "model": trainable_state(self.model), "optimizer": optimizer,
+                            "fingerprint": fingerprint, "world_size": dist.get_world_size()}, tmp)
         dist.barrier()
 
     def load(self) -> int:
-        _, client_state = self.engine.load_checkpoint(str(self.ckpt_dir))  # the tag named in `latest`
-        return int(client_state["step"])
+        """Resume from ``state.pt``, whichever rank count saved it."""
+        from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
 
-    def save(self, step: int, fingerprint: str) -> None:
-        import shutil
-
-        import torch.distributed as dist
-
-        tag = f"step{step}"
-        if dist.get_rank() == 0:
-            write_text(self.ckpt_dir / "fingerprint.txt", fingerprint)
-        self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag, client_state={"step": step}, save_latest=True)
-        dist.barrier()
-        if dist.get_rank() == 0:
-            for old in self.ckpt_dir.glob("step*"):
-                if old.is_dir() and old.name != tag:
-                    shutil.rmtree(old, ignore_errors=True)
-        dist.barrier()
-
-    def export(self, path: Path, step: int, fingerprint: str) -> None:
-        """The trained weights as a single-process ``state.pt`` (what ``frozenbench evaluate`` loads)."""
-        import deepspeed
-        import torch.distributed as dist
-
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):  # ZeRO-3: gather the shards
-            if dist.get_rank() == 0:
-                with atomic_file(path) as tmp:
-                    torch.save({"step": step, "model": trainable_state(self.model), "fingerprint": fingerprint}, tmp)
-        dist.barrier()
+        state = safe_load(self.state_path)
+        saved = state["optimizer"]["state"]
+        if self.zero_stage == 0:
+            _, unexpected = self.model.load_state_dict(state["model"], strict=False)
+            if unexpected:
+                raise RuntimeError(f"{self.state_path}: unexpected keys {unexpected[:5]}")
+            self.optimizer.load_state_dict(state["optimizer"])
+            return state["step"]
+        # ZeRO creates its optimizer state at the first step: take one that moves nothing (lr 0,
+        # zero gradients), then overwrite weights, moments and step count with the saved ones
+        set_lr(self.optimizer, 0.0)
+        self.engine.backward(sum((p * 0).sum() for p in self.params))
+        self.engine.step()
+        self._link_moments()
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        _, unexpected = self.model.load_state_dict(state["model"], strict=False)  # the weights the forward uses
+        if unexpected:
+            raise RuntimeError(f"{self.state_path}: unexpected keys {unexpected[:5]}")
+        for index, param in enumerate(self.params):
+            safe_set_full_fp32_param(param, state["model"][names[id(param)]].to(self.device))  # ZeRO's fp32 master
+            if index in saved:
+                for key in ("exp_avg", "exp_avg_sq"):
+                    safe_set_full_optimizer_state(param, saved[index][key].to(self.device), key)
+        steps = [float(s["step"]) for s in saved.values()]
+        for group_state in self.optimizer.optimizer.state.values():
+            if "step" in group_state:
+                group_state["step"] = torch.tensor(max(steps, default=0.0), dtype=torch.float32)
+        return state["step"]
 
 
 def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opts: TrainOptions, seed: int = 0,
@@ -281,8 +332,6 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
                 log_file.flush()
             if step % opts.checkpoint_every == 0 or step == opts.steps:
                 stepper.save(step, fingerprint)
-    if isinstance(stepper, DeepSpeedStepper):
-        stepper.export(run_dir / "state.pt", step, fingerprint)
     elapsed = time.time() - started
     return {"steps": step, "train_seconds": round(elapsed, 1), "world_size": world,
             "steps_this_run": step - first_step, "data_wait_fraction": round(data_seconds / max(elapsed, 1e-9), 4)}

@@ -102,7 +102,7 @@ def train_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | 
 
         rank = dist.get_rank()
         dist.barrier()
-        dist.destroy_process_group()  # ZeRO-3 ranks abort at exit without it
+        dist.destroy_process_group()  # before exit: gloo / NCCL ranks can abort on teardown otherwise
         if rank != 0:
             return summary
     cache = getattr(getattr(getattr(model, "backbone", None), "body", None), "feature_cache", None)

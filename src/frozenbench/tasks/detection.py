@@ -103,7 +103,7 @@ def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoin
 
 
 @torch.no_grad()
-def _detections(model: torch.nn.Module, dataset, batch_size: int, workers: int):
+def _detections(model: torch.nn.Module, dataset, batch_size: int, workers: int = 0):
     """(image id, xyxy boxes, scores, labels, masks or None) per image, in the original image's pixels."""
     from mmengine.dataset import pseudo_collate
 

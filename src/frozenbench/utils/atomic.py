@@ -7,6 +7,7 @@ A writer that is interrupted (exception, SIGKILL) leaves at most a hidden
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -16,6 +17,17 @@ from pathlib import Path
 from typing import Any
 
 TMP_MARKER = ".tmp-"
+
+
+def remove_temporaries(path: str | Path) -> None:
+    """Delete the temporary siblings that killed writers of ``path`` left behind (a SIGKILL or a
+    crashed process skips every cleanup); only call it where no writer of ``path`` is running."""
+    path = Path(path)
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}{TMP_MARKER}*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def _umask() -> int:
