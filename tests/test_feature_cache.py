@@ -62,7 +62,7 @@ def test_training_with_the_cache_gives_the_same_result(tmp_path):
     from mmengine.dataset import pseudo_collate
 
     from frozenbench.data.synth import synthesize
-    from frozenbench.engine.loop import TrainOptions, train, trainable_state
+    from frozenbench.engine.loop import TrainOptions, train
     from frozenbench.tasks import segmentation
 
     from .test_synth import tiny_spec
