@@ -96,6 +96,10 @@ def detector_config(backbone: dict[str, Any], channels: list[int], strides: list
         mask_head.in_channels = mask_head.conv_out_channels = width
         mask_head.num_classes = num_classes
     model.train_cfg.rpn.sampler.num = rpn_samples
+    # anchors crossing the image border stay candidates (mmdet's HTC config drops them): the paper's
+    # random resize goes down to 0.1x, and an image that small, or a thin panorama, has no anchor fully
+    # inside it, which mmdet answers by stopping the training job (detectron2's default does the same)
+    model.train_cfg.rpn.allowed_border = -1
     for stage in _as_list(model.train_cfg.rcnn):
         stage.sampler.num = rcnn_samples
     return model

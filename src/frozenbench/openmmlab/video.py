@@ -82,7 +82,9 @@ class TemporalTransformerHead(BaseHead):
         tokens = tokens.reshape(n, t * s, -1)
         for block in self.blocks:
             tokens = block(tokens)
-        return self.fc(self.norm(tokens).mean(dim=1))
+        # class scores in fp32 under bf16 autocast: mmaction's loss computes its accuracy in numpy,
+        # which has no bf16 (and the softmax of the loss is better taken in fp32 anyway)
+        return self.fc(self.norm(tokens).mean(dim=1)).float()
 
 
 def register_video_modules() -> None:

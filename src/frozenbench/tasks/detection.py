@@ -19,6 +19,7 @@ from frozenbench.errors import UserError
 from frozenbench.evaluation import COCOEvaluator, instances_to_results
 from frozenbench.openmmlab import build_model as build_mm_model
 from frozenbench.openmmlab.configs import backbone_cfg, detector_config
+from frozenbench.openmmlab.precision import detector_heads_in_fp32
 from frozenbench.tasks.recipe import resize_crop_options
 
 SPLIT_FOLDERS = {"train": "train2017", "val": "val2017", "test-dev": "test2017"}
@@ -99,7 +100,7 @@ def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoin
     cfg = detector_config(backbone, channels, strides, num_classes, input_normalization(arch, checkpoint),
                           detector=head.get("detector", "mask_rcnn"), width=head.get("width", 256),
                           rpn_samples=head.get("rpn_samples", 256), rcnn_samples=head.get("rcnn_samples", 512))
-    return build_mm_model("mmdet", cfg)
+    return detector_heads_in_fp32(build_mm_model("mmdet", cfg))
 
 
 @torch.no_grad()
