@@ -129,3 +129,26 @@ def test_contrastive_views_carry_no_colour_or_luminance():
     # the sign itself is a fair coin per image and channel, so inversion is not a cue either
     corr = (a * x).mean(dim=(2, 3)).sign()
     assert 0.3 < (corr > 0).float().mean() < 0.7
+
+
+def test_a_state_saved_with_other_options_or_seed_is_not_resumed(shapes, tmp_path):
+    """A changed lr or seed must retrain from step 0, never resume the old weights under the new
+    options' name; a changed log cadence computes the same weights, so it resumes."""
+    from frozenbench.pretrain.train import PretrainOptions, pretrain
+
+    def run(seed=7, **changes):
+        messages = []
+        opts = PretrainOptions(**{"image_size": 32, "batch_size": 16, "steps": 6, "lr": 2e-3, "warmup_steps": 2,
+                                  "checkpoint_every": 3, "log_every": 1, **changes})
+        pretrain("cswin_tiny", "supervised", shapes, tmp_path / "out.pth", tmp_path / "run", opts, seed=seed,
+                 log=messages.append)
+        return " ".join(messages)
+
+    assert "resuming" not in run()
+    assert "resuming cswin_tiny/supervised from step 6" in run(log_every=2)
+    changed = run(lr=1e-3)
+    assert "other options, seed or data; starting afresh" in changed and "resuming" not in changed
+    reseeded = run(seed=8, lr=1e-3)
+    assert "starting afresh" in reseeded and "resuming" not in reseeded
+    logged = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, 7))  # the discarded run's lines are gone

@@ -2,7 +2,8 @@
 
 Writes, for one backbone:
 - ``{run_dir}/state.pt``: the newest resumable state (rewritten atomically every
-  ``checkpoint_every`` steps); rerunning the same command resumes from it;
+  ``checkpoint_every`` steps); rerunning the same command resumes from it, a run with other
+  options, seed or training data starts afresh instead;
 - ``{run_dir}/log.jsonl``: one line per logged step (the loss curve);
 - ``{out}``: the canonical backbone checkpoint, with the probe result in its meta;
 - ``{run_dir}/probe.json``: k-NN and linear-probe accuracy on the held-out split.
@@ -55,11 +56,32 @@ def lr_at(step: int, opts: PretrainOptions) -> float:
     return warmup_cosine(step, opts.steps, opts.warmup_steps, opts.lr)
 
 
+# options that change how often a run writes, not what it computes
+_CADENCE_OPTIONS = ("checkpoint_every", "log_every")
+
+
+def state_fingerprint(arch: str, task_name: str, opts: PretrainOptions, seed: int, images: torch.Tensor,
+                      labels: torch.Tensor) -> str:
+    """What a resumable state was computed from: backbone, objective, options, seed and the training
+    images' and labels' bytes (already in memory, so hashing them costs no extra read). A state with
+    another fingerprint is never resumed."""
+    import hashlib
+
+    options = {k: v for k, v in asdict(opts).items() if k not in _CADENCE_OPTIONS}
+    digest = hashlib.sha256(json.dumps({"arch": arch, "task": task_name, "options": options, "seed": seed},
+                                       sort_keys=True, default=str).encode())
+    for tensor in (images, labels):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{tuple(data.shape)}{data.dtype}".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.dtype != torch.uint8 else data.numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _save_state(path: Path, task: nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                gen: torch.Generator) -> None:
+                gen: torch.Generator, fingerprint: str) -> None:
     with atomic_file(path) as tmp:
         torch.save({"step": step, "model": task.state_dict(), "optimizer": optimizer.state_dict(),
-                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}, tmp)
+                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "fingerprint": fingerprint}, tmp)
 
 
 def pretrain(arch: str, task_name: str, data_root: str | Path, out: str | Path, run_dir: str | Path,
@@ -82,8 +104,13 @@ def pretrain(arch: str, task_name: str, data_root: str | Path, out: str | Path, 
         task = build_task(task_name, backbone, len(train.classes), opts.image_size, opts.task_options).to(device)
         optimizer = torch.optim.AdamW(param_groups(task, opts.weight_decay), lr=opts.lr, betas=(0.9, 0.999))
         state_path, log_path = run_dir / "state.pt", run_dir / "log.jsonl"
-        if state_path.exists():
-            state = safe_load(state_path)
+        fingerprint = state_fingerprint(arch, task_name, opts, seed, train.images, train.labels)
+        state = safe_load(state_path) if state_path.exists() else None
+        if state is not None and state.get("fingerprint") != fingerprint:
+            log(f"{state_path}: saved by a run with other options, seed or data; starting afresh")
+            state_path.unlink()
+            state = None
+        if state is not None:
             task.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             gen.set_state(state["generator"])
@@ -122,7 +149,7 @@ def pretrain(arch: str, task_name: str, data_root: str | Path, out: str | Path, 
                 if step % opts.checkpoint_every == 0 or step == opts.steps:
                     # A resumed run draws a fresh sample order from the restored generator; the
                     # uninterrupted run draws the same one here, so both continue identically.
-                    _save_state(state_path, task, optimizer, step, gen)
+                    _save_state(state_path, task, optimizer, step, gen, fingerprint)
                     order, cursor = torch.randperm(len(images), generator=gen), 0
     train_seconds = time.time() - started
     result = probe(backbone.to(device), train, val, arch, seed=seed)
