@@ -30,7 +30,7 @@ from frozenbench.engine.data import seed_step, train_batches
 from frozenbench.engine.device import autocast
 from frozenbench.engine.param_groups import param_groups
 from frozenbench.engine.schedule import warmup_cosine
-from frozenbench.utils.atomic import TMP_MARKER, atomic_file
+from frozenbench.utils.atomic import atomic_file, remove_temporaries
 
 
 @dataclass
@@ -94,13 +94,7 @@ def truncate_log(path: Path, step: int) -> None:
 def remove_leftovers(run_dir: Path) -> None:
     """Delete the temporary siblings a killed run's atomic writers left in ``run_dir`` (a SIGKILL
     during a checkpoint save skips every cleanup); this run is the only writer of its folder."""
-    import shutil
-
-    for leftover in run_dir.glob(f".*{TMP_MARKER}*"):
-        if leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink(missing_ok=True)
+    remove_temporaries(run_dir, "*")
 
 
 def saved_fingerprint(state_path: Path) -> str | None:
@@ -110,6 +104,13 @@ def saved_fingerprint(state_path: Path) -> str | None:
         return None
     state = safe_load(state_path)
     return state.get("fingerprint", "") if "optimizer" in state else None
+
+
+def load_trainable(model: nn.Module, state: dict[str, Any], state_path: Path) -> None:
+    """Put a saved state's trainable weights into ``model`` (tensors copy onto its device)."""
+    _, unexpected = model.load_state_dict(state["model"], strict=False)
+    if unexpected:
+        raise RuntimeError(f"{state_path}: unexpected keys {unexpected[:5]}")
 
 
 class LocalStepper:
@@ -142,10 +143,8 @@ class LocalStepper:
         self.state_path.unlink(missing_ok=True)
 
     def load(self) -> int:
-        state = safe_load(self.state_path)  # tensors copy onto the model's device as they load
-        _, unexpected = self.model.load_state_dict(state["model"], strict=False)
-        if unexpected:
-            raise RuntimeError(f"{self.state_path}: unexpected keys {unexpected[:5]}")
+        state = safe_load(self.state_path)
+        load_trainable(self.model, state, self.state_path)
         self.optimizer.load_state_dict(state["optimizer"])
         return state["step"]
 
@@ -162,8 +161,9 @@ class DeepSpeedStepper:
     AdamW ``state_dict`` with the full moments, gathered from ZeRO's shards, written by rank 0
     atomically), so a run resumes on any number of ranks: after a requeue onto another node
     count, or on one rank. DeepSpeed's own sharded checkpoints load only on the rank count that
-    saved them, and its elastic format does not load back in the DeepSpeed this project pins. The gather costs the full optimizer state in rank 0's host memory: small for
-    frozen-backbone heads, 12 bytes per parameter for a fine-tuned backbone.
+    saved them, and its elastic format does not load back in the DeepSpeed this project pins.
+    The gather costs the full optimizer state in rank 0's host memory: small for frozen-backbone
+    heads, 12 bytes per parameter for a fine-tuned backbone.
     """
 
     def __init__(self, model: nn.Module, opts: TrainOptions, run_dir: Path, zero_stage: int,
@@ -175,8 +175,11 @@ class DeepSpeedStepper:
         self.device = device
         self.zero_stage = zero_stage
         groups = param_groups(model, opts.weight_decay, opts.layer_decay)
-        # torch AdamW's index of a parameter is its position in the groups, in order
+        # torch AdamW's index of a parameter is its position in the groups, in order; its saved
+        # param_groups (what the one-rank stepper's AdamW over the same groups holds) are built once
         self.params = [p for group in groups for p in group["params"]]
+        # (from copies: torch's optimizers write their defaults into the group dicts they are given)
+        self.adamw_groups = torch.optim.AdamW([dict(g) for g in groups], lr=opts.lr).state_dict()["param_groups"]
         self.engine, self.optimizer = initialize(model, deepspeed_config(
             zero_stage, opts.batch_size, opts.lr, opts.weight_decay, opts.grad_clip), groups, device=device)
         self.state_path = run_dir / "state.pt"
@@ -204,10 +207,8 @@ class DeepSpeedStepper:
         """torch AdamW's ``state_dict`` of the whole run (every rank takes part in the gathers)."""
         from deepspeed.utils import safe_get_full_optimizer_state
 
-        template = torch.optim.AdamW(param_groups(self.model, self.opts.weight_decay, self.opts.layer_decay),
-                                     lr=self.opts.lr).state_dict()
         if self.zero_stage == 0:  # DeepSpeed's optimizer is torch's AdamW itself, replicated on every rank
-            return {"state": self.optimizer.state_dict()["state"], "param_groups": template["param_groups"]}
+            return {"state": self.optimizer.state_dict()["state"], "param_groups": self.adamw_groups}
         self._link_moments()
         steps = [s["step"] for s in self.optimizer.optimizer.state.values() if "step" in s]
         step = torch.as_tensor(steps[0], dtype=torch.float32).clone().cpu() if steps else torch.tensor(0.0)
@@ -216,7 +217,7 @@ class DeepSpeedStepper:
             moments = {key: safe_get_full_optimizer_state(param, key) for key in ("exp_avg", "exp_avg_sq")}
             if all(m is not None for m in moments.values()):
                 state[index] = {"step": step.clone(), **{k: m.detach().cpu().clone() for k, m in moments.items()}}
-        return {"state": state, "param_groups": template["param_groups"]}
+        return {"state": state, "param_groups": self.adamw_groups}
 
     def _link_moments(self) -> None:
         """Point each parameter's view into ZeRO's optimizer state at the moments of its group.
@@ -241,23 +242,20 @@ class DeepSpeedStepper:
         from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
 
         state = safe_load(self.state_path)
-        saved = state["optimizer"]["state"]
         if self.zero_stage == 0:
-            _, unexpected = self.model.load_state_dict(state["model"], strict=False)
-            if unexpected:
-                raise RuntimeError(f"{self.state_path}: unexpected keys {unexpected[:5]}")
+            load_trainable(self.model, state, self.state_path)
             self.optimizer.load_state_dict(state["optimizer"])
             return state["step"]
         # ZeRO creates its optimizer state at the first step: take one that moves nothing (lr 0,
-        # zero gradients), then overwrite weights, moments and step count with the saved ones
+        # zero gradients; its end copies ZeRO's masters into the weights, so they load after it),
+        # then overwrite weights, masters, moments and step count with the saved ones
         set_lr(self.optimizer, 0.0)
         self.engine.backward(sum((p * 0).sum() for p in self.params))
         self.engine.step()
         self._link_moments()
+        load_trainable(self.model, state, self.state_path)  # the weights the forward uses
+        saved = state["optimizer"]["state"]
         names = {id(p): n for n, p in self.model.named_parameters()}
-        _, unexpected = self.model.load_state_dict(state["model"], strict=False)  # the weights the forward uses
-        if unexpected:
-            raise RuntimeError(f"{self.state_path}: unexpected keys {unexpected[:5]}")
         for index, param in enumerate(self.params):
             safe_set_full_fp32_param(param, state["model"][names[id(param)]].to(self.device))  # ZeRO's fp32 master
             if index in saved:

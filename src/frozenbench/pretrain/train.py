@@ -73,7 +73,7 @@ def state_fingerprint(arch: str, task_name: str, opts: PretrainOptions, seed: in
     for tensor in (images, labels):
         data = tensor.detach().cpu().contiguous()
         digest.update(f"{tuple(data.shape)}{data.dtype}".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes() if data.dtype != torch.uint8 else data.numpy().tobytes())
+        digest.update(data.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

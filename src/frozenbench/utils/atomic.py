@@ -19,11 +19,13 @@ from typing import Any
 TMP_MARKER = ".tmp-"
 
 
-def remove_temporaries(path: str | Path) -> None:
+def remove_temporaries(path: str | Path, name: str | None = None) -> None:
     """Delete the temporary siblings that killed writers of ``path`` left behind (a SIGKILL or a
-    crashed process skips every cleanup); only call it where no writer of ``path`` is running."""
+    crashed process skips every cleanup); with ``name`` = ``"*"``, those of every file in the
+    folder ``path``. Only call it where no such writer is running."""
     path = Path(path)
-    for leftover in path.parent.glob(f".{glob.escape(path.name)}{TMP_MARKER}*"):
+    folder, pattern = (path, name) if name is not None else (path.parent, glob.escape(path.name))
+    for leftover in folder.glob(f".{pattern}{TMP_MARKER}*"):
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
         else:
