@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
     from frozenbench.errors import UserError
+    from frozenbench.utils import signals
+
+    signals.install()  # SIGTERM (Slurm's time limit, preemption) runs every cleanup, then exits 143
 
     try:
         return int(module.run(args) or 0)

@@ -54,10 +54,20 @@ def _as_is(batch: Any) -> Any:
     return batch
 
 
+def _ignore_sigterm(worker_id: int) -> None:
+    """Workers leave SIGTERM (sent to the whole job by Slurm) to the main process, which saves
+    its state between two steps and then shuts them down; a worker dying first would fail the
+    step the main process is waiting for."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _loader_options(workers: int, pin_memory: bool, prefetch: int) -> dict[str, Any]:
     if workers <= 0:
         return {"num_workers": 0, "pin_memory": pin_memory}
-    return {"num_workers": workers, "pin_memory": pin_memory, "persistent_workers": True, "prefetch_factor": prefetch}
+    return {"num_workers": workers, "pin_memory": pin_memory, "persistent_workers": True, "prefetch_factor": prefetch,
+            "worker_init_fn": _ignore_sigterm}
 
 
 def train_batches(dataset, collate: Callable, batch_size: int, seed: int, start: int, stop: int, world: int = 1,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from frozenbench.engine.data import seed_step, train_batches
 from frozenbench.engine.device import autocast
 from frozenbench.engine.param_groups import param_groups
 from frozenbench.engine.schedule import warmup_cosine
+from frozenbench.utils import signals
 from frozenbench.utils.atomic import atomic_file, remove_temporaries
 
 
@@ -268,6 +270,19 @@ class DeepSpeedStepper:
         return state["step"]
 
 
+def _stop_requested(term, world: int, device: torch.device) -> bool:
+    """Whether any rank got SIGTERM: all ranks stop after the same step (saving is collective)."""
+    if world == 1:
+        return term.requested
+    import torch.distributed as dist
+
+    flag = torch.tensor([1.0 if term.requested else 0.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() and not term.requested:
+        term.signum = signal.SIGTERM  # raised when the deferred block ends, as on the rank that got it
+    return bool(flag.item())
+
+
 def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opts: TrainOptions, seed: int = 0,
           log: Callable[[str], None] = print, fingerprint: str = "", zero_stage: int = 2,
           device: torch.device | None = None, workers: int = 0) -> dict[str, Any]:
@@ -308,7 +323,7 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
                             pin_memory=on_gpu)
     started, data_seconds, first_step = time.time(), 0.0, step
     model.train()
-    with open(log_path, "a") if rank == 0 else contextlib.nullcontext() as log_file:
+    with (open(log_path, "a") if rank == 0 else contextlib.nullcontext()) as log_file, signals.deferred() as term:
         while step < opts.steps:
             waited = time.time()
             data = next(batches)
@@ -328,8 +343,14 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
                           **{k: round(float(v.detach()), 5) for k, v in parsed.items()}}
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
-            if step % opts.checkpoint_every == 0 or step == opts.steps:
+            saved_now = step % opts.checkpoint_every == 0 or step == opts.steps
+            if saved_now:
                 stepper.save(step, fingerprint)
+            if _stop_requested(term, world, device):
+                if not saved_now:
+                    stepper.save(step, fingerprint)
+                log(f"{run_dir}: SIGTERM: state saved at step {step} of {opts.steps}; a rerun resumes from it")
+                break
     elapsed = time.time() - started
     return {"steps": step, "train_seconds": round(elapsed, 1), "world_size": world,
             "steps_this_run": step - first_step, "data_wait_fraction": round(data_seconds / max(elapsed, 1e-9), 4)}

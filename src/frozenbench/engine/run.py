@@ -42,8 +42,16 @@ def _task_module(kind: str):
 
 def run_fingerprint(spec: dict[str, Any], checkpoint: str, mode: str, seed: int) -> str:
     """What identifies a run's inputs: a saved state with another fingerprint is not this run's.
-    Test-time options are not training inputs: changing them re-evaluates, never retrains."""
-    trained_on = {k: v for k, v in spec.items() if k != "test"}
+
+    The dataset enters by content (its digest), not by path: a dataset rebuilt in place with
+    other content retrains its heads. The task's ``PIPELINE_VERSION`` marks code changes of the
+    data pipeline that change what a head trains on. Test-time options are not training inputs:
+    changing them re-evaluates, never retrains."""
+    from frozenbench.data.manifest import dataset_digest
+
+    trained_on = {k: v for k, v in spec.items() if k not in ("test", "data")}
+    trained_on["dataset_digest"] = dataset_digest(spec["data"])
+    trained_on["pipeline_version"] = getattr(_task_module(spec["type"]), "PIPELINE_VERSION", 1)
     return f"{spec_hash(trained_on)}:{sha256_of(checkpoint)}:{mode}:{seed}"
 
 
@@ -118,7 +126,12 @@ def _load_trained(model: torch.nn.Module, spec: dict[str, Any], checkpoint: str,
     state_path = Path(run_dir) / "state.pt"
     state = safe_load(state_path)
     if state.get("fingerprint") != run_fingerprint(spec, checkpoint, mode, seed):
-        raise UserError(f"{state_path}: trained with other inputs (spec, backbone, mode or seed); train this cell again")
+        raise UserError(f"{state_path}: trained with other inputs (spec, dataset content, backbone, mode or seed); "
+                        f"train this cell again")
+    steps = _train_options(spec).steps
+    if state.get("step", 0) < steps:
+        raise UserError(f"{state_path}: training stopped at step {state.get('step', 0)} of {steps}; "
+                        f"finish it (`frozenbench train` resumes) before evaluating")
     _, unexpected = model.load_state_dict(state["model"], strict=False)
     if unexpected:
         raise UserError(f"{state_path}: unexpected keys {unexpected[:5]}")

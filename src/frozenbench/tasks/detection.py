@@ -22,6 +22,10 @@ from frozenbench.openmmlab.configs import backbone_cfg, detector_config
 from frozenbench.openmmlab.precision import detector_heads_in_fp32
 from frozenbench.tasks.recipe import resize_crop_options
 
+# Bump when a code change alters what the data pipeline feeds a head (decoding, sampling,
+# augmentation): finished runs then retrain instead of being reloaded.
+PIPELINE_VERSION = 1
+
 SPLIT_FOLDERS = {"train": "train2017", "val": "val2017", "test-dev": "test2017"}
 # test-dev annotations are withheld: the image list is all there is
 ANNOTATION_FILES = {"train": "instances_train2017.json", "val": "instances_val2017.json",

@@ -21,6 +21,10 @@ from frozenbench.openmmlab import build_model as build_mm_model
 from frozenbench.openmmlab.configs import backbone_cfg, mask2former_config
 from frozenbench.tasks.recipe import resize_crop_options
 
+# Bump when a code change alters what the data pipeline feeds a head (decoding, sampling,
+# augmentation): finished runs then retrain instead of being reloaded.
+PIPELINE_VERSION = 1
+
 
 def class_names(root: Path) -> list[str]:
     info = root / "objectInfo150.txt"

@@ -17,6 +17,10 @@ from frozenbench.evaluation import TopKEvaluator
 from frozenbench.openmmlab import build_model as build_mm_model
 from frozenbench.openmmlab.configs import backbone_cfg, recognizer_config
 
+# Bump when a code change alters what the data pipeline feeds a head (decoding, sampling,
+# augmentation): finished runs then retrain instead of being reloaded.
+PIPELINE_VERSION = 1
+
 
 def class_names(root: str | Path) -> list[str]:
     path = Path(root) / "classes.txt"

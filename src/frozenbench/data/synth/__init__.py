@@ -6,6 +6,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from frozenbench.data.manifest import MANIFEST, content_digest
 from frozenbench.data.validate import validate
 from frozenbench.utils.atomic import atomic_dir, write_json
 
@@ -15,7 +16,6 @@ GENERATORS = {
     "kinetics": "frozenbench.data.synth.kinetics",
     "imagefolder": "frozenbench.data.synth.imagefolder",
 }
-MANIFEST = "frozenbench_dataset.json"
 
 
 def synthesize(spec: dict[str, Any], out: str | Path) -> dict[str, int]:
@@ -34,5 +34,5 @@ def synthesize(spec: dict[str, Any], out: str | Path) -> dict[str, int]:
             problems = "; ".join(str(p).replace(str(tmp), str(out)) for p in report.problems[:5])
             raise RuntimeError(f"{out}: generated dataset failed validation: {problems}")
         write_json(tmp / MANIFEST, {"format": spec["format"], "source": "synth", "spec": spec, "counts": counts,
-                                    "files_validated": report.files_checked})
+                                    "files_validated": report.files_checked, "content_digest": content_digest(tmp)})
     return counts
