@@ -26,18 +26,21 @@ rule pretrain_backbone:
     resources:
         **cpu_job_resources(mem_mb=4000, runtime=60),
     shell:
-        "frozenbench pretrain --arch {params.arch} --task {params.task} --data {input.data}"
+        "frozenbench pretrain --arch {params.arch:q} --task {params.task:q} --data {input.data:q}"
         " --options {params.options} --seed {params.seed} --threads {threads}"
-        " --out {output.checkpoint} --run-dir {params.run_dir} > {log} 2>&1"
+        " --out {output.checkpoint:q} --run-dir {params.run_dir:q} > {log:q} 2>&1"
 
 
 rule fetch_checkpoint:
+    # a marker output, as for datasets: the fetched file and its partial copy survive a rerun
     output:
-        directory(f"{DOWNLOADS}/checkpoints/{{backbone}}"),
+        f"{DOWNLOADS}/checkpoints/{{backbone}}.verified.json",
     wildcard_constraints:
         backbone=names_alternation(PUBLISHED_BACKBONES),
     params:
         spec=lambda wildcards: json_arg(config["backbones"][wildcards.backbone]["checkpoint"]),
+        folder=lambda wildcards: f"{DOWNLOADS}/checkpoints/{wildcards.backbone}",
+        checksums=lambda wildcards: checkpoint_checksums(wildcards.backbone),
     conda:
         "../envs/frozenbench.yaml"
     log:
@@ -48,12 +51,13 @@ rule fetch_checkpoint:
     resources:
         **cpu_job_resources(mem_mb=1000, runtime=120),
     shell:
-        "frozenbench fetch-checkpoint --spec {params.spec} --out-dir {output} > {log} 2>&1"
+        "frozenbench fetch-checkpoint --spec {params.spec} --out-dir {params.folder:q}"
+        " --checksums {params.checksums:q} --verified {output:q} > {log:q} 2>&1"
 
 
 rule convert_checkpoint:
     input:
-        f"{DOWNLOADS}/checkpoints/{{backbone}}",
+        f"{DOWNLOADS}/checkpoints/{{backbone}}.verified.json",
     output:
         f"{CKPTS}/{{backbone}}.pth",
     wildcard_constraints:
@@ -61,7 +65,10 @@ rule convert_checkpoint:
     params:
         arch=lambda wildcards: config["backbones"][wildcards.backbone]["arch"],
         layout=lambda wildcards: config["backbones"][wildcards.backbone]["checkpoint"]["layout"],
-        filename=lambda wildcards: config["backbones"][wildcards.backbone]["checkpoint"]["filename"],
+        src=lambda wildcards: (f"{DOWNLOADS}/checkpoints/{wildcards.backbone}/"
+                               f"{config['backbones'][wildcards.backbone]['checkpoint']['filename']}"),
+        download_spec=lambda wildcards: json_arg(config["backbones"][wildcards.backbone]["checkpoint"]),
+        checksums=lambda wildcards: checkpoint_checksums(wildcards.backbone),
         meta=lambda wildcards: json_arg(checkpoint_meta(wildcards.backbone)),
     conda:
         "../envs/frozenbench.yaml"
@@ -73,8 +80,9 @@ rule convert_checkpoint:
     resources:
         **cpu_job_resources(mem_mb=16000, runtime=30),
     shell:
-        "frozenbench convert-checkpoint --src {input}/{params.filename} --layout {params.layout}"
-        " --arch {params.arch} --meta {params.meta} --out {output} > {log} 2>&1"
+        "frozenbench convert-checkpoint --src {params.src:q} --layout {params.layout:q} --arch {params.arch:q}"
+        " --download-spec {params.download_spec} --checksums {params.checksums:q} --verified {input:q}"
+        " --meta {params.meta} --out {output:q} > {log:q} 2>&1"
 
 
 rule probe_report:
@@ -84,7 +92,7 @@ rule probe_report:
         json=f"{RESULTS}/pretrain/probe.json",
         md=f"{RESULTS}/pretrain/probe.md",
     params:
-        pairs=lambda wildcards, input: " ".join(f"{name}={path}" for name, path in input.items()),
+        pairs=lambda wildcards, input: " ".join(shlex.quote(f"{name}={path}") for name, path in input.items()),
     conda:
         "../envs/frozenbench.yaml"
     log:
@@ -92,4 +100,4 @@ rule probe_report:
     benchmark:
         f"{BENCHMARKS}/pretrain/probe_report.tsv",
     shell:
-        "frozenbench probe-report {params.pairs} --out-json {output.json} --out-md {output.md} > {log} 2>&1"
+        "frozenbench probe-report {params.pairs} --out-json {output.json:q} --out-md {output.md:q} > {log:q} 2>&1"

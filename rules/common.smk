@@ -25,6 +25,9 @@ TABLES = PATHS["tables"]
 TABLE_NAMES = ["pretraining", "head_capacity", "model_size", "paper"]
 FIGURE_NAMES = ["gap_vs_size", "pretraining_scores", "training_curves"]
 BENCHMARKS = PATHS["benchmarks"]
+# sha256 of downloads whose source publishes none, recorded on first download: committed, so
+# every other machine verifies its copies against the first one
+CHECKSUMS = PATHS.get("checksums", "checksums")
 BACKBONES = config.get("backbones", {})
 PRETRAINED_BACKBONES = sorted(k for k, v in BACKBONES.items() if "pretrain" in v)
 PUBLISHED_BACKBONES = sorted(k for k, v in BACKBONES.items() if "checkpoint" in v)
@@ -47,6 +50,14 @@ def json_arg(value):
 def download_spec(name):
     entry = config["datasets"][name]
     return {"source": entry["source"], "format": entry["format"], "download": entry["download"]}
+
+
+def dataset_checksums(name):
+    return f"{CHECKSUMS}/datasets/{name}.sha256"
+
+
+def checkpoint_checksums(backbone):
+    return f"{CHECKSUMS}/checkpoints/{backbone}.sha256"
 
 
 def dataset_dir(name):

@@ -19,17 +19,21 @@ rule synth_dataset:
     resources:
         **cpu_job_resources(mem_mb=2000, runtime=30),
     shell:
-        "frozenbench synth --spec {params.spec} --out {output} > {log} 2>&1"
+        "frozenbench synth --spec {params.spec} --out {output:q} > {log:q} 2>&1"
 
 
 rule download_dataset:
+    # The output is a marker, not the download folder: Snakemake deletes a job's outputs before it
+    # reruns it, and a timed-out 450 GB Kinetics download must resume, not restart from zero.
     output:
-        directory(f"{DOWNLOADS}/{{dataset}}"),
+        f"{DOWNLOADS}/{{dataset}}.verified.json",
     wildcard_constraints:
         dataset=names_alternation(DOWNLOAD_DATASETS),
     params:
         # only what is downloaded: changing e.g. prepare options must not fetch the data again
         spec=lambda wildcards: json_arg(download_spec(wildcards.dataset)),
+        folder=lambda wildcards: f"{DOWNLOADS}/{wildcards.dataset}",
+        checksums=lambda wildcards: dataset_checksums(wildcards.dataset),
     conda:
         "../envs/frozenbench.yaml"
     log:
@@ -40,18 +44,21 @@ rule download_dataset:
     resources:
         **cpu_job_resources(mem_mb=2000, runtime=24 * 60),
     shell:
-        "frozenbench download --spec {params.spec} --out {output} > {log} 2>&1"
+        "frozenbench download --spec {params.spec} --out {params.folder:q} --checksums {params.checksums:q}"
+        " --verified {output:q} > {log:q} 2>&1"
 
 
 rule prepare_dataset:
     input:
-        f"{DOWNLOADS}/{{dataset}}",
+        f"{DOWNLOADS}/{{dataset}}.verified.json",
     output:
         directory(f"{DATA}/{{dataset}}"),
     wildcard_constraints:
         dataset=names_alternation(DOWNLOAD_DATASETS),
     params:
         spec=lambda wildcards: json_arg(config["datasets"][wildcards.dataset]),
+        folder=lambda wildcards: f"{DOWNLOADS}/{wildcards.dataset}",
+        checksums=lambda wildcards: dataset_checksums(wildcards.dataset),
     conda:
         "../envs/frozenbench.yaml"
     log:
@@ -62,4 +69,5 @@ rule prepare_dataset:
     resources:
         **job_resources("prepare"),
     shell:
-        "frozenbench prepare --spec {params.spec} --downloads {input} --out {output} --workers {threads} > {log} 2>&1"
+        "frozenbench prepare --spec {params.spec} --downloads {params.folder:q} --checksums {params.checksums:q}"
+        " --verified {input:q} --out {output:q} --workers {threads} > {log:q} 2>&1"

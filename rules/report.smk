@@ -11,7 +11,7 @@ rule study_report:
         study_report_output(),
     params:
         tables=lambda wildcards, input: os.path.dirname(input.tables[0]),
-        probe=lambda wildcards, input: " ".join(f"--probe {path}" for path in input.probe),
+        probe=lambda wildcards, input: " ".join(f"--probe {shlex.quote(path)}" for path in input.probe),
     conda:
         "../envs/frozenbench.yaml"
     log:
@@ -19,4 +19,4 @@ rule study_report:
     benchmark:
         f"{BENCHMARKS}/study_report.tsv",
     shell:
-        "frozenbench report --tables {params.tables} {params.probe} --out {output} > {log} 2>&1"
+        "frozenbench report --tables {params.tables:q} {params.probe} --out {output:q} > {log:q} 2>&1"

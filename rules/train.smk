@@ -29,9 +29,9 @@ rule train_head:
     resources:
         **job_resources("train"),
     shell:
-        "frozenbench train --spec {params.spec} --checkpoint {input.checkpoint} --mode {wildcards.mode}"
-        " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} --nproc {params.nproc}"
-        " --nodes {params.nodes} --device {params.device} --workers {params.workers} > {log} 2>&1"
+        "frozenbench train --spec {params.spec} --checkpoint {input.checkpoint:q} --mode {wildcards.mode:q}"
+        " --run-dir {params.run_dir:q} --seed {params.seed} --threads {threads} --nproc {params.nproc}"
+        " --nodes {params.nodes} --device {params.device:q} --workers {params.workers} > {log:q} 2>&1"
 
 
 rule evaluate_head:
@@ -58,11 +58,11 @@ rule evaluate_head:
     resources:
         **job_resources("evaluate"),
     shell:
-        "frozenbench evaluate --spec {params.spec} --checkpoint {input.checkpoint} --mode {wildcards.mode}"
-        " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} --out {output}"
-        " --device {params.device} --workers {params.workers}"
-        " --label task={wildcards.task} --label backbone={wildcards.backbone} --label head={wildcards.head}"
-        " {params.labels} > {log} 2>&1"
+        "frozenbench evaluate --spec {params.spec} --checkpoint {input.checkpoint:q} --mode {wildcards.mode:q}"
+        " --run-dir {params.run_dir:q} --seed {params.seed} --threads {threads} --out {output:q}"
+        " --device {params.device:q} --workers {params.workers}"
+        " --label task={wildcards.task:q} --label backbone={wildcards.backbone:q} --label head={wildcards.head:q}"
+        " {params.labels} > {log:q} 2>&1"
 
 
 rule submit_test_dev:
@@ -88,9 +88,9 @@ rule submit_test_dev:
     resources:
         **job_resources("evaluate"),
     shell:
-        "frozenbench submit --spec {params.spec} --checkpoint {input.checkpoint} --mode {wildcards.mode}"
-        " --run-dir {params.run_dir} --seed {params.seed} --threads {threads} --out {output}"
-        " --device {params.device} --workers {params.workers} > {log} 2>&1"
+        "frozenbench submit --spec {params.spec} --checkpoint {input.checkpoint:q} --mode {wildcards.mode:q}"
+        " --run-dir {params.run_dir:q} --seed {params.seed} --threads {threads} --out {output:q}"
+        " --device {params.device:q} --workers {params.workers} > {log:q} 2>&1"
 
 
 rule tables:
@@ -116,4 +116,4 @@ rule tables:
     benchmark:
         f"{BENCHMARKS}/tables.tsv",
     shell:
-        "frozenbench tables --out {params.out} --plan {params.plan} {input} > {log} 2>&1"
+        "frozenbench tables --out {params.out:q} --plan {params.plan} {input:q} > {log:q} 2>&1"

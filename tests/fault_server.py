@@ -6,11 +6,19 @@ empty the file is served normally (with Range support, as the real mirrors do):
 - ``"drop:N"``: announce the full length, send N bytes, close the connection;
 - ``"status:503"``: answer with that HTTP status;
 - ``"stall:S"``: sleep S seconds before answering (the client should time out);
-- ``"corrupt"``: serve the same length with the bytes flipped.
+- ``"corrupt"``: serve the same length with the bytes flipped;
+- ``"nolength"``: a close-delimited body with no Content-Length; ``"nolength-cut:N"``: its first N bytes;
+- ``"badrange:N"``: answer a Range request with a 206 whose Content-Range starts at byte N;
+- ``"redirect:URL"``: a 302 to URL;
+- ``"trickle:S"``: send the body one 1 KiB piece every S seconds.
+
+Every file has a strong ETag (its sha256) and a Last-Modified; ``If-Range`` is honoured
+unless ``honour_if_range`` is False (some mirrors ignore it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import defaultdict, deque
@@ -22,6 +30,8 @@ class FaultServer:
         self.files: dict[str, bytes] = {}
         self.faults: dict[str, deque[str]] = defaultdict(deque)
         self.requests: list[tuple[str, str | None]] = []
+        self.honour_if_range = True
+        self.last_modified: dict[str, str] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,10 +51,26 @@ class FaultServer:
                 if fault.startswith("stall:"):
                     time.sleep(float(fault.split(":")[1]))
                     return
+                if fault.startswith("redirect:"):
+                    self.send_response(302)
+                    self.send_header("Location", fault.split(":", 1)[1])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
                 if fault == "corrupt":
                     body = bytes(b ^ 0xFF for b in body)
+                if fault.startswith("nolength"):
+                    self.send_response(200)
+                    self.end_headers()
+                    self.wfile.write(body[: int(fault.split(":")[1])] if ":" in fault else body)
+                    self.close_connection = True
+                    return
                 start = 0
                 range_header = self.headers.get("Range")
+                if_range = self.headers.get("If-Range")
+                if range_header and if_range and server.honour_if_range and if_range != etag:
+                    range_header = None  # the file changed: RFC 9110 says send it whole
                 if range_header and range_header.startswith("bytes="):
                     start = int(range_header[6:].split("-")[0])
                     if start >= len(body):
@@ -52,6 +78,8 @@ class FaultServer:
                         self.send_header("Content-Range", f"bytes */{len(body)}")
                         self.end_headers()
                         return
+                    if fault.startswith("badrange:"):
+                        start = int(fault.split(":")[1])
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 else:
@@ -59,7 +87,15 @@ class FaultServer:
                 payload = body[start:]
                 self.send_header("Content-Length", str(len(payload)))
                 self.send_header("Accept-Ranges", "bytes")
+                self.send_header("ETag", etag)
+                self.send_header("Last-Modified", server.last_modified.get(self.path, "Tue, 01 Dec 2026 00:00:00 GMT"))
                 self.end_headers()
+                if fault.startswith("trickle:"):
+                    for offset in range(0, len(payload), 1024):
+                        self.wfile.write(payload[offset:offset + 1024])
+                        self.wfile.flush()
+                        time.sleep(float(fault.split(":")[1]))
+                    return
                 if fault.startswith("drop:"):
                     self.wfile.write(payload[: int(fault.split(":")[1])])
                     self.wfile.flush()

@@ -64,22 +64,34 @@ def test_sigkilled_writer_leaves_no_artifact_and_a_rerun_writes_it(tmp_path, kin
     assert all(p.name.startswith(f".{target.name}.tmp-") for p in tmp_path.iterdir())
 
 
-def test_killed_synth_leaves_no_dataset_then_completes(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_synth_leaves_no_dataset_then_completes(tmp_path, signum):
+    """SIGKILL skips every cleanup: the temporary folder stays until the next start of the job
+    collects it. SIGTERM (Slurm's time limit) runs the cleanup: nothing stays, exit status 143."""
     from .test_synth import tiny_spec
 
     spec = tiny_spec("shapes-coco", num_train=400, image_size=128)
     out = tmp_path / "shapes-coco"
     cmd = [str(VENV_BIN / "frozenbench"), "synth", "--spec", json.dumps(spec), "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def temporaries():
+        return [p for p in tmp_path.iterdir() if p.name.startswith(".shapes-coco.tmp-")]
+
     deadline = time.time() + 60
-    while time.time() < deadline and not any(p.name.startswith(".shapes-coco.tmp-") for p in tmp_path.iterdir()):
+    while time.time() < deadline and not temporaries():
         time.sleep(0.05)
     time.sleep(0.5)  # mid-way through the images
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.kill(proc.pid, signum)
+    _, stderr = proc.communicate(timeout=60)
     assert not out.exists()
+    if signum == signal.SIGTERM:
+        assert proc.returncode == 143 and "Traceback" not in stderr and temporaries() == [], stderr
+    else:
+        assert temporaries()
     subprocess.run(cmd, check=True, capture_output=True)
     assert (out / "annotations" / "instances_val2017.json").exists()
+    assert temporaries() == []  # the killed run's leftovers were collected
 
 
 

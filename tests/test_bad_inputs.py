@@ -82,6 +82,76 @@ def config_case(name, expected):
     return case
 
 
+_SERVER = None
+
+
+def server():
+    """One faulty HTTP server on 127.0.0.1 for the download cases, started on first use."""
+    global _SERVER
+    if _SERVER is None:
+        from .fault_server import FaultServer
+
+        _SERVER = FaultServer().__enter__()
+    return _SERVER
+
+
+def download_case(path: str, body: bytes, faults: list[str], expected: str, checksum: str = "unpublished",
+                  url_list: bool = False, recorded: bytes | None = None):
+    """`frozenbench download` of one file served with ``faults``; ``recorded``: the bytes whose digest
+    another machine already recorded in the shared checksum file."""
+    def case(tmp: Path):
+        import hashlib
+        import json
+
+        url = server().add(f"/{tmp.name}{path}", body, faults)
+        digest = {"unpublished": "none"} if checksum == "unpublished" else {"sha256": hashlib.sha256(body).hexdigest()}
+        spec = {"source": "download", "format": "kinetics",
+                "download": {"files": [{"url": url, "filename": path.rsplit("/", 1)[-1], "checksum": digest,
+                                        "extract": False, "url_list": url_list}]}}
+        records = tmp / "checksums" / "k400.sha256"
+        if recorded is not None:
+            records.parent.mkdir(parents=True)
+            records.write_text(f"{hashlib.sha256(recorded).hexdigest()}  {path.rsplit('/', 1)[-1]}\n")
+        out = tmp / "downloads" / "k400"
+        return (["frozenbench", "download", "--spec", json.dumps(spec), "--out", str(out), "--checksums", str(records),
+                 "--backoff", "0.01", "--attempts", "2"], url, expected, out / path.rsplit("/", 1)[-1])
+    return case
+
+
+def url_list_case(lines: list[str], expected: str):
+    def case(tmp: Path):
+        listing = "\n".join(line.format(url=server().url) for line in lines).encode()
+        args, _, _, listed = download_case("/k400_train_path.txt", listing, [], expected, checksum="sha256",
+                                           url_list=True)(tmp)
+        # the error names the list's line; none of its archives is fetched
+        return args, listed, expected, listed.parent / "k400_train_path"
+    return case
+
+
+def tampered_archive_case(tmp: Path):
+    """An archive changed on disk after `frozenbench download` verified it: prepare refuses it."""
+    import hashlib
+    import io
+    import json
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("ADEChallengeData2016/objectInfo150.txt", "Idx\tRatio\tTrain\tVal\tName\n")
+    body = buf.getvalue()
+    downloads = tmp / "downloads" / "ade20k"
+    downloads.mkdir(parents=True)
+    archive = downloads / "ADEChallengeData2016.zip"
+    archive.write_bytes(body[:-1] + bytes([body[-1] ^ 1]))
+    spec = {"source": "download", "format": "ade", "download": {"files": [{
+        "url": "http://127.0.0.1/ADEChallengeData2016.zip", "filename": archive.name,
+        "checksum": {"sha256": hashlib.sha256(body).hexdigest()}}]}}
+    out = tmp / "data" / "ade20k"
+    return (["frozenbench", "prepare", "--spec", json.dumps(spec), "--downloads", str(downloads),
+             "--checksums", str(tmp / "k.sha256"), "--out", str(out)], archive, "sha256 mismatch", out)
+
+
+BODY = bytes(range(256)) * 64
 CASES = {
     "truncated_jpeg": validate_case("imagefolder", lambda t: imagefolder(t, "truncated.jpg"), "unreadable image"),
     "zero_byte_mp4": validate_case("kinetics", lambda t: kinetics(t, "empty.mp4"), "empty file (0 bytes)"),
@@ -102,6 +172,17 @@ CASES = {
     "ckpt_runs_code": convert_case("ckpt_runs_code.pth", "arbitrary unpickling"),
     "config_wrong_type": config_case("config_wrong_type.yaml", "datasets.shapes-coco.synth.num_train"),
     "config_unknown_key": config_case("config_unknown_key.yaml", "'colour' was unexpected"),
+    # poisoned first downloads: never recorded, never used
+    "download_cut_without_length": download_case("/part_0.tar.gz", BODY, ["nolength-cut:1000"] * 2,
+                                                 "announced no length"),
+    "download_differs_from_shared_record": download_case("/part_1.tar.gz", BODY, ["corrupt"] * 2, "sha256 mismatch",
+                                                         recorded=BODY),
+    "download_redirect_to_ftp": download_case("/part_2.tar.gz", BODY, ["redirect:ftp://127.0.0.1/x"],
+                                              "refusing a redirect from http to ftp://"),
+    "url_list_file_scheme": url_list_case(["file:///etc/passwd"], "only http(s) URLs are fetched"),
+    "url_list_duplicate_name": url_list_case(["{url}/a/part.tar.gz", "{url}/b/part.tar.gz"], "is already listed"),
+    "url_list_unsafe_name": url_list_case(["{url}/..%2F..%2Fpart.tar.gz"], "unsafe file name"),
+    "archive_changed_after_download": tampered_archive_case,
 }
 
 

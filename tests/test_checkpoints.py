@@ -196,16 +196,26 @@ def test_fetch_and_convert_through_the_cli(swin_tiny, tmp_path):
         spec = {"url": url, "filename": "swin_tiny_patch4_window7_224.pth",
                 "checksum": {"sha256": hashlib.sha256(body).hexdigest()}, "layout": "official_swin",
                 "task": "supervised", "data": "in1k"}
+        checks = ["--checksums", str(tmp_path / "ckpt.sha256"), "--verified", str(tmp_path / "dl.verified.json")]
         run_cmd(["frozenbench", "fetch-checkpoint", "--spec", json.dumps(spec), "--out-dir", str(tmp_path / "dl"),
-                 "--backoff", "0.01"], check=True, timeout=120)
+                 "--backoff", "0.01", *checks], check=True, timeout=120)
     out = tmp_path / "checkpoints" / "swin_tiny_in1k.pth"
-    proc = run_cmd(["frozenbench", "convert-checkpoint", "--src", str(tmp_path / "dl" / spec["filename"]),
-                    "--layout", "official_swin", "--arch", "swin_tiny", "--meta", json.dumps({"pretrain_task": "supervised"}),
-                    "--out", str(out)], check=True, timeout=300)
+    convert = ["frozenbench", "convert-checkpoint", "--src", str(tmp_path / "dl" / spec["filename"]),
+               "--layout", "official_swin", "--arch", "swin_tiny", "--meta", json.dumps({"pretrain_task": "supervised"}),
+               "--download-spec", json.dumps(spec), *checks, "--out", str(out)]
+    proc = run_cmd(convert, check=True, timeout=300)
     assert "head.weight: classification head" in proc.stdout
     arch, sd, meta = load_backbone_state(out)
     assert arch == "swin_tiny" and meta["source_sha256"] == hashlib.sha256(body).hexdigest()
     assert torch.equal(sd["layers.1.downsample.reduction.weight"], swin_tiny.state_dict()["layers.1.downsample.reduction.weight"])
+    # a checkpoint changed after its download (same size) is never converted
+    src = tmp_path / "dl" / spec["filename"]
+    data = bytearray(src.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    src.write_bytes(bytes(data))
+    out.unlink()
+    refused = run_cmd(convert, timeout=300)
+    assert refused.returncode == 1 and f"{src}: sha256 mismatch" in refused.stderr and not out.exists()
 
 
 def test_wrong_checksum_never_reaches_conversion(tmp_path):
@@ -213,7 +223,7 @@ def test_wrong_checksum_never_reaches_conversion(tmp_path):
         url = server.add("/w.pth", b"not the published file")
         spec = {"url": url, "filename": "w.pth", "checksum": {"sha256": "0" * 64}}
         proc = run_cmd(["frozenbench", "fetch-checkpoint", "--spec", json.dumps(spec), "--out-dir", str(tmp_path),
-                        "--backoff", "0.01"], timeout=60)
+                        "--checksums", str(tmp_path / "ckpt.sha256"), "--backoff", "0.01"], timeout=60)
     assert proc.returncode == 1
     assert url in proc.stderr and "expected " + "0" * 64 in proc.stderr
     assert not (tmp_path / "w.pth").exists()

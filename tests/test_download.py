@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from frozenbench.data.download import ChecksumMismatch, DownloadError, RemoteFile, RetryPolicy, fetch
+from frozenbench.data.download import (ChecksumMismatch, ChecksumRecords, DownloadError, RemoteFile, RetryPolicy, fetch,
+                                      fetch_all)
 from frozenbench.data.synth import synthesize
 from frozenbench.data.validate import validate
 
@@ -92,8 +94,8 @@ def test_unpublished_checksum_is_recorded_then_enforced(server, tmp_path):
     url = server.add("/train.csv", b"label,youtube_id\n")
     unpublished = RemoteFile(url=url, filename="train.csv", checksum={"unpublished": "none"}, extract=False)
     fetch(unpublished, tmp_path, fast_policy(), log=lambda m: None)
-    records = json.loads((tmp_path / "checksums.recorded.json").read_text())
-    assert records == {"train.csv": hashlib.sha256(b"label,youtube_id\n").hexdigest()}
+    assert ChecksumRecords(tmp_path / "checksums.sha256").read() == {
+        "train.csv": hashlib.sha256(b"label,youtube_id\n").hexdigest()}
     (tmp_path / "train.csv").unlink()
     server.files["/train.csv"] = b"label,youtube_id\nchanged\n"
     with pytest.raises(ChecksumMismatch, match="sha256 mismatch"):
@@ -123,13 +125,19 @@ def spec_for(name: str, fmt: str, files: list[tuple[str, bytes, dict]], **extra)
     return {"source": "download", "format": fmt, "download": {"files": entries}, **extra}
 
 
-def download_and_prepare(spec: dict, tmp_path: Path, name: str) -> tuple[Path, str]:
+def download_and_prepare(spec: dict, tmp_path: Path, name: str, tamper=None) -> tuple[Path, str]:
+    """`frozenbench download` then `frozenbench prepare` as the rules run them; ``tamper(downloads)``
+    runs between the two (prepare must then refuse)."""
     downloads, out = tmp_path / "downloads" / name, tmp_path / "data" / name
     spec_json = json.dumps(spec)
-    run_cmd(["frozenbench", "download", "--spec", spec_json, "--out", str(downloads), "--backoff", "0.01"],
+    checks = ["--checksums", str(tmp_path / "checksums" / f"{name}.sha256"),
+              "--verified", str(tmp_path / "downloads" / f"{name}.verified.json")]
+    run_cmd(["frozenbench", "download", "--spec", spec_json, "--out", str(downloads), "--backoff", "0.01", *checks],
             check=True, timeout=120)
-    proc = run_cmd(["frozenbench", "prepare", "--spec", spec_json, "--downloads", str(downloads), "--out", str(out)],
-                   check=True, timeout=300)
+    if tamper is not None:
+        tamper(downloads)
+    proc = run_cmd(["frozenbench", "prepare", "--spec", spec_json, "--downloads", str(downloads), "--out", str(out),
+                    *checks], check=tamper is None, timeout=300)
     return out, proc.stdout + proc.stderr
 
 
@@ -162,6 +170,26 @@ def test_ade_archive_download_and_prepare(server, tmp_path):
     out, _ = download_and_prepare(spec, tmp_path, "ade20k")
     assert (out / "images" / "training").is_dir() and (out / "objectInfo150.txt").exists()
     assert validate("ade", out).ok
+
+
+def test_prepare_refuses_an_archive_changed_after_its_download(server, tmp_path):
+    """The download's marker spares a second hash only while size and mtime are unchanged; an
+    archive modified in place (same size) is hashed again and refused, and nothing is extracted."""
+    synth = tmp_path / "synth-ade"
+    synthesize(tiny_spec("shapes-ade"), synth)
+    body = zip_tree(synth, arc_prefix="ADEChallengeData2016/")
+    url = server.add("/ADEChallengeData2016.zip", body)
+    spec = spec_for("ade", "ade", [(url, body, {"checksum": {"sha256": hashlib.sha256(body).hexdigest()}})])
+
+    def tamper(downloads):
+        archive = downloads / "ADEChallengeData2016.zip"
+        data = bytearray(archive.read_bytes())
+        data[-30] ^= 0xFF
+        archive.write_bytes(bytes(data))
+
+    out, output = download_and_prepare(spec, tmp_path, "ade20k", tamper=tamper)
+    assert "ADEChallengeData2016.zip: sha256 mismatch" in output and "changed after it was downloaded" in output
+    assert "Traceback" not in output and not out.exists()
 
 
 def test_kinetics_tarballs_prepare_resizes_and_reports_bad_clips(server, tmp_path):
@@ -212,3 +240,126 @@ def test_partial_file_survives_the_output_folder_being_deleted(server, tmp_path)
     fetch(remote(url), out, fast_policy(attempts=3), log=lambda m: None, state_dir=state)
     assert (out / "big.zip").read_bytes() == BODY
     assert ("/big.zip", "bytes=40000-") in server.requests
+
+
+# -- trust on first use: a bad first copy is never recorded as the true digest -----------------
+
+def unpublished(url: str, name: str | None = None) -> RemoteFile:
+    return RemoteFile(url=url, filename=name or url.rsplit("/", 1)[-1], checksum={"unpublished": "test"},
+                      extract=False)
+
+
+def records_in(tmp_path: Path) -> ChecksumRecords:
+    return ChecksumRecords(tmp_path / "checksums" / "x.sha256")
+
+
+def true_digest(body: bytes = BODY) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def test_a_206_with_the_wrong_range_is_discarded_not_spliced(server, tmp_path):
+    url = server.add("/w.tar", BODY, ["drop:5000", "badrange:0"])
+    records = records_in(tmp_path)
+    path = fetch(unpublished(url), tmp_path / "d", fast_policy(), log=lambda m: None, records=records)
+    assert path.read_bytes() == BODY and records.read() == {"w.tar": true_digest()}
+
+
+def test_a_resume_onto_a_changed_remote_file_starts_over(server, tmp_path):
+    """The file changes between the dropped attempt and the resume; the mirror ignores If-Range,
+    so only the ETag / Last-Modified of the 206 tells: the old bytes are not spliced onto the new."""
+    old, new = BODY, bytes(reversed(BODY))
+    url = server.add("/v.tar", old, ["drop:30000"])
+    records, log = records_in(tmp_path), []
+    with pytest.raises(DownloadError):
+        fetch(unpublished(url), tmp_path / "d", fast_policy(attempts=1), log=log.append, records=records)
+    server.files["/v.tar"] = new
+    server.last_modified["/v.tar"] = "Wed, 02 Dec 2026 00:00:00 GMT"
+    server.honour_if_range = False
+    path = fetch(unpublished(url), tmp_path / "d", fast_policy(), log=log.append, records=records)
+    assert path.read_bytes() == new and records.read() == {"v.tar": true_digest(new)}
+    assert any("changed since the partial copy" in line for line in log)
+
+
+def test_a_resume_onto_a_changed_file_is_sent_whole_by_a_server_honouring_if_range(server, tmp_path):
+    url = server.add("/i.tar", BODY, ["drop:30000"])
+    records = records_in(tmp_path)
+    with pytest.raises(DownloadError):
+        fetch(unpublished(url), tmp_path / "d", fast_policy(attempts=1), log=lambda m: None, records=records)
+    server.files["/i.tar"] = BODY[::-1]
+    path = fetch(unpublished(url), tmp_path / "d", fast_policy(), log=lambda m: None, records=records)
+    assert path.read_bytes() == BODY[::-1] and records.read() == {"i.tar": true_digest(BODY[::-1])}
+
+
+def test_a_body_without_length_is_not_recorded(server, tmp_path):
+    url = server.add("/n.tar", BODY, ["nolength-cut:1000"])
+    records = records_in(tmp_path)
+    with pytest.raises(DownloadError, match="announced no length.*pin `checksum: {sha256: "):
+        fetch(unpublished(url), tmp_path / "d", fast_policy(), log=lambda m: None, records=records)
+    assert records.read() == {} and not (tmp_path / "d" / "n.tar").exists()
+    published = remote(url)  # with a published digest the same server is fine: the digest decides
+    server.faults["/n.tar"].append("nolength")
+    assert fetch(published, tmp_path / "p", fast_policy(), log=lambda m: None).read_bytes() == BODY
+
+
+def test_a_stale_oversized_part_answered_with_416_restarts_cleanly(server, tmp_path):
+    url = server.add("/s.tar", BODY)
+    dest = tmp_path / "d"
+    dest.mkdir()
+    (dest / ".s.tar.part").write_bytes(BODY + b"left over from a larger, older file")
+    (dest / ".s.tar.part.json").write_text(json.dumps({"url": url, "etag": None, "last_modified": None,
+                                                       "total": len(BODY) + 35}))
+    records = records_in(tmp_path)
+    path = fetch(unpublished(url), dest, fast_policy(), log=lambda m: None, records=records)
+    assert path.read_bytes() == BODY and records.read() == {"s.tar": true_digest()}
+    assert not list(dest.glob(".s.tar.part*"))
+
+
+def test_the_recorded_digest_is_shared_and_a_poisoned_copy_elsewhere_is_refused(server, tmp_path):
+    """Machine A records the first copy in the committed file; machine B, sharing it, gets a
+    tampered copy from its mirror and refuses it."""
+    url = server.add("/k.tar", BODY)
+    shared = records_in(tmp_path)
+    fetch(unpublished(url), tmp_path / "machine-a", fast_policy(), log=lambda m: None, records=shared)
+    assert shared.path.read_text().splitlines()[-1] == f"{true_digest()}  k.tar"  # sha256sum -c format
+    server.faults["/k.tar"].extend(["corrupt", "corrupt"])
+    with pytest.raises(ChecksumMismatch, match=f"expected {true_digest()} \\(recorded in "):
+        fetch(unpublished(url), tmp_path / "machine-b", fast_policy(), log=lambda m: None, records=shared)
+    assert not (tmp_path / "machine-b" / "k.tar").exists()
+
+
+def test_redirects_never_leave_http_s_and_https_never_downgrades(server, tmp_path):
+    import urllib.request
+
+    from frozenbench.data.download import _NoDowngradeRedirects
+
+    url = server.add("/r.tar", BODY, ["redirect:ftp://127.0.0.1/r.tar"])
+    with pytest.raises(DownloadError, match="refusing a redirect from http to ftp://"):
+        fetch(remote(url), tmp_path, fast_policy(), log=lambda m: None)
+    request = urllib.request.Request("https://mirror.example/a.tar")
+    with pytest.raises(DownloadError, match="refusing a redirect from https to http://"):
+        _NoDowngradeRedirects().redirect_request(request, None, 302, "Found", {}, "http://mirror.example/a.tar")
+    assert _NoDowngradeRedirects().redirect_request(request, None, 302, "Found", {}, "https://cdn.example/a.tar")
+
+
+def test_one_deadline_per_file_stops_a_trickling_server_and_keeps_the_part(server, tmp_path):
+    url = server.add("/t.tar", BODY, ["trickle:0.05"])
+    with pytest.raises(DownloadError, match="deadline of 1 s.*the next run resumes it"):
+        fetch(remote(url), tmp_path, fast_policy(deadline=1.0), log=lambda m: None)
+    kept = (tmp_path / ".t.tar.part").stat().st_size
+    assert 0 < kept < len(BODY)
+    assert fetch(remote(url), tmp_path, fast_policy(), log=lambda m: None).read_bytes() == BODY
+    assert ("/t.tar", f"bytes={kept}-") in server.requests
+
+
+@pytest.mark.parametrize("lines, error", [
+    (["file:///etc/passwd"], "only http(s) URLs"),
+    (["{url}/a/part.tar", "{url}/b/part.tar"], "'part.tar' is already listed on line 1"),
+    (["{url}/..%2F..%2Fevil.tar"], "unsafe file name '../../evil.tar'"),
+])
+def test_url_lists_take_http_s_only_and_unique_safe_names(server, tmp_path, lines, error):
+    listing = "\n".join(line.format(url=server.url) for line in lines).encode()
+    url = server.add("/k400_train.txt", listing)
+    entry = RemoteFile(url=url, filename="k400_train.txt", checksum={"md5": hashlib.md5(listing).hexdigest()},
+                       url_list=True)
+    with pytest.raises(DownloadError, match=re.escape(error)):
+        fetch_all([entry], tmp_path, fast_policy(), log=lambda m: None, records=records_in(tmp_path))

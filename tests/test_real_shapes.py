@@ -7,6 +7,7 @@ square crop and evaluated in batches of mixed sizes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from frozenbench.data.download import ChecksumRecords
 from frozenbench.data.synth import sizes
 from frozenbench.data.validate import check_video, validate
 
@@ -240,9 +242,14 @@ def _kinetics_downloads(clips_root: Path, downloads: Path, parts: int) -> dict:
             clips = clips[1:]
         for part in range(parts):
             (listed / f"part_{part}.tar.gz").write_bytes(clips_tarball(clips[part::parts], cut=cut))
-        (downloads / f"k400_{split}_path.txt").write_text("listed\n")
+        (downloads / f"k400_{split}_path.txt").write_text(
+            "".join(f"http://127.0.0.1/k400_{split}_path/part_{part}.tar.gz\n" for part in range(parts)))
         files.append({"url": f"http://127.0.0.1/k400_{split}_path.txt", "filename": f"k400_{split}_path.txt",
                       "checksum": {"unpublished": "test"}, "url_list": True})
+    # the digests `frozenbench download` would have recorded on first use (prepare checks them)
+    records = ChecksumRecords(downloads.parent / "checksums.sha256")
+    for path in sorted(p for p in downloads.rglob("*") if p.is_file()):
+        records.add(path.relative_to(downloads).as_posix(), hashlib.sha256(path.read_bytes()).hexdigest())
     return {"source": "download", "format": "kinetics", "download": {"files": files}, "prepare": {"short_side": 96},
             "lost": lost.name, "cut": cut.name}
 
@@ -254,7 +261,7 @@ def test_kinetics_prepare_killed_midway_resumes_without_redoing_clips(real_shape
     lost, cut = spec.pop("lost"), spec.pop("cut")
     spec = json.dumps(spec)
     command = [str(VENV_BIN / "frozenbench"), "prepare", "--spec", spec, "--downloads", str(downloads),
-               "--out", str(out), "--workers", "2"]
+               "--checksums", str(tmp_path / "checksums.sha256"), "--out", str(out), "--workers", "2"]
     done = tmp_path / "data" / ".k400.work" / "done"
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300

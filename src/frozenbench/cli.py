@@ -46,6 +46,26 @@ def _version() -> str:
     return __version__
 
 
+# Output arguments of the subcommands; each has one writer, the job that names it. (Training run
+# folders are swept by the trainer itself, on rank 0 only: every rank runs this entry point.)
+OUTPUT_ARGUMENTS = ("out", "out_json", "out_md")
+
+
+def _collect_leftovers(args: argparse.Namespace) -> None:
+    """Remove the temporary siblings that a killed earlier run of this job (SIGKILL, a lost node)
+    left beside its outputs, and inside an output folder beside its files."""
+    from pathlib import Path
+
+    from frozenbench.utils.atomic import remove_temporaries
+
+    for name in OUTPUT_ARGUMENTS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value:
+            remove_temporaries(value)
+            if Path(value).is_dir():
+                remove_temporaries(value, "*")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -61,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from frozenbench.utils import signals
 
     signals.install()  # SIGTERM (Slurm's time limit, preemption) runs every cleanup, then exits 143
+    _collect_leftovers(args)
 
     try:
         return int(module.run(args) or 0)

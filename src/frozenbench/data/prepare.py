@@ -17,33 +17,32 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 
-from frozenbench.data.download import RemoteFile, extract
+from frozenbench.data.archive import extract, merge_tree
+from frozenbench.data.download import ChecksumRecords, RemoteFile, list_folder, listed_files, verify_downloads
+from frozenbench.data.manifest import MANIFEST, content_digest
 from frozenbench.errors import UserError
 from frozenbench.utils.atomic import TMP_MARKER, atomic_dir, remove_temporaries, write_json
 
 
-def _extract_into(archive: Path, root: Path) -> None:
-    """Extract ``archive`` and merge its top-level entries into ``root``."""
+def _extract_into(archive: Path, root: Path, sources: dict[str, Path] | None = None) -> None:
+    """Extract ``archive`` and merge its tree into ``root``: folders present in both are merged, a
+    file (or a file against a folder) present in both is refused, never overwritten. ``sources``
+    (shared by the archives merged into one root) lets a conflict name the earlier archive."""
     staging = root.parent / f".{root.name}.extract-{archive.name}"
     shutil.rmtree(staging, ignore_errors=True)
     extract(archive, staging)
     try:
-        for entry in staging.iterdir():
-            target = root / entry.name
-            if target.is_dir() and entry.is_dir():
-                for child in entry.iterdir():
-                    child.rename(target / child.name)
-            else:
-                entry.rename(target)
+        merge_tree(staging, root, archive, sources)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def _extract_archives(files: list[RemoteFile], downloads: Path, out: Path, log: Callable[[str], None]) -> None:
+    sources: dict[str, Path] = {}
     for remote in files:
         if remote.extract:
             log(f"extracting {remote.filename}")
-            _extract_into(downloads / remote.filename, out)
+            _extract_into(downloads / remote.filename, out, sources)
 
 
 def prepare_coco(files: list[RemoteFile], downloads: Path, out: Path, options: dict[str, Any],
@@ -58,10 +57,19 @@ def prepare_ade(files: list[RemoteFile], downloads: Path, out: Path, options: di
                 log: Callable[[str], None]) -> dict[str, Any]:
     _extract_archives(files, downloads, out, log)
     inner = out / "ADEChallengeData2016"
-    if not inner.is_dir():
+    if inner.is_symlink() or not inner.is_dir():
         raise UserError(f"{downloads}: expected ADEChallengeData2016/ inside the archive")
-    for entry in inner.iterdir():
-        entry.rename(out / entry.name)
+    entries = sorted(inner.iterdir())
+    for entry in entries:  # all checked before any is moved
+        target = out / entry.name
+        if entry.is_symlink() or target.is_symlink():
+            raise UserError(f"{downloads}: ADEChallengeData2016/{entry.name} or {entry.name} is a link; "
+                            f"refusing to flatten through it")
+        if target.exists():
+            raise UserError(f"{downloads}: ADEChallengeData2016/{entry.name} would collide with {entry.name}, "
+                            f"which the archives also hold next to ADEChallengeData2016/")
+    for entry in entries:
+        entry.rename(out / entry.name)  # a rename: never copies, follows or creates a link
     inner.rmdir()
     return {"images": {split: len(list((out / "images" / split).glob("*.jpg"))) for split in ("training", "validation")}}
 
@@ -201,12 +209,13 @@ def _read_kinetics_csvs(files: list[RemoteFile], downloads: Path) -> dict[str, l
 
 
 def _archives(files: list[RemoteFile], downloads: Path) -> list[Path]:
-    """The tarballs the url lists fetched, in a stable order."""
+    """The tarballs the url lists name (verified by ``prepare``), in a stable order; never another
+    file that happens to lie in the folder."""
     archives = []
     for remote in files:
         if remote.url_list:
-            listed_dir = downloads / remote.filename.removesuffix(".txt")
-            archives += [a for a in sorted(listed_dir.glob("*")) if not a.name.startswith(".") and a.suffix != ".json"]
+            folder = downloads / list_folder(remote)
+            archives += sorted(folder / listed.filename for listed in listed_files(remote, downloads / remote.filename))
     return archives
 
 
@@ -312,16 +321,18 @@ PREPARERS = {"coco": prepare_coco, "ade": prepare_ade, "kinetics": prepare_kinet
 
 
 def prepare(spec: dict[str, Any], downloads: str | Path, out: str | Path,
-            log: Callable[[str], None] = print, workers: int = 1) -> dict[str, Any]:
-    """Build the dataset folder ``out`` from the verified files in ``downloads`` (atomically).
+            log: Callable[[str], None] = print, workers: int = 1, records: ChecksumRecords | None = None,
+            verified: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build the dataset folder ``out`` from the files in ``downloads`` (atomically), each checked
+    first against its published digest or the one ``records`` holds (``verified``: the download's
+    marker, which spares hashing a file unchanged since it was verified).
     ``workers``: processes for the per-clip work of Kinetics (the rule's threads)."""
     if spec["format"] not in PREPARERS:
         raise UserError(f"no preparation for format {spec['format']!r}")
     downloads, out = Path(downloads), Path(out)
     files = [RemoteFile.from_config(entry) for entry in spec["download"]["files"]]
-    for remote in files:
-        if not (downloads / remote.filename).exists():
-            raise UserError(f"{downloads / remote.filename}: missing; run `frozenbench download` first")
+    verify_downloads(files, downloads, records, verified)
+    remove_temporaries(out)  # left by a killed earlier run of this job
     with atomic_dir(out) as tmp:
         if spec["format"] == "kinetics":
             # resumable work lives beside the output, outside the temporary folder a failure deletes
@@ -329,6 +340,6 @@ def prepare(spec: dict[str, Any], downloads: str | Path, out: str | Path,
                                        work=out.parent / f".{out.name}.work", workers=workers)
         else:
             summary = PREPARERS[spec["format"]](files, downloads, tmp, spec.get("prepare", {}), log)
-        write_json(tmp / "frozenbench_dataset.json", {"format": spec["format"], "source": "download",
-                                                       "spec": spec, "summary": summary})
+        write_json(tmp / MANIFEST, {"format": spec["format"], "source": "download", "spec": spec,
+                                    "summary": summary, "content_digest": content_digest(tmp)})
     return summary

@@ -1,0 +1,330 @@
+"""Extract zip and tar archives by hand, one member at a time: regular files and folders only.
+
+Why not ``zipfile.extractall`` or ``tarfile.extractall(filter="data")``? The ``data`` filter of the
+Python this project runs on (3.11.7) checks each member against ``os.path.realpath`` of what is
+already on disk, and ``realpath`` stops resolving symlinks once a path grows past ``PATH_MAX``: a
+chain of nested symlinks to long folder names, then a link that climbs out, passes the filter and
+lets later members (files, hard links) land anywhere the process may write (CVE-2025-4517, with
+the related CVE-2025-4330, CVE-2025-4138 and CVE-2024-12718; fixed only in 3.11.13 / 3.12.11 /
+3.13.4). ``tests/test_archives.py`` shows the bypass on such a Python. ``zipfile`` has no
+filter at all. So nothing here relies on either: links of any kind are never created, and no path
+is ever followed through one.
+
+The rules, each refusal a :class:`~frozenbench.errors.UserError` naming the archive, the member and
+the problem, with nothing left at the destination:
+
+- only regular files and folders: tar symlinks, hard links, devices and fifos, zip entries whose
+  mode (``external_attr``) says anything but a file or folder, and encrypted zip entries are refused;
+- names are relative paths inside the target: no absolute path, drive letter, backslash, NUL or
+  ``..`` component; a name given twice, or a file under a path the archive has as a file, is refused;
+- files are created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` (mode 0644, folders 0755, both less the
+  umask; the archive's modes, owners and times are ignored) under folder descriptors opened with
+  ``O_NOFOLLOW`` one component at a time, and each path must resolve to itself under the target;
+- limits: the member count, and the bytes actually written (declared sizes are checked first, but
+  not trusted): by default ``max(256 MiB, 100 x the archive's size)``, a decompression-bomb ratio
+  that real image, video and annotation archives stay far below.
+"""
+
+from __future__ import annotations
+
+import lzma
+import os
+import re
+import stat
+import tarfile
+import zipfile
+import zlib
+from pathlib import Path
+from typing import BinaryIO
+
+from frozenbench.errors import UserError
+from frozenbench.utils.atomic import atomic_dir
+
+CHUNK = 1 << 20
+DEFAULT_MAX_MEMBERS = 10_000_000
+MIN_MAX_BYTES = 256 << 20  # the floor of the default size limit
+MAX_RATIO = 100  # default size limit: this many times the archive's own size (above the floor)
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_TAR_TYPES = {tarfile.SYMTYPE: "a symlink", tarfile.LNKTYPE: "a hard link", tarfile.CHRTYPE: "a character device",
+              tarfile.BLKTYPE: "a block device", tarfile.FIFOTYPE: "a fifo"}
+_ZIP_TYPES = {stat.S_IFLNK: "a symlink", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+              stat.S_IFIFO: "a fifo", stat.S_IFSOCK: "a socket"}
+# what reading a corrupt archive or writing to a full disk raises
+_IO_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, zipfile.LargeZipFile,
+              tarfile.TarError, NotImplementedError, RuntimeError, ValueError)
+
+
+def default_max_bytes(archive_size: int) -> int:
+    return max(MIN_MAX_BYTES, MAX_RATIO * archive_size)
+
+
+def _refusal(archive: Path, name: str, problem: str) -> UserError:
+    return UserError(f"{archive}: member {name!r} {problem}")
+
+
+def relative_name(archive: Path, name: str) -> str:
+    """``name`` as a normalised relative path (``""`` for the archive's root); refuses a name that
+    could land outside the target folder."""
+    if "\x00" in name:
+        problem = "contains a NUL byte"
+    elif "\\" in name:
+        problem = "contains a backslash (a Windows path separator)"
+    elif name.startswith("/"):
+        problem = "is an absolute path"
+    elif _DRIVE.match(name):
+        problem = "starts with a drive letter"
+    else:
+        parts = [part for part in name.split("/") if part not in ("", ".")]
+        if ".." not in parts:
+            return "/".join(parts)
+        problem = "has a '..' component"
+    raise _refusal(archive, name, f"{problem}; only paths inside the target folder are extracted")
+
+
+class _Extraction:
+    """The bookkeeping and the writes of one extraction into the fresh folder ``root``."""
+
+    def __init__(self, archive: Path, root: Path, max_members: int, max_bytes: int, limit_text: str) -> None:
+        self.archive, self.max_members, self.max_bytes, self.limit_text = archive, max_members, max_bytes, limit_text
+        self.root = os.path.realpath(root)
+        try:
+            self.path_max = os.pathconf(self.root, "PC_PATH_MAX")
+        except (OSError, ValueError):
+            self.path_max = 4096
+        self.root_fd = os.open(self.root, _DIR_FLAGS)
+        self.kinds: dict[str, str] = {}  # relative path -> "file" | "dir", the explicit and the implied folders
+        self.explicit: set[str] = set()
+        self.members = 0
+        self.declared = 0
+        self.written = 0
+        self.current: str | None = None  # the member being handled, for error messages
+        self._cached: tuple[str, int] | None = None  # the last parent folder opened, and its descriptor
+
+    def close(self) -> None:
+        if self._cached is not None:
+            os.close(self._cached[1])
+            self._cached = None
+        os.close(self.root_fd)
+
+    def refuse(self, name: str, problem: str) -> UserError:
+        return _refusal(self.archive, name, problem)
+
+    def too_many(self, count: int) -> str:
+        return (f"is number {count}: more than {self.max_members} members (limit: max_members): "
+                f"refusing a possible archive bomb")
+
+    def _bomb(self, name: str) -> UserError:
+        return self.refuse(name, f"takes the archive to more than {self.max_bytes} bytes uncompressed "
+                                 f"(limit: {self.limit_text}): refusing a possible decompression bomb")
+
+    def check(self, name: str, kind: str, declared: int) -> str:
+        """Validate a member before anything of it is written; returns its relative path."""
+        self.current = name
+        self.members += 1
+        if self.members > self.max_members:
+            raise self.refuse(name, self.too_many(self.members))
+        rel = relative_name(self.archive, name)
+        if kind == "file" and (not rel or name.endswith("/")):
+            raise self.refuse(name, "is a file without a file name")
+        if rel:
+            if rel in self.explicit:
+                raise self.refuse(name, "occurs twice in the archive")
+            parts = rel.split("/")
+            for depth in range(1, len(parts)):
+                parent = "/".join(parts[:depth])
+                if self.kinds.setdefault(parent, "dir") == "file":
+                    raise self.refuse(name, f"is inside {parent!r}, which the archive has as a file")
+            if kind == "file" and self.kinds.get(rel) == "dir":
+                raise self.refuse(name, "is a file, but the archive also has folders inside it")
+            self.kinds[rel] = kind
+            self.explicit.add(rel)
+        self.declared += max(declared, 0)
+        if self.declared > self.max_bytes:
+            raise self._bomb(name)
+        return rel
+
+    def _dir_fd(self, rel: str) -> int:
+        """A descriptor of the folder ``rel`` under the root, creating what is missing; every component
+        is opened with O_NOFOLLOW, so no link is ever followed."""
+        if not rel:
+            return self.root_fd
+        if self._cached is not None:
+            if self._cached[0] == rel:
+                return self._cached[1]
+            os.close(self._cached[1])
+            self._cached = None
+        fd = self.root_fd
+        try:
+            for component in rel.split("/"):
+                try:
+                    os.mkdir(component, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                child = os.open(component, _DIR_FLAGS, dir_fd=fd)  # ELOOP on a link, ENOTDIR on a file
+                if fd != self.root_fd:
+                    os.close(fd)
+                fd = child
+        except BaseException:
+            if fd != self.root_fd:
+                os.close(fd)
+            raise
+        self._cached = (rel, fd)
+        return fd
+
+    def _check_resolved(self, name: str, rel: str) -> None:
+        full = os.path.join(self.root, rel)
+        if len(os.fsencode(full)) >= self.path_max:
+            raise self.refuse(name, f"makes a path longer than PATH_MAX ({self.path_max} bytes)")
+        resolved = os.path.realpath(full)
+        if os.path.commonpath([self.root, resolved]) != self.root:
+            raise self.refuse(name, f"resolves to {resolved}, outside the target folder")
+        if resolved != full:
+            raise self.refuse(name, f"resolves to {resolved} through a link")
+
+    def make_dir(self, name: str, rel: str) -> None:
+        if rel:
+            self._dir_fd(rel)
+            self._check_resolved(name, rel)
+
+    def write_file(self, name: str, rel: str, source: BinaryIO) -> None:
+        parent, _, filename = rel.rpartition("/")
+        parent_fd = self._dir_fd(parent)
+        self._check_resolved(name, rel)
+        fd = os.open(filename, _FILE_FLAGS, 0o644, dir_fd=parent_fd)
+        with open(fd, "wb") as out:
+            while chunk := source.read(CHUNK):
+                self.written += len(chunk)  # what the archive really holds, not what it declares
+                if self.written > self.max_bytes:
+                    raise self._bomb(name)
+                out.write(chunk)
+
+
+def _extract_zip(archive: Path, job: _Extraction) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+        if len(infos) > job.max_members:  # before reading any of them
+            raise job.refuse(infos[job.max_members].filename, job.too_many(len(infos)))
+        plan = []
+        for info in infos:  # every member is checked before anything is written
+            name = info.filename
+            mode = info.external_attr >> 16
+            kind = stat.S_IFMT(mode)
+            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: no unix mode recorded (a DOS zip)
+                what = _ZIP_TYPES.get(kind, f"of file type {oct(kind)}")
+                raise job.refuse(name, f"is {what}; only regular files and folders are extracted")
+            if info.flag_bits & 0x1:
+                raise job.refuse(name, "is encrypted")
+            is_dir = name.endswith("/") or kind == stat.S_IFDIR
+            if is_dir and info.file_size:
+                raise job.refuse(name, f"is a folder holding {info.file_size} bytes of data")
+            plan.append((info, job.check(name, "dir" if is_dir else "file", info.file_size), is_dir))
+        for info, rel, is_dir in plan:
+            job.current = info.filename
+            if is_dir:
+                job.make_dir(info.filename, rel)
+            else:
+                with zf.open(info) as source:  # checks the CRC at the end
+                    job.write_file(info.filename, rel, source)
+
+
+def _extract_tar(archive: Path, job: _Extraction) -> None:
+    with tarfile.open(archive, "r:*") as tf:
+        for member in tf:  # streamed: each member is checked before it is written
+            name = member.name
+            job.current = name
+            if member.isdir():
+                job.make_dir(name, job.check(name, "dir", 0))
+            elif member.isreg():
+                rel = job.check(name, "file", member.size)
+                source = tf.extractfile(member)
+                assert source is not None
+                with source:
+                    job.write_file(name, rel, source)
+            else:
+                what = _TAR_TYPES.get(member.type, f"of tar type {member.type!r}")
+                if member.issym() or member.islnk():
+                    what += f" (to {member.linkname!r})"
+                raise job.refuse(name, f"is {what}; only regular files and folders are extracted")
+
+
+def extract(archive: Path, dest: Path, *, max_members: int = DEFAULT_MAX_MEMBERS, max_bytes: int | None = None) -> None:
+    """Unpack the zip or tar archive ``archive`` into ``dest`` (created atomically; it must not exist):
+    regular files and folders only, at most ``max_members`` members and ``max_bytes`` bytes
+    (default: ``max(256 MiB, 100 x the archive's size)``). Anything else raises :class:`UserError`
+    and leaves nothing at ``dest``."""
+    archive, dest = Path(archive), Path(dest)
+    if not archive.is_file():
+        raise UserError(f"{archive}: missing or not a file")
+    if dest.exists() or dest.is_symlink():
+        raise FileExistsError(f"{dest}: already exists")
+    size = archive.stat().st_size
+    if max_bytes is None:
+        max_bytes = default_max_bytes(size)
+        limit_text = f"max({MIN_MAX_BYTES >> 20} MiB, {MAX_RATIO} x the archive's {size} bytes)"
+    else:
+        limit_text = "max_bytes"
+    with atomic_dir(dest, overwrite=False) as tmp:
+        if zipfile.is_zipfile(archive):
+            unpack = _extract_zip
+        elif tarfile.is_tarfile(archive):
+            unpack = _extract_tar
+        else:
+            raise UserError(f"{archive}: not a zip or tar archive")
+        job = _Extraction(archive, tmp, max_members, max_bytes, limit_text)
+        try:
+            unpack(archive, job)
+        except _IO_ERRORS as err:
+            where = f"member {job.current!r}" if job.current is not None else "archive"
+            raise UserError(f"{archive}: {where}: cannot extract ({type(err).__name__}: {err})") from None
+        finally:
+            job.close()
+
+
+def _provider(sources: dict[str, Path], rel: str) -> Path | None:
+    """The archive that moved ``rel`` or its deepest recorded ancestor into place."""
+    parts = rel.split("/")
+    for depth in range(len(parts), 0, -1):
+        found = sources.get("/".join(parts[:depth]))
+        if found is not None:
+            return found
+    return None
+
+
+def merge_tree(src: Path, dst: Path, archive: Path, sources: dict[str, Path] | None = None) -> None:
+    """Move the tree ``src`` (what ``archive`` extracted to) into the folder ``dst``: an entry ``dst``
+    lacks is renamed into place whole, a folder both have is merged, and anything else both have
+    (two files, a file and a folder) is refused, never overwritten; links are refused too (an
+    extraction creates none). ``sources`` records which archive moved each entry (paths relative
+    to ``dst``), so that a conflict names the archive that provided the path first. A refusal may
+    leave ``dst`` half-merged: callers build it inside a temporary folder."""
+    pending = [""]
+    while pending:
+        rel = pending.pop()
+        with os.scandir(src / rel) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
+        for entry in entries:
+            path = f"{rel}/{entry.name}" if rel else entry.name
+            target = dst / path
+            if entry.is_symlink() or target.is_symlink():
+                raise UserError(f"{archive}: {path} is a link; refusing to merge through it")
+            if not target.exists():
+                os.rename(entry.path, target)
+                if sources is not None:
+                    sources[path] = archive
+            elif entry.is_dir(follow_symlinks=False) and target.is_dir():
+                pending.append(path)
+            else:
+                earlier = _provider(sources, path) if sources is not None else None
+                if earlier is not None:
+                    who = f"an earlier archive, {earlier}"
+                elif sources is not None:
+                    who = f"what {dst} already held"
+                else:
+                    who = "an earlier archive"
+                here = "a folder" if entry.is_dir(follow_symlinks=False) else "a file"
+                there = "a folder" if target.is_dir() else "a file"
+                raise UserError(f"{archive}: {path} ({here}) is also provided by {who} ({there}); "
+                                f"refusing to overwrite it")
