@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import REPO, run_cmd
+from .test_archives import ARCHIVE_CASES
 
 BAD = REPO / "tests" / "data" / "bad"
 RESULTS: list[tuple[str, bool]] = []  # reported by conftest's terminal summary
@@ -151,6 +152,26 @@ def tampered_archive_case(tmp: Path):
              "--checksums", str(tmp / "k.sha256"), "--out", str(out)], archive, "sha256 mismatch", out)
 
 
+def hostile_archive_case(filename: str, expected: str):
+    """`frozenbench prepare` of a downloaded archive (its published digest matches) that tries to
+    write outside the dataset, through a link, or far more than it holds."""
+    def case(tmp: Path):
+        import hashlib
+        import json
+
+        downloads = tmp / "downloads" / "ade20k"
+        downloads.mkdir(parents=True)
+        archive = downloads / filename
+        shutil.copy(BAD / filename, archive)
+        spec = {"source": "download", "format": "ade", "download": {"files": [{
+            "url": f"http://127.0.0.1/{filename}", "filename": filename,
+            "checksum": {"sha256": hashlib.sha256(archive.read_bytes()).hexdigest()}}]}}
+        out = tmp / "data" / "ade20k"
+        return (["frozenbench", "prepare", "--spec", json.dumps(spec), "--downloads", str(downloads),
+                 "--checksums", str(tmp / "k.sha256"), "--out", str(out)], archive, expected, out)
+    return case
+
+
 BODY = bytes(range(256)) * 64
 CASES = {
     "truncated_jpeg": validate_case("imagefolder", lambda t: imagefolder(t, "truncated.jpg"), "unreadable image"),
@@ -183,6 +204,7 @@ CASES = {
     "url_list_duplicate_name": url_list_case(["{url}/a/part.tar.gz", "{url}/b/part.tar.gz"], "is already listed"),
     "url_list_unsafe_name": url_list_case(["{url}/..%2F..%2Fpart.tar.gz"], "unsafe file name"),
     "archive_changed_after_download": tampered_archive_case,
+    **{name: hostile_archive_case(filename, expected) for name, (filename, expected) in ARCHIVE_CASES.items()},
 }
 
 

@@ -1,12 +1,21 @@
 """Regenerate tests/data/bad/: small, committed, broken inputs (run from the repo root).
 
-    .venv/bin/python tests/data/make_bad_corpus.py
+    .venv/bin/python tests/data/make_bad_corpus.py              # everything
+    .venv/bin/python tests/data/make_bad_corpus.py --archives   # only the hostile archives
+
+The archives are deterministic (fixed names, modes and times; the bomb is deflated at level 9,
+so only another zlib build could change its bytes); tests/test_archives.py names what each must
+be refused for (ARCHIVE_CASES).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import sys
+import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +47,62 @@ def coco(bbox=None, category_id=1, segmentation=None) -> dict:
             "annotations": [ann], "categories": [{"id": 1, "name": "square"}]}
 
 
+def _tar(path: Path, members: list[tuple[str, bytes, bytes | str]]) -> None:
+    """A plain tar of (name, tar type, data or link target) with fixed owner, mode and time."""
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+        for name, kind, payload in members:
+            info = tarfile.TarInfo(name)
+            info.type, info.mtime, info.mode = kind, 0, 0o755 if kind == tarfile.DIRTYPE else 0o644
+            if kind == tarfile.REGTYPE:
+                info.size = len(payload)
+                tf.addfile(info, io.BytesIO(payload))
+            else:
+                info.linkname = payload
+                tf.addfile(info)
+
+
+def symlink_chain(steps: str = "abcdefghijklmnop", component: int = 247) -> list[tuple[str, bytes, bytes | str]]:
+    """The members of the long-symlink-chain bypass of tarfile's ``data`` filter (CVE-2025-4517):
+    16 symlinks to long folder names make ``os.path.realpath`` give up past PATH_MAX, so a link
+    that climbs out of the target (``escape``) passes the filter, and so does a file under it."""
+    comp = "d" * component
+    members, path = [], ""
+    for step in steps:
+        members.append((os.path.join(path, comp), tarfile.DIRTYPE, ""))
+        members.append((os.path.join(path, step), tarfile.SYMTYPE, comp))
+        path = os.path.join(path, comp)
+    link = os.path.join(*steps, "l" * 254)
+    members.append((link, tarfile.SYMTYPE, "/".join([".."] * len(steps))))
+    members.append(("escape", tarfile.SYMTYPE, link + "/.."))
+    members.append(("escape/escaped.txt", tarfile.REGTYPE, b"written outside the target folder\n"))
+    return members
+
+
+def archives(out: Path) -> None:
+    """Hostile archives: every one must be refused before anything lands outside the target."""
+    inner = "ADEChallengeData2016/"
+    _tar(out / "archive_traversal.tar", [(inner + "images/ok.txt", tarfile.REGTYPE, b"ok\n"),
+                                         (inner + "../../escaped.txt", tarfile.REGTYPE, b"escaped\n")])
+    with zipfile.ZipFile(out / "archive_absolute.zip", "w") as zf:  # stored: no compression
+        zf.writestr(zipfile.ZipInfo(inner + "objectInfo150.txt"), b"ok\n")
+        zf.writestr(zipfile.ZipInfo("/tmp/frozenbench-escaped.txt"), b"escaped\n")
+    _tar(out / "archive_symlink_escape.tar", [(inner + "images", tarfile.SYMTYPE, "../../.."),
+                                              (inner + "images/escaped.txt", tarfile.REGTYPE, b"escaped\n")])
+    _tar(out / "archive_hardlink.tar", [(inner + "objectInfo150.txt", tarfile.LNKTYPE, "../../outside.txt")])
+    _tar(out / "archive_symlink_chain.tar", symlink_chain())
+    # 300 MiB of zeros in ~300 KB: past the default limit of max(256 MiB, 100 x the archive's size)
+    with zipfile.ZipFile(out / "archive_bomb.zip", "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        with zf.open(inner + "zeros.bin", "w") as f:
+            zeros = bytes(1 << 20)
+            for _ in range(300):
+                f.write(zeros)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
+    archives(OUT)
+    if "--archives" in sys.argv[1:]:
+        return
     good = jpeg()
     (OUT / "image.jpg").write_bytes(good)
     (OUT / "truncated.jpg").write_bytes(good[: len(good) // 2])

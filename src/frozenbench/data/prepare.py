@@ -340,6 +340,8 @@ def prepare(spec: dict[str, Any], downloads: str | Path, out: str | Path,
                                        work=out.parent / f".{out.name}.work", workers=workers)
         else:
             summary = PREPARERS[spec["format"]](files, downloads, tmp, spec.get("prepare", {}), log)
+        if (tmp / MANIFEST).exists():
+            raise UserError(f"{downloads}: the archives hold a {MANIFEST} of their own; refusing to replace it")
         write_json(tmp / MANIFEST, {"format": spec["format"], "source": "download", "spec": spec,
                                     "summary": summary, "content_digest": content_digest(tmp)})
     return summary
