@@ -4,10 +4,19 @@ import re
 import shlex
 import sys
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+from frozenbench.config import ConfigError, check_references
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+# cross-references (cells -> tasks / backbones / heads, arch, task type vs dataset format, sizes
+# the backbone takes, frame counts) fail here, naming the key, not later inside a job
+try:
+    check_references(config, source="config")
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 
 # Rules call the `frozenbench` console script installed beside the Python that runs
 # Snakemake (the project venv), also when the venv is not activated. The prefix keeps

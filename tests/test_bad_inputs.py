@@ -13,6 +13,7 @@ import pytest
 
 from .conftest import REPO, run_cmd
 from .test_archives import ARCHIVE_CASES
+from .test_config import CONFIG_CASES
 
 BAD = REPO / "tests" / "data" / "bad"
 RESULTS: list[tuple[str, bool]] = []  # reported by conftest's terminal summary
@@ -172,6 +173,20 @@ def hostile_archive_case(filename: str, expected: str):
     return case
 
 
+def broken_config_case(name: str):
+    """`frozenbench check-config` (what every subcommand and the DAG run first) on a config with an
+    unsafe name or a broken cross-reference."""
+    def case(tmp: Path):
+        import yaml
+
+        from .test_config import CONFIG_CASES, broken_config
+
+        path = tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(broken_config(name)))
+        return ["frozenbench", "check-config", str(path)], path, CONFIG_CASES[name][2], None
+    return case
+
+
 BODY = bytes(range(256)) * 64
 CASES = {
     "truncated_jpeg": validate_case("imagefolder", lambda t: imagefolder(t, "truncated.jpg"), "unreadable image"),
@@ -205,6 +220,7 @@ CASES = {
     "url_list_unsafe_name": url_list_case(["{url}/..%2F..%2Fpart.tar.gz"], "unsafe file name"),
     "archive_changed_after_download": tampered_archive_case,
     **{name: hostile_archive_case(filename, expected) for name, (filename, expected) in ARCHIVE_CASES.items()},
+    **{f"config_{name}": broken_config_case(name) for name in CONFIG_CASES},
 }
 
 

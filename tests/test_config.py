@@ -62,3 +62,74 @@ def test_check_config_cli_reports_file_and_key(tmp_path):
 
     ok = run_cmd(["frozenbench", "check-config", str(REPO / "config.yaml")], check=True)
     assert "ok" in ok.stdout
+
+
+# -- names that cannot run code, references that cannot fail late ------------------------------
+
+def _first_backbone(c: dict) -> str:
+    return next(iter(c["backbones"]))
+
+
+def _cell_of(c: dict, task: str) -> dict:
+    return next(cell for cell in c["study"]["cells"] if cell["task"] == task)
+
+
+# name -> (mutation of the shipped config.yaml, dotted key named, problem named)
+CONFIG_CASES = {
+    "unsafe_arch": (lambda c: c["backbones"][_first_backbone(c)].__setitem__("arch", "cswin_tiny; touch x"),
+                    "arch", "does not match"),
+    "unsafe_dataset_name": (lambda c: c["datasets"].__setitem__("shapes $(id)", c["datasets"]["shapes-ade"]),
+                            "datasets", "does not match"),
+    "unsafe_path": (lambda c: c["paths"].__setitem__("runs", "runs;rm -rf ~"), "paths.runs", "does not match"),
+    "unsafe_url": (lambda c: c["datasets"].__setitem__("coco-dl", {
+        "source": "download", "format": "coco", "download": {"files": [
+            {"url": "file:///etc/passwd", "filename": "passwd", "checksum": {"unpublished": "x"}}]}}),
+        "datasets.coco-dl.download.files.0.url", "does not match"),
+    "head_of_another_task": (lambda c: _cell_of(c, "coco").__setitem__("heads", ["m2f_b4"]),
+                             "study.cells.", "'m2f_b4' is not a head of task 'coco'; it is a head of 'ade'"),
+    "unknown_arch": (lambda c: c["backbones"][_first_backbone(c)].__setitem__("arch", "cswin_tiny2"),
+                     "backbones.", "unknown architecture 'cswin_tiny2'"),
+    "unknown_backbone_in_cell": (lambda c: _cell_of(c, "ade")["backbones"].append("swin_nope"),
+                                 "study.cells.0.backbones", "unknown backbone 'swin_nope'"),
+    "type_vs_format": (lambda c: c["tasks"]["ade"].__setitem__("dataset", "shapes-coco"),
+                       "tasks.ade.dataset", "task type segmentation needs a dataset of format ade; 'shapes-coco' is coco"),
+    "img_size_not_patch_multiple": (lambda c: c["tasks"]["ade"].__setitem__("img_size", 126),
+                                    "tasks.ade.img_size", "126 is not a multiple of 4, the patch size of cswin_tiny"),
+    "num_frames_mismatch": (lambda c: c["tasks"]["k400"]["heads"]["temporal_b2"].__setitem__("num_frames", 16),
+                            "tasks.k400.heads.temporal_b2.num_frames",
+                            "16 frames per clip, but tasks.k400.data_options.num_frames samples 8"),
+    "pretrain_dataset_format": (lambda c: c["pretrain"].__setitem__("dataset", "shapes-coco"),
+                                "pretrain.dataset", "pretraining needs a dataset of format imagefolder"),
+}
+
+
+def broken_config(name: str) -> dict:
+    config = default_config()
+    CONFIG_CASES[name][0](config)
+    return config
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_CASES))
+def test_unsafe_names_and_broken_references_fail_at_load_naming_the_key(name, tmp_path):
+    _, key, problem = CONFIG_CASES[name]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(broken_config(name)))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert str(path) in text and key in text and problem in text, text
+
+
+def test_every_shipped_config_passes_the_reference_checks():
+    from frozenbench.config import reference_problems
+
+    for path in ["config.yaml", "configs/ci.yaml", "configs/paper-smoke.yaml", "configs/paper.yaml"]:
+        assert reference_problems(load_config(REPO / path)) == [], path
+
+
+def test_the_dag_refuses_a_broken_reference_at_start_naming_the_key(workflow_copy):
+    path = workflow_copy / "broken.yaml"
+    path.write_text(yaml.safe_dump(broken_config("head_of_another_task")))
+    proc = run_cmd(["snakemake", "-n", "--configfile", str(path)], cwd=workflow_copy, timeout=300)
+    assert proc.returncode != 0
+    assert "'m2f_b4' is not a head of task 'coco'" in proc.stdout + proc.stderr

@@ -100,6 +100,92 @@ def _matches(instance: dict[str, Any], condition: dict[str, Any]) -> bool:
     return bool(condition)
 
 
+# which dataset format each task type trains on
+TASK_FORMATS = {"segmentation": "ade", "detection": "coco", "video": "kinetics"}
+
+
+def reference_problems(config: dict[str, Any]) -> list[str]:
+    """Every broken cross-reference of a schema-valid ``config``, each as ``<dotted key>: <problem>``:
+    what would otherwise fail late, inside a job."""
+    from frozenbench.models.registry import get_arch, list_archs
+
+    datasets, backbones, tasks = config.get("datasets", {}), config.get("backbones", {}), config.get("tasks", {})
+    problems = []
+
+    def dataset_of(key: str, name: str | None, fmt: str, purpose: str) -> None:
+        if name is None:
+            problems.append(f"{key}: missing (the {fmt} dataset {purpose})")
+        elif name not in datasets:
+            problems.append(f"{key}: unknown dataset {name!r} (have: {', '.join(sorted(datasets))})")
+        elif datasets[name]["format"] != fmt:
+            problems.append(f"{key}: {purpose} needs a dataset of format {fmt}; {name!r} is {datasets[name]['format']}")
+
+    archs = {}
+    for name, backbone in backbones.items():
+        try:
+            archs[name] = get_arch(backbone["arch"])
+        except KeyError:
+            problems.append(f"backbones.{name}.arch: unknown architecture {backbone['arch']!r} "
+                            f"(known: {', '.join(list_archs())})")
+        if "pretrain" in backbone:
+            default = config.get("pretrain", {}).get("dataset")
+            where = "dataset" if "dataset" in backbone["pretrain"] else None
+            key = f"backbones.{name}.pretrain.dataset" if where else "pretrain.dataset"
+            dataset_of(key, backbone["pretrain"].get("dataset", default), "imagefolder", "pretraining")
+    for name, task in tasks.items():
+        dataset_of(f"tasks.{name}.dataset", task["dataset"], TASK_FORMATS[task["type"]], f"task type {task['type']}")
+        clip_frames = task.get("data_options", {}).get("num_frames")
+        for head_name, head in task["heads"].items():
+            if task["type"] == "video" and clip_frames is not None and head.get("num_frames", clip_frames) != clip_frames:
+                problems.append(f"tasks.{name}.heads.{head_name}.num_frames: {head['num_frames']} frames per clip, "
+                                f"but tasks.{name}.data_options.num_frames samples {clip_frames}")
+    for index, cell in enumerate(config.get("study", {}).get("cells", [])):
+        key = f"study.cells.{index}"
+        task = tasks.get(cell["task"])
+        if task is None:
+            problems.append(f"{key}.task: unknown task {cell['task']!r} (have: {', '.join(sorted(tasks))})")
+            continue
+        for head in cell["heads"]:
+            if head not in task["heads"]:
+                owners = [t for t, entry in tasks.items() if head in entry["heads"]]
+                also = f"; it is a head of {', '.join(map(repr, owners))}" if owners else ""
+                problems.append(f"{key}.heads: {head!r} is not a head of task {cell['task']!r}{also} "
+                                f"(its heads: {', '.join(task['heads'])})")
+        for backbone in cell["backbones"]:
+            if backbone not in backbones:
+                problems.append(f"{key}.backbones: unknown backbone {backbone!r} (have: {', '.join(sorted(backbones))})")
+                continue
+            spec = archs.get(backbone)
+            if spec is None:
+                continue
+            sizes = {"img_size": task["img_size"], "augment.crop_size": task.get("augment", {}).get("crop_size")}
+            for size_key, size in sizes.items():
+                if size is None:
+                    continue
+                if spec.patch_size and size % spec.patch_size:
+                    problems.append(f"tasks.{cell['task']}.{size_key}: {size} is not a multiple of {spec.patch_size}, "
+                                    f"the patch size of {spec.name} (backbone {backbone!r})")
+                if size < spec.total_stride:
+                    problems.append(f"tasks.{cell['task']}.{size_key}: {size} is below {spec.total_stride}, the last "
+                                    f"stage's stride of {spec.name} (backbone {backbone!r})")
+    tables = config.get("study", {}).get("tables", {})
+    for task_name, head in tables.get("heads", {}).items():
+        if task_name not in tasks:
+            problems.append(f"study.tables.heads.{task_name}: unknown task {task_name!r}")
+        elif head not in tasks[task_name]["heads"]:
+            problems.append(f"study.tables.heads.{task_name}: {head!r} is not a head of task {task_name!r}")
+    if "paper_backbone" in tables and tables["paper_backbone"] not in backbones:
+        problems.append(f"study.tables.paper_backbone: unknown backbone {tables['paper_backbone']!r}")
+    return list(dict.fromkeys(problems))
+
+
+def check_references(config: dict[str, Any], source: str = "<config>") -> None:
+    """Raise :class:`ConfigError` listing every broken cross-reference (see :func:`reference_problems`)."""
+    problems = reference_problems(config)
+    if problems:
+        raise ConfigError("\n".join([f"{source}: inconsistent config"] + [f"  at {p}" for p in problems]))
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read and validate a study config file."""
     path = Path(path)
@@ -112,4 +198,6 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(config).__name__}")
-    return validate_config(config, source=str(path))
+    config = validate_config(config, source=str(path))
+    check_references(config, source=str(path))
+    return config

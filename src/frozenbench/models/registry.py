@@ -40,6 +40,17 @@ class ArchSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
+    @property
+    def patch_size(self) -> int | None:
+        """The patch embedding's size where inputs must be a multiple of it (Swin's patch embed
+        asserts it), else None (ConvNeXt's strided stem takes any size)."""
+        return self.kwargs.get("patch_size")
+
+    @property
+    def total_stride(self) -> int:
+        """The last stage's stride: the stem's 4, halved resolution at every later stage."""
+        return (self.patch_size or 4) * 2 ** (len(self.kwargs.get("depths", (0, 0, 0, 0))) - 1)
+
 
 _ARCHS: dict[str, ArchSpec] = {}
 
