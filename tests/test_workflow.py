@@ -80,3 +80,38 @@ def test_tables_of_the_paper_study_show_every_cell_before_any_run(workflow_copy,
         assert f"| swinv2_large_in22k | " in capacity and f"| {head} |" in capacity
     assert "Ours (swinv2_large_in22k)" in (tmp_path / "paper.md").read_text()
     assert "| – | – |" in pretraining
+
+
+def test_a_rerun_download_job_keeps_what_it_already_fetched(workflow_copy):
+    """The download rule's output is a marker: Snakemake deletes it (not the files) before a rerun,
+    so a spec change (here a second file) fetches only what is new, and a failed job's partial
+    copy is resumed by the next run."""
+    import hashlib
+    import json
+
+    from .fault_server import FaultServer
+
+    first, second = bytes(range(256)) * 400, bytes(reversed(range(256))) * 400
+    with FaultServer() as server:
+        def entry(path, body):
+            return {"url": server.add(path, body), "filename": path.rsplit("/", 1)[-1],
+                    "checksum": {"sha256": hashlib.sha256(body).hexdigest()}, "extract": False}
+
+        base = yaml.safe_load((workflow_copy / "config.yaml").read_text())
+        config = {"seed": 0, "paths": base["paths"], "datasets": {"k400": {
+            "source": "download", "format": "kinetics", "download": {"files": [entry("/a.csv", first)]}}}}
+        path = workflow_copy / "dl.yaml"
+        path.write_text(yaml.safe_dump(config))
+        target = ["snakemake", "--cores", "1", "downloads/k400.verified.json", "--configfile", str(path)]
+        run_cmd(target, cwd=workflow_copy, check=True, timeout=300)
+        config["datasets"]["k400"]["download"]["files"].append(entry("/b.csv", second))
+        server.faults["/b.csv"].extend(["drop:30000", "status:404"])  # the job fails, keeping 30000 bytes
+        path.write_text(yaml.safe_dump(config))
+        failed = run_cmd(target, cwd=workflow_copy, timeout=300)
+        assert failed.returncode != 0
+        run_cmd(target, cwd=workflow_copy, check=True, timeout=300)
+    assert [p for p, _ in server.requests].count("/a.csv") == 1  # fetched once, verified after
+    assert ("/b.csv", "bytes=30000-") in server.requests
+    marker = json.loads((workflow_copy / "downloads" / "k400.verified.json").read_text())
+    assert sorted(marker["files"]) == ["a.csv", "b.csv"]
+    assert (workflow_copy / "downloads" / "k400" / "b.csv").read_bytes() == second
