@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -47,8 +46,8 @@ def losses(run_dir: Path) -> list[float]:
 ])
 def test_each_task_trains_and_writes_checkpoint_and_probe(shapes, tmp_path, task, task_options):
     out = tmp_path / "ckpt.pth"
-    result = pretrain("cswin_tiny", task, shapes, out, tmp_path / "run", options(task_options=task_options),
-                      log=lambda m: None)
+    pretrain("cswin_tiny", task, shapes, out, tmp_path / "run", options(task_options=task_options),
+             log=lambda m: None)
     curve = losses(tmp_path / "run")
     assert len(curve) == 30 and all(map(lambda v: v == v, curve))  # finite, logged every step
     early, late = sum(curve[:5]) / 5, sum(curve[-5:]) / 5

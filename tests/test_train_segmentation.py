@@ -12,7 +12,6 @@ from frozenbench.engine.loop import TrainOptions, train, trainable_state
 from frozenbench.errors import UserError
 from frozenbench.tasks import segmentation
 
-from .test_backbones import weights_digest
 from .test_synth import tiny_spec
 
 pytestmark = pytest.mark.openmmlab
