@@ -227,3 +227,17 @@ def test_wrong_checksum_never_reaches_conversion(tmp_path):
     assert proc.returncode == 1
     assert url in proc.stderr and "expected " + "0" * 64 in proc.stderr
     assert not (tmp_path / "w.pth").exists()
+
+
+def test_a_family_without_a_checkpoint_filter_is_refused_not_passed_through(monkeypatch, swin_tiny):
+    """An identity default would load a layout nobody checked; a new family must bring its filter."""
+    import dataclasses
+
+    from frozenbench.errors import UserError
+    from frozenbench.models import registry
+
+    spec = registry.get_arch("swin_tiny")
+    monkeypatch.setitem(registry._ARCHS, "swin_tiny_unfiltered",
+                        dataclasses.replace(spec, name="swin_tiny_unfiltered", family="newfamily"))
+    with pytest.raises(UserError, match="backbone family 'newfamily' has no checkpoint filter"):
+        convert_state_dict({"model": official_from_timm(swin_tiny)}, "official_swin", "swin_tiny_unfiltered")

@@ -53,7 +53,10 @@ def _timm_filter(family: str):
     elif family in ("convnext", "convnext_mini"):
         from timm.models.convnext import checkpoint_filter_fn
     else:
-        return lambda sd, model: sd
+        # an identity default would load a layout nobody checked: a conversion that computes
+        # something else is worse than none
+        raise UserError(f"backbone family {family!r} has no checkpoint filter: conversion knows swin, "
+                        f"cswin_mini, swinv2, convnext and convnext_mini")
     return checkpoint_filter_fn
 
 
