@@ -47,7 +47,7 @@ def sweep(task: str, data_root: Path, cache: bool, steps: int, run_root: Path) -
     for blocks in (0, 1, 2):
         torch.manual_seed(0)
         model = module.build_model({**head, "extra_blocks": blocks}, num_classes, img_size, None, frozen=True,
-                                   arch="cswin_tiny", feature_cache=cache)
+                                   arch="convstem_swin_tiny", feature_cache=cache)
         run_dir = run_root / f"{task}_{blocks}_{cache}"
         train(model, dataset, pseudo_collate, run_dir, TrainOptions(steps=steps, batch_size=batch, lr=1e-3,
                                                                       warmup_steps=5, checkpoint_every=steps,

@@ -1,11 +1,11 @@
 """Frozen vs fine-tune training step, same head, batch and input, per task: step time and peak memory.
 
-    PYTHONPATH=src python bench/frozen_vs_finetune.py [--device cuda] [--repeats 7] [--archs cswin_tiny swin_tiny]
+    PYTHONPATH=src python bench/frozen_vs_finetune.py [--device cuda] [--repeats 7] [--archs convstem_swin_tiny swin_tiny]
 
 For each task of the mini-study (shapes-ade Mask2Former, shapes-coco Mask R-CNN, shapes-k400
 temporal head; heads and input sizes as config.yaml) and each backbone one model per mode is
 built and trained on the same fixed batch; the two modes' steps are interleaved. Two backbones:
-the mini-study's ``cswin_tiny`` (2.3 M parameters, lighter than the heads on top of it) and the
+the mini-study's ``convstem_swin_tiny`` (2.3 M parameters, lighter than the heads on top of it) and the
 paper's smallest, ``swin_tiny`` (28 M), where the backbone carries most of the step as it does at
 full scale. Peak memory is what training adds on top of the built model (gradients, optimizer
 state, activations kept for backward), measured in a child process per (task, mode): on CPU the peak RSS (reset through
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
-    parser.add_argument("--archs", nargs="*", default=["cswin_tiny", "swin_tiny"])
+    parser.add_argument("--archs", nargs="*", default=["convstem_swin_tiny", "swin_tiny"])
     parser.add_argument("--child", nargs=4, metavar=("TASK", "MODE", "DATA", "ARCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -4,7 +4,7 @@
 
 The paper's "one shared frozen base network": with the backbone frozen, a detector (Mask R-CNN)
 and a segmenter (Mask2Former) on the same image can share one backbone forward. Cases, on the
-same batch of 128 px images (cswin_tiny, heads as in config.yaml):
+same batch of 128 px images (convstem_swin_tiny, heads as in config.yaml):
 - ``per_task``: each model runs its own backbone forward, then its head;
 - ``shared``: one backbone forward, its features handed to both heads.
 The heads' predictions are checked to be identical in both cases.
@@ -38,9 +38,9 @@ def main() -> None:
     device, size = args.device, 128
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     torch.manual_seed(0)
-    ckpt = Path(__file__).resolve().parent / "results" / "shared_backbone_cswin_tiny.pth"
+    ckpt = Path(__file__).resolve().parent / "results" / "shared_backbone_convstem_swin_tiny.pth"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
-    save_backbone(ckpt, "cswin_tiny", build_model("cswin_tiny", size).state_dict(), {"pretrain_task": "random"})
+    save_backbone(ckpt, "convstem_swin_tiny", build_model("convstem_swin_tiny", size).state_dict(), {"pretrain_task": "random"})
     det = detection.build_model({"width": 64}, 4, size, str(ckpt), frozen=True).to(device).eval()
     seg = segmentation.build_model({"width": 64, "num_queries": 20}, 7, size, str(ckpt), frozen=True).to(device).eval()
     x = torch.randn(args.batch, 3, size, size, device=device)

@@ -48,7 +48,7 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def video_cell(tmp_path: Path, steps: int, checkpoint_every: int, feature_cache: bool = False) -> tuple[str, Path]:
-    """A tiny shapes-k400 cell: (spec JSON for `frozenbench train`, a random cswin_tiny checkpoint)."""
+    """A tiny shapes-k400 cell: (spec JSON for `frozenbench train`, a random convstem_swin_tiny checkpoint)."""
     import json
 
     from frozenbench.checkpoint import save_random_backbone
@@ -58,7 +58,7 @@ def video_cell(tmp_path: Path, steps: int, checkpoint_every: int, feature_cache:
 
     root = tmp_path / "shapes-k400"
     synthesize(tiny_spec("shapes-k400", num_frames=8), root)
-    checkpoint = save_random_backbone(tmp_path / "b.pth", "cswin_tiny", 64)
+    checkpoint = save_random_backbone(tmp_path / "b.pth", "convstem_swin_tiny", 64)
     spec = json.dumps({"type": "video", "data": str(root), "img_size": 64, "data_options": {"num_frames": 4},
                        "feature_cache": feature_cache, "head": {"num_frames": 4, "num_blocks": 1, "width": 32},
                        "train": {"steps": steps, "batch_size": 4, "warmup_steps": 2,

@@ -17,7 +17,7 @@ from frozenbench.models import Backbone
 class Classifier(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.backbone = Backbone("cswin_tiny", img_size=32, frozen=True)
+        self.backbone = Backbone("convstem_swin_tiny", img_size=32, frozen=True)
         self.head = nn.Linear(self.backbone.channels[-1], 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,7 @@ class TinyHead(nn.Module):
         return self.fc(torch.cat([p(f).mean(dim=(2, 3)) for p, f in zip(self.proj, feats)], dim=1))
 
 
-@pytest.mark.parametrize("arch", ["cswin_tiny", "convnext_mini"])
+@pytest.mark.parametrize("arch", ["convstem_swin_tiny", "convnext_mini"])
 def test_frozen_backbone_trains_head_only(arch):
     torch.manual_seed(0)
     backbone = Backbone(arch, img_size=64, frozen=True)
@@ -75,7 +75,7 @@ def test_frozen_backbone_trains_head_only(arch):
 
 
 def test_finetune_mode_keeps_the_graph():
-    backbone = Backbone("cswin_tiny", img_size=64, frozen=False)
+    backbone = Backbone("convstem_swin_tiny", img_size=64, frozen=False)
     feats = backbone(torch.randn(2, 3, 64, 64))
     assert all(f.requires_grad for f in feats)
     feats[-1].sum().backward()
@@ -84,8 +84,8 @@ def test_finetune_mode_keeps_the_graph():
 
 def test_bf16_autocast_returns_fp32_close_to_fp32():
     torch.manual_seed(0)
-    fp32 = Backbone("cswin_tiny", img_size=64)
-    bf16 = Backbone("cswin_tiny", img_size=64, bf16=True)
+    fp32 = Backbone("convstem_swin_tiny", img_size=64)
+    bf16 = Backbone("convstem_swin_tiny", img_size=64, bf16=True)
     bf16.load_state_dict(fp32.state_dict())
     x = torch.randn(2, 3, 64, 64)
     for a, b in zip(fp32(x), bf16(x)):
@@ -98,18 +98,18 @@ def test_compiled_frozen_backbone_matches_eager():
     """The compiled forward (weights frozen into the graph) gives the eager features; a backbone
     that trains is never compiled that way, since freezing would bake in stale weights."""
     torch.manual_seed(0)
-    eager = Backbone("cswin_tiny", img_size=32)
-    compiled = Backbone("cswin_tiny", img_size=32, compile=True)
+    eager = Backbone("convstem_swin_tiny", img_size=32)
+    compiled = Backbone("convstem_swin_tiny", img_size=32, compile=True)
     compiled.load_state_dict(eager.state_dict())
     x = torch.randn(2, 3, 32, 32)
     for a, b in zip(eager(x), compiled(x)):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4, rtol=1e-4)
     assert compiled._compiled is not None
-    assert not Backbone("cswin_tiny", img_size=32, frozen=False, compile=True).compile
+    assert not Backbone("convstem_swin_tiny", img_size=32, frozen=False, compile=True).compile
 
 
 def test_feature_specs_come_from_feature_info():
-    backbone = Backbone("cswin_small", img_size=128)
+    backbone = Backbone("convstem_swin_small", img_size=128)
     assert backbone.strides == [4, 8, 16, 32]
     assert backbone.channels == [48, 96, 192, 384]
     feats = backbone(torch.randn(1, 3, 128, 128))

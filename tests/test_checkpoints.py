@@ -149,8 +149,8 @@ def test_mmdet_detector_checkpoint_matches_mmdet_swin(swin_tiny):
 
 def test_relative_position_bias_is_interpolated_for_another_input_size(tmp_path):
     torch.manual_seed(0)
-    small = build_model("cswin_tiny", 64)  # the last stage (2x2) uses a 2x2 window at 64 px
-    save_backbone(tmp_path / "b.pth", "cswin_tiny", small.state_dict(), {"pretrain_task": "random"})
+    small = build_model("convstem_swin_tiny", 64)  # the last stage (2x2) uses a 2x2 window at 64 px
+    save_backbone(tmp_path / "b.pth", "convstem_swin_tiny", small.state_dict(), {"pretrain_task": "random"})
     arch, sd, meta = load_backbone_state(tmp_path / "b.pth", img_size=128)  # 4x4 window at 128 px
     assert sd["layers.3.blocks.0.attn.relative_position_bias_table"].shape == (49, 8)
     Backbone(arch, img_size=128, state_dict=sd)(torch.randn(1, 3, 128, 128))

@@ -76,7 +76,7 @@ def _cell_of(c: dict, task: str) -> dict:
 
 # name -> (mutation of the shipped config.yaml, dotted key named, problem named)
 CONFIG_CASES = {
-    "unsafe_arch": (lambda c: c["backbones"][_first_backbone(c)].__setitem__("arch", "cswin_tiny; touch x"),
+    "unsafe_arch": (lambda c: c["backbones"][_first_backbone(c)].__setitem__("arch", "convstem_swin_tiny; touch x"),
                     "arch", "does not match"),
     "unsafe_dataset_name": (lambda c: c["datasets"].__setitem__("shapes $(id)", c["datasets"]["shapes-ade"]),
                             "datasets", "does not match"),
@@ -87,14 +87,14 @@ CONFIG_CASES = {
         "datasets.coco-dl.download.files.0.url", "does not match"),
     "head_of_another_task": (lambda c: _cell_of(c, "coco").__setitem__("heads", ["m2f_b4"]),
                              "study.cells.", "'m2f_b4' is not a head of task 'coco'; it is a head of 'ade'"),
-    "unknown_arch": (lambda c: c["backbones"][_first_backbone(c)].__setitem__("arch", "cswin_tiny2"),
-                     "backbones.", "unknown architecture 'cswin_tiny2'"),
+    "unknown_arch": (lambda c: c["backbones"][_first_backbone(c)].__setitem__("arch", "convstem_swin_tiny2"),
+                     "backbones.", "unknown architecture 'convstem_swin_tiny2'"),
     "unknown_backbone_in_cell": (lambda c: _cell_of(c, "ade")["backbones"].append("swin_nope"),
                                  "study.cells.0.backbones", "unknown backbone 'swin_nope'"),
     "type_vs_format": (lambda c: c["tasks"]["ade"].__setitem__("dataset", "shapes-coco"),
                        "tasks.ade.dataset", "task type segmentation needs a dataset of format ade; 'shapes-coco' is coco"),
     "img_size_not_patch_multiple": (lambda c: c["tasks"]["ade"].__setitem__("img_size", 126),
-                                    "tasks.ade.img_size", "126 is not a multiple of 4, the patch size of cswin_tiny"),
+                                    "tasks.ade.img_size", "126 is not a multiple of 4, the patch size of convstem_swin_tiny"),
     "num_frames_mismatch": (lambda c: c["tasks"]["k400"]["heads"]["temporal_b2"].__setitem__("num_frames", 16),
                             "tasks.k400.heads.temporal_b2.num_frames",
                             "16 frames per clip, but tasks.k400.data_options.num_frames samples 8"),

@@ -48,7 +48,7 @@ def test_frozenbench_train_on_two_ranks_resumes_exactly_and_on_another_rank_coun
 
     ade = tmp_path / "shapes-ade"
     synthesize(tiny_spec("shapes-ade", image_size=64, num_train=8, num_val=4), ade)
-    checkpoint = save_random_backbone(tmp_path / "b.pth", "cswin_tiny", 64)
+    checkpoint = save_random_backbone(tmp_path / "b.pth", "convstem_swin_tiny", 64)
     spec = json.dumps({"type": "segmentation", "data": str(ade), "img_size": 64, "head": HEAD, "zero_stage": 2,
                        "train": {"steps": 24, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 4,
                                  "log_every": 1}})

@@ -46,15 +46,15 @@ def test_frozen_backbone_with_cache_matches_without():
     from frozenbench.models import build_model
 
     torch.manual_seed(0)
-    weights = build_model("cswin_tiny", 64).state_dict()
-    plain = Backbone("cswin_tiny", img_size=64, state_dict=weights)
-    cached = Backbone("cswin_tiny", img_size=64, state_dict=weights, feature_cache=True)
+    weights = build_model("convstem_swin_tiny", 64).state_dict()
+    plain = Backbone("convstem_swin_tiny", img_size=64, state_dict=weights)
+    cached = Backbone("convstem_swin_tiny", img_size=64, state_dict=weights, feature_cache=True)
     x = torch.randn(3, 3, 64, 64)
     for _ in range(2):  # a miss, then a hit
         for p, c in zip(plain(x), cached(x)):
             assert torch.allclose(p, c, atol=1e-5)
     assert cached.feature_cache.stats()["hits"] == 3
-    assert Backbone("cswin_tiny", img_size=64, frozen=False, feature_cache=True).feature_cache is None
+    assert Backbone("convstem_swin_tiny", img_size=64, frozen=False, feature_cache=True).feature_cache is None
 
 
 @pytest.mark.openmmlab
@@ -75,7 +75,7 @@ def test_training_with_the_cache_gives_the_same_result(tmp_path):
 
     def run(name, cache, steps=8):
         torch.manual_seed(0)
-        model = segmentation.build_model(head, num_classes, 64, None, frozen=True, arch="cswin_tiny",
+        model = segmentation.build_model(head, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny",
                                          feature_cache=cache)
         # warmup 3: a 4-step run follows the 8-step run's schedule exactly (a stand-in for a kill at step 4)
         opts = TrainOptions(steps=steps, batch_size=2, lr=1e-3, warmup_steps=3, checkpoint_every=4, log_every=1)

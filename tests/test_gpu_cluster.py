@@ -301,7 +301,7 @@ def test_every_head_reaches_only_routed_mmcv_ops(name, tmp_path):
     options = {"num_frames": 4} if kind == "video" else {}
     num_classes = len(task.class_names(root))
     torch.manual_seed(0)
-    model = task.build_model(head, num_classes, 64, None, frozen=True, arch="cswin_tiny")
+    model = task.build_model(head, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny")
     before = ext_calls()
     train(model, task.build_dataset(root, "train", 64, train=True, **options), pseudo_collate, tmp_path / "run",
           TrainOptions(steps=2, batch_size=2, warmup_steps=1, checkpoint_every=2, log_every=1, autocast_bf16=bf16),

@@ -42,8 +42,8 @@ def test_detectors_train_their_heads_on_the_frozen_backbone(detector):
     from frozenbench.openmmlab.configs import backbone_cfg, detector_config
 
     torch.manual_seed(0)
-    cfg = detector_config(backbone_cfg("cswin_tiny", 64, None, frozen=True), [32, 64, 128, 256], [4, 8, 16, 32],
-                          num_classes=3, normalization=input_normalization("cswin_tiny"), detector=detector, width=32,
+    cfg = detector_config(backbone_cfg("convstem_swin_tiny", 64, None, frozen=True), [32, 64, 128, 256], [4, 8, 16, 32],
+                          num_classes=3, normalization=input_normalization("convstem_swin_tiny"), detector=detector, width=32,
                           rpn_samples=64, rcnn_samples=64)
     assert cfg.data_preprocessor.mean == [127.5] * 3  # the mini family's own statistics, not ImageNet's
     model = build_model("mmdet", cfg)
@@ -76,8 +76,8 @@ def test_mask2former_with_the_papers_light_decoders():
     from frozenbench.openmmlab.configs import backbone_cfg, mask2former_config
 
     torch.manual_seed(0)
-    cfg = mask2former_config(backbone_cfg("cswin_tiny", 64, None, frozen=True), [32, 64, 128, 256], [4, 8, 16, 32],
-                             num_classes=5, img_size=64, normalization=input_normalization("cswin_tiny"), width=32,
+    cfg = mask2former_config(backbone_cfg("convstem_swin_tiny", 64, None, frozen=True), [32, 64, 128, 256], [4, 8, 16, 32],
+                             num_classes=5, img_size=64, normalization=input_normalization("convstem_swin_tiny"), width=32,
                              num_queries=10, num_points=256)
     model = build_model("mmseg", cfg)
     head = model.decode_head
@@ -99,7 +99,7 @@ def test_backbone_is_registered_in_all_three_registries():
     from frozenbench.openmmlab import build_model
 
     for scope in ("mmdet", "mmseg", "mmaction"):
-        module = build_model(scope, dict(type="FrozenbenchBackbone", arch="cswin_tiny", img_size=64))
+        module = build_model(scope, dict(type="FrozenbenchBackbone", arch="convstem_swin_tiny", img_size=64))
         assert module.channels == [32, 64, 128, 256]
 
 
@@ -111,8 +111,8 @@ def test_video_recognizer_trains_a_temporal_head_over_frozen_frames():
     from frozenbench.openmmlab.configs import backbone_cfg, recognizer_config
 
     torch.manual_seed(0)
-    cfg = recognizer_config(backbone_cfg("cswin_tiny", 64, None, frozen=True), [32, 64, 128, 256], num_classes=8,
-                            num_frames=4, img_size=64, normalization=input_normalization("cswin_tiny"), num_blocks=2,
+    cfg = recognizer_config(backbone_cfg("convstem_swin_tiny", 64, None, frozen=True), [32, 64, 128, 256], num_classes=8,
+                            num_frames=4, img_size=64, normalization=input_normalization("convstem_swin_tiny"), num_blocks=2,
                             width=32)
     model = build_model("mmaction", cfg)
     before = weights_digest(model.backbone)
@@ -136,8 +136,8 @@ def test_extra_blocks_are_trainable_on_top_of_the_frozen_body():
     from frozenbench.openmmlab import FrozenbenchBackbone
 
     torch.manual_seed(0)
-    plain = FrozenbenchBackbone(arch="cswin_tiny", img_size=64)
-    flexible = FrozenbenchBackbone(arch="cswin_tiny", img_size=64, extra_blocks=2)
+    plain = FrozenbenchBackbone(arch="convstem_swin_tiny", img_size=64)
+    flexible = FrozenbenchBackbone(arch="convstem_swin_tiny", img_size=64, extra_blocks=2)
     assert not any(p.requires_grad for p in plain.parameters())
     trainable = [n for n, p in flexible.named_parameters() if p.requires_grad]
     assert trainable and all(n.startswith("extra.") for n in trainable)
@@ -155,8 +155,8 @@ def test_video_backbone_applies_the_extra_blocks():
     from frozenbench.openmmlab.video import FramewiseBackbone
 
     torch.manual_seed(0)
-    plain = FramewiseBackbone(arch="cswin_tiny", img_size=64)
-    flexible = FramewiseBackbone(arch="cswin_tiny", img_size=64, extra_blocks=1)
+    plain = FramewiseBackbone(arch="convstem_swin_tiny", img_size=64)
+    flexible = FramewiseBackbone(arch="convstem_swin_tiny", img_size=64, extra_blocks=1)
     flexible.body.load_state_dict(plain.body.state_dict())
     clips = torch.randn(1, 3, 2, 64, 64)
     tokens = flexible(clips)

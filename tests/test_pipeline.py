@@ -87,9 +87,9 @@ def test_killed_dag_reruns_incomplete_and_writes_every_table(workflow_copy):
     assert "data:image/png;base64," in (tables / "report.html").read_text()
     summary = json.loads((tables / "summary.json").read_text())
     assert len(summary) == 6  # every cell of configs/ci.yaml
-    gap = json.loads((workflow_copy / "results/ade/cswin_tiny_supervised/finetune/m2f_b4/metrics.json").read_text())
+    gap = json.loads((workflow_copy / "results/ade/convstem_swin_tiny_supervised/finetune/m2f_b4/metrics.json").read_text())
     assert gap["mode"] == "finetune" and gap["train_curve"]
-    assert (workflow_copy / "results/coco/cswin_tiny_supervised/frozen/mrcnn_fpn"
+    assert (workflow_copy / "results/coco/convstem_swin_tiny_supervised/frozen/mrcnn_fpn"
             / "detections_test-dev2017_frozenbench_results.zip").exists()
     assert leftovers(workflow_copy) == []
     again = run_cmd([str(VENV_BIN / "snakemake"), "-n", "all_tables", *CI], cwd=workflow_copy, check=True)

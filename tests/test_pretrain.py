@@ -46,22 +46,22 @@ def losses(run_dir: Path) -> list[float]:
 ])
 def test_each_task_trains_and_writes_checkpoint_and_probe(shapes, tmp_path, task, task_options):
     out = tmp_path / "ckpt.pth"
-    pretrain("cswin_tiny", task, shapes, out, tmp_path / "run", options(task_options=task_options),
+    pretrain("convstem_swin_tiny", task, shapes, out, tmp_path / "run", options(task_options=task_options),
              log=lambda m: None)
     curve = losses(tmp_path / "run")
     assert len(curve) == 30 and all(map(lambda v: v == v, curve))  # finite, logged every step
     early, late = sum(curve[:5]) / 5, sum(curve[-5:]) / 5
     assert late < early, (task, early, late)
     payload = load_backbone(out)
-    assert payload["arch"] == "cswin_tiny" and payload["meta"]["pretrain_task"] == task
+    assert payload["arch"] == "convstem_swin_tiny" and payload["meta"]["pretrain_task"] == task
     probe = json.loads((tmp_path / "run" / "probe.json").read_text())
     assert probe == payload["meta"]["probe"]
     assert 0.0 <= probe["knn_top1"] <= 1.0 and probe["chance"] == 0.25 and probe["num_val"] == 16
 
 
 def test_random_backbone_is_seeded_and_untrained(shapes, tmp_path):
-    pretrain("cswin_tiny", "random", shapes, tmp_path / "a.pth", tmp_path / "a", options(), seed=3, log=lambda m: None)
-    pretrain("cswin_tiny", "random", shapes, tmp_path / "b.pth", tmp_path / "b", options(), seed=3, log=lambda m: None)
+    pretrain("convstem_swin_tiny", "random", shapes, tmp_path / "a.pth", tmp_path / "a", options(), seed=3, log=lambda m: None)
+    pretrain("convstem_swin_tiny", "random", shapes, tmp_path / "b.pth", tmp_path / "b", options(), seed=3, log=lambda m: None)
     a, b = load_backbone(tmp_path / "a.pth")["state_dict"], load_backbone(tmp_path / "b.pth")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not (tmp_path / "a" / "log.jsonl").exists()
@@ -76,7 +76,7 @@ def test_schedule_warms_up_then_decays_to_zero():
 def _cli(shapes: Path, out: Path, run_dir: Path, steps: int) -> list[str]:
     opts = {"image_size": 32, "batch_size": 16, "steps": steps, "lr": 2e-3, "warmup_steps": 3,
             "checkpoint_every": 5, "log_every": 1}
-    return [str(VENV_BIN / "frozenbench"), "pretrain", "--arch", "cswin_tiny", "--task", "supervised",
+    return [str(VENV_BIN / "frozenbench"), "pretrain", "--arch", "convstem_swin_tiny", "--task", "supervised",
             "--data", str(shapes), "--options", json.dumps(opts), "--threads", "1", "--seed", "7",
             "--out", str(out), "--run-dir", str(run_dir)]
 
@@ -102,7 +102,7 @@ def test_killed_run_resumes_to_the_same_weights(shapes, tmp_path):
 
     resumed = subprocess.run(_cli(shapes, killed_out, killed_dir, steps), check=True, capture_output=True, text=True,
                              timeout=600)
-    assert f"resuming cswin_tiny/supervised from step {saved_step}" in resumed.stdout + resumed.stderr
+    assert f"resuming convstem_swin_tiny/supervised from step {saved_step}" in resumed.stdout + resumed.stderr
     a, b = load_backbone(reference)["state_dict"], load_backbone(killed_out)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     logged = [json.loads(line)["step"] for line in (killed_dir / "log.jsonl").read_text().splitlines()]
@@ -139,12 +139,12 @@ def test_a_state_saved_with_other_options_or_seed_is_not_resumed(shapes, tmp_pat
         messages = []
         opts = PretrainOptions(**{"image_size": 32, "batch_size": 16, "steps": 6, "lr": 2e-3, "warmup_steps": 2,
                                   "checkpoint_every": 3, "log_every": 1, **changes})
-        pretrain("cswin_tiny", "supervised", shapes, tmp_path / "out.pth", tmp_path / "run", opts, seed=seed,
+        pretrain("convstem_swin_tiny", "supervised", shapes, tmp_path / "out.pth", tmp_path / "run", opts, seed=seed,
                  log=messages.append)
         return " ".join(messages)
 
     assert "resuming" not in run()
-    assert "resuming cswin_tiny/supervised from step 6" in run(log_every=2)
+    assert "resuming convstem_swin_tiny/supervised from step 6" in run(log_every=2)
     changed = run(lr=1e-3)
     assert "other options, seed or data; starting afresh" in changed and "resuming" not in changed
     reseeded = run(seed=8, lr=1e-3)

@@ -28,7 +28,7 @@ from .conftest import REAL_SHAPED, VENV_BIN, clips_tarball
 from .test_synth import tree_digest
 
 
-def random_checkpoint(path: Path, arch: str = "cswin_tiny", img_size: int = 64) -> Path:
+def random_checkpoint(path: Path, arch: str = "convstem_swin_tiny", img_size: int = 64) -> Path:
     from frozenbench.checkpoint import save_random_backbone
 
     return save_random_backbone(path, arch, img_size)
@@ -84,7 +84,7 @@ def test_real_profile_same_seed_same_bytes(real_shaped, tmp_path, name):
 
 # -- backbone ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch,size", [("swin_tiny", 224), ("swinv2_tiny", 256), ("cswin_tiny", 64)])
+@pytest.mark.parametrize("arch,size", [("swin_tiny", 224), ("swinv2_tiny", 256), ("convstem_swin_tiny", 64)])
 def test_any_input_size_matches_the_fixed_size_model_at_its_size(arch, size):
     """Accepting any size changes nothing at the built size: same outputs as timm's strict model."""
     from frozenbench.models import Backbone

@@ -43,8 +43,8 @@ def test_all_tables_through_sbatch_and_a_failing_job_fails_the_run(workflow_copy
     submitted = set(re.findall(r"submitted with SLURM jobid (\d+)", done.stdout + done.stderr))
     assert len(submitted) == 22
     # break a finished cell's checkpoint: its evaluation job fails on the cluster, snakemake exits non-zero
-    metrics = workflow_copy / "results/k400/cswin_tiny_supervised/frozen/temporal_b2/metrics.json"
-    (workflow_copy / "runs/k400/cswin_tiny_supervised/frozen/temporal_b2/state.pt").write_bytes(b"not a checkpoint")
+    metrics = workflow_copy / "results/k400/convstem_swin_tiny_supervised/frozen/temporal_b2/metrics.json"
+    (workflow_copy / "runs/k400/convstem_swin_tiny_supervised/frozen/temporal_b2/state.pt").write_bytes(b"not a checkpoint")
     failed = run_cmd([snakemake, str(metrics.relative_to(workflow_copy)), "--forcerun", "evaluate_head", *SLURM],
                      cwd=workflow_copy, env=env, timeout=1200)
     assert failed.returncode != 0

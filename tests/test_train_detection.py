@@ -32,7 +32,7 @@ def test_mask_rcnn_trains_and_reports_box_and_mask_ap(tmp_path, monkeypatch):
     train_set = detection.build_dataset(root, "train", 64, train=True)
     val_set = detection.build_dataset(root, "val", 64, train=False)
     torch.manual_seed(0)
-    model = detection.build_model(HEAD, len(names), 64, None, frozen=True, arch="cswin_tiny")
+    model = detection.build_model(HEAD, len(names), 64, None, frozen=True, arch="convstem_swin_tiny")
     before = weights_digest(model.backbone)
     train(model, train_set, pseudo_collate, tmp_path / "run",
           TrainOptions(steps=6, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=3, log_every=1),
@@ -58,7 +58,7 @@ def test_test_dev_submission_is_an_upload_zip_of_coco_results(tmp_path):
 
     root = tmp_path / "shapes-coco"
     synthesize(tiny_spec("shapes-coco", image_size=64, num_train=4, num_val=2, num_test_dev=3), root)
-    checkpoint = save_random_backbone(tmp_path / "cswin_tiny_random.pth", "cswin_tiny", 64)
+    checkpoint = save_random_backbone(tmp_path / "convstem_swin_tiny_random.pth", "convstem_swin_tiny", 64)
     spec = json.dumps({"type": "detection", "data": str(root), "img_size": 64, "head": HEAD,
                        "train": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2}})
     common = ["--spec", spec, "--checkpoint", str(checkpoint), "--mode", "frozen", "--run-dir", str(tmp_path / "run"),

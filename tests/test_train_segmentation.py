@@ -34,7 +34,7 @@ def test_train_resume_and_evaluate(ade, tmp_path):
 
     def run(run_dir, steps):
         torch.manual_seed(0)
-        model = segmentation.build_model(HEAD, num_classes, 64, None, frozen=True, arch="cswin_tiny")
+        model = segmentation.build_model(HEAD, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny")
         opts = TrainOptions(steps=steps, batch_size=4, lr=1e-3, warmup_steps=2, checkpoint_every=3, log_every=1)
         train(model, train_set, pseudo_collate, run_dir, opts, seed=5, log=lambda m: None)
         return model
@@ -61,7 +61,7 @@ def test_multi_scale_flip_testing(ade):
     num_classes = len(segmentation.class_names(ade))
     val_set = segmentation.build_dataset(ade, "val", 64, train=False)
     torch.manual_seed(0)
-    model = segmentation.build_model(HEAD, num_classes, 64, None, frozen=True, arch="cswin_tiny").eval()
+    model = segmentation.build_model(HEAD, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny").eval()
     data = pseudo_collate([val_set[0], val_set[1]])
     with torch.no_grad():
         plain = [s.pred_sem_seg.data[0] for s in model.test_step(data)]
@@ -85,7 +85,7 @@ def test_train_and_evaluate_cli_write_metrics_with_provenance(ade, tmp_path, mod
 
     from .conftest import run_cmd
 
-    checkpoint = save_random_backbone(tmp_path / "cswin_tiny_random.pth", "cswin_tiny", 64)
+    checkpoint = save_random_backbone(tmp_path / "convstem_swin_tiny_random.pth", "convstem_swin_tiny", 64)
     spec = json.dumps({"type": "segmentation", "data": str(ade), "img_size": 64, "head": HEAD,
                        "train": {"steps": 4, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2,
                                  "layer_decay": 0.75}})
@@ -101,9 +101,9 @@ def test_train_and_evaluate_cli_write_metrics_with_provenance(ade, tmp_path, mod
         assert not torch.equal(trained[stem], original)
     out = tmp_path / "results" / "metrics.json"
     run_cmd(["frozenbench", "evaluate", *common, "--out", str(out), "--label", "task=ade",
-             "--label", "backbone=cswin_tiny_random", "--label", "head=tiny"], check=True, timeout=300)
+             "--label", "backbone=convstem_swin_tiny_random", "--label", "head=tiny"], check=True, timeout=300)
     record = json.loads(out.read_text())
-    assert record["task"] == "ade" and record["backbone"] == "cswin_tiny_random" and record["mode"] == mode
+    assert record["task"] == "ade" and record["backbone"] == "convstem_swin_tiny_random" and record["mode"] == mode
     assert record["split"] == "val" and record["num_val"] == 4 and record["steps"] == 4
     assert set(record["metrics"]) >= {"mIoU", "mAcc", "aAcc"}
     assert len(record["checkpoint_sha256"]) == 64 and record["versions"]["mmsegmentation"] == "1.2.2"
@@ -127,7 +127,7 @@ def test_state_of_a_run_with_other_inputs_is_not_resumed(ade, tmp_path):
 
     def run(steps, fingerprint):
         torch.manual_seed(0)
-        model = segmentation.build_model(HEAD, num_classes, 64, None, frozen=True, arch="cswin_tiny")
+        model = segmentation.build_model(HEAD, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny")
         opts = TrainOptions(steps=steps, batch_size=2, warmup_steps=1, checkpoint_every=2, log_every=1)
         train(model, train_set, pseudo_collate, tmp_path / "run", opts, seed=0, log=messages.append,
               fingerprint=fingerprint)

@@ -31,7 +31,7 @@ def test_temporal_head_trains_and_reports_topk(tmp_path):
     assert tuple(sample["inputs"].shape) == (1, 3, 4, 64, 64)
     torch.manual_seed(0)
     model = video.build_model({"num_frames": 4, "num_blocks": 1, "width": 32}, len(names), 64, None, frozen=True,
-                              arch="cswin_tiny")
+                              arch="convstem_swin_tiny")
     before = weights_digest(model.backbone)
     train(model, train_set, pseudo_collate, tmp_path / "run",
           TrainOptions(steps=8, batch_size=4, lr=1e-3, warmup_steps=1, checkpoint_every=4, log_every=1),

@@ -35,10 +35,10 @@ def test_paper_config_replaces_the_default_and_plans_downloads(workflow_copy):
 
 
 def test_one_target_by_path_derives_its_jobs(workflow_copy):
-    proc = run_cmd(["snakemake", "-n", "checkpoints/cswin_tiny_mim.pth"], cwd=workflow_copy, check=True, timeout=300)
+    proc = run_cmd(["snakemake", "-n", "checkpoints/convstem_swin_tiny_mim.pth"], cwd=workflow_copy, check=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert "synth_dataset" in out and "pretrain_backbone" in out
-    assert "cswin_tiny_supervised" not in out
+    assert "convstem_swin_tiny_supervised" not in out
 
 
 def test_lint_is_clean(workflow_copy):

@@ -1,10 +1,11 @@
 """Convert a published checkpoint into the canonical backbone checkpoint.
 
-Pipeline: safe load -> unwrap -> source layout to official/timm names
-(:mod:`.layouts`) -> timm's own ``checkpoint_filter_fn`` for the family
-(downsample index shift of official Swin, relative position bias resizing) ->
-an exact key and shape check against the target architecture. Missing keys, or
-keys outside the layout's explicit ignore list, fail the conversion.
+Pipeline: safe load -> unwrap -> source layout to timm names (:mod:`.layouts`) -> the
+checkpoint filter of the architecture's family record (timm's own ``checkpoint_filter_fn``
+where it exists: it adapts key order and resizes tables to the built model) -> an exact key
+and shape check against the target architecture. Missing keys, or
+keys outside the layout's explicit ignore list, fail the conversion, and so does a layout
+that the family's weights are not published in.
 """
 
 from __future__ import annotations
@@ -45,27 +46,16 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def _timm_filter(family: str):
-    if family in ("swin", "cswin_mini"):
-        from timm.models.swin_transformer import checkpoint_filter_fn
-    elif family == "swinv2":
-        from timm.models.swin_transformer_v2 import checkpoint_filter_fn
-    elif family in ("convnext", "convnext_mini"):
-        from timm.models.convnext import checkpoint_filter_fn
-    else:
-        # an identity default would load a layout nobody checked: a conversion that computes
-        # something else is worse than none
-        raise UserError(f"backbone family {family!r} has no checkpoint filter: conversion knows swin, "
-                        f"cswin_mini, swinv2, convnext and convnext_mini")
-    return checkpoint_filter_fn
-
-
 def convert_state_dict(raw: Any, layout: str, arch: str, img_size: int | None = None,
                        source: str = "<checkpoint>") -> tuple[dict[str, torch.Tensor], ConversionReport]:
     """Turn a raw loaded checkpoint into a state dict that loads into ``arch`` with no missing key."""
     if layout not in LAYOUTS:
         raise ConversionError(f"{source}: unknown source layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}")
     spec = get_arch(arch)
+    family = spec.family
+    if layout not in family.layouts:
+        raise ConversionError(f"{source}: {arch} is a {family.name} backbone, whose weights come in the "
+                              f"{', '.join(family.layouts)} layout(s), not {layout}")
     report = ConversionReport()
     try:
         renamed, report.dropped = LAYOUTS[layout](unwrap(raw))
@@ -74,12 +64,15 @@ def convert_state_dict(raw: Any, layout: str, arch: str, img_size: int | None = 
     model = build_model(arch, img_size)
     # timm's filter runs non-strict hooks (pos-bias resizing); keys it leaves are checked below.
     before = {k: tuple(v.shape) for k, v in renamed.items()}
-    converted = _timm_filter(spec.family)(renamed, model)
+    try:
+        converted = family.checkpoint_filter(renamed, model)
+    except (KeyError, RuntimeError, ValueError) as err:
+        # a file of another architecture or layout fails inside the filter, on the first tensor it cannot place
+        raise ConversionError(f"{source}: cannot convert to {arch} ({layout} layout): {err}") from None
     report.resized = sorted(k for k, v in converted.items()
                             if k.endswith("bias_table") and k in before and tuple(v.shape) != before[k])
     expected = model.state_dict()
-    persistent = {k for k in expected if not any(k.endswith(b) for b in ("relative_position_index", "attn_mask",
-                                                                         "relative_coords_table"))}
+    persistent = {k for k in expected if not k.endswith(family.recomputed_buffers)}
     # The classifier is not part of the backbone: canonical checkpoints carry no head.
     persistent = {k for k in persistent if not k.startswith("head.")}
     report.missing = sorted(persistent - converted.keys())
@@ -115,8 +108,8 @@ def load_backbone_state(path: str | Path, arch: str | None = None, img_size: int
                         ) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
     """(arch, state dict ready for ``Backbone(arch, img_size)``, meta) from a canonical checkpoint.
 
-    The state dict is re-filtered for ``img_size`` so window and input sizes may differ from
-    the checkpoint's (relative position bias tables are interpolated, SwinV2's are recomputed).
+    The state dict is re-filtered for ``img_size`` by the family's checkpoint filter, so window
+    and input sizes may differ from the checkpoint's.
     """
     payload = load_backbone(path)
     if arch is not None and payload["arch"] != arch:

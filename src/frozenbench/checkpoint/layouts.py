@@ -1,7 +1,7 @@
 """Source checkpoint layouts -> timm key names, as small pure functions.
 
 Every function takes the raw state dict of one published layout and returns
-``(state_dict, dropped)``: the tensors renamed to the official-Swin/timm naming,
+``(state_dict, dropped)``: the tensors renamed to timm's naming,
 and the keys it deliberately left out with the reason. Dropping is always by an
 explicit pattern; anything else that does not fit the model is an error raised
 later by :func:`frozenbench.checkpoint.convert.convert_state_dict`.
@@ -11,6 +11,7 @@ Layouts:
 - ``simmim``: microsoft/SimMIM, the encoder under ``encoder.``, plus decoder and mask token;
 - ``moby``: SwinTransformer/Transformer-SSL (MoBY), query encoder ``encoder.``, key encoder ``encoder_k.``;
 - ``mm``: mmdetection / mmsegmentation detectors and segmentors with a Swin under ``backbone.``;
+- ``dinov2``: facebookresearch/dinov2 backbone files (plain ViTs, with or without registers);
 - ``timm``: timm's own names (also what frozenbench's pretraining writes).
 """
 
@@ -67,7 +68,42 @@ official_swinv2 = official_swin
 
 
 def timm_layout(sd: StateDict) -> tuple[StateDict, Dropped]:
-    return _drop(sd, BUFFER_PATTERNS + [(re.compile(r"^head\.fc\."), "classification head")])
+    # ConvNeXt's classifier is head.fc, a ViT's is head itself
+    return _drop(sd, BUFFER_PATTERNS + [(re.compile(r"^head\.(fc\.)?(weight|bias)$"), "classification head")])
+
+
+def dinov2(sd: StateDict) -> tuple[StateDict, Dropped]:
+    """facebookresearch/dinov2 backbones (the hub's ``dinov2_vit*14[_reg4]_pretrain.pth``) -> timm names.
+
+    The iBOT mask token is pretraining-only; with registers, the class token's position is folded
+    into the token and the registers become timm's ``reg_token`` (timm's ``no_embed_class`` layout,
+    which computes the same as the official one); SwiGLU (ViT-g) ``w12`` / ``w3`` become
+    ``fc1`` / ``fc2``; training checkpoints that store blocks in chunks (``blocks.<chunk>.<i>``,
+    ``i`` counting over the whole depth) are flattened. A full MAE file also holds a mask token but
+    brings ``decoder_*`` keys: it is refused here, not read as DINOv2.
+    """
+    kept, dropped = _drop(sd, [(re.compile(r"^mask_token$"), "DINOv2 iBOT mask token (pretraining only)"),
+                               (re.compile(r"^head\.(weight|bias)$"), "classification head")])
+    decoder = [k for k in kept if k.startswith(("decoder_", "decoder."))]
+    if decoder:
+        raise KeyError(f"decoder keys ({', '.join(decoder[:3])}): an MAE or other pretraining file, not DINOv2")
+    out: StateDict = {}
+    if "register_tokens" in kept:
+        pos = kept.pop("pos_embed")
+        out["reg_token"] = kept.pop("register_tokens")
+        out["cls_token"] = kept.pop("cls_token") + pos[:, :1]
+        out["pos_embed"] = pos[:, 1:]
+    for key, value in kept.items():
+        key = re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", key)
+        key = re.sub(r"^(blocks\.\d+\.mlp)\.w12\.", r"\1.fc1.", key)
+        key = re.sub(r"^(blocks\.\d+\.mlp)\.w3\.", r"\1.fc2.", key)
+        if key in out:
+            raise KeyError(f"two tensors map to {key}")
+        out[key] = value
+    for required in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
+        if required not in out:
+            raise KeyError(f"no {required}")
+    return out, dropped
 
 
 def simmim(sd: StateDict) -> tuple[StateDict, Dropped]:
@@ -141,4 +177,5 @@ LAYOUTS: dict[str, Callable[[StateDict], tuple[StateDict, Dropped]]] = {
     "moby": moby,
     "mm": mm,
     "timm": timm_layout,
+    "dinov2": dinov2,
 }

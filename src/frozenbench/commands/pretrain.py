@@ -10,7 +10,7 @@ from frozenbench.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", required=True, help="registered architecture, e.g. cswin_tiny")
+    parser.add_argument("--arch", required=True, help="registered architecture, e.g. convstem_swin_tiny")
     parser.add_argument("--task", required=True, choices=["supervised", "contrastive", "mim", "random"])
     parser.add_argument("--data", required=True, help="ImageFolder dataset (train/ and val/)")
     parser.add_argument("--options", default="{}", help="pretraining options as JSON (config's pretrain section)")

@@ -23,8 +23,8 @@ def deepspeed_config(zero_stage: int, micro_batch_size: int, lr: float, weight_d
     format). bf16 comes from ``torch.autocast`` around the forward instead, on one rank or many:
     fp32 weights and AdamW, bf16 matmuls."""
     if zero_stage not in (0, 1, 2):
-        # ZeRO-3 would shard the weights too: unneeded for heads (a fine-tuned SwinV2-G's fp32 weights
-        # are 12 GB per GPU), and its partitioned parameters defeat the portable checkpoint
+        # ZeRO-3 would shard the weights too: unneeded for heads (a fine-tuned 3B-parameter backbone's fp32
+        # weights are 12 GB per GPU), and its partitioned parameters defeat the portable checkpoint
         raise ValueError(f"ZeRO stage must be 0, 1 or 2, got {zero_stage}")
     return {
         "train_micro_batch_size_per_gpu": micro_batch_size,

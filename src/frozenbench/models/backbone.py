@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from frozenbench.models.feature_cache import FeatureCache
-from frozenbench.models.registry import build_model
+from frozenbench.models.registry import build_model, get_arch
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,12 @@ class Backbone(nn.Module):
     """Features at strides 4-32 (NCHW) from a registered architecture.
 
     Args:
-        arch: registry name, e.g. ``swin_tiny`` or ``cswin_tiny``.
-        img_size: input size the model is built for: it fixes each stage's window and shift; any
-            other input size also works (padded to the window multiple, masks built for it).
-        out_indices: stages to return.
+        arch: registry name, e.g. ``swin_tiny``, ``convstem_swin_tiny`` or ``vit_small_patch14_dinov2``.
+        img_size: input size the model is built for: it fixes each Swin stage's window and shift; any
+            other input size also works (padded to the window or patch multiple, masks and position
+            embeddings built for it).
+        out_indices: levels to return (stages, or blocks of a plain ViT; negative counts from the
+            last); default: the family's ``feature_levels``.
         frozen: freeze as described in the module docstring.
         bf16: run the frozen forward under bf16 autocast.
         state_dict: backbone weights in timm key names (see :mod:`frozenbench.checkpoint`).
@@ -52,11 +54,12 @@ class Backbone(nn.Module):
 
     COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True}
 
-    def __init__(self, arch: str, img_size: int | None = None, out_indices: Sequence[int] = (0, 1, 2, 3),
+    def __init__(self, arch: str, img_size: int | None = None, out_indices: Sequence[int] | None = None,
                  frozen: bool = True, bf16: bool = False, state_dict: dict[str, torch.Tensor] | None = None,
                  feature_cache: bool = False, compile: bool = False) -> None:
         super().__init__()
         self.arch = arch
+        self.family = get_arch(arch).family
         self.model = build_model(arch, img_size)
         # timm leaves fused attention (SDPA) off for Swin's window attention ("experimental");
         # measured here it makes the whole Swin-T forward 1.4x faster on CPU (bench/, README).
@@ -65,10 +68,14 @@ class Backbone(nn.Module):
                 module.fused_attn = True
         if state_dict is not None:
             self.model.load_state_dict(state_dict, strict=True)
-        self.out_indices = list(out_indices)
-        # The classifier head and final norm are not part of multi-level features.
-        self.model.prune_intermediate_layers(indices=self.out_indices, prune_norm=True, prune_head=True)
         info = self.model.feature_info
+        levels = self.family.feature_levels(self.model) if out_indices is None else out_indices
+        # absolute indices: "the last block" is the same block before and after pruning
+        self.out_indices = [i % len(info) for i in levels]
+        # The classifier head is not part of multi-level features, nor is the final norm unless the
+        # family takes its levels through it; blocks after the last level are dropped.
+        self.model.prune_intermediate_layers(indices=self.out_indices, prune_norm=not self.family.intermediate_norm,
+                                             prune_head=True)
         # Inputs are padded (right and bottom) to a multiple of the stem's stride, the one size
         # constraint left once the attention masks follow the input.
         self.input_multiple = min(int(level["reduction"]) for level in info)
@@ -83,6 +90,20 @@ class Backbone(nn.Module):
         if frozen:
             self.model.requires_grad_(False)
             self.model.eval()
+
+    @property
+    def needs_pyramid(self) -> bool:
+        """The levels share one stride: dense heads need a simple feature pyramid on top."""
+        return self.family.pyramid
+
+    def layer_groups(self) -> tuple[dict[str, int], int]:
+        """({parameter name: layer id}, L) for layer-wise lr decay: 0 for the stem, 1..L for the blocks
+        in depth order (a final norm goes with the last block, as timm groups it)."""
+        ids = {f"model.{name}": lid for name, lid in self.family.layer_groups(self.model).items()}
+        return ids, len({lid for lid in ids.values() if lid > 0})
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"model.{name}" for name in self.family.no_weight_decay(self.model)}
 
     @property
     def channels(self) -> list[int]:
@@ -110,7 +131,7 @@ class Backbone(nn.Module):
                 self._compiled = torch.compile(forward, dynamic=False, options=self.COMPILE_OPTIONS)
             forward = self._compiled
         with torch.no_grad(), self._autocast(x):
-            feats = forward(x, indices=self.out_indices, intermediates_only=True)
+            feats = forward(x, indices=self.out_indices, norm=self.family.intermediate_norm, intermediates_only=True)
         return [f.float() for f in feats]
 
     def pad_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,5 +147,6 @@ class Backbone(nn.Module):
                 return self.feature_cache(x, self._frozen_forward)
             return self._frozen_forward(x)
         with self._autocast(x):
-            feats = self.model.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
+            feats = self.model.forward_intermediates(x, indices=self.out_indices, norm=self.family.intermediate_norm,
+                                                     intermediates_only=True)
         return [f.float() for f in feats]

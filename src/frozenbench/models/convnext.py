@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from timm.models import convnext
 from timm.models.convnext import ConvNeXt
 
-from frozenbench.models.registry import MINI_MEAN, MINI_STD, ArchSpec, register_arch
+from frozenbench.models.registry import MINI_MEAN, MINI_STD, ArchSpec, BackboneFamily, register_arch
+
+# No SimMIM here: the masking works on NHWC patch tokens, which a conv stem does not produce.
+CONVNEXT = BackboneFamily("convnext", convnext.checkpoint_filter_fn, layouts=("timm",))
 
 
 def build_convnext(img_size: int, **kwargs: Any) -> ConvNeXt:
@@ -20,8 +24,8 @@ def build_convnext(img_size: int, **kwargs: Any) -> ConvNeXt:
     return ConvNeXt(num_classes=0, **kwargs)
 
 
-register_arch(ArchSpec("convnext_mini", "convnext_mini", build_convnext,
+register_arch(ArchSpec("convnext_mini", CONVNEXT, build_convnext,
                        dict(depths=(2, 2, 2, 2), dims=(32, 64, 128, 256), ls_init_value=None), img_size=64,
                        public_weights=False, mean=MINI_MEAN, std=MINI_STD))
-register_arch(ArchSpec("convnext_tiny", "convnext", build_convnext,
+register_arch(ArchSpec("convnext_tiny", CONVNEXT, build_convnext,
                        dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)), img_size=224))

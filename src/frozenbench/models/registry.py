@@ -1,21 +1,33 @@
-"""Backbone architecture registry.
+"""Backbone families and architectures.
 
-Each architecture is a name (``swin_tiny``, ``swinv2_giant``, ``cswin_tiny``...)
-mapped to a builder that returns a timm-style model exposing
-``forward_intermediates`` and ``feature_info``. Model families register their
-architectures in their own module (one file per family, as in timm).
+A *family* (:class:`BackboneFamily`) is everything frozenbench knows about one kind of
+backbone: how its published weights are filtered into the model, which feature levels a
+dense head takes, whether those levels need a simple feature pyramid, how its parameters
+group into layers for layer-wise lr decay, which of them take no weight decay, which
+source layouts conversion accepts and which in-DAG pretraining objectives can train it.
+An *architecture* (:class:`ArchSpec`) is one sized member of a family, with the input
+normalisation and size its weights were trained with (timm's ``default_cfg``).
+
+Each family lives in one module of :mod:`frozenbench.models` (``swin``, ``convnext``,
+``vit``), which declares its record and registers its architectures; adding a family is
+one module plus one entry in :data:`FAMILY_MODULES`. Conversion, parameter groups,
+normalisation and head sizing read the record and never name a family.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
+import torch
 import torch.nn as nn
 
+StateDict = dict[str, torch.Tensor]
 
 # ImageNet statistics (timm's IMAGENET_DEFAULT_MEAN / STD), in [0, 1] units: what the published
-# Swin, SwinV2 and ConvNeXt weights were trained with.
+# Swin, SwinV2, ConvNeXt and DINOv2 weights were trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The mini families' own statistics: mid-grey and a quarter of the range, what the in-DAG
@@ -23,15 +35,78 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MINI_MEAN = (0.5, 0.5, 0.5)
 MINI_STD = (0.25, 0.25, 0.25)
 
+# The in-DAG pretraining objectives (frozenbench.pretrain.tasks) and the labels of published ones.
+PRETRAIN_OBJECTIVES = ("supervised", "contrastive", "mim", "random")
+PUBLISHED_OBJECTIVES = ("supervised", "contrastive", "mim", "self-distillation", "image-text", "random")
+
+# The modules that declare families, imported on first use of the registry.
+FAMILY_MODULES = ["frozenbench.models.swin", "frozenbench.models.convnext", "frozenbench.models.vit"]
+
+
+def timm_layer_groups(model: nn.Module) -> dict[str, int]:
+    """Parameter name -> layer id by the model's own ``group_matcher`` (timm's fine-grained grouping,
+    what ``timm.optim.param_groups_layer_decay`` uses): 0 for the stem, then one id per block in
+    depth order; a stage's downsampling shares the id of the block it feeds."""
+    from timm.models._manipulate import group_parameters
+
+    if not hasattr(model, "group_matcher"):
+        raise TypeError(f"{type(model).__name__} has no group_matcher: give its family a layer_groups function")
+    return group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+
+
+def timm_no_weight_decay(model: nn.Module) -> set[str]:
+    """The model's own ``no_weight_decay()`` names (position embeddings, class tokens, bias tables)."""
+    names = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    return set(names)
+
+
+def all_levels(model: nn.Module) -> list[int]:
+    """Every stage of a hierarchical model (strides 4-32 for the four-stage families)."""
+    return list(range(len(model.feature_info)))
+
+
+@dataclass(frozen=True)
+class BackboneFamily:
+    """One family of backbones (see the module docstring).
+
+    Args:
+        name: the family's name (``swin``, ``vit``...).
+        checkpoint_filter: ``(state_dict, model) -> state_dict``, timm's own ``checkpoint_filter_fn``
+            where it exists: adapts weights in timm key names to the built model (resizes tables).
+        layouts: the source layouts (:mod:`frozenbench.checkpoint.layouts`) its weights come in;
+            conversion refuses any other.
+        objectives: the in-DAG pretraining objectives that can train it.
+        feature_levels: ``model -> indices`` of the levels a dense head takes by default
+            (negative indices count from the last block).
+        pyramid: the levels all have one stride (a plain ViT): detection and segmentation heads get
+            a trainable simple feature pyramid building strides 4-32 from them.
+        intermediate_norm: pass every taken level through the model's final norm (the DINOv2 and
+            ViTDet practice for plain ViTs; hierarchical families drop the final norm).
+        layer_groups: ``model -> {parameter name: layer id}`` for layer-wise lr decay.
+        no_weight_decay: ``model -> names`` of parameters that take no weight decay.
+        recomputed_buffers: name suffixes of buffers rebuilt from sizes, never loaded from weights.
+    """
+
+    name: str
+    checkpoint_filter: Callable[[StateDict, nn.Module], StateDict]
+    layouts: tuple[str, ...]
+    objectives: tuple[str, ...] = ("supervised", "contrastive", "random")
+    feature_levels: Callable[[nn.Module], list[int]] = all_levels
+    pyramid: bool = False
+    intermediate_norm: bool = False
+    layer_groups: Callable[[nn.Module], dict[str, int]] = timm_layer_groups
+    no_weight_decay: Callable[[nn.Module], set[str]] = timm_no_weight_decay
+    recomputed_buffers: tuple[str, ...] = ()
+
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """An architecture: its builder and arguments, default input size, and the input
+    """An architecture: its family, builder and arguments, default input size, and the input
     normalisation its weights expect (``mean`` / ``std`` in [0, 1] units, RGB, as timm's
     ``default_cfg``). Every task and pretraining normalises through :func:`normalization`."""
 
     name: str
-    family: str
+    family: BackboneFamily
     build: Callable[..., nn.Module]
     kwargs: dict[str, Any] = field(default_factory=dict)
     img_size: int = 224
@@ -43,41 +118,78 @@ class ArchSpec:
     @property
     def patch_size(self) -> int | None:
         """The patch embedding's size where inputs must be a multiple of it (Swin's patch embed
-        asserts it), else None (ConvNeXt's strided stem takes any size)."""
+        asserts it), else None (ConvNeXt's strided stem takes any size). Plain ViTs pad their
+        inputs to it."""
         return self.kwargs.get("patch_size")
 
     @property
     def total_stride(self) -> int:
-        """The last stage's stride: the stem's 4, halved resolution at every later stage."""
+        """The last level's stride: a plain ViT's patch size; for hierarchical families the stem's 4,
+        halved resolution at every later stage."""
+        if self.family.pyramid:
+            return int(self.kwargs["patch_size"])
         return (self.patch_size or 4) * 2 ** (len(self.kwargs.get("depths", (0, 0, 0, 0))) - 1)
 
 
 _ARCHS: dict[str, ArchSpec] = {}
+_FAMILIES: dict[str, BackboneFamily] = {}
+# Names an architecture had before, still read in old results and configs.
+_ALIASES: dict[str, str] = {}
 
 
-def register_arch(spec: ArchSpec) -> ArchSpec:
-    if spec.name in _ARCHS:
+def register_family(family: BackboneFamily) -> BackboneFamily:
+    if family.name in _FAMILIES and _FAMILIES[family.name] is not family:
+        raise ValueError(f"backbone family {family.name!r} registered twice")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def register_arch(spec: ArchSpec, aliases: tuple[str, ...] = ()) -> ArchSpec:
+    if spec.name in _ARCHS or spec.name in _ALIASES:
         raise ValueError(f"architecture {spec.name!r} registered twice")
+    register_family(spec.family)
     _ARCHS[spec.name] = spec
+    for alias in aliases:
+        _ALIASES[alias] = spec.name
     return spec
 
 
 def _load_families() -> None:
-    # Importing a family module registers its architectures.
-    from frozenbench.models import convnext, swin  # noqa: F401
+    # Importing a family module registers its family and architectures.
+    for module in FAMILY_MODULES:
+        importlib.import_module(module)
+
+
+def canonical_name(name: str) -> str:
+    """``name``, or the architecture it is an old alias of."""
+    _load_families()
+    return _ALIASES.get(name, name)
 
 
 def get_arch(name: str) -> ArchSpec:
     _load_families()
     try:
-        return _ARCHS[name]
+        return _ARCHS[_ALIASES.get(name, name)]
     except KeyError:
         raise KeyError(f"unknown backbone architecture {name!r}; known: {', '.join(sorted(_ARCHS))}") from None
 
 
+def get_family(name: str) -> BackboneFamily:
+    _load_families()
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise KeyError(f"unknown backbone family {name!r}; known: {', '.join(sorted(_FAMILIES))}") from None
+
+
 def list_archs(family: str | None = None) -> list[str]:
     _load_families()
-    return sorted(n for n, s in _ARCHS.items() if family is None or s.family == family)
+    return sorted(n for n, s in _ARCHS.items() if family is None or s.family.name == family)
+
+
+def list_families() -> list[str]:
+    _load_families()
+    return sorted(_FAMILIES)
 
 
 def build_model(name: str, img_size: int | None = None, **overrides: Any) -> nn.Module:

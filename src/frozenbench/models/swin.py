@@ -6,10 +6,12 @@ study uses the official Microsoft checkpoints (converted to timm key names by
 for memory planning and the architecture table, but its weights were never
 released.
 
-The mini family (``cswin_tiny``, ``cswin_small``) replaces the 4x4 patch embedding by two
+The mini family (``convstem_swin_tiny``, ``convstem_swin_small``) replaces the 4x4 patch embedding by two
 stride-2 3x3 convolutions. Measured on 2 CPU cores (stack-facts.md): a plain
 tiny Swin stays at chance for minutes of pretraining, the conv stem leaves the
-plateau within a few hundred steps. The Swin stages are unchanged.
+plateau within a few hundred steps. The Swin stages are unchanged. It was called ``cswin_*``
+before, a name easily read as the published CSWin Transformer (Dong et al., CVPR 2022), which it
+is not; the old names stay aliases so results recorded under them still resolve.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from timm.models import swin_transformer, swin_transformer_v2
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.swin_transformer_v2 import SwinTransformerV2
 
-from frozenbench.models.registry import MINI_MEAN, MINI_STD, ArchSpec, register_arch
+from frozenbench.models.registry import MINI_MEAN, MINI_STD, PRETRAIN_OBJECTIVES, ArchSpec, BackboneFamily, register_arch
 
 __all__ = ["ConvStemEmbed", "build_swin", "build_swinv2"]
 
@@ -90,6 +93,22 @@ def build_swinv2(img_size: int, **kwargs: Any) -> SwinTransformerV2:
     return SwinTransformerV2(img_size=img_size, num_classes=0, **kwargs)
 
 
+# Buffers every Swin implementation rebuilds from the window and input sizes.
+_SWIN_BUFFERS = ("relative_position_index", "attn_mask", "relative_coords_table")
+SWIN = BackboneFamily(
+    "swin", swin_transformer.checkpoint_filter_fn,
+    layouts=("official_swin", "simmim", "moby", "mm", "timm"),
+    # SimMIM masks the patch embedding's NHWC tokens: any Swin-stage model can take it
+    objectives=PRETRAIN_OBJECTIVES, recomputed_buffers=_SWIN_BUFFERS)
+SWINV2 = BackboneFamily(
+    "swinv2", swin_transformer_v2.checkpoint_filter_fn,
+    layouts=("official_swinv2", "simmim", "timm"), objectives=PRETRAIN_OBJECTIVES,
+    recomputed_buffers=_SWIN_BUFFERS)
+# The conv stem changes only the patch embedding: Swin's filter, grouping and objectives apply.
+CONVSTEM_SWIN = BackboneFamily(
+    "convstem_swin", swin_transformer.checkpoint_filter_fn, layouts=("timm",), objectives=PRETRAIN_OBJECTIVES,
+    recomputed_buffers=_SWIN_BUFFERS)
+
 _SWIN = dict(patch_size=4)
 for name, img, kw in [
     ("swin_tiny", 224, dict(window_size=7, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))),
@@ -99,7 +118,7 @@ for name, img, kw in [
     ("swin_large", 224, dict(window_size=7, embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48))),
     ("swin_large_w12", 384, dict(window_size=12, embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48))),
 ]:
-    register_arch(ArchSpec(name, "swin", build_swin, {**_SWIN, **kw}, img_size=img))
+    register_arch(ArchSpec(name, SWIN, build_swin, {**_SWIN, **kw}, img_size=img))
 
 for name, img, kw, public in [
     ("swinv2_tiny", 256, dict(window_size=8, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)), True),
@@ -110,14 +129,16 @@ for name, img, kw, public in [
     ("swinv2_giant", 192, dict(window_size=12, embed_dim=512, depths=(2, 2, 42, 4), num_heads=(16, 32, 64, 128)),
      False),
 ]:
-    register_arch(ArchSpec(name, "swinv2", build_swinv2, {"patch_size": 4, **kw}, img_size=img, public_weights=public,
+    register_arch(ArchSpec(name, SWINV2, build_swinv2, {"patch_size": 4, **kw}, img_size=img, public_weights=public,
                            notes="" if public else "architecture only: the SwinV2-G weights are not public"))
 
 # Mini-study family: conv stem + Swin stages, window 4, for 64-128 px inputs on CPU, pretrained
 # inside the DAG on inputs normalised with MINI_MEAN / MINI_STD.
-register_arch(ArchSpec("cswin_tiny", "cswin_mini", build_swin,
+register_arch(ArchSpec("convstem_swin_tiny", CONVSTEM_SWIN, build_swin,
                        dict(conv_stem=True, patch_size=4, window_size=4, embed_dim=32, depths=(2, 2, 2, 2),
-                            num_heads=(1, 2, 4, 8)), img_size=64, public_weights=False, mean=MINI_MEAN, std=MINI_STD))
-register_arch(ArchSpec("cswin_small", "cswin_mini", build_swin,
+                            num_heads=(1, 2, 4, 8)), img_size=64, public_weights=False, mean=MINI_MEAN, std=MINI_STD),
+              aliases=("cswin_tiny",))
+register_arch(ArchSpec("convstem_swin_small", CONVSTEM_SWIN, build_swin,
                        dict(conv_stem=True, patch_size=4, window_size=4, embed_dim=48, depths=(2, 2, 2, 2),
-                            num_heads=(2, 4, 8, 16)), img_size=64, public_weights=False, mean=MINI_MEAN, std=MINI_STD))
+                            num_heads=(2, 4, 8, 16)), img_size=64, public_weights=False, mean=MINI_MEAN, std=MINI_STD),
+              aliases=("cswin_small",))

@@ -7,9 +7,11 @@ never imports mmdet, mmseg or mmaction2.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from mmengine.model import BaseModule
 
 from frozenbench.checkpoint.convert import load_backbone_state
@@ -19,13 +21,19 @@ from frozenbench.models.backbone import Backbone
 class FrozenbenchBackbone(BaseModule):
     """Multi-level NCHW features (strides 4-32) for detectors and segmentors.
 
+    A plain ViT's levels all have its patch stride; with ``pyramid`` (the default) a trainable
+    :class:`SimpleFeaturePyramid` turns them into strides 4-32, so every head sees a hierarchical
+    backbone whatever the family.
+
     Args:
         arch: registered architecture; may be omitted when ``checkpoint`` names it.
         img_size: input size the backbone is built for.
         checkpoint: canonical backbone checkpoint (``checkpoints/{name}.pth``), or None for random init.
         frozen: the study's setting (see :class:`frozenbench.models.Backbone`); False fine-tunes.
         bf16: frozen forward under bf16 autocast.
-        out_indices: stages to return.
+        out_indices: levels to take (default: the family's feature levels).
+        pyramid: build strides 4-32 from a plain ViT's levels (ignored for hierarchical families);
+            False hands them on as they are (the video head takes the last block's tokens).
         extra_blocks: the paper's "more flexible frozen setting": this many *trainable* transformer
             blocks on the last level's tokens, between the frozen body and the task head (0: plain head).
         feature_cache: frozen only: compute each distinct input's features once (see
@@ -34,8 +42,8 @@ class FrozenbenchBackbone(BaseModule):
     """
 
     def __init__(self, arch: str | None = None, img_size: int | None = None, checkpoint: str | None = None,
-                 frozen: bool = True, bf16: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3),
-                 extra_blocks: int = 0, extra_heads: int = 4, feature_cache: bool = False,
+                 frozen: bool = True, bf16: bool = False, out_indices: Sequence[int] | None = None,
+                 pyramid: bool = True, extra_blocks: int = 0, extra_heads: int = 4, feature_cache: bool = False,
                  compile: bool = False, init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         state_dict = None
@@ -46,16 +54,18 @@ class FrozenbenchBackbone(BaseModule):
         self.body = Backbone(arch, img_size=img_size, out_indices=out_indices, frozen=frozen, bf16=bf16,
                              state_dict=state_dict, feature_cache=feature_cache, compile=compile)
         self.frozen = frozen
-        self.extra = ExtraBlocks(self.body.channels[-1], extra_blocks, extra_heads,
-                                 grid=max(1, (img_size or 224) // self.body.strides[-1])) if extra_blocks else None
+        self.pyramid = SimpleFeaturePyramid(self.body.channels, self.body.strides) \
+            if pyramid and self.body.needs_pyramid else None
+        self.extra = ExtraBlocks(self.channels[-1], extra_blocks, extra_heads,
+                                 grid=max(1, (img_size or 224) // self.strides[-1])) if extra_blocks else None
 
     @property
     def channels(self) -> list[int]:
-        return self.body.channels
+        return self.pyramid.channels if self.pyramid is not None else self.body.channels
 
     @property
     def strides(self) -> list[int]:
-        return self.body.strides
+        return list(SimpleFeaturePyramid.STRIDES) if self.pyramid is not None else self.body.strides
 
     def init_weights(self) -> None:
         # Weights come from the checkpoint (or the seeded random init); mmengine's
@@ -69,9 +79,45 @@ class FrozenbenchBackbone(BaseModule):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         feats = self.body(x)
+        if self.pyramid is not None:
+            feats = self.pyramid(feats, x.shape[-2:])
         if self.extra is not None:
             feats[-1] = self.extra(feats[-1])
         return tuple(feats)
+
+
+class SimpleFeaturePyramid(torch.nn.Module):
+    """Strides 4, 8, 16 and 32 from a plain ViT's single-stride levels (ViTDet's simple feature
+    pyramid, built by mmseg's ``Feature2Pyramid``: two transposed convolutions, one, identity,
+    max-pooling).
+
+    Four levels feed the four scales in order; one level (ViTDet's choice: the last block) feeds
+    all four. A patch-14 ViT's maps are first resampled bilinearly to the stride-16 grid of the
+    input, ``ceil(size / 16)`` (FPN, RoIAlign and the pixel decoder expect the strides to double
+    level by level); a patch-16 ViT's are used as they are. BatchNorm, not mmseg's SyncBN default:
+    SyncBN has no CPU kernel, and each rank's batch of feature maps is what the head trains on.
+    """
+
+    STRIDES = (4, 8, 16, 32)
+
+    def __init__(self, channels: Sequence[int], strides: Sequence[int]) -> None:
+        super().__init__()
+        from mmseg.models.necks import Feature2Pyramid
+
+        if len(set(channels)) != 1 or len(channels) not in (1, 4):
+            raise ValueError(f"a simple feature pyramid takes 1 or 4 levels of one width, got channels {list(channels)}")
+        self.channels = [int(channels[0])] * 4
+        self.num_inputs = len(channels)
+        self.neck = Feature2Pyramid(int(channels[0]), rescales=[4, 2, 1, 0.5],
+                                    norm_cfg=dict(type="BN", requires_grad=True))
+
+    def forward(self, feats: Sequence[torch.Tensor], input_size: Sequence[int]) -> list[torch.Tensor]:
+        grid = tuple(math.ceil(int(side) / 16) for side in input_size)
+        feats = [f if tuple(f.shape[-2:]) == grid else
+                 F.interpolate(f, size=grid, mode="bilinear", align_corners=False) for f in feats]
+        if self.num_inputs == 1:
+            feats = feats * 4
+        return list(self.neck(feats))
 
 
 class ExtraBlocks(torch.nn.Module):
@@ -87,6 +133,9 @@ class ExtraBlocks(torch.nn.Module):
             torch.nn.TransformerEncoderLayer(channels, heads, dim_feedforward=channels * 4, dropout=0.0,
                                              activation="gelu", batch_first=True, norm_first=True)
             for _ in range(num_blocks))
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -117,11 +166,15 @@ def input_normalization(arch: str | None, checkpoint: str | None = None) -> dict
     return {"mean": list(mean), "std": list(std)}
 
 
-def feature_shape(arch: str | None, img_size: int | None, checkpoint: str | None = None) -> tuple[list[int], list[int]]:
-    """(channels, strides) of the backbone a config will build, without building or loading its weights."""
+def feature_shape(arch: str | None, img_size: int | None, checkpoint: str | None = None,
+                  pyramid: bool = True) -> tuple[list[int], list[int]]:
+    """(channels, strides) of the backbone a config will build, without building or loading its weights;
+    ``pyramid`` as for :class:`FrozenbenchBackbone`."""
     arch = resolve_arch(arch, checkpoint)
     with torch.device("meta"):
         body = Backbone(arch, img_size=img_size)
+    if pyramid and body.needs_pyramid:
+        return [body.channels[0]] * 4, list(SimpleFeaturePyramid.STRIDES)
     return body.channels, body.strides
 
 

@@ -25,7 +25,9 @@ class FramewiseBackbone(FrozenbenchBackbone):
     """
 
     def __init__(self, *args, spatial_tokens: bool = True, max_frames_per_call: int = 64, **kwargs) -> None:
-        kwargs.setdefault("out_indices", (3,))
+        # the last level's tokens as the backbone computes them: a plain ViT's last block, no pyramid
+        kwargs.setdefault("out_indices", (-1,))
+        kwargs["pyramid"] = False
         super().__init__(*args, **kwargs)
         self.spatial_tokens = spatial_tokens
         self.max_frames_per_call = max_frames_per_call

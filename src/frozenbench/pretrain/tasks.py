@@ -139,6 +139,9 @@ class MaskedImageModeling(nn.Module):
         self.grid = image_size // mask_patch
         self.norm_target = norm_target
 
+    def no_weight_decay(self) -> set[str]:
+        return {"mask_token"}
+
     def random_mask(self, n: int, gen: torch.Generator) -> torch.Tensor:
         """(N, grid, grid) bool, exactly ``mask_ratio`` of the mask patches set."""
         count = int(math.ceil(self.grid * self.grid * self.mask_ratio))

@@ -94,7 +94,7 @@ def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoin
 
     backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
     backbone["extra_blocks"] = head.get("extra_blocks", 0)
-    channels, strides = feature_shape(arch, img_size, checkpoint)
+    channels, strides = feature_shape(arch, img_size, checkpoint, pyramid=False)
     cfg = recognizer_config(backbone, channels, num_classes, num_frames=head.get("num_frames", 8),
                             img_size=img_size, normalization=input_normalization(arch, checkpoint),
                             stride=strides[-1], num_blocks=head.get("num_blocks", 2),

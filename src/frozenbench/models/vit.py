@@ -1,0 +1,155 @@
+"""Plain Vision Transformers on timm: DINOv2 (with and without registers), supervised and CLIP towers.
+
+Paper: ViT (Dosovitskiy et al., ICLR 2021); DINOv2 (Oquab et al., TMLR 2024) and its registers
+(Darcet et al., ICLR 2024). Architectures carry timm's names, so a researcher's timm model name is
+the frozenbench ``arch``.
+
+A plain ViT has one stride (its patch size) at every block. Dense heads take four blocks spread
+over the depth (``feature_levels``) through the final norm, as DINOv2's and ViTDet's dense
+evaluations do, and a trainable *simple feature pyramid* (ViTDet, Li et al., ECCV 2022) turns them
+into strides 4-32 (:mod:`frozenbench.openmmlab.backbone`); the video head takes the last block's
+tokens as they are.
+
+Any input size: the model keeps the position grid its weights were trained with (518 px / 14 =
+37 x 37 for DINOv2) and resamples it to every input's grid in the forward; inputs are padded to
+the patch multiple (:class:`frozenbench.models.Backbone`). DINOv2 weights resample the way the
+official DINOv2 code does (bicubic, no antialiasing, a 0.1 offset in the scale factor); timm's
+default (bicubic with antialiasing) differs from it by far more than float rounding when
+shrinking 37 x 37 to a small grid, so frozen features would not be DINOv2's own.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.layers import LayerNorm, resample_abs_pos_embed
+from timm.models import vision_transformer
+from timm.models.vision_transformer import VisionTransformer
+
+from frozenbench.models.registry import ArchSpec, BackboneFamily, StateDict, register_arch
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+HALF_MEAN_STD = (0.5, 0.5, 0.5)
+
+
+def dinov2_resample(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix_tokens: int) -> torch.Tensor:
+    """The official DINOv2 position-embedding interpolation (``interpolate_pos_encoding`` with the
+    released models' ``interpolate_offset=0.1``, ``interpolate_antialias=False``)."""
+    prefix, patches = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    side = math.isqrt(patches.shape[1])
+    if side * side != patches.shape[1]:
+        raise ValueError(f"position embedding of {patches.shape[1]} patches is not a square grid")
+    rows, cols = grid
+    if (rows, cols) == (side, side):
+        return pos_embed
+    dim = patches.shape[-1]
+    resized = F.interpolate(patches.float().reshape(1, side, side, dim).permute(0, 3, 1, 2),
+                            scale_factor=((rows + 0.1) / side, (cols + 0.1) / side), mode="bicubic",
+                            antialias=False)
+    if tuple(resized.shape[-2:]) != (rows, cols):
+        raise AssertionError(f"DINOv2 interpolation gave {tuple(resized.shape[-2:])}, wanted {(rows, cols)}")
+    resized = resized.permute(0, 2, 3, 1).reshape(1, rows * cols, dim).to(pos_embed.dtype)
+    return torch.cat([prefix, resized], dim=1)
+
+
+class PlainViT(VisionTransformer):
+    """timm's ``VisionTransformer`` with the weights' own position grid, resampled to each input's grid.
+
+    Args:
+        img_size: the task's input size; the grid does not depend on it (see the module docstring).
+        native_img_size: the input size the position embedding was trained for.
+        pos_interpolation: ``"timm"`` (bicubic with antialiasing) or ``"dinov2"`` (:func:`dinov2_resample`).
+    """
+
+    def __init__(self, img_size: int, native_img_size: int, pos_interpolation: str = "timm", **kwargs: Any) -> None:
+        del img_size
+        if pos_interpolation not in ("timm", "dinov2"):
+            raise ValueError(f"unknown position interpolation {pos_interpolation!r}")
+        kwargs.setdefault("drop_path_rate", 0.0)
+        super().__init__(img_size=native_img_size, num_classes=0, dynamic_img_size=True, **kwargs)
+        self.pos_interpolation = pos_interpolation
+
+    def resampled_pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
+        num_prefix = 0 if self.no_embed_class else self.num_prefix_tokens
+        if self.pos_interpolation == "dinov2":
+            return dinov2_resample(self.pos_embed, grid, num_prefix)
+        return resample_abs_pos_embed(self.pos_embed, new_size=grid, old_size=self.patch_embed.grid_size,
+                                      num_prefix_tokens=num_prefix)
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        # timm's own _pos_embed with the resampling swapped for resampled_pos_embed (x: NHWC patches)
+        batch, rows, cols, dim = x.shape
+        pos_embed = self.resampled_pos_embed((rows, cols))
+        x = x.reshape(batch, rows * cols, dim)
+        prefix = [t.expand(batch, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
+        if self.no_embed_class:
+            x = x + pos_embed
+            if prefix:
+                x = torch.cat(prefix + [x], dim=1)
+        else:
+            if prefix:
+                x = torch.cat(prefix + [x], dim=1)
+            x = x + pos_embed
+        return self.pos_drop(x)
+
+
+def build_vit(img_size: int, **kwargs: Any) -> PlainViT:
+    return PlainViT(img_size=img_size, **kwargs)
+
+
+def spread_levels(model: torch.nn.Module) -> list[int]:
+    """Four blocks spread evenly over the depth, the last one included (blocks 2, 5, 8, 11 of 12)."""
+    depth = len(model.blocks)
+    return sorted({max(0, depth * k // 4 - 1) for k in (1, 2, 3, 4)})
+
+
+def checkpoint_filter(state_dict: StateDict, model: PlainViT) -> StateDict:
+    """timm's ViT filter, refusing what it would adapt silently: a patch embedding of another patch
+    size (timm resamples the kernel: a model of another architecture would load and compute
+    something else). A position grid of another size is resampled as the model resamples in its
+    forward (the official DINOv2 interpolation for DINOv2 weights)."""
+    weight = state_dict.get("patch_embed.proj.weight")
+    expected = tuple(model.patch_embed.proj.weight.shape)
+    if weight is not None and tuple(weight.shape) != expected:
+        raise KeyError(f"patch_embed.proj.weight has shape {tuple(weight.shape)}, the architecture {expected}: "
+                       "another patch size or width")
+    pos = state_dict.get("pos_embed")
+    if pos is not None and model.pos_interpolation == "dinov2" and pos.shape != model.pos_embed.shape:
+        grid = model.patch_embed.grid_size
+        num_prefix = 0 if model.no_embed_class else model.num_prefix_tokens
+        state_dict = {**state_dict, "pos_embed": dinov2_resample(pos, tuple(grid), num_prefix)}
+    return vision_transformer.checkpoint_filter_fn(state_dict, model)
+
+
+VIT = BackboneFamily(
+    "vit", checkpoint_filter, layouts=("dinov2", "timm"), objectives=("supervised", "contrastive", "random"),
+    feature_levels=spread_levels, pyramid=True, intermediate_norm=True)
+
+
+_DINOV2 = dict(patch_size=14, init_values=1e-5, native_img_size=518, pos_interpolation="dinov2")
+for name, kw in [
+    ("vit_small_patch14_dinov2", dict(embed_dim=384, depth=12, num_heads=6)),
+    ("vit_base_patch14_dinov2", dict(embed_dim=768, depth=12, num_heads=12)),
+    ("vit_large_patch14_dinov2", dict(embed_dim=1024, depth=24, num_heads=16)),
+    # registers: the class token's position is folded into it, registers carry none (timm's layout)
+    ("vit_small_patch14_reg4_dinov2", dict(embed_dim=384, depth=12, num_heads=6, reg_tokens=4, no_embed_class=True)),
+    ("vit_base_patch14_reg4_dinov2", dict(embed_dim=768, depth=12, num_heads=12, reg_tokens=4, no_embed_class=True)),
+]:
+    register_arch(ArchSpec(name, VIT, build_vit, {**_DINOV2, **kw}, img_size=518))
+
+register_arch(ArchSpec("vit_base_patch16_224", VIT, build_vit,
+                       dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, native_img_size=224),
+                       img_size=224, mean=HALF_MEAN_STD, std=HALF_MEAN_STD,
+                       notes="timm's augreg weights; inputs normalised to [-1, 1]"))
+# OpenAI's CLIP image tower computes QuickGELU: the GELU variant loads the same weights cleanly and
+# computes something else, so only the QuickGELU architecture is registered.
+register_arch(ArchSpec("vit_base_patch16_clip_quickgelu_224", VIT, build_vit,
+                       dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, pre_norm=True,
+                            act_layer="quick_gelu", native_img_size=224,
+                            norm_layer=functools.partial(LayerNorm, eps=1e-5)),
+                       img_size=224, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD))

@@ -1,0 +1,210 @@
+"""Backbone families: one record per family, a new family by one module, plain ViTs in DINOv2's layout."""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from frozenbench.checkpoint.convert import ConversionError, convert_state_dict
+from frozenbench.engine.param_groups import param_groups
+from frozenbench.models import Backbone, build_model, get_arch, list_archs
+from frozenbench.models import registry
+from frozenbench.models.vit import dinov2_resample
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "frozenbench"
+
+
+def test_no_family_is_named_in_the_engine_or_in_conversion():
+    names = set(registry.list_families()) | set(list_archs()) | {"swin", "convnext", "vit", "dinov2", "cswin"}
+    pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, names), key=len, reverse=True)) + r")\b", re.I)
+    files = sorted((SRC / "engine").glob("*.py")) + [SRC / "checkpoint" / "convert.py"]
+    found = {f"{path.relative_to(SRC)}:{n}: {line.strip()}" for path in files
+             for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)}
+    assert not found, "\n".join(sorted(found))
+
+
+FAMILY_MODULE = '''
+"""A test family: timm's ResNet, declared in one module."""
+from timm.models.resnet import BasicBlock, ResNet
+
+from frozenbench.models.registry import ArchSpec, BackboneFamily, register_arch
+
+
+def build_resnet(img_size, **kwargs):
+    del img_size  # fully convolutional
+    return ResNet(block=BasicBlock, num_classes=0, **kwargs)
+
+
+RESNET = BackboneFamily(
+    "resnet_test", checkpoint_filter=lambda state_dict, model: state_dict, layouts=("timm",),
+    feature_levels=lambda model: [1, 2, 3, 4])  # strides 4-32: the stem's stride-2 level is left out
+register_arch(ArchSpec("resnet_test_mini", RESNET, build_resnet, dict(layers=(1, 1, 1, 1)), img_size=64))
+'''
+
+
+@pytest.fixture
+def resnet_family(tmp_path, monkeypatch):
+    (tmp_path / "resnet_test_family.py").write_text(textwrap.dedent(FAMILY_MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "FAMILY_MODULES", [*registry.FAMILY_MODULES, "resnet_test_family"])
+    yield "resnet_test_mini"
+    for name in [n for n, s in registry._ARCHS.items() if s.family.name == "resnet_test"]:
+        del registry._ARCHS[name]
+    registry._FAMILIES.pop("resnet_test", None)
+    sys.modules.pop("resnet_test_family", None)
+
+
+def test_a_new_family_is_one_module_and_every_part_of_frozenbench_reads_its_record(resnet_family):
+    arch = resnet_family
+    assert get_arch(arch).family.name == "resnet_test"
+    torch.manual_seed(0)
+    source = build_model(arch).state_dict()
+    converted, report = convert_state_dict(source, "timm", arch)
+    assert not report.missing and not report.unexpected
+    body = Backbone(arch, state_dict=converted, frozen=False)
+    assert body.strides == [4, 8, 16, 32] and body.channels == [64, 128, 256, 512]
+    feats = body(torch.randn(1, 3, 70, 90))  # any size: padded to the stem's multiple
+    assert [tuple(f.shape[-2:]) for f in feats] == [(18, 23), (9, 12), (5, 6), (3, 3)]
+    # layer decay from timm's group_matcher: four stages of one block each
+    model = nn.Module()
+    model.body, model.head = body, nn.Linear(512, 2)
+    groups = param_groups(model, weight_decay=0.05, layer_decay=0.5)
+    scales = {round(g["lr_scale"], 6) for g in groups}
+    assert scales == {round(0.5 ** k, 6) for k in range(0, 6)}
+    # conversion refuses a layout the family does not publish
+    with pytest.raises(ConversionError, match="timm layout"):
+        convert_state_dict(source, "official_swin", arch)
+
+
+# ---- plain ViTs in DINOv2's published layout ---------------------------------------------------
+
+def dinov2_state_dict(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights in facebookresearch/dinov2's key layout and shapes (``dinov2_vits14_pretrain.pth``):
+    ``cls_token`` (1, 1, C), ``pos_embed`` (1, 1 + 37 * 37, C) with the class token's entry,
+    ``register_tokens`` (1, 4, C) for the reg4 models, the iBOT ``mask_token`` (1, C), blocks with
+    layer scale ``ls1.gamma`` / ``ls2.gamma``."""
+    spec = get_arch(arch)
+    dim, depth, regs = spec.kwargs["embed_dim"], spec.kwargs["depth"], spec.kwargs.get("reg_tokens", 0)
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, std=0.02):
+        return torch.randn(*shape, generator=gen) * std
+
+    sd = {"cls_token": rand(1, 1, dim), "pos_embed": rand(1, 1 + 37 * 37, dim), "mask_token": rand(1, dim),
+          "patch_embed.proj.weight": rand(dim, 3, 14, 14), "patch_embed.proj.bias": rand(dim),
+          "norm.weight": 1 + rand(dim), "norm.bias": rand(dim)}
+    if regs:
+        sd["register_tokens"] = rand(1, regs, dim)
+    for i in range(depth):
+        p = f"blocks.{i}."
+        sd.update({p + "norm1.weight": 1 + rand(dim), p + "norm1.bias": rand(dim),
+                   p + "attn.qkv.weight": rand(3 * dim, dim), p + "attn.qkv.bias": rand(3 * dim),
+                   p + "attn.proj.weight": rand(dim, dim), p + "attn.proj.bias": rand(dim),
+                   p + "ls1.gamma": rand(dim, std=0.1), p + "norm2.weight": 1 + rand(dim), p + "norm2.bias": rand(dim),
+                   p + "mlp.fc1.weight": rand(4 * dim, dim), p + "mlp.fc1.bias": rand(4 * dim),
+                   p + "mlp.fc2.weight": rand(dim, 4 * dim), p + "mlp.fc2.bias": rand(dim),
+                   p + "ls2.gamma": rand(dim, std=0.1)})
+    return sd
+
+
+def official_interpolate_pos_encoding(pos_embed, x, w, h, patch_size=14, interpolate_offset=0.1,
+                                      interpolate_antialias=False):
+    """DINOv2's ``DinoVisionTransformer.interpolate_pos_encoding``, with its own variable names
+    (its ``w`` is the input's height, as the official code reads ``B, nc, w, h = x.shape``)."""
+    previous_dtype = x.dtype
+    npatch = x.shape[1] - 1
+    N = pos_embed.shape[1] - 1
+    if npatch == N and w == h:
+        return pos_embed
+    pos_embed = pos_embed.float()
+    class_pos_embed = pos_embed[:, 0]
+    patch_pos_embed = pos_embed[:, 1:]
+    dim = x.shape[-1]
+    w0 = w // patch_size
+    h0 = h // patch_size
+    M = int(math.sqrt(N))
+    assert N == M * M
+    sx = float(w0 + interpolate_offset) / M
+    sy = float(h0 + interpolate_offset) / M
+    patch_pos_embed = F.interpolate(patch_pos_embed.reshape(1, M, M, dim).permute(0, 3, 1, 2),
+                                    mode="bicubic", antialias=interpolate_antialias, scale_factor=(sx, sy))
+    assert (w0, h0) == patch_pos_embed.shape[-2:]
+    patch_pos_embed = patch_pos_embed.permute(0, 2, 3, 1).view(1, -1, dim)
+    return torch.cat((class_pos_embed.unsqueeze(0), patch_pos_embed), dim=1).to(previous_dtype)
+
+
+def official_tokens(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """DINOv2's ``prepare_tokens_with_masks`` (no masks): class token, position embedding, then registers."""
+    B, nc, w, h = x.shape
+    t = F.conv2d(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=14).flatten(2).transpose(1, 2)
+    t = torch.cat((sd["cls_token"].expand(B, -1, -1), t), dim=1)
+    t = t + official_interpolate_pos_encoding(sd["pos_embed"], t, w, h)
+    if "register_tokens" in sd:
+        t = torch.cat((t[:, :1], sd["register_tokens"].expand(B, -1, -1), t[:, 1:]), dim=1)
+    return t
+
+
+@pytest.mark.parametrize("arch", ["vit_small_patch14_dinov2", "vit_small_patch14_reg4_dinov2"])
+def test_dinov2_layout_converts_with_no_missing_key_and_computes_the_official_features(arch):
+    sd = dinov2_state_dict(arch)
+    converted, report = convert_state_dict(sd, "dinov2", arch, img_size=224)
+    assert not report.missing and not report.unexpected and not report.mismatched
+    assert ("mask_token", "DINOv2 iBOT mask token (pretraining only)") in report.dropped
+    body = Backbone(arch, img_size=224, state_dict=converted, out_indices=(-1,))
+    vit = body.model
+    x = torch.randn(2, 3, 126, 168)  # 9 x 12 patches: neither the native 37 x 37 nor square
+    with torch.no_grad():
+        ours = vit.blocks(vit.norm_pre(vit._pos_embed(vit.patch_embed(x))))
+        reference = vit.blocks(official_tokens(sd, x))
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
+    # the features the heads get: the last block through the final norm, patch tokens only, NCHW
+    (feat,) = body(x)
+    prefix = 1 + get_arch(arch).kwargs.get("reg_tokens", 0)
+    expected = vit.norm(reference)[:, prefix:].transpose(1, 2).reshape(2, 384, 9, 12)
+    torch.testing.assert_close(feat, expected, rtol=0, atol=1e-5)
+
+
+def test_timm_default_position_interpolation_is_not_dinov2s():
+    # why the family resamples the official way: shrinking 37 x 37 to 9 x 9 with antialiasing differs
+    from timm.layers import resample_abs_pos_embed
+
+    pos = torch.randn(1, 1 + 37 * 37, 8)
+    timm_default = resample_abs_pos_embed(pos, new_size=(9, 9), old_size=(37, 37), num_prefix_tokens=1)
+    official = official_interpolate_pos_encoding(pos, torch.zeros(1, 82, 8), 9 * 14, 9 * 14)
+    torch.testing.assert_close(dinov2_resample(pos, (9, 9), 1), official, rtol=0, atol=1e-6)
+    assert (timm_default - official).abs().max() > 0.1
+
+
+def test_inputs_of_any_size_are_padded_to_the_patch_multiple():
+    body = Backbone("vit_small_patch14_dinov2", img_size=224)
+    feats = body(torch.randn(1, 3, 100, 130))
+    assert len(feats) == 4 and body.out_indices == [2, 5, 8, 11]
+    assert all(tuple(f.shape) == (1, 384, 8, 10) for f in feats)  # ceil(100 / 14), ceil(130 / 14)
+
+
+def test_wrong_layouts_and_architectures_are_conversion_errors_not_tracebacks():
+    arch = "vit_small_patch14_dinov2"
+    sd = dinov2_state_dict(arch)
+    with pytest.raises(ConversionError, match="dinov2, timm layout"):
+        convert_state_dict(sd, "official_swin", arch)
+    swin = build_model("swin_tiny").state_dict()
+    with pytest.raises(ConversionError, match="not a dinov2 checkpoint"):
+        convert_state_dict(swin, "dinov2", arch)
+    # a ViT-B/14 file for a ViT-S/14 architecture, and a patch-16 file: refused, not resampled
+    with pytest.raises(ConversionError, match="cannot convert"):
+        convert_state_dict(dinov2_state_dict("vit_base_patch14_dinov2"), "dinov2", arch)
+    sixteen = dict(sd, **{"patch_embed.proj.weight": torch.zeros(384, 3, 16, 16)})
+    with pytest.raises(ConversionError, match="another patch size"):
+        convert_state_dict(sixteen, "dinov2", arch)
+    # a full MAE pretraining file also holds a mask token: it is not read as DINOv2
+    mae = dict(sd, **{"decoder_embed.weight": torch.zeros(512, 384), "decoder_pos_embed": torch.zeros(1, 197, 512)})
+    with pytest.raises(ConversionError, match="MAE"):
+        convert_state_dict(mae, "dinov2", arch)
