@@ -36,7 +36,7 @@ rule fetch_checkpoint:
     output:
         f"{DOWNLOADS}/checkpoints/{{backbone}}.verified.json",
     wildcard_constraints:
-        backbone=names_alternation(PUBLISHED_BACKBONES),
+        backbone=names_alternation(DOWNLOADED_CHECKPOINTS),
     params:
         spec=lambda wildcards: json_arg(config["backbones"][wildcards.backbone]["checkpoint"]),
         folder=lambda wildcards: f"{DOWNLOADS}/checkpoints/{wildcards.backbone}",
@@ -55,9 +55,31 @@ rule fetch_checkpoint:
         " --checksums {params.checksums:q} --verified {output:q} > {log:q} 2>&1"
 
 
+rule synth_checkpoint:
+    # seeded random weights in a published layout: the conversion below runs as on a real release
+    output:
+        f"{DOWNLOADS}/checkpoints/{{backbone}}/synth-{{layout}}.pth",
+    wildcard_constraints:
+        backbone=names_alternation(SYNTH_CHECKPOINTS),
+        layout="timm|dinov2",
+    params:
+        arch=lambda wildcards: config["backbones"][wildcards.backbone]["arch"],
+        seed=lambda wildcards: config["backbones"][wildcards.backbone]["checkpoint"]["synth"]["seed"],
+    conda:
+        "../envs/frozenbench.yaml"
+    log:
+        f"{LOGS}/checkpoints/synth_{{backbone}}_{{layout}}.log",
+    threads: 1
+    resources:
+        **cpu_job_resources(mem_mb=4000, runtime=10),
+    shell:
+        "frozenbench synth-checkpoint --arch {params.arch:q} --layout {wildcards.layout:q} --seed {params.seed}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
 rule convert_checkpoint:
     input:
-        f"{DOWNLOADS}/checkpoints/{{backbone}}.verified.json",
+        conversion_input,
     output:
         f"{CKPTS}/{{backbone}}.pth",
     wildcard_constraints:
@@ -65,10 +87,8 @@ rule convert_checkpoint:
     params:
         arch=lambda wildcards: config["backbones"][wildcards.backbone]["arch"],
         layout=lambda wildcards: config["backbones"][wildcards.backbone]["checkpoint"]["layout"],
-        src=lambda wildcards: (f"{DOWNLOADS}/checkpoints/{wildcards.backbone}/"
-                               f"{config['backbones'][wildcards.backbone]['checkpoint']['filename']}"),
-        download_spec=lambda wildcards: json_arg(config["backbones"][wildcards.backbone]["checkpoint"]),
-        checksums=lambda wildcards: checkpoint_checksums(wildcards.backbone),
+        src=lambda wildcards: checkpoint_source(wildcards.backbone),
+        verify=lambda wildcards: verification_args(wildcards.backbone),
         meta=lambda wildcards: json_arg(checkpoint_meta(wildcards.backbone)),
     conda:
         "../envs/frozenbench.yaml"
@@ -80,9 +100,9 @@ rule convert_checkpoint:
     resources:
         **cpu_job_resources(mem_mb=16000, runtime=30),
     shell:
+        # params.verify is built of shlex-quoted parts (rules/common.smk: verification_args)
         "frozenbench convert-checkpoint --src {params.src:q} --layout {params.layout:q} --arch {params.arch:q}"
-        " --download-spec {params.download_spec} --checksums {params.checksums:q} --verified {input:q}"
-        " --meta {params.meta} --out {output:q} > {log:q} 2>&1"
+        " {params.verify} --meta {params.meta} --out {output:q} > {log:q} 2>&1"
 
 
 rule probe_report:

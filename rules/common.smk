@@ -40,6 +40,9 @@ CHECKSUMS = PATHS.get("checksums", "checksums")
 BACKBONES = config.get("backbones", {})
 PRETRAINED_BACKBONES = sorted(k for k, v in BACKBONES.items() if "pretrain" in v)
 PUBLISHED_BACKBONES = sorted(k for k, v in BACKBONES.items() if "checkpoint" in v)
+# where a published checkpoint comes from: a download, a local file, or random weights written in its layout
+DOWNLOADED_CHECKPOINTS = [k for k in PUBLISHED_BACKBONES if "url" in BACKBONES[k]["checkpoint"]]
+SYNTH_CHECKPOINTS = [k for k in PUBLISHED_BACKBONES if "synth" in BACKBONES[k]["checkpoint"]]
 RELEASED_BACKBONES = PRETRAINED_BACKBONES + PUBLISHED_BACKBONES
 
 SYNTH_DATASETS = sorted(k for k, v in config["datasets"].items() if v["source"] == "synth")
@@ -90,7 +93,34 @@ def pretrain_spec(backbone):
 
 def checkpoint_meta(backbone):
     ckpt = BACKBONES[backbone]["checkpoint"]
-    return {"name": backbone, "url": ckpt["url"], "pretrain_task": ckpt["task"], "pretrain_data": ckpt["data"]}
+    origin = ckpt.get("url") or ckpt.get("file") or f"synth:{ckpt['layout']}:seed={ckpt['synth']['seed']}"
+    return {"name": backbone, "url": origin, "pretrain_task": ckpt["task"], "pretrain_data": ckpt["data"]}
+
+
+def checkpoint_source(backbone):
+    """The published checkpoint file that conversion reads."""
+    ckpt = BACKBONES[backbone]["checkpoint"]
+    if "file" in ckpt:
+        return ckpt["file"]
+    if "synth" in ckpt:
+        return f"{DOWNLOADS}/checkpoints/{backbone}/synth-{ckpt['layout']}.pth"
+    return f"{DOWNLOADS}/checkpoints/{backbone}/{ckpt['filename']}"
+
+
+def conversion_input(wildcards):
+    """A download's verified marker (the file itself survives reruns beside it), else the file."""
+    if wildcards.backbone in DOWNLOADED_CHECKPOINTS:
+        return f"{DOWNLOADS}/checkpoints/{wildcards.backbone}.verified.json"
+    return checkpoint_source(wildcards.backbone)
+
+
+def verification_args(backbone):
+    """convert-checkpoint's arguments that re-verify a download before use (none for other sources)."""
+    if backbone not in DOWNLOADED_CHECKPOINTS:
+        return ""
+    marker = f"{DOWNLOADS}/checkpoints/{backbone}.verified.json"
+    return (f"--download-spec {json_arg(BACKBONES[backbone]['checkpoint'])}"
+            f" --checksums {shlex.quote(checkpoint_checksums(backbone))} --verified {shlex.quote(marker)}")
 
 
 def all_checkpoint_outputs():

@@ -100,6 +100,14 @@ CONFIG_CASES = {
                             "16 frames per clip, but tasks.k400.data_options.num_frames samples 8"),
     "pretrain_dataset_format": (lambda c: c["pretrain"].__setitem__("dataset", "shapes-coco"),
                                 "pretrain.dataset", "pretraining needs a dataset of format imagefolder"),
+    "objective_the_family_cannot_take": (
+        lambda c: c["backbones"].__setitem__("vit_mim", {"arch": "vit_small_patch14_dinov2", "pretrain": {"task": "mim"}}),
+        "backbones.vit_mim.pretrain.task", "mim cannot pretrain a vit backbone"),
+    "layout_the_family_is_not_published_in": (
+        lambda c: c["backbones"].__setitem__("my_dinov2", {"arch": "vit_small_patch14_dinov2", "checkpoint": {
+            "file": "weights/dinov2_vits14_pretrain.pth", "layout": "official_swin", "task": "self-distillation",
+            "data": "lvd142m"}}),
+        "backbones.my_dinov2.checkpoint.layout", "vit weights come in the dinov2, timm layout(s)"),
 }
 
 

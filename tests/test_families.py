@@ -208,3 +208,64 @@ def test_wrong_layouts_and_architectures_are_conversion_errors_not_tracebacks():
     mae = dict(sd, **{"decoder_embed.weight": torch.zeros(512, 384), "decoder_pos_embed": torch.zeros(1, 197, 512)})
     with pytest.raises(ConversionError, match="MAE"):
         convert_state_dict(mae, "dinov2", arch)
+
+
+# ---- a frozen plain ViT under every task head -----------------------------------------------
+
+@pytest.mark.openmmlab
+def test_a_frozen_vit_feeds_every_head_through_a_trainable_simple_feature_pyramid():
+    from mmaction.structures import ActionDataSample
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData, PixelData
+    from mmseg.structures import SegDataSample
+
+    from frozenbench.tasks import detection, segmentation, video
+
+    from .test_backbones import weights_digest
+    from .test_openmmlab_adapter import square_masks, train_steps
+
+    arch = "vit_small_patch14_dinov2"
+    torch.manual_seed(0)
+    detector = detection.build_model({"width": 32, "rpn_samples": 64, "rcnn_samples": 64}, 3, 64, None, frozen=True,
+                                     arch=arch)
+    backbone = detector.backbone
+    assert backbone.strides == [4, 8, 16, 32] and backbone.channels == [384] * 4
+    assert detector.neck.in_channels == [384] * 4
+    frozen_before = weights_digest(backbone.body)
+    sample = DetDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64),
+                                         scale_factor=(1.0, 1.0)))
+    sample.gt_instances = InstanceData(bboxes=torch.tensor([[10.0, 8.0, 40.0, 30.0], [30.0, 35.0, 55.0, 60.0]]),
+                                       labels=torch.tensor([0, 2]), masks=BitmapMasks(square_masks().numpy(), 64, 64))
+    image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        feats = backbone(torch.randn(1, 3, 64, 64))
+    # 64 px: a 5 x 5 patch-14 grid resampled to the stride-16 grid 4 x 4, then 16, 8, 4, 2
+    assert [tuple(f.shape[-2:]) for f in feats] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    losses = train_steps(detector, {"inputs": [image], "data_samples": [sample]})
+    assert "loss_mask" in losses
+    assert weights_digest(backbone.body) == frozen_before
+    assert all(p.requires_grad and p.grad is not None for p in backbone.pyramid.parameters())
+
+    segmentor = segmentation.build_model({"width": 32, "num_queries": 8, "num_points": 256}, 5, 64, None, frozen=True,
+                                         arch=arch)
+    assert segmentor.backbone.pyramid is not None and segmentor.backbone.strides == [4, 8, 16, 32]
+    label = torch.zeros(1, 64, 64, dtype=torch.long)
+    label[0, :, 32:] = 3
+    seg_sample = SegDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64)))
+    seg_sample.gt_sem_seg = PixelData(data=label)
+    losses = train_steps(segmentor, {"inputs": [image], "data_samples": [seg_sample]}, steps=1)
+    assert any(k.endswith("loss_dice") for k in losses)
+
+    recognizer = video.build_model({"num_frames": 4, "num_blocks": 1, "width": 32}, 8, 64, None, frozen=True, arch=arch)
+    assert recognizer.backbone.pyramid is None  # per-frame tokens of the last block
+    assert recognizer.backbone.body.out_indices == [11] and len(recognizer.backbone.body.model.blocks) == 12
+    assert recognizer.cls_head.space_embed.shape[2] == 25  # ceil(64 / 14) ** 2
+    clips = []
+    for label_id in (2, 5):
+        clip = ActionDataSample()
+        clip.set_gt_label(torch.tensor([label_id]))
+        clips.append(clip)
+    data = {"inputs": [torch.randint(0, 255, (1, 3, 4, 64, 64), dtype=torch.uint8) for _ in range(2)],
+            "data_samples": clips}
+    assert "loss_cls" in train_steps(recognizer, data, steps=1)

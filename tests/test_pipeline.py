@@ -24,6 +24,12 @@ def use_ci_config(workflow: Path) -> None:
     (workflow / "config.yaml").write_text((workflow / "configs" / "ci.yaml").read_text())
 
 
+def torch_load(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
 def leftovers(root: Path, hidden_ok: bool = False) -> list[str]:
     """Temporary siblings of the atomic writers under the outputs (``hidden_ok``: allow them,
     but nothing else that failed to parse), and outputs that are not whole: every metrics
@@ -86,7 +92,19 @@ def test_killed_dag_reruns_incomplete_and_writes_every_table(workflow_copy):
         assert (tables / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert "data:image/png;base64," in (tables / "report.html").read_text()
     summary = json.loads((tables / "summary.json").read_text())
-    assert len(summary) == 6  # every cell of configs/ci.yaml
+    assert len(summary) == 9  # every cell of configs/ci.yaml
+    # the ViT-S/14 added by one config entry in DINOv2's layout: converted, and a frozen cell on
+    # every task, in the summary and in the tables
+    vit = [cell for cell in summary if "dinov2_vits14_random" in json.dumps(cell)]
+    assert len(vit) == 3, vit
+    converted = torch_load(workflow_copy / "checkpoints/dinov2_vits14_random.pth")
+    assert converted["arch"] == "vit_small_patch14_dinov2" and converted["meta"]["source_layout"] == "dinov2"
+    assert "mask_token" not in converted["state_dict"]
+    for task in ("ade", "coco", "k400"):
+        metrics = json.loads((workflow_copy / f"results/{task}/dinov2_vits14_random/frozen").glob("*/metrics.json")
+                             .__next__().read_text())
+        assert metrics["arch"] == "vit_small_patch14_dinov2", metrics
+    assert "dinov2_vits14_random" in (tables / "model_size.md").read_text()
     gap = json.loads((workflow_copy / "results/ade/convstem_swin_tiny_supervised/finetune/m2f_b4/metrics.json").read_text())
     assert gap["mode"] == "finetune" and gap["train_curve"]
     assert (workflow_copy / "results/coco/convstem_swin_tiny_supervised/frozen/mrcnn_fpn"

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe-report": ("probe_report", "tabulate pretraining probes with margins over the random backbone"),
     "fetch-checkpoint": ("fetch_checkpoint", "download a published checkpoint, verified by checksum"),
     "convert-checkpoint": ("convert_checkpoint", "convert a published checkpoint to the canonical format"),
+    "synth-checkpoint": ("synth_checkpoint", "write seeded random weights in a published checkpoint layout"),
 }
 
 

@@ -127,6 +127,14 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
         except KeyError:
             problems.append(f"backbones.{name}.arch: unknown architecture {backbone['arch']!r} "
                             f"(known: {', '.join(list_archs())})")
+        family = archs[name].family if name in archs else None
+        if family is not None and "pretrain" in backbone and backbone["pretrain"]["task"] not in family.objectives:
+            problems.append(f"backbones.{name}.pretrain.task: {backbone['pretrain']['task']} cannot pretrain a "
+                            f"{family.name} backbone (its objectives: {', '.join(family.objectives)})")
+        layout = backbone.get("checkpoint", {}).get("layout")
+        if family is not None and layout is not None and layout not in family.layouts:
+            problems.append(f"backbones.{name}.checkpoint.layout: {family.name} weights come in the "
+                            f"{', '.join(family.layouts)} layout(s), not {layout}")
         if "pretrain" in backbone:
             default = config.get("pretrain", {}).get("dataset")
             where = "dataset" if "dataset" in backbone["pretrain"] else None

@@ -17,9 +17,10 @@ from typing import Any
 import torch
 
 from frozenbench.checkpoint.io import load_backbone, safe_load, save_backbone, sha256_of
-from frozenbench.checkpoint.layouts import LAYOUTS, unwrap
+from frozenbench.checkpoint.layouts import LAYOUTS, WRITERS, unwrap
 from frozenbench.errors import UserError
 from frozenbench.models.registry import build_model, get_arch
+from frozenbench.utils.atomic import atomic_file
 
 
 class ConversionError(UserError):
@@ -116,3 +117,21 @@ def load_backbone_state(path: str | Path, arch: str | None = None, img_size: int
         raise UserError(f"{path}: holds a {payload['arch']} backbone, not {arch}")
     state_dict, _ = convert_state_dict(payload["state_dict"], "timm", payload["arch"], img_size, source=str(path))
     return payload["arch"], state_dict, payload["meta"]
+
+
+def write_source_checkpoint(path: str | Path, arch: str, layout: str, seed: int) -> Path:
+    """``seed``'s random initialisation of ``arch`` written in the published ``layout`` (a file as the
+    release would be), for studies and tests that exercise the conversion of a real layout."""
+    if layout not in WRITERS:
+        raise ConversionError(f"no writer for the {layout} layout; writable: {', '.join(sorted(WRITERS))}")
+    family = get_arch(arch).family
+    if layout not in family.layouts:
+        raise ConversionError(f"{arch} is a {family.name} backbone, published in the {', '.join(family.layouts)} "
+                              f"layout(s), not {layout}")
+    torch.manual_seed(seed)
+    model = build_model(arch)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()
+             if not k.endswith(family.recomputed_buffers)}
+    with atomic_file(path) as tmp:
+        torch.save(WRITERS[layout](state), tmp)
+    return Path(path)

@@ -179,3 +179,25 @@ LAYOUTS: dict[str, Callable[[StateDict], tuple[StateDict, Dropped]]] = {
     "timm": timm_layout,
     "dinov2": dinov2,
 }
+
+
+# Writers: timm names -> a published layout, the inverse of the readers above. They make the
+# random-weight source files a test or a CI study converts exactly as it would the real release.
+
+def to_timm(sd: StateDict) -> StateDict:
+    return dict(sd)
+
+
+def to_dinov2(sd: StateDict) -> StateDict:
+    """timm names -> the DINOv2 hub layout: a mask token, registers back under ``register_tokens``
+    with the class token's position entry restored (zero: the token already holds its position)."""
+    out = {k: v for k, v in sd.items() if not k.startswith(("head.", "fc_norm."))}
+    dim = out["cls_token"].shape[-1]
+    out["mask_token"] = torch.zeros(1, dim)
+    if "reg_token" in out:
+        out["register_tokens"] = out.pop("reg_token")
+        out["pos_embed"] = torch.cat([torch.zeros(1, 1, dim), out["pos_embed"]], dim=1)
+    return out
+
+
+WRITERS: dict[str, Callable[[StateDict], StateDict]] = {"timm": to_timm, "dinov2": to_dinov2}

@@ -1,4 +1,5 @@
-"""``frozenbench check-config``: validate a study config and print it with defaults filled in."""
+"""``frozenbench check-config``: validate a study config, say what each backbone will be built as,
+and print the config with defaults filled in."""
 
 from __future__ import annotations
 
@@ -14,10 +15,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print", action="store_true", help="print the config with schema defaults filled in")
 
 
+def backbone_plan(name: str, entry: dict) -> str:
+    """One line on what backbone ``name`` will be: family, feature levels and strides, what the dense
+    heads get, input normalisation and where the weights come from (built on the meta device: no
+    weight is allocated or read)."""
+    import torch
+
+    from frozenbench.models import Backbone, get_arch
+
+    spec = get_arch(entry["arch"])
+    with torch.device("meta"):
+        body = Backbone(spec.name)
+    levels = f"levels {body.out_indices} (strides {body.strides}, channels {body.channels})"
+    dense = "simple feature pyramid -> strides [4, 8, 16, 32]" if body.needs_pyramid else "as they are"
+    if "pretrain" in entry:
+        weights = f"pretrained here ({entry['pretrain']['task']})"
+    else:
+        ckpt = entry.get("checkpoint", {})
+        origin = ("download" if "url" in ckpt else f"file {ckpt['file']}" if "file" in ckpt
+                  else "seeded random weights" if "synth" in ckpt else "not released")
+        weights = f"{origin}, {ckpt['layout']} layout ({ckpt['task']}, {ckpt['data']})" if ckpt else origin
+    return (f"{name}: {spec.name} ({spec.family.name} family), {levels}; dense heads: {dense}; video: the last "
+            f"level's tokens; inputs normalised with mean {list(spec.mean)} std {list(spec.std)}; weights: {weights}")
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.print:
         print(yaml.safe_dump(config, sort_keys=False), end="")
     else:
         print(f"{args.config}: ok ({len(config['datasets'])} datasets)")
+        for name, entry in config.get("backbones", {}).items():
+            print("  " + backbone_plan(name, entry))
     return 0

@@ -118,16 +118,17 @@ class ArchSpec:
     @property
     def patch_size(self) -> int | None:
         """The patch embedding's size where inputs must be a multiple of it (Swin's patch embed
-        asserts it), else None (ConvNeXt's strided stem takes any size). Plain ViTs pad their
-        inputs to it."""
-        return self.kwargs.get("patch_size")
+        asserts it), else None: ConvNeXt's strided stem takes any size, a plain ViT pads its
+        inputs to its patch multiple."""
+        return None if self.family.pyramid else self.kwargs.get("patch_size")
 
     @property
     def total_stride(self) -> int:
-        """The last level's stride: a plain ViT's patch size; for hierarchical families the stem's 4,
-        halved resolution at every later stage."""
+        """The coarsest stride a dense head sees: for hierarchical families the stem's 4, halved
+        resolution at every later stage; for a plain ViT its simple feature pyramid's 32 (or its
+        patch, if larger)."""
         if self.family.pyramid:
-            return int(self.kwargs["patch_size"])
+            return max(32, int(self.kwargs["patch_size"]))
         return (self.patch_size or 4) * 2 ** (len(self.kwargs.get("depths", (0, 0, 0, 0))) - 1)
 
 
