@@ -229,15 +229,12 @@ def test_wrong_checksum_never_reaches_conversion(tmp_path):
     assert not (tmp_path / "w.pth").exists()
 
 
-def test_a_family_without_a_checkpoint_filter_is_refused_not_passed_through(monkeypatch, swin_tiny):
-    """An identity default would load a layout nobody checked; a new family must bring its filter."""
-    import dataclasses
+def test_a_family_must_bring_its_checkpoint_filter_and_layouts(swin_tiny):
+    """An identity default would load a layout nobody checked: a family record has none, and a
+    layout outside the family's list is refused before any key is read."""
+    from frozenbench.models.registry import BackboneFamily
 
-    from frozenbench.errors import UserError
-    from frozenbench.models import registry
-
-    spec = registry.get_arch("swin_tiny")
-    monkeypatch.setitem(registry._ARCHS, "swin_tiny_unfiltered",
-                        dataclasses.replace(spec, name="swin_tiny_unfiltered", family="newfamily"))
-    with pytest.raises(UserError, match="backbone family 'newfamily' has no checkpoint filter"):
-        convert_state_dict({"model": official_from_timm(swin_tiny)}, "official_swin", "swin_tiny_unfiltered")
+    with pytest.raises(TypeError):
+        BackboneFamily("newfamily")  # no checkpoint filter, no layouts
+    with pytest.raises(ConversionError, match="swin backbone, whose weights come in the official_swin"):
+        convert_state_dict({"model": official_from_timm(swin_tiny)}, "dinov2", "swin_tiny")
