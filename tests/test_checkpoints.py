@@ -7,12 +7,15 @@ import io
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from frozenbench.checkpoint import (ConversionError, UnsafeCheckpoint, convert_state_dict, load_backbone_state,
                                     safe_load, save_backbone)
+from frozenbench.checkpoint.convert import convert_file
+from frozenbench.errors import UserError
 from frozenbench.models import Backbone, build_model
 
 from .conftest import run_cmd
@@ -238,3 +241,114 @@ def test_a_family_must_bring_its_checkpoint_filter_and_layouts(swin_tiny):
         BackboneFamily("newfamily")  # no checkpoint filter, no layouts
     with pytest.raises(ConversionError, match="swin backbone, whose weights come in the official_swin"):
         convert_state_dict({"model": official_from_timm(swin_tiny)}, "dinov2", "swin_tiny")
+
+
+def official_detection_file(model: torch.nn.Module) -> dict:
+    """A microsoft/Swin-Transformer-Object-Detection checkpoint: the official Swin under ``backbone.``
+    (official patch-merging order, downsample at the end of a stage), a per-level output norm
+    ``norm0``-``norm3`` instead of the final norm, the detector's neck and heads, mmdet 2's meta."""
+    official = {k: v for k, v in official_from_timm(model).items() if not k.startswith("head.")
+                and not k.endswith("attn_mask") and not k.startswith("norm.")}
+    detector = {f"backbone.{k}": v for k, v in official.items()}
+    for i, channels in enumerate((96, 192, 384, 768)):
+        detector[f"backbone.norm{i}.weight"] = model.norm.weight.clone() if i == 3 else torch.ones(channels)
+        detector[f"backbone.norm{i}.bias"] = model.norm.bias.clone() if i == 3 else torch.zeros(channels)
+    detector["neck.lateral_convs.0.conv.weight"] = torch.randn(256, 96, 1, 1)
+    return {"state_dict": detector, "meta": {"epoch": 36, "mmdet_version": "2.11.0"}}
+
+
+def test_official_swin_detection_files_convert_exactly_and_are_refused_by_the_mm_layout(swin_tiny, image):
+    raw = official_detection_file(swin_tiny)
+    # read as mmdet's own Swin, its patch merging would be "un-reordered": a load that computes
+    # something else, so the mm layout refuses these keys and names the right one
+    with pytest.raises(ConversionError, match="--layout swin_det"):
+        convert_state_dict(raw, "mm", "swin_tiny")
+    sd, report = convert_state_dict(raw, "swin_det", "swin_tiny")
+    assert ("backbone.norm0.weight", "per-level output norm (frozenbench heads bring their own)") in report.dropped
+    assert_same_features(sd, "swin_tiny", swin_tiny, image)
+
+
+def test_config_layout_enum_is_the_converters_list():
+    import yaml
+
+    from frozenbench.checkpoint.layouts import LAYOUTS
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "schemas" / "config.schema.yaml").read_text())
+    enum = schema["$defs"]["backbone"]["properties"]["checkpoint"]["properties"]["layout"]["enum"]
+    assert sorted(enum) == sorted(LAYOUTS)
+
+
+def test_an_official_swin_training_checkpoint_with_its_yacs_config_converts_without_yacs(swin_tiny, image,
+                                                                                        tmp_path, monkeypatch):
+    """``ckpt_epoch_N.pth`` of microsoft/Swin-Transformer: model, optimizer, scheduler and the yacs
+    config object. Pickled here with a stand-in ``yacs.config.CfgNode`` module that is removed before
+    loading: the loader reads the config as data and never needs (or runs) yacs."""
+    import sys
+    import types
+
+    class CfgNode(dict):  # yacs' CfgNode: a dict subclass with bookkeeping attributes
+        def __init__(self, init=None):
+            super().__init__(init or {})
+            self.__dict__.update({"__immutable__": True, "__deprecated_keys__": set(), "__renamed_keys__": {},
+                                  "__new_allowed__": False})
+
+    CfgNode.__module__, CfgNode.__qualname__ = "yacs.config", "CfgNode"
+    yacs, yacs_config = types.ModuleType("yacs"), types.ModuleType("yacs.config")
+    yacs_config.CfgNode, yacs.config = CfgNode, yacs_config
+    monkeypatch.setitem(sys.modules, "yacs", yacs)
+    monkeypatch.setitem(sys.modules, "yacs.config", yacs_config)
+    official = official_from_timm(swin_tiny)
+    checkpoint = {"model": official, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3, "params": [0]}]},
+                  "lr_scheduler": {"t_initial": 300}, "max_accuracy": 81.2, "epoch": 299,
+                  "config": CfgNode({"MODEL": CfgNode({"TYPE": "swin", "SWIN": CfgNode({"DEPTHS": [2, 2, 6, 2]})})})}
+    torch.save(checkpoint, tmp_path / "ckpt_epoch_299.pth")
+    monkeypatch.delitem(sys.modules, "yacs.config")
+    monkeypatch.delitem(sys.modules, "yacs")
+    convert_file(tmp_path / "ckpt_epoch_299.pth", tmp_path / "swin.pth", "official_swin", "swin_tiny")
+    arch, sd, _ = load_backbone_state(tmp_path / "swin.pth")
+    assert_same_features(sd, arch, swin_tiny, image)
+
+
+def mae_training_checkpoint(encoder: dict[str, torch.Tensor]) -> dict:
+    """facebookresearch/mae's ``checkpoint-799.pth``: encoder (timm names) + decoder + mask token,
+    optimizer, scaler, epoch and the argparse options."""
+    import argparse
+
+    model = {**encoder, "mask_token": torch.zeros(1, 1, 512), "decoder_embed.weight": torch.randn(512, 768),
+             "decoder_pos_embed": torch.zeros(1, 197, 512), "decoder_blocks.0.norm1.weight": torch.ones(512),
+             "decoder_norm.weight": torch.ones(512), "decoder_pred.weight": torch.randn(768, 512)}
+    return {"model": model, "optimizer": {"state": {}, "param_groups": []}, "epoch": 799,
+            "scaler": {"scale": 65536.0}, "args": argparse.Namespace(model="mae_vit_base_patch16", mask_ratio=0.75)}
+
+
+def test_an_mae_training_checkpoint_converts_to_its_encoder_and_is_not_read_as_dinov2(tmp_path):
+    arch = "vit_base_patch16_224.mae"
+    torch.manual_seed(3)
+    source = build_model(arch).eval()
+    encoder = {k: v for k, v in source.state_dict().items()}
+    # DDP's prefix on every key, as a training script saves it
+    torch.save({**mae_training_checkpoint(encoder), "model": {f"module.{k}": v for k, v in
+                                                              mae_training_checkpoint(encoder)["model"].items()}},
+               tmp_path / "checkpoint-799.pth")
+    report = convert_file(tmp_path / "checkpoint-799.pth", tmp_path / "mae.pth", "mae", arch)
+    assert ("decoder_embed.weight", "MAE decoder (pretraining only)") in report.dropped
+    _, sd, _ = load_backbone_state(tmp_path / "mae.pth")
+    x = torch.randn(1, 3, 224, 224)
+    body = Backbone(arch, state_dict=sd, out_indices=(-1,))
+    with torch.no_grad():
+        (expected,) = source.forward_intermediates(x, indices=[11], norm=True, intermediates_only=True)
+    torch.testing.assert_close(body(x)[0], expected, rtol=0, atol=1e-5)
+    with pytest.raises(ConversionError, match="MAE"):
+        convert_state_dict(mae_training_checkpoint(encoder), "dinov2", "vit_base_patch14_dinov2")
+
+
+def test_safetensors_files_load_without_pickle(tmp_path, swin_tiny, image):
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in swin_tiny.state_dict().items()}, tmp_path / "model.safetensors")
+    convert_file(tmp_path / "model.safetensors", tmp_path / "swin.pth", "timm", "swin_tiny")
+    arch, sd, _ = load_backbone_state(tmp_path / "swin.pth")
+    assert_same_features(sd, arch, swin_tiny, image)
+    (tmp_path / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(UserError, match="broken.safetensors: not a readable safetensors file"):
+        convert_file(tmp_path / "broken.safetensors", tmp_path / "x.pth", "timm", "swin_tiny")

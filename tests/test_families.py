@@ -193,7 +193,7 @@ def test_inputs_of_any_size_are_padded_to_the_patch_multiple():
 def test_wrong_layouts_and_architectures_are_conversion_errors_not_tracebacks():
     arch = "vit_small_patch14_dinov2"
     sd = dinov2_state_dict(arch)
-    with pytest.raises(ConversionError, match="dinov2, timm layout"):
+    with pytest.raises(ConversionError, match="dinov2, mae, timm layout"):
         convert_state_dict(sd, "official_swin", arch)
     swin = build_model("swin_tiny").state_dict()
     with pytest.raises(ConversionError, match="not a dinov2 checkpoint"):

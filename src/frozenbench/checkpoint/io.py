@@ -3,8 +3,8 @@
 Every load goes through :func:`safe_load`, which uses ``torch.load(weights_only=True)``:
 a file that needs arbitrary unpickling (and so could run code) is refused with an
 error naming the file and the offending global. Classes the project needs are
-allow-listed one by one with ``torch.serialization.add_safe_globals``; the
-weights-only default is never switched off.
+allow-listed one by one (:data:`TRAINING_CHECKPOINT_GLOBALS`); the weights-only default
+is never switched off. ``.safetensors`` files are read by safetensors, which has no pickle.
 
 The canonical backbone checkpoint (``checkpoints/{name}.pth``) is a plain dict::
 
@@ -14,6 +14,8 @@ The canonical backbone checkpoint (``checkpoints/{name}.pth``) is a plain dict::
 
 from __future__ import annotations
 
+import argparse
+import collections
 import hashlib
 import pickle
 from pathlib import Path
@@ -40,13 +42,30 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
+# What the original projects' full training checkpoints hold besides tensors, read as plain data:
+# MAE and DeiT store their argparse options (an ``argparse.Namespace``: attributes only, no code
+# runs to rebuild one); the official Swin code stores its yacs config, a dict subclass read here as
+# an OrderedDict (its keys, values and attributes kept; yacs need not be installed and none of
+# its code runs).
+TRAINING_CHECKPOINT_GLOBALS = [argparse.Namespace, (collections.OrderedDict, "yacs.config.CfgNode")]
+
+
 def safe_load(path: str | Path) -> Any:
-    """``torch.load`` with ``weights_only=True`` and errors that name the file."""
+    """``torch.load`` with ``weights_only=True`` (or safetensors) and errors that name the file."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: checkpoint not found")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except (SafetensorError, OSError) as err:
+            raise UserError(f"{path}: not a readable safetensors file ({err})") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(TRAINING_CHECKPOINT_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first_line = str(err).strip().splitlines()
         detail = next((line for line in first_line if "Unsupported global" in line or "GLOBAL" in line),

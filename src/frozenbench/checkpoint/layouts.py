@@ -10,8 +10,10 @@ Layouts:
 - ``official_swin`` / ``official_swinv2``: microsoft/Swin-Transformer releases (``{"model": ...}``);
 - ``simmim``: microsoft/SimMIM, the encoder under ``encoder.``, plus decoder and mask token;
 - ``moby``: SwinTransformer/Transformer-SSL (MoBY), query encoder ``encoder.``, key encoder ``encoder_k.``;
-- ``mm``: mmdetection / mmsegmentation detectors and segmentors with a Swin under ``backbone.``;
+- ``mm``: mmdetection / mmsegmentation detectors and segmentors with their own Swin under ``backbone.``;
+- ``swin_det``: the official Swin detection / segmentation code's files (the official Swin under ``backbone.``);
 - ``dinov2``: facebookresearch/dinov2 backbone files (plain ViTs, with or without registers);
+- ``mae``: facebookresearch/mae checkpoints (encoder of a pretraining file);
 - ``timm``: timm's own names (also what frozenbench's pretraining writes).
 """
 
@@ -56,6 +58,17 @@ def _drop(sd: StateDict, patterns: list[tuple[re.Pattern, str]]) -> tuple[StateD
     return kept, dropped
 
 
+def _strip_wrappers(sd: StateDict) -> StateDict:
+    """Without the prefix a training wrapper put on every key (``module.`` from DDP, ``model.``,
+    ``backbone.`` from a feature-extraction wrapper), repeatedly: ``module.backbone.blocks.0...``."""
+    while sd:
+        prefix = next((p for p in ("module.", "model.", "backbone.") if all(k.startswith(p) for k in sd)), None)
+        if prefix is None:
+            return sd
+        sd = _take_prefix(sd, prefix)
+    return sd
+
+
 def _take_prefix(sd: StateDict, prefix: str) -> StateDict:
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
@@ -69,7 +82,7 @@ official_swinv2 = official_swin
 
 def timm_layout(sd: StateDict) -> tuple[StateDict, Dropped]:
     # ConvNeXt's classifier is head.fc, a ViT's is head itself
-    return _drop(sd, BUFFER_PATTERNS + [(re.compile(r"^head\.(fc\.)?(weight|bias)$"), "classification head")])
+    return _drop(_strip_wrappers(sd), BUFFER_PATTERNS + [(re.compile(r"^head\.(fc\.)?(weight|bias)$"), "classification head")])
 
 
 def dinov2(sd: StateDict) -> tuple[StateDict, Dropped]:
@@ -82,8 +95,9 @@ def dinov2(sd: StateDict) -> tuple[StateDict, Dropped]:
     ``i`` counting over the whole depth) are flattened. A full MAE file also holds a mask token but
     brings ``decoder_*`` keys: it is refused here, not read as DINOv2.
     """
-    kept, dropped = _drop(sd, [(re.compile(r"^mask_token$"), "DINOv2 iBOT mask token (pretraining only)"),
-                               (re.compile(r"^head\.(weight|bias)$"), "classification head")])
+    kept, dropped = _drop(_strip_wrappers(sd), [
+        (re.compile(r"^mask_token$"), "DINOv2 iBOT mask token (pretraining only)"),
+        (re.compile(r"^head\.(weight|bias)$"), "classification head")])
     decoder = [k for k in kept if k.startswith(("decoder_", "decoder."))]
     if decoder:
         raise KeyError(f"decoder keys ({', '.join(decoder[:3])}): an MAE or other pretraining file, not DINOv2")
@@ -144,8 +158,9 @@ def _mm_norm_to_official(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(in_channel // 4, 4).transpose(0, 1)[[0, 2, 1, 3], :].reshape(in_channel)
 
 
-def mm(sd: StateDict) -> tuple[StateDict, Dropped]:
-    """mmdet/mmseg Swin (``backbone.stages.*``, ``w_msa``, ``ffn.layers``) -> official names."""
+def _detector_backbone(sd: StateDict) -> tuple[StateDict, Dropped]:
+    """The ``backbone.`` part of a detector / segmentor file, with its per-level output norms:
+    the last one (``norm3``) is the final norm, the others are dropped."""
     backbone, dropped = {}, []
     for key, value in sd.items():
         if not key.startswith("backbone."):
@@ -155,8 +170,26 @@ def mm(sd: StateDict) -> tuple[StateDict, Dropped]:
         if re.fullmatch(r"norm3\.(weight|bias)", k):
             k = k.replace("norm3.", "norm.")  # the last stage's output norm is the final norm
         elif re.fullmatch(r"norm\d\.(weight|bias)", k):
-            dropped.append((key, "mm per-level output norm (frozenbench heads bring their own)"))
+            dropped.append((key, "per-level output norm (frozenbench heads bring their own)"))
             continue
+        backbone[k] = value
+    return backbone, dropped
+
+
+def mm(sd: StateDict) -> tuple[StateDict, Dropped]:
+    """mmdet/mmseg's own Swin (``backbone.stages.*``, ``w_msa``, ``ffn.layers``) -> official names.
+
+    mmdet's Swin merges patches in ``nn.Unfold`` channel order, which its converter reorders on
+    the way in; undoing that on a file that never had it loads cleanly and computes something
+    else, so files of the official Swin detection code (``backbone.layers.*``) are refused here
+    and read by :func:`swin_det`.
+    """
+    if any(k.startswith("backbone.layers.") for k in sd):
+        raise KeyError("backbone.layers.* keys: a file of the official Swin detection / segmentation code, whose "
+                       "patch merging is already in the official channel order: convert it with --layout swin_det")
+    raw, dropped = _detector_backbone(sd)
+    backbone = {}
+    for k, value in raw.items():
         k = k.replace("patch_embed.projection.", "patch_embed.proj.")
         k = re.sub(r"^stages\.", "layers.", k)
         k = k.replace("attn.w_msa.", "attn.")
@@ -170,14 +203,47 @@ def mm(sd: StateDict) -> tuple[StateDict, Dropped]:
     return kept, dropped + more
 
 
+def swin_det(sd: StateDict) -> tuple[StateDict, Dropped]:
+    """microsoft Swin-Transformer-Object-Detection / -Semantic-Segmentation files: the official Swin
+    (``backbone.layers.*``, official patch-merging order) inside an mmdet 2 / mmseg 0.x model."""
+    if any(k.startswith("backbone.stages.") for k in sd):
+        raise KeyError("backbone.stages.* keys: OpenMMLab's own Swin, whose patch merging is reordered: "
+                       "convert it with --layout mm")
+    backbone, dropped = _detector_backbone(sd)
+    if not any(k.startswith("layers.") for k in backbone):
+        raise KeyError("no backbone.layers.* keys")
+    kept, more = official_swin(backbone)
+    return kept, dropped + more
+
+
+
+
+def mae(sd: StateDict) -> tuple[StateDict, Dropped]:
+    """facebookresearch/mae checkpoints (pretraining files with the decoder, or the encoder-only
+    release) -> timm names: the encoder already has them; decoder and mask token are dropped."""
+    kept, dropped = _drop(_strip_wrappers(sd), [
+        (re.compile(r"^decoder_"), "MAE decoder (pretraining only)"),
+        (re.compile(r"^mask_token$"), "MAE mask token (pretraining only)"),
+        (re.compile(r"^head\.(weight|bias)$"), "classification head")])
+    if "fc_norm.weight" in kept and "norm.weight" not in kept:
+        raise KeyError("fc_norm without norm: a global-pool fine-tuned MAE model, whose blocks' outputs were "
+                       "never normalised as a frozen backbone's are here")
+    for required in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
+        if required not in kept:
+            raise KeyError(f"no {required}")
+    return kept, dropped
+
+
 LAYOUTS: dict[str, Callable[[StateDict], tuple[StateDict, Dropped]]] = {
     "official_swin": official_swin,
     "official_swinv2": official_swinv2,
     "simmim": simmim,
     "moby": moby,
     "mm": mm,
+    "swin_det": swin_det,
     "timm": timm_layout,
     "dinov2": dinov2,
+    "mae": mae,
 }
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--src", required=True, help="downloaded checkpoint file")
-    parser.add_argument("--layout", required=True,
-                        help="source layout: official_swin, official_swinv2, simmim, moby, mm, timm")
+    from frozenbench.checkpoint.layouts import LAYOUTS
+
+    parser.add_argument("--layout", required=True, choices=sorted(LAYOUTS), help="source layout of --src")
     parser.add_argument("--arch", required=True, help="registered architecture the weights belong to")
     parser.add_argument("--meta", default="{}", help="JSON recorded in the checkpoint (task, data, url)")
     parser.add_argument("--out", required=True, help="canonical checkpoint to write")

@@ -97,7 +97,7 @@ def build_swinv2(img_size: int, **kwargs: Any) -> SwinTransformerV2:
 _SWIN_BUFFERS = ("relative_position_index", "attn_mask", "relative_coords_table")
 SWIN = BackboneFamily(
     "swin", swin_transformer.checkpoint_filter_fn,
-    layouts=("official_swin", "simmim", "moby", "mm", "timm"),
+    layouts=("official_swin", "simmim", "moby", "mm", "swin_det", "timm"),
     # SimMIM masks the patch embedding's NHWC tokens: any Swin-stage model can take it
     objectives=PRETRAIN_OBJECTIVES, recomputed_buffers=_SWIN_BUFFERS)
 SWINV2 = BackboneFamily(

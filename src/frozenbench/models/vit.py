@@ -127,7 +127,7 @@ def checkpoint_filter(state_dict: StateDict, model: PlainViT) -> StateDict:
 
 
 VIT = BackboneFamily(
-    "vit", checkpoint_filter, layouts=("dinov2", "timm"), objectives=("supervised", "contrastive", "random"),
+    "vit", checkpoint_filter, layouts=("dinov2", "mae", "timm"), objectives=("supervised", "contrastive", "random"),
     feature_levels=spread_levels, pyramid=True, intermediate_norm=True)
 
 
@@ -146,6 +146,10 @@ register_arch(ArchSpec("vit_base_patch16_224", VIT, build_vit,
                        dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, native_img_size=224),
                        img_size=224, mean=HALF_MEAN_STD, std=HALF_MEAN_STD,
                        notes="timm's augreg weights; inputs normalised to [-1, 1]"))
+# MAE (He et al., CVPR 2022) pretrained encoders: timm's ``.mae`` weights, ImageNet statistics
+for name, kw in [("vit_base_patch16_224.mae", dict(embed_dim=768, depth=12, num_heads=12)),
+                 ("vit_large_patch16_224.mae", dict(embed_dim=1024, depth=24, num_heads=16))]:
+    register_arch(ArchSpec(name, VIT, build_vit, dict(patch_size=16, native_img_size=224, **kw), img_size=224))
 # OpenAI's CLIP image tower computes QuickGELU: the GELU variant loads the same weights cleanly and
 # computes something else, so only the QuickGELU architecture is registered.
 register_arch(ArchSpec("vit_base_patch16_clip_quickgelu_224", VIT, build_vit,
