@@ -157,6 +157,17 @@ def test_relative_position_bias_is_interpolated_for_another_input_size(tmp_path)
     arch, sd, meta = load_backbone_state(tmp_path / "b.pth", img_size=128)  # 4x4 window at 128 px
     assert sd["layers.3.blocks.0.attn.relative_position_bias_table"].shape == (49, 8)
     Backbone(arch, img_size=128, state_dict=sd)(torch.randn(1, 3, 128, 128))
+    # resized as microsoft/Swin-Transformer's load_pretrained does (its own code, its names)
+    key = "layers.3.blocks.0.attn.relative_position_bias_table"
+    relative_position_bias_table_pretrained = small.state_dict()[key]
+    L1, nH1 = relative_position_bias_table_pretrained.size()
+    L2, nH2 = 49, 8
+    S1 = int(L1 ** 0.5)
+    S2 = int(L2 ** 0.5)
+    relative_position_bias_table_pretrained_resized = torch.nn.functional.interpolate(
+        relative_position_bias_table_pretrained.permute(1, 0).view(1, nH1, S1, S1), size=(S2, S2), mode='bicubic')
+    official = relative_position_bias_table_pretrained_resized.view(nH2, L2).permute(1, 0)
+    torch.testing.assert_close(sd[key], official, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("mutate, message", [

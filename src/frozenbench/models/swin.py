@@ -16,10 +16,12 @@ is not; the old names stay aliases so results recorded under them still resolve.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.models import swin_transformer, swin_transformer_v2
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.swin_transformer_v2 import SwinTransformerV2
@@ -93,10 +95,32 @@ def build_swinv2(img_size: int, **kwargs: Any) -> SwinTransformerV2:
     return SwinTransformerV2(img_size=img_size, num_classes=0, **kwargs)
 
 
+def resize_bias_tables(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Relative-position-bias tables of another window size resized as the official Swin loader does
+    (``load_pretrained``: bicubic over the (2w-1) x (2w-1) grid of each head). timm's filter resizes
+    them by a different interpolation, which differs from the official one by up to ~0.1."""
+    target = {k: v.shape for k, v in model.state_dict().items() if k.endswith("relative_position_bias_table")}
+    out = dict(state_dict)
+    for key, shape in target.items():
+        table = state_dict.get(key)
+        if table is None or table.shape == shape or table.shape[1] != shape[1]:
+            continue  # absent, already the size, or another head count (the key check reports it)
+        old, new, heads = math.isqrt(table.shape[0]), math.isqrt(shape[0]), shape[1]
+        grid = table.float().permute(1, 0).reshape(1, heads, old, old)
+        resized = F.interpolate(grid, size=(new, new), mode="bicubic")
+        out[key] = resized.reshape(heads, new * new).permute(1, 0).to(table.dtype)
+    return out
+
+
+def swin_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """The official bicubic bias-table resize, then timm's Swin filter (downsample index shift)."""
+    return swin_transformer.checkpoint_filter_fn(resize_bias_tables(state_dict, model), model)
+
+
 # Buffers every Swin implementation rebuilds from the window and input sizes.
 _SWIN_BUFFERS = ("relative_position_index", "attn_mask", "relative_coords_table")
 SWIN = BackboneFamily(
-    "swin", swin_transformer.checkpoint_filter_fn,
+    "swin", swin_filter,
     layouts=("official_swin", "simmim", "moby", "mm", "swin_det", "timm"),
     # SimMIM masks the patch embedding's NHWC tokens: any Swin-stage model can take it
     objectives=PRETRAIN_OBJECTIVES, recomputed_buffers=_SWIN_BUFFERS)
@@ -106,7 +130,7 @@ SWINV2 = BackboneFamily(
     recomputed_buffers=_SWIN_BUFFERS)
 # The conv stem changes only the patch embedding: Swin's filter, grouping and objectives apply.
 CONVSTEM_SWIN = BackboneFamily(
-    "convstem_swin", swin_transformer.checkpoint_filter_fn, layouts=("timm",), objectives=PRETRAIN_OBJECTIVES,
+    "convstem_swin", swin_filter, layouts=("timm",), objectives=PRETRAIN_OBJECTIVES,
     recomputed_buffers=_SWIN_BUFFERS)
 
 _SWIN = dict(patch_size=4)
