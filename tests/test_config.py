@@ -107,7 +107,7 @@ CONFIG_CASES = {
         lambda c: c["backbones"].__setitem__("my_dinov2", {"arch": "vit_small_patch14_dinov2", "checkpoint": {
             "file": "weights/dinov2_vits14_pretrain.pth", "layout": "official_swin", "task": "self-distillation",
             "data": "lvd142m"}}),
-        "backbones.my_dinov2.checkpoint.layout", "vit weights come in the dinov2, mae, timm layout(s)"),
+        "backbones.my_dinov2.checkpoint.layout", "vit weights come in the dinov2, mae, openai_clip, timm layout(s)"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import sys
@@ -193,7 +194,7 @@ def test_inputs_of_any_size_are_padded_to_the_patch_multiple():
 def test_wrong_layouts_and_architectures_are_conversion_errors_not_tracebacks():
     arch = "vit_small_patch14_dinov2"
     sd = dinov2_state_dict(arch)
-    with pytest.raises(ConversionError, match="dinov2, mae, timm layout"):
+    with pytest.raises(ConversionError, match="dinov2, mae, openai_clip, timm layout"):
         convert_state_dict(sd, "official_swin", arch)
     swin = build_model("swin_tiny").state_dict()
     with pytest.raises(ConversionError, match="not a dinov2 checkpoint"):
@@ -269,3 +270,130 @@ def test_a_frozen_vit_feeds_every_head_through_a_trainable_simple_feature_pyrami
     data = {"inputs": [torch.randint(0, 255, (1, 3, 4, 64, 64), dtype=torch.uint8) for _ in range(2)],
             "data_samples": clips}
     assert "loss_cls" in train_steps(recognizer, data, steps=1)
+
+
+# ---- OpenAI CLIP: a TorchScript file, read as data, QuickGELU ----------------------------------
+
+class QuickGELU(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+class ResidualAttentionBlock(nn.Module):
+    """openai/CLIP's block (``clip/model.py``), its names: ln_1, attn (nn.MultiheadAttention), ln_2, mlp.c_fc / c_proj."""
+
+    def __init__(self, d_model: int, n_head: int):
+        super().__init__()
+        from collections import OrderedDict
+
+        self.attn = nn.MultiheadAttention(d_model, n_head)
+        self.ln_1 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(d_model, d_model * 4)), ("gelu", QuickGELU()),
+                                              ("c_proj", nn.Linear(d_model * 4, d_model))]))
+        self.ln_2 = nn.LayerNorm(d_model)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x), self.ln_1(x), self.ln_1(x), need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, width: int, layers: int, heads: int):
+        super().__init__()
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads) for _ in range(layers)])
+
+    def forward(self, x):
+        return self.resblocks(x)
+
+
+class OpenAIVisionTransformer(nn.Module):
+    """openai/CLIP's image tower; ``forward`` returns every token after ``ln_post`` (the dense features)."""
+
+    def __init__(self, input_resolution=224, patch_size=16, width=768, layers=12, heads=12, output_dim=512):
+        super().__init__()
+        scale = width ** -0.5
+        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn((input_resolution // patch_size) ** 2 + 1, width))
+        self.ln_pre = nn.LayerNorm(width)
+        self.transformer = Transformer(width, layers, heads)
+        self.ln_post = nn.LayerNorm(width)
+        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+
+    def forward(self, x):
+        x = self.conv1(x).flatten(2).permute(0, 2, 1)
+        cls = self.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=x.dtype)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        x = self.ln_pre(x).permute(1, 0, 2)  # NLD -> LND, as CLIP's transformer takes it
+        x = self.transformer(x).permute(1, 0, 2)
+        return self.ln_post(x)
+
+
+class CLIP(nn.Module):
+    """The image tower plus (a small stand-in for) the text tower, named as in the released files."""
+
+    def __init__(self):
+        super().__init__()
+        self.visual = OpenAIVisionTransformer()
+        self.transformer = Transformer(64, 1, 2)
+        self.token_embedding = nn.Embedding(100, 64)
+        self.positional_embedding = nn.Parameter(torch.randn(77, 64))
+        self.ln_final = nn.LayerNorm(64)
+        self.text_projection = nn.Parameter(torch.randn(64, 512))
+        self.logit_scale = nn.Parameter(torch.ones([]))
+
+    def forward(self, image):
+        return self.visual(image)
+
+
+def test_openai_clip_torchscript_file_converts_without_running_its_program_and_needs_quickgelu(tmp_path):
+    torch.manual_seed(5)
+    clip = CLIP().eval()
+    x = torch.randn(1, 3, 224, 224)
+    traced = torch.jit.trace(clip, x)  # what clip.load(jit=True) files are: traced TorchScript
+    traced.save(str(tmp_path / "ViT-B-16.pt"))
+    from frozenbench.checkpoint.convert import convert_file
+    from frozenbench.checkpoint.convert import load_backbone_state
+
+    arch = "vit_base_patch16_clip_quickgelu_224"
+    report = convert_file(tmp_path / "ViT-B-16.pt", tmp_path / "clip.pth", "openai_clip", arch)
+    reasons = dict(report.dropped)
+    assert reasons["visual.proj"] == "CLIP image-text projection (not a backbone feature)"
+    assert reasons["token_embedding.weight"] == "CLIP text tower"
+    _, sd, _ = load_backbone_state(tmp_path / "clip.pth")
+    body = Backbone(arch, state_dict=sd, out_indices=(-1,))
+    with torch.no_grad():
+        expected = clip.visual(x)[:, 1:].transpose(1, 2).reshape(1, 768, 14, 14)
+        (ours,) = body(x)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-4)
+    # the same tensors in a GELU ViT (timm's plain CLIP architecture) load cleanly and compute something else
+    from timm.models.vision_transformer import VisionTransformer
+
+    gelu = VisionTransformer(patch_size=16, embed_dim=768, depth=12, num_heads=12, pre_norm=True, num_classes=0,
+                             norm_layer=functools.partial(nn.LayerNorm, eps=1e-5))
+    gelu.load_state_dict(sd, strict=True)
+    with torch.no_grad():
+        (gelu_out,) = gelu.forward_intermediates(x, indices=[11], norm=True, intermediates_only=True)
+    assert (gelu_out - expected).abs().max() > 1e-2
+
+
+def test_a_torchscript_archive_asking_for_other_globals_is_refused(tmp_path):
+    import io
+    import pickle
+    import zipfile
+
+    from frozenbench.checkpoint.io import safe_load
+    from frozenbench.errors import UserError
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("m/data.pkl", pickle.dumps(Evil(), protocol=2))
+        archive.writestr("m/constants.pkl", pickle.dumps((), protocol=2))
+        archive.writestr("m/code/__torch__.py", "")
+    (tmp_path / "evil.pt").write_bytes(buffer.getvalue())
+    with pytest.raises(UserError, match=r"evil.pt: refused: refused global (__builtin__|builtins).print"):
+        safe_load(tmp_path / "evil.pt")

@@ -4,7 +4,9 @@ Every load goes through :func:`safe_load`, which uses ``torch.load(weights_only=
 a file that needs arbitrary unpickling (and so could run code) is refused with an
 error naming the file and the offending global. Classes the project needs are
 allow-listed one by one (:data:`TRAINING_CHECKPOINT_GLOBALS`); the weights-only default
-is never switched off. ``.safetensors`` files are read by safetensors, which has no pickle.
+is never switched off. ``.safetensors`` files are read by safetensors, which has no pickle;
+TorchScript archives (OpenAI's CLIP files) by :mod:`frozenbench.checkpoint.torchscript`, which
+runs none of their code.
 
 The canonical backbone checkpoint (``checkpoints/{name}.pth``) is a plain dict::
 
@@ -63,6 +65,11 @@ def safe_load(path: str | Path) -> Any:
             return load_file(path, device="cpu")
         except (SafetensorError, OSError) as err:
             raise UserError(f"{path}: not a readable safetensors file ({err})") from None
+    from frozenbench.checkpoint.torchscript import is_torchscript_archive, read_torchscript_weights
+
+    if is_torchscript_archive(path):
+        # torch.load would hand it to torch.jit.load, which compiles the archive's program
+        return read_torchscript_weights(path)
     try:
         with torch.serialization.safe_globals(TRAINING_CHECKPOINT_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)

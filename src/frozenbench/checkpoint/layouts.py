@@ -14,6 +14,7 @@ Layouts:
 - ``swin_det``: the official Swin detection / segmentation code's files (the official Swin under ``backbone.``);
 - ``dinov2``: facebookresearch/dinov2 backbone files (plain ViTs, with or without registers);
 - ``mae``: facebookresearch/mae checkpoints (encoder of a pretraining file);
+- ``openai_clip``: openai/CLIP image towers (TorchScript files read as data) and open_clip's own towers;
 - ``timm``: timm's own names (also what frozenbench's pretraining writes).
 """
 
@@ -234,6 +235,44 @@ def mae(sd: StateDict) -> tuple[StateDict, Dropped]:
     return kept, dropped
 
 
+_CLIP_SWAPS = [("conv1.", "patch_embed.proj."), ("ln_pre.", "norm_pre."), ("ln_post.", "norm."),
+               ("transformer.resblocks.", "blocks."), (".ln_1.", ".norm1."), (".ln_2.", ".norm2."),
+               (".attn.in_proj_weight", ".attn.qkv.weight"), (".attn.in_proj_bias", ".attn.qkv.bias"),
+               (".attn.out_proj.", ".attn.proj."), (".mlp.c_fc.", ".mlp.fc1."), (".mlp.c_proj.", ".mlp.fc2.")]
+
+
+def openai_clip(sd: StateDict) -> tuple[StateDict, Dropped]:
+    """openai/CLIP image towers (the released TorchScript files, read as data by
+    :mod:`frozenbench.checkpoint.torchscript`, or a state dict; open_clip's non-timm towers have the
+    same names) -> timm names. The text tower and the image-text projection ``visual.proj`` are
+    not part of the image backbone. The tower computes QuickGELU: convert to an architecture that
+    does (``*_clip_quickgelu_*``); a GELU one would load the same tensors and compute something else.
+    """
+    sd = _strip_wrappers(sd)
+    if not any(k.startswith("visual.") for k in sd) and "class_embedding" in sd:
+        sd = {f"visual.{k}": v for k, v in sd.items()}  # a visual tower saved on its own
+    out, dropped = {}, []
+    for key, value in sd.items():
+        if not key.startswith("visual."):
+            dropped.append((key, "CLIP text tower"))
+            continue
+        k = key.removeprefix("visual.")
+        if k == "proj":
+            dropped.append((key, "CLIP image-text projection (not a backbone feature)"))
+            continue
+        if k == "class_embedding":
+            k, value = "cls_token", value.reshape(1, 1, -1)
+        elif k == "positional_embedding":
+            k, value = "pos_embed", value.unsqueeze(0)
+        for old, new in _CLIP_SWAPS:
+            k = k.replace(old, new) if k.startswith(old) or old.startswith(".") else k
+        out[k] = value
+    for required in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
+        if required not in out:
+            raise KeyError(f"no visual.{required}")
+    return out, dropped
+
+
 LAYOUTS: dict[str, Callable[[StateDict], tuple[StateDict, Dropped]]] = {
     "official_swin": official_swin,
     "official_swinv2": official_swinv2,
@@ -244,6 +283,7 @@ LAYOUTS: dict[str, Callable[[StateDict], tuple[StateDict, Dropped]]] = {
     "timm": timm_layout,
     "dinov2": dinov2,
     "mae": mae,
+    "openai_clip": openai_clip,
 }
 
 

@@ -127,7 +127,7 @@ def checkpoint_filter(state_dict: StateDict, model: PlainViT) -> StateDict:
 
 
 VIT = BackboneFamily(
-    "vit", checkpoint_filter, layouts=("dinov2", "mae", "timm"), objectives=("supervised", "contrastive", "random"),
+    "vit", checkpoint_filter, layouts=("dinov2", "mae", "openai_clip", "timm"), objectives=("supervised", "contrastive", "random"),
     feature_levels=spread_levels, pyramid=True, intermediate_norm=True)
 
 
