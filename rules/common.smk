@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from frozenbench.config import ConfigError, check_references
+from frozenbench.errors import UserError
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
@@ -93,7 +94,8 @@ def pretrain_spec(backbone):
 
 def checkpoint_meta(backbone):
     ckpt = BACKBONES[backbone]["checkpoint"]
-    origin = ckpt.get("url") or ckpt.get("file") or f"synth:{ckpt['layout']}:seed={ckpt['synth']['seed']}"
+    origin = (ckpt.get("url") or ckpt.get("file") or (f"hf://{ckpt['hub']}/{ckpt['filename']}" if "hub" in ckpt else
+              f"synth:{ckpt['layout']}:seed={ckpt['synth']['seed']}"))
     return {"name": backbone, "url": origin, "pretrain_task": ckpt["task"], "pretrain_data": ckpt["data"]}
 
 
@@ -104,6 +106,13 @@ def checkpoint_source(backbone):
         return ckpt["file"]
     if "synth" in ckpt:
         return f"{DOWNLOADS}/checkpoints/{backbone}/synth-{ckpt['layout']}.pth"
+    if "hub" in ckpt:
+        from frozenbench.checkpoint.hub import cached_file
+
+        try:  # resolved when a job needs it: a missing cache entry stops only what depends on it
+            return str(cached_file(ckpt["hub"], ckpt["filename"], ckpt.get("revision")))
+        except UserError as err:
+            raise WorkflowError(f"backbones.{backbone}.checkpoint: {err}") from None
     return f"{DOWNLOADS}/checkpoints/{backbone}/{ckpt['filename']}"
 
 

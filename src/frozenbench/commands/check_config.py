@@ -15,6 +15,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print", action="store_true", help="print the config with schema defaults filled in")
 
 
+def hub_origin(ckpt: dict) -> str:
+    from frozenbench.checkpoint.hub import cached_file
+    from frozenbench.errors import UserError
+
+    try:
+        return f"hub {ckpt['hub']}/{ckpt['filename']} (cached: {cached_file(ckpt['hub'], ckpt['filename'], ckpt.get('revision'))})"
+    except UserError as err:
+        return f"MISSING: {err}"
+
+
 def backbone_plan(name: str, entry: dict) -> str:
     """One line on what backbone ``name`` will be: family, feature levels and strides, what the dense
     heads get, input normalisation and where the weights come from (built on the meta device: no
@@ -33,7 +43,8 @@ def backbone_plan(name: str, entry: dict) -> str:
     else:
         ckpt = entry.get("checkpoint", {})
         origin = ("download" if "url" in ckpt else f"file {ckpt['file']}" if "file" in ckpt
-                  else "seeded random weights" if "synth" in ckpt else "not released")
+                  else "seeded random weights" if "synth" in ckpt else hub_origin(ckpt) if "hub" in ckpt
+                  else "not released")
         weights = f"{origin}, {ckpt['layout']} layout ({ckpt['task']}, {ckpt['data']})" if ckpt else origin
     return (f"{name}: {spec.name} ({spec.family.name} family), {levels}; dense heads: {dense}; video: the last "
             f"level's tokens; inputs normalised with mean {list(spec.mean)} std {list(spec.std)}; weights: {weights}")
