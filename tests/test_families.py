@@ -397,3 +397,19 @@ def test_a_torchscript_archive_asking_for_other_globals_is_refused(tmp_path):
     (tmp_path / "evil.pt").write_bytes(buffer.getvalue())
     with pytest.raises(UserError, match=r"evil.pt: refused: refused global (__builtin__|builtins).print"):
         safe_load(tmp_path / "evil.pt")
+
+
+@pytest.mark.parametrize("arch", ["eva02_small_patch14_224.mim_in22k", "vit_base_patch16_siglip_224",
+                                  "vit_small_patch14_reg4_dinov2"])
+def test_timm_weights_of_every_plain_vit_family_convert_and_match_the_source_model(arch):
+    torch.manual_seed(4)
+    source = build_model(arch).eval()
+    converted, report = convert_state_dict({"state_dict": source.state_dict()}, "timm", arch)
+    assert not report.missing and not report.unexpected
+    body = Backbone(arch, state_dict=converted)
+    x = torch.randn(1, 3, 100, 130)  # padded to the patch multiple, position embeddings resampled
+    padded = body.pad_input(x)
+    with torch.no_grad():
+        expected = source.forward_intermediates(padded, indices=body.out_indices, norm=True, intermediates_only=True)
+    for ours, theirs in zip(body(x), expected):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)

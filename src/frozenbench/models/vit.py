@@ -108,16 +108,21 @@ def spread_levels(model: torch.nn.Module) -> list[int]:
     return sorted({max(0, depth * k // 4 - 1) for k in (1, 2, 3, 4)})
 
 
-def checkpoint_filter(state_dict: StateDict, model: PlainViT) -> StateDict:
-    """timm's ViT filter, refusing what it would adapt silently: a patch embedding of another patch
-    size (timm resamples the kernel: a model of another architecture would load and compute
-    something else). A position grid of another size is resampled as the model resamples in its
-    forward (the official DINOv2 interpolation for DINOv2 weights)."""
+def refuse_other_patch_size(state_dict: StateDict, model: torch.nn.Module) -> None:
+    """timm's ViT filters resample a patch embedding of another size silently: a model of another
+    architecture would load and compute something else. Refuse it instead."""
     weight = state_dict.get("patch_embed.proj.weight")
     expected = tuple(model.patch_embed.proj.weight.shape)
     if weight is not None and tuple(weight.shape) != expected:
         raise KeyError(f"patch_embed.proj.weight has shape {tuple(weight.shape)}, the architecture {expected}: "
                        "another patch size or width")
+
+
+def checkpoint_filter(state_dict: StateDict, model: PlainViT) -> StateDict:
+    """timm's ViT filter, refusing what it would adapt silently (:func:`refuse_other_patch_size`).
+    A position grid of another size is resampled as the model resamples in its forward (the
+    official DINOv2 interpolation for DINOv2 weights)."""
+    refuse_other_patch_size(state_dict, model)
     pos = state_dict.get("pos_embed")
     if pos is not None and model.pos_interpolation == "dinov2" and pos.shape != model.pos_embed.shape:
         grid = model.patch_embed.grid_size
@@ -150,6 +155,11 @@ register_arch(ArchSpec("vit_base_patch16_224", VIT, build_vit,
 for name, kw in [("vit_base_patch16_224.mae", dict(embed_dim=768, depth=12, num_heads=12)),
                  ("vit_large_patch16_224.mae", dict(embed_dim=1024, depth=24, num_heads=16))]:
     register_arch(ArchSpec(name, VIT, build_vit, dict(patch_size=16, native_img_size=224, **kw), img_size=224))
+# SigLIP image towers (Zhai et al., ICCV 2023): no class token, attention pooling (dropped with the head)
+register_arch(ArchSpec("vit_base_patch16_siglip_224", VIT, build_vit,
+                       dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, class_token=False, global_pool="map",
+                            native_img_size=224),
+                       img_size=224, mean=HALF_MEAN_STD, std=HALF_MEAN_STD))
 # OpenAI's CLIP image tower computes QuickGELU: the GELU variant loads the same weights cleanly and
 # computes something else, so only the QuickGELU architecture is registered.
 register_arch(ArchSpec("vit_base_patch16_clip_quickgelu_224", VIT, build_vit,
