@@ -245,8 +245,9 @@ def openai_clip(sd: StateDict) -> tuple[StateDict, Dropped]:
     """openai/CLIP image towers (the released TorchScript files, read as data by
     :mod:`frozenbench.checkpoint.torchscript`, or a state dict; open_clip's non-timm towers have the
     same names) -> timm names. The text tower and the image-text projection ``visual.proj`` are
-    not part of the image backbone. The tower computes QuickGELU: convert to an architecture that
-    does (``*_clip_quickgelu_*``); a GELU one would load the same tensors and compute something else.
+    not part of the image backbone. OpenAI's towers compute QuickGELU (``*_clip_quickgelu_*``
+    architectures), open_clip's LAION towers GELU: either loads the other's tensors cleanly and
+    computes something else, so the architecture named must be the one the weights were trained as.
     """
     sd = _strip_wrappers(sd)
     if not any(k.startswith("visual.") for k in sd) and "class_embedding" in sd:

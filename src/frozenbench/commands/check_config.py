@@ -46,8 +46,9 @@ def backbone_plan(name: str, entry: dict) -> str:
                   else "seeded random weights" if "synth" in ckpt else hub_origin(ckpt) if "hub" in ckpt
                   else "not released")
         weights = f"{origin}, {ckpt['layout']} layout ({ckpt['task']}, {ckpt['data']})" if ckpt else origin
-    return (f"{name}: {spec.name} ({spec.family.name} family), {levels}; dense heads: {dense}; video: the last "
-            f"level's tokens; inputs normalised with mean {list(spec.mean)} std {list(spec.std)}; weights: {weights}")
+    notes = f" ({spec.notes})" if spec.notes else ""
+    return (f"{name}: {spec.name} ({spec.family.name} family){notes}, {levels}; dense heads: {dense}; video: the "
+            f"last level's tokens; inputs normalised with mean {list(spec.mean)} std {list(spec.std)}; weights: {weights}")
 
 
 def run(args: argparse.Namespace) -> int:

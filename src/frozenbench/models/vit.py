@@ -160,10 +160,14 @@ register_arch(ArchSpec("vit_base_patch16_siglip_224", VIT, build_vit,
                        dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, class_token=False, global_pool="map",
                             native_img_size=224),
                        img_size=224, mean=HALF_MEAN_STD, std=HALF_MEAN_STD))
-# OpenAI's CLIP image tower computes QuickGELU: the GELU variant loads the same weights cleanly and
-# computes something else, so only the QuickGELU architecture is registered.
-register_arch(ArchSpec("vit_base_patch16_clip_quickgelu_224", VIT, build_vit,
-                       dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, pre_norm=True,
-                            act_layer="quick_gelu", native_img_size=224,
-                            norm_layer=functools.partial(LayerNorm, eps=1e-5)),
-                       img_size=224, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD))
+# CLIP image towers. OpenAI's compute QuickGELU, open_clip's LAION-trained towers plain GELU; the
+# same tensors load into either architecture cleanly and compute something else in the other, so
+# the activation is part of the name (timm's convention) and the notes say which weights take which.
+_CLIP = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, pre_norm=True, native_img_size=224,
+             norm_layer=functools.partial(LayerNorm, eps=1e-5))
+register_arch(ArchSpec("vit_base_patch16_clip_quickgelu_224", VIT, build_vit, dict(_CLIP, act_layer="quick_gelu"),
+                       img_size=224, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD,
+                       notes="OpenAI's CLIP ViT-B/16 (openai_clip layout)"))
+register_arch(ArchSpec("vit_base_patch16_clip_224", VIT, build_vit, _CLIP, img_size=224,
+                       mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD,
+                       notes="GELU CLIP towers (open_clip's LAION ViT-B-16); OpenAI's weights need the quickgelu one"))
