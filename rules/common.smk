@@ -32,8 +32,9 @@ CKPTS = PATHS["checkpoints"]
 RUNS = PATHS["runs"]
 RESULTS = PATHS["results"]
 TABLES = PATHS["tables"]
-TABLE_NAMES = ["pretraining", "head_capacity", "model_size", "paper"]
-FIGURE_NAMES = ["gap_vs_size", "pretraining_scores", "training_curves"]
+# named once, where the tables and figures are built
+from frozenbench.reporting.figures import FIGURE_NAMES
+from frozenbench.reporting.tables import TABLE_NAMES
 BENCHMARKS = PATHS["benchmarks"]
 # sha256 of downloads whose source publishes none, recorded on first download: committed, so
 # every other machine verifies its copies against the first one
@@ -266,7 +267,8 @@ def labels_of(task, backbone_name, head):
     objective = pretrain_spec(backbone_name)["task"] if "pretrain" in backbone else (
         backbone.get("checkpoint", {}).get("task", "none"))
     head_cfg = TASKS[task]["heads"][head]
-    labels = {"pretrain_task": objective, "family_size": backbone.get("family_size", "-"), "arch": backbone["arch"],
+    labels = {"task_type": TASKS[task]["type"], "pretrain_task": objective,
+              "family_size": backbone.get("family_size", "-"), "arch": backbone["arch"],
               "extra_blocks": head_cfg.get("extra_blocks", 0), "capacity": capacity_label(head_cfg)}
     return {k: str(v) for k, v in labels.items()}
 

@@ -100,10 +100,13 @@ def test_killed_dag_reruns_incomplete_and_writes_every_table(workflow_copy):
     converted = torch_load(workflow_copy / "checkpoints/dinov2_vits14_random.pth")
     assert converted["arch"] == "vit_small_patch14_dinov2" and converted["meta"]["source_layout"] == "dinov2"
     assert "mask_token" not in converted["state_dict"]
-    for task in ("ade", "coco", "k400"):
+    for task, task_type, primary in (("ade", "segmentation", "mIoU"), ("coco", "detection", "box AP"),
+                                     ("k400", "video", "top-1")):
         metrics = json.loads((workflow_copy / f"results/{task}/dinov2_vits14_random/frozen").glob("*/metrics.json")
                              .__next__().read_text())
         assert metrics["arch"] == "vit_small_patch14_dinov2", metrics
+        # every metrics.json says what kind of task it scored and its primary metric
+        assert metrics["task_type"] == task_type and metrics["primary_metric"]["name"] == primary
     assert "dinov2_vits14_random" in (tables / "model_size.md").read_text()
     gap = json.loads((workflow_copy / "results/ade/convstem_swin_tiny_supervised/finetune/m2f_b4/metrics.json").read_text())
     assert gap["mode"] == "finetune" and gap["train_curve"]

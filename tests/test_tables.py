@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from frozenbench.reporting.tables import build_tables, head_capacity_table, paper_table, pretraining_table
 
 
@@ -148,3 +150,23 @@ def test_html_report_embeds_tables_figures_and_probes(tmp_path):
     with pytest.raises(UserError, match="no tables"):
         build_report(tmp_path / "nothing", tmp_path / "x.html")
     assert not (tmp_path / "x.html").exists()
+
+
+def test_cells_are_found_by_task_type_so_a_task_under_a_new_name_shows_everywhere(tmp_path):
+    from frozenbench.errors import UserError
+    from frozenbench.reporting.tables import TABLE_NAMES, summary
+
+    coco_3x = {**record("coco_3x", "t_sup", "frozen", {"bbox": {"AP": 25.0}, "segm": {"AP": 22.0}}),
+               "task_type": "detection"}
+    records = RECORDS + [coco_3x]
+    table = pretraining_table(records)
+    assert "coco_3x box AP frozen" in table.header and "coco box AP frozen" in table.header
+    assert {row[0]: row for row in table.rows}["t_sup"][table.header.index("coco_3x mask AP frozen")] == 22.0
+    assert ["coco_3x", "box AP", "frozen", 25.0, 60.0, -35.0] in paper_table(records, backbone="t_sup").rows
+    assert summary([coco_3x]) == {"coco_3x/t_sup/frozen/h": {"box AP": 25.0, "mask AP": 22.0}}
+    tables = build_tables(records, tmp_path)
+    assert [t.name for t in tables] == list(TABLE_NAMES)
+    assert "coco_3x/t_sup/frozen/h" in json.loads((tmp_path / "summary.json").read_text())
+    # a record of an unknown task name that carries no type cannot be placed: a clear error, not a silent gap
+    with pytest.raises(UserError, match="task 'lvis' names no task type"):
+        pretraining_table(RECORDS + [record("lvis", "t_sup", "frozen", {"bbox": {"AP": 1.0}})])

@@ -22,6 +22,7 @@ from frozenbench.checkpoint.io import safe_load, sha256_of
 from frozenbench.engine.device import autocast, configure_precision, device_record, reset_peak_memory, select_device
 from frozenbench.engine.loop import TrainOptions, train
 from frozenbench.errors import UserError
+from frozenbench.evaluation.headline import primary_metric
 from frozenbench.utils.atomic import write_json
 
 PACKAGES = ("torch", "timm", "mmengine", "mmcv", "mmdet", "mmsegmentation", "mmaction2", "frozenbench")
@@ -155,7 +156,8 @@ def evaluate_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str
     except (OSError, json.JSONDecodeError) as err:
         raise UserError(f"{done_path}: unreadable ({err}); train this cell first") from None
     record = {
-        **labels, "mode": mode, "split": "val", "metrics": metrics,
+        **labels, "mode": mode, "split": "val", "task_type": spec["type"],
+        "primary_metric": primary_metric(spec["type"], metrics), "metrics": metrics,
         "num_val": len(val), "steps": state["step"], "seed": seed, "spec_hash": spec_hash(spec),
         "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_of(checkpoint),
         "train_seconds": done.get("train_seconds"), "eval_seconds": round(time.time() - started, 1),

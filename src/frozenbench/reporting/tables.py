@@ -1,7 +1,8 @@
 """Study tables built from the results json alone (``results/{task}/{backbone}/{mode}/{head}/metrics.json``).
 
 Every table is written as Markdown, LaTeX (booktabs) and CSV. A cell that has not been
-run shows as "–" (empty in CSV), never as zero.
+run shows as "–" (empty in CSV), never as zero. Cells are found by their task *type*
+(:mod:`frozenbench.evaluation.headline`): a task of any name shows, with its type's metrics.
 """
 
 from __future__ import annotations
@@ -9,27 +10,25 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from frozenbench.errors import UserError
+from frozenbench.evaluation.headline import (CONVENTIONAL_TASK_NAMES, HEADLINE_METRICS, TASK_TYPES, metric_value,
+                                             task_type_of)
 from frozenbench.utils.atomic import write_text
 
-# (task type or name) -> [(column label, path into metrics)]
-HEADLINE = {
-    "coco": [("box AP", ("bbox", "AP")), ("mask AP", ("segm", "AP"))],
-    "ade": [("mIoU", ("mIoU",))],
-    "k400": [("top-1", ("top1",))],
-}
+# The study's tables and figures, named once (the DAG's outputs and the report read these).
+TABLE_NAMES = ("pretraining", "head_capacity", "model_size", "paper")
 
-# Lin et al., NeurIPS 2022 (SwinV2-G): frozen and fine-tuned headline numbers.
+# Lin et al., NeurIPS 2022 (SwinV2-G): frozen and fine-tuned headline numbers, by task type
+# (COCO test-dev, ADE20K val, Kinetics-400 val).
 PAPER = {
-    ("coco", "box AP", "frozen"): 60.0, ("coco", "mask AP", "frozen"): 52.2,
-    ("coco", "box AP", "finetune"): 63.1, ("coco", "mask AP", "finetune"): 54.4,
-    ("ade", "mIoU", "frozen"): 57.6, ("ade", "mIoU", "finetune"): 59.9,
-    ("k400", "top-1", "frozen"): 81.7, ("k400", "top-1", "finetune"): 86.8,
+    ("detection", "box AP", "frozen"): 60.0, ("detection", "mask AP", "frozen"): 52.2,
+    ("detection", "box AP", "finetune"): 63.1, ("detection", "mask AP", "finetune"): 54.4,
+    ("segmentation", "mIoU", "frozen"): 57.6, ("segmentation", "mIoU", "finetune"): 59.9,
+    ("video", "top-1", "frozen"): 81.7, ("video", "top-1", "finetune"): 86.8,
 }
 MISSING = "–"
 SIZE_ORDER = ["tiny", "small", "base", "large", "huge", "giant"]
@@ -82,13 +81,22 @@ def with_planned_cells(records: list[dict[str, Any]], plan: dict[str, Any] | Non
 
 
 def headline(record: dict[str, Any], label: str) -> float | None:
-    for column, path in HEADLINE.get(record["task"], []):
+    for column, path in HEADLINE_METRICS[task_type_of(record)]:
         if column == label:
-            value: Any = record["metrics"]
-            for key in path:
-                value = value.get(key) if isinstance(value, dict) else None
-            return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+            return metric_value(record["metrics"], path)
     return None
+
+
+def _labels(task: str, records: list[dict[str, Any]]) -> list[str]:
+    """The headline column labels of ``task`` (by the type its records carry)."""
+    return [label for label, _ in HEADLINE_METRICS[_type_of_task(task, records)]]
+
+
+def _type_of_task(task: str, records: list[dict[str, Any]]) -> str:
+    types = {task_type_of(r) for r in records if r["task"] == task}
+    if len(types) != 1:
+        raise UserError(f"task {task!r}: its results records name {len(types)} task types {sorted(types)}")
+    return types.pop()
 
 
 def _key(record: dict[str, Any]) -> tuple:
@@ -100,7 +108,9 @@ def _index(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
 
 
 def _tasks(records: list[dict[str, Any]]) -> list[str]:
-    return [t for t in HEADLINE if any(r["task"] == t for r in records)]
+    """Every task with records, by type (detection, segmentation, video), then by name."""
+    names = {r["task"] for r in records}
+    return sorted(names, key=lambda t: (TASK_TYPES.index(_type_of_task(t, records)), t))
 
 
 def _gap(frozen: float | None, finetune: float | None) -> float | None:
@@ -127,14 +137,14 @@ def pretraining_table(records: list[dict[str, Any]], heads: dict[str, str] | Non
     chosen = table_heads(records, heads)
     header = ["backbone", "pretraining"]
     for task in tasks:
-        for label, _ in HEADLINE[task]:
+        for label in _labels(task, records):
             header += [f"{task} {label} frozen", f"{task} {label} fine-tuned", f"{task} {label} gap"]
     rows = []
     for backbone in sorted({r["backbone"] for r in records}):
         meta = next(r for r in records if r["backbone"] == backbone)
         row: list[Any] = [backbone, meta.get("pretrain_task", MISSING)]
         for task in tasks:
-            for label, _ in HEADLINE[task]:
+            for label in _labels(task, records):
                 frozen = index.get((task, backbone, "frozen", chosen[task]))
                 tuned = index.get((task, backbone, "finetune", chosen[task]))
                 f = headline(frozen, label) if frozen else None
@@ -151,7 +161,7 @@ def head_capacity_table(records: list[dict[str, Any]]) -> Table:
     its capacity knobs (extra blocks, decoder / temporal blocks, detector), so every variant shows."""
     frozen = [r for r in records if r["mode"] == "frozen"]
     tasks = _tasks(frozen)
-    header = ["backbone", "task", "head", "capacity"] + [f"{t} {label}" for t in tasks for label, _ in HEADLINE[t]]
+    header = ["backbone", "task", "head", "capacity"] + [f"{t} {label}" for t in tasks for label in _labels(t, frozen)]
     heads_of: dict[tuple[str, str], set[str]] = {}
     for r in frozen:
         heads_of.setdefault((r["backbone"], r["task"]), set()).add(r["head"])
@@ -162,7 +172,7 @@ def head_capacity_table(records: list[dict[str, Any]]) -> Table:
         capacity = r.get("capacity") or f"extra_blocks={r.get('extra_blocks', 0)}"
         row: list[Any] = [r["backbone"], r["task"], r["head"], capacity]
         for task in tasks:
-            row += [headline(r, label) if task == r["task"] else None for label, _ in HEADLINE[task]]
+            row += [headline(r, label) if task == r["task"] else None for label in _labels(task, frozen)]
         rows.append(row)
     return Table("head_capacity", "Frozen backbone with more head capacity (validation split)", header, rows)
 
@@ -190,16 +200,23 @@ def largest_backbone(records: list[dict[str, Any]]) -> str | None:
 def paper_table(records: list[dict[str, Any]], backbone: str | None = None,
                 heads: dict[str, str] | None = None) -> Table:
     """Our numbers on ``backbone`` (default: the largest the study runs) beside the paper's published
-    SwinV2-G headline, with the delta; the caption names both backbones."""
+    SwinV2-G headline, with the delta, for every task of each type (a type the study has no task of
+    shows under its conventional name, with our number missing); the caption names both backbones."""
     backbone = backbone or largest_backbone(records)
     chosen = table_heads(records, heads)
     header = ["task", "metric", "mode", "ours", "paper", "delta"]
     index = _index(records)
+    tasks = _tasks(records)
     rows = []
-    for (task, label, mode), published in PAPER.items():
-        match = index.get((task, backbone, mode, chosen.get(task)))
-        ours = headline(match, label) if match else None
-        rows.append([task, label, mode, ours, published, None if ours is None else ours - published])
+    for task_type in TASK_TYPES:
+        names = [t for t in tasks if _type_of_task(t, records) == task_type] or [CONVENTIONAL_TASK_NAMES[task_type]]
+        for task in names:
+            for (paper_type, label, mode), published in PAPER.items():
+                if paper_type != task_type:
+                    continue
+                match = index.get((task, backbone, mode, chosen.get(task)))
+                ours = headline(match, label) if match else None
+                rows.append([task, label, mode, ours, published, None if ours is None else ours - published])
     ours_name = backbone or "no backbone run yet"
     return Table("paper", f"Ours ({ours_name}) vs Lin et al. 2022 ({PAPER_BACKBONE}; paper: COCO test-dev, "
                  "ADE20K val, K400 val; ours: val splits)", header, rows)
@@ -208,7 +225,7 @@ def paper_table(records: list[dict[str, Any]], backbone: str | None = None,
 def summary(records: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     """Headline numbers per cell path (``task/backbone/mode/head``): DVC's metrics file."""
     return {f"{r['task']}/{r['backbone']}/{r['mode']}/{r['head']}": {
-        label: headline(r, label) for label, _ in HEADLINE.get(r["task"], [])} for r in records}
+        label: headline(r, label) for label, _ in HEADLINE_METRICS[task_type_of(r)]} for r in records}
 
 
 def _fmt(value: Any) -> str:
