@@ -1,0 +1,102 @@
+"""Engine helpers and probe accuracies on cases with known answers, with tiny fake models."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from frozenbench.engine.loop import TrainOptions, set_lr, trainable_state, truncate_log
+from frozenbench.engine.schedule import warmup_cosine
+from frozenbench.pretrain.probe import knn_accuracy, linear_probe_accuracy
+
+
+def test_warmup_is_linear_and_the_cosine_ends_at_zero():
+    lrs = [warmup_cosine(step, total_steps=10, warmup_steps=4, base_lr=1.0) for step in range(12)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert lrs[4] == 1.0 and lrs[7] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lrs[10] == pytest.approx(0.0) and lrs[11] == pytest.approx(0.0)  # past the end: stays at zero
+
+
+def test_set_lr_scales_each_group_by_its_layer_decay():
+    params = [nn.Parameter(torch.zeros(1)) for _ in range(3)]
+    optimizer = torch.optim.SGD([{"params": [params[0]], "lr_scale": 1.0}, {"params": [params[1]], "lr_scale": 0.25},
+                                 {"params": [params[2]]}], lr=1.0)
+    set_lr(optimizer, 0.4)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.4, 0.1, 0.4]
+
+
+class FakeBackbone(nn.Module):
+    """A frozen part with a body (its weights and BatchNorm statistics are the checkpoint's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = True
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).requires_grad_(False)
+        self.pyramid = nn.BatchNorm2d(4)  # trainable, outside the body
+
+
+class FakeModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = FakeBackbone()
+        self.head = nn.Linear(4, 2)
+
+
+def test_the_resumable_state_holds_what_trains_and_nothing_of_the_frozen_body():
+    state = trainable_state(FakeModel())
+    assert set(state) == {"head.weight", "head.bias", "backbone.pyramid.weight", "backbone.pyramid.bias",
+                          "backbone.pyramid.running_mean", "backbone.pyramid.running_var",
+                          "backbone.pyramid.num_batches_tracked"}
+
+
+def test_truncate_log_keeps_the_lines_up_to_the_resumed_step_and_drops_a_cut_line(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (1, 2, 3, 4)) + '{"step": 5, "lo')
+    truncate_log(log, 2)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2]
+
+
+def test_train_options_take_only_their_own_keys():
+    opts = TrainOptions.from_config({"steps": 7, "lr": 0.5, "feature_cache": True})
+    assert (opts.steps, opts.lr, opts.batch_size) == (7, 0.5, TrainOptions().batch_size)
+
+
+# -- probes: answers known by construction ------------------------------------------------------
+
+def clusters(n_per_class: int, offset: float = 10.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two classes on opposite sides of the origin along the first axis, tight noise elsewhere."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(2).repeat_interleave(n_per_class)
+    x = 0.1 * torch.randn(2 * n_per_class, 8, generator=gen)
+    x[:, 0] += torch.where(y == 0, -offset, offset)
+    return x, y
+
+
+def test_knn_is_right_on_separated_clusters_and_wrong_when_the_val_labels_are_swapped():
+    train_x, train_y = clusters(20)
+    val_x, val_y = clusters(10, seed=1)
+    assert knn_accuracy(train_x, train_y, val_x, val_y) == 1.0
+    assert knn_accuracy(train_x, train_y, val_x, 1 - val_y) == 0.0
+
+
+def test_knn_votes_by_similarity_weight_not_by_count():
+    # the query's nearest neighbour is class 1; two slightly farther ones are class 0: with k = 3
+    # and a low temperature the close one outweighs the two
+    train_x = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.8, -0.6]])
+    train_y = torch.tensor([1, 0, 0])
+    query = torch.tensor([[1.0, 0.01]])
+    assert knn_accuracy(train_x, train_y, query, torch.tensor([1]), k=3, temperature=0.01) == 1.0
+    # at a high temperature every neighbour weighs about the same: the majority wins
+    assert knn_accuracy(train_x, train_y, query, torch.tensor([0]), k=3, temperature=100.0) == 1.0
+
+
+def test_linear_probe_separates_separable_classes_and_is_scored_on_the_val_split():
+    train_x, train_y = clusters(20)
+    val_x, val_y = clusters(10, seed=1)
+    assert linear_probe_accuracy(train_x, train_y, val_x, val_y) == 1.0
+    # scored on val, not train: swapped val labels give zero even though train fits perfectly
+    assert linear_probe_accuracy(train_x, train_y, val_x, 1 - val_y) == 0.0
