@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
@@ -18,6 +17,22 @@ from .test_synth import tiny_spec
 pytestmark = pytest.mark.openmmlab
 
 HEAD = {"width": 32, "rpn_samples": 64, "rcnn_samples": 64}
+
+
+def pycocotools_stats(ann_file, results, iou_type: str):
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann_file))
+        evaluation = COCOeval(gt, gt.loadRes([dict(r) for r in results]), iou_type)
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return evaluation.stats
 
 
 def test_mask_rcnn_trains_and_reports_box_and_mask_ap(tmp_path, monkeypatch):
@@ -41,10 +56,14 @@ def test_mask_rcnn_trains_and_reports_box_and_mask_ap(tmp_path, monkeypatch):
     record = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert {"loss_rpn_cls", "loss_cls", "loss_mask"} <= set(record[-1])
     metrics = detection.evaluate(model, val_set, len(names))
+    # the same predictions scored by pycocotools directly, one image at a time
+    results = detection.predict_test_dev(model, val_set, batch_size=1)
+    assert results, "the trained detector predicts nothing: nothing below is checked"
     for iou_type in ("bbox", "segm"):
-        ap = metrics[iou_type]["AP"]
-        assert math.isnan(ap) or 0.0 <= ap <= 100.0
         assert set(metrics[iou_type]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+        stats = pycocotools_stats(val_set.ann_file, results, iou_type)
+        assert metrics[iou_type]["AP"] == pytest.approx(100.0 * stats[0], abs=1e-6)
+        assert metrics[iou_type]["AP50"] == pytest.approx(100.0 * stats[1], abs=1e-6)
 
 
 def test_test_dev_submission_is_an_upload_zip_of_coco_results(tmp_path):
