@@ -6,7 +6,8 @@
   reseeded every step, in whichever DataLoader worker builds it; the model's own RNGs (RoI
   sampling, point sampling) are reseeded before each step's forward. A run killed and resumed
   from its newest checkpoint ends with the same weights, whatever the number of workers.
-- Batches reach the model's device through its data preprocessor; the forward runs under bf16
+- Batches reach the model's device through its data preprocessor and the losses are reduced by
+  the model (:func:`frozenbench.openmmlab.runtime.training_losses`); the forward runs under bf16
   autocast when asked (``TrainOptions.autocast_bf16``).
 - ``{run_dir}/state.pt`` (trainable weights, optimizer, step) is rewritten atomically
   every ``checkpoint_every`` steps; ``{run_dir}/log.jsonl`` gets one line per logged step.
@@ -31,6 +32,7 @@ from frozenbench.engine.data import seed_step, train_batches
 from frozenbench.engine.device import autocast
 from frozenbench.engine.param_groups import param_groups
 from frozenbench.engine.schedule import warmup_cosine
+from frozenbench.openmmlab.runtime import overlap_copies, training_losses
 from frozenbench.utils import signals
 from frozenbench.utils.atomic import atomic_file, remove_temporaries
 
@@ -318,7 +320,7 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
         truncate_log(log_path, step)
     on_gpu = device.type == "cuda"
     if on_gpu:  # pinned batches copy to the GPU asynchronously
-        model.data_preprocessor._non_blocking = True
+        overlap_copies(model)
     batches = train_batches(dataset, collate, opts.batch_size, seed, step, opts.steps, world, rank, workers,
                             pin_memory=on_gpu)
     started, data_seconds, first_step = time.time(), 0.0, step
@@ -330,8 +332,7 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
             data_seconds += time.time() - waited
             seed_step(seed, step)  # the model's own sampling RNGs, whichever process built the batch
             lr = lr_at(step, opts)
-            batch = model.data_preprocessor(data, training=True)
-            total, parsed = model.parse_losses(stepper.forward(batch))
+            total, parsed = training_losses(model, data, stepper.forward)
             if not torch.isfinite(total):
                 raise FloatingPointError(f"{run_dir}: loss became {total.item()} at step {step}")
             stepper.step(total, lr)

@@ -96,14 +96,14 @@ def train_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | 
     batches whatever they are), so neither is in the fingerprint."""
     if mode not in ("frozen", "finetune"):
         raise UserError(f"mode must be frozen or finetune, got {mode!r}")
-    from mmengine.dataset import pseudo_collate
+    from frozenbench.openmmlab.runtime import collate
 
     placed = select_device(device)
     torch.manual_seed(seed)
     task, data, _, model = _build(spec, checkpoint, mode, placed)
     dataset = _build_dataset(task, spec, data, "train", train=True)
     fingerprint = run_fingerprint(spec, checkpoint, mode, seed)
-    summary = train(model, dataset, pseudo_collate, run_dir, _train_options(spec), seed=seed,
+    summary = train(model, dataset, collate, run_dir, _train_options(spec), seed=seed,
                     fingerprint=fingerprint, zero_stage=spec.get("zero_stage", 2), device=placed, workers=workers)
     summary.update(device_record(placed))
     if summary["world_size"] > 1:

@@ -191,13 +191,6 @@ def register() -> None:
     register_video_modules()
 
 
-_SCOPES = {
-    "mmdet": ("mmdet.registry", "mmdet.utils"),
-    "mmseg": ("mmseg.registry", "mmseg.utils"),
-    "mmaction": ("mmaction.registry", "mmaction.utils"),
-}
-
-
 def build_model(scope: str, cfg: dict) -> torch.nn.Module:
     """Build ``cfg`` with the ``scope`` package's registry (its own modules registered, as its tools do),
     mmcv's compiled ops routed to torch / torchvision kernels (:mod:`frozenbench.openmmlab.ops`)."""
@@ -207,9 +200,10 @@ def build_model(scope: str, cfg: dict) -> torch.nn.Module:
     from mmengine.registry import DefaultScope
 
     from frozenbench.openmmlab.ops import route_mmcv_ops
+    from frozenbench.openmmlab.runtime import SCOPES
 
     route_mmcv_ops()
-    registry_module, utils_module = _SCOPES[scope]
+    registry_module, utils_module = SCOPES[scope]
     importlib.import_module(utils_module).register_all_modules(init_default_scope=False)
     register()
     with DefaultScope.overwrite_default_scope(scope):

@@ -18,6 +18,8 @@ from frozenbench.engine.data import eval_batches, on_gpu
 from frozenbench.errors import UserError
 from frozenbench.evaluation import COCOEvaluator, instances_to_results
 from frozenbench.openmmlab import build_model as build_mm_model
+from frozenbench.openmmlab.runtime import build_dataset as build_mm_dataset
+from frozenbench.openmmlab.runtime import collate, predict
 from frozenbench.openmmlab.configs import backbone_cfg, detector_config
 from frozenbench.openmmlab.precision import detector_heads_in_fp32
 from frozenbench.tasks.recipe import resize_crop_options
@@ -58,9 +60,6 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test
     ``img_size`` square), keeping its aspect ratio, and never padded here: the preprocessor pads the
     batch, so ``img_shape`` stays the image's and predictions are clipped to it.
     """
-    from mmdet.registry import DATASETS
-    from mmdet.utils import register_all_modules
-    from mmengine.registry import DefaultScope
 
     root = Path(root)
     test = dict(test or {})
@@ -85,12 +84,10 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test
         pipeline.append(dict(type="RandomFlip", prob=0.5))
     pipeline.append(dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape",
                                                           "scale_factor", "flip", "flip_direction")))
-    register_all_modules(init_default_scope=False)
-    with DefaultScope.overwrite_default_scope("mmdet"):
-        return DATASETS.build(dict(
-            type="CocoDataset", data_root=str(root), ann_file=str(annotation_file(root, split).relative_to(root)),
-            data_prefix=dict(img=f"{SPLIT_FOLDERS[split]}/"), metainfo=dict(classes=tuple(class_names(root))),
-            filter_cfg=dict(filter_empty_gt=train, min_size=0), test_mode=not train, pipeline=pipeline))
+    return build_mm_dataset("mmdet", dict(
+        type="CocoDataset", data_root=str(root), ann_file=str(annotation_file(root, split).relative_to(root)),
+        data_prefix=dict(img=f"{SPLIT_FOLDERS[split]}/"), metainfo=dict(classes=tuple(class_names(root))),
+        filter_cfg=dict(filter_empty_gt=train, min_size=0), test_mode=not train, pipeline=pipeline))
 
 
 def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoint: str | None, frozen: bool,
@@ -110,11 +107,9 @@ def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoin
 @torch.no_grad()
 def _detections(model: torch.nn.Module, dataset, batch_size: int, workers: int = 0):
     """(image id, xyxy boxes, scores, labels, masks or None) per image, in the original image's pixels."""
-    from mmengine.dataset import pseudo_collate
-
     model.eval()
-    for data in eval_batches(dataset, pseudo_collate, batch_size, workers, pin_memory=on_gpu(model)):
-        for sample in model.test_step(data):
+    for data in eval_batches(dataset, collate, batch_size, workers, pin_memory=on_gpu(model)):
+        for sample in predict(model, data):
             pred = sample.pred_instances
             masks = pred.masks.cpu().numpy() if "masks" in pred else None
             yield (sample.img_id, pred.bboxes.float().cpu().numpy(), pred.scores.float().cpu().numpy(),

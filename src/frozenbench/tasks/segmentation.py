@@ -18,6 +18,8 @@ from frozenbench.engine.data import eval_batches, on_gpu
 from frozenbench.errors import UserError
 from frozenbench.evaluation import SemSegEvaluator
 from frozenbench.openmmlab import build_model as build_mm_model
+from frozenbench.openmmlab.runtime import build_dataset as build_mm_dataset
+from frozenbench.openmmlab.runtime import collate, slide_inference
 from frozenbench.openmmlab.configs import backbone_cfg, mask2former_config
 from frozenbench.tasks.recipe import resize_crop_options
 
@@ -45,9 +47,6 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test
     sliding window and scores at the original size.
     """
     del test  # test-time options act in evaluate()
-    from mmengine.registry import DefaultScope
-    from mmseg.registry import DATASETS
-    from mmseg.utils import register_all_modules
 
     root = Path(root)
     folder = {"train": "training", "val": "validation"}[split]
@@ -69,13 +68,11 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test
         # annotations loaded after the resize: scored at the original resolution
         pipeline += [dict(type="Resize", scale=short_side_scale, keep_ratio=True), dict(type="LoadAnnotations")]
     pipeline.append(dict(type="PackSegInputs"))
-    register_all_modules(init_default_scope=False)
-    with DefaultScope.overwrite_default_scope("mmseg"):
-        return DATASETS.build(dict(
-            type="BaseSegDataset", data_root=str(root),
-            data_prefix=dict(img_path=f"images/{folder}", seg_map_path=f"annotations/{folder}"),
-            img_suffix=".jpg", seg_map_suffix=".png", reduce_zero_label=True,
-            metainfo=dict(classes=class_names(root)), pipeline=pipeline))
+    return build_mm_dataset("mmseg", dict(
+        type="BaseSegDataset", data_root=str(root),
+        data_prefix=dict(img_path=f"images/{folder}", seg_map_path=f"annotations/{folder}"),
+        img_suffix=".jpg", seg_map_suffix=".png", reduce_zero_label=True,
+        metainfo=dict(classes=class_names(root)), pipeline=pipeline))
 
 
 def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoint: str | None, frozen: bool,
@@ -104,8 +101,6 @@ def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int 
     resized it, scored at the original resolution; with ``test={"scales": [...], "flip": True}``
     multi-scale + flip testing. Images go one at a time (``batch_size`` is ignored): val images
     differ in size, and mmseg's preprocessor takes a batch of one size only."""
-    from mmengine.dataset import pseudo_collate
-
     del batch_size
     test = dict(test or {})
     unknown = set(test) - set(TEST_OPTIONS)
@@ -113,7 +108,7 @@ def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int 
         raise UserError(f"segmentation test options {sorted(unknown)} unknown; known: {', '.join(TEST_OPTIONS)}")
     model.eval()
     evaluator = SemSegEvaluator(num_classes=num_classes, ignore_index=255)
-    for data in eval_batches(dataset, pseudo_collate, 1, workers, pin_memory=on_gpu(model)):
+    for data in eval_batches(dataset, collate, 1, workers, pin_memory=on_gpu(model)):
         scores = _tta_scores(model, data, test.get("scales", [1.0]), test.get("flip", False))
         for score, sample in zip(scores, data["data_samples"]):
             evaluator.process(score.argmax(0).cpu().numpy().astype(np.int64), sample.gt_sem_seg.data[0].cpu().numpy())
@@ -128,15 +123,9 @@ def _tta_scores(model: torch.nn.Module, data: dict, scales: list[float], flip: b
     (2/3 overlap); a view smaller than a crop is padded up to it and the padding cropped off the
     scores.
     """
-    from mmengine.config import ConfigDict
-
     crop = tuple(model.data_preprocessor.size)
-    saved_cfg = model.test_cfg
-    model.test_cfg = ConfigDict(mode="slide", crop_size=crop, stride=tuple(max(1, c * 2 // 3) for c in crop))
-    try:
+    with slide_inference(model, crop, stride=tuple(max(1, c * 2 // 3) for c in crop)):
         return _tta_views(model, model.data_preprocessor(data, training=False), crop, scales, flip)
-    finally:
-        model.test_cfg = saved_cfg
 
 
 def _tta_views(model: torch.nn.Module, batch: dict, crop: tuple[int, int], scales: list[float],

@@ -15,6 +15,8 @@ from frozenbench.engine.data import eval_batches, on_gpu
 from frozenbench.errors import UserError
 from frozenbench.evaluation import TopKEvaluator
 from frozenbench.openmmlab import build_model as build_mm_model
+from frozenbench.openmmlab.runtime import build_dataset as build_mm_dataset
+from frozenbench.openmmlab.runtime import collate, predict
 from frozenbench.openmmlab.configs import backbone_cfg, recognizer_config
 
 # Bump when a code change alters what the data pipeline feeds a head (decoding, sampling,
@@ -47,9 +49,6 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_
     evenly spaced over each video, each as 1 centre crop or 3 crops along its longer side (short side
     resized to ``img_size``), and the head averages their class probabilities.
     """
-    from mmaction.registry import DATASETS
-    from mmaction.utils import register_all_modules
-    from mmengine.registry import DefaultScope
 
     test = dict(test or {})
     unknown = set(test) - set(TEST_OPTIONS)
@@ -81,9 +80,7 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_
         pipeline += [dict(type="Resize", scale=(-1, img_size)),
                      dict(type="ThreeCrop" if num_crops == 3 else "CenterCrop", crop_size=img_size)]
     pipeline += [dict(type="FormatShape", input_format="NCTHW"), dict(type="PackActionInputs")]
-    register_all_modules(init_default_scope=False)
-    with DefaultScope.overwrite_default_scope("mmaction"):
-        return DATASETS.build(dict(type="VideoDataset", ann_file=str(root / f"{split}_list_videos.txt"),
+    return build_mm_dataset("mmaction", dict(type="VideoDataset", ann_file=str(root / f"{split}_list_videos.txt"),
                                    data_prefix=dict(video=str(root)), pipeline=pipeline, test_mode=not train))
 
 
@@ -113,14 +110,12 @@ def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int 
     """Top-1 / top-5 over the val split. Multi-view sampling lives in the dataset; the batch shrinks
     so that at most ``MAX_TEST_VIEWS_PER_BATCH`` views (or one video) go through the model at once,
     and the backbone itself takes their frames in bounded chunks."""
-    from mmengine.dataset import pseudo_collate
-
     test = dict(test or {})
     views = int(test.get("num_clips", 1)) * int(test.get("num_crops", 1))
     batch_size = max(1, min(batch_size, MAX_TEST_VIEWS_PER_BATCH // views))
     model.eval()
     evaluator = TopKEvaluator(topk=(1, 5) if num_classes >= 5 else (1,))
-    for data in eval_batches(dataset, pseudo_collate, batch_size, workers, pin_memory=on_gpu(model)):
-        for sample in model.test_step(data):
+    for data in eval_batches(dataset, collate, batch_size, workers, pin_memory=on_gpu(model)):
+        for sample in predict(model, data):
             evaluator.process(sample.pred_score.float().cpu().numpy(), int(sample.gt_label.item()))
     return evaluator.evaluate()
