@@ -7,6 +7,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from frozenbench import study
 from frozenbench.config import ConfigError, check_references
 from frozenbench.errors import UserError
 
@@ -83,21 +84,11 @@ def all_dataset_outputs():
 
 
 def pretrain_spec(backbone):
-    """The backbone's pretraining task, dataset and options (study defaults overridden per backbone)."""
-    entry = BACKBONES[backbone]["pretrain"]
-    defaults = config.get("pretrain", {})
-    return {
-        "task": entry["task"],
-        "dataset": entry.get("dataset", defaults.get("dataset")),
-        "options": {**defaults.get("options", {}), **entry.get("options", {})},
-    }
+    return study.pretrain_spec(config, backbone)
 
 
 def checkpoint_meta(backbone):
-    ckpt = BACKBONES[backbone]["checkpoint"]
-    origin = (ckpt.get("url") or ckpt.get("file") or (f"hf://{ckpt['hub']}/{ckpt['filename']}" if "hub" in ckpt else
-              f"synth:{ckpt['layout']}:seed={ckpt['synth']['seed']}"))
-    return {"name": backbone, "url": origin, "pretrain_task": ckpt["task"], "pretrain_data": ckpt["data"]}
+    return study.checkpoint_meta(config, backbone)
 
 
 def checkpoint_source(backbone):
@@ -152,23 +143,7 @@ wildcard_constraints:
 
 
 def task_spec(task, head, mode, data_dir, evaluation=False):
-    """What `frozenbench train/evaluate` need of a task: its type, data, input size, head and schedule
-    (a fine-tune cell's schedule is `train` updated by `finetune`, so frozen cells ignore `finetune`).
-    Test-time options go to evaluation only, so changing them re-evaluates without retraining."""
-    entry = TASKS[task]
-    schedule = dict(entry.get("train", {}))
-    if mode == "finetune":
-        schedule.update(entry.get("finetune", {}))
-    return {"type": entry["type"], "data": str(data_dir), "img_size": entry["img_size"],
-            "bf16": entry.get("bf16", False), "feature_cache": entry.get("feature_cache", False),
-            "head": entry["heads"][head], "train": schedule,
-            "data_options": entry.get("data_options", {}), "zero_stage": entry.get("zero_stage", 2),
-            # only when set, so that existing cells keep their fingerprint
-            **({"compile_backbone": True} if entry.get("compile_backbone") else {}),
-            **({"autocast_bf16": True} if entry.get("autocast_bf16") else {}),
-            **({"tf32": True} if entry.get("tf32") else {}),
-            **({"augment": entry["augment"]} if entry.get("augment") else {}),
-            **({"test": entry.get("test", {})} if evaluation else {})}
+    return study.task_spec(config, task, head, mode, data_dir, evaluation)
 
 
 def cell_dir(root, wildcards):
@@ -176,29 +151,18 @@ def cell_dir(root, wildcards):
 
 
 def study_cells():
-    """(task, backbone, mode, head) of every configured cell."""
-    for cell in config.get("study", {}).get("cells", []):
-        for backbone in cell["backbones"]:
-            for mode in cell["modes"]:
-                for head in cell["heads"]:
-                    yield cell["task"], backbone, mode, head
+    return study.study_cells(config)
 
 
 def all_cell_outputs():
     return [f"{RESULTS}/{task}/{backbone}/{mode}/{head}/metrics.json" for task, backbone, mode, head in study_cells()]
 
 
-# Per-job compute for the heavy rules: CPU-only defaults (the mini-study); a GPU cluster
-# config sets gpus (per node; and gpu_model) so the Slurm plugin requests them.
-_COMPUTE_DEFAULTS = {
-    "train": {"gpus": 0, "threads": 2, "mem_mb": 8000, "runtime": 24 * 60, "workers": 0, "nodes": 1, "device": "auto"},
-    "evaluate": {"gpus": 0, "threads": 2, "mem_mb": 8000, "runtime": 60, "workers": 0, "nodes": 1, "device": "auto"},
-    # dataset preparation: one process per thread (Kinetics re-encodes its clips in a pool)
-    "prepare": {"gpus": 0, "threads": 4, "mem_mb": 8000, "runtime": 12 * 60, "workers": 0, "nodes": 1, "device": "cpu"},
-}
-COMPUTE = {kind: {**defaults, **config.get("compute", {}).get(kind, {})} for kind, defaults in _COMPUTE_DEFAULTS.items()}
-if COMPUTE["evaluate"]["nodes"] != 1 or COMPUTE["prepare"]["nodes"] != 1:
-    raise ValueError("compute: only train jobs span several nodes (evaluate and prepare run on one)")
+# Per-job compute of the heavy rules (CPU defaults, a GPU cluster config sets gpus): frozenbench.study
+try:
+    COMPUTE = study.compute_settings(config)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 
 
 def site_setting(key):
@@ -259,39 +223,13 @@ def all_submission_outputs():
             if TASKS[task].get("test_dev", False)]
 
 
-def labels_of(task, backbone_name, head):
-    """What a table needs to know of a cell beyond its path (recorded in metrics.json, all strings)."""
-    from frozenbench.reporting.tables import capacity_label
-
-    backbone = BACKBONES[backbone_name]
-    objective = pretrain_spec(backbone_name)["task"] if "pretrain" in backbone else (
-        backbone.get("checkpoint", {}).get("task", "none"))
-    head_cfg = TASKS[task]["heads"][head]
-    labels = {"task_type": TASKS[task]["type"], "pretrain_task": objective,
-              "family_size": backbone.get("family_size", "-"), "arch": backbone["arch"],
-              "extra_blocks": head_cfg.get("extra_blocks", 0), "capacity": capacity_label(head_cfg)}
-    return {k: str(v) for k, v in labels.items()}
-
-
 def cell_labels(wildcards):
-    labels = labels_of(wildcards.task, wildcards.backbone, wildcards.head)
+    labels = study.cell_labels(config, wildcards.task, wildcards.backbone, wildcards.head)
     return " ".join(f"--label {k}={shlex.quote(v)}" for k, v in labels.items())
 
 
 def tables_plan():
-    """What `frozenbench tables --plan` takes: every cell (missing until run), the head per task of the
-    comparison tables (`study.tables.heads`, else the first head of the task's first cell) and the
-    paper comparison's backbone (`study.tables.paper_backbone`, else the largest run)."""
-    cells, first_head = [], {}
-    for task, backbone, mode, head in study_cells():
-        first_head.setdefault(task, head)
-        cells.append({"task": task, "backbone": backbone, "mode": mode, "head": head,
-                      **labels_of(task, backbone, head)})
-    chosen = config.get("study", {}).get("tables", {})
-    plan = {"cells": cells, "heads": {**first_head, **chosen.get("heads", {})}}
-    if chosen.get("paper_backbone"):
-        plan["paper_backbone"] = chosen["paper_backbone"]
-    return plan
+    return study.tables_plan(config)
 
 
 def study_report_output():

@@ -1,0 +1,128 @@
+"""The study's config logic: what each cell, backbone and job of a config is, as pure functions.
+
+The DAG (``rules/common.smk``) only calls these, so every value a rule puts on a command line is
+built here and unit-tested (``tests/test_study.py``). Every function takes the validated config
+(defaults filled in by :func:`frozenbench.config.validate_config` or Snakemake's validator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from frozenbench.config import ConfigError
+
+Config = dict[str, Any]
+
+
+def study_cells(config: Config) -> Iterator[tuple[str, str, str, str]]:
+    """(task, backbone, mode, head) of every configured cell, in config order."""
+    for cell in config.get("study", {}).get("cells", []):
+        for backbone in cell["backbones"]:
+            for mode in cell["modes"]:
+                for head in cell["heads"]:
+                    yield cell["task"], backbone, mode, head
+
+
+def pretrain_spec(config: Config, backbone: str) -> dict[str, Any]:
+    """The backbone's pretraining objective, dataset and options (study defaults overridden per backbone)."""
+    entry = config["backbones"][backbone]["pretrain"]
+    defaults = config.get("pretrain", {})
+    return {
+        "task": entry["task"],
+        "dataset": entry.get("dataset", defaults.get("dataset")),
+        "options": {**defaults.get("options", {}), **entry.get("options", {})},
+    }
+
+
+def objective_of(config: Config, backbone: str) -> str:
+    """The pretraining objective a backbone's weights come from (``none`` for unreleased weights)."""
+    entry = config["backbones"][backbone]
+    if "pretrain" in entry:
+        return pretrain_spec(config, backbone)["task"]
+    return entry.get("checkpoint", {}).get("task", "none")
+
+
+def checkpoint_origin(checkpoint: dict[str, Any]) -> str:
+    """Where a published checkpoint comes from, as recorded in the converted file's metadata."""
+    if "url" in checkpoint:
+        return checkpoint["url"]
+    if "file" in checkpoint:
+        return checkpoint["file"]
+    if "hub" in checkpoint:
+        return f"hf://{checkpoint['hub']}/{checkpoint['filename']}"
+    return f"synth:{checkpoint['layout']}:seed={checkpoint['synth']['seed']}"
+
+
+def checkpoint_meta(config: Config, backbone: str) -> dict[str, Any]:
+    checkpoint = config["backbones"][backbone]["checkpoint"]
+    return {"name": backbone, "url": checkpoint_origin(checkpoint), "pretrain_task": checkpoint["task"],
+            "pretrain_data": checkpoint["data"]}
+
+
+def task_spec(config: Config, task: str, head: str, mode: str, data_dir: str,
+              evaluation: bool = False) -> dict[str, Any]:
+    """What `frozenbench train/evaluate` need of a task: its type, data, input size, head and schedule
+    (a fine-tune cell's schedule is `train` updated by `finetune`, so frozen cells ignore `finetune`).
+    Test-time options go to evaluation only, so changing them re-evaluates without retraining."""
+    entry = config["tasks"][task]
+    schedule = dict(entry.get("train", {}))
+    if mode == "finetune":
+        schedule.update(entry.get("finetune", {}))
+    return {"type": entry["type"], "data": str(data_dir), "img_size": entry["img_size"],
+            "bf16": entry.get("bf16", False), "feature_cache": entry.get("feature_cache", False),
+            "head": entry["heads"][head], "train": schedule,
+            "data_options": entry.get("data_options", {}), "zero_stage": entry.get("zero_stage", 2),
+            # only when set, so that existing cells keep their fingerprint
+            **({"compile_backbone": True} if entry.get("compile_backbone") else {}),
+            **({"autocast_bf16": True} if entry.get("autocast_bf16") else {}),
+            **({"tf32": True} if entry.get("tf32") else {}),
+            **({"augment": entry["augment"]} if entry.get("augment") else {}),
+            **({"test": entry.get("test", {})} if evaluation else {})}
+
+
+def cell_labels(config: Config, task: str, backbone: str, head: str) -> dict[str, str]:
+    """What a table needs to know of a cell beyond its path (recorded in metrics.json, all strings)."""
+    from frozenbench.reporting.tables import capacity_label
+
+    entry = config["backbones"][backbone]
+    head_cfg = config["tasks"][task]["heads"][head]
+    labels = {"task_type": config["tasks"][task]["type"], "pretrain_task": objective_of(config, backbone),
+              "family_size": entry.get("family_size", "-"), "arch": entry["arch"],
+              "extra_blocks": head_cfg.get("extra_blocks", 0), "capacity": capacity_label(head_cfg)}
+    return {k: str(v) for k, v in labels.items()}
+
+
+def tables_plan(config: Config) -> dict[str, Any]:
+    """What `frozenbench tables --plan` takes: every cell (missing until run), the head per task of the
+    comparison tables (`study.tables.heads`, else the first head of the task's first cell) and the
+    paper comparison's backbone (`study.tables.paper_backbone`, else the largest run)."""
+    cells, first_head = [], {}
+    for task, backbone, mode, head in study_cells(config):
+        first_head.setdefault(task, head)
+        cells.append({"task": task, "backbone": backbone, "mode": mode, "head": head,
+                      **cell_labels(config, task, backbone, head)})
+    chosen = config.get("study", {}).get("tables", {})
+    plan = {"cells": cells, "heads": {**first_head, **chosen.get("heads", {})}}
+    if chosen.get("paper_backbone"):
+        plan["paper_backbone"] = chosen["paper_backbone"]
+    return plan
+
+
+# Per-job compute for the heavy rules: CPU-only defaults (the mini-study); a GPU cluster
+# config sets gpus (per node; and gpu_model) so the Slurm plugin requests them.
+COMPUTE_DEFAULTS = {
+    "train": {"gpus": 0, "threads": 2, "mem_mb": 8000, "runtime": 24 * 60, "workers": 0, "nodes": 1, "device": "auto"},
+    "evaluate": {"gpus": 0, "threads": 2, "mem_mb": 8000, "runtime": 60, "workers": 0, "nodes": 1, "device": "auto"},
+    # dataset preparation: one process per thread (Kinetics re-encodes its clips in a pool)
+    "prepare": {"gpus": 0, "threads": 4, "mem_mb": 8000, "runtime": 12 * 60, "workers": 0, "nodes": 1, "device": "cpu"},
+}
+
+
+def compute_settings(config: Config) -> dict[str, dict[str, Any]]:
+    """Each job kind's compute: the defaults above, overridden by the config's ``compute.<kind>``."""
+    compute = {kind: {**defaults, **config.get("compute", {}).get(kind, {})}
+               for kind, defaults in COMPUTE_DEFAULTS.items()}
+    if compute["evaluate"]["nodes"] != 1 or compute["prepare"]["nodes"] != 1:
+        raise ConfigError("compute: only train jobs span several nodes (evaluate and prepare run on one)")
+    return compute

@@ -1,0 +1,140 @@
+"""The study's config logic (what the DAG puts on each command line), tested without Snakemake."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from frozenbench import study
+from frozenbench.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ci_config() -> dict:
+    return load_config(REPO / "configs" / "ci.yaml")
+
+
+def test_cells_are_the_cross_product_of_each_entry_in_config_order(ci_config):
+    cells = list(study.study_cells(ci_config))
+    assert cells[:4] == [("ade", "convstem_swin_tiny_supervised", "frozen", "m2f_b4"),
+                         ("ade", "convstem_swin_tiny_supervised", "finetune", "m2f_b4"),
+                         ("ade", "convstem_swin_tiny_random", "frozen", "m2f_b4"),
+                         ("ade", "convstem_swin_tiny_random", "finetune", "m2f_b4")]
+    assert len(cells) == 9 and ("k400", "dinov2_vits14_random", "frozen", "temporal_b2") in cells
+
+
+def test_a_finetune_cell_overrides_the_schedule_and_a_frozen_one_ignores_it(ci_config):
+    frozen = study.task_spec(ci_config, "ade", "m2f_b4", "frozen", "data/shapes-ade")
+    tuned = study.task_spec(ci_config, "ade", "m2f_b4", "finetune", "data/shapes-ade")
+    assert "layer_decay" not in frozen["train"] and tuned["train"]["layer_decay"] == 0.8
+    assert {k: v for k, v in tuned["train"].items() if k != "layer_decay"} == frozen["train"]
+    assert frozen["type"] == "segmentation" and frozen["data"] == "data/shapes-ade"
+
+
+def test_test_time_options_reach_evaluation_only(ci_config):
+    train = study.task_spec(ci_config, "k400", "temporal_b2", "frozen", "d")
+    evaluation = study.task_spec(ci_config, "k400", "temporal_b2", "frozen", "d", evaluation=True)
+    assert "test" not in train and evaluation["test"] == {"num_clips": 2}
+    assert {k: v for k, v in evaluation.items() if k != "test"} == train
+
+
+def test_options_left_unset_stay_out_of_the_spec_so_old_cells_keep_their_fingerprint(ci_config):
+    spec = study.task_spec(ci_config, "coco", "mrcnn_fpn", "frozen", "d")
+    assert not {"compile_backbone", "autocast_bf16", "tf32", "augment"} & set(spec)
+    config = copy.deepcopy(ci_config)
+    config["tasks"]["coco"]["tf32"] = True
+    assert study.task_spec(config, "coco", "mrcnn_fpn", "frozen", "d")["tf32"] is True
+
+
+def test_pretraining_options_are_the_study_defaults_overridden_per_backbone(ci_config):
+    config = copy.deepcopy(ci_config)
+    config["backbones"]["convstem_swin_tiny_supervised"]["pretrain"]["options"] = {"steps": 99}
+    spec = study.pretrain_spec(config, "convstem_swin_tiny_supervised")
+    assert spec["task"] == "supervised" and spec["dataset"] == "shapes-pretrain"
+    assert spec["options"]["steps"] == 99 and spec["options"]["batch_size"] == 32
+
+
+def test_labels_and_plan_carry_the_task_type_objective_and_capacity(ci_config):
+    labels = study.cell_labels(ci_config, "coco", "dinov2_vits14_random", "mrcnn_fpn")
+    assert labels == {"task_type": "detection", "pretrain_task": "random", "family_size": "small",
+                      "arch": "vit_small_patch14_dinov2", "extra_blocks": "0",
+                      "capacity": "detector=mask_rcnn extra_blocks=0 width=32"}
+    # a segmentation head carries no detector: heads have their own task type's knobs
+    assert study.cell_labels(ci_config, "ade", "dinov2_vits14_random", "m2f_b4")["capacity"] == (
+        "extra_blocks=0 pixel_decoder_layers=1 transformer_decoder_layers=4 width=32")
+    plan = study.tables_plan(ci_config)
+    assert len(plan["cells"]) == 9 and plan["heads"] == {"ade": "m2f_b4", "coco": "mrcnn_fpn", "k400": "temporal_b2"}
+    assert "paper_backbone" not in plan
+
+
+def test_checkpoint_origins_name_their_source():
+    assert study.checkpoint_origin({"url": "https://x/y.pth", "filename": "y.pth"}) == "https://x/y.pth"
+    assert study.checkpoint_origin({"file": "weights/a.pth"}) == "weights/a.pth"
+    assert study.checkpoint_origin({"hub": "timm/v", "filename": "model.safetensors"}) == "hf://timm/v/model.safetensors"
+    assert study.checkpoint_origin({"synth": {"seed": 3}, "layout": "dinov2"}) == "synth:dinov2:seed=3"
+
+
+def test_compute_defaults_are_overridden_per_job_kind_and_multi_node_is_train_only(ci_config):
+    config = copy.deepcopy(ci_config)
+    config["compute"] = {"train": {"gpus": 8, "threads": 64}}
+    compute = study.compute_settings(config)
+    assert compute["train"]["gpus"] == 8 and compute["train"]["mem_mb"] == study.COMPUTE_DEFAULTS["train"]["mem_mb"]
+    assert compute["evaluate"] == study.COMPUTE_DEFAULTS["evaluate"]
+    config["compute"] = {"evaluate": {"nodes": 2}}
+    with pytest.raises(ConfigError, match="only train jobs span several nodes"):
+        study.compute_settings(config)
+
+
+def test_the_shipped_configs_give_every_cell_a_spec(tmp_path):
+    for path in ["config.yaml", "configs/ci.yaml", "configs/paper-smoke.yaml", "configs/paper.yaml"]:
+        config = load_config(REPO / path)
+        for task, backbone, mode, head in study.study_cells(config):
+            spec = study.task_spec(config, task, head, mode, "d", evaluation=True)
+            assert spec["type"] == config["tasks"][task]["type"]
+            yaml.safe_dump(spec)  # plain data: it goes on a command line as JSON
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "configs/ci.yaml", "configs/paper.yaml", "configs/paper-smoke.yaml"])
+def test_snakemake_and_frozenbench_fill_the_same_defaults(path):
+    """The DAG validates with Snakemake's validator (set_default), every CLI command with frozenbench's:
+    the two must build the same cells."""
+    from snakemake.utils import validate
+
+    raw = yaml.safe_load((REPO / path).read_text())
+    by_snakemake = copy.deepcopy(raw)
+    validate(by_snakemake, schema=str(REPO / "schemas" / "config.schema.yaml"), set_default=True)
+    assert by_snakemake == load_config(REPO / path)
+
+
+def test_heads_have_their_task_types_knobs_only():
+    from frozenbench.config import validate_config
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    filled = validate_config(copy.deepcopy(config))
+    heads = {name: task["heads"] for name, task in filled["tasks"].items()}
+    assert all(h["detector"] == "mask_rcnn" for h in heads["coco"].values())
+    assert not any("detector" in h for task in ("ade", "k400") for h in heads[task].values())
+    config["tasks"]["ade"]["heads"]["m2f_b4"]["detector"] = "htc"
+    with pytest.raises(ConfigError, match="detector"):
+        validate_config(config)
+
+
+def test_schema_enums_are_the_codes_registries():
+    from frozenbench.checkpoint.layouts import LAYOUTS
+    from frozenbench.evaluation.headline import TASK_TYPES
+    from frozenbench.models.registry import PRETRAIN_OBJECTIVES, PUBLISHED_OBJECTIVES
+    from frozenbench.openmmlab.configs import DETECTORS
+
+    schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
+    defs = schema["$defs"]
+    checkpoint = defs["backbone"]["properties"]["checkpoint"]["properties"]
+    assert sorted(checkpoint["layout"]["enum"]) == sorted(LAYOUTS)
+    assert sorted(checkpoint["task"]["enum"]) == sorted(PUBLISHED_OBJECTIVES)
+    assert sorted(defs["backbone"]["properties"]["pretrain"]["properties"]["task"]["enum"]) == sorted(PRETRAIN_OBJECTIVES)
+    assert sorted(defs["detection_head"]["properties"]["detector"]["enum"]) == sorted(DETECTORS)
+    assert sorted(defs["task"]["properties"]["type"]["enum"]) == sorted(TASK_TYPES)
