@@ -54,6 +54,7 @@ def main(out: str) -> None:
                 dtype = torch.bfloat16
             params = sum(p.numel() for p in model.parameters())
             x = torch.randn(batch, 3, size, size, device="cuda", dtype=dtype)
+            opt = None
             if variant == "finetune_fp32":
                 opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
@@ -74,9 +75,8 @@ def main(out: str) -> None:
                 row = {"arch": arch, "variant": variant, "img_size": size, "batch": batch, "oom": True}
             print(json.dumps(row), flush=True)
             rows.append(row)
-            del model, x
-            if variant == "finetune_fp32":
-                del opt
+            # drop this case's tensors before the next one allocates (the step closure holds them too)
+            model = x = opt = step = None
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}
     with open(out, "w") as f:
         json.dump(info, f, indent=2)
