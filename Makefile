@@ -5,13 +5,19 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: setup test all_tables report bench gpu-smoke cost dry-run lint slurm-up slurm-down clean-results
+.PHONY: setup test lint-check all_tables report bench gpu-smoke cost dry-run lint slurm-up slurm-down clean-results
 
 setup:
 	bash scripts/setup.sh
 
-test: setup
+test: setup lint-check
 	python -m pytest $(PYTEST_ARGS)
+
+# the linters `make test` runs first: ruff (pyflakes + pycodestyle, format check) and snakefmt
+lint-check: setup
+	ruff check src tests bench scripts
+	ruff format --check src tests bench scripts
+	snakefmt --check Snakefile rules
 
 all_tables: setup
 	snakemake --cores $(CORES) all_tables

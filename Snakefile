@@ -13,7 +13,6 @@ if not config:
     configfile: "config.yaml"
 
 
-
 report: "report/workflow.rst"
 
 

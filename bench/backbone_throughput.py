@@ -54,7 +54,11 @@ def main() -> None:
     device, size = args.device, args.size
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     torch.manual_seed(0)
-    raw = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=size, num_classes=0).eval().to(device)
+    raw = (
+        timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=size, num_classes=0)
+        .eval()
+        .to(device)
+    )
     ours = Backbone("swin_tiny", img_size=size, state_dict=raw.state_dict()).to(device)
     naive = Backbone("swin_tiny", img_size=size, frozen=False, state_dict=raw.state_dict()).to(device).eval()
     naive.requires_grad_(False)
@@ -73,8 +77,13 @@ def main() -> None:
     def naive_in_graph():
         return naive(x_grad)  # the graph (and its activations) is freed when the result is dropped
 
-    cases = {"timm_raw": timm_raw, "frozen": lambda: ours(x), "frozen_inference_mode": frozen_inference_mode,
-             "frozen_channels_last": lambda: ours(x_cl), "naive_in_graph": naive_in_graph}
+    cases = {
+        "timm_raw": timm_raw,
+        "frozen": lambda: ours(x),
+        "frozen_inference_mode": frozen_inference_mode,
+        "frozen_channels_last": lambda: ours(x_cl),
+        "naive_in_graph": naive_in_graph,
+    }
     ours_bf16 = Backbone("swin_tiny", img_size=size, bf16=True, state_dict=raw.state_dict()).to(device)
     cases["frozen_bf16"] = lambda: ours_bf16(x)
     compiled = Backbone("swin_tiny", img_size=size, compile=True, state_dict=raw.state_dict()).to(device)
@@ -89,15 +98,21 @@ def main() -> None:
     gflops_ref = [matmul_flops / t / 1e9 for t in times.pop("matmul_1024")]
     rate = {name: [flops / t / 1e9 for t in ts] for name, ts in times.items()}
     record = {
-        "model": "swin_tiny", "input": [args.batch, 3, size, size], "device": device, "repeats": args.repeats,
-        "gflop_per_forward": flops / 1e9, "compile_seconds": round(compile_seconds, 1), "matmul_1024_gflops": spread(gflops_ref),
+        "model": "swin_tiny",
+        "input": [args.batch, 3, size, size],
+        "device": device,
+        "repeats": args.repeats,
+        "gflop_per_forward": flops / 1e9,
+        "compile_seconds": round(compile_seconds, 1),
+        "matmul_1024_gflops": spread(gflops_ref),
         "seconds": {name: spread(ts) for name, ts in times.items()},
         "gflops": {name: spread(r) for name, r in rate.items()},
         # throughput relative to raw timm (> 1: faster), paired repeat by repeat
         "vs_timm_raw": {name: ratio(times["timm_raw"], ts) for name, ts in times.items() if name != "timm_raw"},
         # achieved rate over the matmul rate timed in the same repeat, median over repeats
-        "vs_matmul": {name: round(spread([a / m for a, m in zip(r, gflops_ref)])["median"], 4)
-                      for name, r in rate.items()},
+        "vs_matmul": {
+            name: round(spread([a / m for a, m in zip(r, gflops_ref)])["median"], 4) for name, r in rate.items()
+        },
     }
     record["goals"] = {
         "frozen_keeps_95pct_of_timm": record["vs_timm_raw"]["frozen"]["median"] >= 0.95,
@@ -107,8 +122,10 @@ def main() -> None:
     }
     path = write_record(f"backbone_throughput_{device}", record)
     for name in ("frozen", "frozen_compiled"):
-        print(f"{path}: {name} {record['vs_timm_raw'][name]['median']:.3f}x timm, "
-              f"{record['vs_matmul'][name]:.2f} of matmul ({spread(rate[name])['median']:.1f} GFLOP/s)")
+        print(
+            f"{path}: {name} {record['vs_timm_raw'][name]['median']:.3f}x timm, "
+            f"{record['vs_matmul'][name]:.2f} of matmul ({spread(rate[name])['median']:.1f} GFLOP/s)"
+        )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def interleaved(cases: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
-                sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+def interleaved(
+    cases: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, sync: Callable[[], None] = lambda: None
+) -> dict[str, list[float]]:
     """Seconds per call of each case, ``repeats`` times, round-robin after ``warmup`` calls each."""
     for fn in cases.values():
         for _ in range(warmup):
@@ -47,8 +48,12 @@ def ratio(numerator: list[float], denominator: list[float]) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine()}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -63,7 +68,9 @@ def write_record(name: str, record: dict[str, Any], out_dir: Path = RESULTS) -> 
     return path
 
 
-def matmul_case(n: int = 1024, device: str = "cpu", dtype: torch.dtype = torch.float32) -> tuple[Callable[[], Any], float]:
+def matmul_case(
+    n: int = 1024, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[Callable[[], Any], float]:
     """A dense n x n matmul to time beside the other cases (so the machine's reference rate shares
     their noise, repeat by repeat) and its FLOP count."""
     a = torch.randn(n, n, device=device, dtype=dtype)

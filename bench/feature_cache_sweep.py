@@ -46,12 +46,27 @@ def sweep(task: str, data_root: Path, cache: bool, steps: int, run_root: Path) -
     losses, hits = [], []
     for blocks in (0, 1, 2):
         torch.manual_seed(0)
-        model = module.build_model({**head, "extra_blocks": blocks}, num_classes, img_size, None, frozen=True,
-                                   arch="convstem_swin_tiny", feature_cache=cache)
+        model = module.build_model(
+            {**head, "extra_blocks": blocks},
+            num_classes,
+            img_size,
+            None,
+            frozen=True,
+            arch="convstem_swin_tiny",
+            feature_cache=cache,
+        )
         run_dir = run_root / f"{task}_{blocks}_{cache}"
-        train(model, dataset, pseudo_collate, run_dir, TrainOptions(steps=steps, batch_size=batch, lr=1e-3,
-                                                                      warmup_steps=5, checkpoint_every=steps,
-                                                                      log_every=steps), seed=0, log=lambda m: None)
+        train(
+            model,
+            dataset,
+            pseudo_collate,
+            run_dir,
+            TrainOptions(
+                steps=steps, batch_size=batch, lr=1e-3, warmup_steps=5, checkpoint_every=steps, log_every=steps
+            ),
+            seed=0,
+            log=lambda m: None,
+        )
         losses.append(json.loads((run_dir / "log.jsonl").read_text().splitlines()[-1])["loss"])
         if cache:
             hits.append(model.backbone.body.feature_cache.stats()["hit_rate"])
@@ -78,15 +93,19 @@ def main() -> None:
             plain = [r["seconds"] for r in runs[False]]
             cached = [r["seconds"] for r in runs[True]]
             results[task] = {
-                "steps_per_head": args.steps, "heads": ["extra_blocks=0", "extra_blocks=1", "extra_blocks=2"],
-                "seconds_uncached": plain, "seconds_cached": cached,
+                "steps_per_head": args.steps,
+                "heads": ["extra_blocks=0", "extra_blocks=1", "extra_blocks=2"],
+                "seconds_uncached": plain,
+                "seconds_cached": cached,
                 "speedup": sorted(p / c for p, c in zip(plain, cached)),
                 "hit_rates": runs[True][0]["hit_rates"],
                 "final_losses_uncached": runs[False][0]["final_losses"],
                 "final_losses_cached": runs[True][0]["final_losses"],
             }
-            print(f"{task}: sweep {min(plain):.1f}s uncached vs {min(cached):.1f}s cached "
-                  f"({results[task]['speedup']}), hit rates {results[task]['hit_rates']}")
+            print(
+                f"{task}: sweep {min(plain):.1f}s uncached vs {min(cached):.1f}s cached "
+                f"({results[task]['speedup']}), hit rates {results[task]['hit_rates']}"
+            )
     write_record("feature_cache_sweep", {"tasks": results})
 
 

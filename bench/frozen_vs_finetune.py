@@ -1,6 +1,7 @@
 """Frozen vs fine-tune training step, same head, batch and input, per task: step time and peak memory.
 
-    PYTHONPATH=src python bench/frozen_vs_finetune.py [--device cuda] [--repeats 7] [--archs convstem_swin_tiny swin_tiny]
+    PYTHONPATH=src python bench/frozen_vs_finetune.py [--device cuda] [--repeats 7] \
+        [--archs convstem_swin_tiny swin_tiny]
 
 For each task of the mini-study (shapes-ade Mask2Former, shapes-coco Mask R-CNN, shapes-k400
 temporal head; heads and input sizes as config.yaml) and each backbone one model per mode is
@@ -50,8 +51,9 @@ def build(task: str, mode: str, data_root: Path, device: str, arch: str):
     torch.manual_seed(0)
     extra = {"num_frames": head["num_frames"]} if kind == "video" else {}
     dataset = module.build_dataset(data_root / task, "train", img_size, train=True, **extra)
-    model = module.build_model(head, len(module.class_names(data_root / task)), img_size, None,
-                               frozen=(mode == "frozen"), arch=arch).to(device)
+    model = module.build_model(
+        head, len(module.class_names(data_root / task)), img_size, None, frozen=(mode == "frozen"), arch=arch
+    ).to(device)
     model.train()
     data = model.data_preprocessor(pseudo_collate([dataset[i] for i in range(batch)]), training=True)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -73,8 +75,11 @@ def synthesize(root: Path) -> None:
     config = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
     for task, (_, dataset, _, img_size, _) in TASKS.items():
         spec = copy.deepcopy(config["datasets"][dataset])
-        small = {"shapes-ade": {"num_train": 16, "num_val": 2}, "shapes-coco": {"num_train": 16, "num_val": 2},
-                 "shapes-k400": {"num_train_per_class": 2, "num_val_per_class": 1}}[dataset]
+        small = {
+            "shapes-ade": {"num_train": 16, "num_val": 2},
+            "shapes-coco": {"num_train": 16, "num_val": 2},
+            "shapes-k400": {"num_train_per_class": 2, "num_val_per_class": 1},
+        }[dataset]
         spec["synth"].update(small)
         if "image_size" in spec["synth"]:  # images drawn at the size the model sees
             spec["synth"]["image_size"] = img_size
@@ -100,8 +105,10 @@ def child(task: str, mode: str, data_root: Path, device: str, arch: str, steps: 
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
-        return {"step_mb": (torch.cuda.max_memory_allocated() - base) / 2**20,
-                "peak_mb": torch.cuda.max_memory_allocated() / 2**20}
+        return {
+            "step_mb": (torch.cuda.max_memory_allocated() - base) / 2**20,
+            "peak_mb": torch.cuda.max_memory_allocated() / 2**20,
+        }
     base = _status_mb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:  # reset the peak-RSS high-water mark (Linux)
         f.write("5")
@@ -132,13 +139,21 @@ def main() -> None:
             results = backbones.setdefault(arch, {})
             for task in args.tasks:
                 results[task] = measure(task, arch, data_root, args.device, args.repeats, sync)
-                print(f"{arch} {task}: frozen {results[task]['speedup_frozen']['median']:.2f}x faster, "
-                      f"memory {results[task]['step_memory_mb']['frozen']:.0f} vs "
-                      f"{results[task]['step_memory_mb']['finetune']:.0f} MB", flush=True)
+                print(
+                    f"{arch} {task}: frozen {results[task]['speedup_frozen']['median']:.2f}x faster, "
+                    f"memory {results[task]['step_memory_mb']['frozen']:.0f} vs "
+                    f"{results[task]['step_memory_mb']['finetune']:.0f} MB",
+                    flush=True,
+                )
     record = {"repeats": args.repeats, "backbones": {}}
     for arch, results in backbones.items():
-        goals = {task: {"2x_faster": r["speedup_frozen"]["median"] >= 2.0,
-                        "half_the_memory": r["memory_ratio_frozen_over_finetune"] <= 0.5} for task, r in results.items()}
+        goals = {
+            task: {
+                "2x_faster": r["speedup_frozen"]["median"] >= 2.0,
+                "half_the_memory": r["memory_ratio_frozen_over_finetune"] <= 0.5,
+            }
+            for task, r in results.items()
+        }
         record["backbones"][arch] = {"tasks": results, "goals": goals}
     write_record(f"frozen_vs_finetune_{args.device}", record)
 
@@ -149,8 +164,12 @@ def measure(task: str, arch: str, data_root: Path, device: str, repeats: int, sy
     del steps
     memory, peak = {}, {}
     for mode in ("frozen", "finetune"):
-        out = subprocess.run([sys.executable, __file__, "--device", device, "--child", task, mode, str(data_root), arch],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--device", device, "--child", task, mode, str(data_root), arch],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         measured = json.loads(out.stdout.strip().splitlines()[-1])
         memory[mode], peak[mode] = measured["step_mb"], measured["peak_mb"]
     return {

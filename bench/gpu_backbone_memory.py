@@ -18,8 +18,12 @@ import torch
 from frozenbench.models import Backbone
 
 CASES = [  # arch, input size, batch
-    ("swin_tiny", 896, 2), ("swin_base", 896, 2), ("swin_large", 896, 2),
-    ("swinv2_base", 768, 2), ("swinv2_large", 768, 2), ("swinv2_giant", 768, 2),
+    ("swin_tiny", 896, 2),
+    ("swin_base", 896, 2),
+    ("swin_large", 896, 2),
+    ("swinv2_base", 768, 2),
+    ("swinv2_large", 768, 2),
+    ("swinv2_giant", 768, 2),
 ]
 FINETUNE = {"swin_tiny", "swin_base", "swin_large", "swinv2_base"}
 
@@ -46,8 +50,9 @@ def main(out: str) -> None:
                 continue
             torch.cuda.empty_cache()
             with torch.device("cuda"):
-                model = Backbone(arch, img_size=size, frozen=variant != "finetune_fp32",
-                                 bf16=variant == "frozen_bf16_autocast")
+                model = Backbone(
+                    arch, img_size=size, frozen=variant != "finetune_fp32", bf16=variant == "frozen_bf16_autocast"
+                )
             dtype = torch.float32
             if variant == "frozen_bf16_weights":
                 model = model.to(torch.bfloat16)
@@ -64,13 +69,22 @@ def main(out: str) -> None:
                     loss.backward()
                     opt.step()
             else:
+
                 def step():
                     model(x)
+
             try:
                 peak_gib, seconds = measure(step)
-                row = {"arch": arch, "variant": variant, "img_size": size, "batch": batch, "params_m": params / 1e6,
-                       "peak_gib": round(peak_gib, 2), "step_ms": round(seconds * 1000, 1),
-                       "img_per_s": round(batch / seconds, 1)}
+                row = {
+                    "arch": arch,
+                    "variant": variant,
+                    "img_size": size,
+                    "batch": batch,
+                    "params_m": params / 1e6,
+                    "peak_gib": round(peak_gib, 2),
+                    "step_ms": round(seconds * 1000, 1),
+                    "img_per_s": round(batch / seconds, 1),
+                }
             except torch.cuda.OutOfMemoryError:
                 row = {"arch": arch, "variant": variant, "img_size": size, "batch": batch, "oom": True}
             print(json.dumps(row), flush=True)

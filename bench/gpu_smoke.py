@@ -47,22 +47,57 @@ CELL_TYPES = {
     "k400_temporal": ("k400", "temporal_b2", "shapes-k400"),
 }
 # what each cell type keeps of paper.yaml on the CPU: small inputs and a short clip
-TINY = {"coco": {"img_size": 128, "crop": 128}, "ade": {"img_size": 128, "crop": 128},
-        "k400": {"img_size": 64, "num_frames": 4, "frame_interval": 2}}
+TINY = {
+    "coco": {"img_size": 128, "crop": 128},
+    "ade": {"img_size": 128, "crop": 128},
+    "k400": {"img_size": 64, "num_frames": 4, "frame_interval": 2},
+}
 
 
 def datasets(tiny: bool) -> dict[str, dict]:
     size = {"image_size": 64 if tiny else 128}
     return {
-        "shapes-coco": {"source": "synth", "format": "coco", "synth": {
-            "seed": 1, **size, "num_classes": 4, "num_train": 8, "num_val": 4, "max_instances": 4,
-            "texture": 0.2, "size_profile": "real"}},
-        "shapes-ade": {"source": "synth", "format": "ade", "synth": {
-            "seed": 1, **size, "num_stuff": 3, "num_things": 4, "num_train": 8, "num_val": 4,
-            "texture": 0.2, "size_profile": "real"}},
-        "shapes-k400": {"source": "synth", "format": "kinetics", "synth": {
-            "seed": 1, "frame_size": 64, "num_frames": 12, "num_train_per_class": 1, "num_val_per_class": 1,
-            "texture": 0.2, "size_profile": "real"}},
+        "shapes-coco": {
+            "source": "synth",
+            "format": "coco",
+            "synth": {
+                "seed": 1,
+                **size,
+                "num_classes": 4,
+                "num_train": 8,
+                "num_val": 4,
+                "max_instances": 4,
+                "texture": 0.2,
+                "size_profile": "real",
+            },
+        },
+        "shapes-ade": {
+            "source": "synth",
+            "format": "ade",
+            "synth": {
+                "seed": 1,
+                **size,
+                "num_stuff": 3,
+                "num_things": 4,
+                "num_train": 8,
+                "num_val": 4,
+                "texture": 0.2,
+                "size_profile": "real",
+            },
+        },
+        "shapes-k400": {
+            "source": "synth",
+            "format": "kinetics",
+            "synth": {
+                "seed": 1,
+                "frame_size": 64,
+                "num_frames": 12,
+                "num_train_per_class": 1,
+                "num_val_per_class": 1,
+                "texture": 0.2,
+                "size_profile": "real",
+            },
+        },
     }
 
 
@@ -70,12 +105,25 @@ def cell_spec(cell: str, data: Path, steps: int, batch: int, tiny: bool) -> dict
     """The train / evaluate spec of a cell type: paper.yaml's task entry, its head, a short schedule."""
     task_name, head_name, dataset = CELL_TYPES[cell]
     entry = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())["tasks"][task_name]
-    spec = {"type": entry["type"], "data": str(data / dataset), "img_size": entry["img_size"],
-            "bf16": entry.get("bf16", False), "autocast_bf16": entry.get("autocast_bf16", False),
-            "tf32": entry.get("tf32", False), "head": entry["heads"][head_name],
-            "data_options": dict(entry.get("data_options", {})), "zero_stage": entry.get("zero_stage", 2),
-            "train": {"steps": steps, "batch_size": batch, "lr": 1e-4, "warmup_steps": 1,
-                      "checkpoint_every": steps, "log_every": 1}}
+    spec = {
+        "type": entry["type"],
+        "data": str(data / dataset),
+        "img_size": entry["img_size"],
+        "bf16": entry.get("bf16", False),
+        "autocast_bf16": entry.get("autocast_bf16", False),
+        "tf32": entry.get("tf32", False),
+        "head": entry["heads"][head_name],
+        "data_options": dict(entry.get("data_options", {})),
+        "zero_stage": entry.get("zero_stage", 2),
+        "train": {
+            "steps": steps,
+            "batch_size": batch,
+            "lr": 1e-4,
+            "warmup_steps": 1,
+            "checkpoint_every": steps,
+            "log_every": 1,
+        },
+    }
     if entry.get("augment"):
         spec["augment"] = dict(entry["augment"])
     if entry["type"] == "video":  # a fraction of the paper's views keeps the evaluation short
@@ -91,21 +139,38 @@ def cell_spec(cell: str, data: Path, steps: int, batch: int, tiny: bool) -> dict
     return spec
 
 
-def run_cell(cell: str, spec: dict, checkpoint: Path, work: Path, device: str, nproc: int, workers: int,
-             threads: int) -> dict:
+def run_cell(
+    cell: str, spec: dict, checkpoint: Path, work: Path, device: str, nproc: int, workers: int, threads: int
+) -> dict:
     run_dir, metrics = work / cell / "run", work / cell / "metrics.json"
-    common = ["--spec", json.dumps(spec), "--checkpoint", str(checkpoint), "--mode", "frozen", "--run-dir",
-              str(run_dir), "--device", device, "--workers", str(workers), "--threads", str(threads)]
+    common = [
+        "--spec",
+        json.dumps(spec),
+        "--checkpoint",
+        str(checkpoint),
+        "--mode",
+        "frozen",
+        "--run-dir",
+        str(run_dir),
+        "--device",
+        device,
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // max(1, nproc)))}
     frozenbench = str(Path(sys.executable).parent / "frozenbench")
     started = time.time()
-    train = subprocess.run([frozenbench, "train", *common, "--nproc", str(nproc)], env=env, capture_output=True,
-                           text=True)
+    train = subprocess.run(
+        [frozenbench, "train", *common, "--nproc", str(nproc)], env=env, capture_output=True, text=True
+    )
     if train.returncode != 0:
         raise RuntimeError(f"{cell}: training failed\n{train.stdout[-3000:]}\n{train.stderr[-3000:]}")
     train_wall = time.time() - started
-    evaluate = subprocess.run([frozenbench, "evaluate", *common, "--out", str(metrics)], env=env,
-                              capture_output=True, text=True)
+    evaluate = subprocess.run(
+        [frozenbench, "evaluate", *common, "--out", str(metrics)], env=env, capture_output=True, text=True
+    )
     if evaluate.returncode != 0:
         raise RuntimeError(f"{cell}: evaluation failed\n{evaluate.stdout[-3000:]}\n{evaluate.stderr[-3000:]}")
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
@@ -117,14 +182,24 @@ def run_cell(cell: str, spec: dict, checkpoint: Path, work: Path, device: str, n
     warm = min(len(log) - 1, max(1, len(log) // 4))  # the first steps pay one-off costs
     per_step = (log[-1]["elapsed_s"] - log[warm - 1]["elapsed_s"]) / max(1, len(log) - warm)
     per_sample = spec["train"]["batch_size"] * world
-    return {"cell": cell, "mode": "frozen", "img_size": spec["img_size"], "batch": spec["train"]["batch_size"],
-            "world_size": world, "steps": len(log), "seconds_per_step": round(per_step, 4),
-            "samples_per_second": round(per_sample / per_step, 2) if per_step > 0 else None,
-            "data_wait": done.get("data_wait_fraction"), "train_gpu_peak_mb": done.get("gpu_peak_mb"),
-            "eval_gpu_peak_mb": record.get("gpu_peak_mb"), "train_wall_s": round(train_wall, 1),
-            "eval_seconds_per_sample": round(record["eval_seconds"] / max(1, record["num_val"]), 3),
-            "eval_views": spec.get("test", "single scale"), "loss_first_last": [log[0]["loss"], log[-1]["loss"]],
-            "metrics": record["metrics"]}
+    return {
+        "cell": cell,
+        "mode": "frozen",
+        "img_size": spec["img_size"],
+        "batch": spec["train"]["batch_size"],
+        "world_size": world,
+        "steps": len(log),
+        "seconds_per_step": round(per_step, 4),
+        "samples_per_second": round(per_sample / per_step, 2) if per_step > 0 else None,
+        "data_wait": done.get("data_wait_fraction"),
+        "train_gpu_peak_mb": done.get("gpu_peak_mb"),
+        "eval_gpu_peak_mb": record.get("gpu_peak_mb"),
+        "train_wall_s": round(train_wall, 1),
+        "eval_seconds_per_sample": round(record["eval_seconds"] / max(1, record["num_val"]), 3),
+        "eval_views": spec.get("test", "single scale"),
+        "loss_first_last": [log[0]["loss"], log[-1]["loss"]],
+        "metrics": record["metrics"],
+    }
 
 
 def backbone_fraction(arch: str, img_size: int, batch: int, device: str, repeats: int) -> dict:
@@ -147,18 +222,24 @@ def backbone_fraction(arch: str, img_size: int, batch: int, device: str, repeats
     matmul, matmul_flops = matmul_case(8192 if on_gpu else 1024, device, dtype)
     times = interleaved({"backbone": lambda: body(x), "matmul": matmul}, repeats, warmup=2, sync=sync)
     rates = [(flops / b) / (matmul_flops / m) for b, m in zip(times["backbone"], times["matmul"])]
-    return {"arch": arch, "img_size": img_size, "batch": batch, "dtype": str(dtype).removeprefix("torch."),
-            "backbone_gflop_per_forward": round(flops / 1e9, 2),
-            "backbone_tflops": round(flops / min(times["backbone"]) / 1e12, 3),
-            "matmul_tflops": round(matmul_flops / min(times["matmul"]) / 1e12, 3),
-            "fraction_of_matmul": spread(rates)}
+    return {
+        "arch": arch,
+        "img_size": img_size,
+        "batch": batch,
+        "dtype": str(dtype).removeprefix("torch."),
+        "backbone_gflop_per_forward": round(flops / 1e9, 2),
+        "backbone_tflops": round(flops / min(times["backbone"]) / 1e12, 3),
+        "matmul_tflops": round(matmul_flops / min(times["matmul"]) / 1e12, 3),
+        "fraction_of_matmul": spread(rates),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
-    parser.add_argument("--arch", default=None, help="backbone (random weights); default swin_large on a GPU, "
-                                                      "swin_tiny on the CPU")
+    parser.add_argument(
+        "--arch", default=None, help="backbone (random weights); default swin_large on a GPU, swin_tiny on the CPU"
+    )
     parser.add_argument("--steps", type=int, default=None, help="training steps per cell (default 20 GPU, 4 CPU)")
     parser.add_argument("--batch", type=int, default=2, help="per-rank batch (the paper's 2 images per GPU)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers per rank (default 4 GPU, 1 CPU)")
@@ -195,11 +276,23 @@ def main() -> None:
                 print(err, file=sys.stderr, flush=True)
     backbone = backbone_fraction(arch, 224 if on_gpu else 64, 32 if on_gpu else 4, args.device, args.repeats)
     name = torch.cuda.get_device_name(0) if on_gpu else "cpu"
-    record = {"device": args.device, "device_name": name, "arch": arch, "nproc": nproc, "workers": workers,
-              "tiny": tiny, "cells": rows, "backbone": backbone, "failures": failures,
-              "targets": {"data_wait_below": 0.10, "backbone_fraction_of_matmul_at_least": 0.50}}
-    out = args.out or ((RECORDS / f"gpu_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.json") if on_gpu
-                       else RESULTS / "gpu_smoke_cpu.json")
+    record = {
+        "device": args.device,
+        "device_name": name,
+        "arch": arch,
+        "nproc": nproc,
+        "workers": workers,
+        "tiny": tiny,
+        "cells": rows,
+        "backbone": backbone,
+        "failures": failures,
+        "targets": {"data_wait_below": 0.10, "backbone_fraction_of_matmul_at_least": 0.50},
+    }
+    out = args.out or (
+        (RECORDS / f"gpu_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.json")
+        if on_gpu
+        else RESULTS / "gpu_smoke_cpu.json"
+    )
     print(write_record(out.stem, record, out.parent))
     sys.exit(1 if failures else 0)
 

@@ -26,9 +26,19 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import write_record  # noqa: E402
 
-SPEC = {"source": "synth", "format": "kinetics", "synth": {
-    "seed": 7, "frame_size": 64, "num_frames": 12, "num_train_per_class": 2, "num_val_per_class": 1,
-    "texture": 0.2, "size_profile": "real"}}
+SPEC = {
+    "source": "synth",
+    "format": "kinetics",
+    "synth": {
+        "seed": 7,
+        "frame_size": 64,
+        "num_frames": 12,
+        "num_train_per_class": 2,
+        "num_val_per_class": 1,
+        "texture": 0.2,
+        "size_profile": "real",
+    },
+}
 K400_CLIPS = 260_000  # train + val clips of Kinetics-400 (CVDF mirror)
 
 
@@ -57,8 +67,14 @@ def main() -> None:
         files = []
         for split in ("train", "val"):
             shutil.copy(tmp / "clips" / "annotations" / f"{split}.csv", downloads / f"{split}.csv")
-            files.append(RemoteFile(url=f"http://127.0.0.1/{split}.csv", filename=f"{split}.csv",
-                                    checksum={"unpublished": "bench"}, extract=False))
+            files.append(
+                RemoteFile(
+                    url=f"http://127.0.0.1/{split}.csv",
+                    filename=f"{split}.csv",
+                    checksum={"unpublished": "bench"},
+                    extract=False,
+                )
+            )
             listed = downloads / f"k400_{split}_path"
             listed.mkdir()
             clips = sorted((tmp / "clips" / "videos" / split).glob("*.mp4"))
@@ -66,8 +82,14 @@ def main() -> None:
                 with tarfile.open(listed / f"part_{part}.tar.gz", "w:gz") as tf:
                     for clip in clips[part::2]:
                         tf.add(clip, arcname=clip.name)
-            files.append(RemoteFile(url=f"http://127.0.0.1/k400_{split}_path.txt", filename=f"k400_{split}_path.txt",
-                                    checksum={"unpublished": "bench"}, url_list=True))
+            files.append(
+                RemoteFile(
+                    url=f"http://127.0.0.1/k400_{split}_path.txt",
+                    filename=f"k400_{split}_path.txt",
+                    checksum={"unpublished": "bench"},
+                    url_list=True,
+                )
+            )
         tarballs = _tree_bytes(downloads)
         num_clips = sum(1 for _ in (tmp / "clips" / "videos").rglob("*.mp4"))
         for workers in args.workers:
@@ -90,14 +112,28 @@ def main() -> None:
             watcher.join()
             out_bytes = _tree_bytes(work / "videos")
             rate = num_clips / seconds
-            rows.append({"workers": workers, "clips": num_clips, "seconds": round(seconds, 2),
-                         "clips_per_second": round(rate, 3), "clips_per_second_per_worker": round(rate / workers, 3),
-                         "output_bytes": out_bytes, "work_peak_bytes": peak[0],
-                         "projected_k400_core_hours": round(K400_CLIPS / (rate / workers) / 3600, 1)})
+            rows.append(
+                {
+                    "workers": workers,
+                    "clips": num_clips,
+                    "seconds": round(seconds, 2),
+                    "clips_per_second": round(rate, 3),
+                    "clips_per_second_per_worker": round(rate / workers, 3),
+                    "output_bytes": out_bytes,
+                    "work_peak_bytes": peak[0],
+                    "projected_k400_core_hours": round(K400_CLIPS / (rate / workers) / 3600, 1),
+                }
+            )
             print(rows[-1], flush=True)
-    write_record("kinetics_prepare_cpu", {"short_side": args.short_side, "tarball_bytes": tarballs,
-                                          "source_shapes": "10 s at 25/30 fps, 340x256 .. 640x360, one 2 s clip",
-                                          "runs": rows})
+    write_record(
+        "kinetics_prepare_cpu",
+        {
+            "short_side": args.short_side,
+            "tarball_bytes": tarballs,
+            "source_shapes": "10 s at 25/30 fps, 340x256 .. 640x360, one 2 s clip",
+            "runs": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -46,15 +46,47 @@ CELL_TYPES = {  # name -> (paper.yaml task, head, dataset, batch)
 }
 TYPES = {"coco": "detection", "ade": "segmentation", "k400": "video"}
 DATASETS = {
-    "shapes-coco": {"source": "synth", "format": "coco", "synth": {
-        "seed": 1, "image_size": 128, "num_classes": 4, "num_train": 9, "num_val": 2, "max_instances": 4,
-        "texture": 0.2, "size_profile": "real"}},
-    "shapes-ade": {"source": "synth", "format": "ade", "synth": {
-        "seed": 1, "image_size": 128, "num_stuff": 3, "num_things": 4, "num_train": 7, "num_val": 3,
-        "texture": 0.2, "size_profile": "real"}},
-    "shapes-k400": {"source": "synth", "format": "kinetics", "synth": {
-        "seed": 1, "frame_size": 64, "num_frames": 12, "num_train_per_class": 1, "num_val_per_class": 1,
-        "texture": 0.2, "size_profile": "real"}},
+    "shapes-coco": {
+        "source": "synth",
+        "format": "coco",
+        "synth": {
+            "seed": 1,
+            "image_size": 128,
+            "num_classes": 4,
+            "num_train": 9,
+            "num_val": 2,
+            "max_instances": 4,
+            "texture": 0.2,
+            "size_profile": "real",
+        },
+    },
+    "shapes-ade": {
+        "source": "synth",
+        "format": "ade",
+        "synth": {
+            "seed": 1,
+            "image_size": 128,
+            "num_stuff": 3,
+            "num_things": 4,
+            "num_train": 7,
+            "num_val": 3,
+            "texture": 0.2,
+            "size_profile": "real",
+        },
+    },
+    "shapes-k400": {
+        "source": "synth",
+        "format": "kinetics",
+        "synth": {
+            "seed": 1,
+            "frame_size": 64,
+            "num_frames": 12,
+            "num_train_per_class": 1,
+            "num_val_per_class": 1,
+            "texture": 0.2,
+            "size_profile": "real",
+        },
+    },
 }
 
 
@@ -73,11 +105,19 @@ def child(cell: str, mode: str, data_root: Path, device: str, steps: int, arch: 
     root = data_root / dataset
     num_classes = len(task.class_names(root))
     torch.manual_seed(0)
-    model = task.build_model(entry["heads"][head_name], num_classes, entry["img_size"], None, frozen=mode == "frozen",
-                             arch=arch, bf16=device == "cuda").to(device)
+    model = task.build_model(
+        entry["heads"][head_name],
+        num_classes,
+        entry["img_size"],
+        None,
+        frozen=mode == "frozen",
+        arch=arch,
+        bf16=device == "cuda",
+    ).to(device)
     options = dict(entry.get("data_options", {}))
-    train_set = task.build_dataset(root, "train", entry["img_size"], train=True, augment=entry.get("augment"),
-                                   **options)
+    train_set = task.build_dataset(
+        root, "train", entry["img_size"], train=True, augment=entry.get("augment"), **options
+    )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
     seconds = []
@@ -92,8 +132,14 @@ def child(cell: str, mode: str, data_root: Path, device: str, steps: int, arch: 
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
     train_peak = _peak_mb(device)
-    val = task.build_dataset(root, "val", entry["img_size"], train=False,
-                             test=entry.get("test", {}) if TYPES[task_name] == "video" else {}, **options)
+    val = task.build_dataset(
+        root,
+        "val",
+        entry["img_size"],
+        train=False,
+        test=entry.get("test", {}) if TYPES[task_name] == "video" else {},
+        **options,
+    )
     subset = torch.utils.data.Subset(val, range(min(2, len(val))))
     subset.ann_file = getattr(val, "ann_file", None)
     start = time.perf_counter()
@@ -103,11 +149,21 @@ def child(cell: str, mode: str, data_root: Path, device: str, steps: int, arch: 
         task.evaluate(model, subset, num_classes, test={} if TYPES[task_name] == "segmentation" else entry.get("test"))
     eval_seconds = (time.perf_counter() - start) / len(subset)
     timed = seconds[1:] if len(seconds) > 1 else seconds  # the first step pays one-off costs
-    return {"cell": cell, "mode": mode, "img_size": entry["img_size"], "batch": batch,
-            "seconds_per_step": statistics.median(timed), "first_step_seconds": seconds[0],
-            "train_peak_mb": round(train_peak, 1), "eval_seconds_per_sample": round(eval_seconds, 2),
-            "eval_views": ({k: entry.get("test", {}).get(k) for k in ("num_clips", "num_crops")}
-                           if TYPES[task_name] == "video" else "single scale")}
+    return {
+        "cell": cell,
+        "mode": mode,
+        "img_size": entry["img_size"],
+        "batch": batch,
+        "seconds_per_step": statistics.median(timed),
+        "first_step_seconds": seconds[0],
+        "train_peak_mb": round(train_peak, 1),
+        "eval_seconds_per_sample": round(eval_seconds, 2),
+        "eval_views": (
+            {k: entry.get("test", {}).get(k) for k in ("num_clips", "num_crops")}
+            if TYPES[task_name] == "video"
+            else "single scale"
+        ),
+    }
 
 
 def main() -> None:
@@ -132,13 +188,30 @@ def main() -> None:
         rows = []
         for cell in args.cells:
             for mode in args.modes:
-                out = subprocess.run([sys.executable, __file__, "--device", args.device, "--steps", str(args.steps),
-                                      "--arch", args.arch, "--child", cell, mode, tmp],
-                                     check=True, capture_output=True, text=True)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--device",
+                        args.device,
+                        "--steps",
+                        str(args.steps),
+                        "--arch",
+                        args.arch,
+                        "--child",
+                        cell,
+                        mode,
+                        tmp,
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
                 print(json.dumps(rows[-1]), flush=True)
-    path = write_record(f"paper_cells_{args.device}", {"device": args.device, "arch": args.arch, "steps": args.steps,
-                                                       "cells": rows})
+    path = write_record(
+        f"paper_cells_{args.device}", {"device": args.device, "arch": args.arch, "steps": args.steps, "cells": rows}
+    )
     print(path)
 
 

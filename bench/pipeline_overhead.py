@@ -54,8 +54,12 @@ def main() -> None:
             (shutil.copytree if src.is_dir() else shutil.copy2)(src, wf / name)
         env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
         started = time.perf_counter()
-        subprocess.run([str(BIN / "snakemake"), "--cores", "2", "all_tables", "--configfile", args.configfile,
-                        "--quiet", "all"], cwd=wf, env=env, check=True)
+        subprocess.run(
+            [str(BIN / "snakemake"), "--cores", "2", "all_tables", "--configfile", args.configfile, "--quiet", "all"],
+            cwd=wf,
+            env=env,
+            check=True,
+        )
         wall = time.perf_counter() - started
         jobs = {}
         for path in (wf / "benchmarks").rglob("*.tsv"):
@@ -65,7 +69,9 @@ def main() -> None:
         counted = sum(jobs.values())  # every rule that runs a command has a benchmark file
     startup = startup_seconds()
     record = {
-        "config": args.configfile, "wall_seconds": round(wall, 1), "benchmarked_jobs": len(jobs),
+        "config": args.configfile,
+        "wall_seconds": round(wall, 1),
+        "benchmarked_jobs": len(jobs),
         "benchmarked_job_seconds": round(counted, 1),
         "job_startup_seconds": round(startup, 2),
         "overhead_fraction": round(max(wall - counted, 0.0) / wall, 4),

@@ -40,7 +40,9 @@ def main() -> None:
     torch.manual_seed(0)
     ckpt = Path(__file__).resolve().parent / "results" / "shared_backbone_convstem_swin_tiny.pth"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
-    save_backbone(ckpt, "convstem_swin_tiny", build_model("convstem_swin_tiny", size).state_dict(), {"pretrain_task": "random"})
+    save_backbone(
+        ckpt, "convstem_swin_tiny", build_model("convstem_swin_tiny", size).state_dict(), {"pretrain_task": "random"}
+    )
     det = detection.build_model({"width": 64}, 4, size, str(ckpt), frozen=True).to(device).eval()
     seg = segmentation.build_model({"width": 64, "num_queries": 20}, 7, size, str(ckpt), frozen=True).to(device).eval()
     x = torch.randn(args.batch, 3, size, size, device=device)
@@ -75,13 +77,20 @@ def main() -> None:
 
     a, b = per_task_both(), shared()
     same = all(torch.equal(p.bboxes, q.bboxes) for p, q in zip(a[0], b[0])) and torch.equal(a[1], b[1])
-    times = interleaved({"per_task": per_task_both, "shared": shared, "backbone_only": backbone_only},
-                        args.repeats, warmup=1, sync=sync)
-    record = {"device": device, "batch": args.batch, "input": size, "repeats": args.repeats,
-              "heads": ["mask_rcnn", "mask2former"], "identical_predictions": same,
-              "seconds": {name: spread(ts) for name, ts in times.items()},
-              "speedup_shared": ratio(times["per_task"], times["shared"]),
-              "backbone_fraction_of_per_task": ratio(times["backbone_only"], times["per_task"])}
+    times = interleaved(
+        {"per_task": per_task_both, "shared": shared, "backbone_only": backbone_only}, args.repeats, warmup=1, sync=sync
+    )
+    record = {
+        "device": device,
+        "batch": args.batch,
+        "input": size,
+        "repeats": args.repeats,
+        "heads": ["mask_rcnn", "mask2former"],
+        "identical_predictions": same,
+        "seconds": {name: spread(ts) for name, ts in times.items()},
+        "speedup_shared": ratio(times["per_task"], times["shared"]),
+        "backbone_fraction_of_per_task": ratio(times["backbone_only"], times["per_task"]),
+    }
     path = write_record(f"shared_backbone_{device}", record)
     ckpt.unlink()
     print(f"{path}: shared {record['speedup_shared']['median']:.2f}x faster, identical predictions: {same}")

@@ -11,7 +11,6 @@ from frozenbench import study
 from frozenbench.config import ConfigError, check_references
 from frozenbench.errors import UserError
 
-
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 # cross-references (cells -> tasks / backbones / heads, arch, task type vs dataset format, sizes
 # the backbone takes, frame counts) fail here, naming the key, not later inside a job
@@ -23,7 +22,7 @@ except ConfigError as err:
 # Rules call the `frozenbench` console script installed beside the Python that runs
 # Snakemake (the project venv), also when the venv is not activated. The prefix keeps
 # Snakemake's default strict mode.
-shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; ")
+shell.prefix(f'set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
 
 PATHS = config["paths"]
 DATA = PATHS["data"]
@@ -36,6 +35,7 @@ TABLES = PATHS["tables"]
 # named once, where the tables and figures are built
 from frozenbench.reporting.figures import FIGURE_NAMES
 from frozenbench.reporting.tables import TABLE_NAMES
+
 BENCHMARKS = PATHS["benchmarks"]
 # sha256 of downloads whose source publishes none, recorded on first download: committed, so
 # every other machine verifies its copies against the first one
@@ -120,8 +120,10 @@ def verification_args(backbone):
     if backbone not in DOWNLOADED_CHECKPOINTS:
         return ""
     marker = f"{DOWNLOADS}/checkpoints/{backbone}.verified.json"
-    return (f"--download-spec {json_arg(BACKBONES[backbone]['checkpoint'])}"
-            f" --checksums {shlex.quote(checkpoint_checksums(backbone))} --verified {shlex.quote(marker)}")
+    return (
+        f"--download-spec {json_arg(BACKBONES[backbone]['checkpoint'])}"
+        f" --checksums {shlex.quote(checkpoint_checksums(backbone))} --verified {shlex.quote(marker)}"
+    )
 
 
 def all_checkpoint_outputs():
@@ -219,8 +221,11 @@ SUBMISSION = "detections_test-dev2017_frozenbench_results.zip"
 
 def all_submission_outputs():
     """Test-dev upload zips of the detection cells whose task sets `test_dev: true`."""
-    return [f"{RESULTS}/{task}/{backbone}/{mode}/{head}/{SUBMISSION}" for task, backbone, mode, head in study_cells()
-            if TASKS[task].get("test_dev", False)]
+    return [
+        f"{RESULTS}/{task}/{backbone}/{mode}/{head}/{SUBMISSION}"
+        for task, backbone, mode, head in study_cells()
+        if TASKS[task].get("test_dev", False)
+    ]
 
 
 def cell_labels(wildcards):
@@ -237,5 +242,8 @@ def study_report_output():
 
 
 def all_table_outputs():
-    return [f"{TABLES}/{name}.{ext}" for name in TABLE_NAMES for ext in ("md", "tex", "csv")] + [
-        f"{TABLES}/{name}.png" for name in FIGURE_NAMES] + [f"{TABLES}/summary.json"]
+    return (
+        [f"{TABLES}/{name}.{ext}" for name in TABLE_NAMES for ext in ("md", "tex", "csv")]
+        + [f"{TABLES}/{name}.png" for name in FIGURE_NAMES]
+        + [f"{TABLES}/summary.json"]
+    )

@@ -9,14 +9,14 @@ rule study_report:
         probe=[f"{RESULTS}/pretrain/probe.md"] if PRETRAINED_BACKBONES else [],
     output:
         study_report_output(),
-    params:
-        tables=lambda wildcards, input: os.path.dirname(input.tables[0]),
-        probe=lambda wildcards, input: " ".join(f"--probe {shlex.quote(path)}" for path in input.probe),
-    conda:
-        "../envs/frozenbench.yaml"
     log:
         f"{LOGS}/study_report.log",
     benchmark:
-        f"{BENCHMARKS}/study_report.tsv",
+        f"{BENCHMARKS}/study_report.tsv"
+    conda:
+        "../envs/frozenbench.yaml"
+    params:
+        tables=lambda wildcards, input: os.path.dirname(input.tables[0]),
+        probe=lambda wildcards, input: " ".join(f"--probe {shlex.quote(path)}" for path in input.probe),
     shell:
         "frozenbench report --tables {params.tables:q} {params.probe} --out {output:q} > {log:q} 2>&1"

@@ -10,6 +10,15 @@ rule train_head:
         # state.pt is rewritten during training and kept on failure so a rerun resumes;
         # done.json marks a finished run.
         f"{RUNS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/done.json",
+    log:
+        f"{LOGS}/train/{{task}}/{{backbone}}/{{mode}}/{{head}}.log",
+    benchmark:
+        f"{BENCHMARKS}/train/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv"
+    conda:
+        "../envs/frozenbench.yaml"
+    threads: COMPUTE["train"]["threads"]
+    resources:
+        **job_resources("train"),
     params:
         spec=lambda wildcards, input: json_arg(task_spec(wildcards.task, wildcards.head, wildcards.mode, input.data)),
         run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
@@ -19,15 +28,6 @@ rule train_head:
         nodes=COMPUTE["train"]["nodes"],
         device=COMPUTE["train"]["device"],
         workers=COMPUTE["train"]["workers"],
-    conda:
-        "../envs/frozenbench.yaml"
-    log:
-        f"{LOGS}/train/{{task}}/{{backbone}}/{{mode}}/{{head}}.log",
-    benchmark:
-        f"{BENCHMARKS}/train/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv"
-    threads: COMPUTE["train"]["threads"]
-    resources:
-        **job_resources("train"),
     shell:
         "frozenbench train --spec {params.spec} --checkpoint {input.checkpoint:q} --mode {wildcards.mode:q}"
         " --run-dir {params.run_dir:q} --seed {params.seed} --threads {threads} --nproc {params.nproc}"
@@ -41,22 +41,24 @@ rule evaluate_head:
         data=lambda wildcards: dataset_dir(config["tasks"][wildcards.task]["dataset"]),
     output:
         f"{RESULTS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/metrics.json",
+    log:
+        f"{LOGS}/evaluate/{{task}}/{{backbone}}/{{mode}}/{{head}}.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluate/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv"
+    conda:
+        "../envs/frozenbench.yaml"
+    threads: COMPUTE["evaluate"]["threads"]
+    resources:
+        **job_resources("evaluate"),
     params:
-        spec=lambda wildcards, input: json_arg(task_spec(wildcards.task, wildcards.head, wildcards.mode, input.data, evaluation=True)),
+        spec=lambda wildcards, input: json_arg(
+            task_spec(wildcards.task, wildcards.head, wildcards.mode, input.data, evaluation=True)
+        ),
         run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
         seed=config["seed"],
         labels=lambda wildcards: cell_labels(wildcards),
         device=COMPUTE["evaluate"]["device"],
         workers=COMPUTE["evaluate"]["workers"],
-    conda:
-        "../envs/frozenbench.yaml"
-    log:
-        f"{LOGS}/evaluate/{{task}}/{{backbone}}/{{mode}}/{{head}}.log",
-    benchmark:
-        f"{BENCHMARKS}/evaluate/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv"
-    threads: COMPUTE["evaluate"]["threads"]
-    resources:
-        **job_resources("evaluate"),
     shell:
         "frozenbench evaluate --spec {params.spec} --checkpoint {input.checkpoint:q} --mode {wildcards.mode:q}"
         " --run-dir {params.run_dir:q} --seed {params.seed} --threads {threads} --out {output:q}"
@@ -72,21 +74,21 @@ rule submit_test_dev:
         data=lambda wildcards: dataset_dir(config["tasks"][wildcards.task]["dataset"]),
     output:
         f"{RESULTS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/{SUBMISSION}",
+    log:
+        f"{LOGS}/submit/{{task}}/{{backbone}}/{{mode}}/{{head}}.log",
+    benchmark:
+        f"{BENCHMARKS}/submit/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv"
+    conda:
+        "../envs/frozenbench.yaml"
+    threads: COMPUTE["evaluate"]["threads"]
+    resources:
+        **job_resources("evaluate"),
     params:
         spec=lambda wildcards, input: json_arg(task_spec(wildcards.task, wildcards.head, wildcards.mode, input.data)),
         run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
         seed=config["seed"],
         device=COMPUTE["evaluate"]["device"],
         workers=COMPUTE["evaluate"]["workers"],
-    conda:
-        "../envs/frozenbench.yaml"
-    log:
-        f"{LOGS}/submit/{{task}}/{{backbone}}/{{mode}}/{{head}}.log",
-    benchmark:
-        f"{BENCHMARKS}/submit/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv",
-    threads: COMPUTE["evaluate"]["threads"]
-    resources:
-        **job_resources("evaluate"),
     shell:
         "frozenbench submit --spec {params.spec} --checkpoint {input.checkpoint:q} --mode {wildcards.mode:q}"
         " --run-dir {params.run_dir:q} --seed {params.seed} --threads {threads} --out {output:q}"
@@ -103,17 +105,16 @@ rule tables:
         tex=[f"{TABLES}/{name}.tex" for name in TABLE_NAMES],
         summary=f"{TABLES}/summary.json",
         figures=[
-            report(f"{TABLES}/{name}.png", category="Figures", caption="../report/figure.rst")
-            for name in FIGURE_NAMES
+            report(f"{TABLES}/{name}.png", category="Figures", caption="../report/figure.rst") for name in FIGURE_NAMES
         ],
-    params:
-        out=lambda wildcards, output: os.path.dirname(output.csv[0]),
-        plan=json_arg(tables_plan()),
-    conda:
-        "../envs/frozenbench.yaml"
     log:
         f"{LOGS}/tables.log",
     benchmark:
-        f"{BENCHMARKS}/tables.tsv",
+        f"{BENCHMARKS}/tables.tsv"
+    conda:
+        "../envs/frozenbench.yaml"
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.csv[0]),
+        plan=json_arg(tables_plan()),
     shell:
         "frozenbench tables --out {params.out:q} --plan {params.plan} {input:q} > {log:q} 2>&1"

@@ -12,8 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 
-def run_cmd(args: list[str], cwd: Path | None = None, timeout: float = 600, env: dict | None = None,
-            check: bool = False) -> subprocess.CompletedProcess:
+def run_cmd(
+    args: list[str], cwd: Path | None = None, timeout: float = 600, env: dict | None = None, check: bool = False
+) -> subprocess.CompletedProcess:
     """Run a command with the venv's bin first on PATH (as the Makefile does)."""
     full_env = dict(os.environ)
     full_env["PATH"] = f"{VENV_BIN}{os.pathsep}{full_env.get('PATH', '')}"
@@ -59,25 +60,71 @@ def video_cell(tmp_path: Path, steps: int, checkpoint_every: int, feature_cache:
     root = tmp_path / "shapes-k400"
     synthesize(tiny_spec("shapes-k400", num_frames=8), root)
     checkpoint = save_random_backbone(tmp_path / "b.pth", "convstem_swin_tiny", 64)
-    spec = json.dumps({"type": "video", "data": str(root), "img_size": 64, "data_options": {"num_frames": 4},
-                       "feature_cache": feature_cache, "head": {"num_frames": 4, "num_blocks": 1, "width": 32},
-                       "train": {"steps": steps, "batch_size": 4, "warmup_steps": 2,
-                                 "checkpoint_every": checkpoint_every, "log_every": 1}})
+    spec = json.dumps(
+        {
+            "type": "video",
+            "data": str(root),
+            "img_size": 64,
+            "data_options": {"num_frames": 4},
+            "feature_cache": feature_cache,
+            "head": {"num_frames": 4, "num_blocks": 1, "width": 32},
+            "train": {
+                "steps": steps,
+                "batch_size": 4,
+                "warmup_steps": 2,
+                "checkpoint_every": checkpoint_every,
+                "log_every": 1,
+            },
+        }
+    )
     return spec, checkpoint
 
 
 # The test world of the paper study: the mini datasets in the real datasets' shapes (portrait and
 # 1280x960 COCO images, a 2100x1400 ADE image, 10 s Kinetics clips at 25/30 fps, odd sizes).
 REAL_SHAPED = {
-    "shapes-coco": {"source": "synth", "format": "coco", "synth": {
-        "seed": 202, "image_size": 128, "num_classes": 4, "num_train": 4, "num_val": 9, "num_test_dev": 2,
-        "max_instances": 4, "texture": 0.2, "size_profile": "real"}},
-    "shapes-ade": {"source": "synth", "format": "ade", "synth": {
-        "seed": 203, "image_size": 128, "num_stuff": 3, "num_things": 4, "num_train": 3, "num_val": 7,
-        "texture": 0.2, "size_profile": "real"}},
-    "shapes-k400": {"source": "synth", "format": "kinetics", "synth": {
-        "seed": 204, "frame_size": 64, "num_frames": 12, "num_train_per_class": 1, "num_val_per_class": 1,
-        "texture": 0.2, "size_profile": "real"}},
+    "shapes-coco": {
+        "source": "synth",
+        "format": "coco",
+        "synth": {
+            "seed": 202,
+            "image_size": 128,
+            "num_classes": 4,
+            "num_train": 4,
+            "num_val": 9,
+            "num_test_dev": 2,
+            "max_instances": 4,
+            "texture": 0.2,
+            "size_profile": "real",
+        },
+    },
+    "shapes-ade": {
+        "source": "synth",
+        "format": "ade",
+        "synth": {
+            "seed": 203,
+            "image_size": 128,
+            "num_stuff": 3,
+            "num_things": 4,
+            "num_train": 3,
+            "num_val": 7,
+            "texture": 0.2,
+            "size_profile": "real",
+        },
+    },
+    "shapes-k400": {
+        "source": "synth",
+        "format": "kinetics",
+        "synth": {
+            "seed": 204,
+            "frame_size": 64,
+            "num_frames": 12,
+            "num_train_per_class": 1,
+            "num_val_per_class": 1,
+            "texture": 0.2,
+            "size_profile": "real",
+        },
+    },
 }
 
 

@@ -47,10 +47,14 @@ def main(out_dir: str, zero_stage: int) -> None:
     engine2, _ = initialize(fresh, deepspeed_config(zero_stage, micro_batch_size=8, lr=1e-2))
     engine2.load_checkpoint(os.path.join(out_dir, "ckpt"), tag="last")
     result = {
-        "rank": rank, "world": world, "losses": losses,
-        "optimized_numel": optimized, "head_numel": sum(p.numel() for p in model.head.parameters()),
-        "backbone_unchanged": all(torch.equal(backbone_before[k], v)
-                                  for k, v in engine.module.backbone.state_dict().items()),
+        "rank": rank,
+        "world": world,
+        "losses": losses,
+        "optimized_numel": optimized,
+        "head_numel": sum(p.numel() for p in model.head.parameters()),
+        "backbone_unchanged": all(
+            torch.equal(backbone_before[k], v) for k, v in engine.module.backbone.state_dict().items()
+        ),
         "resumed_head_matches": torch.equal(engine2.module.head.weight.detach(), head_after),
     }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:

@@ -92,7 +92,7 @@ class FaultServer:
                 self.end_headers()
                 if fault.startswith("trickle:"):
                     for offset in range(0, len(payload), 1024):
-                        self.wfile.write(payload[offset:offset + 1024])
+                        self.wfile.write(payload[offset : offset + 1024])
                         self.wfile.flush()
                         time.sleep(float(fault.split(":")[1]))
                     return

@@ -45,6 +45,7 @@ SENTINEL = b"must never change\n"
 
 # -- crafting -----------------------------------------------------------------------------------
 
+
 def make_tar(path: Path, members: list[tuple], mode: str = "w") -> Path:
     """``members``: (name, tar type, data for files or link target for links[, file mode])."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,8 +91,11 @@ def chain_members(dest: Path, steps: str = "abcdefghijklmnop") -> list[tuple]:
         members += [(os.path.join(path, comp), DIR, None), (os.path.join(path, step), SYM, comp)]
         path = os.path.join(path, comp)
     link = os.path.join(*steps, "l" * 254)
-    return members + [(link, SYM, "/".join([".."] * len(steps))), ("escape", SYM, link + "/.."),
-                      ("escape/escaped.txt", REG, b"escaped\n")]
+    return members + [
+        (link, SYM, "/".join([".."] * len(steps))),
+        ("escape", SYM, link + "/.."),
+        ("escape/escaped.txt", REG, b"escaped\n"),
+    ]
 
 
 def set_encrypted_flag(path: Path) -> None:
@@ -106,6 +110,7 @@ def set_encrypted_flag(path: Path) -> None:
 
 
 # -- the sandbox --------------------------------------------------------------------------------
+
 
 def snapshot(root: Path) -> dict[str, str]:
     """Every path under ``root`` (links not followed) with what it is and its content's digest."""
@@ -157,26 +162,45 @@ def box(tmp_path: Path) -> Sandbox:
 
 # -- refusals -----------------------------------------------------------------------------------
 
+
 def tar_cases(box: Sandbox) -> dict[str, tuple[list[tuple], str, str]]:
     """case -> (members, the member the error must name, what it must say)."""
     absolute = str(box.root / "absolute.txt")
     return {
-        "dotdot": ([("ok.txt", REG, b"ok"), ("../../../escaped.txt", REG, b"x")], "../../../escaped.txt",
-                   "has a '..' component"),
-        "dotdot_inside": ([("a/../../../../escaped.txt", REG, b"x")], "a/../../../../escaped.txt",
-                          "has a '..' component"),
+        "dotdot": (
+            [("ok.txt", REG, b"ok"), ("../../../escaped.txt", REG, b"x")],
+            "../../../escaped.txt",
+            "has a '..' component",
+        ),
+        "dotdot_inside": (
+            [("a/../../../../escaped.txt", REG, b"x")],
+            "a/../../../../escaped.txt",
+            "has a '..' component",
+        ),
         "absolute_etc": ([("/etc/frozenbench-escaped", REG, b"x")], "/etc/frozenbench-escaped", "is an absolute path"),
         "absolute_sandbox": ([(absolute, REG, b"x")], absolute, "is an absolute path"),
         "nul": ([("a\x00b.txt", REG, b"x")], "a\x00b.txt", "contains a NUL byte"),
         "symlink_out": ([("images", SYM, "../../.."), ("images/escaped.txt", REG, b"x")], "images", "is a symlink"),
-        "symlink_absolute": ([("images", SYM, str(box.root)), ("images/escaped.txt", REG, b"x")], "images",
-                             "is a symlink"),
-        "dot_chain": ([("a", SYM, "."), ("b", SYM, "a/a/a/a/a/a/a/a"), ("c", SYM, "b/../../.."),
-                       ("c/escaped.txt", REG, b"x")], "a", "is a symlink"),
-        "hardlink_out": ([("ok.txt", REG, b"ok"), ("stolen.txt", LNK, "../../../outside.txt")], "stolen.txt",
-                         "is a hard link"),
-        "hardlink_member": ([("a.txt", REG, b"a"), ("b.txt", LNK, "a.txt"), ("b.txt", REG, b"over")], "b.txt",
-                            "is a hard link"),
+        "symlink_absolute": (
+            [("images", SYM, str(box.root)), ("images/escaped.txt", REG, b"x")],
+            "images",
+            "is a symlink",
+        ),
+        "dot_chain": (
+            [("a", SYM, "."), ("b", SYM, "a/a/a/a/a/a/a/a"), ("c", SYM, "b/../../.."), ("c/escaped.txt", REG, b"x")],
+            "a",
+            "is a symlink",
+        ),
+        "hardlink_out": (
+            [("ok.txt", REG, b"ok"), ("stolen.txt", LNK, "../../../outside.txt")],
+            "stolen.txt",
+            "is a hard link",
+        ),
+        "hardlink_member": (
+            [("a.txt", REG, b"a"), ("b.txt", LNK, "a.txt"), ("b.txt", REG, b"over")],
+            "b.txt",
+            "is a hard link",
+        ),
         "char_device": ([("null", tarfile.CHRTYPE, None)], "null", "is a character device"),
         "block_device": ([("sda", tarfile.BLKTYPE, None)], "sda", "is a block device"),
         "fifo": ([("pipe", tarfile.FIFOTYPE, None)], "pipe", "is a fifo"),
@@ -186,9 +210,24 @@ def tar_cases(box: Sandbox) -> dict[str, tuple[list[tuple], str, str]]:
     }
 
 
-TAR_CASES = ["dotdot", "dotdot_inside", "absolute_etc", "absolute_sandbox", "nul", "symlink_out", "symlink_absolute",
-             "dot_chain", "hardlink_out", "hardlink_member", "char_device", "block_device", "fifo", "duplicate",
-             "under_a_file", "file_over_folder"]
+TAR_CASES = [
+    "dotdot",
+    "dotdot_inside",
+    "absolute_etc",
+    "absolute_sandbox",
+    "nul",
+    "symlink_out",
+    "symlink_absolute",
+    "dot_chain",
+    "hardlink_out",
+    "hardlink_member",
+    "char_device",
+    "block_device",
+    "fifo",
+    "duplicate",
+    "under_a_file",
+    "file_over_folder",
+]
 
 
 @pytest.mark.parametrize("case", TAR_CASES)
@@ -204,8 +243,11 @@ ZIP_CASES = {
     "absolute": ([("/etc/frozenbench-escaped", b"x")], "/etc/frozenbench-escaped", "is an absolute path"),
     "backslash": ([("..\\..\\..\\escaped.txt", b"x")], "..\\..\\..\\escaped.txt", "contains a backslash"),
     "drive": ([("C:/escaped.txt", b"x")], "C:/escaped.txt", "starts with a drive letter"),
-    "symlink": ([("images", b"../../..", stat.S_IFLNK | 0o777), ("images/escaped.txt", b"x")], "images",
-                "is a symlink"),
+    "symlink": (
+        [("images", b"../../..", stat.S_IFLNK | 0o777), ("images/escaped.txt", b"x")],
+        "images",
+        "is a symlink",
+    ),
     "fifo": ([("pipe", b"", stat.S_IFIFO | 0o644)], "pipe", "is a fifo"),
     "duplicate": ([("a/b.txt", b"1"), ("a/b.txt", b"2")], "a/b.txt", "occurs twice"),
     "under_a_file": ([("a", b"file"), ("a/b.txt", b"x")], "a/b.txt", "which the archive has as a file"),
@@ -223,8 +265,9 @@ def test_hostile_zip_is_refused_and_leaves_nothing(box, case):
 def test_symlink_refusal_says_only_files_and_folders_are_extracted(box):
     archive = make_tar(box.downloads / "link.tar", [("a/b", SYM, "../../..")])
     message = box.refused(archive)
-    assert message == (f"{archive}: member 'a/b' is a symlink (to '../../..'); "
-                       f"only regular files and folders are extracted")
+    assert message == (
+        f"{archive}: member 'a/b' is a symlink (to '../../..'); only regular files and folders are extracted"
+    )
 
 
 def test_long_symlink_chain_is_refused(box):
@@ -261,16 +304,27 @@ def test_zip_bomb_is_refused_by_the_default_ratio(box):
                 f.write(zeros)
     size = archive.stat().st_size
     assert size * 100 < MIN_MAX_BYTES < 300 << 20  # the floor of 256 MiB is what refuses it
-    message = box.refused(archive, "member 'zeros.bin'", f"more than {MIN_MAX_BYTES} bytes uncompressed",
-                          f"100 x the archive's {size} bytes", "refusing a possible decompression bomb")
+    message = box.refused(
+        archive,
+        "member 'zeros.bin'",
+        f"more than {MIN_MAX_BYTES} bytes uncompressed",
+        f"100 x the archive's {size} bytes",
+        "refusing a possible decompression bomb",
+    )
     assert "limit" in message
 
 
 def test_tar_past_max_bytes_is_refused_while_streaming(box):
-    archive = make_tar(box.downloads / "big.tar.gz", [("a.bin", REG, bytes(600)), ("b.bin", REG, bytes(600))],
-                       mode="w:gz")
-    box.refused(archive, "member 'b.bin'", "more than 1000 bytes uncompressed (limit: max_bytes)",
-                "decompression bomb", max_bytes=1000)
+    archive = make_tar(
+        box.downloads / "big.tar.gz", [("a.bin", REG, bytes(600)), ("b.bin", REG, bytes(600))], mode="w:gz"
+    )
+    box.refused(
+        archive,
+        "member 'b.bin'",
+        "more than 1000 bytes uncompressed (limit: max_bytes)",
+        "decompression bomb",
+        max_bytes=1000,
+    )
 
 
 def test_within_max_bytes_is_extracted(box):
@@ -320,8 +374,13 @@ def test_committed_hostile_archive_is_refused(box, name, expected):
 
 # -- what must work -----------------------------------------------------------------------------
 
-TREE = {"a/b/c.txt": b"deep\n", "a/d.bin": bytes(range(256)) * 9, "e.json": b'{"x": 1}\n', "a/b/empty": b"",
-        "images/training/ADE_train_00000001.jpg": os.urandom(5000)}
+TREE = {
+    "a/b/c.txt": b"deep\n",
+    "a/d.bin": bytes(range(256)) * 9,
+    "e.json": b'{"x": 1}\n',
+    "a/b/empty": b"",
+    "images/training/ADE_train_00000001.jpg": os.urandom(5000),
+}
 
 
 def check_tree(dest: Path) -> None:
@@ -336,8 +395,7 @@ def check_tree(dest: Path) -> None:
 
 
 def test_zip_with_nested_folders_extracts_byte_identically(box):
-    entries = [("a/", b"", stat.S_IFDIR | 0o777)] + [(name, data, stat.S_IFREG | 0o4777)
-                                                      for name, data in TREE.items()]
+    entries = [("a/", b"", stat.S_IFDIR | 0o777)] + [(name, data, stat.S_IFREG | 0o4777) for name, data in TREE.items()]
     entries.append(("images/", b"", stat.S_IFDIR | 0o755))  # a folder entry after its files
     archive = make_zip(box.downloads / "tree.zip", entries)
     extract(archive, box.dest)
@@ -357,20 +415,23 @@ def ade_zip(path: Path, names: list[str]) -> Path:
 
 
 def ade_files(*names: str) -> list[RemoteFile]:
-    return [RemoteFile(url=f"https://example.org/{name}", filename=name, checksum={"md5": "0" * 32})
-            for name in names]
+    return [RemoteFile(url=f"https://example.org/{name}", filename=name, checksum={"md5": "0" * 32}) for name in names]
 
 
 def test_archives_sharing_nested_folders_are_merged(box):
     ade_zip(box.downloads / "train.zip", ["images/training/a.jpg", "annotations/training/a.png"])
-    ade_zip(box.downloads / "val.zip", ["images/validation/b.jpg", "annotations/validation/b.png",
-                                        "objectInfo150.txt"])
+    ade_zip(box.downloads / "val.zip", ["images/validation/b.jpg", "annotations/validation/b.png", "objectInfo150.txt"])
     out = box.root / "out"
     out.mkdir()
     prepare_ade(ade_files("train.zip", "val.zip"), box.downloads, out, {}, lambda message: None)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert files == ["annotations/training/a.png", "annotations/validation/b.png", "images/training/a.jpg",
-                     "images/validation/b.jpg", "objectInfo150.txt"]
+    assert files == [
+        "annotations/training/a.png",
+        "annotations/validation/b.png",
+        "images/training/a.jpg",
+        "images/validation/b.jpg",
+        "objectInfo150.txt",
+    ]
     assert (out / "images" / "validation" / "b.jpg").read_bytes() == b"images/validation/b.jpg"
     assert not (out / "ADEChallengeData2016").exists()
 
@@ -383,8 +444,9 @@ def test_two_archives_providing_the_same_file_are_refused(box):
     with pytest.raises(UserError) as info:
         prepare_ade(ade_files("one.zip", "two.zip"), box.downloads, out, {}, lambda message: None)
     message = str(info.value)
-    assert message.startswith(f"{second}: ADEChallengeData2016/images/training/a.jpg (a file) is also provided by "
-                              f"an earlier archive, {first}"), message
+    assert message.startswith(
+        f"{second}: ADEChallengeData2016/images/training/a.jpg (a file) is also provided by an earlier archive, {first}"
+    ), message
     assert "refusing to overwrite it" in message
     # the first archive's copy is untouched
     assert (out / "ADEChallengeData2016/images/training/a.jpg").read_bytes() == b"images/training/a.jpg"
@@ -397,8 +459,9 @@ def test_a_file_against_a_folder_is_refused(box):
     root.mkdir()
     sources: dict[str, Path] = {}
     _extract_into(first, root, sources)
-    with pytest.raises(UserError, match="annotations \\(a file\\) is also provided by an earlier archive, "
-                                        ".*one.zip \\(a folder\\)"):
+    with pytest.raises(
+        UserError, match="annotations \\(a file\\) is also provided by an earlier archive, .*one.zip \\(a folder\\)"
+    ):
         _extract_into(second, root, sources)
     assert (root / "annotations" / "x.json").read_bytes() == b"{}"
 
@@ -415,8 +478,10 @@ def test_conflict_without_a_record_still_names_the_path(box):
 
 
 def test_ade_flattening_refuses_a_collision(box):
-    make_zip(box.downloads / "ade.zip", [("ADEChallengeData2016/images/training/a.jpg", b"a"),
-                                         ("images/training/b.jpg", b"b")])
+    make_zip(
+        box.downloads / "ade.zip",
+        [("ADEChallengeData2016/images/training/a.jpg", b"a"), ("images/training/b.jpg", b"b")],
+    )
     out = box.root / "out"
     out.mkdir()
     with pytest.raises(UserError, match="ADEChallengeData2016/images would collide with images"):

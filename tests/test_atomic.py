@@ -94,7 +94,6 @@ def test_killed_synth_leaves_no_dataset_then_completes(tmp_path, signum):
     assert temporaries() == []  # the killed run's leftovers were collected
 
 
-
 def test_a_training_run_collects_the_temporaries_a_killed_run_left(tmp_path):
     """A SIGKILL during a checkpoint save leaves `.state.pt.tmp-*`; the next start of the same run
     removes such leftovers and keeps the real files."""

@@ -117,8 +117,17 @@ def test_feature_specs_come_from_feature_info():
 
 
 def test_registry_covers_the_paper_architectures():
-    for name in ["swin_tiny", "swin_small", "swin_base", "swin_large", "swinv2_tiny", "swinv2_small",
-                 "swinv2_base", "swinv2_large", "swinv2_giant"]:
+    for name in [
+        "swin_tiny",
+        "swin_small",
+        "swin_base",
+        "swin_large",
+        "swinv2_tiny",
+        "swinv2_small",
+        "swinv2_base",
+        "swinv2_large",
+        "swinv2_giant",
+    ]:
         assert name in list_archs()
     assert not get_arch("swinv2_giant").public_weights
     with torch.device("meta"):  # no memory: just the parameter count

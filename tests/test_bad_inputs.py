@@ -65,22 +65,44 @@ def validate_case(fmt, build, expected):
     def case(tmp: Path):
         root, named = build(tmp)
         return ["frozenbench", "validate", "--format", fmt, str(root)], named, expected, None
+
     return case
 
 
 def convert_case(name, expected):
     def case(tmp: Path):
         out = tmp / "checkpoints" / "x.pth"
-        return (["frozenbench", "convert-checkpoint", "--src", str(BAD / name), "--layout", "official_swin",
-                 "--arch", "swin_tiny", "--out", str(out)], BAD / name, expected, out)
+        return (
+            [
+                "frozenbench",
+                "convert-checkpoint",
+                "--src",
+                str(BAD / name),
+                "--layout",
+                "official_swin",
+                "--arch",
+                "swin_tiny",
+                "--out",
+                str(out),
+            ],
+            BAD / name,
+            expected,
+            out,
+        )
+
     return case
 
 
 def config_case(name, expected):
     def case(tmp: Path):
         out = tmp / "data" / "shapes-coco"
-        return (["frozenbench", "synth", "--config", str(BAD / name), "--dataset", "shapes-coco", "--out", str(out)],
-                BAD / name, expected, out)
+        return (
+            ["frozenbench", "synth", "--config", str(BAD / name), "--dataset", "shapes-coco", "--out", str(out)],
+            BAD / name,
+            expected,
+            out,
+        )
+
     return case
 
 
@@ -97,36 +119,76 @@ def server():
     return _SERVER
 
 
-def download_case(path: str, body: bytes, faults: list[str], expected: str, checksum: str = "unpublished",
-                  url_list: bool = False, recorded: bytes | None = None):
+def download_case(
+    path: str,
+    body: bytes,
+    faults: list[str],
+    expected: str,
+    checksum: str = "unpublished",
+    url_list: bool = False,
+    recorded: bytes | None = None,
+):
     """`frozenbench download` of one file served with ``faults``; ``recorded``: the bytes whose digest
     another machine already recorded in the shared checksum file."""
+
     def case(tmp: Path):
         import hashlib
         import json
 
         url = server().add(f"/{tmp.name}{path}", body, faults)
         digest = {"unpublished": "none"} if checksum == "unpublished" else {"sha256": hashlib.sha256(body).hexdigest()}
-        spec = {"source": "download", "format": "kinetics",
-                "download": {"files": [{"url": url, "filename": path.rsplit("/", 1)[-1], "checksum": digest,
-                                        "extract": False, "url_list": url_list}]}}
+        spec = {
+            "source": "download",
+            "format": "kinetics",
+            "download": {
+                "files": [
+                    {
+                        "url": url,
+                        "filename": path.rsplit("/", 1)[-1],
+                        "checksum": digest,
+                        "extract": False,
+                        "url_list": url_list,
+                    }
+                ]
+            },
+        }
         records = tmp / "checksums" / "k400.sha256"
         if recorded is not None:
             records.parent.mkdir(parents=True)
             records.write_text(f"{hashlib.sha256(recorded).hexdigest()}  {path.rsplit('/', 1)[-1]}\n")
         out = tmp / "downloads" / "k400"
-        return (["frozenbench", "download", "--spec", json.dumps(spec), "--out", str(out), "--checksums", str(records),
-                 "--backoff", "0.01", "--attempts", "2"], url, expected, out / path.rsplit("/", 1)[-1])
+        return (
+            [
+                "frozenbench",
+                "download",
+                "--spec",
+                json.dumps(spec),
+                "--out",
+                str(out),
+                "--checksums",
+                str(records),
+                "--backoff",
+                "0.01",
+                "--attempts",
+                "2",
+            ],
+            url,
+            expected,
+            out / path.rsplit("/", 1)[-1],
+        )
+
     return case
 
 
 def url_list_case(lines: list[str], expected: str):
     def case(tmp: Path):
         listing = "\n".join(line.format(url=server().url) for line in lines).encode()
-        args, _, _, listed = download_case("/k400_train_path.txt", listing, [], expected, checksum="sha256",
-                                           url_list=True)(tmp)
+        args, _, _, listed = download_case(
+            "/k400_train_path.txt", listing, [], expected, checksum="sha256", url_list=True
+        )(tmp)
         # the error names the list's line; none of its archives is fetched
         return args, listed, expected, listed.parent / "k400_train_path"
+
     return case
 
 
@@ -145,17 +207,43 @@ def tampered_archive_case(tmp: Path):
     downloads.mkdir(parents=True)
     archive = downloads / "ADEChallengeData2016.zip"
     archive.write_bytes(body[:-1] + bytes([body[-1] ^ 1]))
-    spec = {"source": "download", "format": "ade", "download": {"files": [{
-        "url": "http://127.0.0.1/ADEChallengeData2016.zip", "filename": archive.name,
-        "checksum": {"sha256": hashlib.sha256(body).hexdigest()}}]}}
+    spec = {
+        "source": "download",
+        "format": "ade",
+        "download": {
+            "files": [
+                {
+                    "url": "http://127.0.0.1/ADEChallengeData2016.zip",
+                    "filename": archive.name,
+                    "checksum": {"sha256": hashlib.sha256(body).hexdigest()},
+                }
+            ]
+        },
+    }
     out = tmp / "data" / "ade20k"
-    return (["frozenbench", "prepare", "--spec", json.dumps(spec), "--downloads", str(downloads),
-             "--checksums", str(tmp / "k.sha256"), "--out", str(out)], archive, "sha256 mismatch", out)
+    return (
+        [
+            "frozenbench",
+            "prepare",
+            "--spec",
+            json.dumps(spec),
+            "--downloads",
+            str(downloads),
+            "--checksums",
+            str(tmp / "k.sha256"),
+            "--out",
+            str(out),
+        ],
+        archive,
+        "sha256 mismatch",
+        out,
+    )
 
 
 def hostile_archive_case(filename: str, expected: str):
     """`frozenbench prepare` of a downloaded archive (its published digest matches) that tries to
     write outside the dataset, through a link, or far more than it holds."""
+
     def case(tmp: Path):
         import hashlib
         import json
@@ -164,18 +252,45 @@ def hostile_archive_case(filename: str, expected: str):
         downloads.mkdir(parents=True)
         archive = downloads / filename
         shutil.copy(BAD / filename, archive)
-        spec = {"source": "download", "format": "ade", "download": {"files": [{
-            "url": f"http://127.0.0.1/{filename}", "filename": filename,
-            "checksum": {"sha256": hashlib.sha256(archive.read_bytes()).hexdigest()}}]}}
+        spec = {
+            "source": "download",
+            "format": "ade",
+            "download": {
+                "files": [
+                    {
+                        "url": f"http://127.0.0.1/{filename}",
+                        "filename": filename,
+                        "checksum": {"sha256": hashlib.sha256(archive.read_bytes()).hexdigest()},
+                    }
+                ]
+            },
+        }
         out = tmp / "data" / "ade20k"
-        return (["frozenbench", "prepare", "--spec", json.dumps(spec), "--downloads", str(downloads),
-                 "--checksums", str(tmp / "k.sha256"), "--out", str(out)], archive, expected, out)
+        return (
+            [
+                "frozenbench",
+                "prepare",
+                "--spec",
+                json.dumps(spec),
+                "--downloads",
+                str(downloads),
+                "--checksums",
+                str(tmp / "k.sha256"),
+                "--out",
+                str(out),
+            ],
+            archive,
+            expected,
+            out,
+        )
+
     return case
 
 
 def broken_config_case(name: str):
     """`frozenbench check-config` (what every subcommand and the DAG run first) on a config with an
     unsafe name or a broken cross-reference."""
+
     def case(tmp: Path):
         import yaml
 
@@ -184,6 +299,7 @@ def broken_config_case(name: str):
         path = tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump(broken_config(name)))
         return ["frozenbench", "check-config", str(path)], path, CONFIG_CASES[name][2], None
+
     return case
 
 
@@ -193,15 +309,19 @@ CASES = {
     "zero_byte_mp4": validate_case("kinetics", lambda t: kinetics(t, "empty.mp4"), "empty file (0 bytes)"),
     "truncated_mp4": validate_case("kinetics", lambda t: kinetics(t, "truncated.mp4"), "undecodable video"),
     "coco_nan_bbox": validate_case("coco", lambda t: coco_dataset(t, "coco_nan_bbox.json"), "bbox must be 4 finite"),
-    "coco_negative_bbox": validate_case("coco", lambda t: coco_dataset(t, "coco_negative_bbox.json"),
-                                        "negative width or height"),
-    "coco_unknown_category": validate_case("coco", lambda t: coco_dataset(t, "coco_unknown_category.json"),
-                                           "unknown category_id 42"),
-    "coco_short_polygon": validate_case("coco", lambda t: coco_dataset(t, "coco_short_polygon.json"),
-                                        "polygon with 2 points"),
+    "coco_negative_bbox": validate_case(
+        "coco", lambda t: coco_dataset(t, "coco_negative_bbox.json"), "negative width or height"
+    ),
+    "coco_unknown_category": validate_case(
+        "coco", lambda t: coco_dataset(t, "coco_unknown_category.json"), "unknown category_id 42"
+    ),
+    "coco_short_polygon": validate_case(
+        "coco", lambda t: coco_dataset(t, "coco_short_polygon.json"), "polygon with 2 points"
+    ),
     "ade_out_of_range": validate_case("ade", lambda t: ade_dataset(t, "ade_out_of_range.png"), "out of range"),
-    "ade_size_mismatch": validate_case("ade", lambda t: ade_dataset(t, "ade_size_mismatch.png"),
-                                       "label map is 24x20 but its image is 32x32"),
+    "ade_size_mismatch": validate_case(
+        "ade", lambda t: ade_dataset(t, "ade_size_mismatch.png"), "label map is 24x20 but its image is 32x32"
+    ),
     "ckpt_missing_keys": convert_case("ckpt_missing_keys.pth", "missing"),
     "ckpt_wrong_shape": convert_case("ckpt_wrong_shape.pth", "shape mismatch"),
     "ckpt_extra_keys": convert_case("ckpt_extra_keys.pth", "not on the ignore list: not_a_swin_key"),
@@ -209,12 +329,15 @@ CASES = {
     "config_wrong_type": config_case("config_wrong_type.yaml", "datasets.shapes-coco.synth.num_train"),
     "config_unknown_key": config_case("config_unknown_key.yaml", "'colour' was unexpected"),
     # poisoned first downloads: never recorded, never used
-    "download_cut_without_length": download_case("/part_0.tar.gz", BODY, ["nolength-cut:1000"] * 2,
-                                                 "announced no length"),
-    "download_differs_from_shared_record": download_case("/part_1.tar.gz", BODY, ["corrupt"] * 2, "sha256 mismatch",
-                                                         recorded=BODY),
-    "download_redirect_to_ftp": download_case("/part_2.tar.gz", BODY, ["redirect:ftp://127.0.0.1/x"],
-                                              "refusing a redirect from http to ftp://"),
+    "download_cut_without_length": download_case(
+        "/part_0.tar.gz", BODY, ["nolength-cut:1000"] * 2, "announced no length"
+    ),
+    "download_differs_from_shared_record": download_case(
+        "/part_1.tar.gz", BODY, ["corrupt"] * 2, "sha256 mismatch", recorded=BODY
+    ),
+    "download_redirect_to_ftp": download_case(
+        "/part_2.tar.gz", BODY, ["redirect:ftp://127.0.0.1/x"], "refusing a redirect from http to ftp://"
+    ),
     "url_list_file_scheme": url_list_case(["file:///etc/passwd"], "only http(s) URLs are fetched"),
     "url_list_duplicate_name": url_list_case(["{url}/a/part.tar.gz", "{url}/b/part.tar.gz"], "is already listed"),
     "url_list_unsafe_name": url_list_case(["{url}/..%2F..%2Fpart.tar.gz"], "unsafe file name"),
@@ -233,12 +356,13 @@ def test_bad_input_gets_a_clear_error_and_leaves_nothing(name, tmp_path):
         text = proc.stdout + proc.stderr
         assert proc.returncode != 0, text
         assert "Traceback" not in text, text
-        error = text[text.find("error:"):] if "error:" in text else text
+        error = text[text.find("error:") :] if "error:" in text else text
         lines = [line for line in text.splitlines() if expected in line]
         # Either one line names file and problem (validators), or one error message does
         # (the config validator lists the keys under the line that names the file).
-        assert lines and (any(str(named_file) in line for line in lines)
-                          or (str(named_file) in error and expected in error)), text
+        assert lines and (
+            any(str(named_file) in line for line in lines) or (str(named_file) in error and expected in error)
+        ), text
         assert "this checkpoint ran code while loading" not in text
         if output is not None:  # neither the artifact nor a temporary sibling of it
             assert not output.exists()

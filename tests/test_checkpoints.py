@@ -12,8 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from frozenbench.checkpoint import (ConversionError, UnsafeCheckpoint, convert_state_dict, load_backbone_state,
-                                    safe_load, save_backbone)
+from frozenbench.checkpoint import (
+    ConversionError,
+    UnsafeCheckpoint,
+    convert_state_dict,
+    load_backbone_state,
+    safe_load,
+    save_backbone,
+)
 from frozenbench.checkpoint.convert import convert_file
 from frozenbench.errors import UserError
 from frozenbench.models import Backbone, build_model
@@ -69,8 +75,12 @@ def assert_same_features(state_dict, arch, source_model, x, img_size=None):
 def test_official_swin(swin_tiny, image):
     sd, report = convert_state_dict({"model": official_from_timm(swin_tiny)}, "official_swin", "swin_tiny")
     dropped = {k for k, _ in report.dropped}
-    assert {"head.weight", "head.bias", "layers.0.blocks.0.attn.relative_position_index",
-            "layers.0.blocks.1.attn_mask"} <= dropped
+    assert {
+        "head.weight",
+        "head.bias",
+        "layers.0.blocks.0.attn.relative_position_index",
+        "layers.0.blocks.1.attn_mask",
+    } <= dropped
     assert_same_features(sd, "swin_tiny", swin_tiny, image)
 
 
@@ -86,10 +96,15 @@ def test_official_swinv2():
 
 def test_simmim_keeps_encoder_only(swin_tiny, image):
     official = official_from_timm(swin_tiny)
-    raw = {"model": {**{f"encoder.{k}": v for k, v in official.items() if not k.startswith("head.")},
-                     "encoder.mask_token": torch.zeros(1, 1, 96),
-                     "decoder.0.weight": torch.randn(32 * 32 * 3, 768, 1, 1), "decoder.0.bias": torch.zeros(3072)},
-           "config": "SimMIM config dump"}
+    raw = {
+        "model": {
+            **{f"encoder.{k}": v for k, v in official.items() if not k.startswith("head.")},
+            "encoder.mask_token": torch.zeros(1, 1, 96),
+            "decoder.0.weight": torch.randn(32 * 32 * 3, 768, 1, 1),
+            "decoder.0.bias": torch.zeros(3072),
+        },
+        "config": "SimMIM config dump",
+    }
     sd, report = convert_state_dict(raw, "simmim", "swin_tiny")
     reasons = dict(report.dropped)
     assert reasons["decoder.0.weight"] == "SimMIM pixel decoder"
@@ -100,13 +115,18 @@ def test_simmim_keeps_encoder_only(swin_tiny, image):
 def test_moby_keeps_the_query_encoder(swin_tiny, image):
     official = {k: v for k, v in official_from_timm(swin_tiny).items() if not k.startswith("head.")}
     key_encoder = {f"encoder_k.{k}": torch.randn_like(v.float()).to(v.dtype) for k, v in official.items()}
-    raw = {"model": {**{f"module.encoder.{k}": v for k, v in official.items()},
-                     **{f"module.{k}": v for k, v in key_encoder.items()},
-                     "module.projector.linear1.weight": torch.randn(4096, 768),
-                     "module.projector_k.linear1.weight": torch.randn(4096, 768),
-                     "module.predictor.linear1.weight": torch.randn(4096, 256),
-                     "module.queue1": torch.randn(256, 4096), "module.queue2": torch.randn(256, 4096),
-                     "module.queue_ptr": torch.zeros(1, dtype=torch.long)}}
+    raw = {
+        "model": {
+            **{f"module.encoder.{k}": v for k, v in official.items()},
+            **{f"module.{k}": v for k, v in key_encoder.items()},
+            "module.projector.linear1.weight": torch.randn(4096, 768),
+            "module.projector_k.linear1.weight": torch.randn(4096, 768),
+            "module.predictor.linear1.weight": torch.randn(4096, 256),
+            "module.queue1": torch.randn(256, 4096),
+            "module.queue2": torch.randn(256, 4096),
+            "module.queue_ptr": torch.zeros(1, dtype=torch.long),
+        }
+    }
     sd, report = convert_state_dict(raw, "moby", "swin_tiny")
     assert any(k.startswith("encoder_k.") for k, _ in report.dropped)
     assert_same_features(sd, "swin_tiny", swin_tiny, image)
@@ -124,8 +144,9 @@ def test_mmdet_detector_checkpoint_matches_mmdet_swin(swin_tiny):
     from mmdet.models.backbones import SwinTransformer
     from mmdet.models.backbones.swin import swin_converter
 
-    mm_swin = SwinTransformer(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7,
-                              drop_path_rate=0.0)
+    mm_swin = SwinTransformer(
+        embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.0
+    )
     mm_swin.eval()  # mmdet's Swin.train() returns None, so no chaining
     official = {k: v for k, v in official_from_timm(swin_tiny).items() if not re.search(r"index$|mask$", k)}
     mm_sd = {k.removeprefix("backbone."): v for k, v in swin_converter(official).items()}
@@ -162,19 +183,23 @@ def test_relative_position_bias_is_interpolated_for_another_input_size(tmp_path)
     relative_position_bias_table_pretrained = small.state_dict()[key]
     L1, nH1 = relative_position_bias_table_pretrained.size()
     L2, nH2 = 49, 8
-    S1 = int(L1 ** 0.5)
-    S2 = int(L2 ** 0.5)
+    S1 = int(L1**0.5)
+    S2 = int(L2**0.5)
     relative_position_bias_table_pretrained_resized = torch.nn.functional.interpolate(
-        relative_position_bias_table_pretrained.permute(1, 0).view(1, nH1, S1, S1), size=(S2, S2), mode='bicubic')
+        relative_position_bias_table_pretrained.permute(1, 0).view(1, nH1, S1, S1), size=(S2, S2), mode="bicubic"
+    )
     official = relative_position_bias_table_pretrained_resized.view(nH2, L2).permute(1, 0)
     torch.testing.assert_close(sd[key], official, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda sd: sd.__setitem__("layers.0.blocks.0.attn.extra", torch.zeros(3)), "unexpected 1 key(s)"),
-    (lambda sd: sd.pop("layers.0.blocks.0.mlp.fc1.weight"), "missing 1 key(s): layers.0.blocks.0.mlp.fc1.weight"),
-    (lambda sd: sd.__setitem__("norm.weight", torch.zeros(7)), "shape mismatch: norm.weight (7,) vs (768,)"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda sd: sd.__setitem__("layers.0.blocks.0.attn.extra", torch.zeros(3)), "unexpected 1 key(s)"),
+        (lambda sd: sd.pop("layers.0.blocks.0.mlp.fc1.weight"), "missing 1 key(s): layers.0.blocks.0.mlp.fc1.weight"),
+        (lambda sd: sd.__setitem__("norm.weight", torch.zeros(7)), "shape mismatch: norm.weight (7,) vs (768,)"),
+    ],
+)
 def test_conversion_fails_on_keys_off_the_ignore_list(swin_tiny, mutate, message):
     official = official_from_timm(swin_tiny)
     mutate(official)
@@ -207,21 +232,55 @@ def test_fetch_and_convert_through_the_cli(swin_tiny, tmp_path):
     body = buf.getvalue()
     with FaultServer() as server:
         url = server.add("/v1.0.0/swin_tiny_patch4_window7_224.pth", body, ["drop:100000", "status:503"])
-        spec = {"url": url, "filename": "swin_tiny_patch4_window7_224.pth",
-                "checksum": {"sha256": hashlib.sha256(body).hexdigest()}, "layout": "official_swin",
-                "task": "supervised", "data": "in1k"}
+        spec = {
+            "url": url,
+            "filename": "swin_tiny_patch4_window7_224.pth",
+            "checksum": {"sha256": hashlib.sha256(body).hexdigest()},
+            "layout": "official_swin",
+            "task": "supervised",
+            "data": "in1k",
+        }
         checks = ["--checksums", str(tmp_path / "ckpt.sha256"), "--verified", str(tmp_path / "dl.verified.json")]
-        run_cmd(["frozenbench", "fetch-checkpoint", "--spec", json.dumps(spec), "--out-dir", str(tmp_path / "dl"),
-                 "--backoff", "0.01", *checks], check=True, timeout=120)
+        run_cmd(
+            [
+                "frozenbench",
+                "fetch-checkpoint",
+                "--spec",
+                json.dumps(spec),
+                "--out-dir",
+                str(tmp_path / "dl"),
+                "--backoff",
+                "0.01",
+                *checks,
+            ],
+            check=True,
+            timeout=120,
+        )
     out = tmp_path / "checkpoints" / "swin_tiny_in1k.pth"
-    convert = ["frozenbench", "convert-checkpoint", "--src", str(tmp_path / "dl" / spec["filename"]),
-               "--layout", "official_swin", "--arch", "swin_tiny", "--meta", json.dumps({"pretrain_task": "supervised"}),
-               "--download-spec", json.dumps(spec), *checks, "--out", str(out)]
+    convert = [
+        "frozenbench",
+        "convert-checkpoint",
+        "--src",
+        str(tmp_path / "dl" / spec["filename"]),
+        "--layout",
+        "official_swin",
+        "--arch",
+        "swin_tiny",
+        "--meta",
+        json.dumps({"pretrain_task": "supervised"}),
+        "--download-spec",
+        json.dumps(spec),
+        *checks,
+        "--out",
+        str(out),
+    ]
     proc = run_cmd(convert, check=True, timeout=300)
     assert "head.weight: classification head" in proc.stdout
     arch, sd, meta = load_backbone_state(out)
     assert arch == "swin_tiny" and meta["source_sha256"] == hashlib.sha256(body).hexdigest()
-    assert torch.equal(sd["layers.1.downsample.reduction.weight"], swin_tiny.state_dict()["layers.1.downsample.reduction.weight"])
+    assert torch.equal(
+        sd["layers.1.downsample.reduction.weight"], swin_tiny.state_dict()["layers.1.downsample.reduction.weight"]
+    )
     # a checkpoint changed after its download (same size) is never converted
     src = tmp_path / "dl" / spec["filename"]
     data = bytearray(src.read_bytes())
@@ -236,8 +295,21 @@ def test_wrong_checksum_never_reaches_conversion(tmp_path):
     with FaultServer() as server:
         url = server.add("/w.pth", b"not the published file")
         spec = {"url": url, "filename": "w.pth", "checksum": {"sha256": "0" * 64}}
-        proc = run_cmd(["frozenbench", "fetch-checkpoint", "--spec", json.dumps(spec), "--out-dir", str(tmp_path),
-                        "--checksums", str(tmp_path / "ckpt.sha256"), "--backoff", "0.01"], timeout=60)
+        proc = run_cmd(
+            [
+                "frozenbench",
+                "fetch-checkpoint",
+                "--spec",
+                json.dumps(spec),
+                "--out-dir",
+                str(tmp_path),
+                "--checksums",
+                str(tmp_path / "ckpt.sha256"),
+                "--backoff",
+                "0.01",
+            ],
+            timeout=60,
+        )
     assert proc.returncode == 1
     assert url in proc.stderr and "expected " + "0" * 64 in proc.stderr
     assert not (tmp_path / "w.pth").exists()
@@ -258,8 +330,11 @@ def official_detection_file(model: torch.nn.Module) -> dict:
     """A microsoft/Swin-Transformer-Object-Detection checkpoint: the official Swin under ``backbone.``
     (official patch-merging order, downsample at the end of a stage), a per-level output norm
     ``norm0``-``norm3`` instead of the final norm, the detector's neck and heads, mmdet 2's meta."""
-    official = {k: v for k, v in official_from_timm(model).items() if not k.startswith("head.")
-                and not k.endswith("attn_mask") and not k.startswith("norm.")}
+    official = {
+        k: v
+        for k, v in official_from_timm(model).items()
+        if not k.startswith("head.") and not k.endswith("attn_mask") and not k.startswith("norm.")
+    }
     detector = {f"backbone.{k}": v for k, v in official.items()}
     for i, channels in enumerate((96, 192, 384, 768)):
         detector[f"backbone.norm{i}.weight"] = model.norm.weight.clone() if i == 3 else torch.ones(channels)
@@ -289,8 +364,9 @@ def test_config_layout_enum_is_the_converters_list():
     assert sorted(enum) == sorted(LAYOUTS)
 
 
-def test_an_official_swin_training_checkpoint_with_its_yacs_config_converts_without_yacs(swin_tiny, image,
-                                                                                        tmp_path, monkeypatch):
+def test_an_official_swin_training_checkpoint_with_its_yacs_config_converts_without_yacs(
+    swin_tiny, image, tmp_path, monkeypatch
+):
     """``ckpt_epoch_N.pth`` of microsoft/Swin-Transformer: model, optimizer, scheduler and the yacs
     config object. Pickled here with a stand-in ``yacs.config.CfgNode`` module that is removed before
     loading: the loader reads the config as data and never needs (or runs) yacs."""
@@ -300,8 +376,9 @@ def test_an_official_swin_training_checkpoint_with_its_yacs_config_converts_with
     class CfgNode(dict):  # yacs' CfgNode: a dict subclass with bookkeeping attributes
         def __init__(self, init=None):
             super().__init__(init or {})
-            self.__dict__.update({"__immutable__": True, "__deprecated_keys__": set(), "__renamed_keys__": {},
-                                  "__new_allowed__": False})
+            self.__dict__.update(
+                {"__immutable__": True, "__deprecated_keys__": set(), "__renamed_keys__": {}, "__new_allowed__": False}
+            )
 
     CfgNode.__module__, CfgNode.__qualname__ = "yacs.config", "CfgNode"
     yacs, yacs_config = types.ModuleType("yacs"), types.ModuleType("yacs.config")
@@ -309,9 +386,14 @@ def test_an_official_swin_training_checkpoint_with_its_yacs_config_converts_with
     monkeypatch.setitem(sys.modules, "yacs", yacs)
     monkeypatch.setitem(sys.modules, "yacs.config", yacs_config)
     official = official_from_timm(swin_tiny)
-    checkpoint = {"model": official, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3, "params": [0]}]},
-                  "lr_scheduler": {"t_initial": 300}, "max_accuracy": 81.2, "epoch": 299,
-                  "config": CfgNode({"MODEL": CfgNode({"TYPE": "swin", "SWIN": CfgNode({"DEPTHS": [2, 2, 6, 2]})})})}
+    checkpoint = {
+        "model": official,
+        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3, "params": [0]}]},
+        "lr_scheduler": {"t_initial": 300},
+        "max_accuracy": 81.2,
+        "epoch": 299,
+        "config": CfgNode({"MODEL": CfgNode({"TYPE": "swin", "SWIN": CfgNode({"DEPTHS": [2, 2, 6, 2]})})}),
+    }
     torch.save(checkpoint, tmp_path / "ckpt_epoch_299.pth")
     monkeypatch.delitem(sys.modules, "yacs.config")
     monkeypatch.delitem(sys.modules, "yacs")
@@ -325,11 +407,22 @@ def mae_training_checkpoint(encoder: dict[str, torch.Tensor]) -> dict:
     optimizer, scaler, epoch and the argparse options."""
     import argparse
 
-    model = {**encoder, "mask_token": torch.zeros(1, 1, 512), "decoder_embed.weight": torch.randn(512, 768),
-             "decoder_pos_embed": torch.zeros(1, 197, 512), "decoder_blocks.0.norm1.weight": torch.ones(512),
-             "decoder_norm.weight": torch.ones(512), "decoder_pred.weight": torch.randn(768, 512)}
-    return {"model": model, "optimizer": {"state": {}, "param_groups": []}, "epoch": 799,
-            "scaler": {"scale": 65536.0}, "args": argparse.Namespace(model="mae_vit_base_patch16", mask_ratio=0.75)}
+    model = {
+        **encoder,
+        "mask_token": torch.zeros(1, 1, 512),
+        "decoder_embed.weight": torch.randn(512, 768),
+        "decoder_pos_embed": torch.zeros(1, 197, 512),
+        "decoder_blocks.0.norm1.weight": torch.ones(512),
+        "decoder_norm.weight": torch.ones(512),
+        "decoder_pred.weight": torch.randn(768, 512),
+    }
+    return {
+        "model": model,
+        "optimizer": {"state": {}, "param_groups": []},
+        "epoch": 799,
+        "scaler": {"scale": 65536.0},
+        "args": argparse.Namespace(model="mae_vit_base_patch16", mask_ratio=0.75),
+    }
 
 
 def test_an_mae_training_checkpoint_converts_to_its_encoder_and_is_not_read_as_dinov2(tmp_path):
@@ -338,9 +431,13 @@ def test_an_mae_training_checkpoint_converts_to_its_encoder_and_is_not_read_as_d
     source = build_model(arch).eval()
     encoder = {k: v for k, v in source.state_dict().items()}
     # DDP's prefix on every key, as a training script saves it
-    torch.save({**mae_training_checkpoint(encoder), "model": {f"module.{k}": v for k, v in
-                                                              mae_training_checkpoint(encoder)["model"].items()}},
-               tmp_path / "checkpoint-799.pth")
+    torch.save(
+        {
+            **mae_training_checkpoint(encoder),
+            "model": {f"module.{k}": v for k, v in mae_training_checkpoint(encoder)["model"].items()},
+        },
+        tmp_path / "checkpoint-799.pth",
+    )
     report = convert_file(tmp_path / "checkpoint-799.pth", tmp_path / "mae.pth", "mae", arch)
     assert ("decoder_embed.weight", "MAE decoder (pretraining only)") in report.dropped
     _, sd, _ = load_backbone_state(tmp_path / "mae.pth")

@@ -33,8 +33,11 @@ def test_defaults_are_filled():
     [
         (lambda c: c.__setitem__("seed", "zero"), "seed", "is not of type 'integer'"),
         (lambda c: c.__setitem__("epochs", 3), "<top level>", "'epochs' was unexpected"),
-        (lambda c: c["datasets"]["shapes-coco"]["synth"].__setitem__("image_size", 8),
-         "datasets.shapes-coco.synth.image_size", "less than the minimum"),
+        (
+            lambda c: c["datasets"]["shapes-coco"]["synth"].__setitem__("image_size", 8),
+            "datasets.shapes-coco.synth.image_size",
+            "less than the minimum",
+        ),
         (lambda c: c["datasets"]["shapes-ade"].__setitem__("format", "voc"), "datasets.shapes-ade.format", "'voc'"),
         (lambda c: c["paths"].pop("results"), "paths", "'results' is a required property"),
     ],
@@ -66,6 +69,7 @@ def test_check_config_cli_reports_file_and_key(tmp_path):
 
 # -- names that cannot run code, references that cannot fail late ------------------------------
 
+
 def _first_backbone(c: dict) -> str:
     return next(iter(c["backbones"]))
 
@@ -76,38 +80,89 @@ def _cell_of(c: dict, task: str) -> dict:
 
 # name -> (mutation of the shipped config.yaml, dotted key named, problem named)
 CONFIG_CASES = {
-    "unsafe_arch": (lambda c: c["backbones"][_first_backbone(c)].__setitem__("arch", "convstem_swin_tiny; touch x"),
-                    "arch", "does not match"),
-    "unsafe_dataset_name": (lambda c: c["datasets"].__setitem__("shapes $(id)", c["datasets"]["shapes-ade"]),
-                            "datasets", "does not match"),
+    "unsafe_arch": (
+        lambda c: c["backbones"][_first_backbone(c)].__setitem__("arch", "convstem_swin_tiny; touch x"),
+        "arch",
+        "does not match",
+    ),
+    "unsafe_dataset_name": (
+        lambda c: c["datasets"].__setitem__("shapes $(id)", c["datasets"]["shapes-ade"]),
+        "datasets",
+        "does not match",
+    ),
     "unsafe_path": (lambda c: c["paths"].__setitem__("runs", "runs;rm -rf ~"), "paths.runs", "does not match"),
-    "unsafe_url": (lambda c: c["datasets"].__setitem__("coco-dl", {
-        "source": "download", "format": "coco", "download": {"files": [
-            {"url": "file:///etc/passwd", "filename": "passwd", "checksum": {"unpublished": "x"}}]}}),
-        "datasets.coco-dl.download.files.0.url", "does not match"),
-    "head_of_another_task": (lambda c: _cell_of(c, "coco").__setitem__("heads", ["m2f_b4"]),
-                             "study.cells.", "'m2f_b4' is not a head of task 'coco'; it is a head of 'ade'"),
-    "unknown_arch": (lambda c: c["backbones"][_first_backbone(c)].__setitem__("arch", "convstem_swin_tiny2"),
-                     "backbones.", "unknown architecture 'convstem_swin_tiny2'"),
-    "unknown_backbone_in_cell": (lambda c: _cell_of(c, "ade")["backbones"].append("swin_nope"),
-                                 "study.cells.0.backbones", "unknown backbone 'swin_nope'"),
-    "type_vs_format": (lambda c: c["tasks"]["ade"].__setitem__("dataset", "shapes-coco"),
-                       "tasks.ade.dataset", "task type segmentation needs a dataset of format ade; 'shapes-coco' is coco"),
-    "img_size_not_patch_multiple": (lambda c: c["tasks"]["ade"].__setitem__("img_size", 126),
-                                    "tasks.ade.img_size", "126 is not a multiple of 4, the patch size of convstem_swin_tiny"),
-    "num_frames_mismatch": (lambda c: c["tasks"]["k400"]["heads"]["temporal_b2"].__setitem__("num_frames", 16),
-                            "tasks.k400.heads.temporal_b2.num_frames",
-                            "16 frames per clip, but tasks.k400.data_options.num_frames samples 8"),
-    "pretrain_dataset_format": (lambda c: c["pretrain"].__setitem__("dataset", "shapes-coco"),
-                                "pretrain.dataset", "pretraining needs a dataset of format imagefolder"),
+    "unsafe_url": (
+        lambda c: c["datasets"].__setitem__(
+            "coco-dl",
+            {
+                "source": "download",
+                "format": "coco",
+                "download": {
+                    "files": [{"url": "file:///etc/passwd", "filename": "passwd", "checksum": {"unpublished": "x"}}]
+                },
+            },
+        ),
+        "datasets.coco-dl.download.files.0.url",
+        "does not match",
+    ),
+    "head_of_another_task": (
+        lambda c: _cell_of(c, "coco").__setitem__("heads", ["m2f_b4"]),
+        "study.cells.",
+        "'m2f_b4' is not a head of task 'coco'; it is a head of 'ade'",
+    ),
+    "unknown_arch": (
+        lambda c: c["backbones"][_first_backbone(c)].__setitem__("arch", "convstem_swin_tiny2"),
+        "backbones.",
+        "unknown architecture 'convstem_swin_tiny2'",
+    ),
+    "unknown_backbone_in_cell": (
+        lambda c: _cell_of(c, "ade")["backbones"].append("swin_nope"),
+        "study.cells.0.backbones",
+        "unknown backbone 'swin_nope'",
+    ),
+    "type_vs_format": (
+        lambda c: c["tasks"]["ade"].__setitem__("dataset", "shapes-coco"),
+        "tasks.ade.dataset",
+        "task type segmentation needs a dataset of format ade; 'shapes-coco' is coco",
+    ),
+    "img_size_not_patch_multiple": (
+        lambda c: c["tasks"]["ade"].__setitem__("img_size", 126),
+        "tasks.ade.img_size",
+        "126 is not a multiple of 4, the patch size of convstem_swin_tiny",
+    ),
+    "num_frames_mismatch": (
+        lambda c: c["tasks"]["k400"]["heads"]["temporal_b2"].__setitem__("num_frames", 16),
+        "tasks.k400.heads.temporal_b2.num_frames",
+        "16 frames per clip, but tasks.k400.data_options.num_frames samples 8",
+    ),
+    "pretrain_dataset_format": (
+        lambda c: c["pretrain"].__setitem__("dataset", "shapes-coco"),
+        "pretrain.dataset",
+        "pretraining needs a dataset of format imagefolder",
+    ),
     "objective_the_family_cannot_take": (
-        lambda c: c["backbones"].__setitem__("vit_mim", {"arch": "vit_small_patch14_dinov2", "pretrain": {"task": "mim"}}),
-        "backbones.vit_mim.pretrain.task", "mim cannot pretrain a vit backbone"),
+        lambda c: c["backbones"].__setitem__(
+            "vit_mim", {"arch": "vit_small_patch14_dinov2", "pretrain": {"task": "mim"}}
+        ),
+        "backbones.vit_mim.pretrain.task",
+        "mim cannot pretrain a vit backbone",
+    ),
     "layout_the_family_is_not_published_in": (
-        lambda c: c["backbones"].__setitem__("my_dinov2", {"arch": "vit_small_patch14_dinov2", "checkpoint": {
-            "file": "weights/dinov2_vits14_pretrain.pth", "layout": "official_swin", "task": "self-distillation",
-            "data": "lvd142m"}}),
-        "backbones.my_dinov2.checkpoint.layout", "vit weights come in the dinov2, mae, openai_clip, timm layout(s)"),
+        lambda c: c["backbones"].__setitem__(
+            "my_dinov2",
+            {
+                "arch": "vit_small_patch14_dinov2",
+                "checkpoint": {
+                    "file": "weights/dinov2_vits14_pretrain.pth",
+                    "layout": "official_swin",
+                    "task": "self-distillation",
+                    "data": "lvd142m",
+                },
+            },
+        ),
+        "backbones.my_dinov2.checkpoint.layout",
+        "vit weights come in the dinov2, mae, openai_clip, timm layout(s)",
+    ),
 }
 
 

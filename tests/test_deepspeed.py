@@ -14,8 +14,20 @@ from .conftest import REPO, VENV_BIN, run_cmd
 @pytest.mark.slow
 def test_two_rank_zero2_trains_the_head_only(tmp_path):
     env = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = run_cmd([str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000),
-                    str(REPO / "tests" / "deepspeed_worker.py"), str(tmp_path), "2"], env=env, timeout=900)
+    proc = run_cmd(
+        [
+            str(VENV_BIN / "torchrun"),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(29500 + os.getpid() % 1000),
+            str(REPO / "tests" / "deepspeed_worker.py"),
+            str(tmp_path),
+            "2",
+        ],
+        env=env,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for result in results:
@@ -49,14 +61,35 @@ def test_frozenbench_train_on_two_ranks_resumes_exactly_and_on_another_rank_coun
     ade = tmp_path / "shapes-ade"
     synthesize(tiny_spec("shapes-ade", image_size=64, num_train=8, num_val=4), ade)
     checkpoint = save_random_backbone(tmp_path / "b.pth", "convstem_swin_tiny", 64)
-    spec = json.dumps({"type": "segmentation", "data": str(ade), "img_size": 64, "head": HEAD, "zero_stage": 2,
-                       "train": {"steps": 24, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 4,
-                                 "log_every": 1}})
+    spec = json.dumps(
+        {
+            "type": "segmentation",
+            "data": str(ade),
+            "img_size": 64,
+            "head": HEAD,
+            "zero_stage": 2,
+            "train": {"steps": 24, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 4, "log_every": 1},
+        }
+    )
     env = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
 
     def cmd(run, nproc):  # as the train rule launches a multi-GPU job: frozenbench relaunches itself under torchrun
-        return [str(VENV_BIN / "frozenbench"), "train", "--spec", spec, "--checkpoint", str(checkpoint), "--mode",
-                "frozen", "--run-dir", str(tmp_path / run), "--threads", "1", "--nproc", str(nproc)]
+        return [
+            str(VENV_BIN / "frozenbench"),
+            "train",
+            "--spec",
+            spec,
+            "--checkpoint",
+            str(checkpoint),
+            "--mode",
+            "frozen",
+            "--run-dir",
+            str(tmp_path / run),
+            "--threads",
+            "1",
+            "--nproc",
+            str(nproc),
+        ]
 
     def steps_logged(run):
         return [json.loads(line)["step"] for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
@@ -67,12 +100,21 @@ def test_frozenbench_train_on_two_ranks_resumes_exactly_and_on_another_rank_coun
     assert done["world_size"] == 2 and done["steps"] == 24
     assert steps_logged("full") == list(range(1, 25))  # rank 0 alone writes the log
     full = torch.load(tmp_path / "full" / "state.pt", weights_only=True)
-    assert full["step"] == 24 and full["world_size"] == 2 and not any(k.startswith("backbone.body.") for k in full["model"])
+    assert (
+        full["step"] == 24
+        and full["world_size"] == 2
+        and not any(k.startswith("backbone.body.") for k in full["model"])
+    )
     # the moments gathered from both ranks' shards: one entry per trainable tensor, in torch AdamW's layout
     assert len(full["optimizer"]["state"]) == len(full["model"])
 
-    killed = subprocess.Popen(cmd("killed", 2), env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    killed = subprocess.Popen(
+        cmd("killed", 2),
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     log = tmp_path / "killed" / "log.jsonl"
     deadline = time.time() + 600
     while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 9):

@@ -11,8 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from frozenbench.data.download import (ChecksumMismatch, ChecksumRecords, DownloadError, RemoteFile, RetryPolicy, fetch,
-                                      fetch_all)
+from frozenbench.data.download import (
+    ChecksumMismatch,
+    ChecksumRecords,
+    DownloadError,
+    RemoteFile,
+    RetryPolicy,
+    fetch,
+    fetch_all,
+)
 from frozenbench.data.synth import synthesize
 from frozenbench.data.validate import validate
 
@@ -35,8 +42,9 @@ def fast_policy(sleeps: list[float] | None = None, **kw) -> RetryPolicy:
 
 
 def remote(url: str, body: bytes = BODY, algorithm: str = "md5", **kw) -> RemoteFile:
-    return RemoteFile(url=url, filename=url.rsplit("/", 1)[-1],
-                      checksum={algorithm: hashlib.new(algorithm, body).hexdigest()}, **kw)
+    return RemoteFile(
+        url=url, filename=url.rsplit("/", 1)[-1], checksum={algorithm: hashlib.new(algorithm, body).hexdigest()}, **kw
+    )
 
 
 def test_resumes_after_dropped_connections_with_range_requests(server, tmp_path):
@@ -95,7 +103,8 @@ def test_unpublished_checksum_is_recorded_then_enforced(server, tmp_path):
     unpublished = RemoteFile(url=url, filename="train.csv", checksum={"unpublished": "none"}, extract=False)
     fetch(unpublished, tmp_path, fast_policy(), log=lambda m: None)
     assert ChecksumRecords(tmp_path / "checksums.sha256").read() == {
-        "train.csv": hashlib.sha256(b"label,youtube_id\n").hexdigest()}
+        "train.csv": hashlib.sha256(b"label,youtube_id\n").hexdigest()
+    }
     (tmp_path / "train.csv").unlink()
     server.files["/train.csv"] = b"label,youtube_id\nchanged\n"
     with pytest.raises(ChecksumMismatch, match="sha256 mismatch"):
@@ -104,14 +113,19 @@ def test_unpublished_checksum_is_recorded_then_enforced(server, tmp_path):
 
 # -- end to end: archives with the real layouts, through the CLI -------------------------------
 
+
 def zip_tree(root: Path, arc_prefix: str = "", only: str | None = None, names: str = "*") -> bytes:
     """The files under ``root`` (under its folder ``only``, matching the glob ``names``) as a zip."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for path in sorted(root.rglob("*")):
             rel = path.relative_to(root)
-            if (path.is_file() and (only is None or rel.parts[0] == only) and path.match(names)
-                    and rel.name != "frozenbench_dataset.json"):
+            if (
+                path.is_file()
+                and (only is None or rel.parts[0] == only)
+                and path.match(names)
+                and rel.name != "frozenbench_dataset.json"
+            ):
                 zf.write(path, f"{arc_prefix}{rel}")
     return buf.getvalue()
 
@@ -130,14 +144,24 @@ def download_and_prepare(spec: dict, tmp_path: Path, name: str, tamper=None) -> 
     runs between the two (prepare must then refuse)."""
     downloads, out = tmp_path / "downloads" / name, tmp_path / "data" / name
     spec_json = json.dumps(spec)
-    checks = ["--checksums", str(tmp_path / "checksums" / f"{name}.sha256"),
-              "--verified", str(tmp_path / "downloads" / f"{name}.verified.json")]
-    run_cmd(["frozenbench", "download", "--spec", spec_json, "--out", str(downloads), "--backoff", "0.01", *checks],
-            check=True, timeout=120)
+    checks = [
+        "--checksums",
+        str(tmp_path / "checksums" / f"{name}.sha256"),
+        "--verified",
+        str(tmp_path / "downloads" / f"{name}.verified.json"),
+    ]
+    run_cmd(
+        ["frozenbench", "download", "--spec", spec_json, "--out", str(downloads), "--backoff", "0.01", *checks],
+        check=True,
+        timeout=120,
+    )
     if tamper is not None:
         tamper(downloads)
-    proc = run_cmd(["frozenbench", "prepare", "--spec", spec_json, "--downloads", str(downloads), "--out", str(out),
-                    *checks], check=tamper is None, timeout=300)
+    proc = run_cmd(
+        ["frozenbench", "prepare", "--spec", spec_json, "--downloads", str(downloads), "--out", str(out), *checks],
+        check=tamper is None,
+        timeout=300,
+    )
     return out, proc.stdout + proc.stderr
 
 
@@ -147,15 +171,23 @@ def test_coco_archives_download_and_prepare(server, tmp_path):
     files = []
     # the archives as COCO publishes them: images per split, train/val annotations, and the
     # test image lists (image_info_test-dev2017.json) in their own archive
-    for member, names, path in [("train2017", "*", "/zips/train2017.zip"), ("val2017", "*", "/zips/val2017.zip"),
-                                ("test2017", "*", "/zips/test2017.zip"),
-                                ("annotations", "instances_*", "/annotations/annotations_trainval2017.zip"),
-                                ("annotations", "image_info_*", "/annotations/image_info_test2017.zip")]:
+    for member, names, path in [
+        ("train2017", "*", "/zips/train2017.zip"),
+        ("val2017", "*", "/zips/val2017.zip"),
+        ("test2017", "*", "/zips/test2017.zip"),
+        ("annotations", "instances_*", "/annotations/annotations_trainval2017.zip"),
+        ("annotations", "image_info_*", "/annotations/image_info_test2017.zip"),
+    ]:
         body = zip_tree(synth, only=member, names=names)
         files.append((server.add(path, body, ["drop:500"]), body, {}))
     out, _ = download_and_prepare(spec_for("coco", "coco", files), tmp_path, "coco2017")
-    assert sorted(p.name for p in out.iterdir()) == ["annotations", "frozenbench_dataset.json", "test2017",
-                                                     "train2017", "val2017"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "annotations",
+        "frozenbench_dataset.json",
+        "test2017",
+        "train2017",
+        "val2017",
+    ]
     assert (out / "annotations" / "image_info_test-dev2017.json").exists()
     report = validate("coco", out)
     assert report.ok, report.problems
@@ -198,8 +230,13 @@ def test_kinetics_tarballs_prepare_resizes_and_reports_bad_clips(server, tmp_pat
     files = []
     for split in ("train", "val"):
         csv_body = (synth / "annotations" / f"{split}.csv").read_bytes()
-        files.append((server.add(f"/kinetics/400/annotations/{split}.csv", csv_body),
-                      csv_body, {"checksum": {"unpublished": "no digests"}, "extract": False}))
+        files.append(
+            (
+                server.add(f"/kinetics/400/annotations/{split}.csv", csv_body),
+                csv_body,
+                {"checksum": {"unpublished": "no digests"}, "extract": False},
+            )
+        )
         clips = sorted((synth / "videos" / split).glob("*.mp4"))
         if split == "train":
             missing, corrupt = clips[0], clips[1]
@@ -209,8 +246,13 @@ def test_kinetics_tarballs_prepare_resizes_and_reports_bad_clips(server, tmp_pat
             body = clips_tarball(clips[part::2], cut=corrupt if split == "train" else None)
             tar_urls.append(server.add(f"/kinetics/400/{split}/part_{part}.tar.gz", body, ["drop:100"]))
         listing = ("\n".join(tar_urls) + "\n").encode()
-        files.append((server.add(f"/kinetics/400/{split}/k400_{split}_path.txt", listing), listing,
-                      {"checksum": {"unpublished": "no digests"}, "url_list": True}))
+        files.append(
+            (
+                server.add(f"/kinetics/400/{split}/k400_{split}_path.txt", listing),
+                listing,
+                {"checksum": {"unpublished": "no digests"}, "url_list": True},
+            )
+        )
     spec = spec_for("k400", "kinetics", files, prepare={"short_side": 32})
     out, log = download_and_prepare(spec, tmp_path, "kinetics400")
     report = json.loads((out / "prepare_report.json").read_text())
@@ -244,9 +286,9 @@ def test_partial_file_survives_the_output_folder_being_deleted(server, tmp_path)
 
 # -- trust on first use: a bad first copy is never recorded as the true digest -----------------
 
+
 def unpublished(url: str, name: str | None = None) -> RemoteFile:
-    return RemoteFile(url=url, filename=name or url.rsplit("/", 1)[-1], checksum={"unpublished": "test"},
-                      extract=False)
+    return RemoteFile(url=url, filename=name or url.rsplit("/", 1)[-1], checksum={"unpublished": "test"}, extract=False)
 
 
 def records_in(tmp_path: Path) -> ChecksumRecords:
@@ -306,8 +348,9 @@ def test_a_stale_oversized_part_answered_with_416_restarts_cleanly(server, tmp_p
     dest = tmp_path / "d"
     dest.mkdir()
     (dest / ".s.tar.part").write_bytes(BODY + b"left over from a larger, older file")
-    (dest / ".s.tar.part.json").write_text(json.dumps({"url": url, "etag": None, "last_modified": None,
-                                                       "total": len(BODY) + 35}))
+    (dest / ".s.tar.part.json").write_text(
+        json.dumps({"url": url, "etag": None, "last_modified": None, "total": len(BODY) + 35})
+    )
     records = records_in(tmp_path)
     path = fetch(unpublished(url), dest, fast_policy(), log=lambda m: None, records=records)
     assert path.read_bytes() == BODY and records.read() == {"s.tar": true_digest()}
@@ -351,15 +394,19 @@ def test_one_deadline_per_file_stops_a_trickling_server_and_keeps_the_part(serve
     assert ("/t.tar", f"bytes={kept}-") in server.requests
 
 
-@pytest.mark.parametrize("lines, error", [
-    (["file:///etc/passwd"], "only http(s) URLs"),
-    (["{url}/a/part.tar", "{url}/b/part.tar"], "'part.tar' is already listed on line 1"),
-    (["{url}/..%2F..%2Fevil.tar"], "unsafe file name '../../evil.tar'"),
-])
+@pytest.mark.parametrize(
+    "lines, error",
+    [
+        (["file:///etc/passwd"], "only http(s) URLs"),
+        (["{url}/a/part.tar", "{url}/b/part.tar"], "'part.tar' is already listed on line 1"),
+        (["{url}/..%2F..%2Fevil.tar"], "unsafe file name '../../evil.tar'"),
+    ],
+)
 def test_url_lists_take_http_s_only_and_unique_safe_names(server, tmp_path, lines, error):
     listing = "\n".join(line.format(url=server.url) for line in lines).encode()
     url = server.add("/k400_train.txt", listing)
-    entry = RemoteFile(url=url, filename="k400_train.txt", checksum={"md5": hashlib.md5(listing).hexdigest()},
-                       url_list=True)
+    entry = RemoteFile(
+        url=url, filename="k400_train.txt", checksum={"md5": hashlib.md5(listing).hexdigest()}, url_list=True
+    )
     with pytest.raises(DownloadError, match=re.escape(error)):
         fetch_all([entry], tmp_path, fast_policy(), log=lambda m: None, records=records_in(tmp_path))

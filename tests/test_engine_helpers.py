@@ -23,8 +23,10 @@ def test_warmup_is_linear_and_the_cosine_ends_at_zero():
 
 def test_set_lr_scales_each_group_by_its_layer_decay():
     params = [nn.Parameter(torch.zeros(1)) for _ in range(3)]
-    optimizer = torch.optim.SGD([{"params": [params[0]], "lr_scale": 1.0}, {"params": [params[1]], "lr_scale": 0.25},
-                                 {"params": [params[2]]}], lr=1.0)
+    optimizer = torch.optim.SGD(
+        [{"params": [params[0]], "lr_scale": 1.0}, {"params": [params[1]], "lr_scale": 0.25}, {"params": [params[2]]}],
+        lr=1.0,
+    )
     set_lr(optimizer, 0.4)
     assert [g["lr"] for g in optimizer.param_groups] == [0.4, 0.1, 0.4]
 
@@ -48,9 +50,15 @@ class FakeModel(nn.Module):
 
 def test_the_resumable_state_holds_what_trains_and_nothing_of_the_frozen_body():
     state = trainable_state(FakeModel())
-    assert set(state) == {"head.weight", "head.bias", "backbone.pyramid.weight", "backbone.pyramid.bias",
-                          "backbone.pyramid.running_mean", "backbone.pyramid.running_var",
-                          "backbone.pyramid.num_batches_tracked"}
+    assert set(state) == {
+        "head.weight",
+        "head.bias",
+        "backbone.pyramid.weight",
+        "backbone.pyramid.bias",
+        "backbone.pyramid.running_mean",
+        "backbone.pyramid.running_var",
+        "backbone.pyramid.num_batches_tracked",
+    }
 
 
 def test_truncate_log_keeps_the_lines_up_to_the_resumed_step_and_drops_a_cut_line(tmp_path):
@@ -66,6 +74,7 @@ def test_train_options_take_only_their_own_keys():
 
 
 # -- probes: answers known by construction ------------------------------------------------------
+
 
 def clusters(n_per_class: int, offset: float = 10.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Two classes on opposite sides of the origin along the first axis, tight noise elsewhere."""

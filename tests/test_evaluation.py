@@ -16,10 +16,26 @@ def write_gt(path, boxes, size=100):
     anns = []
     for i, (x, y, w, h) in enumerate(boxes):
         seg = [[x, y, x + w, y, x + w, y + h, x, y + h]]
-        anns.append({"id": i + 1, "image_id": 1, "category_id": 7, "bbox": [x, y, w, h], "area": w * h,
-                     "iscrowd": 0, "segmentation": seg})
-    path.write_text(json.dumps({"images": images, "annotations": anns,
-                                "categories": [{"id": 7, "name": "square"}, {"id": 9, "name": "star"}]}))
+        anns.append(
+            {
+                "id": i + 1,
+                "image_id": 1,
+                "category_id": 7,
+                "bbox": [x, y, w, h],
+                "area": w * h,
+                "iscrowd": 0,
+                "segmentation": seg,
+            }
+        )
+    path.write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": anns,
+                "categories": [{"id": 7, "name": "square"}, {"id": 9, "name": "star"}],
+            }
+        )
+    )
     return path
 
 
@@ -62,8 +78,9 @@ def test_ground_truth_as_predictions_scores_100_on_generated_coco(tmp_path):
     cat_index = {c: i for i, c in enumerate(sorted(coco.getCatIds()))}
     for image_id in coco.getImgIds():
         anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=[image_id])) if not a["iscrowd"]]
-        boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                          for a in anns]).reshape(-1, 4)
+        boxes = np.array(
+            [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns]
+        ).reshape(-1, 4)
         masks = np.stack([coco.annToMask(a) for a in anns]) if anns else None
         ev.process(image_id, boxes, np.ones(len(anns)), np.array([cat_index[a["category_id"]] for a in anns]), masks)
     metrics = ev.evaluate()
@@ -97,5 +114,5 @@ def test_miou_skips_absent_classes_and_rejects_bad_labels():
 def test_topk_averages_views_per_video():
     ev = TopKEvaluator(topk=(1, 2))
     ev.process(np.array([[0.1, 0.5, 0.4], [0.1, 0.2, 0.7]]), label=2)  # mean favours class 2
-    ev.process(np.array([0.6, 0.3, 0.1]), label=1)                       # top-2 hit only
+    ev.process(np.array([0.6, 0.3, 0.1]), label=1)  # top-2 hit only
     assert ev.evaluate() == {"top1": 50.0, "top2": 100.0}

@@ -26,8 +26,12 @@ def test_no_family_is_named_in_the_engine_or_in_conversion():
     names = set(registry.list_families()) | set(list_archs()) | {"swin", "convnext", "vit", "dinov2", "cswin"}
     pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, names), key=len, reverse=True)) + r")\b", re.I)
     files = sorted((SRC / "engine").glob("*.py")) + [SRC / "checkpoint" / "convert.py"]
-    found = {f"{path.relative_to(SRC)}:{n}: {line.strip()}" for path in files
-             for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)}
+    found = {
+        f"{path.relative_to(SRC)}:{n}: {line.strip()}"
+        for path in files
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    }
     assert not found, "\n".join(sorted(found))
 
 
@@ -78,13 +82,14 @@ def test_a_new_family_is_one_module_and_every_part_of_frozenbench_reads_its_reco
     model.body, model.head = body, nn.Linear(512, 2)
     groups = param_groups(model, weight_decay=0.05, layer_decay=0.5)
     scales = {round(g["lr_scale"], 6) for g in groups}
-    assert scales == {round(0.5 ** k, 6) for k in range(0, 6)}
+    assert scales == {round(0.5**k, 6) for k in range(0, 6)}
     # conversion refuses a layout the family does not publish
     with pytest.raises(ConversionError, match="timm layout"):
         convert_state_dict(source, "official_swin", arch)
 
 
 # ---- plain ViTs in DINOv2's published layout ---------------------------------------------------
+
 
 def dinov2_state_dict(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random weights in facebookresearch/dinov2's key layout and shapes (``dinov2_vits14_pretrain.pth``):
@@ -98,25 +103,43 @@ def dinov2_state_dict(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
     def rand(*shape, std=0.02):
         return torch.randn(*shape, generator=gen) * std
 
-    sd = {"cls_token": rand(1, 1, dim), "pos_embed": rand(1, 1 + 37 * 37, dim), "mask_token": rand(1, dim),
-          "patch_embed.proj.weight": rand(dim, 3, 14, 14), "patch_embed.proj.bias": rand(dim),
-          "norm.weight": 1 + rand(dim), "norm.bias": rand(dim)}
+    sd = {
+        "cls_token": rand(1, 1, dim),
+        "pos_embed": rand(1, 1 + 37 * 37, dim),
+        "mask_token": rand(1, dim),
+        "patch_embed.proj.weight": rand(dim, 3, 14, 14),
+        "patch_embed.proj.bias": rand(dim),
+        "norm.weight": 1 + rand(dim),
+        "norm.bias": rand(dim),
+    }
     if regs:
         sd["register_tokens"] = rand(1, regs, dim)
     for i in range(depth):
         p = f"blocks.{i}."
-        sd.update({p + "norm1.weight": 1 + rand(dim), p + "norm1.bias": rand(dim),
-                   p + "attn.qkv.weight": rand(3 * dim, dim), p + "attn.qkv.bias": rand(3 * dim),
-                   p + "attn.proj.weight": rand(dim, dim), p + "attn.proj.bias": rand(dim),
-                   p + "ls1.gamma": rand(dim, std=0.1), p + "norm2.weight": 1 + rand(dim), p + "norm2.bias": rand(dim),
-                   p + "mlp.fc1.weight": rand(4 * dim, dim), p + "mlp.fc1.bias": rand(4 * dim),
-                   p + "mlp.fc2.weight": rand(dim, 4 * dim), p + "mlp.fc2.bias": rand(dim),
-                   p + "ls2.gamma": rand(dim, std=0.1)})
+        sd.update(
+            {
+                p + "norm1.weight": 1 + rand(dim),
+                p + "norm1.bias": rand(dim),
+                p + "attn.qkv.weight": rand(3 * dim, dim),
+                p + "attn.qkv.bias": rand(3 * dim),
+                p + "attn.proj.weight": rand(dim, dim),
+                p + "attn.proj.bias": rand(dim),
+                p + "ls1.gamma": rand(dim, std=0.1),
+                p + "norm2.weight": 1 + rand(dim),
+                p + "norm2.bias": rand(dim),
+                p + "mlp.fc1.weight": rand(4 * dim, dim),
+                p + "mlp.fc1.bias": rand(4 * dim),
+                p + "mlp.fc2.weight": rand(dim, 4 * dim),
+                p + "mlp.fc2.bias": rand(dim),
+                p + "ls2.gamma": rand(dim, std=0.1),
+            }
+        )
     return sd
 
 
-def official_interpolate_pos_encoding(pos_embed, x, w, h, patch_size=14, interpolate_offset=0.1,
-                                      interpolate_antialias=False):
+def official_interpolate_pos_encoding(
+    pos_embed, x, w, h, patch_size=14, interpolate_offset=0.1, interpolate_antialias=False
+):
     """DINOv2's ``DinoVisionTransformer.interpolate_pos_encoding``, with its own variable names
     (its ``w`` is the input's height, as the official code reads ``B, nc, w, h = x.shape``)."""
     previous_dtype = x.dtype
@@ -134,8 +157,12 @@ def official_interpolate_pos_encoding(pos_embed, x, w, h, patch_size=14, interpo
     assert N == M * M
     sx = float(w0 + interpolate_offset) / M
     sy = float(h0 + interpolate_offset) / M
-    patch_pos_embed = F.interpolate(patch_pos_embed.reshape(1, M, M, dim).permute(0, 3, 1, 2),
-                                    mode="bicubic", antialias=interpolate_antialias, scale_factor=(sx, sy))
+    patch_pos_embed = F.interpolate(
+        patch_pos_embed.reshape(1, M, M, dim).permute(0, 3, 1, 2),
+        mode="bicubic",
+        antialias=interpolate_antialias,
+        scale_factor=(sx, sy),
+    )
     assert (w0, h0) == patch_pos_embed.shape[-2:]
     patch_pos_embed = patch_pos_embed.permute(0, 2, 3, 1).view(1, -1, dim)
     return torch.cat((class_pos_embed.unsqueeze(0), patch_pos_embed), dim=1).to(previous_dtype)
@@ -212,6 +239,7 @@ def test_wrong_layouts_and_architectures_are_conversion_errors_not_tracebacks():
 
 # ---- a frozen plain ViT under every task head -----------------------------------------------
 
+
 @pytest.mark.openmmlab
 def test_a_frozen_vit_feeds_every_head_through_a_trainable_simple_feature_pyramid():
     from mmaction.structures import ActionDataSample
@@ -227,16 +255,21 @@ def test_a_frozen_vit_feeds_every_head_through_a_trainable_simple_feature_pyrami
 
     arch = "vit_small_patch14_dinov2"
     torch.manual_seed(0)
-    detector = detection.build_model({"width": 32, "rpn_samples": 64, "rcnn_samples": 64}, 3, 64, None, frozen=True,
-                                     arch=arch)
+    detector = detection.build_model(
+        {"width": 32, "rpn_samples": 64, "rcnn_samples": 64}, 3, 64, None, frozen=True, arch=arch
+    )
     backbone = detector.backbone
     assert backbone.strides == [4, 8, 16, 32] and backbone.channels == [384] * 4
     assert detector.neck.in_channels == [384] * 4
     frozen_before = weights_digest(backbone.body)
-    sample = DetDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64),
-                                         scale_factor=(1.0, 1.0)))
-    sample.gt_instances = InstanceData(bboxes=torch.tensor([[10.0, 8.0, 40.0, 30.0], [30.0, 35.0, 55.0, 60.0]]),
-                                       labels=torch.tensor([0, 2]), masks=BitmapMasks(square_masks().numpy(), 64, 64))
+    sample = DetDataSample(
+        metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64), scale_factor=(1.0, 1.0))
+    )
+    sample.gt_instances = InstanceData(
+        bboxes=torch.tensor([[10.0, 8.0, 40.0, 30.0], [30.0, 35.0, 55.0, 60.0]]),
+        labels=torch.tensor([0, 2]),
+        masks=BitmapMasks(square_masks().numpy(), 64, 64),
+    )
     image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
     with torch.no_grad():
         feats = backbone(torch.randn(1, 3, 64, 64))
@@ -247,8 +280,9 @@ def test_a_frozen_vit_feeds_every_head_through_a_trainable_simple_feature_pyrami
     assert weights_digest(backbone.body) == frozen_before
     assert all(p.requires_grad and p.grad is not None for p in backbone.pyramid.parameters())
 
-    segmentor = segmentation.build_model({"width": 32, "num_queries": 8, "num_points": 256}, 5, 64, None, frozen=True,
-                                         arch=arch)
+    segmentor = segmentation.build_model(
+        {"width": 32, "num_queries": 8, "num_points": 256}, 5, 64, None, frozen=True, arch=arch
+    )
     assert segmentor.backbone.pyramid is not None and segmentor.backbone.strides == [4, 8, 16, 32]
     label = torch.zeros(1, 64, 64, dtype=torch.long)
     label[0, :, 32:] = 3
@@ -266,12 +300,15 @@ def test_a_frozen_vit_feeds_every_head_through_a_trainable_simple_feature_pyrami
         clip = ActionDataSample()
         clip.set_gt_label(torch.tensor([label_id]))
         clips.append(clip)
-    data = {"inputs": [torch.randint(0, 255, (1, 3, 4, 64, 64), dtype=torch.uint8) for _ in range(2)],
-            "data_samples": clips}
+    data = {
+        "inputs": [torch.randint(0, 255, (1, 3, 4, 64, 64), dtype=torch.uint8) for _ in range(2)],
+        "data_samples": clips,
+    }
     assert "loss_cls" in train_steps(recognizer, data, steps=1)
 
 
 # ---- OpenAI CLIP: a TorchScript file, read as data, QuickGELU ----------------------------------
+
 
 class QuickGELU(nn.Module):
     def forward(self, x):
@@ -279,7 +316,8 @@ class QuickGELU(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    """openai/CLIP's block (``clip/model.py``), its names: ln_1, attn (nn.MultiheadAttention), ln_2, mlp.c_fc / c_proj."""
+    """openai/CLIP's block (``clip/model.py``) under its names: ln_1, attn (nn.MultiheadAttention), ln_2,
+    mlp.c_fc / c_proj."""
 
     def __init__(self, d_model: int, n_head: int):
         super().__init__()
@@ -287,8 +325,15 @@ class ResidualAttentionBlock(nn.Module):
 
         self.attn = nn.MultiheadAttention(d_model, n_head)
         self.ln_1 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(d_model, d_model * 4)), ("gelu", QuickGELU()),
-                                              ("c_proj", nn.Linear(d_model * 4, d_model))]))
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                [
+                    ("c_fc", nn.Linear(d_model, d_model * 4)),
+                    ("gelu", QuickGELU()),
+                    ("c_proj", nn.Linear(d_model * 4, d_model)),
+                ]
+            )
+        )
         self.ln_2 = nn.LayerNorm(d_model)
 
     def forward(self, x):
@@ -310,7 +355,7 @@ class OpenAIVisionTransformer(nn.Module):
 
     def __init__(self, input_resolution=224, patch_size=16, width=768, layers=12, heads=12, output_dim=512):
         super().__init__()
-        scale = width ** -0.5
+        scale = width**-0.5
         self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn((input_resolution // patch_size) ** 2 + 1, width))
@@ -395,8 +440,9 @@ def test_a_torchscript_archive_asking_for_other_globals_is_refused(tmp_path):
         safe_load(tmp_path / "evil.pt")
 
 
-@pytest.mark.parametrize("arch", ["eva02_small_patch14_224.mim_in22k", "vit_base_patch16_siglip_224",
-                                  "vit_small_patch14_reg4_dinov2"])
+@pytest.mark.parametrize(
+    "arch", ["eva02_small_patch14_224.mim_in22k", "vit_base_patch16_siglip_224", "vit_small_patch14_reg4_dinov2"]
+)
 def test_timm_weights_of_every_plain_vit_family_convert_and_match_the_source_model(arch):
     torch.manual_seed(4)
     source = build_model(arch).eval()

@@ -75,8 +75,9 @@ def test_training_with_the_cache_gives_the_same_result(tmp_path):
 
     def run(name, cache, steps=8):
         torch.manual_seed(0)
-        model = segmentation.build_model(head, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny",
-                                         feature_cache=cache)
+        model = segmentation.build_model(
+            head, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny", feature_cache=cache
+        )
         # warmup 3: a 4-step run follows the 8-step run's schedule exactly (a stand-in for a kill at step 4)
         opts = TrainOptions(steps=steps, batch_size=2, lr=1e-3, warmup_steps=3, checkpoint_every=4, log_every=1)
         train(model, dataset, pseudo_collate, tmp_path / name, opts, seed=3, log=lambda m: None)

@@ -39,9 +39,13 @@ def test_a_rebuilt_dataset_retrains_its_head_and_the_same_content_is_reused(tmp_
     data = tmp_path / "data" / "shapes-ade"
     synthesize(tiny_spec("shapes-ade", seed=1, image_size=64, num_train=4, num_val=2), data)
     checkpoint = save_random_backbone(tmp_path / "b.pth", "convstem_swin_tiny", 64)
-    spec = {"type": "segmentation", "data": str(data), "img_size": 64,
-            "head": {"width": 32, "num_queries": 8, "num_points": 256},
-            "train": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 1, "log_every": 1}}
+    spec = {
+        "type": "segmentation",
+        "data": str(data),
+        "img_size": 64,
+        "head": {"width": 32, "num_queries": 8, "num_points": 256},
+        "train": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 1, "log_every": 1},
+    }
     run_dir, labels = tmp_path / "run", {"task": "ade", "backbone": "b"}
     first = train_cell(spec, str(checkpoint), "frozen", run_dir, seed=0)
     assert first["steps_this_run"] == 2

@@ -18,6 +18,7 @@ from .conftest import REPO, run_cmd
 
 # -- devices and threads -----------------------------------------------------------------------------
 
+
 def test_device_selection(monkeypatch):
     from frozenbench.engine.device import select_device
 
@@ -54,6 +55,7 @@ def test_device_record_names_the_device_and_its_memory():
 
 # -- mmcv ops ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.openmmlab
 def test_routed_nms_keeps_what_mmcv_keeps():
     from frozenbench.openmmlab.ops import original_op, route_mmcv_ops
@@ -83,8 +85,10 @@ def test_routed_roi_align_matches_mmcv_forward_and_backward(aligned, sampling_ra
     gen = torch.Generator().manual_seed(1)
     feats = torch.randn(2, 8, 40, 56, generator=gen, dtype=torch.float64).float()
     xy = torch.rand(30, 2, generator=gen) * torch.tensor([200.0, 140.0])
-    rois = torch.cat([torch.randint(0, 2, (30, 1), generator=gen).float(), xy,
-                      xy + torch.rand(30, 2, generator=gen) * 80 + 0.5], dim=1)
+    rois = torch.cat(
+        [torch.randint(0, 2, (30, 1), generator=gen).float(), xy, xy + torch.rand(30, 2, generator=gen) * 80 + 0.5],
+        dim=1,
+    )
     scale, size = 0.25, (7, 7)
     x = feats.clone().requires_grad_()
     out = roi_align(x, rois, size, scale, sampling_ratio, "avg", aligned)
@@ -93,8 +97,14 @@ def test_routed_roi_align_matches_mmcv_forward_and_backward(aligned, sampling_ra
     # mmcv's own CPU kernels, called as mmcv's RoIAlignFunction calls them
     ref = feats.new_zeros(out.shape)
     empty = feats.new_zeros(0)
-    kwargs = dict(aligned_height=7, aligned_width=7, spatial_scale=scale, sampling_ratio=sampling_ratio,
-                  pool_mode=1, aligned=aligned)
+    kwargs = dict(
+        aligned_height=7,
+        aligned_width=7,
+        spatial_scale=scale,
+        sampling_ratio=sampling_ratio,
+        pool_mode=1,
+        aligned=aligned,
+    )
     original_op("roi_align_forward")(feats, rois, ref, empty, empty, **kwargs)
     ref_grad = torch.zeros_like(feats)
     original_op("roi_align_backward")(grad_out, rois, empty, empty, ref_grad, **kwargs)
@@ -112,8 +122,9 @@ def test_check_ops_runs_every_route_and_unrouted_ops_name_themselves_on_cuda():
     import mmcv.ops.multi_scale_deform_attn as deformable
 
     assert deformable.IS_CUDA_AVAILABLE is False  # its CUDA tensors take the pure-torch path
-    unrouted = next(name for name in dir(ext) if not name.startswith("_") and name not in ROUTES
-                    and callable(getattr(ext, name)))
+    unrouted = next(
+        name for name in dir(ext) if not name.startswith("_") and name not in ROUTES and callable(getattr(ext, name))
+    )
     cuda_like = type("CudaLike", (torch.Tensor,), {"is_cuda": property(lambda self: True)})
     fake_cuda = torch.empty(0).as_subclass(cuda_like)
     with pytest.raises(NotImplementedError, match=f"mmcv op '{unrouted}' has no CUDA kernel"):
@@ -121,6 +132,7 @@ def test_check_ops_runs_every_route_and_unrouted_ops_name_themselves_on_cuda():
 
 
 # -- the step-indexed DataLoader ----------------------------------------------------------------------
+
 
 class NoisyDataset(torch.utils.data.Dataset):
     """Each item draws from the three global RNGs, as OpenMMLab's random transforms do."""
@@ -137,8 +149,11 @@ class NoisyDataset(torch.utils.data.Dataset):
 def _collect(workers: int, start: int, stop: int) -> list:
     from frozenbench.engine.data import train_batches
 
-    return list(train_batches(NoisyDataset(), list, batch_size=3, seed=5, start=start, stop=stop, world=2, rank=1,
-                              workers=workers))
+    return list(
+        train_batches(
+            NoisyDataset(), list, batch_size=3, seed=5, start=start, stop=stop, world=2, rank=1, workers=workers
+        )
+    )
 
 
 def test_step_batches_are_the_same_with_any_number_of_workers_and_from_any_start():
@@ -150,6 +165,7 @@ def test_step_batches_are_the_same_with_any_number_of_workers_and_from_any_start
 
 
 # -- launching ---------------------------------------------------------------------------------------
+
 
 def _train_args(*extra: str):
     import argparse
@@ -169,9 +185,14 @@ def test_multi_node_training_starts_one_torchrun_per_node_through_srun():
     command = launch_command(args, env)
     assert command[:4] == ["srun", "--ntasks=2", "--kill-on-bad-exit=1", "--cpus-per-task=64"]
     text = shlex.join(command)
-    for part in ("torch.distributed.run --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d",
-                 "--rdzv_endpoint=gpu-node-1:29642", "--rdzv_id=frozenbench-4242",
-                 "frozenbench.cli train", "--device cuda --workers 6", "--threads 64"):
+    for part in (
+        "torch.distributed.run --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d",
+        "--rdzv_endpoint=gpu-node-1:29642",
+        "--rdzv_id=frozenbench-4242",
+        "frozenbench.cli train",
+        "--device cuda --workers 6",
+        "--threads 64",
+    ):
         assert part in text, part
     assert launch_command(args, {**env, "WORLD_SIZE": "16"}) is None  # a rank trains
     with pytest.raises(UserError, match="--nodes 2 needs a Slurm allocation"):
@@ -182,6 +203,7 @@ def test_multi_node_training_starts_one_torchrun_per_node_through_srun():
 
 
 # -- what a Slurm site gets ---------------------------------------------------------------------------
+
 
 def _dry_run_jobs(workflow_copy, *args, env=None) -> dict[str, list[str]]:
     """rule name -> its job blocks (the lines snakemake prints for each job of a dry run)."""
@@ -200,13 +222,21 @@ def _dry_run_jobs(workflow_copy, *args, env=None) -> dict[str, list[str]]:
 
 
 def test_the_paper_study_asks_slurm_for_what_each_rule_needs(workflow_copy):
-    env = {"FROZENBENCH_SLURM_ACCOUNT": "vision-lab", "FROZENBENCH_SLURM_GPU_PARTITION": "gpu-a100",
-           "FROZENBENCH_SLURM_CPU_PARTITION": "cpu"}
+    env = {
+        "FROZENBENCH_SLURM_ACCOUNT": "vision-lab",
+        "FROZENBENCH_SLURM_GPU_PARTITION": "gpu-a100",
+        "FROZENBENCH_SLURM_CPU_PARTITION": "cpu",
+    }
     jobs = _dry_run_jobs(workflow_copy, "--cores", "128", "all_tables", "--configfile", "configs/paper.yaml", env=env)
     train = jobs["train_head"][0]
     assert "threads: 64" in train
-    for part in ("gres=gpu:a100:8", "slurm_account=vision-lab", "slurm_partition=gpu-a100", "runtime=4320",
-                 "tasks_per_gpu=0"):
+    for part in (
+        "gres=gpu:a100:8",
+        "slurm_account=vision-lab",
+        "slurm_partition=gpu-a100",
+        "runtime=4320",
+        "tasks_per_gpu=0",
+    ):
         assert part in train, (part, train)
     assert "mpi=" not in train  # one node: the plugin's own srun step, torchrun inside it
     evaluate = jobs["evaluate_head"][0]
@@ -214,8 +244,12 @@ def test_the_paper_study_asks_slurm_for_what_each_rule_needs(workflow_copy):
     prepare = jobs["prepare_dataset"][0]
     assert "threads: 32" in prepare and "slurm_partition=cpu" in prepare and "gres=" not in prepare
     # the commands the jobs run carry the device and loader settings
-    commands = run_cmd(["snakemake", "-n", "-p", "all_tables", "--configfile", "configs/paper.yaml"],
-                       cwd=workflow_copy, check=True, timeout=300).stdout
+    commands = run_cmd(
+        ["snakemake", "-n", "-p", "all_tables", "--configfile", "configs/paper.yaml"],
+        cwd=workflow_copy,
+        check=True,
+        timeout=300,
+    ).stdout
     train_line = next(line for line in commands.splitlines() if "frozenbench train" in line)
     assert "--nproc 8 --nodes 1 --device cuda --workers 6" in train_line
 
@@ -234,15 +268,21 @@ def test_a_two_node_training_job_is_an_srun_job(workflow_copy):
 
 # -- cost ---------------------------------------------------------------------------------------------
 
+
 def test_cost_turns_seconds_per_step_into_gpu_hours(tmp_path):
     import yaml
 
     from frozenbench.reporting.cost import study_cost
 
     config = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
-    record = {"device": "cuda", "device_name": "NVIDIA H200", "arch": "swin_large",
-              "cells": [{"cell": "coco_htc", "mode": "frozen", "batch": 2, "seconds_per_step": 1.0,
-                         "eval_seconds_per_sample": 0.36}]}
+    record = {
+        "device": "cuda",
+        "device_name": "NVIDIA H200",
+        "arch": "swin_large",
+        "cells": [
+            {"cell": "coco_htc", "mode": "frozen", "batch": 2, "seconds_per_step": 1.0, "eval_seconds_per_sample": 0.36}
+        ],
+    }
     cost = study_cost(config, record)
     assert cost["unit"] == "GPU-hours"
     htc = [r for r in cost["rows"] if r["head"] == "htc" and r["mode"] == "frozen"]
@@ -254,12 +294,25 @@ def test_cost_turns_seconds_per_step_into_gpu_hours(tmp_path):
         assert row["eval_hours"] == round(5000 * 0.36 / 3600, 1)
     assert cost["total_hours"] == round(sum(r["total_hours"] for r in cost["rows"]), 1)
     # what the record lacks is listed, never guessed
-    assert {(u["cell_type"], u["mode"]) for u in cost["unmeasured"]} >= {("k400_temporal", "frozen"),
-                                                                          ("ade_mask2former", "frozen")}
+    assert {(u["cell_type"], u["mode"]) for u in cost["unmeasured"]} >= {
+        ("k400_temporal", "frozen"),
+        ("ade_mask2former", "frozen"),
+    }
     out = tmp_path / "cost.md"
     (tmp_path / "record.json").write_text(json.dumps({**record, "device": "cpu"}))
-    run_cmd(["frozenbench", "cost", "--config", str(REPO / "configs" / "paper.yaml"), "--record",
-             str(tmp_path / "record.json"), "--out", str(out)], check=True)
+    run_cmd(
+        [
+            "frozenbench",
+            "cost",
+            "--config",
+            str(REPO / "configs" / "paper.yaml"),
+            "--record",
+            str(tmp_path / "record.json"),
+            "--out",
+            str(out),
+        ],
+        check=True,
+    )
     text = out.read_text()
     assert "CPU-hours (projection from a CPU record)" in text and "| coco | htc |" in text
     assert "Not in the record, so not counted" in text
@@ -303,9 +356,15 @@ def test_every_head_reaches_only_routed_mmcv_ops(name, tmp_path):
     torch.manual_seed(0)
     model = task.build_model(head, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny")
     before = ext_calls()
-    train(model, task.build_dataset(root, "train", 64, train=True, **options), pseudo_collate, tmp_path / "run",
-          TrainOptions(steps=2, batch_size=2, warmup_steps=1, checkpoint_every=2, log_every=1, autocast_bf16=bf16),
-          seed=0, log=lambda m: None)
+    train(
+        model,
+        task.build_dataset(root, "train", 64, train=True, **options),
+        pseudo_collate,
+        tmp_path / "run",
+        TrainOptions(steps=2, batch_size=2, warmup_steps=1, checkpoint_every=2, log_every=1, autocast_bf16=bf16),
+        seed=0,
+        log=lambda m: None,
+    )
     with autocast(torch.device("cpu"), bf16):
         metrics = task.evaluate(model, task.build_dataset(root, "val", 64, train=False, **options), num_classes)
     assert metrics
@@ -316,6 +375,7 @@ def test_every_head_reaches_only_routed_mmcv_ops(name, tmp_path):
 
 
 # -- precision --------------------------------------------------------------------------------------
+
 
 def test_fp32_islands_compute_in_fp32_inside_bf16_autocast():
     """A detector's box heads under bf16 autocast: a 1000-px coordinate in bf16 is off by up to 4 px."""
@@ -345,6 +405,7 @@ def test_fp32_islands_compute_in_fp32_inside_bf16_autocast():
 
 # -- the GPU smoke benchmark, on CPU ranks --------------------------------------------------------------
 
+
 @pytest.mark.openmmlab
 @pytest.mark.slow
 def test_gpu_smoke_runs_every_paper_cell_type_on_two_cpu_ranks_and_feeds_the_cost_report(tmp_path):
@@ -356,8 +417,22 @@ def test_gpu_smoke_runs_every_paper_cell_type_on_two_cpu_ranks_and_feeds_the_cos
     from .conftest import VENV_BIN
 
     record_path = tmp_path / "smoke.json"
-    proc = run_cmd([sys.executable, str(REPO / "bench" / "gpu_smoke.py"), "--device", "cpu", "--steps", "3",
-                    "--repeats", "2", "--out", str(record_path)], env={"OMP_NUM_THREADS": "1"}, timeout=1800)
+    proc = run_cmd(
+        [
+            sys.executable,
+            str(REPO / "bench" / "gpu_smoke.py"),
+            "--device",
+            "cpu",
+            "--steps",
+            "3",
+            "--repeats",
+            "2",
+            "--out",
+            str(record_path),
+        ],
+        env={"OMP_NUM_THREADS": "1"},
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record = json.loads(record_path.read_text())
     assert record["failures"] == [] and record["device"] == "cpu" and record["tiny"]
@@ -371,6 +446,15 @@ def test_gpu_smoke_runs_every_paper_cell_type_on_two_cpu_ranks_and_feeds_the_cos
     assert {"bbox", "segm"} <= set(metrics["coco_htc"]), metrics
     assert "mIoU" in metrics["ade_mask2former"] and "top1" in metrics["k400_temporal"], metrics
     assert record["backbone"]["fraction_of_matmul"]["median"] > 0
-    cost = run_cmd([str(VENV_BIN / "frozenbench"), "cost", "--config", str(REPO / "configs" / "paper.yaml"),
-                    "--record", str(record_path)], check=True)
+    cost = run_cmd(
+        [
+            str(VENV_BIN / "frozenbench"),
+            "cost",
+            "--config",
+            str(REPO / "configs" / "paper.yaml"),
+            "--record",
+            str(record_path),
+        ],
+        check=True,
+    )
     assert "CPU-hours (projection from a CPU record)" in cost.stdout and "| coco | htc |" in cost.stdout

@@ -20,9 +20,13 @@ def imported_packages(path: Path) -> set[tuple[int, str]]:
 
 
 def test_only_the_openmmlab_package_imports_openmmlab():
-    offenders = [f"{path.relative_to(SRC)}:{line}: {package}"
-                 for path in sorted(SRC.rglob("*.py")) if "openmmlab" not in path.relative_to(SRC).parts
-                 for line, package in sorted(imported_packages(path)) if package in OPENMMLAB]
+    offenders = [
+        f"{path.relative_to(SRC)}:{line}: {package}"
+        for path in sorted(SRC.rglob("*.py"))
+        if "openmmlab" not in path.relative_to(SRC).parts
+        for line, package in sorted(imported_packages(path))
+        if package in OPENMMLAB
+    ]
     assert not offenders, "\n".join(offenders)
 
 

@@ -27,8 +27,20 @@ def test_sigkilled_training_resumes_to_the_same_metrics(tmp_path):
     env = {"OMP_NUM_THREADS": "1"}
 
     def cell(name, workers=0):
-        return ["--spec", spec, "--checkpoint", str(checkpoint), "--mode", "frozen", "--run-dir",
-                str(tmp_path / name), "--threads", "1", "--workers", str(workers)]
+        return [
+            "--spec",
+            spec,
+            "--checkpoint",
+            str(checkpoint),
+            "--mode",
+            "frozen",
+            "--run-dir",
+            str(tmp_path / name),
+            "--threads",
+            "1",
+            "--workers",
+            str(workers),
+        ]
 
     def evaluate(name):
         out = tmp_path / f"{name}.json"
@@ -37,17 +49,22 @@ def test_sigkilled_training_resumes_to_the_same_metrics(tmp_path):
 
     run_cmd([str(VENV_BIN / "frozenbench"), "train", *cell("full")], env=env, check=True, timeout=600)
     log = tmp_path / "killed" / "log.jsonl"
-    proc = subprocess.Popen([str(VENV_BIN / "frozenbench"), "train", *cell("killed", workers=2)],
-                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "frozenbench"), "train", *cell("killed", workers=2)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 13):
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)  # between checkpoints 10 and 15: the trainer and its workers
     proc.wait()
     assert not (tmp_path / "killed" / "done.json").exists()
-    resumed = run_cmd([str(VENV_BIN / "frozenbench"), "train", *cell("killed", workers=2)], env=env, check=True,
-                      timeout=600)
+    resumed = run_cmd(
+        [str(VENV_BIN / "frozenbench"), "train", *cell("killed", workers=2)], env=env, check=True, timeout=600
+    )
     assert "resuming from step" in resumed.stdout + resumed.stderr
     a = safe_load(tmp_path / "full" / "state.pt")["model"]
     b = safe_load(tmp_path / "killed" / "state.pt")["model"]
@@ -67,14 +84,32 @@ def test_sigterm_saves_the_state_between_steps_and_a_rerun_ends_with_the_same_we
     env = {"OMP_NUM_THREADS": "1"}
 
     def cell(name, workers=2):
-        return ["--spec", spec, "--checkpoint", str(checkpoint), "--mode", "frozen", "--run-dir",
-                str(tmp_path / name), "--threads", "1", "--workers", str(workers)]
+        return [
+            "--spec",
+            spec,
+            "--checkpoint",
+            str(checkpoint),
+            "--mode",
+            "frozen",
+            "--run-dir",
+            str(tmp_path / name),
+            "--threads",
+            "1",
+            "--workers",
+            str(workers),
+        ]
 
     run_cmd([str(VENV_BIN / "frozenbench"), "train", *cell("full", workers=0)], env=env, check=True, timeout=600)
     run_dir = tmp_path / "termed"
     log = run_dir / "log.jsonl"
-    proc = subprocess.Popen([str(VENV_BIN / "frozenbench"), "train", *cell("termed")], env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "frozenbench"), "train", *cell("termed")],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 8):
         time.sleep(0.1)
@@ -85,8 +120,9 @@ def test_sigterm_saves_the_state_between_steps_and_a_rerun_ends_with_the_same_we
     stopped = safe_load(run_dir / "state.pt")["step"]
     assert 8 <= stopped < 30 and not (run_dir / "done.json").exists()
     assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == []  # no temporaries left
-    refused = run_cmd([str(VENV_BIN / "frozenbench"), "evaluate", *cell("termed"), "--out", str(tmp_path / "m.json")],
-                      env=env)
+    refused = run_cmd(
+        [str(VENV_BIN / "frozenbench"), "evaluate", *cell("termed"), "--out", str(tmp_path / "m.json")], env=env
+    )
     assert refused.returncode == 1 and f"training stopped at step {stopped} of 30" in refused.stderr
     resumed = run_cmd([str(VENV_BIN / "frozenbench"), "train", *cell("termed")], env=env, check=True, timeout=600)
     assert f"resuming from step {stopped}" in resumed.stdout + resumed.stderr

@@ -42,17 +42,29 @@ def test_detectors_train_their_heads_on_the_frozen_backbone(detector):
     from frozenbench.openmmlab.configs import backbone_cfg, detector_config
 
     torch.manual_seed(0)
-    cfg = detector_config(backbone_cfg("convstem_swin_tiny", 64, None, frozen=True), [32, 64, 128, 256], [4, 8, 16, 32],
-                          num_classes=3, normalization=input_normalization("convstem_swin_tiny"), detector=detector, width=32,
-                          rpn_samples=64, rcnn_samples=64)
+    cfg = detector_config(
+        backbone_cfg("convstem_swin_tiny", 64, None, frozen=True),
+        [32, 64, 128, 256],
+        [4, 8, 16, 32],
+        num_classes=3,
+        normalization=input_normalization("convstem_swin_tiny"),
+        detector=detector,
+        width=32,
+        rpn_samples=64,
+        rcnn_samples=64,
+    )
     assert cfg.data_preprocessor.mean == [127.5] * 3  # the mini family's own statistics, not ImageNet's
     model = build_model("mmdet", cfg)
     before = weights_digest(model.backbone)
     assert not any(p.requires_grad for p in model.backbone.parameters())
-    sample = DetDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64),
-                                         scale_factor=(1.0, 1.0)))
-    sample.gt_instances = InstanceData(bboxes=torch.tensor([[10.0, 8.0, 40.0, 30.0], [30.0, 35.0, 55.0, 60.0]]),
-                                       labels=torch.tensor([0, 2]), masks=BitmapMasks(square_masks().numpy(), 64, 64))
+    sample = DetDataSample(
+        metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64), scale_factor=(1.0, 1.0))
+    )
+    sample.gt_instances = InstanceData(
+        bboxes=torch.tensor([[10.0, 8.0, 40.0, 30.0], [30.0, 35.0, 55.0, 60.0]]),
+        labels=torch.tensor([0, 2]),
+        masks=BitmapMasks(square_masks().numpy(), 64, 64),
+    )
     data = {"inputs": [torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)], "data_samples": [sample]}
     losses = train_steps(model, data)
     assert not model.backbone.body.model.training  # the detector's .train() left it in eval mode
@@ -76,9 +88,17 @@ def test_mask2former_with_the_papers_light_decoders():
     from frozenbench.openmmlab.configs import backbone_cfg, mask2former_config
 
     torch.manual_seed(0)
-    cfg = mask2former_config(backbone_cfg("convstem_swin_tiny", 64, None, frozen=True), [32, 64, 128, 256], [4, 8, 16, 32],
-                             num_classes=5, img_size=64, normalization=input_normalization("convstem_swin_tiny"), width=32,
-                             num_queries=10, num_points=256)
+    cfg = mask2former_config(
+        backbone_cfg("convstem_swin_tiny", 64, None, frozen=True),
+        [32, 64, 128, 256],
+        [4, 8, 16, 32],
+        num_classes=5,
+        img_size=64,
+        normalization=input_normalization("convstem_swin_tiny"),
+        width=32,
+        num_queries=10,
+        num_points=256,
+    )
     model = build_model("mmseg", cfg)
     head = model.decode_head
     assert len(head.pixel_decoder.encoder.layers) == 1
@@ -111,9 +131,16 @@ def test_video_recognizer_trains_a_temporal_head_over_frozen_frames():
     from frozenbench.openmmlab.configs import backbone_cfg, recognizer_config
 
     torch.manual_seed(0)
-    cfg = recognizer_config(backbone_cfg("convstem_swin_tiny", 64, None, frozen=True), [32, 64, 128, 256], num_classes=8,
-                            num_frames=4, img_size=64, normalization=input_normalization("convstem_swin_tiny"), num_blocks=2,
-                            width=32)
+    cfg = recognizer_config(
+        backbone_cfg("convstem_swin_tiny", 64, None, frozen=True),
+        [32, 64, 128, 256],
+        num_classes=8,
+        num_frames=4,
+        img_size=64,
+        normalization=input_normalization("convstem_swin_tiny"),
+        num_blocks=2,
+        width=32,
+    )
     model = build_model("mmaction", cfg)
     before = weights_digest(model.backbone)
     calls = []
@@ -123,8 +150,10 @@ def test_video_recognizer_trains_a_temporal_head_over_frozen_frames():
         sample = ActionDataSample()
         sample.set_gt_label(torch.tensor([label]))
         samples.append(sample)
-    data = {"inputs": [torch.randint(0, 255, (1, 3, 4, 64, 64), dtype=torch.uint8) for _ in range(2)],
-            "data_samples": samples}
+    data = {
+        "inputs": [torch.randint(0, 255, (1, 3, 4, 64, 64), dtype=torch.uint8) for _ in range(2)],
+        "data_samples": samples,
+    }
     losses = train_steps(model, data, steps=3)
     assert "loss_cls" in losses
     assert calls[0] == (2 * 4, 3, 64, 64)  # all frames of the batch through the backbone in one call

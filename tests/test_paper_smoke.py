@@ -36,23 +36,33 @@ def _official_checkpoint(arch: str, v2: bool) -> bytes:
 def test_paper_smoke_dag_runs_every_cell_type_to_the_tables(workflow_copy):
     config_path = workflow_copy / "configs" / "paper-smoke.yaml"
     config = yaml.safe_load(config_path.read_text())
-    bodies = {"swin_tiny_in1k": _official_checkpoint("swin_tiny", v2=False),
-              "swinv2_tiny_in1k": _official_checkpoint("swinv2_tiny", v2=True)}
+    bodies = {
+        "swin_tiny_in1k": _official_checkpoint("swin_tiny", v2=False),
+        "swinv2_tiny_in1k": _official_checkpoint("swinv2_tiny", v2=True),
+    }
     with FaultServer() as server:
         for name, body in bodies.items():
             ckpt = config["backbones"][name]["checkpoint"]
             path = "/" + ckpt["url"].split("/", 3)[3]
             ckpt["url"] = server.add(path, body, ["drop:200000"])  # a dropped connection on the way
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        proc = run_cmd(["snakemake", "--cores", "2", "all_tables", "--configfile", "configs/paper-smoke.yaml"],
-                       cwd=workflow_copy, timeout=3600)
+        proc = run_cmd(
+            ["snakemake", "--cores", "2", "all_tables", "--configfile", "configs/paper-smoke.yaml"],
+            cwd=workflow_copy,
+            timeout=3600,
+        )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     for rule in ("fetch_checkpoint", "convert_checkpoint", "train_head", "evaluate_head", "submit_test_dev", "tables"):
         assert rule in out
 
-    cells = [(c["task"], b, m, h) for c in config["study"]["cells"] for b in c["backbones"] for m in c["modes"]
-             for h in c["heads"]]
+    cells = [
+        (c["task"], b, m, h)
+        for c in config["study"]["cells"]
+        for b in c["backbones"]
+        for m in c["modes"]
+        for h in c["heads"]
+    ]
     for task, backbone, mode, head in cells:
         record = json.loads((workflow_copy / "results" / task / backbone / mode / head / "metrics.json").read_text())
         assert record["steps"] == 2
@@ -64,15 +74,28 @@ def test_paper_smoke_dag_runs_every_cell_type_to_the_tables(workflow_copy):
         else:
             assert "top1" in metrics and record["num_val"] == 8
     for backbone in ("swin_tiny_in1k",):
-        assert (workflow_copy / "results" / "coco" / backbone / "frozen" / "mrcnn_fpn" /
-                "detections_test-dev2017_frozenbench_results.zip").exists()
+        assert (
+            workflow_copy
+            / "results"
+            / "coco"
+            / backbone
+            / "frozen"
+            / "mrcnn_fpn"
+            / "detections_test-dev2017_frozenbench_results.zip"
+        ).exists()
 
     tables = workflow_copy / "tables"
     pretraining = (tables / "pretraining.csv").read_text().splitlines()
     header = pretraining[0].split(",")
     swin_t = next(line.split(",") for line in pretraining if line.startswith("swin_tiny_in1k,"))
-    for column in ("coco box AP frozen", "coco box AP fine-tuned", "ade mIoU frozen", "ade mIoU fine-tuned",
-                   "k400 top-1 frozen", "k400 top-1 fine-tuned"):
+    for column in (
+        "coco box AP frozen",
+        "coco box AP fine-tuned",
+        "ade mIoU frozen",
+        "ade mIoU fine-tuned",
+        "k400 top-1 frozen",
+        "k400 top-1 fine-tuned",
+    ):
         assert swin_t[header.index(column)] != "", column  # every cell reached the table
     capacity = (tables / "head_capacity.md").read_text()
     for head in ("htc", "htc_extra2", "m2f_b4_extra2", "temporal_b2", "temporal_b4"):

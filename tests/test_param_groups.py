@@ -48,9 +48,13 @@ def test_layer_ids_follow_block_order():
     model.backbone = nn.Module()
     model.backbone.body = Backbone("swin_tiny", frozen=False)
     ids, depth = layer_ids(model)
-    names = ["backbone.body.model.patch_embed.proj.weight", "backbone.body.model.layers.0.blocks.0.mlp.fc1.weight",
-             "backbone.body.model.layers.2.downsample.reduction.weight",
-             "backbone.body.model.layers.2.blocks.5.attn.qkv.weight", "backbone.body.model.layers.3.blocks.1.norm1.bias"]
+    names = [
+        "backbone.body.model.patch_embed.proj.weight",
+        "backbone.body.model.layers.0.blocks.0.mlp.fc1.weight",
+        "backbone.body.model.layers.2.downsample.reduction.weight",
+        "backbone.body.model.layers.2.blocks.5.attn.qkv.weight",
+        "backbone.body.model.layers.3.blocks.1.norm1.bias",
+    ]
     assert depth == 12
     assert [ids[n] for n in names] == [0, 1, 5, 10, 12]
     assert set(ids) == {n for n, _ in model.named_parameters()}
@@ -63,7 +67,7 @@ def test_vit_block_i_gets_decay_to_the_power_of_depth_plus_one_minus_i():
     assert len(blocks) == 12  # the last level is the last block: nothing pruned
     for i, block in enumerate(blocks, start=1):
         assert scale_of(groups, block.attn.qkv.weight) == pytest.approx(0.7 ** (12 + 1 - i))
-    assert scale_of(groups, model.body.model.patch_embed.proj.weight) == pytest.approx(0.7 ** 13)
+    assert scale_of(groups, model.body.model.patch_embed.proj.weight) == pytest.approx(0.7**13)
     assert scale_of(groups, model.head.weight) == 1.0
     # position embedding and class token: the model's own no-weight-decay names
     exempt = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
@@ -81,5 +85,6 @@ def test_frozen_backbone_has_no_groups_and_the_scheduled_lr_is_scaled():
     optimizer = torch.optim.AdamW(tuned, lr=1.0)
     set_lr(optimizer, 0.1)
     assert sorted({round(g["lr"], 12) for g in optimizer.param_groups}) == sorted(
-        {round(0.1 * g["lr_scale"], 12) for g in optimizer.param_groups})
+        {round(0.1 * g["lr_scale"], 12) for g in optimizer.param_groups}
+    )
     assert max(g["lr"] for g in optimizer.param_groups) == pytest.approx(0.1)

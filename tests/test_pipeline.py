@@ -64,8 +64,14 @@ def test_killed_dag_reruns_incomplete_and_writes_every_table(workflow_copy):
     env = {"OMP_NUM_THREADS": "1"}
     cmd = [str(VENV_BIN / "snakemake"), "--cores", "2", "all_tables", *CI]
     full_env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", **env}
-    proc = subprocess.Popen(cmd, cwd=workflow_copy, env=full_env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=workflow_copy,
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     # kill the whole job tree (as a lost node would) once head training has started
     deadline = time.time() + 600
     while time.time() < deadline and not list((workflow_copy / "runs").glob("*/*/*/*/log.jsonl")):
@@ -100,18 +106,30 @@ def test_killed_dag_reruns_incomplete_and_writes_every_table(workflow_copy):
     converted = torch_load(workflow_copy / "checkpoints/dinov2_vits14_random.pth")
     assert converted["arch"] == "vit_small_patch14_dinov2" and converted["meta"]["source_layout"] == "dinov2"
     assert "mask_token" not in converted["state_dict"]
-    for task, task_type, primary in (("ade", "segmentation", "mIoU"), ("coco", "detection", "box AP"),
-                                     ("k400", "video", "top-1")):
-        metrics = json.loads((workflow_copy / f"results/{task}/dinov2_vits14_random/frozen").glob("*/metrics.json")
-                             .__next__().read_text())
+    for task, task_type, primary in (
+        ("ade", "segmentation", "mIoU"),
+        ("coco", "detection", "box AP"),
+        ("k400", "video", "top-1"),
+    ):
+        metrics = json.loads(
+            (workflow_copy / f"results/{task}/dinov2_vits14_random/frozen")
+            .glob("*/metrics.json")
+            .__next__()
+            .read_text()
+        )
         assert metrics["arch"] == "vit_small_patch14_dinov2", metrics
         # every metrics.json says what kind of task it scored and its primary metric
         assert metrics["task_type"] == task_type and metrics["primary_metric"]["name"] == primary
     assert "dinov2_vits14_random" in (tables / "model_size.md").read_text()
-    gap = json.loads((workflow_copy / "results/ade/convstem_swin_tiny_supervised/finetune/m2f_b4/metrics.json").read_text())
+    gap = json.loads(
+        (workflow_copy / "results/ade/convstem_swin_tiny_supervised/finetune/m2f_b4/metrics.json").read_text()
+    )
     assert gap["mode"] == "finetune" and gap["train_curve"]
-    assert (workflow_copy / "results/coco/convstem_swin_tiny_supervised/frozen/mrcnn_fpn"
-            / "detections_test-dev2017_frozenbench_results.zip").exists()
+    assert (
+        workflow_copy
+        / "results/coco/convstem_swin_tiny_supervised/frozen/mrcnn_fpn"
+        / "detections_test-dev2017_frozenbench_results.zip"
+    ).exists()
     assert leftovers(workflow_copy) == []
     again = run_cmd([str(VENV_BIN / "snakemake"), "-n", "all_tables", *CI], cwd=workflow_copy, check=True)
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -37,17 +37,27 @@ def losses(run_dir: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("task, task_options", [
-    ("supervised", {}),
-    ("contrastive", {"momentum": 0.99}),  # MoCo v3 style, momentum key encoder
-    ("contrastive", {"momentum": 0.0}),   # SimCLR style
-    ("contrastive", {"momentum": 0.99, "queue_size": 64}),  # MoCo v2 / MoBY style queue of negatives
-    ("mim", {"mask_patch": 8}),
-])
+@pytest.mark.parametrize(
+    "task, task_options",
+    [
+        ("supervised", {}),
+        ("contrastive", {"momentum": 0.99}),  # MoCo v3 style, momentum key encoder
+        ("contrastive", {"momentum": 0.0}),  # SimCLR style
+        ("contrastive", {"momentum": 0.99, "queue_size": 64}),  # MoCo v2 / MoBY style queue of negatives
+        ("mim", {"mask_patch": 8}),
+    ],
+)
 def test_each_task_trains_and_writes_checkpoint_and_probe(shapes, tmp_path, task, task_options):
     out = tmp_path / "ckpt.pth"
-    pretrain("convstem_swin_tiny", task, shapes, out, tmp_path / "run", options(task_options=task_options),
-             log=lambda m: None)
+    pretrain(
+        "convstem_swin_tiny",
+        task,
+        shapes,
+        out,
+        tmp_path / "run",
+        options(task_options=task_options),
+        log=lambda m: None,
+    )
     curve = losses(tmp_path / "run")
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 31)) and len(curve) == 30  # logged every step
@@ -71,8 +81,26 @@ def test_each_task_trains_and_writes_checkpoint_and_probe(shapes, tmp_path, task
 
 
 def test_random_backbone_is_seeded_and_untrained(shapes, tmp_path):
-    pretrain("convstem_swin_tiny", "random", shapes, tmp_path / "a.pth", tmp_path / "a", options(), seed=3, log=lambda m: None)
-    pretrain("convstem_swin_tiny", "random", shapes, tmp_path / "b.pth", tmp_path / "b", options(), seed=3, log=lambda m: None)
+    pretrain(
+        "convstem_swin_tiny",
+        "random",
+        shapes,
+        tmp_path / "a.pth",
+        tmp_path / "a",
+        options(),
+        seed=3,
+        log=lambda m: None,
+    )
+    pretrain(
+        "convstem_swin_tiny",
+        "random",
+        shapes,
+        tmp_path / "b.pth",
+        tmp_path / "b",
+        options(),
+        seed=3,
+        log=lambda m: None,
+    )
     a, b = load_backbone(tmp_path / "a.pth")["state_dict"], load_backbone(tmp_path / "b.pth")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not (tmp_path / "a" / "log.jsonl").exists()
@@ -85,11 +113,35 @@ def test_schedule_warms_up_then_decays_to_zero():
 
 
 def _cli(shapes: Path, out: Path, run_dir: Path, steps: int) -> list[str]:
-    opts = {"image_size": 32, "batch_size": 16, "steps": steps, "lr": 2e-3, "warmup_steps": 3,
-            "checkpoint_every": 5, "log_every": 1}
-    return [str(VENV_BIN / "frozenbench"), "pretrain", "--arch", "convstem_swin_tiny", "--task", "supervised",
-            "--data", str(shapes), "--options", json.dumps(opts), "--threads", "1", "--seed", "7",
-            "--out", str(out), "--run-dir", str(run_dir)]
+    opts = {
+        "image_size": 32,
+        "batch_size": 16,
+        "steps": steps,
+        "lr": 2e-3,
+        "warmup_steps": 3,
+        "checkpoint_every": 5,
+        "log_every": 1,
+    }
+    return [
+        str(VENV_BIN / "frozenbench"),
+        "pretrain",
+        "--arch",
+        "convstem_swin_tiny",
+        "--task",
+        "supervised",
+        "--data",
+        str(shapes),
+        "--options",
+        json.dumps(opts),
+        "--threads",
+        "1",
+        "--seed",
+        "7",
+        "--out",
+        str(out),
+        "--run-dir",
+        str(run_dir),
+    ]
 
 
 def test_killed_run_resumes_to_the_same_weights(shapes, tmp_path):
@@ -98,8 +150,12 @@ def test_killed_run_resumes_to_the_same_weights(shapes, tmp_path):
     subprocess.run(_cli(shapes, reference, tmp_path / "ref", steps), check=True, capture_output=True, timeout=600)
 
     killed_out, killed_dir = tmp_path / "killed.pth", tmp_path / "killed"
-    proc = subprocess.Popen(_cli(shapes, killed_out, killed_dir, steps), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        _cli(shapes, killed_out, killed_dir, steps),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while not (killed_dir / "state.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -111,8 +167,9 @@ def test_killed_run_resumes_to_the_same_weights(shapes, tmp_path):
     saved_step = torch.load(killed_dir / "state.pt", weights_only=True)["step"]
     assert 0 < saved_step < steps
 
-    resumed = subprocess.run(_cli(shapes, killed_out, killed_dir, steps), check=True, capture_output=True, text=True,
-                             timeout=600)
+    resumed = subprocess.run(
+        _cli(shapes, killed_out, killed_dir, steps), check=True, capture_output=True, text=True, timeout=600
+    )
     assert f"resuming convstem_swin_tiny/supervised from step {saved_step}" in resumed.stdout + resumed.stderr
     a, b = load_backbone(reference)["state_dict"], load_backbone(killed_out)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -148,10 +205,28 @@ def test_a_state_saved_with_other_options_or_seed_is_not_resumed(shapes, tmp_pat
 
     def run(seed=7, **changes):
         messages = []
-        opts = PretrainOptions(**{"image_size": 32, "batch_size": 16, "steps": 6, "lr": 2e-3, "warmup_steps": 2,
-                                  "checkpoint_every": 3, "log_every": 1, **changes})
-        pretrain("convstem_swin_tiny", "supervised", shapes, tmp_path / "out.pth", tmp_path / "run", opts, seed=seed,
-                 log=messages.append)
+        opts = PretrainOptions(
+            **{
+                "image_size": 32,
+                "batch_size": 16,
+                "steps": 6,
+                "lr": 2e-3,
+                "warmup_steps": 2,
+                "checkpoint_every": 3,
+                "log_every": 1,
+                **changes,
+            }
+        )
+        pretrain(
+            "convstem_swin_tiny",
+            "supervised",
+            shapes,
+            tmp_path / "out.pth",
+            tmp_path / "run",
+            opts,
+            seed=seed,
+            log=messages.append,
+        )
         return " ".join(messages)
 
     assert "resuming" not in run()

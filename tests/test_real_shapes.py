@@ -36,6 +36,7 @@ def random_checkpoint(path: Path, arch: str = "convstem_swin_tiny", img_size: in
 
 # -- generators ------------------------------------------------------------------------------------
 
+
 def test_real_profile_draws_the_real_shapes_and_validates(real_shaped):
     coco = json.loads((real_shaped["shapes-coco"] / "annotations" / "instances_val2017.json").read_text())
     assert [(i["width"], i["height"]) for i in coco["images"]] == list(sizes.COCO_REAL_SIZES)
@@ -48,8 +49,14 @@ def test_real_profile_draws_the_real_shapes_and_validates(real_shaped):
         with av.open(str(clip)) as container:
             stream = container.streams.video[0]
             frames, _ = check_video(clip)
-            shapes_seen.add((stream.codec_context.width, stream.codec_context.height,
-                             int(round(float(stream.average_rate))), frames))
+            shapes_seen.add(
+                (
+                    stream.codec_context.width,
+                    stream.codec_context.height,
+                    int(round(float(stream.average_rate))),
+                    frames,
+                )
+            )
     assert shapes_seen == {(w, h, fps, fps * s) for w, h, fps, s in sizes.KINETICS_REAL_CLIPS}
     for name, fmt in (("shapes-coco", "coco"), ("shapes-ade", "ade"), ("shapes-k400", "kinetics")):
         report = validate(fmt, real_shaped[name])
@@ -67,8 +74,12 @@ def test_real_profile_annotations_are_exact(real_shaped):
         assert mask.shape == (image["height"], image["width"])
         assert mask.sum() == ann["area"] > 0
         ys, xs = np.nonzero(mask)
-        assert ann["bbox"] == [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
-                               float(ys.max() - ys.min() + 1)]
+        assert ann["bbox"] == [
+            float(xs.min()),
+            float(ys.min()),
+            float(xs.max() - xs.min() + 1),
+            float(ys.max() - ys.min() + 1),
+        ]
     for label_path in (root.parent / "shapes-ade" / "annotations" / "validation").glob("*.png"):
         image = Image.open(str(label_path).replace("annotations", "images").replace(".png", ".jpg"))
         assert Image.open(label_path).size == image.size
@@ -83,6 +94,7 @@ def test_real_profile_same_seed_same_bytes(real_shaped, tmp_path, name):
 
 
 # -- backbone ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("arch,size", [("swin_tiny", 224), ("swinv2_tiny", 256), ("convstem_swin_tiny", 64)])
 def test_any_input_size_matches_the_fixed_size_model_at_its_size(arch, size):
@@ -113,6 +125,7 @@ def test_a_2100_px_image_goes_through_a_swin_built_for_224():
 
 # -- the three tasks on real-shaped data ----------------------------------------------------------
 
+
 @pytest.mark.openmmlab
 @pytest.mark.slow
 def test_detection_trains_with_random_resize_crop_and_evaluates_portrait_images(real_shaped, tmp_path):
@@ -140,8 +153,14 @@ def test_detection_trains_with_random_resize_crop_and_evaluates_portrait_images(
     head = {"width": 32, "rpn_samples": 64, "rcnn_samples": 64}
     torch.manual_seed(0)
     model = detection.build_model(head, num_classes, 160, str(ckpt), frozen=True)
-    train(model, train_set, pseudo_collate, tmp_path / "run",
-          TrainOptions(steps=2, batch_size=2, warmup_steps=1, checkpoint_every=2, log_every=1), log=lambda m: None)
+    train(
+        model,
+        train_set,
+        pseudo_collate,
+        tmp_path / "run",
+        TrainOptions(steps=2, batch_size=2, warmup_steps=1, checkpoint_every=2, log_every=1),
+        log=lambda m: None,
+    )
     val = detection.build_dataset(root, "val", 160, train=False)
     images = {i["id"]: i for i in json.loads(Path(val.ann_file).read_text())["images"]}
     seen = 0
@@ -176,8 +195,14 @@ def test_segmentation_trains_on_2100_px_images_and_evaluates_mixed_sizes(real_sh
     torch.manual_seed(0)
     head = {"width": 32, "num_queries": 8, "num_points": 256}
     model = segmentation.build_model(head, num_classes, 128, str(ckpt), frozen=True)
-    train(model, train_set, pseudo_collate, tmp_path / "run",
-          TrainOptions(steps=2, batch_size=3, warmup_steps=1, checkpoint_every=2, log_every=1), log=lambda m: None)
+    train(
+        model,
+        train_set,
+        pseudo_collate,
+        tmp_path / "run",
+        TrainOptions(steps=2, batch_size=3, warmup_steps=1, checkpoint_every=2, log_every=1),
+        log=lambda m: None,
+    )
     val = segmentation.build_dataset(root, "val", 128, train=False)
     # the test pipeline resizes the short side to img_size; labels stay at the original size
     assert min(val[2]["data_samples"].img_shape) == 128
@@ -208,10 +233,17 @@ def test_video_trains_on_10_s_30_fps_clips_and_tests_twelve_views_in_chunks(real
     assert "Flip" in [type(t).__name__ for t in flipped.pipeline.transforms]
     torch.manual_seed(0)
     # 112 is no multiple of 32: the token grid rounds up, the head's space embedding follows it
-    model = video.build_model({"num_frames": 16, "num_blocks": 1, "width": 32}, num_classes, 112, str(ckpt),
-                              frozen=True)
-    train(model, train_set, pseudo_collate, tmp_path / "run",
-          TrainOptions(steps=2, batch_size=2, warmup_steps=1, checkpoint_every=2, log_every=1), log=lambda m: None)
+    model = video.build_model(
+        {"num_frames": 16, "num_blocks": 1, "width": 32}, num_classes, 112, str(ckpt), frozen=True
+    )
+    train(
+        model,
+        train_set,
+        pseudo_collate,
+        tmp_path / "run",
+        TrainOptions(steps=2, batch_size=2, warmup_steps=1, checkpoint_every=2, log_every=1),
+        log=lambda m: None,
+    )
     test = {"num_clips": 4, "num_crops": 3}
     val = video.build_dataset(root, "val", 112, train=False, test=test, **options)
     assert tuple(val[0]["inputs"].shape) == (12, 3, 16, 112, 112)
@@ -226,14 +258,21 @@ def test_video_trains_on_10_s_30_fps_clips_and_tests_twelve_views_in_chunks(real
 
 # -- Kinetics preparation ---------------------------------------------------------------------------
 
+
 def _kinetics_downloads(clips_root: Path, downloads: Path, parts: int) -> dict:
     """The layout `frozenbench download` leaves for Kinetics: csvs, url lists and their tarballs."""
     files = []
     downloads.mkdir(parents=True)
     for split in ("train", "val"):
         (downloads / f"{split}.csv").write_bytes((clips_root / "annotations" / f"{split}.csv").read_bytes())
-        files.append({"url": f"http://127.0.0.1/{split}.csv", "filename": f"{split}.csv",
-                      "checksum": {"unpublished": "test"}, "extract": False})
+        files.append(
+            {
+                "url": f"http://127.0.0.1/{split}.csv",
+                "filename": f"{split}.csv",
+                "checksum": {"unpublished": "test"},
+                "extract": False,
+            }
+        )
         listed = downloads / f"k400_{split}_path"
         listed.mkdir(parents=True)
         clips = sorted((clips_root / "videos" / split).glob("*.mp4"))
@@ -243,15 +282,28 @@ def _kinetics_downloads(clips_root: Path, downloads: Path, parts: int) -> dict:
         for part in range(parts):
             (listed / f"part_{part}.tar.gz").write_bytes(clips_tarball(clips[part::parts], cut=cut))
         (downloads / f"k400_{split}_path.txt").write_text(
-            "".join(f"http://127.0.0.1/k400_{split}_path/part_{part}.tar.gz\n" for part in range(parts)))
-        files.append({"url": f"http://127.0.0.1/k400_{split}_path.txt", "filename": f"k400_{split}_path.txt",
-                      "checksum": {"unpublished": "test"}, "url_list": True})
+            "".join(f"http://127.0.0.1/k400_{split}_path/part_{part}.tar.gz\n" for part in range(parts))
+        )
+        files.append(
+            {
+                "url": f"http://127.0.0.1/k400_{split}_path.txt",
+                "filename": f"k400_{split}_path.txt",
+                "checksum": {"unpublished": "test"},
+                "url_list": True,
+            }
+        )
     # the digests `frozenbench download` would have recorded on first use (prepare checks them)
     records = ChecksumRecords(downloads.parent / "checksums.sha256")
     for path in sorted(p for p in downloads.rglob("*") if p.is_file()):
         records.add(path.relative_to(downloads).as_posix(), hashlib.sha256(path.read_bytes()).hexdigest())
-    return {"source": "download", "format": "kinetics", "download": {"files": files}, "prepare": {"short_side": 96},
-            "lost": lost.name, "cut": cut.name}
+    return {
+        "source": "download",
+        "format": "kinetics",
+        "download": {"files": files},
+        "prepare": {"short_side": 96},
+        "lost": lost.name,
+        "cut": cut.name,
+    }
 
 
 @pytest.mark.slow
@@ -260,8 +312,20 @@ def test_kinetics_prepare_killed_midway_resumes_without_redoing_clips(real_shape
     spec = _kinetics_downloads(real_shaped["shapes-k400"], downloads, parts=4)
     lost, cut = spec.pop("lost"), spec.pop("cut")
     spec = json.dumps(spec)
-    command = [str(VENV_BIN / "frozenbench"), "prepare", "--spec", spec, "--downloads", str(downloads),
-               "--checksums", str(tmp_path / "checksums.sha256"), "--out", str(out), "--workers", "2"]
+    command = [
+        str(VENV_BIN / "frozenbench"),
+        "prepare",
+        "--spec",
+        spec,
+        "--downloads",
+        str(downloads),
+        "--checksums",
+        str(tmp_path / "checksums.sha256"),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+    ]
     done = tmp_path / "data" / ".k400.work" / "done"
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
@@ -354,8 +418,10 @@ def test_resize_crop_options_refuse_bad_values_by_name():
     from frozenbench.tasks.recipe import resize_crop_options
 
     assert resize_crop_options(None, 640, "segmentation", (0.5, 2.0)) is None
-    assert resize_crop_options({"scale_range": [0.5, 2]}, 640, "segmentation", (0.5, 2.0)) == \
-        {"scale_range": (0.5, 2.0), "crop_size": 640}
+    assert resize_crop_options({"scale_range": [0.5, 2]}, 640, "segmentation", (0.5, 2.0)) == {
+        "scale_range": (0.5, 2.0),
+        "crop_size": 640,
+    }
     with pytest.raises(UserError, match="segmentation augment options \\['crop'\\] unknown"):
         resize_crop_options({"crop": 3}, 640, "segmentation", (0.5, 2.0))
     with pytest.raises(UserError, match="scale_range must be 0 < low <= high, got \\[2.0, 0.5\\]"):

@@ -26,8 +26,11 @@ def slurm_idle() -> bool:
     return proc.returncode == 0 and "idle" in proc.stdout.split()
 
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow,
-              pytest.mark.skipif(not slurm_idle(), reason="no Slurm cluster (scripts/slurm/cluster.sh start)")]
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.slow,
+    pytest.mark.skipif(not slurm_idle(), reason="no Slurm cluster (scripts/slurm/cluster.sh start)"),
+]
 
 SLURM = ["--profile", "profiles/slurm", "--configfile", "configs/ci.yaml"]
 
@@ -44,22 +47,39 @@ def test_all_tables_through_sbatch_and_a_failing_job_fails_the_run(workflow_copy
     assert len(submitted) == 22
     # break a finished cell's checkpoint: its evaluation job fails on the cluster, snakemake exits non-zero
     metrics = workflow_copy / "results/k400/convstem_swin_tiny_supervised/frozen/temporal_b2/metrics.json"
-    (workflow_copy / "runs/k400/convstem_swin_tiny_supervised/frozen/temporal_b2/state.pt").write_bytes(b"not a checkpoint")
-    failed = run_cmd([snakemake, str(metrics.relative_to(workflow_copy)), "--forcerun", "evaluate_head", *SLURM],
-                     cwd=workflow_copy, env=env, timeout=1200)
+    (workflow_copy / "runs/k400/convstem_swin_tiny_supervised/frozen/temporal_b2/state.pt").write_bytes(
+        b"not a checkpoint"
+    )
+    failed = run_cmd(
+        [snakemake, str(metrics.relative_to(workflow_copy)), "--forcerun", "evaluate_head", *SLURM],
+        cwd=workflow_copy,
+        env=env,
+        timeout=1200,
+    )
     assert failed.returncode != 0
     assert "evaluate_head" in failed.stdout + failed.stderr
 
 
-def requeue_mid_training(tmp_path: Path, command: str, sbatch_options: list[str], run_dir: Path,
-                         steps_before: int, start_timeout: float, finish_timeout: float) -> str:
+def requeue_mid_training(
+    tmp_path: Path,
+    command: str,
+    sbatch_options: list[str],
+    run_dir: Path,
+    steps_before: int,
+    start_timeout: float,
+    finish_timeout: float,
+) -> str:
     """Submit ``command`` as a requeueable batch job, requeue it (what preemption does) once
     ``steps_before`` steps are logged, wait for ``done.json``; returns the job's whole output."""
     script = tmp_path / "train.sh"
     script.write_text(f"#!/bin/bash\nset -euo pipefail\n{command}\n")
     out = tmp_path / "slurm-%j.out"
-    job = subprocess.run(["sbatch", "--parsable", "--requeue", *sbatch_options, "-o", str(out), "--open-mode=append",
-                          str(script)], capture_output=True, text=True, check=True).stdout.strip()
+    job = subprocess.run(
+        ["sbatch", "--parsable", "--requeue", *sbatch_options, "-o", str(out), "--open-mode=append", str(script)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     output = Path(str(out).replace("%j", job))
     log = run_dir / "log.jsonl"
 
@@ -83,9 +103,15 @@ def test_requeued_training_job_resumes_from_its_checkpoint(tmp_path):
     spec, checkpoint = video_cell(tmp_path, steps=400, checkpoint_every=10)
     run_dir = tmp_path / "run"
     output = requeue_mid_training(
-        tmp_path, f"export OMP_NUM_THREADS=1\n{VENV_BIN / 'frozenbench'} train --spec '{spec}' --checkpoint "
-        f"{checkpoint} --mode frozen --run-dir {run_dir} --threads 1", ["-c", "1"], run_dir,
-        steps_before=25, start_timeout=600, finish_timeout=1200)  # past two checkpoints
+        tmp_path,
+        f"export OMP_NUM_THREADS=1\n{VENV_BIN / 'frozenbench'} train --spec '{spec}' --checkpoint "
+        f"{checkpoint} --mode frozen --run-dir {run_dir} --threads 1",
+        ["-c", "1"],
+        run_dir,
+        steps_before=25,
+        start_timeout=600,
+        finish_timeout=1200,
+    )  # past two checkpoints
     assert "resuming from step" in output
     steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 401))  # the log continues where the checkpoint left it, no gaps or repeats
@@ -99,9 +125,15 @@ def test_srun_launched_two_rank_job_is_requeued_and_resumes(tmp_path):
     spec, checkpoint = video_cell(tmp_path, steps=60, checkpoint_every=5)
     run_dir = tmp_path / "run"
     output = requeue_mid_training(
-        tmp_path, f"export OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu\n{VENV_BIN / 'frozenbench'} train --spec '{spec}'"
+        tmp_path,
+        f"export OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu\n{VENV_BIN / 'frozenbench'} train --spec '{spec}'"
         f" --checkpoint {checkpoint} --mode frozen --run-dir {run_dir} --threads 1 --device cpu --nodes 2 --nproc 1",
-        ["--ntasks=2", "--nodes=1", "-c", "1"], run_dir, steps_before=12, start_timeout=900, finish_timeout=1500)
+        ["--ntasks=2", "--nodes=1", "-c", "1"],
+        run_dir,
+        steps_before=12,
+        start_timeout=900,
+        finish_timeout=1500,
+    )
     assert "resuming from step" in output
     done = json.loads((run_dir / "done.json").read_text())
     assert done["world_size"] == 2 and done["steps"] == 60

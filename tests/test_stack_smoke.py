@@ -39,8 +39,15 @@ def test_timm_swin_features_only_forward():
     import timm
 
     model = timm.create_model(
-        "swin_tiny_patch4_window7_224", pretrained=False, features_only=True, out_indices=(0, 1, 2, 3),
-        img_size=64, window_size=4, embed_dim=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8),
+        "swin_tiny_patch4_window7_224",
+        pretrained=False,
+        features_only=True,
+        out_indices=(0, 1, 2, 3),
+        img_size=64,
+        window_size=4,
+        embed_dim=32,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 2, 4, 8),
     )
     feats = model(torch.randn(2, 3, 64, 64))
     assert [tuple(f.shape) for f in feats] == [(2, 16, 16, 32), (2, 8, 8, 64), (2, 4, 4, 128), (2, 2, 2, 256)]

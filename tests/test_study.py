@@ -21,10 +21,12 @@ def ci_config() -> dict:
 
 def test_cells_are_the_cross_product_of_each_entry_in_config_order(ci_config):
     cells = list(study.study_cells(ci_config))
-    assert cells[:4] == [("ade", "convstem_swin_tiny_supervised", "frozen", "m2f_b4"),
-                         ("ade", "convstem_swin_tiny_supervised", "finetune", "m2f_b4"),
-                         ("ade", "convstem_swin_tiny_random", "frozen", "m2f_b4"),
-                         ("ade", "convstem_swin_tiny_random", "finetune", "m2f_b4")]
+    assert cells[:4] == [
+        ("ade", "convstem_swin_tiny_supervised", "frozen", "m2f_b4"),
+        ("ade", "convstem_swin_tiny_supervised", "finetune", "m2f_b4"),
+        ("ade", "convstem_swin_tiny_random", "frozen", "m2f_b4"),
+        ("ade", "convstem_swin_tiny_random", "finetune", "m2f_b4"),
+    ]
     assert len(cells) == 9 and ("k400", "dinov2_vits14_random", "frozen", "temporal_b2") in cells
 
 
@@ -61,12 +63,18 @@ def test_pretraining_options_are_the_study_defaults_overridden_per_backbone(ci_c
 
 def test_labels_and_plan_carry_the_task_type_objective_and_capacity(ci_config):
     labels = study.cell_labels(ci_config, "coco", "dinov2_vits14_random", "mrcnn_fpn")
-    assert labels == {"task_type": "detection", "pretrain_task": "random", "family_size": "small",
-                      "arch": "vit_small_patch14_dinov2", "extra_blocks": "0",
-                      "capacity": "detector=mask_rcnn extra_blocks=0 width=32"}
+    assert labels == {
+        "task_type": "detection",
+        "pretrain_task": "random",
+        "family_size": "small",
+        "arch": "vit_small_patch14_dinov2",
+        "extra_blocks": "0",
+        "capacity": "detector=mask_rcnn extra_blocks=0 width=32",
+    }
     # a segmentation head carries no detector: heads have their own task type's knobs
     assert study.cell_labels(ci_config, "ade", "dinov2_vits14_random", "m2f_b4")["capacity"] == (
-        "extra_blocks=0 pixel_decoder_layers=1 transformer_decoder_layers=4 width=32")
+        "extra_blocks=0 pixel_decoder_layers=1 transformer_decoder_layers=4 width=32"
+    )
     plan = study.tables_plan(ci_config)
     assert len(plan["cells"]) == 9 and plan["heads"] == {"ade": "m2f_b4", "coco": "mrcnn_fpn", "k400": "temporal_b2"}
     assert "paper_backbone" not in plan
@@ -75,7 +83,9 @@ def test_labels_and_plan_carry_the_task_type_objective_and_capacity(ci_config):
 def test_checkpoint_origins_name_their_source():
     assert study.checkpoint_origin({"url": "https://x/y.pth", "filename": "y.pth"}) == "https://x/y.pth"
     assert study.checkpoint_origin({"file": "weights/a.pth"}) == "weights/a.pth"
-    assert study.checkpoint_origin({"hub": "timm/v", "filename": "model.safetensors"}) == "hf://timm/v/model.safetensors"
+    assert (
+        study.checkpoint_origin({"hub": "timm/v", "filename": "model.safetensors"}) == "hf://timm/v/model.safetensors"
+    )
     assert study.checkpoint_origin({"synth": {"seed": 3}, "layout": "dinov2"}) == "synth:dinov2:seed=3"
 
 
@@ -135,6 +145,8 @@ def test_schema_enums_are_the_codes_registries():
     checkpoint = defs["backbone"]["properties"]["checkpoint"]["properties"]
     assert sorted(checkpoint["layout"]["enum"]) == sorted(LAYOUTS)
     assert sorted(checkpoint["task"]["enum"]) == sorted(PUBLISHED_OBJECTIVES)
-    assert sorted(defs["backbone"]["properties"]["pretrain"]["properties"]["task"]["enum"]) == sorted(PRETRAIN_OBJECTIVES)
+    assert sorted(defs["backbone"]["properties"]["pretrain"]["properties"]["task"]["enum"]) == sorted(
+        PRETRAIN_OBJECTIVES
+    )
     assert sorted(defs["detection_head"]["properties"]["detector"]["enum"]) == sorted(DETECTORS)
     assert sorted(defs["task"]["properties"]["type"]["enum"]) == sorted(TASK_TYPES)

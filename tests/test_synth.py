@@ -34,8 +34,11 @@ def tiny_spec(name: str, **overrides) -> dict:
 
 
 def tree_digest(root: Path, pattern: str = "**/*") -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.glob(pattern)) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.glob(pattern))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +79,15 @@ def test_coco_annotations_load_in_pycocotools_and_reproduce_drawn_masks(tiny_dat
         # Redraw the image from the generator's own seed and compare every mask.
         rng = np.random.default_rng([spec["seed"], 0, index])
         crowd = bool(rng.random() < synth_coco.CROWD_FRACTION)
-        _, instances = synth_coco.draw_image(rng, spec["image_size"], spec["image_size"], spec["num_classes"],
-                                             spec["max_instances"], spec["texture"], crowd)
+        _, instances = synth_coco.draw_image(
+            rng,
+            spec["image_size"],
+            spec["image_size"],
+            spec["num_classes"],
+            spec["max_instances"],
+            spec["texture"],
+            crowd,
+        )
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=None))
         assert len(anns) == len(instances)
         for ann, inst in zip(sorted(anns, key=lambda a: a["id"]), instances):

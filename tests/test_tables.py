@@ -10,8 +10,16 @@ from frozenbench.reporting.tables import build_tables, head_capacity_table, pape
 
 
 def record(task, backbone, mode, metrics, head="h", extra="0", pretrain="supervised", size="tiny"):
-    return {"task": task, "backbone": backbone, "mode": mode, "head": head, "metrics": metrics,
-            "pretrain_task": pretrain, "family_size": size, "extra_blocks": extra}
+    return {
+        "task": task,
+        "backbone": backbone,
+        "mode": mode,
+        "head": head,
+        "metrics": metrics,
+        "pretrain_task": pretrain,
+        "family_size": size,
+        "extra_blocks": extra,
+    }
 
 
 RECORDS = [
@@ -25,12 +33,17 @@ RECORDS = [
 
 def test_pretraining_table_has_gaps_and_shows_missing_cells_as_missing():
     table = pretraining_table(RECORDS)
-    assert table.header[:5] == ["backbone", "pretraining", "coco box AP frozen", "coco box AP fine-tuned",
-                                "coco box AP gap"]
+    assert table.header[:5] == [
+        "backbone",
+        "pretraining",
+        "coco box AP frozen",
+        "coco box AP fine-tuned",
+        "coco box AP gap",
+    ]
     rows = {row[0]: row for row in table.rows}
     ade_at = table.header.index("ade mIoU frozen")
-    assert rows["t_sup"][ade_at:ade_at + 3] == [50.0, 56.5, -6.5]
-    assert rows["t_rand"][ade_at:ade_at + 3] == [40.0, None, None]  # not run: missing, not zero
+    assert rows["t_sup"][ade_at : ade_at + 3] == [50.0, 56.5, -6.5]
+    assert rows["t_rand"][ade_at : ade_at + 3] == [40.0, None, None]  # not run: missing, not zero
     assert rows["t_rand"][1] == "random"
 
 
@@ -58,7 +71,7 @@ def test_every_capacity_knob_and_the_chosen_head_show():
     heads = {"coco": "mrcnn_fpn", "k400": "temporal_b2"}
     table = pretraining_table(records, heads)
     row = table.rows[0]
-    assert row[table.header.index("coco box AP frozen"):][:3] == [30.0, 35.0, -5.0]
+    assert row[table.header.index("coco box AP frozen") :][:3] == [30.0, 35.0, -5.0]
     assert "coco: mrcnn_fpn" in table.caption
     # without a choice the alphabetically first head (htc) has no fine-tuned cell: the gap is lost
     assert pretraining_table(records).rows[0][table.header.index("coco box AP gap")] is None
@@ -67,13 +80,33 @@ def test_every_capacity_knob_and_the_chosen_head_show():
 def test_planned_cells_show_as_missing_and_the_paper_table_names_its_backbone(tmp_path):
     from frozenbench.reporting.tables import capacity_label
 
-    plan = {"cells": [{"task": "ade", "backbone": "swinv2_large_in22k", "mode": "frozen", "head": "m2f_b4",
-                       "family_size": "large", "arch": "swinv2_large", "pretrain_task": "supervised",
-                       "extra_blocks": "0", "capacity": capacity_label({"transformer_decoder_layers": 4})},
-                      {"task": "ade", "backbone": "swin_tiny_in1k", "mode": "frozen", "head": "m2f_b4",
-                       "family_size": "tiny", "arch": "swin_tiny", "pretrain_task": "supervised",
-                       "extra_blocks": "0", "capacity": ""}],
-            "heads": {"ade": "m2f_b4"}}
+    plan = {
+        "cells": [
+            {
+                "task": "ade",
+                "backbone": "swinv2_large_in22k",
+                "mode": "frozen",
+                "head": "m2f_b4",
+                "family_size": "large",
+                "arch": "swinv2_large",
+                "pretrain_task": "supervised",
+                "extra_blocks": "0",
+                "capacity": capacity_label({"transformer_decoder_layers": 4}),
+            },
+            {
+                "task": "ade",
+                "backbone": "swin_tiny_in1k",
+                "mode": "frozen",
+                "head": "m2f_b4",
+                "family_size": "tiny",
+                "arch": "swin_tiny",
+                "pretrain_task": "supervised",
+                "extra_blocks": "0",
+                "capacity": "",
+            },
+        ],
+        "heads": {"ade": "m2f_b4"},
+    }
     tables = {t.name: t for t in build_tables([], tmp_path, plan)}
     assert {r[0] for r in tables["pretraining"].rows} == {"swinv2_large_in22k", "swin_tiny_in1k"}
     assert all(v is None for r in tables["pretraining"].rows for v in r[2:])
@@ -118,8 +151,10 @@ def test_no_results_yet_gives_tables_of_missing_cells(tmp_path):
 def test_figures_are_deterministic_pngs_even_for_an_empty_study(tmp_path):
     from frozenbench.reporting.figures import FIGURE_NAMES, build_figures
 
-    records = RECORDS + [record("ade", "s_sup", "frozen", {"mIoU": 58.0}, size="small"),
-                         record("ade", "s_sup", "finetune", {"mIoU": 60.0}, size="small")]
+    records = RECORDS + [
+        record("ade", "s_sup", "frozen", {"mIoU": 58.0}, size="small"),
+        record("ade", "s_sup", "finetune", {"mIoU": 60.0}, size="small"),
+    ]
     records[0] = {**records[0], "train_curve": [[10, 3.0], [20, 2.1], [30, 1.7]]}
     first = build_figures(records, tmp_path / "a")
     second = build_figures(records, tmp_path / "b")
@@ -156,8 +191,10 @@ def test_cells_are_found_by_task_type_so_a_task_under_a_new_name_shows_everywher
     from frozenbench.errors import UserError
     from frozenbench.reporting.tables import TABLE_NAMES, summary
 
-    coco_3x = {**record("coco_3x", "t_sup", "frozen", {"bbox": {"AP": 25.0}, "segm": {"AP": 22.0}}),
-               "task_type": "detection"}
+    coco_3x = {
+        **record("coco_3x", "t_sup", "frozen", {"bbox": {"AP": 25.0}, "segm": {"AP": 22.0}}),
+        "task_type": "detection",
+    }
     records = RECORDS + [coco_3x]
     table = pretraining_table(records)
     assert "coco_3x box AP frozen" in table.header and "coco box AP frozen" in table.header

@@ -49,9 +49,15 @@ def test_mask_rcnn_trains_and_reports_box_and_mask_ap(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = detection.build_model(HEAD, len(names), 64, None, frozen=True, arch="convstem_swin_tiny")
     before = weights_digest(model.backbone)
-    train(model, train_set, pseudo_collate, tmp_path / "run",
-          TrainOptions(steps=6, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=3, log_every=1),
-          seed=1, log=lambda m: None)
+    train(
+        model,
+        train_set,
+        pseudo_collate,
+        tmp_path / "run",
+        TrainOptions(steps=6, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=3, log_every=1),
+        seed=1,
+        log=lambda m: None,
+    )
     assert weights_digest(model.backbone) == before
     record = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert {"loss_rpn_cls", "loss_cls", "loss_mask"} <= set(record[-1])
@@ -78,10 +84,27 @@ def test_test_dev_submission_is_an_upload_zip_of_coco_results(tmp_path):
     root = tmp_path / "shapes-coco"
     synthesize(tiny_spec("shapes-coco", image_size=64, num_train=4, num_val=2, num_test_dev=3), root)
     checkpoint = save_random_backbone(tmp_path / "convstem_swin_tiny_random.pth", "convstem_swin_tiny", 64)
-    spec = json.dumps({"type": "detection", "data": str(root), "img_size": 64, "head": HEAD,
-                       "train": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2}})
-    common = ["--spec", spec, "--checkpoint", str(checkpoint), "--mode", "frozen", "--run-dir", str(tmp_path / "run"),
-              "--threads", "1"]
+    spec = json.dumps(
+        {
+            "type": "detection",
+            "data": str(root),
+            "img_size": 64,
+            "head": HEAD,
+            "train": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2},
+        }
+    )
+    common = [
+        "--spec",
+        spec,
+        "--checkpoint",
+        str(checkpoint),
+        "--mode",
+        "frozen",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--threads",
+        "1",
+    ]
     run_cmd(["frozenbench", "train", *common], check=True, timeout=300)
     out = tmp_path / "submission" / "detections.zip"
     run_cmd(["frozenbench", "submit", *common, "--out", str(out), "--alg", "mini"], check=True, timeout=300)

@@ -107,11 +107,27 @@ def test_train_and_evaluate_cli_write_metrics_with_provenance(ade, tmp_path, mod
     from .conftest import run_cmd
 
     checkpoint = save_random_backbone(tmp_path / "convstem_swin_tiny_random.pth", "convstem_swin_tiny", 64)
-    spec = json.dumps({"type": "segmentation", "data": str(ade), "img_size": 64, "head": HEAD,
-                       "train": {"steps": 4, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2,
-                                 "layer_decay": 0.75}})
-    common = ["--spec", spec, "--checkpoint", str(checkpoint), "--mode", mode, "--run-dir", str(tmp_path / "run"),
-              "--threads", "1"]
+    spec = json.dumps(
+        {
+            "type": "segmentation",
+            "data": str(ade),
+            "img_size": 64,
+            "head": HEAD,
+            "train": {"steps": 4, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2, "layer_decay": 0.75},
+        }
+    )
+    common = [
+        "--spec",
+        spec,
+        "--checkpoint",
+        str(checkpoint),
+        "--mode",
+        mode,
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--threads",
+        "1",
+    ]
     run_cmd(["frozenbench", "train", *common], check=True, timeout=300)
     trained = safe_load(tmp_path / "run" / "state.pt")["model"]
     stem = "backbone.body.model.patch_embed.stem.0.weight"
@@ -121,8 +137,23 @@ def test_train_and_evaluate_cli_write_metrics_with_provenance(ade, tmp_path, mod
         original = safe_load(checkpoint)["state_dict"]["patch_embed.stem.0.weight"]
         assert not torch.equal(trained[stem], original)
     out = tmp_path / "results" / "metrics.json"
-    run_cmd(["frozenbench", "evaluate", *common, "--out", str(out), "--label", "task=ade",
-             "--label", "backbone=convstem_swin_tiny_random", "--label", "head=tiny"], check=True, timeout=300)
+    run_cmd(
+        [
+            "frozenbench",
+            "evaluate",
+            *common,
+            "--out",
+            str(out),
+            "--label",
+            "task=ade",
+            "--label",
+            "backbone=convstem_swin_tiny_random",
+            "--label",
+            "head=tiny",
+        ],
+        check=True,
+        timeout=300,
+    )
     record = json.loads(out.read_text())
     assert record["task"] == "ade" and record["backbone"] == "convstem_swin_tiny_random" and record["mode"] == mode
     assert record["split"] == "val" and record["num_val"] == 4 and record["steps"] == 4
@@ -134,8 +165,21 @@ def test_unknown_task_type_is_a_clear_error(tmp_path):
     from .conftest import run_cmd
 
     spec = json.dumps({"type": "keypoints", "data": str(tmp_path), "img_size": 64, "head": {}})
-    proc = run_cmd(["frozenbench", "train", "--spec", spec, "--checkpoint", "x.pth", "--mode", "frozen",
-                    "--run-dir", str(tmp_path / "run")], timeout=120)
+    proc = run_cmd(
+        [
+            "frozenbench",
+            "train",
+            "--spec",
+            spec,
+            "--checkpoint",
+            "x.pth",
+            "--mode",
+            "frozen",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        timeout=120,
+    )
     assert proc.returncode == 1 and "task type 'keypoints' has no training driver" in proc.stderr
 
 
@@ -150,8 +194,16 @@ def test_state_of_a_run_with_other_inputs_is_not_resumed(ade, tmp_path):
         torch.manual_seed(0)
         model = segmentation.build_model(HEAD, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny")
         opts = TrainOptions(steps=steps, batch_size=2, warmup_steps=1, checkpoint_every=2, log_every=1)
-        train(model, train_set, pseudo_collate, tmp_path / "run", opts, seed=0, log=messages.append,
-              fingerprint=fingerprint)
+        train(
+            model,
+            train_set,
+            pseudo_collate,
+            tmp_path / "run",
+            opts,
+            seed=0,
+            log=messages.append,
+            fingerprint=fingerprint,
+        )
 
     run(2, "spec-a")
     run(4, "spec-b")  # e.g. the schedule changed in the config: start afresh, do not resume at step 2

@@ -45,12 +45,19 @@ def test_temporal_head_trains_and_reports_topk(tmp_path):
     sample = train_set[0]
     assert tuple(sample["inputs"].shape) == (1, 3, 4, 64, 64)
     torch.manual_seed(0)
-    model = video.build_model({"num_frames": 4, "num_blocks": 1, "width": 32}, len(names), 64, None, frozen=True,
-                              arch="convstem_swin_tiny")
+    model = video.build_model(
+        {"num_frames": 4, "num_blocks": 1, "width": 32}, len(names), 64, None, frozen=True, arch="convstem_swin_tiny"
+    )
     before = weights_digest(model.backbone)
-    train(model, train_set, pseudo_collate, tmp_path / "run",
-          TrainOptions(steps=8, batch_size=4, lr=1e-3, warmup_steps=1, checkpoint_every=4, log_every=1),
-          seed=2, log=lambda m: None)
+    train(
+        model,
+        train_set,
+        pseudo_collate,
+        tmp_path / "run",
+        TrainOptions(steps=8, batch_size=4, lr=1e-3, warmup_steps=1, checkpoint_every=4, log_every=1),
+        seed=2,
+        log=lambda m: None,
+    )
     assert weights_digest(model.backbone) == before
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert len(losses) == 8

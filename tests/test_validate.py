@@ -32,6 +32,7 @@ def copy_of(pristine, tmp_path):
         dst = tmp_path / fmt
         shutil.copytree(pristine[fmt], dst)
         return dst
+
     return make
 
 

@@ -25,8 +25,12 @@ def test_bad_config_fails_at_dag_start_naming_the_key(workflow_copy):
 
 
 def test_paper_config_replaces_the_default_and_plans_downloads(workflow_copy):
-    proc = run_cmd(["snakemake", "-n", "checkpoints_all", "data_all", "--configfile", "configs/paper.yaml"],
-                   cwd=workflow_copy, check=True, timeout=300)
+    proc = run_cmd(
+        ["snakemake", "-n", "checkpoints_all", "data_all", "--configfile", "configs/paper.yaml"],
+        cwd=workflow_copy,
+        check=True,
+        timeout=300,
+    )
     out = proc.stdout + proc.stderr
     for rule in ("download_dataset", "prepare_dataset", "fetch_checkpoint", "convert_checkpoint"):
         assert rule in out
@@ -35,7 +39,9 @@ def test_paper_config_replaces_the_default_and_plans_downloads(workflow_copy):
 
 
 def test_one_target_by_path_derives_its_jobs(workflow_copy):
-    proc = run_cmd(["snakemake", "-n", "checkpoints/convstem_swin_tiny_mim.pth"], cwd=workflow_copy, check=True, timeout=300)
+    proc = run_cmd(
+        ["snakemake", "-n", "checkpoints/convstem_swin_tiny_mim.pth"], cwd=workflow_copy, check=True, timeout=300
+    )
     out = proc.stdout + proc.stderr
     assert "synth_dataset" in out and "pretrain_backbone" in out
     assert "convstem_swin_tiny_supervised" not in out
@@ -63,8 +69,12 @@ def test_tables_of_the_paper_study_show_every_cell_before_any_run(workflow_copy,
     configs/paper.yaml has its row (all "–"), the head-capacity variants included."""
     import shlex
 
-    proc = run_cmd(["snakemake", "-n", "-p", "tables", "--configfile", "configs/paper.yaml"], cwd=workflow_copy,
-                   check=True, timeout=300)
+    proc = run_cmd(
+        ["snakemake", "-n", "-p", "tables", "--configfile", "configs/paper.yaml"],
+        cwd=workflow_copy,
+        check=True,
+        timeout=300,
+    )
     command = next(line for line in (proc.stdout + proc.stderr).splitlines() if "frozenbench tables" in line)
     args = shlex.split(command.split("frozenbench tables", 1)[1].split(">", 1)[0])
     plan = args[args.index("--plan") + 1]
@@ -93,13 +103,23 @@ def test_a_rerun_download_job_keeps_what_it_already_fetched(workflow_copy):
 
     first, second = bytes(range(256)) * 400, bytes(reversed(range(256))) * 400
     with FaultServer() as server:
+
         def entry(path, body):
-            return {"url": server.add(path, body), "filename": path.rsplit("/", 1)[-1],
-                    "checksum": {"sha256": hashlib.sha256(body).hexdigest()}, "extract": False}
+            return {
+                "url": server.add(path, body),
+                "filename": path.rsplit("/", 1)[-1],
+                "checksum": {"sha256": hashlib.sha256(body).hexdigest()},
+                "extract": False,
+            }
 
         base = yaml.safe_load((workflow_copy / "config.yaml").read_text())
-        config = {"seed": 0, "paths": base["paths"], "datasets": {"k400": {
-            "source": "download", "format": "kinetics", "download": {"files": [entry("/a.csv", first)]}}}}
+        config = {
+            "seed": 0,
+            "paths": base["paths"],
+            "datasets": {
+                "k400": {"source": "download", "format": "kinetics", "download": {"files": [entry("/a.csv", first)]}}
+            },
+        }
         path = workflow_copy / "dl.yaml"
         path.write_text(yaml.safe_dump(config))
         target = ["snakemake", "--cores", "1", "downloads/k400.verified.json", "--configfile", str(path)]

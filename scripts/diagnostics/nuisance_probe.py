@@ -24,14 +24,20 @@ def nuisances(images_uint8: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-image nuisances, measured from pixels: the background from a 4-pixel border, the shape
     as the pixels that differ from it."""
     x = images_uint8.float() / 255
-    border = torch.cat([x[:, :, :4].flatten(2), x[:, :, -4:].flatten(2),
-                        x[:, :, :, :4].flatten(2), x[:, :, :, -4:].flatten(2)], dim=2)
+    border = torch.cat(
+        [x[:, :, :4].flatten(2), x[:, :, -4:].flatten(2), x[:, :, :, :4].flatten(2), x[:, :, :, -4:].flatten(2)], dim=2
+    )
     background = border.mean(dim=2)
     shape = (x - background[:, :, None, None]).abs().sum(dim=1) > 0.2
     foreground = (x * shape[:, None]).sum(dim=(2, 3)) / shape.sum(dim=(1, 2))[:, None].clamp(min=1)
     lum_bg, lum_fg = background.mean(dim=1), foreground.mean(dim=1)
-    return {"background_luminance": lum_bg, "shape_luminance": lum_fg, "contrast": lum_fg - lum_bg,
-            "abs_contrast": (lum_fg - lum_bg).abs(), "shape_area": shape.float().mean(dim=(1, 2))}
+    return {
+        "background_luminance": lum_bg,
+        "shape_luminance": lum_fg,
+        "contrast": lum_fg - lum_bg,
+        "abs_contrast": (lum_fg - lum_bg).abs(),
+        "shape_area": shape.float().mean(dim=(1, 2)),
+    }
 
 
 def r_squared(features: torch.Tensor, target: torch.Tensor, ridge: float = 10.0) -> float:

@@ -125,16 +125,21 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
         try:
             archs[name] = get_arch(backbone["arch"])
         except KeyError:
-            problems.append(f"backbones.{name}.arch: unknown architecture {backbone['arch']!r} "
-                            f"(known: {', '.join(list_archs())})")
+            problems.append(
+                f"backbones.{name}.arch: unknown architecture {backbone['arch']!r} (known: {', '.join(list_archs())})"
+            )
         family = archs[name].family if name in archs else None
         if family is not None and "pretrain" in backbone and backbone["pretrain"]["task"] not in family.objectives:
-            problems.append(f"backbones.{name}.pretrain.task: {backbone['pretrain']['task']} cannot pretrain a "
-                            f"{family.name} backbone (its objectives: {', '.join(family.objectives)})")
+            problems.append(
+                f"backbones.{name}.pretrain.task: {backbone['pretrain']['task']} cannot pretrain a "
+                f"{family.name} backbone (its objectives: {', '.join(family.objectives)})"
+            )
         layout = backbone.get("checkpoint", {}).get("layout")
         if family is not None and layout is not None and layout not in family.layouts:
-            problems.append(f"backbones.{name}.checkpoint.layout: {family.name} weights come in the "
-                            f"{', '.join(family.layouts)} layout(s), not {layout}")
+            problems.append(
+                f"backbones.{name}.checkpoint.layout: {family.name} weights come in the "
+                f"{', '.join(family.layouts)} layout(s), not {layout}"
+            )
         if "pretrain" in backbone:
             default = config.get("pretrain", {}).get("dataset")
             where = "dataset" if "dataset" in backbone["pretrain"] else None
@@ -144,9 +149,15 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
         dataset_of(f"tasks.{name}.dataset", task["dataset"], TASK_FORMATS[task["type"]], f"task type {task['type']}")
         clip_frames = task.get("data_options", {}).get("num_frames")
         for head_name, head in task["heads"].items():
-            if task["type"] == "video" and clip_frames is not None and head.get("num_frames", clip_frames) != clip_frames:
-                problems.append(f"tasks.{name}.heads.{head_name}.num_frames: {head['num_frames']} frames per clip, "
-                                f"but tasks.{name}.data_options.num_frames samples {clip_frames}")
+            if (
+                task["type"] == "video"
+                and clip_frames is not None
+                and head.get("num_frames", clip_frames) != clip_frames
+            ):
+                problems.append(
+                    f"tasks.{name}.heads.{head_name}.num_frames: {head['num_frames']} frames per clip, "
+                    f"but tasks.{name}.data_options.num_frames samples {clip_frames}"
+                )
     for index, cell in enumerate(config.get("study", {}).get("cells", [])):
         key = f"study.cells.{index}"
         task = tasks.get(cell["task"])
@@ -157,11 +168,15 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
             if head not in task["heads"]:
                 owners = [t for t, entry in tasks.items() if head in entry["heads"]]
                 also = f"; it is a head of {', '.join(map(repr, owners))}" if owners else ""
-                problems.append(f"{key}.heads: {head!r} is not a head of task {cell['task']!r}{also} "
-                                f"(its heads: {', '.join(task['heads'])})")
+                problems.append(
+                    f"{key}.heads: {head!r} is not a head of task {cell['task']!r}{also} "
+                    f"(its heads: {', '.join(task['heads'])})"
+                )
         for backbone in cell["backbones"]:
             if backbone not in backbones:
-                problems.append(f"{key}.backbones: unknown backbone {backbone!r} (have: {', '.join(sorted(backbones))})")
+                problems.append(
+                    f"{key}.backbones: unknown backbone {backbone!r} (have: {', '.join(sorted(backbones))})"
+                )
                 continue
             spec = archs.get(backbone)
             if spec is None:
@@ -171,11 +186,15 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
                 if size is None:
                     continue
                 if spec.patch_size and size % spec.patch_size:
-                    problems.append(f"tasks.{cell['task']}.{size_key}: {size} is not a multiple of {spec.patch_size}, "
-                                    f"the patch size of {spec.name} (backbone {backbone!r})")
+                    problems.append(
+                        f"tasks.{cell['task']}.{size_key}: {size} is not a multiple of {spec.patch_size}, "
+                        f"the patch size of {spec.name} (backbone {backbone!r})"
+                    )
                 if size < spec.total_stride:
-                    problems.append(f"tasks.{cell['task']}.{size_key}: {size} is below {spec.total_stride}, the last "
-                                    f"stage's stride of {spec.name} (backbone {backbone!r})")
+                    problems.append(
+                        f"tasks.{cell['task']}.{size_key}: {size} is below {spec.total_stride}, the last "
+                        f"stage's stride of {spec.name} (backbone {backbone!r})"
+                    )
     tables = config.get("study", {}).get("tables", {})
     for task_name, head in tables.get("heads", {}).items():
         if task_name not in tasks:

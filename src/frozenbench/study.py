@@ -56,12 +56,17 @@ def checkpoint_origin(checkpoint: dict[str, Any]) -> str:
 
 def checkpoint_meta(config: Config, backbone: str) -> dict[str, Any]:
     checkpoint = config["backbones"][backbone]["checkpoint"]
-    return {"name": backbone, "url": checkpoint_origin(checkpoint), "pretrain_task": checkpoint["task"],
-            "pretrain_data": checkpoint["data"]}
+    return {
+        "name": backbone,
+        "url": checkpoint_origin(checkpoint),
+        "pretrain_task": checkpoint["task"],
+        "pretrain_data": checkpoint["data"],
+    }
 
 
-def task_spec(config: Config, task: str, head: str, mode: str, data_dir: str,
-              evaluation: bool = False) -> dict[str, Any]:
+def task_spec(
+    config: Config, task: str, head: str, mode: str, data_dir: str, evaluation: bool = False
+) -> dict[str, Any]:
     """What `frozenbench train/evaluate` need of a task: its type, data, input size, head and schedule
     (a fine-tune cell's schedule is `train` updated by `finetune`, so frozen cells ignore `finetune`).
     Test-time options go to evaluation only, so changing them re-evaluates without retraining."""
@@ -69,16 +74,23 @@ def task_spec(config: Config, task: str, head: str, mode: str, data_dir: str,
     schedule = dict(entry.get("train", {}))
     if mode == "finetune":
         schedule.update(entry.get("finetune", {}))
-    return {"type": entry["type"], "data": str(data_dir), "img_size": entry["img_size"],
-            "bf16": entry.get("bf16", False), "feature_cache": entry.get("feature_cache", False),
-            "head": entry["heads"][head], "train": schedule,
-            "data_options": entry.get("data_options", {}), "zero_stage": entry.get("zero_stage", 2),
-            # only when set, so that existing cells keep their fingerprint
-            **({"compile_backbone": True} if entry.get("compile_backbone") else {}),
-            **({"autocast_bf16": True} if entry.get("autocast_bf16") else {}),
-            **({"tf32": True} if entry.get("tf32") else {}),
-            **({"augment": entry["augment"]} if entry.get("augment") else {}),
-            **({"test": entry.get("test", {})} if evaluation else {})}
+    return {
+        "type": entry["type"],
+        "data": str(data_dir),
+        "img_size": entry["img_size"],
+        "bf16": entry.get("bf16", False),
+        "feature_cache": entry.get("feature_cache", False),
+        "head": entry["heads"][head],
+        "train": schedule,
+        "data_options": entry.get("data_options", {}),
+        "zero_stage": entry.get("zero_stage", 2),
+        # only when set, so that existing cells keep their fingerprint
+        **({"compile_backbone": True} if entry.get("compile_backbone") else {}),
+        **({"autocast_bf16": True} if entry.get("autocast_bf16") else {}),
+        **({"tf32": True} if entry.get("tf32") else {}),
+        **({"augment": entry["augment"]} if entry.get("augment") else {}),
+        **({"test": entry.get("test", {})} if evaluation else {}),
+    }
 
 
 def cell_labels(config: Config, task: str, backbone: str, head: str) -> dict[str, str]:
@@ -87,9 +99,14 @@ def cell_labels(config: Config, task: str, backbone: str, head: str) -> dict[str
 
     entry = config["backbones"][backbone]
     head_cfg = config["tasks"][task]["heads"][head]
-    labels = {"task_type": config["tasks"][task]["type"], "pretrain_task": objective_of(config, backbone),
-              "family_size": entry.get("family_size", "-"), "arch": entry["arch"],
-              "extra_blocks": head_cfg.get("extra_blocks", 0), "capacity": capacity_label(head_cfg)}
+    labels = {
+        "task_type": config["tasks"][task]["type"],
+        "pretrain_task": objective_of(config, backbone),
+        "family_size": entry.get("family_size", "-"),
+        "arch": entry["arch"],
+        "extra_blocks": head_cfg.get("extra_blocks", 0),
+        "capacity": capacity_label(head_cfg),
+    }
     return {k: str(v) for k, v in labels.items()}
 
 
@@ -100,8 +117,15 @@ def tables_plan(config: Config) -> dict[str, Any]:
     cells, first_head = [], {}
     for task, backbone, mode, head in study_cells(config):
         first_head.setdefault(task, head)
-        cells.append({"task": task, "backbone": backbone, "mode": mode, "head": head,
-                      **cell_labels(config, task, backbone, head)})
+        cells.append(
+            {
+                "task": task,
+                "backbone": backbone,
+                "mode": mode,
+                "head": head,
+                **cell_labels(config, task, backbone, head),
+            }
+        )
     chosen = config.get("study", {}).get("tables", {})
     plan = {"cells": cells, "heads": {**first_head, **chosen.get("heads", {})}}
     if chosen.get("paper_backbone"):
@@ -121,8 +145,9 @@ COMPUTE_DEFAULTS = {
 
 def compute_settings(config: Config) -> dict[str, dict[str, Any]]:
     """Each job kind's compute: the defaults above, overridden by the config's ``compute.<kind>``."""
-    compute = {kind: {**defaults, **config.get("compute", {}).get(kind, {})}
-               for kind, defaults in COMPUTE_DEFAULTS.items()}
+    compute = {
+        kind: {**defaults, **config.get("compute", {}).get(kind, {})} for kind, defaults in COMPUTE_DEFAULTS.items()
+    }
     if compute["evaluate"]["nodes"] != 1 or compute["prepare"]["nodes"] != 1:
         raise ConfigError("compute: only train jobs span several nodes (evaluate and prepare run on one)")
     return compute

@@ -41,10 +41,20 @@ def jpeg(size: int = 32, seed: int = 0) -> bytes:
 
 
 def coco(bbox=None, category_id=1, segmentation=None) -> dict:
-    ann = {"id": 1, "image_id": 1, "category_id": category_id, "bbox": bbox or [2.0, 2.0, 10.0, 10.0],
-           "area": 100.0, "iscrowd": 0, "segmentation": segmentation or [[2, 2, 12, 2, 12, 12, 2, 12]]}
-    return {"images": [{"id": 1, "file_name": "000000000001.jpg", "width": 32, "height": 32}],
-            "annotations": [ann], "categories": [{"id": 1, "name": "square"}]}
+    ann = {
+        "id": 1,
+        "image_id": 1,
+        "category_id": category_id,
+        "bbox": bbox or [2.0, 2.0, 10.0, 10.0],
+        "area": 100.0,
+        "iscrowd": 0,
+        "segmentation": segmentation or [[2, 2, 12, 2, 12, 12, 2, 12]],
+    }
+    return {
+        "images": [{"id": 1, "file_name": "000000000001.jpg", "width": 32, "height": 32}],
+        "annotations": [ann],
+        "categories": [{"id": 1, "name": "square"}],
+    }
 
 
 def _tar(path: Path, members: list[tuple[str, bytes, bytes | str]]) -> None:
@@ -81,13 +91,23 @@ def symlink_chain(steps: str = "abcdefghijklmnop", component: int = 247) -> list
 def archives(out: Path) -> None:
     """Hostile archives: every one must be refused before anything lands outside the target."""
     inner = "ADEChallengeData2016/"
-    _tar(out / "archive_traversal.tar", [(inner + "images/ok.txt", tarfile.REGTYPE, b"ok\n"),
-                                         (inner + "../../escaped.txt", tarfile.REGTYPE, b"escaped\n")])
+    _tar(
+        out / "archive_traversal.tar",
+        [
+            (inner + "images/ok.txt", tarfile.REGTYPE, b"ok\n"),
+            (inner + "../../escaped.txt", tarfile.REGTYPE, b"escaped\n"),
+        ],
+    )
     with zipfile.ZipFile(out / "archive_absolute.zip", "w") as zf:  # stored: no compression
         zf.writestr(zipfile.ZipInfo(inner + "objectInfo150.txt"), b"ok\n")
         zf.writestr(zipfile.ZipInfo("/tmp/frozenbench-escaped.txt"), b"escaped\n")
-    _tar(out / "archive_symlink_escape.tar", [(inner + "images", tarfile.SYMTYPE, "../../.."),
-                                              (inner + "images/escaped.txt", tarfile.REGTYPE, b"escaped\n")])
+    _tar(
+        out / "archive_symlink_escape.tar",
+        [
+            (inner + "images", tarfile.SYMTYPE, "../../.."),
+            (inner + "images/escaped.txt", tarfile.REGTYPE, b"escaped\n"),
+        ],
+    )
     _tar(out / "archive_hardlink.tar", [(inner + "objectInfo150.txt", tarfile.LNKTYPE, "../../outside.txt")])
     _tar(out / "archive_symlink_chain.tar", symlink_chain())
     # 300 MiB of zeros in ~300 KB: past the default limit of max(256 MiB, 100 x the archive's size)
@@ -121,10 +141,19 @@ def main() -> None:
     Image.fromarray(label).save(OUT / "ade_out_of_range.png")
     Image.fromarray(np.zeros((20, 24), np.uint8)).save(OUT / "ade_size_mismatch.png")
     torch.save({"model": {"patch_embed.proj.weight": torch.zeros(96, 3, 4, 4)}}, OUT / "ckpt_missing_keys.pth")
-    torch.save({"model": {"patch_embed.proj.weight": torch.zeros(96, 3, 4, 4),
-                          "layers.0.blocks.0.attn.qkv.weight": torch.zeros(5, 5)}}, OUT / "ckpt_wrong_shape.pth")
-    torch.save({"model": {"patch_embed.proj.weight": torch.zeros(96, 3, 4, 4), "not_a_swin_key": torch.zeros(1)}},
-               OUT / "ckpt_extra_keys.pth")
+    torch.save(
+        {
+            "model": {
+                "patch_embed.proj.weight": torch.zeros(96, 3, 4, 4),
+                "layers.0.blocks.0.attn.qkv.weight": torch.zeros(5, 5),
+            }
+        },
+        OUT / "ckpt_wrong_shape.pth",
+    )
+    torch.save(
+        {"model": {"patch_embed.proj.weight": torch.zeros(96, 3, 4, 4), "not_a_swin_key": torch.zeros(1)}},
+        OUT / "ckpt_extra_keys.pth",
+    )
     torch.save({"model": {"w": torch.zeros(1)}, "payload": PrintsOnLoad()}, OUT / "ckpt_runs_code.pth")
     config = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "ci.yaml").read_text())
     wrong_type = json.loads(json.dumps(config))

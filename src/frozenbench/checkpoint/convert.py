@@ -47,16 +47,19 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def convert_state_dict(raw: Any, layout: str, arch: str, img_size: int | None = None,
-                       source: str = "<checkpoint>") -> tuple[dict[str, torch.Tensor], ConversionReport]:
+def convert_state_dict(
+    raw: Any, layout: str, arch: str, img_size: int | None = None, source: str = "<checkpoint>"
+) -> tuple[dict[str, torch.Tensor], ConversionReport]:
     """Turn a raw loaded checkpoint into a state dict that loads into ``arch`` with no missing key."""
     if layout not in LAYOUTS:
         raise ConversionError(f"{source}: unknown source layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}")
     spec = get_arch(arch)
     family = spec.family
     if layout not in family.layouts:
-        raise ConversionError(f"{source}: {arch} is a {family.name} backbone, whose weights come in the "
-                              f"{', '.join(family.layouts)} layout(s), not {layout}")
+        raise ConversionError(
+            f"{source}: {arch} is a {family.name} backbone, whose weights come in the "
+            f"{', '.join(family.layouts)} layout(s), not {layout}"
+        )
     report = ConversionReport()
     try:
         renamed, report.dropped = LAYOUTS[layout](unwrap(raw))
@@ -70,22 +73,25 @@ def convert_state_dict(raw: Any, layout: str, arch: str, img_size: int | None = 
     except (KeyError, RuntimeError, ValueError) as err:
         # a file of another architecture or layout fails inside the filter, on the first tensor it cannot place
         raise ConversionError(f"{source}: cannot convert to {arch} ({layout} layout): {err}") from None
-    report.resized = sorted(k for k, v in converted.items()
-                            if k.endswith("bias_table") and k in before and tuple(v.shape) != before[k])
+    report.resized = sorted(
+        k for k, v in converted.items() if k.endswith("bias_table") and k in before and tuple(v.shape) != before[k]
+    )
     expected = model.state_dict()
     persistent = {k for k in expected if not k.endswith(family.recomputed_buffers)}
     # The classifier is not part of the backbone: canonical checkpoints carry no head.
     persistent = {k for k in persistent if not k.startswith("head.")}
     report.missing = sorted(persistent - converted.keys())
     report.unexpected = sorted(converted.keys() - set(expected))
-    report.mismatched = sorted(k for k in persistent & converted.keys()
-                               if tuple(converted[k].shape) != tuple(expected[k].shape))
+    report.mismatched = sorted(
+        k for k in persistent & converted.keys() if tuple(converted[k].shape) != tuple(expected[k].shape)
+    )
     problems = []
     if report.missing:
         problems.append(f"missing {len(report.missing)} key(s): {', '.join(report.missing[:8])}")
     if report.unexpected:
-        problems.append(f"unexpected {len(report.unexpected)} key(s) not on the ignore list: "
-                        f"{', '.join(report.unexpected[:8])}")
+        problems.append(
+            f"unexpected {len(report.unexpected)} key(s) not on the ignore list: {', '.join(report.unexpected[:8])}"
+        )
     if report.mismatched:
         shapes = [f"{k} {tuple(converted[k].shape)} vs {tuple(expected[k].shape)}" for k in report.mismatched[:5]]
         problems.append(f"shape mismatch: {'; '.join(shapes)}")
@@ -94,19 +100,25 @@ def convert_state_dict(raw: Any, layout: str, arch: str, img_size: int | None = 
     return {k: converted[k] for k in sorted(persistent)}, report
 
 
-def convert_file(src: str | Path, dst: str | Path, layout: str, arch: str, meta: dict[str, Any] | None = None,
-                 img_size: int | None = None) -> ConversionReport:
+def convert_file(
+    src: str | Path,
+    dst: str | Path,
+    layout: str,
+    arch: str,
+    meta: dict[str, Any] | None = None,
+    img_size: int | None = None,
+) -> ConversionReport:
     """Convert ``src`` and write the canonical checkpoint ``dst`` (atomically)."""
     raw = safe_load(src)
     state_dict, report = convert_state_dict(raw, layout, arch, img_size, source=str(src))
-    info = {"source_file": Path(src).name, "source_sha256": sha256_of(src), "source_layout": layout,
-            **(meta or {})}
+    info = {"source_file": Path(src).name, "source_sha256": sha256_of(src), "source_layout": layout, **(meta or {})}
     save_backbone(dst, arch, state_dict, info)
     return report
 
 
-def load_backbone_state(path: str | Path, arch: str | None = None, img_size: int | None = None
-                        ) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
+def load_backbone_state(
+    path: str | Path, arch: str | None = None, img_size: int | None = None
+) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
     """(arch, state dict ready for ``Backbone(arch, img_size)``, meta) from a canonical checkpoint.
 
     The state dict is re-filtered for ``img_size`` by the family's checkpoint filter, so window
@@ -126,12 +138,12 @@ def write_source_checkpoint(path: str | Path, arch: str, layout: str, seed: int)
         raise ConversionError(f"no writer for the {layout} layout; writable: {', '.join(sorted(WRITERS))}")
     family = get_arch(arch).family
     if layout not in family.layouts:
-        raise ConversionError(f"{arch} is a {family.name} backbone, published in the {', '.join(family.layouts)} "
-                              f"layout(s), not {layout}")
+        raise ConversionError(
+            f"{arch} is a {family.name} backbone, published in the {', '.join(family.layouts)} layout(s), not {layout}"
+        )
     torch.manual_seed(seed)
     model = build_model(arch)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()
-             if not k.endswith(family.recomputed_buffers)}
+    state = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith(family.recomputed_buffers)}
     with atomic_file(path) as tmp:
         torch.save(WRITERS[layout](state), tmp)
     return Path(path)

@@ -20,8 +20,10 @@ def cached_file(repo_id: str, filename: str, revision: str | None = None) -> Pat
     found = try_to_load_from_cache(repo_id, filename, revision=revision)
     if not isinstance(found, str):
         at = f" at revision {revision}" if revision else ""
-        raise UserError(f"hub checkpoint {repo_id}/{filename}{at} is not in the local Hugging Face cache "
-                        f"({constants.HF_HUB_CACHE}); frozenbench never downloads from the hub: run "
-                        f"`hf download {repo_id} {filename}` where there is internet and copy the cache, "
-                        f"or point HF_HUB_CACHE at a copy of it")
+        raise UserError(
+            f"hub checkpoint {repo_id}/{filename}{at} is not in the local Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}); frozenbench never downloads from the hub: run "
+            f"`hf download {repo_id} {filename}` where there is internet and copy the cache, "
+            f"or point HF_HUB_CACHE at a copy of it"
+        )
     return Path(found)

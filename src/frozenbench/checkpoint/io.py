@@ -75,8 +75,10 @@ def safe_load(path: str | Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first_line = str(err).strip().splitlines()
-        detail = next((line for line in first_line if "Unsupported global" in line or "GLOBAL" in line),
-                      first_line[0] if first_line else "")
+        detail = next(
+            (line for line in first_line if "Unsupported global" in line or "GLOBAL" in line),
+            first_line[0] if first_line else "",
+        )
         raise UnsafeCheckpoint(
             f"{path}: refused: loading it would need arbitrary unpickling ({detail.strip()}); "
             "only tensors, containers and allow-listed classes are loaded"
@@ -124,7 +126,9 @@ def load_backbone(path: str | Path) -> dict[str, Any]:
     """Read a canonical backbone checkpoint; raise a clear error for anything else."""
     payload = safe_load(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"{path}: not a frozenbench backbone checkpoint (convert it with `frozenbench convert-checkpoint`)")
+        raise UserError(
+            f"{path}: not a frozenbench backbone checkpoint (convert it with `frozenbench convert-checkpoint`)"
+        )
     if payload.get("version") != VERSION:
         raise UserError(f"{path}: checkpoint format version {payload.get('version')}, expected {VERSION}")
     return payload

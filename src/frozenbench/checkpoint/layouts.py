@@ -71,7 +71,7 @@ def _strip_wrappers(sd: StateDict) -> StateDict:
 
 
 def _take_prefix(sd: StateDict, prefix: str) -> StateDict:
-    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
 def official_swin(sd: StateDict) -> tuple[StateDict, Dropped]:
@@ -83,7 +83,9 @@ official_swinv2 = official_swin
 
 def timm_layout(sd: StateDict) -> tuple[StateDict, Dropped]:
     # ConvNeXt's classifier is head.fc, a ViT's is head itself
-    return _drop(_strip_wrappers(sd), BUFFER_PATTERNS + [(re.compile(r"^head\.(fc\.)?(weight|bias)$"), "classification head")])
+    return _drop(
+        _strip_wrappers(sd), BUFFER_PATTERNS + [(re.compile(r"^head\.(fc\.)?(weight|bias)$"), "classification head")]
+    )
 
 
 def dinov2(sd: StateDict) -> tuple[StateDict, Dropped]:
@@ -96,9 +98,13 @@ def dinov2(sd: StateDict) -> tuple[StateDict, Dropped]:
     ``i`` counting over the whole depth) are flattened. A full MAE file also holds a mask token but
     brings ``decoder_*`` keys: it is refused here, not read as DINOv2.
     """
-    kept, dropped = _drop(_strip_wrappers(sd), [
-        (re.compile(r"^mask_token$"), "DINOv2 iBOT mask token (pretraining only)"),
-        (re.compile(r"^head\.(weight|bias)$"), "classification head")])
+    kept, dropped = _drop(
+        _strip_wrappers(sd),
+        [
+            (re.compile(r"^mask_token$"), "DINOv2 iBOT mask token (pretraining only)"),
+            (re.compile(r"^head\.(weight|bias)$"), "classification head"),
+        ],
+    )
     decoder = [k for k in kept if k.startswith(("decoder_", "decoder."))]
     if decoder:
         raise KeyError(f"decoder keys ({', '.join(decoder[:3])}): an MAE or other pretraining file, not DINOv2")
@@ -122,10 +128,13 @@ def dinov2(sd: StateDict) -> tuple[StateDict, Dropped]:
 
 
 def simmim(sd: StateDict) -> tuple[StateDict, Dropped]:
-    rest, dropped = _drop(sd, [
-        (re.compile(r"^decoder\."), "SimMIM pixel decoder"),
-        (re.compile(r"^encoder\.mask_token$"), "SimMIM mask token"),
-    ])
+    rest, dropped = _drop(
+        sd,
+        [
+            (re.compile(r"^decoder\."), "SimMIM pixel decoder"),
+            (re.compile(r"^encoder\.mask_token$"), "SimMIM mask token"),
+        ],
+    )
     others = [(k, "not part of the SimMIM encoder") for k in rest if not k.startswith("encoder.")]
     if others:
         raise KeyError(f"unexpected keys outside encoder./decoder.: {', '.join(k for k, _ in others[:5])}")
@@ -134,12 +143,15 @@ def simmim(sd: StateDict) -> tuple[StateDict, Dropped]:
 
 
 def moby(sd: StateDict) -> tuple[StateDict, Dropped]:
-    rest, dropped = _drop(sd, [
-        (re.compile(r"^encoder_k\."), "MoBY momentum (key) encoder; the query encoder is kept"),
-        (re.compile(r"^projector(_k)?\."), "MoBY projector"),
-        (re.compile(r"^predictor\."), "MoBY predictor"),
-        (re.compile(r"^queue\d?(_ptr)?$"), "MoBY negative queue"),
-    ])
+    rest, dropped = _drop(
+        sd,
+        [
+            (re.compile(r"^encoder_k\."), "MoBY momentum (key) encoder; the query encoder is kept"),
+            (re.compile(r"^projector(_k)?\."), "MoBY projector"),
+            (re.compile(r"^predictor\."), "MoBY predictor"),
+            (re.compile(r"^queue\d?(_ptr)?$"), "MoBY negative queue"),
+        ],
+    )
     unknown = [k for k in rest if not k.startswith("encoder.")]
     if unknown:
         raise KeyError(f"unexpected keys outside the MoBY encoders: {', '.join(unknown[:5])}")
@@ -150,7 +162,9 @@ def moby(sd: StateDict) -> tuple[StateDict, Dropped]:
 def _mm_reduction_to_official(x: torch.Tensor) -> torch.Tensor:
     """Undo mmdet's ``correct_unfold_reduction_order`` (nn.Unfold patch merging order)."""
     out_channel, in_channel = x.shape
-    return x.reshape(out_channel, in_channel // 4, 4).transpose(1, 2)[:, [0, 2, 1, 3], :].reshape(out_channel, in_channel)
+    return (
+        x.reshape(out_channel, in_channel // 4, 4).transpose(1, 2)[:, [0, 2, 1, 3], :].reshape(out_channel, in_channel)
+    )
 
 
 def _mm_norm_to_official(x: torch.Tensor) -> torch.Tensor:
@@ -186,8 +200,10 @@ def mm(sd: StateDict) -> tuple[StateDict, Dropped]:
     and read by :func:`swin_det`.
     """
     if any(k.startswith("backbone.layers.") for k in sd):
-        raise KeyError("backbone.layers.* keys: a file of the official Swin detection / segmentation code, whose "
-                       "patch merging is already in the official channel order: convert it with --layout swin_det")
+        raise KeyError(
+            "backbone.layers.* keys: a file of the official Swin detection / segmentation code, whose "
+            "patch merging is already in the official channel order: convert it with --layout swin_det"
+        )
     raw, dropped = _detector_backbone(sd)
     backbone = {}
     for k, value in raw.items():
@@ -208,8 +224,10 @@ def swin_det(sd: StateDict) -> tuple[StateDict, Dropped]:
     """microsoft Swin-Transformer-Object-Detection / -Semantic-Segmentation files: the official Swin
     (``backbone.layers.*``, official patch-merging order) inside an mmdet 2 / mmseg 0.x model."""
     if any(k.startswith("backbone.stages.") for k in sd):
-        raise KeyError("backbone.stages.* keys: OpenMMLab's own Swin, whose patch merging is reordered: "
-                       "convert it with --layout mm")
+        raise KeyError(
+            "backbone.stages.* keys: OpenMMLab's own Swin, whose patch merging is reordered: "
+            "convert it with --layout mm"
+        )
     backbone, dropped = _detector_backbone(sd)
     if not any(k.startswith("layers.") for k in backbone):
         raise KeyError("no backbone.layers.* keys")
@@ -217,28 +235,41 @@ def swin_det(sd: StateDict) -> tuple[StateDict, Dropped]:
     return kept, dropped + more
 
 
-
-
 def mae(sd: StateDict) -> tuple[StateDict, Dropped]:
     """facebookresearch/mae checkpoints (pretraining files with the decoder, or the encoder-only
     release) -> timm names: the encoder already has them; decoder and mask token are dropped."""
-    kept, dropped = _drop(_strip_wrappers(sd), [
-        (re.compile(r"^decoder_"), "MAE decoder (pretraining only)"),
-        (re.compile(r"^mask_token$"), "MAE mask token (pretraining only)"),
-        (re.compile(r"^head\.(weight|bias)$"), "classification head")])
+    kept, dropped = _drop(
+        _strip_wrappers(sd),
+        [
+            (re.compile(r"^decoder_"), "MAE decoder (pretraining only)"),
+            (re.compile(r"^mask_token$"), "MAE mask token (pretraining only)"),
+            (re.compile(r"^head\.(weight|bias)$"), "classification head"),
+        ],
+    )
     if "fc_norm.weight" in kept and "norm.weight" not in kept:
-        raise KeyError("fc_norm without norm: a global-pool fine-tuned MAE model, whose blocks' outputs were "
-                       "never normalised as a frozen backbone's are here")
+        raise KeyError(
+            "fc_norm without norm: a global-pool fine-tuned MAE model, whose blocks' outputs were "
+            "never normalised as a frozen backbone's are here"
+        )
     for required in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
         if required not in kept:
             raise KeyError(f"no {required}")
     return kept, dropped
 
 
-_CLIP_SWAPS = [("conv1.", "patch_embed.proj."), ("ln_pre.", "norm_pre."), ("ln_post.", "norm."),
-               ("transformer.resblocks.", "blocks."), (".ln_1.", ".norm1."), (".ln_2.", ".norm2."),
-               (".attn.in_proj_weight", ".attn.qkv.weight"), (".attn.in_proj_bias", ".attn.qkv.bias"),
-               (".attn.out_proj.", ".attn.proj."), (".mlp.c_fc.", ".mlp.fc1."), (".mlp.c_proj.", ".mlp.fc2.")]
+_CLIP_SWAPS = [
+    ("conv1.", "patch_embed.proj."),
+    ("ln_pre.", "norm_pre."),
+    ("ln_post.", "norm."),
+    ("transformer.resblocks.", "blocks."),
+    (".ln_1.", ".norm1."),
+    (".ln_2.", ".norm2."),
+    (".attn.in_proj_weight", ".attn.qkv.weight"),
+    (".attn.in_proj_bias", ".attn.qkv.bias"),
+    (".attn.out_proj.", ".attn.proj."),
+    (".mlp.c_fc.", ".mlp.fc1."),
+    (".mlp.c_proj.", ".mlp.fc2."),
+]
 
 
 def openai_clip(sd: StateDict) -> tuple[StateDict, Dropped]:
@@ -290,6 +321,7 @@ LAYOUTS: dict[str, Callable[[StateDict], tuple[StateDict, Dropped]]] = {
 
 # Writers: timm names -> a published layout, the inverse of the readers above. They make the
 # random-weight source files a test or a CI study converts exactly as it would the real release.
+
 
 def to_timm(sd: StateDict) -> StateDict:
     return dict(sd)

@@ -20,7 +20,8 @@ def hub_origin(ckpt: dict) -> str:
     from frozenbench.errors import UserError
 
     try:
-        return f"hub {ckpt['hub']}/{ckpt['filename']} (cached: {cached_file(ckpt['hub'], ckpt['filename'], ckpt.get('revision'))})"
+        path = cached_file(ckpt["hub"], ckpt["filename"], ckpt.get("revision"))
+        return f"hub {ckpt['hub']}/{ckpt['filename']} (cached: {path})"
     except UserError as err:
         return f"MISSING: {err}"
 
@@ -42,13 +43,23 @@ def backbone_plan(name: str, entry: dict) -> str:
         weights = f"pretrained here ({entry['pretrain']['task']})"
     else:
         ckpt = entry.get("checkpoint", {})
-        origin = ("download" if "url" in ckpt else f"file {ckpt['file']}" if "file" in ckpt
-                  else "seeded random weights" if "synth" in ckpt else hub_origin(ckpt) if "hub" in ckpt
-                  else "not released")
+        origin = (
+            "download"
+            if "url" in ckpt
+            else f"file {ckpt['file']}"
+            if "file" in ckpt
+            else "seeded random weights"
+            if "synth" in ckpt
+            else hub_origin(ckpt)
+            if "hub" in ckpt
+            else "not released"
+        )
         weights = f"{origin}, {ckpt['layout']} layout ({ckpt['task']}, {ckpt['data']})" if ckpt else origin
     notes = f" ({spec.notes})" if spec.notes else ""
-    return (f"{name}: {spec.name} ({spec.family.name} family){notes}, {levels}; dense heads: {dense}; video: the "
-            f"last level's tokens; inputs normalised with mean {list(spec.mean)} std {list(spec.std)}; weights: {weights}")
+    return (
+        f"{name}: {spec.name} ({spec.family.name} family){notes}, {levels}; dense heads: {dense}; video: the "
+        f"last level's tokens; inputs normalised with mean {list(spec.mean)} std {list(spec.std)}; weights: {weights}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,8 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", required=True, help="registered architecture the weights belong to")
     parser.add_argument("--meta", default="{}", help="JSON recorded in the checkpoint (task, data, url)")
     parser.add_argument("--out", required=True, help="canonical checkpoint to write")
-    parser.add_argument("--download-spec", help="the backbone's `checkpoint` config entry as JSON: --src is "
-                                                "verified against its digest (published or recorded) first")
+    parser.add_argument(
+        "--download-spec",
+        help="the backbone's `checkpoint` config entry as JSON: --src is "
+        "verified against its digest (published or recorded) first",
+    )
     parser.add_argument("--checksums", help="sha256sum-format file of digests recorded on first download")
     parser.add_argument("--verified", help="marker written by `frozenbench fetch-checkpoint` (spares a second hash)")
 
@@ -28,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
         from frozenbench.data.download import ChecksumRecords, RemoteFile, read_marker, verify_consumed
 
         spec = json.loads(args.download_spec)
-        remote = RemoteFile(url=spec.get("url", ""), filename=spec["filename"], checksum=spec["checksum"],
-                            extract=False)
+        remote = RemoteFile(
+            url=spec.get("url", ""), filename=spec["filename"], checksum=spec["checksum"], extract=False
+        )
         records = ChecksumRecords(args.checksums) if args.checksums else None
         verify_consumed(Path(args.src), remote, records, remote.filename, read_marker(args.verified))
     report = convert_file(args.src, args.out, args.layout, args.arch, meta=json.loads(args.meta))

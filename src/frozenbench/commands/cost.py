@@ -11,9 +11,12 @@ from frozenbench.errors import UserError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="study config (e.g. configs/paper.yaml)")
-    parser.add_argument("--record", required=True,
-                        help="benchmark record with seconds per step per cell type: bench/records/gpu_<device>.json "
-                             "(GPU-hours) or a paper_cells CPU record (a CPU projection)")
+    parser.add_argument(
+        "--record",
+        required=True,
+        help="benchmark record with seconds per step per cell type: bench/records/gpu_<device>.json "
+        "(GPU-hours) or a paper_cells CPU record (a CPU projection)",
+    )
     parser.add_argument("--out", help="Markdown file to write (default: print it)")
 
 

@@ -19,16 +19,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_checksum_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checksums", help="sha256sum-format file of digests recorded on first download, shared by "
-                                            "committing it (default with --dataset: checksums/datasets/<dataset>.sha256)")
+    parser.add_argument(
+        "--checksums",
+        help="sha256sum-format file of digests recorded on first download, shared by "
+        "committing it (default with --dataset: checksums/datasets/<dataset>.sha256)",
+    )
 
 
 def add_retry_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attempts", type=int, default=6, help="tries per file (default 6)")
     parser.add_argument("--backoff", type=float, default=1.0, help="seconds before the first retry; doubles")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a stalled read may wait")
-    parser.add_argument("--deadline", type=float, default=12 * 3600.0,
-                        help="seconds one file may take over all attempts (default 12 h); the partial copy is kept")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=12 * 3600.0,
+        help="seconds one file may take over all attempts (default 12 h); the partial copy is kept",
+    )
 
 
 def retry_policy(args: argparse.Namespace):

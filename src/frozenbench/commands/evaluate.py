@@ -20,7 +20,16 @@ def run(args: argparse.Namespace) -> int:
 
     set_threads(args)
     labels = parse_pairs(args.label, "--label")
-    record = evaluate_cell(json.loads(args.spec), args.checkpoint, args.mode, args.run_dir, args.out, args.seed, labels,
-                           device=args.device, workers=args.workers)
+    record = evaluate_cell(
+        json.loads(args.spec),
+        args.checkpoint,
+        args.mode,
+        args.run_dir,
+        args.out,
+        args.seed,
+        labels,
+        device=args.device,
+        workers=args.workers,
+    )
     print(json.dumps(record["metrics"]))
     return 0

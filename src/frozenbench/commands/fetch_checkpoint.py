@@ -13,8 +13,11 @@ from frozenbench.errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", required=True, help="the backbone's `checkpoint` config entry as JSON")
     parser.add_argument("--out-dir", required=True, help="folder the verified file lands in")
-    parser.add_argument("--checksums", required=True,
-                        help="sha256sum-format file of digests recorded on first download (commit it to share it)")
+    parser.add_argument(
+        "--checksums",
+        required=True,
+        help="sha256sum-format file of digests recorded on first download (commit it to share it)",
+    )
     parser.add_argument("--verified", help="write this marker (size, mtime, sha256 of the verified file) at the end")
     add_retry_arguments(parser)
 
@@ -31,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
 
         target = out_dir / spec["filename"]
         if not target.exists():
-            raise UserError(f"{target}: this checkpoint cannot be fetched automatically "
-                            f"({spec['manual_download']}); download it by hand to this path")
+            raise UserError(
+                f"{target}: this checkpoint cannot be fetched automatically "
+                f"({spec['manual_download']}); download it by hand to this path"
+            )
         verify(target, remote, records, remote.filename)  # a hand-placed copy: its digest is recorded or checked
         path = target
     else:

@@ -16,8 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--options", default="{}", help="pretraining options as JSON (config's pretrain section)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
-                        help="auto: the GPU when torch sees one, else the CPU")
+    parser.add_argument(
+        "--device", default="auto", choices=DEVICE_CHOICES, help="auto: the GPU when torch sees one, else the CPU"
+    )
     parser.add_argument("--out", required=True, help="canonical checkpoint to write")
     parser.add_argument("--run-dir", required=True, help="resumable state, loss log and probe result")
 
@@ -34,6 +35,15 @@ def run(args: argparse.Namespace) -> int:
         options = PretrainOptions.from_config(json.loads(args.options))
     except (json.JSONDecodeError, TypeError) as err:
         raise UserError(f"--options: {err}") from None
-    pretrain(args.arch, args.task, args.data, args.out, args.run_dir, options, seed=args.seed,
-             meta={"name": args.out}, device=select_device(args.device))
+    pretrain(
+        args.arch,
+        args.task,
+        args.data,
+        args.out,
+        args.run_dir,
+        options,
+        seed=args.seed,
+        meta={"name": args.out},
+        device=select_device(args.device),
+    )
     return 0

@@ -18,7 +18,16 @@ def run(args: argparse.Namespace) -> int:
     from frozenbench.engine.run import submit_cell
 
     set_threads(args)
-    count = submit_cell(json.loads(args.spec), args.checkpoint, args.mode, args.run_dir, args.out, args.seed, args.alg,
-                        device=args.device, workers=args.workers)
+    count = submit_cell(
+        json.loads(args.spec),
+        args.checkpoint,
+        args.mode,
+        args.run_dir,
+        args.out,
+        args.seed,
+        args.alg,
+        device=args.device,
+        workers=args.workers,
+    )
     print(json.dumps({"detections": count, "out": args.out}))
     return 0

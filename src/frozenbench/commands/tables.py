@@ -10,8 +10,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("metrics", nargs="*", help="metrics.json files (what the rule passes)")
     parser.add_argument("--results", help="or: a results folder, every {task}/{backbone}/{mode}/{head}/metrics.json")
     parser.add_argument("--out", required=True, help="folder for the tables and figures")
-    parser.add_argument("--plan", help="JSON: the study's cells (shown as missing until run), the head per task "
-                                       "of the comparison tables (heads) and the paper comparison's backbone")
+    parser.add_argument(
+        "--plan",
+        help="JSON: the study's cells (shown as missing until run), the head per task "
+        "of the comparison tables (heads) and the paper comparison's backbone",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,18 +12,30 @@ def add_cell_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", required=True, choices=["frozen", "finetune"])
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPUs of the job, shared by its ranks on this node (0: all this process may use)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPUs of the job, shared by its ranks on this node (0: all this process may use)",
+    )
     add_device_arguments(parser)
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     from frozenbench.engine.device import DEVICE_CHOICES
 
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
-                        help="auto: this rank's GPU when torch sees one, else the CPU")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="DataLoader worker processes per rank (0: load batches in the training process)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICE_CHOICES,
+        help="auto: this rank's GPU when torch sees one, else the CPU",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="DataLoader worker processes per rank (0: load batches in the training process)",
+    )
 
 
 def set_threads(args: argparse.Namespace) -> int:
@@ -39,17 +51,43 @@ def set_threads(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_cell_arguments(parser)
-    parser.add_argument("--nproc", type=int, default=1,
-                        help="ranks per node (one per GPU): > 1 relaunches itself under torchrun, DeepSpeed ZeRO")
-    parser.add_argument("--nodes", type=int, default=1,
-                        help="> 1: inside a Slurm allocation, one torchrun per node through srun (c10d rendezvous)")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="ranks per node (one per GPU): > 1 relaunches itself under torchrun, DeepSpeed ZeRO",
+    )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="> 1: inside a Slurm allocation, one torchrun per node through srun (c10d rendezvous)",
+    )
 
 
 def _rank_arguments(args: argparse.Namespace) -> list[str]:
     """This training's own arguments, as each rank gets them."""
-    return ["-m", "frozenbench.cli", "train", "--spec", args.spec, "--checkpoint", args.checkpoint,
-            "--mode", args.mode, "--run-dir", args.run_dir, "--seed", str(args.seed), "--threads", str(args.threads),
-            "--device", args.device, "--workers", str(args.workers)]
+    return [
+        "-m",
+        "frozenbench.cli",
+        "train",
+        "--spec",
+        args.spec,
+        "--checkpoint",
+        args.checkpoint,
+        "--mode",
+        args.mode,
+        "--run-dir",
+        args.run_dir,
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+        "--workers",
+        str(args.workers),
+    ]
 
 
 def rendezvous_host(environ: dict[str, str]) -> str:
@@ -60,8 +98,9 @@ def rendezvous_host(environ: dict[str, str]) -> str:
 
     nodelist = environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST")
     if nodelist and shutil.which("scontrol"):
-        hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                               check=True).stdout.split()
+        hosts = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
+        ).stdout.split()
         if hosts:
             return hosts[0]
     if nodelist and "[" not in nodelist:  # a plain list ("node1,node2") needs no scontrol to expand
@@ -90,15 +129,30 @@ def launch_command(args: argparse.Namespace, environ: dict[str, str]) -> list[st
         if job is None:
             raise UserError(f"--nodes {args.nodes} needs a Slurm allocation of {args.nodes} nodes (SLURM_JOB_ID unset)")
         cpus = environ.get("SLURM_CPUS_PER_TASK")
-        return ["srun", f"--ntasks={args.nodes}", "--kill-on-bad-exit=1",
-                *([f"--cpus-per-task={cpus}"] if cpus else []),
-                sys.executable, "-m", "torch.distributed.run", f"--nnodes={args.nodes}",
-                f"--nproc_per_node={args.nproc}", "--rdzv_backend=c10d",
-                f"--rdzv_endpoint={rendezvous_host(environ)}:{29400 + int(job) % 1000}", f"--rdzv_id=frozenbench-{job}",
-                *_rank_arguments(args)]
+        return [
+            "srun",
+            f"--ntasks={args.nodes}",
+            "--kill-on-bad-exit=1",
+            *([f"--cpus-per-task={cpus}"] if cpus else []),
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nnodes={args.nodes}",
+            f"--nproc_per_node={args.nproc}",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={rendezvous_host(environ)}:{29400 + int(job) % 1000}",
+            f"--rdzv_id=frozenbench-{job}",
+            *_rank_arguments(args),
+        ]
     if args.nproc > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-                *_rank_arguments(args)]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={args.nproc}",
+            *_rank_arguments(args),
+        ]
     return None
 
 
@@ -113,7 +167,14 @@ def run(args: argparse.Namespace) -> int:
         return subprocess.call(command)
 
     set_threads(args)
-    summary = train_cell(json.loads(args.spec), args.checkpoint, args.mode, args.run_dir, args.seed,
-                         device=args.device, workers=args.workers)
+    summary = train_cell(
+        json.loads(args.spec),
+        args.checkpoint,
+        args.mode,
+        args.run_dir,
+        args.seed,
+        device=args.device,
+        workers=args.workers,
+    )
     print(json.dumps(summary))
     return 0

@@ -48,13 +48,33 @@ MAX_RATIO = 100  # default size limit: this many times the archive's own size (a
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_TAR_TYPES = {tarfile.SYMTYPE: "a symlink", tarfile.LNKTYPE: "a hard link", tarfile.CHRTYPE: "a character device",
-              tarfile.BLKTYPE: "a block device", tarfile.FIFOTYPE: "a fifo"}
-_ZIP_TYPES = {stat.S_IFLNK: "a symlink", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-              stat.S_IFIFO: "a fifo", stat.S_IFSOCK: "a socket"}
+_TAR_TYPES = {
+    tarfile.SYMTYPE: "a symlink",
+    tarfile.LNKTYPE: "a hard link",
+    tarfile.CHRTYPE: "a character device",
+    tarfile.BLKTYPE: "a block device",
+    tarfile.FIFOTYPE: "a fifo",
+}
+_ZIP_TYPES = {
+    stat.S_IFLNK: "a symlink",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a fifo",
+    stat.S_IFSOCK: "a socket",
+}
 # what reading a corrupt archive or writing to a full disk raises
-_IO_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, zipfile.LargeZipFile,
-              tarfile.TarError, NotImplementedError, RuntimeError, ValueError)
+_IO_ERRORS = (
+    OSError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    tarfile.TarError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+)
 
 
 def default_max_bytes(archive_size: int) -> int:
@@ -113,12 +133,17 @@ class _Extraction:
         return _refusal(self.archive, name, problem)
 
     def too_many(self, count: int) -> str:
-        return (f"is number {count}: more than {self.max_members} members (limit: max_members): "
-                f"refusing a possible archive bomb")
+        return (
+            f"is number {count}: more than {self.max_members} members (limit: max_members): "
+            f"refusing a possible archive bomb"
+        )
 
     def _bomb(self, name: str) -> UserError:
-        return self.refuse(name, f"takes the archive to more than {self.max_bytes} bytes uncompressed "
-                                 f"(limit: {self.limit_text}): refusing a possible decompression bomb")
+        return self.refuse(
+            name,
+            f"takes the archive to more than {self.max_bytes} bytes uncompressed "
+            f"(limit: {self.limit_text}): refusing a possible decompression bomb",
+        )
 
     def check(self, name: str, kind: str, declared: int) -> str:
         """Validate a member before anything of it is written; returns its relative path."""
@@ -326,5 +351,6 @@ def merge_tree(src: Path, dst: Path, archive: Path, sources: dict[str, Path] | N
                     who = "an earlier archive"
                 here = "a folder" if entry.is_dir(follow_symlinks=False) else "a file"
                 there = "a folder" if target.is_dir() else "a file"
-                raise UserError(f"{archive}: {path} ({here}) is also provided by {who} ({there}); "
-                                f"refusing to overwrite it")
+                raise UserError(
+                    f"{archive}: {path} ({here}) is also provided by {who} ({there}); refusing to overwrite it"
+                )

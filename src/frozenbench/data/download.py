@@ -60,8 +60,14 @@ class RemoteFile:
 
     @classmethod
     def from_config(cls, entry: dict[str, Any]) -> "RemoteFile":
-        return cls(url=entry["url"], filename=entry["filename"], checksum=dict(entry["checksum"]),
-                   extract=entry.get("extract", True), size=entry.get("size"), url_list=entry.get("url_list", False))
+        return cls(
+            url=entry["url"],
+            filename=entry["filename"],
+            checksum=dict(entry["checksum"]),
+            extract=entry.get("extract", True),
+            size=entry.get("size"),
+            url_list=entry.get("url_list", False),
+        )
 
     @property
     def published(self) -> bool:
@@ -78,7 +84,7 @@ class RetryPolicy:
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
 
     def delay(self, attempt: int) -> float:
-        return min(self.backoff * 2 ** attempt, self.max_backoff)
+        return min(self.backoff * 2**attempt, self.max_backoff)
 
 
 def file_digest(path: Path, algorithm: str) -> str:
@@ -120,21 +126,24 @@ class ChecksumRecords:
         records[key] = sha256
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(self.path) as tmp:
-            tmp.write_text("# sha256 of files whose source publishes none, recorded from their first complete\n"
-                           "# download (trust on first use): commit this file so other machines verify against it\n"
-                           + "".join(f"{digest}  {name}\n" for name, digest in sorted(records.items())))
+            tmp.write_text(
+                "# sha256 of files whose source publishes none, recorded from their first complete\n"
+                "# download (trust on first use): commit this file so other machines verify against it\n"
+                + "".join(f"{digest}  {name}\n" for name, digest in sorted(records.items()))
+            )
 
 
 def expected_digest(remote: RemoteFile, records: ChecksumRecords | None, key: str) -> tuple[str, str | None]:
     """(algorithm, expected hex digest or None when it is unpublished and not yet recorded)."""
     if not remote.published:
         return "sha256", records.get(key) if records is not None else None
-    (algorithm, value), = remote.checksum.items()
+    ((algorithm, value),) = remote.checksum.items()
     return algorithm, value
 
 
-def verify(path: Path, remote: RemoteFile, records: ChecksumRecords | None, key: str,
-           provably_whole: bool = True) -> str:
+def verify(
+    path: Path, remote: RemoteFile, records: ChecksumRecords | None, key: str, provably_whole: bool = True
+) -> str:
     """Check ``path`` against ``remote``'s digest and return its digest; an unpublished, unrecorded
     digest is recorded, but only from a copy known to be whole."""
     if remote.size is not None and path.stat().st_size != remote.size:
@@ -147,7 +156,8 @@ def verify(path: Path, remote: RemoteFile, records: ChecksumRecords | None, key:
             raise DownloadError(
                 f"{remote.url}: the server announced no length (no Content-Length, no chunked encoding), so a "
                 f"copy cut short cannot be told from a whole one and its digest is not recorded; check the file and "
-                f"pin `checksum: {{sha256: {actual}}}` in the config")
+                f"pin `checksum: {{sha256: {actual}}}` in the config"
+            )
         if records is None:
             raise DownloadError(f"{remote.url}: publishes no digest and no checksum record file was given")
         records.add(key, actual)
@@ -221,25 +231,28 @@ def _download_to_part(remote: RemoteFile, part: Path, policy: RetryPolicy, log: 
                     match = _CONTENT_RANGE.match(response.headers.get("Content-Range") or "")
                     total = int(match.group(3)) if match and match.group(3) != "*" else None
                     if not match or int(match.group(1)) != have:
-                        raise _Restart(f"answered Range bytes={have}- with Content-Range "
-                                       f"{response.headers.get('Content-Range')!r}")
+                        raise _Restart(
+                            f"answered Range bytes={have}- with Content-Range {response.headers.get('Content-Range')!r}"
+                        )
                     if not _same_remote(saved, response.headers, total):
                         raise _Restart("the remote file changed since the partial copy was made")
-                    mode, expected_total = "ab", total if total is not None else (
-                        have + int(length) if length else None)
+                    mode, expected_total = (
+                        "ab",
+                        total if total is not None else (have + int(length) if length else None),
+                    )
                 else:  # 200: a first request, a server ignoring Range, or a changed file (If-Range)
                     if have:
                         log(f"{remote.url}: sent whole ({response.status}), not resumed; starting over")
                     mode, expected_total = "wb", int(length) if length else None
-                    write_json(meta_path, {"url": remote.url, **_validators(response.headers),
-                                           "total": expected_total})
+                    write_json(meta_path, {"url": remote.url, **_validators(response.headers), "total": expected_total})
                 with open(part, mode) as f:
                     while chunk := response.read1(CHUNK):  # what has arrived: the deadline is checked often
                         f.write(chunk)
                         if time.monotonic() > deadline:
                             raise DownloadError(
                                 f"{remote.url}: not complete after the deadline of {policy.deadline:.0f} s; "
-                                f"the partial copy ({part.stat().st_size} bytes) is kept and the next run resumes it")
+                                f"the partial copy ({part.stat().st_size} bytes) is kept and the next run resumes it"
+                            )
             size = part.stat().st_size
             if expected_total is not None and size < expected_total:
                 last_error = f"connection closed after {size} of {expected_total} bytes"
@@ -260,8 +273,10 @@ def _download_to_part(remote: RemoteFile, part: Path, policy: RetryPolicy, log: 
                 if total == have and saved.get("total") == have and _same_remote(saved, err.headers, total):
                     meta_path.unlink(missing_ok=True)
                     return True  # the part already holds the whole, same file
-                log(f"{remote.url}: the partial copy ({have} bytes) does not fit the file "
-                    f"({total if total is not None else 'unknown'} bytes); discarding it")
+                log(
+                    f"{remote.url}: the partial copy ({have} bytes) does not fit the file "
+                    f"({total if total is not None else 'unknown'} bytes); discarding it"
+                )
                 part.unlink(missing_ok=True)
                 meta_path.unlink(missing_ok=True)
                 last_error = "HTTP 416 on a stale partial copy"
@@ -269,21 +284,35 @@ def _download_to_part(remote: RemoteFile, part: Path, policy: RetryPolicy, log: 
             if err.code not in RETRYABLE_STATUS:
                 raise DownloadError(f"{remote.url}: HTTP {err.code} {err.reason}") from None
             last_error = f"HTTP {err.code}"
-        except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError, OSError,
-                http.client.HTTPException) as err:  # IncompleteRead: a chunked body cut short
+        except (
+            urllib.error.URLError,
+            socket.timeout,
+            ConnectionError,
+            TimeoutError,
+            OSError,
+            http.client.HTTPException,
+        ) as err:  # IncompleteRead: a chunked body cut short
             if isinstance(getattr(err, "reason", None), DownloadError):
                 raise err.reason from None
             reason = getattr(err, "reason", err)
             last_error = f"{type(err).__name__}: {reason}"
     if time.monotonic() > deadline:
-        raise DownloadError(f"{remote.url}: not complete after the deadline of {policy.deadline:.0f} s "
-                            f"({last_error}); the partial copy is kept and the next run resumes it")
+        raise DownloadError(
+            f"{remote.url}: not complete after the deadline of {policy.deadline:.0f} s "
+            f"({last_error}); the partial copy is kept and the next run resumes it"
+        )
     raise DownloadError(f"{remote.url}: giving up after {policy.attempts} attempts ({last_error})")
 
 
-def fetch(remote: RemoteFile, dest_dir: str | Path, policy: RetryPolicy | None = None,
-          log: Callable[[str], None] = print, state_dir: str | Path | None = None,
-          records: ChecksumRecords | None = None, key: str | None = None) -> Path:
+def fetch(
+    remote: RemoteFile,
+    dest_dir: str | Path,
+    policy: RetryPolicy | None = None,
+    log: Callable[[str], None] = print,
+    state_dir: str | Path | None = None,
+    records: ChecksumRecords | None = None,
+    key: str | None = None,
+) -> Path:
     """Download ``remote`` into ``dest_dir`` and return the verified file's path.
 
     An existing final file is re-verified instead of downloaded again. A digest
@@ -356,9 +385,14 @@ def list_folder(remote: RemoteFile) -> str:
     return remote.filename.removesuffix(".txt")
 
 
-def fetch_all(files: list[RemoteFile], dest_dir: str | Path, policy: RetryPolicy | None = None,
-              log: Callable[[str], None] = print, state_dir: str | Path | None = None,
-              records: ChecksumRecords | None = None) -> dict[str, str]:
+def fetch_all(
+    files: list[RemoteFile],
+    dest_dir: str | Path,
+    policy: RetryPolicy | None = None,
+    log: Callable[[str], None] = print,
+    state_dir: str | Path | None = None,
+    records: ChecksumRecords | None = None,
+) -> dict[str, str]:
     """Fetch every file; for ``url_list`` files also every archive they list. Returns
     {path inside ``dest_dir``: digest} of every verified file."""
     dest_dir = Path(dest_dir)
@@ -378,8 +412,10 @@ def fetch_all(files: list[RemoteFile], dest_dir: str | Path, policy: RetryPolicy
 
 # -- consumers: check what they read, once per file version ------------------------------------
 
-def write_verified_marker(marker: str | Path, dest_dir: str | Path, keys: list[str],
-                          files: list[RemoteFile] | None = None) -> None:
+
+def write_verified_marker(
+    marker: str | Path, dest_dir: str | Path, keys: list[str], files: list[RemoteFile] | None = None
+) -> None:
     """Record size, mtime and sha256 of each verified file: consumers then re-check a big archive by
     its stat alone, and hash it again only when it changed."""
     dest_dir = Path(dest_dir)
@@ -391,8 +427,9 @@ def write_verified_marker(marker: str | Path, dest_dir: str | Path, keys: list[s
     write_json(marker, {"folder": str(dest_dir), "files": entries})
 
 
-def verify_consumed(path: Path, remote: RemoteFile, records: ChecksumRecords | None, key: str,
-                    marker: dict[str, Any] | None = None) -> None:
+def verify_consumed(
+    path: Path, remote: RemoteFile, records: ChecksumRecords | None, key: str, marker: dict[str, Any] | None = None
+) -> None:
     """Refuse to consume ``path`` unless its digest is the published or recorded one. A marker entry
     with the same size and mtime stands for a hash (a file changed in place gets another mtime)."""
     if not path.is_file():
@@ -400,17 +437,25 @@ def verify_consumed(path: Path, remote: RemoteFile, records: ChecksumRecords | N
     algorithm, expected = expected_digest(remote, records, key)
     if expected is None:
         where = records.path if records is not None else "no checksum record file"
-        raise DownloadError(f"{path}: no digest published or recorded (in {where}); it was not fetched by "
-                            f"`frozenbench download`, which records it")
+        raise DownloadError(
+            f"{path}: no digest published or recorded (in {where}); it was not fetched by "
+            f"`frozenbench download`, which records it"
+        )
     stat = path.stat()
     entry = (marker or {}).get(key)
-    if (entry and algorithm == "sha256" and entry.get("sha256") == expected and entry.get("size") == stat.st_size
-            and entry.get("mtime_ns") == stat.st_mtime_ns):
+    if (
+        entry
+        and algorithm == "sha256"
+        and entry.get("sha256") == expected
+        and entry.get("size") == stat.st_size
+        and entry.get("mtime_ns") == stat.st_mtime_ns
+    ):
         return
     actual = file_digest(path, algorithm)
     if actual != expected:
-        raise ChecksumMismatch(f"{path}: {algorithm} mismatch: expected {expected}, got {actual}; "
-                               f"the file changed after it was downloaded")
+        raise ChecksumMismatch(
+            f"{path}: {algorithm} mismatch: expected {expected}, got {actual}; the file changed after it was downloaded"
+        )
 
 
 def read_marker(marker: str | Path | None) -> dict[str, Any]:
@@ -423,8 +468,9 @@ def read_marker(marker: str | Path | None) -> dict[str, Any]:
         raise DownloadError(f"{path}: unreadable verified marker ({err}); run `frozenbench download` again") from None
 
 
-def verify_downloads(files: list[RemoteFile], downloads: Path, records: ChecksumRecords | None,
-                     marker: dict[str, Any] | None = None) -> None:
+def verify_downloads(
+    files: list[RemoteFile], downloads: Path, records: ChecksumRecords | None, marker: dict[str, Any] | None = None
+) -> None:
     """Check every file a dataset consumes (and the archives its URL lists name) before reading it."""
     for remote in files:
         path = downloads / remote.filename

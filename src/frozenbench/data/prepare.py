@@ -45,16 +45,18 @@ def _extract_archives(files: list[RemoteFile], downloads: Path, out: Path, log: 
             _extract_into(downloads / remote.filename, out, sources)
 
 
-def prepare_coco(files: list[RemoteFile], downloads: Path, out: Path, options: dict[str, Any],
-                 log: Callable[[str], None]) -> dict[str, Any]:
+def prepare_coco(
+    files: list[RemoteFile], downloads: Path, out: Path, options: dict[str, Any], log: Callable[[str], None]
+) -> dict[str, Any]:
     _extract_archives(files, downloads, out, log)
     if not (out / "annotations").is_dir():
         raise UserError(f"{downloads}: the archives held no annotations/ folder")
     return {"splits": sorted(p.name for p in out.iterdir() if p.is_dir())}
 
 
-def prepare_ade(files: list[RemoteFile], downloads: Path, out: Path, options: dict[str, Any],
-                log: Callable[[str], None]) -> dict[str, Any]:
+def prepare_ade(
+    files: list[RemoteFile], downloads: Path, out: Path, options: dict[str, Any], log: Callable[[str], None]
+) -> dict[str, Any]:
     _extract_archives(files, downloads, out, log)
     inner = out / "ADEChallengeData2016"
     if inner.is_symlink() or not inner.is_dir():
@@ -63,15 +65,21 @@ def prepare_ade(files: list[RemoteFile], downloads: Path, out: Path, options: di
     for entry in entries:  # all checked before any is moved
         target = out / entry.name
         if entry.is_symlink() or target.is_symlink():
-            raise UserError(f"{downloads}: ADEChallengeData2016/{entry.name} or {entry.name} is a link; "
-                            f"refusing to flatten through it")
+            raise UserError(
+                f"{downloads}: ADEChallengeData2016/{entry.name} or {entry.name} is a link; "
+                f"refusing to flatten through it"
+            )
         if target.exists():
-            raise UserError(f"{downloads}: ADEChallengeData2016/{entry.name} would collide with {entry.name}, "
-                            f"which the archives also hold next to ADEChallengeData2016/")
+            raise UserError(
+                f"{downloads}: ADEChallengeData2016/{entry.name} would collide with {entry.name}, "
+                f"which the archives also hold next to ADEChallengeData2016/"
+            )
     for entry in entries:
         entry.rename(out / entry.name)  # a rename: never copies, follows or creates a link
     inner.rmdir()
-    return {"images": {split: len(list((out / "images" / split).glob("*.jpg"))) for split in ("training", "validation")}}
+    return {
+        "images": {split: len(list((out / "images" / split).glob("*.jpg"))) for split in ("training", "validation")}
+    }
 
 
 # A keyframe every second: mmaction2's decoders seek to each sampled clip, and a seek costs a
@@ -102,8 +110,12 @@ def resize_clip(src: Path, dst: Path, short_side: int) -> int:
                 out = container.add_stream("libx264", rate=fps)
                 out.width, out.height, out.pix_fmt = width, height, "yuv420p"
                 # one thread per clip: the pool runs one clip per core, which scales better than x264's threads
-                out.options = {"crf": "18", "preset": "veryfast", "g": str(max(1, fps * KEYFRAME_SECONDS)),
-                               "x264-params": "threads=1:lookahead-threads=1"}
+                out.options = {
+                    "crf": "18",
+                    "preset": "veryfast",
+                    "g": str(max(1, fps * KEYFRAME_SECONDS)),
+                    "x264-params": "threads=1:lookahead-threads=1",
+                }
                 for frame in source.decode(video=0):
                     resized = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BILINEAR")
                     # frame index in the encoder's 1/fps time base: monotonic whatever the source's timestamps
@@ -145,8 +157,11 @@ def _spawn_pool(workers: int):
     return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"))
 
 
-def encode_clips(jobs: list[tuple[str, str, int]], workers: int,
-                 run_one: Callable[[tuple[str, str, int]], tuple[str, str | None]] | None = None) -> dict[str, str]:
+def encode_clips(
+    jobs: list[tuple[str, str, int]],
+    workers: int,
+    run_one: Callable[[tuple[str, str, int]], tuple[str, str | None]] | None = None,
+) -> dict[str, str]:
     """Re-encode every ``(source, destination, short side)`` job on ``workers`` processes and return
     ``{clip name: error}`` for those that failed. At most two jobs per worker are in flight, so a
     worker that dies costs a solo retry of that many clips, not of the rest of the tarball."""
@@ -219,8 +234,9 @@ def _archives(files: list[RemoteFile], downloads: Path) -> list[Path]:
     return archives
 
 
-def prepare_kinetics_clips(files: list[RemoteFile], downloads: Path, work: Path, short_side: int, workers: int,
-                           log: Callable[[str], None]) -> dict[str, Any]:
+def prepare_kinetics_clips(
+    files: list[RemoteFile], downloads: Path, work: Path, short_side: int, workers: int, log: Callable[[str], None]
+) -> dict[str, Any]:
     """Re-encode every listed clip into ``work/videos/<split>/``, resumably.
 
     One tarball at a time: extracted into ``work/raw/``, its wanted clips re-encoded by a pool of
@@ -265,21 +281,33 @@ def prepare_kinetics_clips(files: list[RemoteFile], downloads: Path, work: Path,
         log(f"extracting {archive.name}")
         _extract_into(archive, raw)
         held = {p.name: p for p in raw.rglob("*.mp4") if p.name in wanted}
-        jobs = [(str(src), str(work / "videos" / wanted[name] / name), short_side)
-                for name, src in sorted(held.items()) if not (work / "videos" / wanted[name] / name).exists()]
+        jobs = [
+            (str(src), str(work / "videos" / wanted[name] / name), short_side)
+            for name, src in sorted(held.items())
+            if not (work / "videos" / wanted[name] / name).exists()
+        ]
         failed = encode_clips(jobs, workers)
         encoded += len(jobs)
         write_json(marker, {"clips": sorted(held), "corrupt": failed})
         found.update(held)
         corrupt.update(failed)
         shutil.rmtree(raw, ignore_errors=True)
-        log(f"{archive.name}: {len(held)} clips ({len(jobs)} re-encoded, {len(failed)} undecodable); "
-            f"{encoded / max(time.time() - started, 1e-9):.2f} clips/s")
+        log(
+            f"{archive.name}: {len(held)} clips ({len(jobs)} re-encoded, {len(failed)} undecodable); "
+            f"{encoded / max(time.time() - started, 1e-9):.2f} clips/s"
+        )
     return {"by_split": rows_by_split, "corrupt": corrupt, "found": found}
 
 
-def prepare_kinetics(files: list[RemoteFile], downloads: Path, out: Path, options: dict[str, Any],
-                     log: Callable[[str], None], work: Path | None = None, workers: int = 1) -> dict[str, Any]:
+def prepare_kinetics(
+    files: list[RemoteFile],
+    downloads: Path,
+    out: Path,
+    options: dict[str, Any],
+    log: Callable[[str], None],
+    work: Path | None = None,
+    workers: int = 1,
+) -> dict[str, Any]:
     from frozenbench.data.synth.kinetics import clip_filename, write_csv, write_lists
 
     short_side = int(options.get("short_side", 320))
@@ -300,8 +328,15 @@ def prepare_kinetics(files: list[RemoteFile], downloads: Path, out: Path, option
             elif name in clips["corrupt"]:
                 report["corrupt"].append({**entry, "error": clips["corrupt"][name]})
             else:
-                kept.append({"label": row["label"], "youtube_id": row["youtube_id"],
-                             "time_start": int(row["time_start"]), "time_end": int(row["time_end"]), "split": split})
+                kept.append(
+                    {
+                        "label": row["label"],
+                        "youtube_id": row["youtube_id"],
+                        "time_start": int(row["time_start"]),
+                        "time_end": int(row["time_end"]),
+                        "split": split,
+                    }
+                )
                 labels.add(row["label"])
         write_csv(out / "annotations" / f"{split}.csv", kept)
         rows_by_split[split] = kept
@@ -313,16 +348,25 @@ def prepare_kinetics(files: list[RemoteFile], downloads: Path, out: Path, option
         if entries:
             log(f"WARNING: {len(entries)} {kind} clip(s), listed in {out.name}/prepare_report.json")
     shutil.rmtree(work, ignore_errors=True)
-    return {"clips": {s: len(r) for s, r in rows_by_split.items()},
-            "missing": len(report["missing"]), "corrupt": len(report["corrupt"])}
+    return {
+        "clips": {s: len(r) for s, r in rows_by_split.items()},
+        "missing": len(report["missing"]),
+        "corrupt": len(report["corrupt"]),
+    }
 
 
 PREPARERS = {"coco": prepare_coco, "ade": prepare_ade, "kinetics": prepare_kinetics}
 
 
-def prepare(spec: dict[str, Any], downloads: str | Path, out: str | Path,
-            log: Callable[[str], None] = print, workers: int = 1, records: ChecksumRecords | None = None,
-            verified: dict[str, Any] | None = None) -> dict[str, Any]:
+def prepare(
+    spec: dict[str, Any],
+    downloads: str | Path,
+    out: str | Path,
+    log: Callable[[str], None] = print,
+    workers: int = 1,
+    records: ChecksumRecords | None = None,
+    verified: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Build the dataset folder ``out`` from the files in ``downloads`` (atomically), each checked
     first against its published digest or the one ``records`` holds (``verified``: the download's
     marker, which spares hashing a file unchanged since it was verified).
@@ -336,12 +380,27 @@ def prepare(spec: dict[str, Any], downloads: str | Path, out: str | Path,
     with atomic_dir(out) as tmp:
         if spec["format"] == "kinetics":
             # resumable work lives beside the output, outside the temporary folder a failure deletes
-            summary = prepare_kinetics(files, downloads, tmp, spec.get("prepare", {}), log,
-                                       work=out.parent / f".{out.name}.work", workers=workers)
+            summary = prepare_kinetics(
+                files,
+                downloads,
+                tmp,
+                spec.get("prepare", {}),
+                log,
+                work=out.parent / f".{out.name}.work",
+                workers=workers,
+            )
         else:
             summary = PREPARERS[spec["format"]](files, downloads, tmp, spec.get("prepare", {}), log)
         if (tmp / MANIFEST).exists():
             raise UserError(f"{downloads}: the archives hold a {MANIFEST} of their own; refusing to replace it")
-        write_json(tmp / MANIFEST, {"format": spec["format"], "source": "download", "spec": spec,
-                                    "summary": summary, "content_digest": content_digest(tmp)})
+        write_json(
+            tmp / MANIFEST,
+            {
+                "format": spec["format"],
+                "source": "download",
+                "spec": spec,
+                "summary": summary,
+                "content_digest": content_digest(tmp),
+            },
+        )
     return summary

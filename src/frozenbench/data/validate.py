@@ -119,9 +119,12 @@ def validate_coco(root: Path) -> Report:
             if reason:
                 problems.append(Problem(str(split_dir / img["file_name"]), reason))
             elif size != (img.get("width"), img.get("height")):
-                problems.append(Problem(str(split_dir / img["file_name"]),
-                                        f"image is {size[0]}x{size[1]} but the annotation says "
-                                        f"{img.get('width')}x{img.get('height')}"))
+                problems.append(
+                    Problem(
+                        str(split_dir / img["file_name"]),
+                        f"image is {size[0]}x{size[1]} but the annotation says {img.get('width')}x{img.get('height')}",
+                    )
+                )
         ann_ids = set()
         for ann in coco["annotations"]:
             where = f"{ann_path} (annotation id {ann.get('id')})"
@@ -144,7 +147,9 @@ def validate_coco(root: Path) -> Report:
                 if w < 0 or h < 0:
                     problems.append(Problem(where, f"bbox has negative width or height: {bbox}"))
                 if x < 0 or y < 0 or x + w > img["width"] + 1e-3 or y + h > img["height"] + 1e-3:
-                    problems.append(Problem(where, f"bbox {bbox} lies outside the {img['width']}x{img['height']} image"))
+                    problems.append(
+                        Problem(where, f"bbox {bbox} lies outside the {img['width']}x{img['height']} image")
+                    )
             area = ann.get("area")
             if not _finite_numbers([area]) or area < 0:
                 problems.append(Problem(where, f"area must be a finite non-negative number, got {area!r}"))
@@ -165,8 +170,13 @@ def validate_coco(root: Path) -> Report:
             if reason:
                 problems.append(Problem(str(path), reason))
             elif size != (img.get("width"), img.get("height")):
-                problems.append(Problem(str(path), f"image is {size[0]}x{size[1]} but {info_path.name} says "
-                                                   f"{img.get('width')}x{img.get('height')}"))
+                problems.append(
+                    Problem(
+                        str(path),
+                        f"image is {size[0]}x{size[1]} but {info_path.name} says "
+                        f"{img.get('width')}x{img.get('height')}",
+                    )
+                )
     return Report(problems, checked)
 
 
@@ -183,8 +193,12 @@ def _check_segmentation(seg, img: dict, where: str, problems: list[Problem]) -> 
                 problems.append(Problem(where, f"polygon with {len(poly) / 2:g} points (needs >= 3 x,y pairs)"))
     elif isinstance(seg, dict):
         if seg.get("size") != [img["height"], img["width"]]:
-            problems.append(Problem(where, f"RLE size {seg.get('size')} does not match image "
-                                           f"{img['height']}x{img['width']} (height, width)"))
+            problems.append(
+                Problem(
+                    where,
+                    f"RLE size {seg.get('size')} does not match image {img['height']}x{img['width']} (height, width)",
+                )
+            )
         counts = seg.get("counts")
         if isinstance(counts, list):
             if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != img["height"] * img["width"]:
@@ -229,12 +243,17 @@ def validate_ade(root: Path, num_classes: int | None = None) -> Report:
                 continue
             with Image.open(labels[stem]) as lab:
                 if lab.mode not in ("L", "P"):
-                    problems.append(Problem(str(labels[stem]), f"label map must be single-channel (L or P), got {lab.mode}"))
+                    problems.append(
+                        Problem(str(labels[stem]), f"label map must be single-channel (L or P), got {lab.mode}")
+                    )
                     continue
                 values = np.asarray(lab)
             if size and lsize != size:
-                problems.append(Problem(str(labels[stem]), f"label map is {lsize[0]}x{lsize[1]} but its image is "
-                                                           f"{size[0]}x{size[1]}"))
+                problems.append(
+                    Problem(
+                        str(labels[stem]), f"label map is {lsize[0]}x{lsize[1]} but its image is {size[0]}x{size[1]}"
+                    )
+                )
             top = int(values.max()) if values.size else 0
             if top > num_classes:
                 bad = sorted(int(v) for v in np.unique(values) if v > num_classes)
@@ -256,8 +275,12 @@ def validate_kinetics(root: Path) -> Report:
         with open(csv_path, newline="") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames != KINETICS_COLUMNS:
-                problems.append(Problem(str(csv_path), f"header must be {','.join(KINETICS_COLUMNS)}, "
-                                                       f"got {','.join(reader.fieldnames or [])}"))
+                problems.append(
+                    Problem(
+                        str(csv_path),
+                        f"header must be {','.join(KINETICS_COLUMNS)}, got {','.join(reader.fieldnames or [])}",
+                    )
+                )
                 continue
             for line_no, row in enumerate(reader, start=2):
                 where = f"{csv_path}:{line_no}"

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 def seed_step(seed: int, step: int) -> None:
     """Reseed the RNGs that OpenMMLab transforms and samplers draw from (random, numpy, torch)."""
-    value = (seed * 1_000_003 + step) % (2 ** 31)
+    value = (seed * 1_000_003 + step) % (2**31)
     random.seed(value)
     np.random.seed(value)
     torch.manual_seed(value)
@@ -31,7 +31,7 @@ def batch_indices(step: int, batch_size: int, num_samples: int, seed: int) -> li
     per_epoch = max(num_samples // batch_size, 1)
     epoch, offset = divmod(step, per_epoch)
     order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    return order[offset * batch_size:(offset + 1) * batch_size].tolist()
+    return order[offset * batch_size : (offset + 1) * batch_size].tolist()
 
 
 class StepBatches(Dataset):
@@ -42,11 +42,13 @@ class StepBatches(Dataset):
         self.batch_size, self.seed, self.world, self.rank = batch_size, seed, world, rank
 
     def __len__(self) -> int:
-        return 2 ** 62  # indexed by step; the sampler says which steps
+        return 2**62  # indexed by step; the sampler says which steps
 
     def __getitem__(self, step: int) -> dict[str, Any]:
         seed_step(self.seed, step)
-        indices = batch_indices(step, self.batch_size * self.world, len(self.dataset), self.seed)[self.rank::self.world]
+        indices = batch_indices(step, self.batch_size * self.world, len(self.dataset), self.seed)[
+            self.rank :: self.world
+        ]
         return self.collate([self.dataset[i] for i in indices])
 
 
@@ -66,22 +68,46 @@ def _ignore_sigterm(worker_id: int) -> None:
 def _loader_options(workers: int, pin_memory: bool, prefetch: int) -> dict[str, Any]:
     if workers <= 0:
         return {"num_workers": 0, "pin_memory": pin_memory}
-    return {"num_workers": workers, "pin_memory": pin_memory, "persistent_workers": True, "prefetch_factor": prefetch,
-            "worker_init_fn": _ignore_sigterm}
+    return {
+        "num_workers": workers,
+        "pin_memory": pin_memory,
+        "persistent_workers": True,
+        "prefetch_factor": prefetch,
+        "worker_init_fn": _ignore_sigterm,
+    }
 
 
-def train_batches(dataset, collate: Callable, batch_size: int, seed: int, start: int, stop: int, world: int = 1,
-                  rank: int = 0, workers: int = 0, pin_memory: bool = False, prefetch: int = 2) -> Iterator[dict]:
+def train_batches(
+    dataset,
+    collate: Callable,
+    batch_size: int,
+    seed: int,
+    start: int,
+    stop: int,
+    world: int = 1,
+    rank: int = 0,
+    workers: int = 0,
+    pin_memory: bool = False,
+    prefetch: int = 2,
+) -> Iterator[dict]:
     """The batches of steps ``start .. stop - 1`` in order, built by ``workers`` processes (0: here)."""
     steps = StepBatches(dataset, collate, batch_size, seed, world, rank)
     if start >= stop:
         return iter(())
-    return iter(DataLoader(steps, batch_size=None, sampler=range(start, stop), collate_fn=_as_is,
-                           **_loader_options(workers, pin_memory, prefetch)))
+    return iter(
+        DataLoader(
+            steps,
+            batch_size=None,
+            sampler=range(start, stop),
+            collate_fn=_as_is,
+            **_loader_options(workers, pin_memory, prefetch),
+        )
+    )
 
 
-def eval_batches(dataset, collate: Callable, batch_size: int, workers: int = 0, pin_memory: bool = False,
-                 prefetch: int = 2) -> Iterator[dict]:
+def eval_batches(
+    dataset, collate: Callable, batch_size: int, workers: int = 0, pin_memory: bool = False, prefetch: int = 2
+) -> Iterator[dict]:
     """The dataset in order, ``batch_size`` samples a batch put together by ``collate``."""
     options = _loader_options(workers, pin_memory, prefetch)
     options.pop("persistent_workers", None)  # one pass: nothing to keep the workers for

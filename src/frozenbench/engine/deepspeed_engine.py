@@ -15,8 +15,9 @@ import torch
 import torch.nn as nn
 
 
-def deepspeed_config(zero_stage: int, micro_batch_size: int, lr: float, weight_decay: float = 0.05,
-                     grad_clip: float = 5.0) -> dict[str, Any]:
+def deepspeed_config(
+    zero_stage: int, micro_batch_size: int, lr: float, weight_decay: float = 0.05, grad_clip: float = 5.0
+) -> dict[str, Any]:
     """DeepSpeed's config for head training. Its ``bf16`` section stays off: it would cast the whole
     module (the frozen backbone too) to bf16 and wrap the optimizer in its own fp32 master copy, so a
     multi-rank run would train other numbers than the one-rank run (and save another optimizer
@@ -40,8 +41,12 @@ def deepspeed_config(zero_stage: int, micro_batch_size: int, lr: float, weight_d
     }
 
 
-def initialize(model: nn.Module, config: dict[str, Any], groups: list[dict[str, Any]] | None = None,
-               device: torch.device | None = None):
+def initialize(
+    model: nn.Module,
+    config: dict[str, Any],
+    groups: list[dict[str, Any]] | None = None,
+    device: torch.device | None = None,
+):
     """(engine, optimizer) over the trainable parameters of ``model`` (or the given parameter groups),
     on ``device`` (default: a GPU unless ``DS_ACCELERATOR=cpu``)."""
     if "LOCAL_RANK" not in os.environ:

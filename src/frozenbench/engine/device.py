@@ -44,9 +44,11 @@ def select_device(requested: str = "auto") -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        raise UserError("device 'cuda' requested but torch sees no GPU (torch.cuda.is_available() is False"
-                        + (f", CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "")
-                        + "); on a GPU node check the job's GPU request, or run with device 'cpu'")
+        raise UserError(
+            "device 'cuda' requested but torch sees no GPU (torch.cuda.is_available() is False"
+            + (f", CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "")
+            + "); on a GPU node check the job's GPU request, or run with device 'cpu'"
+        )
     rank, count = local_rank(), torch.cuda.device_count()
     if rank >= count:
         raise UserError(f"local rank {rank} has no GPU: this node shows {count}; start one rank per GPU")
@@ -103,5 +105,9 @@ def device_record(device: torch.device) -> dict[str, Any]:
         gpu_peak = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     else:
         name, gpu_peak = platform.processor() or platform.machine(), None
-    return {"device": str(device), "device_name": name, "gpu_peak_mb": gpu_peak,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    return {
+        "device": str(device),
+        "device_name": name,
+        "gpu_peak_mb": gpu_peak,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }

@@ -70,8 +70,9 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """What a run must save to resume: every trainable parameter and every buffer outside frozen parts."""
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    frozen_prefixes = tuple(f"{n}." for n, m in model.named_modules()
-                            if getattr(m, "frozen", False) and hasattr(m, "body"))
+    frozen_prefixes = tuple(
+        f"{n}." for n, m in model.named_modules() if getattr(m, "frozen", False) and hasattr(m, "body")
+    )
     state = {}
     for name, tensor in model.state_dict().items():
         if name in trainable or not name.startswith(tuple(p + "body." for p in frozen_prefixes)):
@@ -154,8 +155,15 @@ class LocalStepper:
 
     def save(self, step: int, fingerprint: str) -> None:
         with atomic_file(self.state_path) as tmp:
-            torch.save({"step": step, "model": trainable_state(self.model), "optimizer": self.optimizer.state_dict(),
-                        "fingerprint": fingerprint}, tmp)
+            torch.save(
+                {
+                    "step": step,
+                    "model": trainable_state(self.model),
+                    "optimizer": self.optimizer.state_dict(),
+                    "fingerprint": fingerprint,
+                },
+                tmp,
+            )
 
 
 class DeepSpeedStepper:
@@ -170,8 +178,9 @@ class DeepSpeedStepper:
     heads, 12 bytes per parameter for a fine-tuned backbone.
     """
 
-    def __init__(self, model: nn.Module, opts: TrainOptions, run_dir: Path, zero_stage: int,
-                 device: torch.device) -> None:
+    def __init__(
+        self, model: nn.Module, opts: TrainOptions, run_dir: Path, zero_stage: int, device: torch.device
+    ) -> None:
         from frozenbench.engine.deepspeed_engine import deepspeed_config, initialize
 
         self.model = model
@@ -184,8 +193,12 @@ class DeepSpeedStepper:
         self.params = [p for group in groups for p in group["params"]]
         # (from copies: torch's optimizers write their defaults into the group dicts they are given)
         self.adamw_groups = torch.optim.AdamW([dict(g) for g in groups], lr=opts.lr).state_dict()["param_groups"]
-        self.engine, self.optimizer = initialize(model, deepspeed_config(
-            zero_stage, opts.batch_size, opts.lr, opts.weight_decay, opts.grad_clip), groups, device=device)
+        self.engine, self.optimizer = initialize(
+            model,
+            deepspeed_config(zero_stage, opts.batch_size, opts.lr, opts.weight_decay, opts.grad_clip),
+            groups,
+            device=device,
+        )
         self.state_path = run_dir / "state.pt"
 
     def forward(self, batch: dict) -> dict:
@@ -237,8 +250,16 @@ class DeepSpeedStepper:
         optimizer = self._adamw_state()  # ZeRO-1/2 shard the optimizer only: every rank holds the full weights
         if dist.get_rank() == 0:
             with atomic_file(self.state_path) as tmp:
-                torch.save({"step": step, "model": trainable_state(self.model), "optimizer": optimizer,
-                            "fingerprint": fingerprint, "world_size": dist.get_world_size()}, tmp)
+                torch.save(
+                    {
+                        "step": step,
+                        "model": trainable_state(self.model),
+                        "optimizer": optimizer,
+                        "fingerprint": fingerprint,
+                        "world_size": dist.get_world_size(),
+                    },
+                    tmp,
+                )
         dist.barrier()
 
     def load(self) -> int:
@@ -285,9 +306,19 @@ def _stop_requested(term, world: int, device: torch.device) -> bool:
     return bool(flag.item())
 
 
-def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opts: TrainOptions, seed: int = 0,
-          log: Callable[[str], None] = print, fingerprint: str = "", zero_stage: int = 2,
-          device: torch.device | None = None, workers: int = 0) -> dict[str, Any]:
+def train(
+    model: nn.Module,
+    dataset,
+    collate: Callable,
+    run_dir: str | Path,
+    opts: TrainOptions,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    fingerprint: str = "",
+    zero_stage: int = 2,
+    device: torch.device | None = None,
+    workers: int = 0,
+) -> dict[str, Any]:
     """Train (or resume) ``model`` on ``device`` (default CPU), its batches built by ``workers``
     DataLoader processes. ``fingerprint`` identifies the run's inputs (spec, backbone, mode,
     seed): a saved state with another fingerprint belongs to another run and is discarded.
@@ -302,8 +333,11 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
     if rank == 0:
         remove_leftovers(run_dir)
     model.to(device)
-    stepper = (DeepSpeedStepper(model, opts, run_dir, zero_stage, device) if world > 1
-               else LocalStepper(model, opts, run_dir, device))
+    stepper = (
+        DeepSpeedStepper(model, opts, run_dir, zero_stage, device)
+        if world > 1
+        else LocalStepper(model, opts, run_dir, device)
+    )
     log_path = run_dir / "log.jsonl"
     saved = stepper.saved_fingerprint()
     if saved is not None and saved != fingerprint:
@@ -321,11 +355,12 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
     on_gpu = device.type == "cuda"
     if on_gpu:  # pinned batches copy to the GPU asynchronously
         overlap_copies(model)
-    batches = train_batches(dataset, collate, opts.batch_size, seed, step, opts.steps, world, rank, workers,
-                            pin_memory=on_gpu)
+    batches = train_batches(
+        dataset, collate, opts.batch_size, seed, step, opts.steps, world, rank, workers, pin_memory=on_gpu
+    )
     started, data_seconds, first_step = time.time(), 0.0, step
     model.train()
-    with (open(log_path, "a") if rank == 0 else contextlib.nullcontext()) as log_file, signals.deferred() as term:
+    with open(log_path, "a") if rank == 0 else contextlib.nullcontext() as log_file, signals.deferred() as term:
         while step < opts.steps:
             waited = time.time()
             data = next(batches)
@@ -339,9 +374,13 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
             step += 1
             if log_file is not None and (step % opts.log_every == 0 or step == opts.steps):
                 elapsed = time.time() - started
-                record = {"step": step, "lr": lr, "elapsed_s": round(elapsed, 2),
-                          "data_wait": round(data_seconds / max(elapsed, 1e-9), 4),
-                          **{k: round(float(v.detach()), 5) for k, v in parsed.items()}}
+                record = {
+                    "step": step,
+                    "lr": lr,
+                    "elapsed_s": round(elapsed, 2),
+                    "data_wait": round(data_seconds / max(elapsed, 1e-9), 4),
+                    **{k: round(float(v.detach()), 5) for k, v in parsed.items()},
+                }
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
             saved_now = step % opts.checkpoint_every == 0 or step == opts.steps
@@ -353,5 +392,10 @@ def train(model: nn.Module, dataset, collate: Callable, run_dir: str | Path, opt
                 log(f"{run_dir}: SIGTERM: state saved at step {step} of {opts.steps}; a rerun resumes from it")
                 break
     elapsed = time.time() - started
-    return {"steps": step, "train_seconds": round(elapsed, 1), "world_size": world,
-            "steps_this_run": step - first_step, "data_wait_fraction": round(data_seconds / max(elapsed, 1e-9), 4)}
+    return {
+        "steps": step,
+        "train_seconds": round(elapsed, 1),
+        "world_size": world,
+        "steps_this_run": step - first_step,
+        "data_wait_fraction": round(data_seconds / max(elapsed, 1e-9), 4),
+    }

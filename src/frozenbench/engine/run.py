@@ -28,8 +28,11 @@ from frozenbench.utils.atomic import write_json
 PACKAGES = ("torch", "timm", "mmengine", "mmcv", "mmdet", "mmsegmentation", "mmaction2", "frozenbench")
 
 
-TASK_MODULES = {"segmentation": "frozenbench.tasks.segmentation", "detection": "frozenbench.tasks.detection",
-                "video": "frozenbench.tasks.video"}
+TASK_MODULES = {
+    "segmentation": "frozenbench.tasks.segmentation",
+    "detection": "frozenbench.tasks.detection",
+    "video": "frozenbench.tasks.video",
+}
 
 
 def _task_module(kind: str):
@@ -67,9 +70,16 @@ def _build(spec: dict[str, Any], checkpoint: str, mode: str, device: torch.devic
     num_classes = len(task.class_names(data))
     # random augmentation makes every training input new: a feature cache could only miss and grow
     feature_cache = spec.get("feature_cache", False) and not spec.get("augment")
-    model = task.build_model(spec["head"], num_classes, spec["img_size"], checkpoint, frozen=(mode == "frozen"),
-                             bf16=spec.get("bf16", False), feature_cache=feature_cache,
-                             compile_backbone=spec.get("compile_backbone", False))
+    model = task.build_model(
+        spec["head"],
+        num_classes,
+        spec["img_size"],
+        checkpoint,
+        frozen=(mode == "frozen"),
+        bf16=spec.get("bf16", False),
+        feature_cache=feature_cache,
+        compile_backbone=spec.get("compile_backbone", False),
+    )
     configure_precision(device, spec.get("tf32", False))
     reset_peak_memory(device)
     return task, data, num_classes, model.to(device)
@@ -89,8 +99,15 @@ def _build_dataset(task, spec: dict[str, Any], data: Path, split: str, train: bo
     return task.build_dataset(data, split, spec["img_size"], train=train, **options)
 
 
-def train_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | Path, seed: int,
-               device: str = "auto", workers: int = 0) -> dict[str, Any]:
+def train_cell(
+    spec: dict[str, Any],
+    checkpoint: str,
+    mode: str,
+    run_dir: str | Path,
+    seed: int,
+    device: str = "auto",
+    workers: int = 0,
+) -> dict[str, Any]:
     """Train (or resume) one cell on ``device`` (``auto`` | ``cpu`` | ``cuda``) with ``workers``
     DataLoader processes per rank; neither is a training input (the same seed gives the same
     batches whatever they are), so neither is in the fingerprint."""
@@ -103,8 +120,18 @@ def train_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | 
     task, data, _, model = _build(spec, checkpoint, mode, placed)
     dataset = _build_dataset(task, spec, data, "train", train=True)
     fingerprint = run_fingerprint(spec, checkpoint, mode, seed)
-    summary = train(model, dataset, collate, run_dir, _train_options(spec), seed=seed,
-                    fingerprint=fingerprint, zero_stage=spec.get("zero_stage", 2), device=placed, workers=workers)
+    summary = train(
+        model,
+        dataset,
+        collate,
+        run_dir,
+        _train_options(spec),
+        seed=seed,
+        fingerprint=fingerprint,
+        zero_stage=spec.get("zero_stage", 2),
+        device=placed,
+        workers=workers,
+    )
     summary.update(device_record(placed))
     if summary["world_size"] > 1:
         import torch.distributed as dist
@@ -121,26 +148,40 @@ def train_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | 
     return summary
 
 
-def _load_trained(model: torch.nn.Module, spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | Path,
-                  seed: int) -> dict[str, Any]:
+def _load_trained(
+    model: torch.nn.Module, spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | Path, seed: int
+) -> dict[str, Any]:
     """Load a finished run's trained weights into ``model``; refuse a state trained on other inputs."""
     state_path = Path(run_dir) / "state.pt"
     state = safe_load(state_path)
     if state.get("fingerprint") != run_fingerprint(spec, checkpoint, mode, seed):
-        raise UserError(f"{state_path}: trained with other inputs (spec, dataset content, backbone, mode or seed); "
-                        f"train this cell again")
+        raise UserError(
+            f"{state_path}: trained with other inputs (spec, dataset content, backbone, mode or seed); "
+            f"train this cell again"
+        )
     steps = _train_options(spec).steps
     if state.get("step", 0) < steps:
-        raise UserError(f"{state_path}: training stopped at step {state.get('step', 0)} of {steps}; "
-                        f"finish it (`frozenbench train` resumes) before evaluating")
+        raise UserError(
+            f"{state_path}: training stopped at step {state.get('step', 0)} of {steps}; "
+            f"finish it (`frozenbench train` resumes) before evaluating"
+        )
     _, unexpected = model.load_state_dict(state["model"], strict=False)
     if unexpected:
         raise UserError(f"{state_path}: unexpected keys {unexpected[:5]}")
     return state
 
 
-def evaluate_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | Path, out: str | Path,
-                  seed: int, labels: dict[str, str], device: str = "auto", workers: int = 0) -> dict[str, Any]:
+def evaluate_cell(
+    spec: dict[str, Any],
+    checkpoint: str,
+    mode: str,
+    run_dir: str | Path,
+    out: str | Path,
+    seed: int,
+    labels: dict[str, str],
+    device: str = "auto",
+    workers: int = 0,
+) -> dict[str, Any]:
     started = time.time()
     placed = select_device(device)
     torch.manual_seed(seed)
@@ -156,11 +197,20 @@ def evaluate_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str
     except (OSError, json.JSONDecodeError) as err:
         raise UserError(f"{done_path}: unreadable ({err}); train this cell first") from None
     record = {
-        **labels, "mode": mode, "split": "val", "task_type": spec["type"],
-        "primary_metric": primary_metric(spec["type"], metrics), "metrics": metrics,
-        "num_val": len(val), "steps": state["step"], "seed": seed, "spec_hash": spec_hash(spec),
-        "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_of(checkpoint),
-        "train_seconds": done.get("train_seconds"), "eval_seconds": round(time.time() - started, 1),
+        **labels,
+        "mode": mode,
+        "split": "val",
+        "task_type": spec["type"],
+        "primary_metric": primary_metric(spec["type"], metrics),
+        "metrics": metrics,
+        "num_val": len(val),
+        "steps": state["step"],
+        "seed": seed,
+        "spec_hash": spec_hash(spec),
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": sha256_of(checkpoint),
+        "train_seconds": done.get("train_seconds"),
+        "eval_seconds": round(time.time() - started, 1),
         **device_record(placed),
         "train_device": {k: done.get(k) for k in ("device", "device_name", "gpu_peak_mb", "world_size")},
         "versions": {p: _version(p) for p in PACKAGES},
@@ -191,8 +241,17 @@ def _version(package: str) -> str | None:
         return None
 
 
-def submit_cell(spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | Path, out: str | Path,
-                seed: int, alg: str = "frozenbench", device: str = "auto", workers: int = 0) -> int:
+def submit_cell(
+    spec: dict[str, Any],
+    checkpoint: str,
+    mode: str,
+    run_dir: str | Path,
+    out: str | Path,
+    seed: int,
+    alg: str = "frozenbench",
+    device: str = "auto",
+    workers: int = 0,
+) -> int:
     """Predict the test-dev split with a trained cell and write the evaluation server's upload zip.
 
     Returns the number of detections written."""

@@ -24,8 +24,14 @@ from frozenbench.utils.atomic import atomic_file, write_text
 METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 
 
-def instances_to_results(image_id: int, boxes_xyxy: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                         category_ids: list[int], masks: np.ndarray | None = None) -> list[dict[str, Any]]:
+def instances_to_results(
+    image_id: int,
+    boxes_xyxy: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    category_ids: list[int],
+    masks: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
     """One image's detections in the COCO results format (xywh boxes, compressed RLE masks).
 
     ``labels`` index into ``category_ids`` (contiguous training labels -> COCO category ids).
@@ -33,8 +39,12 @@ def instances_to_results(image_id: int, boxes_xyxy: np.ndarray, scores: np.ndarr
     results = []
     for i in range(len(scores)):
         x1, y1, x2, y2 = (float(v) for v in boxes_xyxy[i])
-        entry = {"image_id": int(image_id), "category_id": int(category_ids[int(labels[i])]),
-                 "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(scores[i])}
+        entry = {
+            "image_id": int(image_id),
+            "category_id": int(category_ids[int(labels[i])]),
+            "bbox": [x1, y1, x2 - x1, y2 - y1],
+            "score": float(scores[i]),
+        }
         if masks is not None:
             rle = mask_utils.encode(np.asfortranarray(masks[i].astype(np.uint8)))
             entry["segmentation"] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
@@ -45,8 +55,12 @@ def instances_to_results(image_id: int, boxes_xyxy: np.ndarray, scores: np.ndarr
 class COCOEvaluator:
     """reset / process / evaluate, returning ``{"bbox": {...}, "segm": {...}}``."""
 
-    def __init__(self, annotation_file: str | Path, iou_types: tuple[str, ...] = ("bbox", "segm"),
-                 output_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        annotation_file: str | Path,
+        iou_types: tuple[str, ...] = ("bbox", "segm"),
+        output_dir: str | Path | None = None,
+    ) -> None:
         self.annotation_file = Path(annotation_file)
         with contextlib.redirect_stdout(io.StringIO()):
             self.coco_gt = COCO(str(self.annotation_file))
@@ -58,8 +72,14 @@ class COCOEvaluator:
     def reset(self) -> None:
         self._results: list[dict[str, Any]] = []
 
-    def process(self, image_id: int, boxes_xyxy: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                masks: np.ndarray | None = None) -> None:
+    def process(
+        self,
+        image_id: int,
+        boxes_xyxy: np.ndarray,
+        scores: np.ndarray,
+        labels: np.ndarray,
+        masks: np.ndarray | None = None,
+    ) -> None:
         self._results.extend(instances_to_results(image_id, boxes_xyxy, scores, labels, self.category_ids, masks))
 
     def results_json(self) -> list[dict[str, Any]]:
@@ -82,8 +102,10 @@ class COCOEvaluator:
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()
-        return {name: float(evaluator.stats[i] * 100) if evaluator.stats[i] >= 0 else math.nan
-                for i, name in enumerate(METRIC_NAMES)}
+        return {
+            name: float(evaluator.stats[i] * 100) if evaluator.stats[i] >= 0 else math.nan
+            for i, name in enumerate(METRIC_NAMES)
+        }
 
 
 def submission_name(alg: str, test_set: str = "test-dev2017") -> str:

@@ -28,8 +28,10 @@ def task_type_of(record: dict[str, Any]) -> str:
     """The task type a results record belongs to (recorded, or that of the study's own task names)."""
     task_type = record.get("task_type") or _TYPE_OF_NAME.get(record.get("task", ""))
     if task_type not in HEADLINE_METRICS:
-        raise UserError(f"results record of task {record.get('task')!r} names no task type "
-                        f"(one of {', '.join(TASK_TYPES)}): evaluate the cell again to record it")
+        raise UserError(
+            f"results record of task {record.get('task')!r} names no task type "
+            f"(one of {', '.join(TASK_TYPES)}): evaluate the cell again to record it"
+        )
     return task_type
 
 

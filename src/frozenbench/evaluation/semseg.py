@@ -32,8 +32,9 @@ class SemSegEvaluator:
         gt, pr = label[keep], pred.astype(np.int64)[keep]
         if gt.size and (gt.max() >= self.num_classes or gt.min() < 0):
             raise ValueError(f"label value {int(gt.max())} outside 0..{self.num_classes - 1}")
-        self.confusion += np.bincount(gt * self.num_classes + pr, minlength=self.num_classes ** 2).reshape(
-            self.num_classes, self.num_classes)
+        self.confusion += np.bincount(gt * self.num_classes + pr, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )
 
     def evaluate(self) -> dict[str, float]:
         tp = np.diag(self.confusion).astype(np.float64)

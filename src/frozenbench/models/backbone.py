@@ -54,9 +54,17 @@ class Backbone(nn.Module):
 
     COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True}
 
-    def __init__(self, arch: str, img_size: int | None = None, out_indices: Sequence[int] | None = None,
-                 frozen: bool = True, bf16: bool = False, state_dict: dict[str, torch.Tensor] | None = None,
-                 feature_cache: bool = False, compile: bool = False) -> None:
+    def __init__(
+        self,
+        arch: str,
+        img_size: int | None = None,
+        out_indices: Sequence[int] | None = None,
+        frozen: bool = True,
+        bf16: bool = False,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        feature_cache: bool = False,
+        compile: bool = False,
+    ) -> None:
         super().__init__()
         self.arch = arch
         self.family = get_arch(arch).family
@@ -74,8 +82,9 @@ class Backbone(nn.Module):
         self.out_indices = [i % len(info) for i in levels]
         # The classifier head is not part of multi-level features, nor is the final norm unless the
         # family takes its levels through it; blocks after the last level are dropped.
-        self.model.prune_intermediate_layers(indices=self.out_indices, prune_norm=not self.family.intermediate_norm,
-                                             prune_head=True)
+        self.model.prune_intermediate_layers(
+            indices=self.out_indices, prune_norm=not self.family.intermediate_norm, prune_head=True
+        )
         # Inputs are padded (right and bottom) to a multiple of the stem's stride, the one size
         # constraint left once the attention masks follow the input.
         self.input_multiple = min(int(level["reduction"]) for level in info)
@@ -147,6 +156,7 @@ class Backbone(nn.Module):
                 return self.feature_cache(x, self._frozen_forward)
             return self._frozen_forward(x)
         with self._autocast(x):
-            feats = self.model.forward_intermediates(x, indices=self.out_indices, norm=self.family.intermediate_norm,
-                                                     intermediates_only=True)
+            feats = self.model.forward_intermediates(
+                x, indices=self.out_indices, norm=self.family.intermediate_norm, intermediates_only=True
+            )
         return [f.float() for f in feats]

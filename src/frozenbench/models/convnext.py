@@ -24,8 +24,20 @@ def build_convnext(img_size: int, **kwargs: Any) -> ConvNeXt:
     return ConvNeXt(num_classes=0, **kwargs)
 
 
-register_arch(ArchSpec("convnext_mini", CONVNEXT, build_convnext,
-                       dict(depths=(2, 2, 2, 2), dims=(32, 64, 128, 256), ls_init_value=None), img_size=64,
-                       public_weights=False, mean=MINI_MEAN, std=MINI_STD))
-register_arch(ArchSpec("convnext_tiny", CONVNEXT, build_convnext,
-                       dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)), img_size=224))
+register_arch(
+    ArchSpec(
+        "convnext_mini",
+        CONVNEXT,
+        build_convnext,
+        dict(depths=(2, 2, 2, 2), dims=(32, 64, 128, 256), ls_init_value=None),
+        img_size=64,
+        public_weights=False,
+        mean=MINI_MEAN,
+        std=MINI_STD,
+    )
+)
+register_arch(
+    ArchSpec(
+        "convnext_tiny", CONVNEXT, build_convnext, dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)), img_size=224
+    )
+)

@@ -28,15 +28,44 @@ def checkpoint_filter(state_dict: StateDict, model: Eva) -> StateDict:
     return eva.checkpoint_filter_fn(state_dict, model)
 
 
-EVA = BackboneFamily("eva", checkpoint_filter, layouts=("timm",), objectives=("supervised", "contrastive", "random"),
-                     feature_levels=spread_levels, pyramid=True, intermediate_norm=True)
+EVA = BackboneFamily(
+    "eva",
+    checkpoint_filter,
+    layouts=("timm",),
+    objectives=("supervised", "contrastive", "random"),
+    feature_levels=spread_levels,
+    pyramid=True,
+    intermediate_norm=True,
+)
 
 # timm's EVA-02 masked-image-modeling weights (``.mim_in22k``), at timm's names and sizes
-_EVA02 = dict(patch_size=14, mlp_ratio=4 * 2 / 3, swiglu_mlp=True, use_rot_pos_emb=True, ref_feat_shape=(16, 16),
-              native_img_size=224)
-register_arch(ArchSpec("eva02_small_patch14_224.mim_in22k", EVA, build_eva,
-                       dict(_EVA02, embed_dim=384, depth=12, num_heads=6), img_size=224,
-                       mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD))
-register_arch(ArchSpec("eva02_base_patch14_224.mim_in22k", EVA, build_eva,
-                       dict(_EVA02, embed_dim=768, depth=12, num_heads=12, qkv_fused=False, scale_mlp=True),
-                       img_size=224, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD))
+_EVA02 = dict(
+    patch_size=14,
+    mlp_ratio=4 * 2 / 3,
+    swiglu_mlp=True,
+    use_rot_pos_emb=True,
+    ref_feat_shape=(16, 16),
+    native_img_size=224,
+)
+register_arch(
+    ArchSpec(
+        "eva02_small_patch14_224.mim_in22k",
+        EVA,
+        build_eva,
+        dict(_EVA02, embed_dim=384, depth=12, num_heads=6),
+        img_size=224,
+        mean=OPENAI_CLIP_MEAN,
+        std=OPENAI_CLIP_STD,
+    )
+)
+register_arch(
+    ArchSpec(
+        "eva02_base_patch14_224.mim_in22k",
+        EVA,
+        build_eva,
+        dict(_EVA02, embed_dim=768, depth=12, num_heads=12, qkv_fused=False, scale_mlp=True),
+        img_size=224,
+        mean=OPENAI_CLIP_MEAN,
+        std=OPENAI_CLIP_STD,
+    )
+)

@@ -36,12 +36,16 @@ class FeatureCache:
     @staticmethod
     def key(image: torch.Tensor) -> bytes:
         data = image.detach().to("cpu").contiguous()
-        digest = hashlib.blake2b(data.numpy().tobytes() if data.dtype != torch.bfloat16
-                                 else data.view(torch.int16).numpy().tobytes(), digest_size=16)
+        digest = hashlib.blake2b(
+            data.numpy().tobytes() if data.dtype != torch.bfloat16 else data.view(torch.int16).numpy().tobytes(),
+            digest_size=16,
+        )
         digest.update(f"{tuple(data.shape)}{data.dtype}".encode())
         return digest.digest()
 
-    def __call__(self, images: torch.Tensor, compute: Callable[[torch.Tensor], list[torch.Tensor]]) -> list[torch.Tensor]:
+    def __call__(
+        self, images: torch.Tensor, compute: Callable[[torch.Tensor], list[torch.Tensor]]
+    ) -> list[torch.Tensor]:
         """Features (one tensor per level, batch first) of ``images``, computing only the misses."""
         keys = [self.key(image) for image in images]
         missing = [i for i, k in enumerate(keys) if k not in self._store]
@@ -67,5 +71,10 @@ class FeatureCache:
 
     def stats(self) -> dict[str, float]:
         total = self.hits + self.misses
-        return {"entries": len(self), "megabytes": round(self.bytes / 2**20, 1), "hits": self.hits,
-                "misses": self.misses, "hit_rate": round(self.hits / total, 4) if total else 0.0}
+        return {
+            "entries": len(self),
+            "megabytes": round(self.bytes / 2**20, 1),
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": round(self.hits / total, 4) if total else 0.0,
+        }

@@ -40,8 +40,12 @@ PRETRAIN_OBJECTIVES = ("supervised", "contrastive", "mim", "random")
 PUBLISHED_OBJECTIVES = ("supervised", "contrastive", "mim", "self-distillation", "image-text", "random")
 
 # The modules that declare families, imported on first use of the registry.
-FAMILY_MODULES = ["frozenbench.models.swin", "frozenbench.models.convnext", "frozenbench.models.vit",
-                  "frozenbench.models.eva"]
+FAMILY_MODULES = [
+    "frozenbench.models.swin",
+    "frozenbench.models.convnext",
+    "frozenbench.models.vit",
+    "frozenbench.models.eva",
+]
 
 
 def timm_layer_groups(model: nn.Module) -> dict[str, int]:

@@ -26,7 +26,14 @@ from timm.models import swin_transformer, swin_transformer_v2
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.swin_transformer_v2 import SwinTransformerV2
 
-from frozenbench.models.registry import MINI_MEAN, MINI_STD, PRETRAIN_OBJECTIVES, ArchSpec, BackboneFamily, register_arch
+from frozenbench.models.registry import (
+    MINI_MEAN,
+    MINI_STD,
+    PRETRAIN_OBJECTIVES,
+    ArchSpec,
+    BackboneFamily,
+    register_arch,
+)
 
 __all__ = ["ConvStemEmbed", "build_swin", "build_swinv2"]
 
@@ -38,8 +45,17 @@ class ConvStemEmbed(nn.Module):
     ``SwinTransformer(embed_layer=...)``; only ``patch_size=4`` is meaningful.
     """
 
-    def __init__(self, img_size: Any = 224, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96,
-                 norm_layer: Any = None, strict_img_size: bool = True, output_fmt: str = "NHWC", **_: Any) -> None:
+    def __init__(
+        self,
+        img_size: Any = 224,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        norm_layer: Any = None,
+        strict_img_size: bool = True,
+        output_fmt: str = "NHWC",
+        **_: Any,
+    ) -> None:
         super().__init__()
         if patch_size != 4:
             raise ValueError("ConvStemEmbed downsamples by 4 (two stride-2 convs)")
@@ -51,8 +67,12 @@ class ConvStemEmbed(nn.Module):
         self.strict_img_size = strict_img_size
         mid = max(embed_dim // 2, 8)
         self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, mid, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(mid), nn.GELU(),
-            nn.Conv2d(mid, embed_dim, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(embed_dim), nn.GELU(),
+            nn.Conv2d(in_chans, mid, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.GELU(),
+            nn.Conv2d(mid, embed_dim, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(embed_dim),
+            nn.GELU(),
         )
         self.proj = nn.Conv2d(embed_dim, embed_dim, 1)
         self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
@@ -120,18 +140,24 @@ def swin_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[s
 # Buffers every Swin implementation rebuilds from the window and input sizes.
 _SWIN_BUFFERS = ("relative_position_index", "attn_mask", "relative_coords_table")
 SWIN = BackboneFamily(
-    "swin", swin_filter,
+    "swin",
+    swin_filter,
     layouts=("official_swin", "simmim", "moby", "mm", "swin_det", "timm"),
     # SimMIM masks the patch embedding's NHWC tokens: any Swin-stage model can take it
-    objectives=PRETRAIN_OBJECTIVES, recomputed_buffers=_SWIN_BUFFERS)
+    objectives=PRETRAIN_OBJECTIVES,
+    recomputed_buffers=_SWIN_BUFFERS,
+)
 SWINV2 = BackboneFamily(
-    "swinv2", swin_transformer_v2.checkpoint_filter_fn,
-    layouts=("official_swinv2", "simmim", "timm"), objectives=PRETRAIN_OBJECTIVES,
-    recomputed_buffers=_SWIN_BUFFERS)
+    "swinv2",
+    swin_transformer_v2.checkpoint_filter_fn,
+    layouts=("official_swinv2", "simmim", "timm"),
+    objectives=PRETRAIN_OBJECTIVES,
+    recomputed_buffers=_SWIN_BUFFERS,
+)
 # The conv stem changes only the patch embedding: Swin's filter, grouping and objectives apply.
 CONVSTEM_SWIN = BackboneFamily(
-    "convstem_swin", swin_filter, layouts=("timm",), objectives=PRETRAIN_OBJECTIVES,
-    recomputed_buffers=_SWIN_BUFFERS)
+    "convstem_swin", swin_filter, layouts=("timm",), objectives=PRETRAIN_OBJECTIVES, recomputed_buffers=_SWIN_BUFFERS
+)
 
 _SWIN = dict(patch_size=4)
 for name, img, kw in [
@@ -150,19 +176,50 @@ for name, img, kw, public in [
     ("swinv2_base", 192, dict(window_size=12, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)), True),
     ("swinv2_large", 192, dict(window_size=12, embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)), True),
     # SwinV2-G (Liu et al. 2022, Table 1): C=512, depths 2-2-42-4, heads 16-32-64-128. Weights not released.
-    ("swinv2_giant", 192, dict(window_size=12, embed_dim=512, depths=(2, 2, 42, 4), num_heads=(16, 32, 64, 128)),
-     False),
+    (
+        "swinv2_giant",
+        192,
+        dict(window_size=12, embed_dim=512, depths=(2, 2, 42, 4), num_heads=(16, 32, 64, 128)),
+        False,
+    ),
 ]:
-    register_arch(ArchSpec(name, SWINV2, build_swinv2, {"patch_size": 4, **kw}, img_size=img, public_weights=public,
-                           notes="" if public else "architecture only: the SwinV2-G weights are not public"))
+    register_arch(
+        ArchSpec(
+            name,
+            SWINV2,
+            build_swinv2,
+            {"patch_size": 4, **kw},
+            img_size=img,
+            public_weights=public,
+            notes="" if public else "architecture only: the SwinV2-G weights are not public",
+        )
+    )
 
 # Mini-study family: conv stem + Swin stages, window 4, for 64-128 px inputs on CPU, pretrained
 # inside the DAG on inputs normalised with MINI_MEAN / MINI_STD.
-register_arch(ArchSpec("convstem_swin_tiny", CONVSTEM_SWIN, build_swin,
-                       dict(conv_stem=True, patch_size=4, window_size=4, embed_dim=32, depths=(2, 2, 2, 2),
-                            num_heads=(1, 2, 4, 8)), img_size=64, public_weights=False, mean=MINI_MEAN, std=MINI_STD),
-              aliases=("cswin_tiny",))
-register_arch(ArchSpec("convstem_swin_small", CONVSTEM_SWIN, build_swin,
-                       dict(conv_stem=True, patch_size=4, window_size=4, embed_dim=48, depths=(2, 2, 2, 2),
-                            num_heads=(2, 4, 8, 16)), img_size=64, public_weights=False, mean=MINI_MEAN, std=MINI_STD),
-              aliases=("cswin_small",))
+register_arch(
+    ArchSpec(
+        "convstem_swin_tiny",
+        CONVSTEM_SWIN,
+        build_swin,
+        dict(conv_stem=True, patch_size=4, window_size=4, embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
+        img_size=64,
+        public_weights=False,
+        mean=MINI_MEAN,
+        std=MINI_STD,
+    ),
+    aliases=("cswin_tiny",),
+)
+register_arch(
+    ArchSpec(
+        "convstem_swin_small",
+        CONVSTEM_SWIN,
+        build_swin,
+        dict(conv_stem=True, patch_size=4, window_size=4, embed_dim=48, depths=(2, 2, 2, 2), num_heads=(2, 4, 8, 16)),
+        img_size=64,
+        public_weights=False,
+        mean=MINI_MEAN,
+        std=MINI_STD,
+    ),
+    aliases=("cswin_small",),
+)

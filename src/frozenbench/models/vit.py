@@ -48,9 +48,12 @@ def dinov2_resample(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix_t
     if (rows, cols) == (side, side):
         return pos_embed
     dim = patches.shape[-1]
-    resized = F.interpolate(patches.float().reshape(1, side, side, dim).permute(0, 3, 1, 2),
-                            scale_factor=((rows + 0.1) / side, (cols + 0.1) / side), mode="bicubic",
-                            antialias=False)
+    resized = F.interpolate(
+        patches.float().reshape(1, side, side, dim).permute(0, 3, 1, 2),
+        scale_factor=((rows + 0.1) / side, (cols + 0.1) / side),
+        mode="bicubic",
+        antialias=False,
+    )
     if tuple(resized.shape[-2:]) != (rows, cols):
         raise AssertionError(f"DINOv2 interpolation gave {tuple(resized.shape[-2:])}, wanted {(rows, cols)}")
     resized = resized.permute(0, 2, 3, 1).reshape(1, rows * cols, dim).to(pos_embed.dtype)
@@ -78,8 +81,9 @@ class PlainViT(VisionTransformer):
         num_prefix = 0 if self.no_embed_class else self.num_prefix_tokens
         if self.pos_interpolation == "dinov2":
             return dinov2_resample(self.pos_embed, grid, num_prefix)
-        return resample_abs_pos_embed(self.pos_embed, new_size=grid, old_size=self.patch_embed.grid_size,
-                                      num_prefix_tokens=num_prefix)
+        return resample_abs_pos_embed(
+            self.pos_embed, new_size=grid, old_size=self.patch_embed.grid_size, num_prefix_tokens=num_prefix
+        )
 
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         # timm's own _pos_embed with the resampling swapped for resampled_pos_embed (x: NHWC patches)
@@ -114,8 +118,10 @@ def refuse_other_patch_size(state_dict: StateDict, model: torch.nn.Module) -> No
     weight = state_dict.get("patch_embed.proj.weight")
     expected = tuple(model.patch_embed.proj.weight.shape)
     if weight is not None and tuple(weight.shape) != expected:
-        raise KeyError(f"patch_embed.proj.weight has shape {tuple(weight.shape)}, the architecture {expected}: "
-                       "another patch size or width")
+        raise KeyError(
+            f"patch_embed.proj.weight has shape {tuple(weight.shape)}, the architecture {expected}: "
+            "another patch size or width"
+        )
 
 
 def checkpoint_filter(state_dict: StateDict, model: PlainViT) -> StateDict:
@@ -132,8 +138,14 @@ def checkpoint_filter(state_dict: StateDict, model: PlainViT) -> StateDict:
 
 
 VIT = BackboneFamily(
-    "vit", checkpoint_filter, layouts=("dinov2", "mae", "openai_clip", "timm"), objectives=("supervised", "contrastive", "random"),
-    feature_levels=spread_levels, pyramid=True, intermediate_norm=True)
+    "vit",
+    checkpoint_filter,
+    layouts=("dinov2", "mae", "openai_clip", "timm"),
+    objectives=("supervised", "contrastive", "random"),
+    feature_levels=spread_levels,
+    pyramid=True,
+    intermediate_norm=True,
+)
 
 
 _DINOV2 = dict(patch_size=14, init_values=1e-5, native_img_size=518, pos_interpolation="dinov2")
@@ -147,27 +159,77 @@ for name, kw in [
 ]:
     register_arch(ArchSpec(name, VIT, build_vit, {**_DINOV2, **kw}, img_size=518))
 
-register_arch(ArchSpec("vit_base_patch16_224", VIT, build_vit,
-                       dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, native_img_size=224),
-                       img_size=224, mean=HALF_MEAN_STD, std=HALF_MEAN_STD,
-                       notes="timm's augreg weights; inputs normalised to [-1, 1]"))
+register_arch(
+    ArchSpec(
+        "vit_base_patch16_224",
+        VIT,
+        build_vit,
+        dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, native_img_size=224),
+        img_size=224,
+        mean=HALF_MEAN_STD,
+        std=HALF_MEAN_STD,
+        notes="timm's augreg weights; inputs normalised to [-1, 1]",
+    )
+)
 # MAE (He et al., CVPR 2022) pretrained encoders: timm's ``.mae`` weights, ImageNet statistics
-for name, kw in [("vit_base_patch16_224.mae", dict(embed_dim=768, depth=12, num_heads=12)),
-                 ("vit_large_patch16_224.mae", dict(embed_dim=1024, depth=24, num_heads=16))]:
+for name, kw in [
+    ("vit_base_patch16_224.mae", dict(embed_dim=768, depth=12, num_heads=12)),
+    ("vit_large_patch16_224.mae", dict(embed_dim=1024, depth=24, num_heads=16)),
+]:
     register_arch(ArchSpec(name, VIT, build_vit, dict(patch_size=16, native_img_size=224, **kw), img_size=224))
 # SigLIP image towers (Zhai et al., ICCV 2023): no class token, attention pooling (dropped with the head)
-register_arch(ArchSpec("vit_base_patch16_siglip_224", VIT, build_vit,
-                       dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, class_token=False, global_pool="map",
-                            native_img_size=224),
-                       img_size=224, mean=HALF_MEAN_STD, std=HALF_MEAN_STD))
+register_arch(
+    ArchSpec(
+        "vit_base_patch16_siglip_224",
+        VIT,
+        build_vit,
+        dict(
+            patch_size=16,
+            embed_dim=768,
+            depth=12,
+            num_heads=12,
+            class_token=False,
+            global_pool="map",
+            native_img_size=224,
+        ),
+        img_size=224,
+        mean=HALF_MEAN_STD,
+        std=HALF_MEAN_STD,
+    )
+)
 # CLIP image towers. OpenAI's compute QuickGELU, open_clip's LAION-trained towers plain GELU; the
 # same tensors load into either architecture cleanly and compute something else in the other, so
 # the activation is part of the name (timm's convention) and the notes say which weights take which.
-_CLIP = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, pre_norm=True, native_img_size=224,
-             norm_layer=functools.partial(LayerNorm, eps=1e-5))
-register_arch(ArchSpec("vit_base_patch16_clip_quickgelu_224", VIT, build_vit, dict(_CLIP, act_layer="quick_gelu"),
-                       img_size=224, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD,
-                       notes="OpenAI's CLIP ViT-B/16 (openai_clip layout)"))
-register_arch(ArchSpec("vit_base_patch16_clip_224", VIT, build_vit, _CLIP, img_size=224,
-                       mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD,
-                       notes="GELU CLIP towers (open_clip's LAION ViT-B-16); OpenAI's weights need the quickgelu one"))
+_CLIP = dict(
+    patch_size=16,
+    embed_dim=768,
+    depth=12,
+    num_heads=12,
+    pre_norm=True,
+    native_img_size=224,
+    norm_layer=functools.partial(LayerNorm, eps=1e-5),
+)
+register_arch(
+    ArchSpec(
+        "vit_base_patch16_clip_quickgelu_224",
+        VIT,
+        build_vit,
+        dict(_CLIP, act_layer="quick_gelu"),
+        img_size=224,
+        mean=OPENAI_CLIP_MEAN,
+        std=OPENAI_CLIP_STD,
+        notes="OpenAI's CLIP ViT-B/16 (openai_clip layout)",
+    )
+)
+register_arch(
+    ArchSpec(
+        "vit_base_patch16_clip_224",
+        VIT,
+        build_vit,
+        _CLIP,
+        img_size=224,
+        mean=OPENAI_CLIP_MEAN,
+        std=OPENAI_CLIP_STD,
+        notes="GELU CLIP towers (open_clip's LAION ViT-B-16); OpenAI's weights need the quickgelu one",
+    )
+)

@@ -41,23 +41,48 @@ class FrozenbenchBackbone(BaseModule):
         compile: frozen only: compiled frozen forward (:class:`frozenbench.models.Backbone`).
     """
 
-    def __init__(self, arch: str | None = None, img_size: int | None = None, checkpoint: str | None = None,
-                 frozen: bool = True, bf16: bool = False, out_indices: Sequence[int] | None = None,
-                 pyramid: bool = True, extra_blocks: int = 0, extra_heads: int = 4, feature_cache: bool = False,
-                 compile: bool = False, init_cfg: dict | None = None) -> None:
+    def __init__(
+        self,
+        arch: str | None = None,
+        img_size: int | None = None,
+        checkpoint: str | None = None,
+        frozen: bool = True,
+        bf16: bool = False,
+        out_indices: Sequence[int] | None = None,
+        pyramid: bool = True,
+        extra_blocks: int = 0,
+        extra_heads: int = 4,
+        feature_cache: bool = False,
+        compile: bool = False,
+        init_cfg: dict | None = None,
+    ) -> None:
         super().__init__(init_cfg=init_cfg)
         state_dict = None
         if checkpoint is not None:
             arch, state_dict, _ = load_backbone_state(checkpoint, arch=arch, img_size=img_size)
         if arch is None:
             raise ValueError("FrozenbenchBackbone needs an arch or a checkpoint")
-        self.body = Backbone(arch, img_size=img_size, out_indices=out_indices, frozen=frozen, bf16=bf16,
-                             state_dict=state_dict, feature_cache=feature_cache, compile=compile)
+        self.body = Backbone(
+            arch,
+            img_size=img_size,
+            out_indices=out_indices,
+            frozen=frozen,
+            bf16=bf16,
+            state_dict=state_dict,
+            feature_cache=feature_cache,
+            compile=compile,
+        )
         self.frozen = frozen
-        self.pyramid = SimpleFeaturePyramid(self.body.channels, self.body.strides) \
-            if pyramid and self.body.needs_pyramid else None
-        self.extra = ExtraBlocks(self.channels[-1], extra_blocks, extra_heads,
-                                 grid=max(1, (img_size or 224) // self.strides[-1])) if extra_blocks else None
+        self.pyramid = (
+            SimpleFeaturePyramid(self.body.channels, self.body.strides) if pyramid and self.body.needs_pyramid else None
+        )
+        self.extra = (
+            ExtraBlocks(
+                self.channels[-1], extra_blocks, extra_heads, grid=max(1, (img_size or 224) // self.strides[-1])
+            )
+            if extra_blocks
+            else None
+        )
 
     @property
     def channels(self) -> list[int]:
@@ -105,16 +130,21 @@ class SimpleFeaturePyramid(torch.nn.Module):
         from mmseg.models.necks import Feature2Pyramid
 
         if len(set(channels)) != 1 or len(channels) not in (1, 4):
-            raise ValueError(f"a simple feature pyramid takes 1 or 4 levels of one width, got channels {list(channels)}")
+            raise ValueError(
+                f"a simple feature pyramid takes 1 or 4 levels of one width, got channels {list(channels)}"
+            )
         self.channels = [int(channels[0])] * 4
         self.num_inputs = len(channels)
-        self.neck = Feature2Pyramid(int(channels[0]), rescales=[4, 2, 1, 0.5],
-                                    norm_cfg=dict(type="BN", requires_grad=True))
+        self.neck = Feature2Pyramid(
+            int(channels[0]), rescales=[4, 2, 1, 0.5], norm_cfg=dict(type="BN", requires_grad=True)
+        )
 
     def forward(self, feats: Sequence[torch.Tensor], input_size: Sequence[int]) -> list[torch.Tensor]:
         grid = tuple(math.ceil(int(side) / 16) for side in input_size)
-        feats = [f if tuple(f.shape[-2:]) == grid else
-                 F.interpolate(f, size=grid, mode="bilinear", align_corners=False) for f in feats]
+        feats = [
+            f if tuple(f.shape[-2:]) == grid else F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
+            for f in feats
+        ]
         if self.num_inputs == 1:
             feats = feats * 4
         return list(self.neck(feats))
@@ -130,17 +160,28 @@ class ExtraBlocks(torch.nn.Module):
         self.pos = torch.nn.Parameter(torch.zeros(1, channels, grid, grid))
         torch.nn.init.trunc_normal_(self.pos, std=0.02)
         self.blocks = torch.nn.ModuleList(
-            torch.nn.TransformerEncoderLayer(channels, heads, dim_feedforward=channels * 4, dropout=0.0,
-                                             activation="gelu", batch_first=True, norm_first=True)
-            for _ in range(num_blocks))
+            torch.nn.TransformerEncoderLayer(
+                channels,
+                heads,
+                dim_feedforward=channels * 4,
+                dropout=0.0,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(num_blocks)
+        )
 
     def no_weight_decay(self) -> set[str]:
         return {"pos"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        pos = self.pos if self.pos.shape[-2:] == (h, w) else torch.nn.functional.interpolate(
-            self.pos, size=(h, w), mode="bilinear", align_corners=False)
+        pos = (
+            self.pos
+            if self.pos.shape[-2:] == (h, w)
+            else torch.nn.functional.interpolate(self.pos, size=(h, w), mode="bilinear", align_corners=False)
+        )
         tokens = (x + pos).flatten(2).transpose(1, 2)
         for block in self.blocks:
             tokens = block(tokens)
@@ -166,8 +207,9 @@ def input_normalization(arch: str | None, checkpoint: str | None = None) -> dict
     return {"mean": list(mean), "std": list(std)}
 
 
-def feature_shape(arch: str | None, img_size: int | None, checkpoint: str | None = None,
-                  pyramid: bool = True) -> tuple[list[int], list[int]]:
+def feature_shape(
+    arch: str | None, img_size: int | None, checkpoint: str | None = None, pyramid: bool = True
+) -> tuple[list[int], list[int]]:
     """(channels, strides) of the backbone a config will build, without building or loading its weights;
     ``pyramid`` as for :class:`FrozenbenchBackbone`."""
     arch = resolve_arch(arch, checkpoint)

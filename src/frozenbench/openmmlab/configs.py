@@ -19,16 +19,40 @@ def _official(package: str, relative: str) -> Config:
     return Config.fromfile(os.path.join(os.path.dirname(module.__file__), ".mim", "configs", relative))
 
 
-def backbone_cfg(arch: str | None, img_size: int, checkpoint: str | None, frozen: bool, bf16: bool = False,
-                 feature_cache: bool = False, compile: bool = False) -> dict:
-    return dict(type="FrozenbenchBackbone", arch=arch, img_size=img_size, checkpoint=checkpoint, frozen=frozen,
-                bf16=bf16, feature_cache=feature_cache, compile=compile)
+def backbone_cfg(
+    arch: str | None,
+    img_size: int,
+    checkpoint: str | None,
+    frozen: bool,
+    bf16: bool = False,
+    feature_cache: bool = False,
+    compile: bool = False,
+) -> dict:
+    return dict(
+        type="FrozenbenchBackbone",
+        arch=arch,
+        img_size=img_size,
+        checkpoint=checkpoint,
+        frozen=frozen,
+        bf16=bf16,
+        feature_cache=feature_cache,
+        compile=compile,
+    )
 
 
-def mask2former_config(backbone: dict[str, Any], channels: list[int], strides: list[int], num_classes: int,
-                       img_size: int, normalization: dict[str, list[float]], pixel_decoder_layers: int = 1,
-                       transformer_decoder_layers: int = 4, width: int = 256, num_queries: int = 100,
-                       num_points: int = 12544) -> ConfigDict:
+def mask2former_config(
+    backbone: dict[str, Any],
+    channels: list[int],
+    strides: list[int],
+    num_classes: int,
+    img_size: int,
+    normalization: dict[str, list[float]],
+    pixel_decoder_layers: int = 1,
+    transformer_decoder_layers: int = 4,
+    width: int = 256,
+    num_queries: int = 100,
+    num_points: int = 12544,
+) -> ConfigDict:
     """Mask2Former (mmseg) with the paper's light decoders: 1 pixel-decoder block, 4 transformer-decoder
     blocks; inputs normalised as the backbone's weights expect."""
     model = _official("mmseg", "mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py").model
@@ -70,9 +94,17 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def detector_config(backbone: dict[str, Any], channels: list[int], strides: list[int], num_classes: int,
-                    normalization: dict[str, list[float]], detector: str = "mask_rcnn", width: int = 256,
-                    rpn_samples: int = 256, rcnn_samples: int = 512) -> ConfigDict:
+def detector_config(
+    backbone: dict[str, Any],
+    channels: list[int],
+    strides: list[int],
+    num_classes: int,
+    normalization: dict[str, list[float]],
+    detector: str = "mask_rcnn",
+    width: int = 256,
+    rpn_samples: int = 256,
+    rcnn_samples: int = 512,
+) -> ConfigDict:
     """Mask R-CNN, Cascade Mask R-CNN or HTC + FPN (mmdet's configs); ``width`` scales the neck and heads,
     ``*_samples`` shrink the RoI samplers (RoIAlign is single-threaded on CPU). Inputs are normalised
     as the backbone's weights expect; each batch is padded to a multiple of 32 by the preprocessor,
@@ -105,9 +137,18 @@ def detector_config(backbone: dict[str, Any], channels: list[int], strides: list
     return model
 
 
-def recognizer_config(backbone: dict[str, Any], channels: list[int], num_classes: int, num_frames: int,
-                      img_size: int, normalization: dict[str, list[float]], stride: int = 32, num_blocks: int = 2,
-                      width: int = 128, spatial_tokens: bool = True) -> dict:
+def recognizer_config(
+    backbone: dict[str, Any],
+    channels: list[int],
+    num_classes: int,
+    num_frames: int,
+    img_size: int,
+    normalization: dict[str, list[float]],
+    stride: int = 32,
+    num_blocks: int = 2,
+    width: int = 128,
+    spatial_tokens: bool = True,
+) -> dict:
     """Recognizer3D: per-frame frozen backbone + a trainable temporal transformer head; frames normalised
     as the backbone's weights expect (PyAV decodes RGB)."""
     side = -(-img_size // stride)  # the backbone pads its input up: the grid rounds up
@@ -115,7 +156,14 @@ def recognizer_config(backbone: dict[str, Any], channels: list[int], num_classes
         type="Recognizer3D",
         data_preprocessor=dict(type="ActionDataPreprocessor", **normalization, format_shape="NCTHW"),
         backbone={**backbone, "type": "FramewiseBackbone", "spatial_tokens": spatial_tokens},
-        cls_head=dict(type="TemporalTransformerHead", num_classes=num_classes, in_channels=channels[-1],
-                      num_frames=num_frames, num_spatial=side * side if spatial_tokens else 1,
-                      num_blocks=num_blocks, width=width, average_clips="prob"),
+        cls_head=dict(
+            type="TemporalTransformerHead",
+            num_classes=num_classes,
+            in_channels=channels[-1],
+            num_frames=num_frames,
+            num_spatial=side * side if spatial_tokens else 1,
+            num_blocks=num_blocks,
+            width=width,
+            average_clips="prob",
+        ),
     )

@@ -42,28 +42,61 @@ def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, offset
     return nms(boxes.float(), scores.float(), float(iou_threshold))
 
 
-def _roi_align_forward(input: torch.Tensor, rois: torch.Tensor, output: torch.Tensor, argmax_y: torch.Tensor,
-                       argmax_x: torch.Tensor, aligned_height: int, aligned_width: int, spatial_scale: float,
-                       sampling_ratio: int, pool_mode: int, aligned: bool) -> None:
+def _roi_align_forward(
+    input: torch.Tensor,
+    rois: torch.Tensor,
+    output: torch.Tensor,
+    argmax_y: torch.Tensor,
+    argmax_x: torch.Tensor,
+    aligned_height: int,
+    aligned_width: int,
+    spatial_scale: float,
+    sampling_ratio: int,
+    pool_mode: int,
+    aligned: bool,
+) -> None:
     from torchvision.ops import roi_align
 
     if pool_mode != ROI_ALIGN_AVG:
         raise NotImplementedError("RoIAlign with max pooling has no torchvision kernel")
-    output.copy_(roi_align(input.float(), rois.float(), (aligned_height, aligned_width), spatial_scale,
-                           sampling_ratio, aligned))
+    output.copy_(
+        roi_align(input.float(), rois.float(), (aligned_height, aligned_width), spatial_scale, sampling_ratio, aligned)
+    )
 
 
-def _roi_align_backward(grad_output: torch.Tensor, rois: torch.Tensor, argmax_y: torch.Tensor, argmax_x: torch.Tensor,
-                        grad_input: torch.Tensor, aligned_height: int, aligned_width: int, spatial_scale: float,
-                        sampling_ratio: int, pool_mode: int, aligned: bool) -> None:
+def _roi_align_backward(
+    grad_output: torch.Tensor,
+    rois: torch.Tensor,
+    argmax_y: torch.Tensor,
+    argmax_x: torch.Tensor,
+    grad_input: torch.Tensor,
+    aligned_height: int,
+    aligned_width: int,
+    spatial_scale: float,
+    sampling_ratio: int,
+    pool_mode: int,
+    aligned: bool,
+) -> None:
     import torchvision  # noqa: F401  (registers torch.ops.torchvision)
 
     if pool_mode != ROI_ALIGN_AVG:
         raise NotImplementedError("RoIAlign with max pooling has no torchvision kernel")
     n, c, h, w = grad_input.shape
-    grad_input.copy_(torch.ops.torchvision._roi_align_backward(
-        grad_output.float(), rois.float(), spatial_scale, aligned_height, aligned_width, n, c, h, w,
-        sampling_ratio, aligned))
+    grad_input.copy_(
+        torch.ops.torchvision._roi_align_backward(
+            grad_output.float(),
+            rois.float(),
+            spatial_scale,
+            aligned_height,
+            aligned_width,
+            n,
+            c,
+            h,
+            w,
+            sampling_ratio,
+            aligned,
+        )
+    )
 
 
 ROUTES: dict[str, Callable[..., Any]] = {
@@ -91,7 +124,8 @@ def _guarded(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         if any(isinstance(a, torch.Tensor) and a.is_cuda for a in (*args, *kwargs.values())):
             raise NotImplementedError(
                 f"mmcv op {name!r} has no CUDA kernel in this mmcv build (built without CUDA) and no route to "
-                "torch / torchvision in frozenbench.openmmlab.ops; add a route there")
+                "torch / torchvision in frozenbench.openmmlab.ops; add a route there"
+            )
         return original(*args, **kwargs)
 
     call._frozenbench_route = None  # type: ignore[attr-defined]
@@ -141,8 +175,9 @@ def check_ops(device: str | torch.device) -> dict[str, list[int]]:
     pooled.sum().backward()
     if feats.grad is None or not torch.isclose(feats.grad.sum(), torch.tensor(2 * 16.0, device=device)):
         raise RuntimeError(f"RoIAlign backward on {device}: the gradient does not sum to the pooled cells")
-    msda = MultiScaleDeformableAttention(embed_dims=32, num_heads=4, num_levels=2, num_points=2,
-                                         batch_first=True).to(device)
+    msda = MultiScaleDeformableAttention(embed_dims=32, num_heads=4, num_levels=2, num_points=2, batch_first=True).to(
+        device
+    )
     shapes = torch.tensor([[8, 8], [4, 4]], device=device)
     starts = torch.tensor([0, 64], device=device)
     value = torch.randn(1, 80, 32, device=device, requires_grad=True)

@@ -43,8 +43,9 @@ def overlap_copies(model: torch.nn.Module) -> None:
     model.data_preprocessor._non_blocking = True
 
 
-def training_losses(model: torch.nn.Module, data: dict[str, Any],
-                    forward: Callable[[dict[str, Any]], dict[str, torch.Tensor]]) -> tuple[torch.Tensor, dict]:
+def training_losses(
+    model: torch.nn.Module, data: dict[str, Any], forward: Callable[[dict[str, Any]], dict[str, torch.Tensor]]
+) -> tuple[torch.Tensor, dict]:
     """(total loss, logged parts) of one batch: the model's preprocessor, ``forward`` (the stepper's
     call of ``model(**batch, mode="loss")``), then the model's own loss reduction."""
     batch = model.data_preprocessor(data, training=True)

@@ -45,8 +45,18 @@ class FramewiseBackbone(FrozenbenchBackbone):
 class TemporalTransformerHead(BaseHead):
     """Learned space and time position embeddings, ``num_blocks`` pre-norm transformer blocks, mean pool, linear."""
 
-    def __init__(self, num_classes: int, in_channels: int, num_frames: int, num_spatial: int, num_blocks: int = 2,
-                 width: int = 128, num_heads: int = 4, dropout: float = 0.0, **kwargs) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        num_frames: int,
+        num_spatial: int,
+        num_blocks: int = 2,
+        width: int = 128,
+        num_heads: int = 4,
+        dropout: float = 0.0,
+        **kwargs,
+    ) -> None:
         super().__init__(num_classes, in_channels, **kwargs)
         self.proj = nn.Linear(in_channels, width)
         self.time_embed = nn.Parameter(torch.zeros(1, num_frames, 1, width))
@@ -54,9 +64,17 @@ class TemporalTransformerHead(BaseHead):
         nn.init.trunc_normal_(self.time_embed, std=0.02)
         nn.init.trunc_normal_(self.space_embed, std=0.02)
         self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(width, num_heads, dim_feedforward=width * 4, dropout=dropout,
-                                       activation="gelu", batch_first=True, norm_first=True)
-            for _ in range(num_blocks))
+            nn.TransformerEncoderLayer(
+                width,
+                num_heads,
+                dim_feedforward=width * 4,
+                dropout=dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(num_blocks)
+        )
         self.norm = nn.LayerNorm(width)
         self.fc = nn.Linear(width, num_classes)
 
@@ -78,8 +96,10 @@ class TemporalTransformerHead(BaseHead):
     def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         n, t, s, _ = x.shape
         if t > self.time_embed.shape[1]:
-            raise ValueError(f"temporal head sized for {self.time_embed.shape[1]} frames got clips of {t}: "
-                             "set the head's num_frames to the data's num_frames")
+            raise ValueError(
+                f"temporal head sized for {self.time_embed.shape[1]} frames got clips of {t}: "
+                "set the head's num_frames to the data's num_frames"
+            )
         tokens = self.proj(x) + self.time_embed[:, :t] + self._space_embed(s)
         tokens = tokens.reshape(n, t * s, -1)
         for block in self.blocks:

@@ -14,7 +14,6 @@ from PIL import Image
 from frozenbench.errors import UserError
 
 
-
 @dataclass
 class ImageSet:
     images: torch.Tensor  # (N, 3, H, W) uint8
@@ -68,10 +67,14 @@ def augment(images: torch.Tensor, generator: torch.Generator, strong: bool = Fal
     padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None, :])  # (n, h)
-    cols = (dx[:, None] + torch.arange(w)[None, :])  # (n, w)
-    out = padded[torch.arange(n)[:, None, None, None], torch.arange(3)[None, :, None, None],
-                 rows[:, None, :, None], cols[:, None, None, :]]
+    rows = dy[:, None] + torch.arange(h)[None, :]  # (n, h)
+    cols = dx[:, None] + torch.arange(w)[None, :]  # (n, w)
+    out = padded[
+        torch.arange(n)[:, None, None, None],
+        torch.arange(3)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
     return flip(out, generator)
 
 
@@ -80,8 +83,12 @@ def flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flipped[:, None, None, None], images.flip(-1), images)
 
 
-def zoom_out(images: torch.Tensor, generator: torch.Generator, side: tuple[float, float] = (0.8, 1.8),
-             max_log_aspect: float = 0.25) -> torch.Tensor:
+def zoom_out(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    side: tuple[float, float] = (0.8, 1.8),
+    max_log_aspect: float = 0.25,
+) -> torch.Tensor:
     """Resample each image from a window of ``side`` x its size (log-uniform; > 1 zooms out, the
     border replicated), with a random aspect and position.
 
@@ -103,8 +110,13 @@ def zoom_out(images: torch.Tensor, generator: torch.Generator, side: tuple[float
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def scramble_intensity(images: torch.Tensor, generator: torch.Generator, gain: tuple[float, float] = (0.5, 2.0),
-                       offset: float = 1.0, std_floor: float = 0.1) -> torch.Tensor:
+def scramble_intensity(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    gain: tuple[float, float] = (0.5, 2.0),
+    offset: float = 1.0,
+    std_floor: float = 0.1,
+) -> torch.Tensor:
     """Per image and channel: subtract the mean, divide by the spread, then a random sign, gain and
     offset, so that neither colour nor luminance can tell two images apart.
 
@@ -125,8 +137,9 @@ def scramble_intensity(images: torch.Tensor, generator: torch.Generator, gain: t
     return (images - mean) / (std + std_floor) * sign * log_gain.exp() + shift
 
 
-def mask_illumination(images: torch.Tensor, generator: torch.Generator, ramp: float = 1.0,
-                      noise: float = 0.3) -> torch.Tensor:
+def mask_illumination(
+    images: torch.Tensor, generator: torch.Generator, ramp: float = 1.0, noise: float = 0.3
+) -> torch.Tensor:
     """Add a random linear illumination ramp per channel (slope up to ``ramp`` across the image)
     and Gaussian pixel noise of random strength (up to ``noise``).
 

@@ -22,14 +22,20 @@ def extract_features(backbone: nn.Module, images: ImageSet, arch: str, batch_siz
     device = next(backbone.parameters()).device
     feats = []
     for start in range(0, len(images.labels), batch_size):
-        x = normalize(images.images[start:start + batch_size], arch).to(device)
+        x = normalize(images.images[start : start + batch_size], arch).to(device)
         levels = backbone.forward_intermediates(x, intermediates_only=True)
         feats.append(torch.cat([levels[-1].mean(dim=(2, 3)), levels[-2].mean(dim=(2, 3))], dim=1).cpu())
     return torch.cat(feats)
 
 
-def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
-                 k: int = 20, temperature: float = 0.07) -> float:
+def knn_accuracy(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> float:
     """Weighted cosine k-NN (as in DINO / InstDisc)."""
     train_x, val_x = F.normalize(train_x, dim=1), F.normalize(val_x, dim=1)
     num_classes = int(train_y.max()) + 1
@@ -40,8 +46,14 @@ def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tens
     return float((votes.argmax(dim=1) == val_y).float().mean())
 
 
-def linear_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
-                          epochs: int = 100, seed: int = 0) -> float:
+def linear_probe_accuracy(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    epochs: int = 100,
+    seed: int = 0,
+) -> float:
     """Full-batch logistic regression on standardized features (L-BFGS, small L2)."""
     mean, std = train_x.mean(0, keepdim=True), train_x.std(0, keepdim=True) + 1e-6
     train_x, val_x = (train_x - mean) / std, (val_x - mean) / std

@@ -16,8 +16,15 @@ def probe_rows(probe_files: dict[str, str | Path]) -> list[dict[str, Any]]:
     rows = []
     for name, p in sorted(probes.items(), key=lambda kv: (kv[1]["arch"], kv[1]["task"])):
         floor = floors.get(p["arch"])
-        row = {"backbone": name, "arch": p["arch"], "task": p["task"], "steps": p["steps"],
-               "knn_top1": p["knn_top1"], "linear_top1": p["linear_top1"], "chance": p["chance"]}
+        row = {
+            "backbone": name,
+            "arch": p["arch"],
+            "task": p["task"],
+            "steps": p["steps"],
+            "knn_top1": p["knn_top1"],
+            "linear_top1": p["linear_top1"],
+            "chance": p["chance"],
+        }
         if floor is not None and p["task"] != "random":
             row["knn_margin_over_random"] = p["knn_top1"] - floor["knn_top1"]
             row["linear_margin_over_random"] = p["linear_top1"] - floor["linear_top1"]
@@ -27,21 +34,27 @@ def probe_rows(probe_files: dict[str, str | Path]) -> list[dict[str, Any]]:
 
 
 def render_markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| backbone | task | steps | k-NN top-1 | linear top-1 | chance | k-NN vs random | linear vs random |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| backbone | task | steps | k-NN top-1 | linear top-1 | chance | k-NN vs random | linear vs random |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
         margin_knn = r.get("knn_margin_over_random")
         margin_lin = r.get("linear_margin_over_random")
-        lines.append(f"| {r['backbone']} | {r['task']} | {r['steps']} | {100 * r['knn_top1']:.1f} | "
-                     f"{100 * r['linear_top1']:.1f} | {100 * r['chance']:.1f} | "
-                     f"{'–' if margin_knn is None else f'{100 * margin_knn:+.1f}'} | "
-                     f"{'–' if margin_lin is None else f'{100 * margin_lin:+.1f}'} |")
+        lines.append(
+            f"| {r['backbone']} | {r['task']} | {r['steps']} | {100 * r['knn_top1']:.1f} | "
+            f"{100 * r['linear_top1']:.1f} | {100 * r['chance']:.1f} | "
+            f"{'–' if margin_knn is None else f'{100 * margin_knn:+.1f}'} | "
+            f"{'–' if margin_lin is None else f'{100 * margin_lin:+.1f}'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def write_report(probe_files: dict[str, str | Path], out_json: str | Path, out_md: str | Path) -> list[dict[str, Any]]:
     rows = probe_rows(probe_files)
     write_json(out_json, rows)
-    write_text(out_md, "Frozen-feature probes on the held-out split of the pretraining data (top-1, %).\n\n"
-               + render_markdown(rows))
+    write_text(
+        out_md,
+        "Frozen-feature probes on the held-out split of the pretraining data (top-1, %).\n\n" + render_markdown(rows),
+    )
     return rows

@@ -50,8 +50,15 @@ def _mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
 
 
 class Contrastive(nn.Module):
-    def __init__(self, backbone: nn.Module, proj_dim: int = 128, hidden: int = 512, temperature: float = 0.2,
-                 momentum: float = 0.99, queue_size: int = 0) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        proj_dim: int = 128,
+        hidden: int = 512,
+        temperature: float = 0.2,
+        momentum: float = 0.99,
+        queue_size: int = 0,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.projector = _mlp(backbone.num_features, hidden, proj_dim)
@@ -125,15 +132,23 @@ class Contrastive(nn.Module):
 class MaskedImageModeling(nn.Module):
     """SimMIM on a timm Swin/ConvNeXt: masking is applied at the stride-4 token level."""
 
-    def __init__(self, backbone: nn.Module, image_size: int, mask_patch: int = 16, mask_ratio: float = 0.5,
-                 norm_target: bool = True) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        image_size: int,
+        mask_patch: int = 16,
+        mask_ratio: float = 0.5,
+        norm_target: bool = True,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.embed_dim = backbone.feature_info[0]["num_chs"]
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, self.embed_dim))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         self.stride = backbone.feature_info[-1]["reduction"]
-        self.decoder = nn.Sequential(nn.Conv2d(backbone.num_features, self.stride ** 2 * 3, 1), nn.PixelShuffle(self.stride))
+        self.decoder = nn.Sequential(
+            nn.Conv2d(backbone.num_features, self.stride**2 * 3, 1), nn.PixelShuffle(self.stride)
+        )
         self.mask_patch = mask_patch
         self.mask_ratio = mask_ratio
         self.grid = image_size // mask_patch
@@ -186,9 +201,18 @@ def build_task(task: str, backbone: nn.Module, num_classes: int, image_size: int
     if task == "supervised":
         return Supervised(backbone, num_classes, options.get("label_smoothing", 0.1))
     if task == "contrastive":
-        return Contrastive(backbone, temperature=options.get("temperature", 0.2),
-                           momentum=options.get("momentum", 0.99), queue_size=options.get("queue_size", 0))
+        return Contrastive(
+            backbone,
+            temperature=options.get("temperature", 0.2),
+            momentum=options.get("momentum", 0.99),
+            queue_size=options.get("queue_size", 0),
+        )
     if task == "mim":
-        return MaskedImageModeling(backbone, image_size, options.get("mask_patch", 16), options.get("mask_ratio", 0.5),
-                                   options.get("norm_target", True))
+        return MaskedImageModeling(
+            backbone,
+            image_size,
+            options.get("mask_patch", 16),
+            options.get("mask_ratio", 0.5),
+            options.get("norm_target", True),
+        )
     raise KeyError(f"unknown pretraining task {task!r}")

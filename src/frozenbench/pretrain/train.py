@@ -60,16 +60,20 @@ def lr_at(step: int, opts: PretrainOptions) -> float:
 _CADENCE_OPTIONS = ("checkpoint_every", "log_every")
 
 
-def state_fingerprint(arch: str, task_name: str, opts: PretrainOptions, seed: int, images: torch.Tensor,
-                      labels: torch.Tensor) -> str:
+def state_fingerprint(
+    arch: str, task_name: str, opts: PretrainOptions, seed: int, images: torch.Tensor, labels: torch.Tensor
+) -> str:
     """What a resumable state was computed from: backbone, objective, options, seed and the training
     images' and labels' bytes (already in memory, so hashing them costs no extra read). A state with
     another fingerprint is never resumed."""
     import hashlib
 
     options = {k: v for k, v in asdict(opts).items() if k not in _CADENCE_OPTIONS}
-    digest = hashlib.sha256(json.dumps({"arch": arch, "task": task_name, "options": options, "seed": seed},
-                                       sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(
+        json.dumps(
+            {"arch": arch, "task": task_name, "options": options, "seed": seed}, sort_keys=True, default=str
+        ).encode()
+    )
     for tensor in (images, labels):
         data = tensor.detach().cpu().contiguous()
         digest.update(f"{tuple(data.shape)}{data.dtype}".encode())
@@ -77,16 +81,35 @@ def state_fingerprint(arch: str, task_name: str, opts: PretrainOptions, seed: in
     return digest.hexdigest()
 
 
-def _save_state(path: Path, task: nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                gen: torch.Generator, fingerprint: str) -> None:
+def _save_state(
+    path: Path, task: nn.Module, optimizer: torch.optim.Optimizer, step: int, gen: torch.Generator, fingerprint: str
+) -> None:
     with atomic_file(path) as tmp:
-        torch.save({"step": step, "model": task.state_dict(), "optimizer": optimizer.state_dict(),
-                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "fingerprint": fingerprint}, tmp)
+        torch.save(
+            {
+                "step": step,
+                "model": task.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "fingerprint": fingerprint,
+            },
+            tmp,
+        )
 
 
-def pretrain(arch: str, task_name: str, data_root: str | Path, out: str | Path, run_dir: str | Path,
-             opts: PretrainOptions, seed: int = 0, meta: dict[str, Any] | None = None,
-             log: Callable[[str], None] = print, device: torch.device | None = None) -> dict[str, Any]:
+def pretrain(
+    arch: str,
+    task_name: str,
+    data_root: str | Path,
+    out: str | Path,
+    run_dir: str | Path,
+    opts: PretrainOptions,
+    seed: int = 0,
+    meta: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
     """Pretrain ``arch`` by ``task_name`` on ``device`` (default CPU), probe it, write ``out``."""
     device = device or torch.device("cpu")
     if task_name not in TASKS:
@@ -126,7 +149,7 @@ def pretrain(arch: str, task_name: str, data_root: str | Path, out: str | Path, 
             while step < opts.steps:
                 if cursor + opts.batch_size > len(order):
                     order, cursor = torch.randperm(len(images), generator=gen), 0
-                idx = order[cursor:cursor + opts.batch_size]
+                idx = order[cursor : cursor + opts.batch_size]
                 cursor += opts.batch_size
                 lr = lr_at(step, opts)
                 for group in optimizer.param_groups:
@@ -142,8 +165,12 @@ def pretrain(arch: str, task_name: str, data_root: str | Path, out: str | Path, 
                     task.after_step()
                 step += 1
                 if step % opts.log_every == 0 or step == opts.steps:
-                    record = {"step": step, "loss": round(loss.item(), 5), "lr": lr,
-                              "elapsed_s": round(time.time() - started, 2)}
+                    record = {
+                        "step": step,
+                        "loss": round(loss.item(), 5),
+                        "lr": lr,
+                        "elapsed_s": round(time.time() - started, 2),
+                    }
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
                 if step % opts.checkpoint_every == 0 or step == opts.steps:
@@ -153,11 +180,23 @@ def pretrain(arch: str, task_name: str, data_root: str | Path, out: str | Path, 
                     order, cursor = torch.randperm(len(images), generator=gen), 0
     train_seconds = time.time() - started
     result = probe(backbone.to(device), train, val, arch, seed=seed)
-    result.update({"arch": arch, "task": task_name, "steps": step, "train_seconds": round(train_seconds, 1),
-                   "seed": seed})
+    result.update(
+        {"arch": arch, "task": task_name, "steps": step, "train_seconds": round(train_seconds, 1), "seed": seed}
+    )
     write_json(run_dir / "probe.json", result)
-    save_backbone(out, arch, backbone.cpu().state_dict(), {"pretrain_task": task_name, "pretrain_data": str(data_root),
-                                                       "image_size": opts.image_size, "seed": seed,
-                                                       "options": asdict(opts), "probe": result, **(meta or {})})
+    save_backbone(
+        out,
+        arch,
+        backbone.cpu().state_dict(),
+        {
+            "pretrain_task": task_name,
+            "pretrain_data": str(data_root),
+            "image_size": opts.image_size,
+            "seed": seed,
+            "options": asdict(opts),
+            "probe": result,
+            **(meta or {}),
+        },
+    )
     log(json.dumps(result))
     return result

@@ -49,37 +49,71 @@ def study_cost(config: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]
                 row = measured.get((kind, mode))
                 for backbone in cell["backbones"]:
                     if row is None:
-                        unmeasured.append({"task": cell["task"], "head": head_name, "backbone": backbone,
-                                           "mode": mode, "cell_type": kind})
+                        unmeasured.append(
+                            {
+                                "task": cell["task"],
+                                "head": head_name,
+                                "backbone": backbone,
+                                "mode": mode,
+                                "cell_type": kind,
+                            }
+                        )
                         continue
                     schedule = {**task.get("train", {}), **(task.get("finetune", {}) if mode == "finetune" else {})}
                     batch_scale = schedule.get("batch_size", row["batch"]) / row["batch"]
                     train_h = schedule.get("steps", 0) * row["seconds_per_step"] * batch_scale * gpus_per_job / 3600
                     eval_h = VAL_SAMPLES.get(_dataset_format(config, task), 0) * row["eval_seconds_per_sample"] / 3600
-                    rows.append({"task": cell["task"], "head": head_name, "backbone": backbone, "mode": mode,
-                                 "cell_type": kind, "steps": schedule.get("steps", 0), "gpus": gpus_per_job,
-                                 "seconds_per_step": row["seconds_per_step"], "train_hours": round(train_h, 1),
-                                 "eval_hours": round(eval_h, 1), "total_hours": round(train_h + eval_h, 1)})
-    return {"unit": unit, "measured_on": record.get("device_name") or record.get("machine", {}).get("gpu")
-            or record.get("machine", {}).get("cpu") or record.get("device"),
-            "measured_arch": record.get("arch"), "rows": rows, "unmeasured": unmeasured,
-            "total_hours": round(sum(r["total_hours"] for r in rows), 1)}
+                    rows.append(
+                        {
+                            "task": cell["task"],
+                            "head": head_name,
+                            "backbone": backbone,
+                            "mode": mode,
+                            "cell_type": kind,
+                            "steps": schedule.get("steps", 0),
+                            "gpus": gpus_per_job,
+                            "seconds_per_step": row["seconds_per_step"],
+                            "train_hours": round(train_h, 1),
+                            "eval_hours": round(eval_h, 1),
+                            "total_hours": round(train_h + eval_h, 1),
+                        }
+                    )
+    return {
+        "unit": unit,
+        "measured_on": record.get("device_name")
+        or record.get("machine", {}).get("gpu")
+        or record.get("machine", {}).get("cpu")
+        or record.get("device"),
+        "measured_arch": record.get("arch"),
+        "rows": rows,
+        "unmeasured": unmeasured,
+        "total_hours": round(sum(r["total_hours"] for r in rows), 1),
+    }
 
 
 def cost_markdown(cost: dict[str, Any]) -> str:
     """The cost as a Markdown table, its unit and provenance in the heading lines."""
-    lines = [f"# Study cost in {cost['unit']}", "",
-             f"Measured on {cost['measured_on']} with backbone {cost['measured_arch']} (larger backbones cost more; "
-             "the frozen backbone runs its forward only).", "",
-             "| task | head | backbone | mode | steps | GPUs | s/step | train h | eval h | total h |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Study cost in {cost['unit']}",
+        "",
+        f"Measured on {cost['measured_on']} with backbone {cost['measured_arch']} (larger backbones cost more; "
+        "the frozen backbone runs its forward only).",
+        "",
+        "| task | head | backbone | mode | steps | GPUs | s/step | train h | eval h | total h |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in cost["rows"]:
-        lines.append(f"| {r['task']} | {r['head']} | {r['backbone']} | {r['mode']} | {r['steps']} | {r['gpus']} | "
-                     f"{r['seconds_per_step']:.2f} | {r['train_hours']:.1f} | {r['eval_hours']:.1f} | "
-                     f"{r['total_hours']:.1f} |")
+        lines.append(
+            f"| {r['task']} | {r['head']} | {r['backbone']} | {r['mode']} | {r['steps']} | {r['gpus']} | "
+            f"{r['seconds_per_step']:.2f} | {r['train_hours']:.1f} | {r['eval_hours']:.1f} | "
+            f"{r['total_hours']:.1f} |"
+        )
     lines += ["", f"**Total: {cost['total_hours']:.1f} {cost['unit']}**"]
     if cost["unmeasured"]:
         kinds = sorted({(u["cell_type"], u["mode"]) for u in cost["unmeasured"]})
-        lines += ["", f"Not in the record, so not counted ({len(cost['unmeasured'])} cells): "
-                  + ", ".join(f"{kind} {mode}" for kind, mode in kinds)]
+        lines += [
+            "",
+            f"Not in the record, so not counted ({len(cost['unmeasured'])} cells): "
+            + ", ".join(f"{kind} {mode}" for kind, mode in kinds),
+        ]
     return "\n".join(lines) + "\n"

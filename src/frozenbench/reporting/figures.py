@@ -105,8 +105,10 @@ def training_curves(records: list[dict[str, Any]], path: Path) -> None:
     if not tasks:
         _empty(axes[0][0], "no training curves yet")
     for ax, task in zip(axes[0], tasks):
-        for r in sorted((r for r in records if r["task"] == task and r.get("train_curve")),
-                        key=lambda r: (r["backbone"], r["mode"], r["head"])):
+        for r in sorted(
+            (r for r in records if r["task"] == task and r.get("train_curve")),
+            key=lambda r: (r["backbone"], r["mode"], r["head"]),
+        ):
             steps, losses = zip(*r["train_curve"])
             ax.plot(steps, losses, linewidth=1, label=f"{r['backbone']} {r['mode']} {r['head']}")
         ax.set_title(task, fontsize=10)
@@ -124,4 +126,3 @@ def build_figures(records: list[dict[str, Any]], out_dir: str | Path) -> list[Pa
     pretraining_scores(records, paths[1])
     training_curves(records, paths[2])
     return paths
-

@@ -23,9 +23,12 @@ def _table(rows: list[list[str]], caption: str) -> str:
     if not rows:
         return ""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c) if c else '–'}</td>" for c in row) + "</tr>"
-                   for row in rows[1:])
-    return f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c) if c else '–'}</td>" for c in row) + "</tr>" for row in rows[1:]
+    )
+    return (
+        f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
 
 
 def markdown_table_rows(text: str) -> tuple[str, list[list[str]]]:
@@ -42,8 +45,9 @@ def markdown_table_rows(text: str) -> tuple[str, list[list[str]]]:
     return caption, rows
 
 
-def build_report(tables_dir: str | Path, out: str | Path, probe_md: str | Path | None = None,
-                 title: str = "frozenbench study") -> None:
+def build_report(
+    tables_dir: str | Path, out: str | Path, probe_md: str | Path | None = None, title: str = "frozenbench study"
+) -> None:
     tables_dir = Path(tables_dir)
     csvs = sorted(tables_dir.glob("*.csv"))
     if not csvs:
@@ -64,6 +68,8 @@ def build_report(tables_dir: str | Path, out: str | Path, probe_md: str | Path |
         for path in pngs:
             data = base64.b64encode(path.read_bytes()).decode("ascii")
             parts.append(f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">')
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
     write_text(out, page)

@@ -15,8 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from frozenbench.errors import UserError
-from frozenbench.evaluation.headline import (CONVENTIONAL_TASK_NAMES, HEADLINE_METRICS, TASK_TYPES, metric_value,
-                                             task_type_of)
+from frozenbench.evaluation.headline import (
+    CONVENTIONAL_TASK_NAMES,
+    HEADLINE_METRICS,
+    TASK_TYPES,
+    metric_value,
+    task_type_of,
+)
 from frozenbench.utils.atomic import write_text
 
 # The study's tables and figures, named once (the DAG's outputs and the report read these).
@@ -25,10 +30,14 @@ TABLE_NAMES = ("pretraining", "head_capacity", "model_size", "paper")
 # Lin et al., NeurIPS 2022 (SwinV2-G): frozen and fine-tuned headline numbers, by task type
 # (COCO test-dev, ADE20K val, Kinetics-400 val).
 PAPER = {
-    ("detection", "box AP", "frozen"): 60.0, ("detection", "mask AP", "frozen"): 52.2,
-    ("detection", "box AP", "finetune"): 63.1, ("detection", "mask AP", "finetune"): 54.4,
-    ("segmentation", "mIoU", "frozen"): 57.6, ("segmentation", "mIoU", "finetune"): 59.9,
-    ("video", "top-1", "frozen"): 81.7, ("video", "top-1", "finetune"): 86.8,
+    ("detection", "box AP", "frozen"): 60.0,
+    ("detection", "mask AP", "frozen"): 52.2,
+    ("detection", "box AP", "finetune"): 63.1,
+    ("detection", "mask AP", "finetune"): 54.4,
+    ("segmentation", "mIoU", "frozen"): 57.6,
+    ("segmentation", "mIoU", "finetune"): 59.9,
+    ("video", "top-1", "frozen"): 81.7,
+    ("video", "top-1", "finetune"): 86.8,
 }
 MISSING = "–"
 SIZE_ORDER = ["tiny", "small", "base", "large", "huge", "giant"]
@@ -43,8 +52,14 @@ class Table:
 
 
 # The capacity knobs of a head: what the head-capacity table tells cells apart by.
-CAPACITY_KNOBS = ("detector", "extra_blocks", "pixel_decoder_layers", "transformer_decoder_layers", "num_blocks",
-                  "width")
+CAPACITY_KNOBS = (
+    "detector",
+    "extra_blocks",
+    "pixel_decoder_layers",
+    "transformer_decoder_layers",
+    "num_blocks",
+    "width",
+)
 PAPER_BACKBONE = "SwinV2-G (3.0 B, weights not released)"
 
 
@@ -152,8 +167,9 @@ def pretraining_table(records: list[dict[str, Any]], heads: dict[str, str] | Non
                 row += [f, t, _gap(f, t)]
         rows.append(row)
     used = ", ".join(f"{t}: {h}" for t, h in chosen.items() if h)
-    return Table("pretraining", f"Frozen vs fine-tuned by pretraining task (validation split; heads {used or '-'})",
-                 header, rows)
+    return Table(
+        "pretraining", f"Frozen vs fine-tuned by pretraining task (validation split; heads {used or '-'})", header, rows
+    )
 
 
 def head_capacity_table(records: list[dict[str, Any]]) -> Table:
@@ -197,8 +213,9 @@ def largest_backbone(records: list[dict[str, Any]]) -> str | None:
     return best["backbone"]
 
 
-def paper_table(records: list[dict[str, Any]], backbone: str | None = None,
-                heads: dict[str, str] | None = None) -> Table:
+def paper_table(
+    records: list[dict[str, Any]], backbone: str | None = None, heads: dict[str, str] | None = None
+) -> Table:
     """Our numbers on ``backbone`` (default: the largest the study runs) beside the paper's published
     SwinV2-G headline, with the delta, for every task of each type (a type the study has no task of
     shows under its conventional name, with our number missing); the caption names both backbones."""
@@ -218,14 +235,23 @@ def paper_table(records: list[dict[str, Any]], backbone: str | None = None,
                 ours = headline(match, label) if match else None
                 rows.append([task, label, mode, ours, published, None if ours is None else ours - published])
     ours_name = backbone or "no backbone run yet"
-    return Table("paper", f"Ours ({ours_name}) vs Lin et al. 2022 ({PAPER_BACKBONE}; paper: COCO test-dev, "
-                 "ADE20K val, K400 val; ours: val splits)", header, rows)
+    return Table(
+        "paper",
+        f"Ours ({ours_name}) vs Lin et al. 2022 ({PAPER_BACKBONE}; paper: COCO test-dev, "
+        "ADE20K val, K400 val; ours: val splits)",
+        header,
+        rows,
+    )
 
 
 def summary(records: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     """Headline numbers per cell path (``task/backbone/mode/head``): DVC's metrics file."""
-    return {f"{r['task']}/{r['backbone']}/{r['mode']}/{r['head']}": {
-        label: headline(r, label) for label, _ in HEADLINE_METRICS[task_type_of(r)]} for r in records}
+    return {
+        f"{r['task']}/{r['backbone']}/{r['mode']}/{r['head']}": {
+            label: headline(r, label) for label, _ in HEADLINE_METRICS[task_type_of(r)]
+        }
+        for r in records
+    }
 
 
 def _fmt(value: Any) -> str:
@@ -237,8 +263,12 @@ def _fmt(value: Any) -> str:
 
 
 def to_markdown(table: Table) -> str:
-    lines = [f"{table.caption}.", "", "| " + " | ".join(table.header) + " |",
-             "| " + " | ".join("---" for _ in table.header) + " |"]
+    lines = [
+        f"{table.caption}.",
+        "",
+        "| " + " | ".join(table.header) + " |",
+        "| " + " | ".join("---" for _ in table.header) + " |",
+    ]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in table.rows]
     return "\n".join(lines) + "\n"
 
@@ -248,9 +278,16 @@ def to_latex(table: Table) -> str:
         return text.replace("_", r"\_").replace("%", r"\%").replace("–", "--")
 
     cols = "l" * 2 + "r" * (len(table.header) - 2)
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{esc(table.caption)}}}", rf"\label{{tab:{table.name}}}",
-             rf"\begin{{tabular}}{{{cols}}}", r"\toprule", " & ".join(esc(h) for h in table.header) + r" \\",
-             r"\midrule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{esc(table.caption)}}}",
+        rf"\label{{tab:{table.name}}}",
+        rf"\begin{{tabular}}{{{cols}}}",
+        r"\toprule",
+        " & ".join(esc(h) for h in table.header) + r" \\",
+        r"\midrule",
+    ]
     lines += [" & ".join(esc(_fmt(v)) for v in row) + r" \\" for row in table.rows]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
@@ -260,8 +297,9 @@ def to_csv(table: Table) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(table.header)
-    writer.writerows([["" if v is None else (round(v, 4) if isinstance(v, float) else v) for v in row]
-                      for row in table.rows])
+    writer.writerows(
+        [["" if v is None else (round(v, 4) if isinstance(v, float) else v) for v in row] for row in table.rows]
+    )
     return buf.getvalue()
 
 
@@ -272,11 +310,17 @@ def build_tables(source: str | Path | list, out_dir: str | Path, plan: dict[str,
     plan = plan or {}
     records = with_planned_cells(load_results(source), plan)
     heads = plan.get("heads")
-    tables = [pretraining_table(records, heads), head_capacity_table(records), model_size_table(records, heads),
-              paper_table(records, plan.get("paper_backbone"), heads)]
+    tables = [
+        pretraining_table(records, heads),
+        head_capacity_table(records),
+        model_size_table(records, heads),
+        paper_table(records, plan.get("paper_backbone"), heads),
+    ]
     out_dir = Path(out_dir)
-    write_text(out_dir / "summary.json", json.dumps(summary([r for r in records if r.get("metrics")]), indent=2,
-                                                    sort_keys=True) + "\n")
+    write_text(
+        out_dir / "summary.json",
+        json.dumps(summary([r for r in records if r.get("metrics")]), indent=2, sort_keys=True) + "\n",
+    )
     for table in tables:
         write_text(out_dir / f"{table.name}.md", to_markdown(table))
         write_text(out_dir / f"{table.name}.tex", to_latex(table))

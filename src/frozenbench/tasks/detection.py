@@ -30,8 +30,11 @@ PIPELINE_VERSION = 1
 
 SPLIT_FOLDERS = {"train": "train2017", "val": "val2017", "test-dev": "test2017"}
 # test-dev annotations are withheld: the image list is all there is
-ANNOTATION_FILES = {"train": "instances_train2017.json", "val": "instances_val2017.json",
-                    "test-dev": "image_info_test-dev2017.json"}
+ANNOTATION_FILES = {
+    "train": "instances_train2017.json",
+    "val": "instances_val2017.json",
+    "test-dev": "image_info_test-dev2017.json",
+}
 
 
 def annotation_file(root: Path, split: str) -> Path:
@@ -49,8 +52,14 @@ def class_names(root: str | Path) -> list[str]:
 TEST_OPTIONS = ("scale",)
 
 
-def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test: dict[str, Any] | None = None,
-                  augment: dict[str, Any] | None = None):
+def build_dataset(
+    root: str | Path,
+    split: str,
+    img_size: int,
+    train: bool,
+    test: dict[str, Any] | None = None,
+    augment: dict[str, Any] | None = None,
+):
     """COCO ``split`` through mmdet's CocoDataset.
 
     Training: with ``augment`` the image is resized to ``scale_range`` times the ``img_size`` square
@@ -67,40 +76,77 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test
     if unknown:
         raise UserError(f"detection test options {sorted(unknown)} unknown; known: {', '.join(TEST_OPTIONS)}")
     annotated = split != "test-dev"
-    pipeline: list[dict[str, Any]] = [dict(type="LoadImageFromFile"),
-                                      *([dict(type="LoadAnnotations", with_bbox=True, with_mask=True)] if annotated else [])]
+    pipeline: list[dict[str, Any]] = [
+        dict(type="LoadImageFromFile"),
+        *([dict(type="LoadAnnotations", with_bbox=True, with_mask=True)] if annotated else []),
+    ]
     recipe = resize_crop_options(augment, img_size, "detection", (0.1, 2.0)) if train else None
     if recipe is not None:
         crop = recipe["crop_size"]
-        pipeline += [dict(type="RandomResize", scale=(img_size, img_size), ratio_range=recipe["scale_range"],
-                          keep_ratio=True),
-                     dict(type="RandomCrop", crop_type="absolute", crop_size=(crop, crop), recompute_bbox=True,
-                          allow_negative_crop=True),
-                     dict(type="FilterAnnotations", min_gt_bbox_wh=(1e-2, 1e-2))]
+        pipeline += [
+            dict(type="RandomResize", scale=(img_size, img_size), ratio_range=recipe["scale_range"], keep_ratio=True),
+            dict(
+                type="RandomCrop",
+                crop_type="absolute",
+                crop_size=(crop, crop),
+                recompute_bbox=True,
+                allow_negative_crop=True,
+            ),
+            dict(type="FilterAnnotations", min_gt_bbox_wh=(1e-2, 1e-2)),
+        ]
     else:
         scale = tuple(test.get("scale", (img_size, img_size))) if not train else (img_size, img_size)
         pipeline.append(dict(type="Resize", scale=scale, keep_ratio=True))
     if train:
         pipeline.append(dict(type="RandomFlip", prob=0.5))
-    pipeline.append(dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape",
-                                                          "scale_factor", "flip", "flip_direction")))
-    return build_mm_dataset("mmdet", dict(
-        type="CocoDataset", data_root=str(root), ann_file=str(annotation_file(root, split).relative_to(root)),
-        data_prefix=dict(img=f"{SPLIT_FOLDERS[split]}/"), metainfo=dict(classes=tuple(class_names(root))),
-        filter_cfg=dict(filter_empty_gt=train, min_size=0), test_mode=not train, pipeline=pipeline))
+    pipeline.append(
+        dict(
+            type="PackDetInputs",
+            meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor", "flip", "flip_direction"),
+        )
+    )
+    return build_mm_dataset(
+        "mmdet",
+        dict(
+            type="CocoDataset",
+            data_root=str(root),
+            ann_file=str(annotation_file(root, split).relative_to(root)),
+            data_prefix=dict(img=f"{SPLIT_FOLDERS[split]}/"),
+            metainfo=dict(classes=tuple(class_names(root))),
+            filter_cfg=dict(filter_empty_gt=train, min_size=0),
+            test_mode=not train,
+            pipeline=pipeline,
+        ),
+    )
 
 
-def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoint: str | None, frozen: bool,
-                arch: str | None = None, bf16: bool = False, feature_cache: bool = False,
-                compile_backbone: bool = False) -> torch.nn.Module:
+def build_model(
+    head: dict[str, Any],
+    num_classes: int,
+    img_size: int,
+    checkpoint: str | None,
+    frozen: bool,
+    arch: str | None = None,
+    bf16: bool = False,
+    feature_cache: bool = False,
+    compile_backbone: bool = False,
+) -> torch.nn.Module:
     from frozenbench.openmmlab.backbone import feature_shape, input_normalization
 
     backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
     backbone["extra_blocks"] = head.get("extra_blocks", 0)
     channels, strides = feature_shape(arch, img_size, checkpoint)
-    cfg = detector_config(backbone, channels, strides, num_classes, input_normalization(arch, checkpoint),
-                          detector=head.get("detector", "mask_rcnn"), width=head.get("width", 256),
-                          rpn_samples=head.get("rpn_samples", 256), rcnn_samples=head.get("rcnn_samples", 512))
+    cfg = detector_config(
+        backbone,
+        channels,
+        strides,
+        num_classes,
+        input_normalization(arch, checkpoint),
+        detector=head.get("detector", "mask_rcnn"),
+        width=head.get("width", 256),
+        rpn_samples=head.get("rpn_samples", 256),
+        rcnn_samples=head.get("rcnn_samples", 512),
+    )
     return detector_heads_in_fp32(build_mm_model("mmdet", cfg))
 
 
@@ -112,13 +158,24 @@ def _detections(model: torch.nn.Module, dataset, batch_size: int, workers: int =
         for sample in predict(model, data):
             pred = sample.pred_instances
             masks = pred.masks.cpu().numpy() if "masks" in pred else None
-            yield (sample.img_id, pred.bboxes.float().cpu().numpy(), pred.scores.float().cpu().numpy(),
-                   pred.labels.cpu().numpy(), masks)
+            yield (
+                sample.img_id,
+                pred.bboxes.float().cpu().numpy(),
+                pred.scores.float().cpu().numpy(),
+                pred.labels.cpu().numpy(),
+                masks,
+            )
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int = 4,
-             test: dict[str, Any] | None = None, workers: int = 0) -> dict[str, Any]:
+def evaluate(
+    model: torch.nn.Module,
+    dataset,
+    num_classes: int,
+    batch_size: int = 4,
+    test: dict[str, Any] | None = None,
+    workers: int = 0,
+) -> dict[str, Any]:
     del test  # the test scale acts in build_dataset
     evaluator = COCOEvaluator(dataset.ann_file)
     for detections in _detections(model, dataset, batch_size, workers):

@@ -10,8 +10,13 @@ from frozenbench.errors import UserError
 RESIZE_CROP_OPTIONS = ("scale_range", "crop_size")
 
 
-def resize_crop_options(augment: dict[str, Any] | None, img_size: int, task: str,
-                        default_scale_range: tuple[float, float], max_crop: int | None = None) -> dict[str, Any] | None:
+def resize_crop_options(
+    augment: dict[str, Any] | None,
+    img_size: int,
+    task: str,
+    default_scale_range: tuple[float, float],
+    max_crop: int | None = None,
+) -> dict[str, Any] | None:
     """``{"scale_range": (low, high), "crop_size": n}`` (crop default ``img_size``), or None without
     ``augment``; an unknown key, an empty or inverted range or a crop above ``max_crop`` is an error
     naming the ``task`` type."""

@@ -35,8 +35,14 @@ def class_names(root: Path) -> list[str]:
     return [line.split("\t")[-1] for line in info.read_text().splitlines()[1:] if line.strip()]
 
 
-def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test: dict[str, Any] | None = None,
-                  augment: dict[str, Any] | None = None):
+def build_dataset(
+    root: str | Path,
+    split: str,
+    img_size: int,
+    train: bool,
+    test: dict[str, Any] | None = None,
+    augment: dict[str, Any] | None = None,
+):
     """ADE20K ``split`` through mmseg's dataset.
 
     Training: with ``augment`` mmseg's ADE20K recipe: the short side resized to ``img_size`` times a
@@ -56,38 +62,66 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, test
     recipe = resize_crop_options(augment, img_size, "segmentation", (0.5, 2.0), max_crop=img_size) if train else None
     if recipe is not None:
         crop = recipe["crop_size"]
-        pipeline += [dict(type="LoadAnnotations"),
-                     dict(type="RandomResize", scale=short_side_scale, ratio_range=recipe["scale_range"],
-                          keep_ratio=True),
-                     dict(type="RandomCrop", crop_size=(crop, crop), cat_max_ratio=0.75),
-                     dict(type="RandomFlip", prob=0.5)]
+        pipeline += [
+            dict(type="LoadAnnotations"),
+            dict(type="RandomResize", scale=short_side_scale, ratio_range=recipe["scale_range"], keep_ratio=True),
+            dict(type="RandomCrop", crop_size=(crop, crop), cat_max_ratio=0.75),
+            dict(type="RandomFlip", prob=0.5),
+        ]
     elif train:
-        pipeline += [dict(type="LoadAnnotations"), dict(type="Resize", scale=(img_size, img_size), keep_ratio=True),
-                     dict(type="RandomFlip", prob=0.5)]
+        pipeline += [
+            dict(type="LoadAnnotations"),
+            dict(type="Resize", scale=(img_size, img_size), keep_ratio=True),
+            dict(type="RandomFlip", prob=0.5),
+        ]
     else:
         # annotations loaded after the resize: scored at the original resolution
         pipeline += [dict(type="Resize", scale=short_side_scale, keep_ratio=True), dict(type="LoadAnnotations")]
     pipeline.append(dict(type="PackSegInputs"))
-    return build_mm_dataset("mmseg", dict(
-        type="BaseSegDataset", data_root=str(root),
-        data_prefix=dict(img_path=f"images/{folder}", seg_map_path=f"annotations/{folder}"),
-        img_suffix=".jpg", seg_map_suffix=".png", reduce_zero_label=True,
-        metainfo=dict(classes=class_names(root)), pipeline=pipeline))
+    return build_mm_dataset(
+        "mmseg",
+        dict(
+            type="BaseSegDataset",
+            data_root=str(root),
+            data_prefix=dict(img_path=f"images/{folder}", seg_map_path=f"annotations/{folder}"),
+            img_suffix=".jpg",
+            seg_map_suffix=".png",
+            reduce_zero_label=True,
+            metainfo=dict(classes=class_names(root)),
+            pipeline=pipeline,
+        ),
+    )
 
 
-def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoint: str | None, frozen: bool,
-                arch: str | None = None, bf16: bool = False, feature_cache: bool = False,
-                compile_backbone: bool = False) -> torch.nn.Module:
+def build_model(
+    head: dict[str, Any],
+    num_classes: int,
+    img_size: int,
+    checkpoint: str | None,
+    frozen: bool,
+    arch: str | None = None,
+    bf16: bool = False,
+    feature_cache: bool = False,
+    compile_backbone: bool = False,
+) -> torch.nn.Module:
     from frozenbench.openmmlab.backbone import feature_shape, input_normalization
 
     backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
     backbone["extra_blocks"] = head.get("extra_blocks", 0)
     channels, strides = feature_shape(arch, img_size, checkpoint)
-    cfg = mask2former_config(backbone, channels, strides, num_classes, img_size, input_normalization(arch, checkpoint),
-                             pixel_decoder_layers=head.get("pixel_decoder_layers", 1),
-                             transformer_decoder_layers=head.get("transformer_decoder_layers", 4),
-                             width=head.get("width", 256), num_queries=head.get("num_queries", 100),
-                             num_points=head.get("num_points", 12544))
+    cfg = mask2former_config(
+        backbone,
+        channels,
+        strides,
+        num_classes,
+        img_size,
+        input_normalization(arch, checkpoint),
+        pixel_decoder_layers=head.get("pixel_decoder_layers", 1),
+        transformer_decoder_layers=head.get("transformer_decoder_layers", 4),
+        width=head.get("width", 256),
+        num_queries=head.get("num_queries", 100),
+        num_points=head.get("num_points", 12544),
+    )
     return build_mm_model("mmseg", cfg)
 
 
@@ -95,8 +129,14 @@ TEST_OPTIONS = ("scales", "flip")
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int = 1,
-             test: dict[str, Any] | None = None, workers: int = 0) -> dict[str, Any]:
+def evaluate(
+    model: torch.nn.Module,
+    dataset,
+    num_classes: int,
+    batch_size: int = 1,
+    test: dict[str, Any] | None = None,
+    workers: int = 0,
+) -> dict[str, Any]:
     """Sliding-window inference (``img_size`` crops, 2/3 overlap) on each image as the test pipeline
     resized it, scored at the original resolution; with ``test={"scales": [...], "flip": True}``
     multi-scale + flip testing. Images go one at a time (``batch_size`` is ignored): val images
@@ -128,8 +168,9 @@ def _tta_scores(model: torch.nn.Module, data: dict, scales: list[float], flip: b
         return _tta_views(model, model.data_preprocessor(data, training=False), crop, scales, flip)
 
 
-def _tta_views(model: torch.nn.Module, batch: dict, crop: tuple[int, int], scales: list[float],
-               flip: bool) -> list[torch.Tensor]:
+def _tta_views(
+    model: torch.nn.Module, batch: dict, crop: tuple[int, int], scales: list[float], flip: bool
+) -> list[torch.Tensor]:
     out = []
     for image, sample in zip(batch["inputs"], batch["data_samples"]):
         h, w = sample.img_shape
@@ -145,7 +186,7 @@ def _tta_views(model: torch.nn.Module, batch: dict, crop: tuple[int, int], scale
                 meta = {k: v for k, v in sample.metainfo.items() if k != "pad_shape"}
                 meta.update(img_shape=view.shape[2:], flip=False)
                 scores = model.slide_inference(view, [meta])
-                scores = (scores.flip(-1) if flipped else scores)[:, :, :size[0], :size[1]]
+                scores = (scores.flip(-1) if flipped else scores)[:, :, : size[0], : size[1]]
                 scores = F.interpolate(scores, size=sample.ori_shape, mode="bilinear", align_corners=False)
                 total = total + scores.softmax(dim=1)[0]
         out.append(total / (len(scales) * (2 if flip else 1)))

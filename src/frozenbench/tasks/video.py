@@ -35,9 +35,16 @@ TEST_OPTIONS = ("num_clips", "num_crops")
 AUGMENT_OPTIONS = ("area_range", "aspect_ratio_range", "flip")
 
 
-def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_frames: int = 8,
-                  frame_interval: int = 1, test: dict[str, Any] | None = None,
-                  augment: dict[str, Any] | None = None):
+def build_dataset(
+    root: str | Path,
+    split: str,
+    img_size: int,
+    train: bool,
+    num_frames: int = 8,
+    frame_interval: int = 1,
+    test: dict[str, Any] | None = None,
+    augment: dict[str, Any] | None = None,
+):
     """Kinetics ``split`` through mmaction2's VideoDataset and PyAV transforms.
 
     Each clip is ``num_frames`` frames ``frame_interval`` apart (mmaction2's ``clip_len`` x
@@ -45,9 +52,10 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_
     offset; with ``augment`` a random resized crop (``area_range``, ``aspect_ratio_range``) of the
     frames resized to ``img_size``, without it the short side resized to ``img_size`` and the centre
     ``img_size`` square. A horizontal flip only with ``augment: {flip: true}``: the synthetic motion
-    classes (and some Kinetics classes) change meaning under it. Testing: ``test={"num_clips": K, "num_crops": 3}`` takes K clips
-    evenly spaced over each video, each as 1 centre crop or 3 crops along its longer side (short side
-    resized to ``img_size``), and the head averages their class probabilities.
+    classes (and some Kinetics classes) change meaning under it. Testing:
+    ``test={"num_clips": K, "num_crops": 3}`` takes K clips evenly spaced over each video, each as
+    1 centre crop or 3 crops along its longer side (short side resized to ``img_size``), and the
+    head averages their class probabilities.
     """
 
     test = dict(test or {})
@@ -63,39 +71,75 @@ def build_dataset(root: str | Path, split: str, img_size: int, train: bool, num_
     # mmaction's PyAVInit reads the frame count from the container: use mp4 (webm reports 0).
     pipeline: list[dict[str, Any]] = [
         dict(type="PyAVInit"),
-        dict(type="SampleFrames", clip_len=num_frames, frame_interval=frame_interval, num_clips=num_clips,
-             test_mode=not train),
+        dict(
+            type="SampleFrames",
+            clip_len=num_frames,
+            frame_interval=frame_interval,
+            num_clips=num_clips,
+            test_mode=not train,
+        ),
         dict(type="PyAVDecode"),
     ]
     num_crops = 1 if train else int(test.get("num_crops", 1))
     if num_crops not in (1, 3):
         raise UserError(f"video test option num_crops must be 1 or 3, got {num_crops}")
     if augment:
-        pipeline += [dict(type="RandomResizedCrop", area_range=tuple(augment.get("area_range", (0.08, 1.0))),
-                          aspect_ratio_range=tuple(augment.get("aspect_ratio_range", (3 / 4, 4 / 3)))),
-                     dict(type="Resize", scale=(img_size, img_size), keep_ratio=False)]
+        pipeline += [
+            dict(
+                type="RandomResizedCrop",
+                area_range=tuple(augment.get("area_range", (0.08, 1.0))),
+                aspect_ratio_range=tuple(augment.get("aspect_ratio_range", (3 / 4, 4 / 3))),
+            ),
+            dict(type="Resize", scale=(img_size, img_size), keep_ratio=False),
+        ]
         if augment.get("flip", False):
             pipeline.append(dict(type="Flip", flip_ratio=0.5))
     else:
-        pipeline += [dict(type="Resize", scale=(-1, img_size)),
-                     dict(type="ThreeCrop" if num_crops == 3 else "CenterCrop", crop_size=img_size)]
+        pipeline += [
+            dict(type="Resize", scale=(-1, img_size)),
+            dict(type="ThreeCrop" if num_crops == 3 else "CenterCrop", crop_size=img_size),
+        ]
     pipeline += [dict(type="FormatShape", input_format="NCTHW"), dict(type="PackActionInputs")]
-    return build_mm_dataset("mmaction", dict(type="VideoDataset", ann_file=str(root / f"{split}_list_videos.txt"),
-                                   data_prefix=dict(video=str(root)), pipeline=pipeline, test_mode=not train))
+    return build_mm_dataset(
+        "mmaction",
+        dict(
+            type="VideoDataset",
+            ann_file=str(root / f"{split}_list_videos.txt"),
+            data_prefix=dict(video=str(root)),
+            pipeline=pipeline,
+            test_mode=not train,
+        ),
+    )
 
 
-def build_model(head: dict[str, Any], num_classes: int, img_size: int, checkpoint: str | None, frozen: bool,
-                arch: str | None = None, bf16: bool = False, feature_cache: bool = False,
-                compile_backbone: bool = False) -> torch.nn.Module:
+def build_model(
+    head: dict[str, Any],
+    num_classes: int,
+    img_size: int,
+    checkpoint: str | None,
+    frozen: bool,
+    arch: str | None = None,
+    bf16: bool = False,
+    feature_cache: bool = False,
+    compile_backbone: bool = False,
+) -> torch.nn.Module:
     from frozenbench.openmmlab.backbone import feature_shape, input_normalization
 
     backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
     backbone["extra_blocks"] = head.get("extra_blocks", 0)
     channels, strides = feature_shape(arch, img_size, checkpoint, pyramid=False)
-    cfg = recognizer_config(backbone, channels, num_classes, num_frames=head.get("num_frames", 8),
-                            img_size=img_size, normalization=input_normalization(arch, checkpoint),
-                            stride=strides[-1], num_blocks=head.get("num_blocks", 2),
-                            width=head.get("width", 128), spatial_tokens=head.get("spatial_tokens", True))
+    cfg = recognizer_config(
+        backbone,
+        channels,
+        num_classes,
+        num_frames=head.get("num_frames", 8),
+        img_size=img_size,
+        normalization=input_normalization(arch, checkpoint),
+        stride=strides[-1],
+        num_blocks=head.get("num_blocks", 2),
+        width=head.get("width", 128),
+        spatial_tokens=head.get("spatial_tokens", True),
+    )
     return build_mm_model("mmaction", cfg)
 
 
@@ -105,8 +149,14 @@ MAX_TEST_VIEWS_PER_BATCH = 8
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset, num_classes: int, batch_size: int = 8,
-             test: dict[str, Any] | None = None, workers: int = 0) -> dict[str, Any]:
+def evaluate(
+    model: torch.nn.Module,
+    dataset,
+    num_classes: int,
+    batch_size: int = 8,
+    test: dict[str, Any] | None = None,
+    workers: int = 0,
+) -> dict[str, Any]:
     """Top-1 / top-5 over the val split. Multi-view sampling lives in the dataset; the batch shrinks
     so that at most ``MAX_TEST_VIEWS_PER_BATCH`` views (or one video) go through the model at once,
     and the backbone itself takes their frames in bounded chunks."""

@@ -33,6 +33,15 @@ def synthesize(spec: dict[str, Any], out: str | Path) -> dict[str, int]:
         if not report.ok:
             problems = "; ".join(str(p).replace(str(tmp), str(out)) for p in report.problems[:5])
             raise RuntimeError(f"{out}: generated dataset failed validation: {problems}")
-        write_json(tmp / MANIFEST, {"format": spec["format"], "source": "synth", "spec": spec, "counts": counts,
-                                    "files_validated": report.files_checked, "content_digest": content_digest(tmp)})
+        write_json(
+            tmp / MANIFEST,
+            {
+                "format": spec["format"],
+                "source": "synth",
+                "spec": spec,
+                "counts": counts,
+                "files_validated": report.files_checked,
+                "content_digest": content_digest(tmp),
+            },
+        )
     return counts

@@ -52,8 +52,9 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
     return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], dtype=np.float32)
 
 
-def draw_pair(rng: np.random.Generator, width: int, height: int, num_stuff: int, num_things: int,
-              texture: float) -> tuple[np.ndarray, np.ndarray]:
+def draw_pair(
+    rng: np.random.Generator, width: int, height: int, num_stuff: int, num_things: int, texture: float
+) -> tuple[np.ndarray, np.ndarray]:
     """One image (H, W, 3 uint8) and its label map (H, W uint8); shape radii scale with the short side."""
     size = min(width, height)
     extent = np.array([width, height], dtype=float)
@@ -100,8 +101,9 @@ def _dilate(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_object_info(path: Path, names: list[str], pixel_counts: np.ndarray, train_images: np.ndarray,
-                      val_images: np.ndarray) -> None:
+def write_object_info(
+    path: Path, names: list[str], pixel_counts: np.ndarray, train_images: np.ndarray, val_images: np.ndarray
+) -> None:
     """objectInfo150.txt in the ADE20K release format: Idx, Ratio, Train, Val, Name (tab-separated)."""
     total = max(int(pixel_counts.sum()), 1)
     lines = ["Idx\tRatio\tTrain\tVal\tName"]

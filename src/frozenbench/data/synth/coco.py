@@ -49,8 +49,9 @@ def _encode_rle(mask: np.ndarray, compressed: bool) -> dict[str, Any]:
     return {"size": list(mask.shape), "counts": [int(c) for c in counts]}
 
 
-def draw_image(rng: np.random.Generator, width: int, height: int, num_classes: int, max_instances: int,
-               texture: float, crowd: bool) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def draw_image(
+    rng: np.random.Generator, width: int, height: int, num_classes: int, max_instances: int, texture: float, crowd: bool
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """One ``height`` x ``width`` image and its instances: dicts with category_id, visible mask,
     segmentation, iscrowd. Shape radii scale with the short side."""
     img = shapes.background(rng, height, width, texture)
@@ -76,8 +77,9 @@ def draw_image(rng: np.random.Generator, width: int, height: int, num_classes: i
             poly = shapes.shape_polygon(shapes.SHAPES[cat], px, py, r, rng.uniform(-1, 1) * shapes.MAX_ROTATION)
             union |= shapes.rasterize(poly, height, width)
         img[union] = color
-        placed.append({"category_id": cat + 1, "mask": union, "full_area": int(union.sum()), "iscrowd": 1,
-                       "polygon": None})
+        placed.append(
+            {"category_id": cat + 1, "mask": union, "full_area": int(union.sum()), "iscrowd": 1, "polygon": None}
+        )
 
     for _ in range(int(rng.integers(1, max_instances + 1))):
         for _attempt in range(10):
@@ -93,8 +95,9 @@ def draw_image(rng: np.random.Generator, width: int, height: int, num_classes: i
         for inst in placed:
             inst["mask"] = inst["mask"] & ~mask
         img[mask] = shapes.contrasting_color(rng, img[mask].mean(axis=0))
-        placed.append({"category_id": cat + 1, "mask": mask, "full_area": int(mask.sum()), "iscrowd": 0,
-                       "polygon": poly})
+        placed.append(
+            {"category_id": cat + 1, "mask": mask, "full_area": int(mask.sum()), "iscrowd": 0, "polygon": poly}
+        )
 
     for inst in placed:
         if inst["iscrowd"]:
@@ -143,14 +146,20 @@ def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
             rng = np.random.default_rng([params["seed"], split_index, i])
             crowd = bool(rng.random() < CROWD_FRACTION)
             width, height = sizes.image_size(params, sizes.COCO_REAL_SIZES, i)
-            pixels, instances = draw_image(rng, width, height, params["num_classes"], params["max_instances"],
-                                           params["texture"], crowd)
+            pixels, instances = draw_image(
+                rng, width, height, params["num_classes"], params["max_instances"], params["texture"], crowd
+            )
             images.append(_write_image(out / folder, image_id, pixels))
             for inst in instances:
                 annotations.append(_annotation(inst, len(annotations) + 1, image_id))
         coco = {
-            "info": {"description": f"frozenbench shapes-coco ({split})", "version": "1.0",
-                     "year": 2017, "contributor": "frozenbench synth", "date_created": "1970-01-01"},
+            "info": {
+                "description": f"frozenbench shapes-coco ({split})",
+                "version": "1.0",
+                "year": 2017,
+                "contributor": "frozenbench synth",
+                "date_created": "1970-01-01",
+            },
             "licenses": [],
             "images": images,
             "annotations": annotations,
@@ -172,12 +181,20 @@ def _generate_test_dev(params: dict[str, Any], out: Path) -> int:
         image_id = TEST_DEV_FIRST_ID + i
         rng = np.random.default_rng([params["seed"], len(SPLITS), i])
         width, height = sizes.image_size(params, sizes.COCO_REAL_SIZES, i)
-        pixels, _ = draw_image(rng, width, height, params["num_classes"], params["max_instances"],
-                               params["texture"], False)
+        pixels, _ = draw_image(
+            rng, width, height, params["num_classes"], params["max_instances"], params["texture"], False
+        )
         images.append(_write_image(out / "test2017", image_id, pixels))
-    info = {"description": "frozenbench shapes-coco (test-dev)", "version": "1.0", "year": 2017,
-            "contributor": "frozenbench synth", "date_created": "1970-01-01"}
-    write_json(out / "annotations" / "image_info_test-dev2017.json",
-               {"info": info, "licenses": [], "images": images, "categories": categories(params["num_classes"])},
-               indent=None)
+    info = {
+        "description": "frozenbench shapes-coco (test-dev)",
+        "version": "1.0",
+        "year": 2017,
+        "contributor": "frozenbench synth",
+        "date_created": "1970-01-01",
+    }
+    write_json(
+        out / "annotations" / "image_info_test-dev2017.json",
+        {"info": info, "licenses": [], "images": images, "categories": categories(params["num_classes"])},
+        indent=None,
+    )
     return num

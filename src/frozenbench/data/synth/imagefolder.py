@@ -32,8 +32,9 @@ def draw_image(rng: np.random.Generator, kind: str, size: int, texture: float, s
         radii = list(rng.uniform(0.12, 0.2, size=shapes_per_image) * size)
     for r in radii:
         cx, cy = rng.uniform(r, size - r, size=2)
-        mask = shapes.rasterize(shapes.shape_polygon(kind, cx, cy, r, rng.uniform(-1, 1) * shapes.MAX_ROTATION),
-                                size, size)
+        mask = shapes.rasterize(
+            shapes.shape_polygon(kind, cx, cy, r, rng.uniform(-1, 1) * shapes.MAX_ROTATION), size, size
+        )
         img[mask] = shapes.contrasting_color(rng, img[mask].mean(axis=0))
     return shapes.to_uint8(img + rng.normal(0, 0.02, size=img.shape))
 
@@ -50,7 +51,9 @@ def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
             for i in range(per_class):
                 rng = np.random.default_rng([params["seed"], split_index, c, i])
                 buf = io.BytesIO()
-                Image.fromarray(draw_image(rng, kind, size, params["texture"], params.get("shapes_per_image", 1))).save(buf, format="JPEG", quality=92)
+                Image.fromarray(draw_image(rng, kind, size, params["texture"], params.get("shapes_per_image", 1))).save(
+                    buf, format="JPEG", quality=92
+                )
                 (folder / f"{kind}_{i:05d}.jpg").write_bytes(buf.getvalue())
         counts[split] = per_class * num_classes
     return counts

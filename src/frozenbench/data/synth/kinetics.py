@@ -28,8 +28,14 @@ from frozenbench.data.synth import shapes, sizes
 from frozenbench.utils.atomic import write_text
 
 MOTIONS = (
-    "moving right", "moving left", "moving up", "moving down",
-    "rotating clockwise", "rotating counterclockwise", "growing", "shrinking",
+    "moving right",
+    "moving left",
+    "moving up",
+    "moving down",
+    "rotating clockwise",
+    "rotating counterclockwise",
+    "growing",
+    "shrinking",
 )
 # Circles look the same under rotation; every other shape shows the motion.
 VIDEO_SHAPES = tuple(s for s in shapes.SHAPES if s != "circle")
@@ -37,8 +43,15 @@ _YT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_
 CLIP_SECONDS = 10
 
 
-def render_clip(rng: np.random.Generator, motion: str, width: int, height: int, num_frames: int,
-                texture: float, static_noise: bool = False) -> np.ndarray:
+def render_clip(
+    rng: np.random.Generator,
+    motion: str,
+    width: int,
+    height: int,
+    num_frames: int,
+    texture: float,
+    static_noise: bool = False,
+) -> np.ndarray:
     """Frames (T, H, W, 3) uint8 of one shape performing ``motion`` on a static background
     (sizes and travel scale with the short side). Pixel noise is drawn per frame, or once per clip
     with ``static_noise`` (real-length clips: fresh noise in each of 300 frames would make them
@@ -95,8 +108,11 @@ def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
         # x264 encodes in 4:4:4.
         even = frames.shape[1] % 2 == 0 and frames.shape[2] % 2 == 0
         stream.pix_fmt = "yuv420p" if even else "yuv444p"
-        stream.options = {"crf": "18", "preset": "veryfast",
-                          "x264-params": "threads=1:lookahead-threads=1:rc-lookahead=0:no-mbtree=1"}
+        stream.options = {
+            "crf": "18",
+            "preset": "veryfast",
+            "x264-params": "threads=1:lookahead-threads=1:rc-lookahead=0:no-mbtree=1",
+        }
         for array in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
                 container.mux(packet)
@@ -118,15 +134,18 @@ def write_lists(root: Path, rows_by_split: dict[str, list[dict[str, Any]]], clas
     index = {name: i for i, name in enumerate(classes)}
     write_text(root / "classes.txt", "\n".join(classes) + "\n")
     for split, rows in rows_by_split.items():
-        lines = [f"videos/{split}/{clip_filename(r['youtube_id'], r['time_start'], r['time_end'])} {index[r['label']]}"
-                 for r in rows]
+        lines = [
+            f"videos/{split}/{clip_filename(r['youtube_id'], r['time_start'], r['time_end'])} {index[r['label']]}"
+            for r in rows
+        ]
         write_text(root / f"{split}_list_videos.txt", "\n".join(lines) + "\n")
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["label", "youtube_id", "time_start", "time_end", "split"],
-                            lineterminator="\n")
+    writer = csv.DictWriter(
+        buf, fieldnames=["label", "youtube_id", "time_start", "time_end", "split"], lineterminator="\n"
+    )
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buf.getvalue())
@@ -147,11 +166,25 @@ def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
                 ytid = youtube_id(rng)
                 start = int(rng.integers(0, 300))
                 width, height, fps, num_frames = sizes.clip_shape(params, c * per_class + i)
-                frames = render_clip(rng, motion, width, height, num_frames, params["texture"],
-                                     static_noise=params.get("size_profile") == "real")
+                frames = render_clip(
+                    rng,
+                    motion,
+                    width,
+                    height,
+                    num_frames,
+                    params["texture"],
+                    static_noise=params.get("size_profile") == "real",
+                )
                 (folder / clip_filename(ytid, start, start + CLIP_SECONDS)).write_bytes(encode_mp4(frames, fps))
-                rows.append({"label": motion, "youtube_id": ytid, "time_start": start,
-                             "time_end": start + CLIP_SECONDS, "split": split})
+                rows.append(
+                    {
+                        "label": motion,
+                        "youtube_id": ytid,
+                        "time_start": start,
+                        "time_end": start + CLIP_SECONDS,
+                        "split": split,
+                    }
+                )
         rows.sort(key=lambda r: (r["label"], r["youtube_id"]))
         write_csv(out / "annotations" / f"{split}.csv", rows)
         rows_by_split[split] = rows

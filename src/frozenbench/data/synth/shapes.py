@@ -16,8 +16,18 @@ from pycocotools import mask as mask_utils
 # Order matters: a dataset with K classes uses the first K. Rotations are kept
 # within +-15 degrees so that square and diamond stay different classes.
 SHAPES = (
-    "circle", "square", "triangle", "star", "hexagon", "cross",
-    "diamond", "pentagon", "ellipse", "arrow", "heart", "trapezoid",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "hexagon",
+    "cross",
+    "diamond",
+    "pentagon",
+    "ellipse",
+    "arrow",
+    "heart",
+    "trapezoid",
 )
 MAX_ROTATION = math.radians(15)
 
@@ -42,8 +52,9 @@ def _unit_polygon(kind: str) -> np.ndarray:
         return _regular(6)
     if kind == "cross":
         a, b = 1.0, 0.33
-        return np.array([[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b],
-                         [b, a], [-b, a], [-b, b], [-a, b], [-a, -b], [-b, -b]])
+        return np.array(
+            [[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a], [-b, b], [-a, b], [-a, -b], [-b, -b]]
+        )
     if kind == "diamond":
         return np.array([[0, -1], [0.7, 0], [0, 1], [-0.7, 0]])
     if kind == "pentagon":
@@ -51,8 +62,7 @@ def _unit_polygon(kind: str) -> np.ndarray:
     if kind == "ellipse":
         return _regular(32) * np.array([1.0, 0.5])
     if kind == "arrow":
-        return np.array([[-1, -0.3], [0.2, -0.3], [0.2, -0.75], [1, 0],
-                         [0.2, 0.75], [0.2, 0.3], [-1, 0.3]])
+        return np.array([[-1, -0.3], [0.2, -0.3], [0.2, -0.75], [1, 0], [0.2, 0.75], [0.2, 0.3], [-1, 0.3]])
     if kind == "heart":
         t = np.linspace(0, 2 * math.pi, 32, endpoint=False)
         x = 16 * np.sin(t) ** 3
