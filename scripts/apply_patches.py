@@ -1,4 +1,4 @@
-"""Source patches that the pinned OpenMMLab stack needs on torch 2.14 (see stack-facts.md).
+"""Source patches that the pinned OpenMMLab stack needs on torch 2.14 (see docs/measurements.md).
 
 Each patch is an exact text substitution that must match once; a patch that no
 longer matches fails loudly instead of silently building an unpatched package.

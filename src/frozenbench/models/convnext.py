@@ -1,6 +1,6 @@
 """ConvNeXt backbones on timm: a second mini family beside the conv-stem Swin.
 
-Measured on 2 CPU cores (stack-facts.md): a ConvNeXt with depths 2-2-2-2 and dims
+Measured on 2 CPU cores (``docs/measurements.md``): a ConvNeXt with depths 2-2-2-2 and dims
 32-64-128-256 learns the shapes pretraining within a few hundred steps, and does
 ~3 points better with layer scale off.
 """

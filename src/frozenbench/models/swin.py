@@ -7,7 +7,7 @@ for memory planning and the architecture table, but its weights were never
 released.
 
 The mini family (``convstem_swin_tiny``, ``convstem_swin_small``) replaces the 4x4 patch embedding by two
-stride-2 3x3 convolutions. Measured on 2 CPU cores (stack-facts.md): a plain
+stride-2 3x3 convolutions. Measured on 2 CPU cores (``docs/measurements.md``): a plain
 tiny Swin stays at chance for minutes of pretraining, the conv stem leaves the
 plateau within a few hundred steps. The Swin stages are unchanged. It was called ``cswin_*``
 before, a name easily read as the published CSWin Transformer (Dong et al., CVPR 2022), which it
