@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from frozenbench.models import Backbone, build_model, get_arch, list_archs
+from frozenbench.models import Backbone, build_arch, get_arch, list_archs
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -131,7 +131,7 @@ def test_registry_covers_the_paper_architectures():
         assert name in list_archs()
     assert not get_arch("swinv2_giant").public_weights
     with torch.device("meta"):  # no memory: just the parameter count
-        giant = build_model("swinv2_giant")
+        giant = build_arch("swinv2_giant")
     assert 2.9e9 < sum(p.numel() for p in giant.parameters()) < 3.1e9
     with pytest.raises(KeyError, match="unknown backbone architecture 'swin_huge'"):
         get_arch("swin_huge")

@@ -22,7 +22,7 @@ from frozenbench.checkpoint import (
 )
 from frozenbench.checkpoint.convert import convert_file
 from frozenbench.errors import UserError
-from frozenbench.models import Backbone, build_model
+from frozenbench.models import Backbone, build_arch
 
 from .conftest import run_cmd
 from .fault_server import FaultServer
@@ -55,7 +55,7 @@ def official_from_timm(model: torch.nn.Module, v2: bool = False) -> dict[str, to
 @pytest.fixture(scope="module")
 def swin_tiny() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model("swin_tiny").eval()
+    return build_arch("swin_tiny").eval()
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_official_swin(swin_tiny, image):
 
 def test_official_swinv2():
     torch.manual_seed(0)
-    model = build_model("swinv2_tiny").eval()
+    model = build_arch("swinv2_tiny").eval()
     raw = {"model": official_from_timm(model, v2=True)}
     assert any(k.endswith("cpb_mlp.0.weight") for k in raw["model"])
     sd, report = convert_state_dict(raw, "official_swinv2", "swinv2_tiny")
@@ -173,7 +173,7 @@ def test_mmdet_detector_checkpoint_matches_mmdet_swin(swin_tiny):
 
 def test_relative_position_bias_is_interpolated_for_another_input_size(tmp_path):
     torch.manual_seed(0)
-    small = build_model("convstem_swin_tiny", 64)  # the last stage (2x2) uses a 2x2 window at 64 px
+    small = build_arch("convstem_swin_tiny", 64)  # the last stage (2x2) uses a 2x2 window at 64 px
     save_backbone(tmp_path / "b.pth", "convstem_swin_tiny", small.state_dict(), {"pretrain_task": "random"})
     arch, sd, meta = load_backbone_state(tmp_path / "b.pth", img_size=128)  # 4x4 window at 128 px
     assert sd["layers.3.blocks.0.attn.relative_position_bias_table"].shape == (49, 8)
@@ -428,7 +428,7 @@ def mae_training_checkpoint(encoder: dict[str, torch.Tensor]) -> dict:
 def test_an_mae_training_checkpoint_converts_to_its_encoder_and_is_not_read_as_dinov2(tmp_path):
     arch = "vit_base_patch16_224.mae"
     torch.manual_seed(3)
-    source = build_model(arch).eval()
+    source = build_arch(arch).eval()
     encoder = {k: v for k, v in source.state_dict().items()}
     # DDP's prefix on every key, as a training script saves it
     torch.save(

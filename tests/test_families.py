@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from frozenbench.checkpoint.convert import ConversionError, convert_state_dict
 from frozenbench.engine.param_groups import param_groups
-from frozenbench.models import Backbone, build_model, get_arch, list_archs
+from frozenbench.models import Backbone, build_arch, get_arch, list_archs
 from frozenbench.models import registry
 from frozenbench.models.vit import dinov2_resample
 
@@ -70,7 +70,7 @@ def test_a_new_family_is_one_module_and_every_part_of_frozenbench_reads_its_reco
     arch = resnet_family
     assert get_arch(arch).family.name == "resnet_test"
     torch.manual_seed(0)
-    source = build_model(arch).state_dict()
+    source = build_arch(arch).state_dict()
     converted, report = convert_state_dict(source, "timm", arch)
     assert not report.missing and not report.unexpected
     body = Backbone(arch, state_dict=converted, frozen=False)
@@ -222,7 +222,7 @@ def test_wrong_layouts_and_architectures_are_conversion_errors_not_tracebacks():
     sd = dinov2_state_dict(arch)
     with pytest.raises(ConversionError, match="dinov2, mae, openai_clip, timm layout"):
         convert_state_dict(sd, "official_swin", arch)
-    swin = build_model("swin_tiny").state_dict()
+    swin = build_arch("swin_tiny").state_dict()
     with pytest.raises(ConversionError, match="not a dinov2 checkpoint"):
         convert_state_dict(swin, "dinov2", arch)
     # a ViT-B/14 file for a ViT-S/14 architecture, and a patch-16 file: refused, not resampled
@@ -445,7 +445,7 @@ def test_a_torchscript_archive_asking_for_other_globals_is_refused(tmp_path):
 )
 def test_timm_weights_of_every_plain_vit_family_convert_and_match_the_source_model(arch):
     torch.manual_seed(4)
-    source = build_model(arch).eval()
+    source = build_arch(arch).eval()
     converted, report = convert_state_dict({"state_dict": source.state_dict()}, "timm", arch)
     assert not report.missing and not report.unexpected
     body = Backbone(arch, state_dict=converted)

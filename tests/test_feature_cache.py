@@ -43,10 +43,10 @@ def test_cache_stops_storing_at_its_memory_bound():
 
 
 def test_frozen_backbone_with_cache_matches_without():
-    from frozenbench.models import build_model
+    from frozenbench.models import build_arch
 
     torch.manual_seed(0)
-    weights = build_model("convstem_swin_tiny", 64).state_dict()
+    weights = build_arch("convstem_swin_tiny", 64).state_dict()
     plain = Backbone("convstem_swin_tiny", img_size=64, state_dict=weights)
     cached = Backbone("convstem_swin_tiny", img_size=64, state_dict=weights, feature_cache=True)
     x = torch.randn(3, 3, 64, 64)

@@ -37,7 +37,7 @@ def test_detectors_train_their_heads_on_the_frozen_backbone(detector):
     from mmdet.structures.mask import BitmapMasks
     from mmengine.structures import InstanceData
 
-    from frozenbench.openmmlab import build_model
+    from frozenbench.openmmlab import build_registered_model
     from frozenbench.openmmlab.backbone import input_normalization
     from frozenbench.openmmlab.configs import backbone_cfg, detector_config
 
@@ -54,7 +54,7 @@ def test_detectors_train_their_heads_on_the_frozen_backbone(detector):
         rcnn_samples=64,
     )
     assert cfg.data_preprocessor.mean == [127.5] * 3  # the mini family's own statistics, not ImageNet's
-    model = build_model("mmdet", cfg)
+    model = build_registered_model("mmdet", cfg)
     before = weights_digest(model.backbone)
     assert not any(p.requires_grad for p in model.backbone.parameters())
     sample = DetDataSample(
@@ -83,7 +83,7 @@ def test_mask2former_with_the_papers_light_decoders():
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
 
-    from frozenbench.openmmlab import build_model
+    from frozenbench.openmmlab import build_registered_model
     from frozenbench.openmmlab.backbone import input_normalization
     from frozenbench.openmmlab.configs import backbone_cfg, mask2former_config
 
@@ -99,7 +99,7 @@ def test_mask2former_with_the_papers_light_decoders():
         num_queries=10,
         num_points=256,
     )
-    model = build_model("mmseg", cfg)
+    model = build_registered_model("mmseg", cfg)
     head = model.decode_head
     assert len(head.pixel_decoder.encoder.layers) == 1
     assert len(head.transformer_decoder.layers) == 4
@@ -116,17 +116,17 @@ def test_mask2former_with_the_papers_light_decoders():
 
 
 def test_backbone_is_registered_in_all_three_registries():
-    from frozenbench.openmmlab import build_model
+    from frozenbench.openmmlab import build_registered_model
 
     for scope in ("mmdet", "mmseg", "mmaction"):
-        module = build_model(scope, dict(type="FrozenbenchBackbone", arch="convstem_swin_tiny", img_size=64))
+        module = build_registered_model(scope, dict(type="FrozenbenchBackbone", arch="convstem_swin_tiny", img_size=64))
         assert module.channels == [32, 64, 128, 256]
 
 
 def test_video_recognizer_trains_a_temporal_head_over_frozen_frames():
     from mmaction.structures import ActionDataSample
 
-    from frozenbench.openmmlab import build_model
+    from frozenbench.openmmlab import build_registered_model
     from frozenbench.openmmlab.backbone import input_normalization
     from frozenbench.openmmlab.configs import backbone_cfg, recognizer_config
 
@@ -141,7 +141,7 @@ def test_video_recognizer_trains_a_temporal_head_over_frozen_frames():
         num_blocks=2,
         width=32,
     )
-    model = build_model("mmaction", cfg)
+    model = build_registered_model("mmaction", cfg)
     before = weights_digest(model.backbone)
     calls = []
     model.backbone.body.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))

@@ -30,10 +30,10 @@ def fake_hub_cache(root, repo_id: str, filename: str, tensors: dict[str, torch.T
 
 
 def timm_weights(arch: str, seed: int) -> dict[str, torch.Tensor]:
-    from frozenbench.models import build_model
+    from frozenbench.models import build_arch
 
     torch.manual_seed(seed)
-    return build_model(arch).state_dict()
+    return build_arch(arch).state_dict()
 
 
 def test_a_hub_file_is_found_in_the_local_cache_and_never_downloaded(tmp_path, monkeypatch):

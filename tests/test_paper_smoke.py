@@ -25,11 +25,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.openmmlab]
 
 
 def _official_checkpoint(arch: str, v2: bool) -> bytes:
-    from frozenbench.models import build_model
+    from frozenbench.models import build_arch
 
     torch.manual_seed(0)
     buf = io.BytesIO()
-    torch.save({"model": official_from_timm(build_model(arch).eval(), v2=v2)}, buf)
+    torch.save({"model": official_from_timm(build_arch(arch).eval(), v2=v2)}, buf)
     return buf.getvalue()
 
 

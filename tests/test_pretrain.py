@@ -69,11 +69,11 @@ def test_each_task_trains_and_writes_checkpoint_and_probe(shapes, tmp_path, task
     assert probe == payload["meta"]["probe"]
     assert probe["chance"] == 0.25 and probe["num_val"] == 16
     # the probe scores the saved weights on the val split: recomputed from the checkpoint, the same
-    from frozenbench.models import build_model
+    from frozenbench.models import build_arch
     from frozenbench.pretrain.data import load_imagefolder
     from frozenbench.pretrain.probe import extract_features, knn_accuracy
 
-    model = build_model("convstem_swin_tiny", 32)
+    model = build_arch("convstem_swin_tiny", 32)
     model.load_state_dict(payload["state_dict"])
     train_set, val_set = (load_imagefolder(shapes, split, 32) for split in ("train", "val"))
     features = [extract_features(model, images, "convstem_swin_tiny") for images in (train_set, val_set)]

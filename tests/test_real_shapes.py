@@ -100,11 +100,11 @@ def test_real_profile_same_seed_same_bytes(real_shaped, tmp_path, name):
 def test_any_input_size_matches_the_fixed_size_model_at_its_size(arch, size):
     """Accepting any size changes nothing at the built size: same outputs as timm's strict model."""
     from frozenbench.models import Backbone
-    from frozenbench.models.registry import build_model
+    from frozenbench.models.registry import build_arch
 
     torch.manual_seed(0)
     flexible = Backbone(arch, img_size=size)
-    strict = build_model(arch, size, strict_img_size=True).eval()
+    strict = build_arch(arch, size, strict_img_size=True).eval()
     strict.load_state_dict(flexible.model.state_dict(), strict=False)
     x = torch.randn(1, 3, size, size)
     with torch.no_grad():

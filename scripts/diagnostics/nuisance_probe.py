@@ -15,7 +15,7 @@ import argparse
 import torch
 
 from frozenbench.checkpoint import load_backbone
-from frozenbench.models.registry import build_model
+from frozenbench.models.registry import build_arch
 from frozenbench.pretrain.data import ImageSet, load_imagefolder
 from frozenbench.pretrain.probe import extract_features
 
@@ -66,7 +66,7 @@ def main() -> None:
             images = ImageSet(val.images[order], val.labels[order], val.classes)
             shuffled[size] = images, nuisances(images.images)
         images, targets = shuffled[size]
-        backbone = build_model(checkpoint["arch"], size)
+        backbone = build_arch(checkpoint["arch"], size)
         backbone.load_state_dict(checkpoint["state_dict"])
         features = extract_features(backbone, images, checkpoint["arch"])
         scores = {name: round(r_squared(features, target), 3) for name, target in targets.items()}

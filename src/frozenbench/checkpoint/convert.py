@@ -19,7 +19,7 @@ import torch
 from frozenbench.checkpoint.io import load_backbone, safe_load, save_backbone, sha256_of
 from frozenbench.checkpoint.layouts import LAYOUTS, WRITERS, unwrap
 from frozenbench.errors import UserError
-from frozenbench.models.registry import build_model, get_arch
+from frozenbench.models.registry import build_arch, get_arch
 from frozenbench.utils.atomic import atomic_file
 
 
@@ -65,7 +65,7 @@ def convert_state_dict(
         renamed, report.dropped = LAYOUTS[layout](unwrap(raw))
     except KeyError as err:
         raise ConversionError(f"{source}: not a {layout} checkpoint: {err.args[0]}") from None
-    model = build_model(arch, img_size)
+    model = build_arch(arch, img_size)
     # timm's filter runs non-strict hooks (pos-bias resizing); keys it leaves are checked below.
     before = {k: tuple(v.shape) for k, v in renamed.items()}
     try:
@@ -142,7 +142,7 @@ def write_source_checkpoint(path: str | Path, arch: str, layout: str, seed: int)
             f"{arch} is a {family.name} backbone, published in the {', '.join(family.layouts)} layout(s), not {layout}"
         )
     torch.manual_seed(seed)
-    model = build_model(arch)
+    model = build_arch(arch)
     state = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith(family.recomputed_buffers)}
     with atomic_file(path) as tmp:
         torch.save(WRITERS[layout](state), tmp)

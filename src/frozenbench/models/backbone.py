@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from frozenbench.models.feature_cache import FeatureCache
-from frozenbench.models.registry import build_model, get_arch
+from frozenbench.models.registry import build_arch, get_arch
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.arch = arch
         self.family = get_arch(arch).family
-        self.model = build_model(arch, img_size)
+        self.model = build_arch(arch, img_size)
         # timm leaves fused attention (SDPA) off for Swin's window attention ("experimental");
         # measured here it makes the whole Swin-T forward 1.4x faster on CPU (bench/, README).
         for module in self.model.modules():

@@ -198,7 +198,7 @@ def list_families() -> list[str]:
     return sorted(_FAMILIES)
 
 
-def build_model(name: str, img_size: int | None = None, **overrides: Any) -> nn.Module:
+def build_arch(name: str, img_size: int | None = None, **overrides: Any) -> nn.Module:
     """Instantiate architecture ``name`` (random weights) for inputs of ``img_size``."""
     spec = get_arch(name)
     kwargs = {**spec.kwargs, **overrides}

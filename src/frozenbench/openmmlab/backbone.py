@@ -233,7 +233,7 @@ def register() -> None:
     register_video_modules()
 
 
-def build_model(scope: str, cfg: dict) -> torch.nn.Module:
+def build_registered_model(scope: str, cfg: dict) -> torch.nn.Module:
     """Build ``cfg`` with the ``scope`` package's registry (its own modules registered, as its tools do),
     mmcv's compiled ops routed to torch / torchvision kernels (:mod:`frozenbench.openmmlab.ops`)."""
     import importlib

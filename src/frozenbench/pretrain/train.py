@@ -24,7 +24,7 @@ from frozenbench.checkpoint.io import safe_load, save_backbone
 from frozenbench.engine.loop import truncate_log
 from frozenbench.engine.param_groups import param_groups
 from frozenbench.engine.schedule import warmup_cosine
-from frozenbench.models.registry import build_model
+from frozenbench.models.registry import build_arch
 from frozenbench.pretrain.data import load_imagefolder, normalize
 from frozenbench.pretrain.probe import probe
 from frozenbench.pretrain.tasks import build_task
@@ -120,7 +120,7 @@ def pretrain(
     gen = torch.Generator().manual_seed(seed)
     train = load_imagefolder(data_root, "train", opts.image_size)
     val = load_imagefolder(data_root, "val", opts.image_size)
-    backbone = build_model(arch, opts.image_size)
+    backbone = build_arch(arch, opts.image_size)
     started = time.time()
     step = 0
     if task_name != "random":

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from frozenbench.engine.data import eval_batches, on_gpu
 from frozenbench.errors import UserError
 from frozenbench.evaluation import SemSegEvaluator
-from frozenbench.openmmlab import build_model as build_mm_model
+from frozenbench.openmmlab import build_registered_model as build_mm_model
 from frozenbench.openmmlab.runtime import build_dataset as build_mm_dataset
 from frozenbench.openmmlab.runtime import collate, slide_inference
 from frozenbench.openmmlab.configs import backbone_cfg, mask2former_config

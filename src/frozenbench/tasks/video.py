@@ -14,7 +14,7 @@ import torch
 from frozenbench.engine.data import eval_batches, on_gpu
 from frozenbench.errors import UserError
 from frozenbench.evaluation import TopKEvaluator
-from frozenbench.openmmlab import build_model as build_mm_model
+from frozenbench.openmmlab import build_registered_model as build_mm_model
 from frozenbench.openmmlab.runtime import build_dataset as build_mm_dataset
 from frozenbench.openmmlab.runtime import collate, predict
 from frozenbench.openmmlab.configs import backbone_cfg, recognizer_config
