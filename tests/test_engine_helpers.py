@@ -109,3 +109,41 @@ def test_linear_probe_separates_separable_classes_and_is_scored_on_the_val_split
     assert linear_probe_accuracy(train_x, train_y, val_x, val_y) == 1.0
     # scored on val, not train: swapped val labels give zero even though train fits perfectly
     assert linear_probe_accuracy(train_x, train_y, val_x, 1 - val_y) == 0.0
+
+
+def test_hooks_run_log_then_checkpoint_then_preemption(tmp_path):
+    from frozenbench.engine.loop import CheckpointHook, LogHook, PreemptionHook, StepState, build_hooks
+
+    saves = []
+
+    class Stepper:
+        def save(self, step, fingerprint):
+            saves.append(step)
+
+    hooks = build_hooks(
+        Stepper(),
+        TrainOptions(steps=10, checkpoint_every=4, log_every=1),
+        tmp_path,
+        "f",
+        1,
+        torch.device("cpu"),
+        log=lambda m: None,
+    )
+    assert [type(h) for h in hooks] == [LogHook, CheckpointHook, PreemptionHook]
+
+    class Term:
+        requested = False
+
+    log = tmp_path / "log.jsonl"
+    with open(log, "a") as log_file:
+        state = StepState(step=0, started=0.0, log_file=log_file, term=Term())
+        for step in (1, 2, 3, 4, 5):
+            state.step = step
+            state.term.requested = step == 4 or step == 5  # SIGTERM arrives during step 4
+            for hook in hooks:
+                hook.after_step(state)
+            if state.stop:
+                break
+    # step 4 was saved by the cadence: the preemption hook does not save it twice, and stops there
+    assert saves == [4] and state.stop and state.step == 4
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]

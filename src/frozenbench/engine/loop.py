@@ -20,7 +20,7 @@ import json
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -306,6 +306,110 @@ def _stop_requested(term, world: int, device: torch.device) -> bool:
     return bool(flag.item())
 
 
+@dataclass
+class StepState:
+    """What the hooks see after each optimizer step."""
+
+    step: int
+    started: float
+    lr: float = 0.0
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    data_seconds: float = 0.0
+    saved: bool = False  # the state of this step is on disk
+    stop: bool = False  # end the loop after this step
+    log_file: Any = None  # rank 0's log.jsonl, else None
+    term: Any = None  # the deferred-SIGTERM flag of :func:`frozenbench.utils.signals.deferred`
+
+
+class Hook:
+    """A periodic action of the loop, run after every optimizer step."""
+
+    def after_step(self, state: StepState) -> None:
+        raise NotImplementedError
+
+
+class LogHook(Hook):
+    """One JSON line per ``log_every`` steps (and the last), on rank 0: step, lr, time, losses."""
+
+    def __init__(self, every: int, total: int) -> None:
+        self.every, self.total = every, total
+
+    def after_step(self, state: StepState) -> None:
+        if state.log_file is None or not (state.step % self.every == 0 or state.step == self.total):
+            return
+        elapsed = time.time() - state.started
+        record = {
+            "step": state.step,
+            "lr": state.lr,
+            "elapsed_s": round(elapsed, 2),
+            "data_wait": round(state.data_seconds / max(elapsed, 1e-9), 4),
+            **{k: round(float(v.detach()), 5) for k, v in state.losses.items()},
+        }
+        state.log_file.write(json.dumps(record) + "\n")
+        state.log_file.flush()
+
+
+class CheckpointHook(Hook):
+    """The resumable state every ``every`` steps and at the last one (collective on all ranks)."""
+
+    def __init__(self, stepper: Any, every: int, total: int, fingerprint: str) -> None:
+        self.stepper, self.every, self.total, self.fingerprint = stepper, every, total, fingerprint
+
+    def after_step(self, state: StepState) -> None:
+        state.saved = state.step % self.every == 0 or state.step == self.total
+        if state.saved:
+            self.stepper.save(state.step, self.fingerprint)
+
+
+class PreemptionHook(Hook):
+    """On SIGTERM (any rank's, agreed on by all): save this step's state unless just saved, and stop."""
+
+    def __init__(
+        self,
+        stepper: Any,
+        total: int,
+        fingerprint: str,
+        world: int,
+        device: torch.device,
+        run_dir: Path,
+        log: Callable[[str], None],
+    ) -> None:
+        self.stepper, self.total, self.fingerprint = stepper, total, fingerprint
+        self.world, self.device, self.run_dir, self.log = world, device, run_dir, log
+
+    def after_step(self, state: StepState) -> None:
+        if not _stop_requested(state.term, self.world, self.device):
+            return
+        if not state.saved:
+            self.stepper.save(state.step, self.fingerprint)
+        self.log(f"{self.run_dir}: SIGTERM: state saved at step {state.step} of {self.total}; a rerun resumes from it")
+        state.stop = True
+
+
+def build_hooks(
+    stepper: Any,
+    opts: TrainOptions,
+    run_dir: Path,
+    fingerprint: str,
+    world: int,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> list[Hook]:
+    """The loop's periodic actions, in the order they run after each step:
+
+    1. logging first: a step's log line is written before any state that includes the step, so a
+       resumed run (which cuts the log back to its saved step) never lacks a line it trained;
+    2. checkpointing next, on its cadence: it tells the preemption hook whether this step is saved;
+    3. preemption last: it may save once more (only when the cadence did not) and ends the loop,
+       so nothing may come after it.
+    """
+    return [
+        LogHook(opts.log_every, opts.steps),
+        CheckpointHook(stepper, opts.checkpoint_every, opts.steps, fingerprint),
+        PreemptionHook(stepper, opts.steps, fingerprint, world, device, run_dir, log),
+    ]
+
+
 def train(
     model: nn.Module,
     dataset,
@@ -358,39 +462,28 @@ def train(
     batches = train_batches(
         dataset, collate, opts.batch_size, seed, step, opts.steps, world, rank, workers, pin_memory=on_gpu
     )
-    started, data_seconds, first_step = time.time(), 0.0, step
+    state = StepState(step=step, started=time.time())
+    first_step = step
+    hooks = build_hooks(stepper, opts, run_dir, fingerprint, world, device, log)
     model.train()
     with open(log_path, "a") if rank == 0 else contextlib.nullcontext() as log_file, signals.deferred() as term:
-        while step < opts.steps:
+        state.log_file, state.term = log_file, term
+        while state.step < opts.steps:
             waited = time.time()
             data = next(batches)
-            data_seconds += time.time() - waited
-            seed_step(seed, step)  # the model's own sampling RNGs, whichever process built the batch
-            lr = lr_at(step, opts)
-            total, parsed = training_losses(model, data, stepper.forward)
+            state.data_seconds += time.time() - waited
+            seed_step(seed, state.step)  # the model's own sampling RNGs, whichever process built the batch
+            state.lr = lr_at(state.step, opts)
+            total, state.losses = training_losses(model, data, stepper.forward)
             if not torch.isfinite(total):
-                raise FloatingPointError(f"{run_dir}: loss became {total.item()} at step {step}")
-            stepper.step(total, lr)
-            step += 1
-            if log_file is not None and (step % opts.log_every == 0 or step == opts.steps):
-                elapsed = time.time() - started
-                record = {
-                    "step": step,
-                    "lr": lr,
-                    "elapsed_s": round(elapsed, 2),
-                    "data_wait": round(data_seconds / max(elapsed, 1e-9), 4),
-                    **{k: round(float(v.detach()), 5) for k, v in parsed.items()},
-                }
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
-            saved_now = step % opts.checkpoint_every == 0 or step == opts.steps
-            if saved_now:
-                stepper.save(step, fingerprint)
-            if _stop_requested(term, world, device):
-                if not saved_now:
-                    stepper.save(step, fingerprint)
-                log(f"{run_dir}: SIGTERM: state saved at step {step} of {opts.steps}; a rerun resumes from it")
+                raise FloatingPointError(f"{run_dir}: loss became {total.item()} at step {state.step}")
+            stepper.step(total, state.lr)
+            state.step += 1
+            for hook in hooks:
+                hook.after_step(state)
+            if state.stop:
                 break
+    step, data_seconds, started = state.step, state.data_seconds, state.started
     elapsed = time.time() - started
     return {
         "steps": step,
