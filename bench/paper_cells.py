@@ -144,7 +144,7 @@ def child(cell: str, mode: str, data_root: Path, device: str, steps: int, arch: 
     subset.ann_file = getattr(val, "ann_file", None)
     start = time.perf_counter()
     if TYPES[task_name] == "detection":
-        list(task._detections(model, subset, batch_size=1))
+        task.predict_test_dev(model, subset, batch_size=1)
     else:  # single-scale: the multi-scale + flip test costs (scales x 2) of it
         task.evaluate(model, subset, num_classes, test={} if TYPES[task_name] == "segmentation" else entry.get("test"))
     eval_seconds = (time.perf_counter() - start) / len(subset)

@@ -147,3 +147,31 @@ def test_hooks_run_log_then_checkpoint_then_preemption(tmp_path):
     # step 4 was saved by the cadence: the preemption hook does not save it twice, and stops there
     assert saves == [4] and state.stop and state.step == 4
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_the_inference_driver_resets_feeds_and_scores_every_evaluator():
+    from frozenbench.evaluation.driver import inference_on_dataset
+
+    class Doubler(nn.Module):
+        def forward(self, x):
+            return 2 * x
+
+    class Sum:
+        def reset(self):
+            self.total, self.seen = 0.0, 0
+
+        def process(self, inputs, outputs):
+            self.total += float(sum(outputs))
+            self.seen += len(inputs["x"])
+
+        def evaluate(self):
+            return {"sum": self.total, "seen": self.seen}
+
+    model = Doubler().train()
+    batches = [{"x": torch.tensor([1.0, 2.0])}, {"x": torch.tensor([3.0])}]
+    evaluators = {"a": Sum(), "b": Sum()}
+    evaluators["b"].reset()
+    evaluators["b"].total = 100.0  # left over from an earlier run: reset before use
+    result = inference_on_dataset(model, batches, evaluators, lambda m, batch: list(m(batch["x"])))
+    assert result == {"a": {"sum": 12.0, "seen": 3}, "b": {"sum": 12.0, "seen": 3}}
+    assert not model.training

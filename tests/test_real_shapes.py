@@ -163,15 +163,14 @@ def test_detection_trains_with_random_resize_crop_and_evaluates_portrait_images(
     )
     val = detection.build_dataset(root, "val", 160, train=False)
     images = {i["id"]: i for i in json.loads(Path(val.ann_file).read_text())["images"]}
-    seen = 0
-    for image_id, boxes, _, _, masks in detection._detections(model, val, batch_size=3):  # mixed sizes per batch
-        width, height = images[image_id]["width"], images[image_id]["height"]
-        assert masks is None or masks.shape[1:] == (height, width)
-        if len(boxes):
-            seen += len(boxes)
-            # clipped to the image, never to the padded canvas
-            assert boxes[:, [0, 2]].max() <= width + 1e-3 and boxes[:, [1, 3]].max() <= height + 1e-3
-    assert seen > 0
+    results = detection.predict_test_dev(model, val, batch_size=3)  # mixed sizes per batch
+    assert results
+    for result in results:
+        width, height = images[result["image_id"]]["width"], images[result["image_id"]]["height"]
+        assert result["segmentation"]["size"] == [height, width]  # masks at the image's own size
+        x, y, w, h = result["bbox"]
+        # clipped to the image, never to the padded canvas
+        assert x + w <= width + 1e-3 and y + h <= height + 1e-3
     metrics = detection.evaluate(model, val, num_classes)
     assert set(metrics) >= {"bbox", "segm"}
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from frozenbench.engine.data import eval_batches, on_gpu
+from frozenbench.evaluation.driver import inference_on_dataset
 from frozenbench.errors import UserError
 from frozenbench.evaluation import COCOEvaluator, instances_to_results
 from frozenbench.openmmlab import build_registered_model as build_mm_model
@@ -150,21 +151,54 @@ def build_model(
     return detector_heads_in_fp32(build_mm_model("mmdet", cfg))
 
 
-@torch.no_grad()
-def _detections(model: torch.nn.Module, dataset, batch_size: int, workers: int = 0):
-    """(image id, xyxy boxes, scores, labels, masks or None) per image, in the original image's pixels."""
-    model.eval()
-    for data in eval_batches(dataset, collate, batch_size, workers, pin_memory=on_gpu(model)):
-        for sample in predict(model, data):
-            pred = sample.pred_instances
-            masks = pred.masks.cpu().numpy() if "masks" in pred else None
-            yield (
-                sample.img_id,
-                pred.bboxes.float().cpu().numpy(),
-                pred.scores.float().cpu().numpy(),
-                pred.labels.cpu().numpy(),
-                masks,
-            )
+def _instances(sample) -> tuple:
+    """(image id, xyxy boxes, scores, labels, masks or None) of one predicted data sample, in the
+    original image's pixels."""
+    pred = sample.pred_instances
+    masks = pred.masks.cpu().numpy() if "masks" in pred else None
+    return (
+        sample.img_id,
+        pred.bboxes.float().cpu().numpy(),
+        pred.scores.float().cpu().numpy(),
+        pred.labels.cpu().numpy(),
+        masks,
+    )
+
+
+class ResultsCollector:
+    """The driver's evaluator for an unannotated split: the predictions in the COCO results format."""
+
+    def __init__(self, category_ids: list[int]) -> None:
+        self.category_ids = category_ids
+        self.reset()
+
+    def reset(self) -> None:
+        self.results: list[dict[str, Any]] = []
+
+    def process(self, inputs: dict, outputs: list) -> None:
+        for sample in outputs:
+            image_id, boxes, scores, labels, masks = _instances(sample)
+            self.results.extend(instances_to_results(image_id, boxes, scores, labels, self.category_ids, masks))
+
+    def evaluate(self) -> dict[str, Any]:
+        return {"results": self.results}
+
+
+class DetectionEvaluator:
+    """The driver's evaluator for detection: each predicted sample into a :class:`COCOEvaluator`."""
+
+    def __init__(self, coco: COCOEvaluator) -> None:
+        self.coco = coco
+
+    def reset(self) -> None:
+        self.coco.reset()
+
+    def process(self, inputs: dict, outputs: list) -> None:
+        for sample in outputs:
+            self.coco.process(*_instances(sample))
+
+    def evaluate(self) -> dict[str, Any]:
+        return self.coco.evaluate()
 
 
 @torch.no_grad()
@@ -177,18 +211,15 @@ def evaluate(
     workers: int = 0,
 ) -> dict[str, Any]:
     del test  # the test scale acts in build_dataset
-    evaluator = COCOEvaluator(dataset.ann_file)
-    for detections in _detections(model, dataset, batch_size, workers):
-        evaluator.process(*detections)
-    return evaluator.evaluate()
+    batches = eval_batches(dataset, collate, batch_size, workers, pin_memory=on_gpu(model))
+    evaluators = {"detection": DetectionEvaluator(COCOEvaluator(dataset.ann_file))}
+    return inference_on_dataset(model, batches, evaluators, predict)["detection"]
 
 
 @torch.no_grad()
 def predict_test_dev(model: torch.nn.Module, dataset, batch_size: int = 4, workers: int = 0) -> list[dict[str, Any]]:
     """Detections on test-dev in the COCO results format (boxes and masks in one list, as uploaded)."""
     categories = json.loads(Path(dataset.ann_file).read_text())["categories"]
-    category_ids = sorted(c["id"] for c in categories)
-    results: list[dict[str, Any]] = []
-    for image_id, boxes, scores, labels, masks in _detections(model, dataset, batch_size, workers):
-        results.extend(instances_to_results(image_id, boxes, scores, labels, category_ids, masks))
-    return results
+    collector = ResultsCollector(sorted(c["id"] for c in categories))
+    batches = eval_batches(dataset, collate, batch_size, workers, pin_memory=on_gpu(model))
+    return inference_on_dataset(model, batches, {"test-dev": collector}, predict)["test-dev"]["results"]
