@@ -36,9 +36,11 @@ class FakeBackbone(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.frozen = True
         self.body = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).requires_grad_(False)
         self.pyramid = nn.BatchNorm2d(4)  # trainable, outside the body
+
+    def frozen_parts(self) -> list[str]:
+        return ["body"]
 
 
 class FakeModel(nn.Module):

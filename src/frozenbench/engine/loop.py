@@ -68,16 +68,22 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """What a run must save to resume: every trainable parameter and every buffer outside frozen parts."""
+    """What a run must save to resume: every trainable parameter and every buffer outside frozen parts.
+
+    A module names its frozen parts through ``frozen_parts()`` (submodule names whose weights and
+    buffers come from a checkpoint and never change); the engine knows nothing else of backbones."""
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     frozen_prefixes = tuple(
-        f"{n}." for n, m in model.named_modules() if getattr(m, "frozen", False) and hasattr(m, "body")
+        f"{n}.{part}." if n else f"{part}."
+        for n, m in model.named_modules()
+        if callable(getattr(m, "frozen_parts", None))
+        for part in m.frozen_parts()
     )
-    state = {}
-    for name, tensor in model.state_dict().items():
-        if name in trainable or not name.startswith(tuple(p + "body." for p in frozen_prefixes)):
-            state[name] = tensor
-    return state
+    return {
+        name: tensor
+        for name, tensor in model.state_dict().items()
+        if name in trainable or not name.startswith(frozen_prefixes)
+    }
 
 
 def truncate_log(path: Path, step: int) -> None:

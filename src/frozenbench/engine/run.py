@@ -141,7 +141,10 @@ def train_cell(
         dist.destroy_process_group()  # before exit: gloo / NCCL ranks can abort on teardown otherwise
         if rank != 0:
             return summary
-    cache = getattr(getattr(getattr(model, "backbone", None), "body", None), "feature_cache", None)
+    # any module of the model that keeps a feature cache reports its hit rate
+    cache = next(
+        (m.feature_cache for m in model.modules() if hasattr(getattr(m, "feature_cache", None), "stats")), None
+    )
     if cache is not None:
         summary["feature_cache"] = cache.stats()
     write_json(Path(run_dir) / "done.json", {**summary, "spec_hash": spec_hash(spec), "mode": mode, "seed": seed})

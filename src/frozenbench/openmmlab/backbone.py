@@ -92,6 +92,10 @@ class FrozenbenchBackbone(BaseModule):
     def strides(self) -> list[int]:
         return list(SimpleFeaturePyramid.STRIDES) if self.pyramid is not None else self.body.strides
 
+    def frozen_parts(self) -> list[str]:
+        """The submodules a run never changes (what its resumable state leaves out)."""
+        return ["body"] if self.frozen else []
+
     def init_weights(self) -> None:
         # Weights come from the checkpoint (or the seeded random init); mmengine's
         # init_cfg machinery must not overwrite them.
