@@ -177,3 +177,22 @@ def test_the_inference_driver_resets_feeds_and_scores_every_evaluator():
     result = inference_on_dataset(model, batches, evaluators, lambda m, batch: list(m(batch["x"])))
     assert result == {"a": {"sum": 12.0, "seen": 3}, "b": {"sum": 12.0, "seen": 3}}
     assert not model.training
+
+
+def test_feature_cache_statistics_are_found_wherever_the_model_keeps_its_cache():
+    from frozenbench.engine.run import feature_cache_stats
+    from frozenbench.models.feature_cache import FeatureCache
+
+    class Body(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.feature_cache = FeatureCache()
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(Body()))
+    cache = model[1][0].feature_cache
+    images = torch.zeros(2, 3, 4, 4)
+    cache(images, lambda x: [x.mean(dim=1, keepdim=True)])
+    cache(images, lambda x: [x.mean(dim=1, keepdim=True)])
+    stats = feature_cache_stats(model)
+    assert stats["hits"] == 2 and stats["misses"] == 2 and stats["entries"] == 1  # two equal images: one entry
+    assert feature_cache_stats(nn.Linear(2, 2)) is None

@@ -85,6 +85,14 @@ def _build(spec: dict[str, Any], checkpoint: str, mode: str, device: torch.devic
     return task, data, num_classes, model.to(device)
 
 
+def feature_cache_stats(model: torch.nn.Module) -> dict[str, float] | None:
+    """The hit statistics of the first feature cache any module of ``model`` keeps, else None."""
+    cache = next(
+        (m.feature_cache for m in model.modules() if hasattr(getattr(m, "feature_cache", None), "stats")), None
+    )
+    return cache.stats() if cache is not None else None
+
+
 def _train_options(spec: dict[str, Any]) -> TrainOptions:
     return TrainOptions.from_config({**spec.get("train", {}), "autocast_bf16": spec.get("autocast_bf16", False)})
 
@@ -141,12 +149,9 @@ def train_cell(
         dist.destroy_process_group()  # before exit: gloo / NCCL ranks can abort on teardown otherwise
         if rank != 0:
             return summary
-    # any module of the model that keeps a feature cache reports its hit rate
-    cache = next(
-        (m.feature_cache for m in model.modules() if hasattr(getattr(m, "feature_cache", None), "stats")), None
-    )
-    if cache is not None:
-        summary["feature_cache"] = cache.stats()
+    stats = feature_cache_stats(model)
+    if stats is not None:
+        summary["feature_cache"] = stats
     write_json(Path(run_dir) / "done.json", {**summary, "spec_hash": spec_hash(spec), "mode": mode, "seed": seed})
     return summary
 
