@@ -5,19 +5,21 @@ import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 from frozenbench import study
-from frozenbench.config import ConfigError, check_references
+from frozenbench.config import ConfigError, check_references, validate_config
 from frozenbench.errors import UserError
 
-validate(config, schema="../schemas/config.schema.yaml", set_default=True)
-# cross-references (cells -> tasks / backbones / heads, arch, task type vs dataset format, sizes
-# the backbone takes, frame counts) fail here, naming the key, not later inside a job
+# One validator for the DAG and every `frozenbench` command: the schema (its defaults filled in),
+# then the cross-references (cells -> tasks / backbones / heads, arch, task type vs dataset format,
+# sizes the backbone takes, frame counts), failing here, naming the key, not later inside a job.
 try:
-    check_references(config, source="config")
+    _validated = validate_config(config, source="config")
+    check_references(_validated, source="config")
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
+config.clear()
+config.update(_validated)
 
 # Rules call the `frozenbench` console script installed beside the Python that runs
 # Snakemake (the project venv), also when the venv is not activated. The prefix keeps

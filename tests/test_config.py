@@ -196,3 +196,11 @@ def test_the_dag_refuses_a_broken_reference_at_start_naming_the_key(workflow_cop
     proc = run_cmd(["snakemake", "-n", "--configfile", str(path)], cwd=workflow_copy, timeout=300)
     assert proc.returncode != 0
     assert "'m2f_b4' is not a head of task 'coco'" in proc.stdout + proc.stderr
+
+
+def test_the_dag_validates_with_frozenbenchs_validator_naming_the_key(workflow_copy):
+    path = workflow_copy / "unsafe.yaml"
+    path.write_text(yaml.safe_dump(broken_config("unsafe_path")))
+    proc = run_cmd(["snakemake", "-n", "--configfile", str(path)], cwd=workflow_copy, timeout=300)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "config: invalid config" in said and "at paths.runs" in said, said

@@ -111,8 +111,8 @@ def test_the_shipped_configs_give_every_cell_a_spec(tmp_path):
 
 @pytest.mark.parametrize("path", ["config.yaml", "configs/ci.yaml", "configs/paper.yaml", "configs/paper-smoke.yaml"])
 def test_snakemake_and_frozenbench_fill_the_same_defaults(path):
-    """The DAG validates with Snakemake's validator (set_default), every CLI command with frozenbench's:
-    the two must build the same cells."""
+    """The DAG and every CLI command validate with frozenbench's validator; Snakemake's own (what a
+    profile or a wrapper workflow may apply) fills the same defaults, so the two never disagree."""
     from snakemake.utils import validate
 
     raw = yaml.safe_load((REPO / path).read_text())
