@@ -107,6 +107,8 @@ rule tables:
         figures=[
             report(f"{TABLES}/{name}.png", category="Figures", caption="../report/figure.rst") for name in FIGURE_NAMES
         ],
+        # the training curves as data, one CSV per cell (dvc plots)
+        curves=directory(f"{TABLES}/curves"),
     log:
         f"{LOGS}/tables.log",
     benchmark:

@@ -207,3 +207,31 @@ def test_cells_are_found_by_task_type_so_a_task_under_a_new_name_shows_everywher
     # a record of an unknown task name that carries no type cannot be placed: a clear error, not a silent gap
     with pytest.raises(UserError, match="task 'lvis' names no task type"):
         pretraining_table(RECORDS + [record("lvis", "t_sup", "frozen", {"bbox": {"AP": 1.0}})])
+
+
+def test_training_curves_are_written_as_data_that_dvc_plots_renders(tmp_path):
+    import yaml
+
+    from frozenbench.reporting.figures import CURVES_FOLDER, build_figures
+
+    from .conftest import REPO, VENV_BIN, run_cmd
+
+    curve = [[1, 3.0], [2, 2.5], [3, 2.0]]
+    records = [{**RECORDS[0], "train_curve": curve}, RECORDS[1]]
+    project = tmp_path / "project"
+    build_figures(records, project / "tables")
+    folder = project / "tables" / CURVES_FOLDER
+    assert [p.name for p in folder.iterdir()] == ["ade__t_sup__frozen__h.csv"]
+    assert (folder / "ade__t_sup__frozen__h.csv").read_text() == "step,loss\n1,3.0\n2,2.5\n3,2.0\n"
+    # a cell gone from the results leaves no stale curve behind
+    build_figures([{**RECORDS[2], "train_curve": curve}], project / "tables")
+    assert [p.name for p in folder.iterdir()] == ["ade__t_rand__frozen__h.csv"]
+    # the repository's plots declaration, read by DVC itself
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"plots": plots}))
+    run_cmd([str(VENV_BIN / "dvc"), "init", "--no-scm", "-q"], cwd=project, check=True)
+    shown = run_cmd([str(VENV_BIN / "dvc"), "plots", "show", "--json"], cwd=project, check=True).stdout
+    (plot,) = json.loads(shown)["data"]["tables/curves/ade__t_rand__frozen__h.csv"]
+    values = plot["content"]["data"]["values"]
+    assert [(float(v["step"]), float(v["loss"])) for v in values] == [(1.0, 3.0), (2.0, 2.5), (3.0, 2.0)]
+    assert plot["content"]["encoding"]["x"]["field"] == "step"

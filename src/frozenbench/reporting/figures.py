@@ -119,10 +119,39 @@ def training_curves(records: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+# the training curves as data (one CSV per cell, columns step and loss): what `dvc plots show` renders
+CURVES_FOLDER = "curves"
+
+
+def training_curve_data(records: list[dict[str, Any]], folder: str | Path) -> list[Path]:
+    """``{task}__{backbone}__{mode}__{head}.csv`` per cell with a training curve, the folder replaced
+    as a whole (a cell no longer in the results leaves no stale curve)."""
+    import csv
+    import io
+
+    from frozenbench.utils.atomic import atomic_dir
+
+    written = []
+    Path(folder).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(folder) as tmp:
+        for r in records:
+            if not r.get("train_curve"):
+                continue
+            name = f"{r['task']}__{r['backbone']}__{r['mode']}__{r['head']}.csv"
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(["step", "loss"])
+            writer.writerows([int(step), float(loss)] for step, loss in r["train_curve"])
+            (tmp / name).write_text(buffer.getvalue())
+            written.append(Path(folder) / name)
+    return written
+
+
 def build_figures(records: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     paths = [out_dir / f"{name}.png" for name in FIGURE_NAMES]
     gap_vs_size(records, paths[0])
     pretraining_scores(records, paths[1])
     training_curves(records, paths[2])
+    training_curve_data(records, out_dir / CURVES_FOLDER)
     return paths
