@@ -23,6 +23,24 @@ class DatasetEvaluator(Protocol):
     def evaluate(self) -> dict[str, Any]: ...
 
 
+class FedEvaluator:
+    """A driver evaluator over one of the metric evaluators (COCO, mIoU, top-k): ``feed(metric,
+    inputs, outputs)`` hands it a batch's predictions in the form it takes; reset and evaluate are
+    the metric's own."""
+
+    def __init__(self, metric: Any, feed: Callable[[Any, dict[str, Any], list[Any]], None]) -> None:
+        self.metric, self.feed = metric, feed
+
+    def reset(self) -> None:
+        self.metric.reset()
+
+    def process(self, inputs: dict[str, Any], outputs: list[Any]) -> None:
+        self.feed(self.metric, inputs, outputs)
+
+    def evaluate(self) -> dict[str, Any]:
+        return self.metric.evaluate()
+
+
 @torch.no_grad()
 def inference_on_dataset(
     model: torch.nn.Module,

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from frozenbench.engine.data import eval_batches, on_gpu
-from frozenbench.evaluation.driver import inference_on_dataset
+from frozenbench.evaluation.driver import FedEvaluator, inference_on_dataset
 from frozenbench.errors import UserError
 from frozenbench.evaluation import COCOEvaluator, instances_to_results
 from frozenbench.openmmlab import build_registered_model as build_mm_model
@@ -184,21 +184,9 @@ class ResultsCollector:
         return {"results": self.results}
 
 
-class DetectionEvaluator:
-    """The driver's evaluator for detection: each predicted sample into a :class:`COCOEvaluator`."""
-
-    def __init__(self, coco: COCOEvaluator) -> None:
-        self.coco = coco
-
-    def reset(self) -> None:
-        self.coco.reset()
-
-    def process(self, inputs: dict, outputs: list) -> None:
-        for sample in outputs:
-            self.coco.process(*_instances(sample))
-
-    def evaluate(self) -> dict[str, Any]:
-        return self.coco.evaluate()
+def _feed_coco(coco: COCOEvaluator, inputs: dict, outputs: list) -> None:
+    for sample in outputs:
+        coco.process(*_instances(sample))
 
 
 @torch.no_grad()
@@ -212,7 +200,7 @@ def evaluate(
 ) -> dict[str, Any]:
     del test  # the test scale acts in build_dataset
     batches = eval_batches(dataset, collate, batch_size, workers, pin_memory=on_gpu(model))
-    evaluators = {"detection": DetectionEvaluator(COCOEvaluator(dataset.ann_file))}
+    evaluators = {"detection": FedEvaluator(COCOEvaluator(dataset.ann_file), _feed_coco)}
     return inference_on_dataset(model, batches, evaluators, predict)["detection"]
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from frozenbench.engine.data import eval_batches, on_gpu
-from frozenbench.evaluation.driver import inference_on_dataset
+from frozenbench.evaluation.driver import FedEvaluator, inference_on_dataset
 from frozenbench.errors import UserError
 from frozenbench.evaluation import SemSegEvaluator
 from frozenbench.openmmlab import build_registered_model as build_mm_model
@@ -149,28 +149,18 @@ def evaluate(
         raise UserError(f"segmentation test options {sorted(unknown)} unknown; known: {', '.join(TEST_OPTIONS)}")
     scales, flip = test.get("scales", [1.0]), test.get("flip", False)
     batches = eval_batches(dataset, collate, 1, workers, pin_memory=on_gpu(model))
-    evaluators = {"segmentation": SegmentationEvaluator(SemSegEvaluator(num_classes=num_classes, ignore_index=255))}
+    evaluators = {
+        "segmentation": FedEvaluator(SemSegEvaluator(num_classes=num_classes, ignore_index=255), _feed_semseg)
+    }
     return inference_on_dataset(model, batches, evaluators, lambda model, data: _tta_scores(model, data, scales, flip))[
         "segmentation"
     ]
 
 
-class SegmentationEvaluator:
-    """The driver's evaluator for segmentation: each image's class scores (at its original size)
-    against its label map."""
-
-    def __init__(self, semseg: SemSegEvaluator) -> None:
-        self.semseg = semseg
-
-    def reset(self) -> None:
-        self.semseg.reset()
-
-    def process(self, inputs: dict, outputs: list) -> None:
-        for score, sample in zip(outputs, inputs["data_samples"]):
-            self.semseg.process(score.argmax(0).cpu().numpy().astype(np.int64), sample.gt_sem_seg.data[0].cpu().numpy())
-
-    def evaluate(self) -> dict[str, Any]:
-        return self.semseg.evaluate()
+def _feed_semseg(semseg: SemSegEvaluator, inputs: dict, outputs: list) -> None:
+    # outputs: each image's class scores at its original size, against its label map
+    for score, sample in zip(outputs, inputs["data_samples"]):
+        semseg.process(score.argmax(0).cpu().numpy().astype(np.int64), sample.gt_sem_seg.data[0].cpu().numpy())
 
 
 def _tta_scores(model: torch.nn.Module, data: dict, scales: list[float], flip: bool) -> list[torch.Tensor]:

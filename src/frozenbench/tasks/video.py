@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from frozenbench.engine.data import eval_batches, on_gpu
-from frozenbench.evaluation.driver import inference_on_dataset
+from frozenbench.evaluation.driver import FedEvaluator, inference_on_dataset
 from frozenbench.errors import UserError
 from frozenbench.evaluation import TopKEvaluator
 from frozenbench.openmmlab import build_registered_model as build_mm_model
@@ -165,22 +165,10 @@ def evaluate(
     views = int(test.get("num_clips", 1)) * int(test.get("num_crops", 1))
     batch_size = max(1, min(batch_size, MAX_TEST_VIEWS_PER_BATCH // views))
     batches = eval_batches(dataset, collate, batch_size, workers, pin_memory=on_gpu(model))
-    evaluators = {"video": VideoEvaluator(TopKEvaluator(topk=(1, 5) if num_classes >= 5 else (1,)))}
+    evaluators = {"video": FedEvaluator(TopKEvaluator(topk=(1, 5) if num_classes >= 5 else (1,)), _feed_topk)}
     return inference_on_dataset(model, batches, evaluators, predict)["video"]
 
 
-class VideoEvaluator:
-    """The driver's evaluator for video: each video's averaged class probabilities into top-k."""
-
-    def __init__(self, topk: TopKEvaluator) -> None:
-        self.topk = topk
-
-    def reset(self) -> None:
-        self.topk.reset()
-
-    def process(self, inputs: dict, outputs: list) -> None:
-        for sample in outputs:
-            self.topk.process(sample.pred_score.float().cpu().numpy(), int(sample.gt_label.item()))
-
-    def evaluate(self) -> dict[str, Any]:
-        return self.topk.evaluate()
+def _feed_topk(topk: TopKEvaluator, inputs: dict, outputs: list) -> None:
+    for sample in outputs:  # each video's class probabilities, averaged over its views by the head
+        topk.process(sample.pred_score.float().cpu().numpy(), int(sample.gt_label.item()))
