@@ -7,7 +7,6 @@ import io
 import json
 import os
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -352,16 +351,6 @@ def test_official_swin_detection_files_convert_exactly_and_are_refused_by_the_mm
     sd, report = convert_state_dict(raw, "swin_det", "swin_tiny")
     assert ("backbone.norm0.weight", "per-level output norm (frozenbench heads bring their own)") in report.dropped
     assert_same_features(sd, "swin_tiny", swin_tiny, image)
-
-
-def test_config_layout_enum_is_the_converters_list():
-    import yaml
-
-    from frozenbench.checkpoint.layouts import LAYOUTS
-
-    schema = yaml.safe_load((Path(__file__).parents[1] / "schemas" / "config.schema.yaml").read_text())
-    enum = schema["$defs"]["backbone"]["properties"]["checkpoint"]["properties"]["layout"]["enum"]
-    assert sorted(enum) == sorted(LAYOUTS)
 
 
 def test_an_official_swin_training_checkpoint_with_its_yacs_config_converts_without_yacs(

@@ -118,7 +118,7 @@ def build_swinv2(img_size: int, **kwargs: Any) -> SwinTransformerV2:
 def resize_bias_tables(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Relative-position-bias tables of another window size resized as the official Swin loader does
     (``load_pretrained``: bicubic over the (2w-1) x (2w-1) grid of each head). timm's filter resizes
-    them by a different interpolation, which differs from the official one by up to ~0.1."""
+    them by a different (geometric) interpolation, whose values differ from the official ones."""
     target = {k: v.shape for k, v in model.state_dict().items() if k.endswith("relative_position_bias_table")}
     out = dict(state_dict)
     for key, shape in target.items():
