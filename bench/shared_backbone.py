@@ -41,7 +41,10 @@ def main() -> None:
     ckpt = Path(__file__).resolve().parent / "results" / "shared_backbone_convstem_swin_tiny.pth"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     save_backbone(
-        ckpt, "convstem_swin_tiny", build_arch("convstem_swin_tiny", size).state_dict(), {"pretrain_task": "random"}
+        ckpt,
+        "convstem_swin_tiny",
+        build_arch("convstem_swin_tiny", size).state_dict(),
+        {"pretrain_objective": "random"},
     )
     det = detection.build_model({"width": 64}, 4, size, str(ckpt), frozen=True).to(device).eval()
     seg = segmentation.build_model({"width": 64, "num_queries": 20}, 7, size, str(ckpt), frozen=True).to(device).eval()

@@ -21,12 +21,12 @@ rule pretrain_backbone:
         **cpu_job_resources(mem_mb=4000, runtime=60),
     params:
         arch=lambda wildcards: config["backbones"][wildcards.backbone]["arch"],
-        task=lambda wildcards: pretrain_spec(wildcards.backbone)["task"],
+        objective=lambda wildcards: pretrain_spec(wildcards.backbone)["objective"],
         options=lambda wildcards: json_arg(pretrain_spec(wildcards.backbone)["options"]),
         seed=config["seed"],
         run_dir=lambda wildcards: f"{RUNS}/pretrain/{wildcards.backbone}",
     shell:
-        "frozenbench pretrain --arch {params.arch:q} --task {params.task:q} --data {input.data:q}"
+        "frozenbench pretrain --arch {params.arch:q} --objective {params.objective:q} --data {input.data:q}"
         " --options {params.options} --seed {params.seed} --threads {threads}"
         " --out {output.checkpoint:q} --run-dir {params.run_dir:q} > {log:q} 2>&1"
 

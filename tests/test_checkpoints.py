@@ -173,7 +173,7 @@ def test_mmdet_detector_checkpoint_matches_mmdet_swin(swin_tiny):
 def test_relative_position_bias_is_interpolated_for_another_input_size(tmp_path):
     torch.manual_seed(0)
     small = build_arch("convstem_swin_tiny", 64)  # the last stage (2x2) uses a 2x2 window at 64 px
-    save_backbone(tmp_path / "b.pth", "convstem_swin_tiny", small.state_dict(), {"pretrain_task": "random"})
+    save_backbone(tmp_path / "b.pth", "convstem_swin_tiny", small.state_dict(), {"pretrain_objective": "random"})
     arch, sd, meta = load_backbone_state(tmp_path / "b.pth", img_size=128)  # 4x4 window at 128 px
     assert sd["layers.3.blocks.0.attn.relative_position_bias_table"].shape == (49, 8)
     Backbone(arch, img_size=128, state_dict=sd)(torch.randn(1, 3, 128, 128))
@@ -236,7 +236,7 @@ def test_fetch_and_convert_through_the_cli(swin_tiny, tmp_path):
             "filename": "swin_tiny_patch4_window7_224.pth",
             "checksum": {"sha256": hashlib.sha256(body).hexdigest()},
             "layout": "official_swin",
-            "task": "supervised",
+            "objective": "supervised",
             "data": "in1k",
         }
         checks = ["--checksums", str(tmp_path / "ckpt.sha256"), "--verified", str(tmp_path / "dl.verified.json")]
@@ -266,7 +266,7 @@ def test_fetch_and_convert_through_the_cli(swin_tiny, tmp_path):
         "--arch",
         "swin_tiny",
         "--meta",
-        json.dumps({"pretrain_task": "supervised"}),
+        json.dumps({"pretrain_objective": "supervised"}),
         "--download-spec",
         json.dumps(spec),
         *checks,

@@ -40,6 +40,19 @@ def test_defaults_are_filled():
         ),
         (lambda c: c["datasets"]["shapes-ade"].__setitem__("format", "voc"), "datasets.shapes-ade.format", "'voc'"),
         (lambda c: c["paths"].pop("results"), "paths", "'results' is a required property"),
+        # keys an older config spelled otherwise name their new spelling
+        (
+            lambda c: c["backbones"]["convstem_swin_tiny_mim"].__setitem__("pretrain", {"task": "mim"}),
+            "backbones.convstem_swin_tiny_mim.pretrain.task",
+            "renamed objective",
+        ),
+        (
+            lambda c: c["backbones"]["convstem_swin_tiny_contrastive"]["pretrain"]["options"].__setitem__(
+                "task_options", {"momentum": 0.0}
+            ),
+            "backbones.convstem_swin_tiny_contrastive.pretrain.options.task_options",
+            "renamed objective_options",
+        ),
     ],
 )
 def test_bad_config_names_the_key(mutate, key, fragment):
@@ -142,9 +155,9 @@ CONFIG_CASES = {
     ),
     "objective_the_family_cannot_take": (
         lambda c: c["backbones"].__setitem__(
-            "vit_mim", {"arch": "vit_small_patch14_dinov2", "pretrain": {"task": "mim"}}
+            "vit_mim", {"arch": "vit_small_patch14_dinov2", "pretrain": {"objective": "mim"}}
         ),
-        "backbones.vit_mim.pretrain.task",
+        "backbones.vit_mim.pretrain.objective",
         "mim cannot pretrain a vit backbone",
     ),
     "layout_the_family_is_not_published_in": (
@@ -155,7 +168,7 @@ CONFIG_CASES = {
                 "checkpoint": {
                     "file": "weights/dinov2_vits14_pretrain.pth",
                     "layout": "official_swin",
-                    "task": "self-distillation",
+                    "objective": "self-distillation",
                     "data": "lvd142m",
                 },
             },

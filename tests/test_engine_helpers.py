@@ -196,3 +196,82 @@ def test_feature_cache_statistics_are_found_wherever_the_model_keeps_its_cache()
     stats = feature_cache_stats(model)
     assert stats["hits"] == 2 and stats["misses"] == 2 and stats["entries"] == 1  # two equal images: one entry
     assert feature_cache_stats(nn.Linear(2, 2)) is None
+
+
+class FakeRegression(nn.Module):
+    """A model as the engine steps it: ``forward(**batch, mode="loss")`` -> losses, plus its own
+    update after each optimizer step (as a momentum encoder does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(2))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, mode: str = "loss") -> dict[str, torch.Tensor]:
+        return {"loss": ((x @ self.weight - y) ** 2).mean()}
+
+    def after_optimizer_step(self) -> None:
+        self.updates += 1
+
+
+def _fake_data() -> tuple[torch.utils.data.TensorDataset, callable]:
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    y = x @ torch.tensor([1.5, -2.0])
+
+    def collate(samples):
+        xs, ys = zip(*samples)
+        return {"x": torch.stack(xs), "y": torch.stack(ys)}
+
+    return torch.utils.data.TensorDataset(x, y), collate
+
+
+def _plain_losses(model, batch, forward):
+    parts = forward(batch)
+    return parts["loss"], parts
+
+
+def test_the_engine_trains_any_model_through_its_losses_function_and_resumes_it_exactly(tmp_path):
+    """The loop knows nothing of OpenMMLab: a fake model with its own losses function trains,
+    gets its own update once per step, and a run that crashed after its step-6 save, rerun,
+    ends with the uninterrupted run's weights (the pretraining objectives rely on this)."""
+    from frozenbench.engine.loop import train
+
+    dataset, collate = _fake_data()
+    opts = TrainOptions(steps=12, batch_size=8, lr=0.4, warmup_steps=0, checkpoint_every=3, log_every=1, grad_clip=0)
+
+    class CrashesAtStep7(FakeRegression):
+        def forward(self, x, y, mode="loss"):
+            if int(self.updates) == 6:
+                raise RuntimeError("node lost")
+            return super().forward(x, y, mode)
+
+    def run(model: FakeRegression, name: str) -> FakeRegression:
+        train(model, dataset, collate, tmp_path / name, opts, seed=3, log=lambda m: None, fingerprint="fake",
+              losses=_plain_losses)  # fmt: skip
+        return model
+
+    whole = run(FakeRegression(), "whole")
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
+    assert losses[-1] < 0.1 * losses[0]
+    assert int(whole.updates) == 12 and torch.allclose(whole.weight, torch.tensor([1.5, -2.0]), atol=0.3)
+
+    with pytest.raises(RuntimeError, match="node lost"):
+        run(CrashesAtStep7(), "split")
+    assert torch.load(tmp_path / "split" / "state.pt", weights_only=True)["step"] == 6
+    resumed = run(FakeRegression(), "split")
+    assert int(resumed.updates) == 12 and torch.equal(resumed.weight, whole.weight)
+    logged = [json.loads(line)["step"] for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, 13))
+
+
+def test_both_steppers_implement_the_declared_interface():
+    import inspect
+
+    from frozenbench.engine.loop import DeepSpeedStepper, LocalStepper, Stepper
+
+    methods = [n for n, v in vars(Stepper).items() if callable(v) and not n.startswith("_")]
+    assert set(methods) == {"forward", "step", "saved_fingerprint", "discard", "load", "save"}
+    for stepper in (LocalStepper, DeepSpeedStepper):
+        for name in methods:
+            declared = list(inspect.signature(getattr(Stepper, name)).parameters)
+            assert list(inspect.signature(getattr(stepper, name)).parameters) == declared, (stepper, name)

@@ -80,7 +80,7 @@ def test_a_local_file_and_a_hub_id_are_each_one_config_entry_and_convert_in_the_
         "checkpoint": {
             "file": "weights/dinov2_vits14_pretrain.pth",
             "layout": "dinov2",
-            "task": "self-distillation",
+            "objective": "self-distillation",
             "data": "lvd142m",
         },
     }
@@ -90,7 +90,7 @@ def test_a_local_file_and_a_hub_id_are_each_one_config_entry_and_convert_in_the_
             "hub": "timm/vit_small_patch14_dinov2.lvd142m",
             "filename": "model.safetensors",
             "layout": "timm",
-            "task": "self-distillation",
+            "objective": "self-distillation",
             "data": "lvd142m",
         },
     }
@@ -105,7 +105,7 @@ def test_a_local_file_and_a_hub_id_are_each_one_config_entry_and_convert_in_the_
     ):
         payload = torch.load(workflow_copy / target, weights_only=True, map_location="cpu")
         assert payload["arch"] == arch and payload["meta"]["url"] == origin
-        assert payload["meta"]["pretrain_task"] == "self-distillation"
+        assert payload["meta"]["pretrain_objective"] == "self-distillation"
     # `check-config` says what each entry builds and where its weights are
     said = run_cmd(
         [str(VENV_BIN / "frozenbench"), "check-config", "own.yaml"], cwd=workflow_copy, env=env, check=True

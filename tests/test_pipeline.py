@@ -191,3 +191,38 @@ def test_two_fresh_clones_share_the_study_through_dvc_push_and_pull(tmp_path):
     nothing = cmd(b, dvc, "repro")
     said = nothing.stdout + nothing.stderr
     assert "Running stage" not in said, said
+
+    # One params key changed through an experiment: exactly the stages that read it rerun (cells,
+    # then tables), and inside `cells` Snakemake retrains exactly the cells of that task.
+    before = _sha256_tree(a, outputs)
+    experiment = cmd(a, dvc, "exp", "run", "-S", "tasks.ade.train.steps=7")
+    said = experiment.stdout + experiment.stderr
+    assert "Running stage 'cells'" in said and "Running stage 'tables'" in said, said
+    assert "Running stage 'data'" not in said and "Running stage 'checkpoints'" not in said, said
+    after = _sha256_tree(a, outputs)
+    changed = {path for path in before if after.get(path) != before[path]}
+    assert any(p.startswith("results/ade/") and p.endswith("metrics.json") for p in changed), sorted(changed)
+    untouched = [p for p in before if p.startswith(("data/", "checkpoints/", "results/coco/", "results/k400/"))]
+    assert untouched and not changed.intersection(untouched), sorted(changed.intersection(untouched))
+    ade_logs = list((a / "runs" / "ade").rglob("log.jsonl"))
+    assert ade_logs and all(json.loads(p.read_text().splitlines()[-1])["step"] == 7 for p in ade_logs)
+    shown = json.loads(cmd(a, dvc, "exp", "show", "--json").stdout)
+    assert 7 in _param_values(shown, "tasks.ade.train.steps"), json.dumps(shown)[:2000]
+
+
+def _param_values(node, dotted: str) -> list:
+    """Every value of the config key ``dotted`` anywhere in ``dvc exp show --json``'s output (its
+    nesting differs between DVC versions: baseline, experiments, their params files)."""
+    found = []
+    if isinstance(node, dict):
+        value = node
+        for key in dotted.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            found.append(value)
+        for child in node.values():
+            found += _param_values(child, dotted)
+    elif isinstance(node, list):
+        for child in node:
+            found += _param_values(child, dotted)
+    return found

@@ -6,10 +6,12 @@ from frozenbench.pretrain.report import probe_rows, render_markdown
 
 
 def test_margins_are_taken_against_the_random_backbone_of_the_same_arch(tmp_path):
-    def probe(name, arch, task, knn, lin):
+    def probe(name, arch, objective, knn, lin):
         path = tmp_path / f"{name}.json"
         path.write_text(
-            json.dumps({"arch": arch, "task": task, "steps": 10, "knn_top1": knn, "linear_top1": lin, "chance": 0.1})
+            json.dumps(
+                {"arch": arch, "objective": objective, "steps": 10, "knn_top1": knn, "linear_top1": lin, "chance": 0.1}
+            )
         )
         return name, path
 

@@ -57,7 +57,7 @@ def test_pretraining_options_are_the_study_defaults_overridden_per_backbone(ci_c
     config = copy.deepcopy(ci_config)
     config["backbones"]["convstem_swin_tiny_supervised"]["pretrain"]["options"] = {"steps": 99}
     spec = study.pretrain_spec(config, "convstem_swin_tiny_supervised")
-    assert spec["task"] == "supervised" and spec["dataset"] == "shapes-pretrain"
+    assert spec["objective"] == "supervised" and spec["dataset"] == "shapes-pretrain"
     assert spec["options"]["steps"] == 99 and spec["options"]["batch_size"] == 32
 
 
@@ -65,7 +65,7 @@ def test_labels_and_plan_carry_the_task_type_objective_and_capacity(ci_config):
     labels = study.cell_labels(ci_config, "coco", "dinov2_vits14_random", "mrcnn_fpn")
     assert labels == {
         "task_type": "detection",
-        "pretrain_task": "random",
+        "pretrain_objective": "random",
         "family_size": "small",
         "arch": "vit_small_patch14_dinov2",
         "extra_blocks": "0",
@@ -144,8 +144,8 @@ def test_schema_enums_are_the_codes_registries():
     defs = schema["$defs"]
     checkpoint = defs["backbone"]["properties"]["checkpoint"]["properties"]
     assert sorted(checkpoint["layout"]["enum"]) == sorted(LAYOUTS)
-    assert sorted(checkpoint["task"]["enum"]) == sorted(PUBLISHED_OBJECTIVES)
-    assert sorted(defs["backbone"]["properties"]["pretrain"]["properties"]["task"]["enum"]) == sorted(
+    assert sorted(checkpoint["objective"]["enum"]) == sorted(PUBLISHED_OBJECTIVES)
+    assert sorted(defs["backbone"]["properties"]["pretrain"]["properties"]["objective"]["enum"]) == sorted(
         PRETRAIN_OBJECTIVES
     )
     assert sorted(defs["detection_head"]["properties"]["detector"]["enum"]) == sorted(DETECTORS)

@@ -16,7 +16,7 @@ def record(task, backbone, mode, metrics, head="h", extra="0", pretrain="supervi
         "mode": mode,
         "head": head,
         "metrics": metrics,
-        "pretrain_task": pretrain,
+        "pretrain_objective": pretrain,
         "family_size": size,
         "extra_blocks": extra,
     }
@@ -89,7 +89,7 @@ def test_planned_cells_show_as_missing_and_the_paper_table_names_its_backbone(tm
                 "head": "m2f_b4",
                 "family_size": "large",
                 "arch": "swinv2_large",
-                "pretrain_task": "supervised",
+                "pretrain_objective": "supervised",
                 "extra_blocks": "0",
                 "capacity": capacity_label({"transformer_decoder_layers": 4}),
             },
@@ -100,7 +100,7 @@ def test_planned_cells_show_as_missing_and_the_paper_table_names_its_backbone(tm
                 "head": "m2f_b4",
                 "family_size": "tiny",
                 "arch": "swin_tiny",
-                "pretrain_task": "supervised",
+                "pretrain_objective": "supervised",
                 "extra_blocks": "0",
                 "capacity": "",
             },
@@ -179,7 +179,7 @@ def test_html_report_embeds_tables_figures_and_probes(tmp_path):
     probe.write_text("Probes.\n\n| backbone | k-NN |\n| --- | ---: |\n| t_sup | 89.2 |\n")
     build_report(tmp_path, tmp_path / "report.html", probe)
     page = (tmp_path / "report.html").read_text()
-    assert "Frozen vs fine-tuned by pretraining task" in page and "<td>-6.5</td>" in page
+    assert "Frozen vs fine-tuned by pretraining objective" in page and "<td>-6.5</td>" in page
     assert page.count("data:image/png;base64,") == 3 and "<td>89.2</td>" in page
     assert "<td>–</td>" in page  # a cell not run
     with pytest.raises(UserError, match="no tables"):

@@ -4,7 +4,7 @@ area) from the probe's features, fitted on one half of ``val`` and scored on the
 
     PYTHONPATH=src python scripts/diagnostics/nuisance_probe.py data/shapes-pretrain checkpoints/*.pth
 
-Used to find why contrastive pretraining stayed at the random floor (README, "Mini-study
+Used to find why contrastive pretraining stayed at the random floor (docs/research-log.md, "Mini-study
 pretraining"): with SimCLR's colour jitter its features predicted luminance with R^2 0.97.
 """
 

@@ -6,7 +6,7 @@
 #   scripts/slurm/cluster.sh start     # write slurm.conf, start the daemons, wait for an idle node
 #   scripts/slurm/cluster.sh stop      # stop the daemons by the pids they wrote
 #
-# Settings measured on these machines (see README, "Slurm"): no systemd, so the daemons are
+# Settings measured on these machines (see README, "Running the paper study on a cluster"): no systemd, so the daemons are
 # started by hand; DefMemPerCPU so a job without --mem does not take the whole node; no
 # slurmdbd, so the snakemake profile polls with squeue, which needs MinJobAge >= 120.
 set -euo pipefail

@@ -1,7 +1,7 @@
 """Study configuration: load a YAML file and validate it against schemas/config.schema.yaml.
 
-The Snakefile validates the same file with ``snakemake.utils.validate``; the CLI
-uses :func:`load_config` so a subcommand run by hand gets the same checks and the
+The one validator: the Snakefile calls :func:`validate_config` at DAG start and the CLI calls
+:func:`load_config`, so a subcommand run by hand gets the same checks, the same defaults and the
 same error messages (naming the file and the offending key).
 """
 
@@ -41,6 +41,9 @@ def validate_config(config: dict[str, Any], source: str = "<config>", schema: di
     """
     import jsonschema
 
+    renamed = renamed_keys(config)
+    if renamed:
+        raise ConfigError("\n".join([f"{source}: invalid config"] + [f"  at {key}: {why}" for key, why in renamed]))
     schema = schema or load_schema()
     validator_cls = jsonschema.validators.validator_for(schema)
     validator = validator_cls(schema)
@@ -53,6 +56,34 @@ def validate_config(config: dict[str, Any], source: str = "<config>", schema: di
             lines.append(f"  ... and {len(errors) - 10} more")
         raise ConfigError("\n".join(lines))
     return fill_defaults(copy.deepcopy(config), schema)
+
+
+def renamed_keys(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Keys an older config spelled otherwise, with the new name (checked before the schema, whose
+    message would only say the old key is unexpected)."""
+    found = []
+
+    def options(entry: Any, key: str) -> None:
+        if isinstance(entry, dict) and "task_options" in entry:
+            found.append((f"{key}.task_options", "renamed objective_options"))
+
+    if isinstance(config.get("pretrain"), dict):
+        options(config["pretrain"].get("options"), "pretrain.options")
+    for name, backbone in (config.get("backbones") or {}).items():
+        if not isinstance(backbone, dict):
+            continue
+        for section in ("pretrain", "checkpoint"):
+            entry = backbone.get(section)
+            if isinstance(entry, dict) and "task" in entry:
+                found.append(
+                    (
+                        f"backbones.{name}.{section}.task",
+                        "renamed objective (the pretraining objective, not a study task)",
+                    )
+                )
+        if isinstance(backbone.get("pretrain"), dict):
+            options(backbone["pretrain"].get("options"), f"backbones.{name}.pretrain.options")
+    return found
 
 
 def fill_defaults(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -129,9 +160,9 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
                 f"backbones.{name}.arch: unknown architecture {backbone['arch']!r} (known: {', '.join(list_archs())})"
             )
         family = archs[name].family if name in archs else None
-        if family is not None and "pretrain" in backbone and backbone["pretrain"]["task"] not in family.objectives:
+        if family is not None and "pretrain" in backbone and backbone["pretrain"]["objective"] not in family.objectives:
             problems.append(
-                f"backbones.{name}.pretrain.task: {backbone['pretrain']['task']} cannot pretrain a "
+                f"backbones.{name}.pretrain.objective: {backbone['pretrain']['objective']} cannot pretrain a "
                 f"{family.name} backbone (its objectives: {', '.join(family.objectives)})"
             )
         layout = backbone.get("checkpoint", {}).get("layout")

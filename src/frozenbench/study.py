@@ -29,7 +29,7 @@ def pretrain_spec(config: Config, backbone: str) -> dict[str, Any]:
     entry = config["backbones"][backbone]["pretrain"]
     defaults = config.get("pretrain", {})
     return {
-        "task": entry["task"],
+        "objective": entry["objective"],
         "dataset": entry.get("dataset", defaults.get("dataset")),
         "options": {**defaults.get("options", {}), **entry.get("options", {})},
     }
@@ -39,8 +39,8 @@ def objective_of(config: Config, backbone: str) -> str:
     """The pretraining objective a backbone's weights come from (``none`` for unreleased weights)."""
     entry = config["backbones"][backbone]
     if "pretrain" in entry:
-        return pretrain_spec(config, backbone)["task"]
-    return entry.get("checkpoint", {}).get("task", "none")
+        return pretrain_spec(config, backbone)["objective"]
+    return entry.get("checkpoint", {}).get("objective", "none")
 
 
 def checkpoint_origin(checkpoint: dict[str, Any]) -> str:
@@ -59,7 +59,7 @@ def checkpoint_meta(config: Config, backbone: str) -> dict[str, Any]:
     return {
         "name": backbone,
         "url": checkpoint_origin(checkpoint),
-        "pretrain_task": checkpoint["task"],
+        "pretrain_objective": checkpoint["objective"],
         "pretrain_data": checkpoint["data"],
     }
 
@@ -101,7 +101,7 @@ def cell_labels(config: Config, task: str, backbone: str, head: str) -> dict[str
     head_cfg = config["tasks"][task]["heads"][head]
     labels = {
         "task_type": config["tasks"][task]["type"],
-        "pretrain_task": objective_of(config, backbone),
+        "pretrain_objective": objective_of(config, backbone),
         "family_size": entry.get("family_size", "-"),
         "arch": entry["arch"],
         "extra_blocks": head_cfg.get("extra_blocks", 0),

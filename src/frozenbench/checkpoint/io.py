@@ -118,7 +118,7 @@ def save_random_backbone(path: str | Path, arch: str, img_size: int, seed: int =
     from frozenbench.models import build_arch
 
     torch.manual_seed(seed)
-    save_backbone(path, arch, build_arch(arch, img_size).state_dict(), {"pretrain_task": "random"})
+    save_backbone(path, arch, build_arch(arch, img_size).state_dict(), {"pretrain_objective": "random"})
     return Path(path)
 
 

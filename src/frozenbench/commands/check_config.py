@@ -40,7 +40,7 @@ def backbone_plan(name: str, entry: dict) -> str:
     levels = f"levels {body.out_indices} (strides {body.strides}, channels {body.channels})"
     dense = "simple feature pyramid -> strides [4, 8, 16, 32]" if body.needs_pyramid else "as they are"
     if "pretrain" in entry:
-        weights = f"pretrained here ({entry['pretrain']['task']})"
+        weights = f"pretrained here ({entry['pretrain']['objective']})"
     else:
         ckpt = entry.get("checkpoint", {})
         origin = (
@@ -54,7 +54,7 @@ def backbone_plan(name: str, entry: dict) -> str:
             if "hub" in ckpt
             else "not released"
         )
-        weights = f"{origin}, {ckpt['layout']} layout ({ckpt['task']}, {ckpt['data']})" if ckpt else origin
+        weights = f"{origin}, {ckpt['layout']} layout ({ckpt['objective']}, {ckpt['data']})" if ckpt else origin
     notes = f" ({spec.notes})" if spec.notes else ""
     return (
         f"{name}: {spec.name} ({spec.family.name} family){notes}, {levels}; dense heads: {dense}; video: the "

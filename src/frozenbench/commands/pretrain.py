@@ -1,4 +1,4 @@
-"""``frozenbench pretrain``: pretrain a mini backbone by one task and write its canonical checkpoint."""
+"""``frozenbench pretrain``: pretrain a mini backbone by one objective and write its canonical checkpoint."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from frozenbench.errors import UserError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", required=True, help="registered architecture, e.g. convstem_swin_tiny")
-    parser.add_argument("--task", required=True, choices=["supervised", "contrastive", "mim", "random"])
+    parser.add_argument(
+        "--objective", required=True, help="supervised, contrastive, mim or random (frozenbench.models.registry)"
+    )
     parser.add_argument("--data", required=True, help="ImageFolder dataset (train/ and val/)")
     parser.add_argument("--options", default="{}", help="pretraining options as JSON (config's pretrain section)")
     parser.add_argument("--seed", type=int, default=0)
@@ -27,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from frozenbench.engine.device import select_device
+    from frozenbench.models.registry import PRETRAIN_OBJECTIVES
     from frozenbench.pretrain.train import PretrainOptions, pretrain
 
     if args.threads:
@@ -35,9 +38,11 @@ def run(args: argparse.Namespace) -> int:
         options = PretrainOptions.from_config(json.loads(args.options))
     except (json.JSONDecodeError, TypeError) as err:
         raise UserError(f"--options: {err}") from None
+    if args.objective not in PRETRAIN_OBJECTIVES:
+        raise UserError(f"--objective {args.objective}: choose from {', '.join(PRETRAIN_OBJECTIVES)}")
     pretrain(
         args.arch,
-        args.task,
+        args.objective,
         args.data,
         args.out,
         args.run_dir,

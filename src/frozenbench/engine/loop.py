@@ -1,5 +1,9 @@
-"""A resumable training loop for OpenMMLab models whose backbone may be frozen.
+"""The one resumable training loop: task heads on a frozen (or fine-tuned) backbone, and the
+pretraining objectives.
 
+- The loop asks a model for its losses through a ``losses`` function (an OpenMMLab model's
+  preprocessor and loss reduction by default, :func:`frozenbench.openmmlab.runtime.training_losses`)
+  and updates it through a :class:`Stepper` (one process, or DeepSpeed ranks).
 - Only parameters with ``requires_grad`` reach the optimizer (the heads, in frozen mode).
 - The batch at step k is a pure function of (seed, k) (:mod:`frozenbench.engine.data`): the
   sample order comes from a per-epoch seeded permutation and the data augmentation RNGs are
@@ -22,7 +26,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn as nn
@@ -117,11 +121,43 @@ def saved_fingerprint(state_path: Path) -> str | None:
     return state.get("fingerprint", "") if "optimizer" in state else None
 
 
+def after_update(model: nn.Module) -> None:
+    """A model's own update after each optimizer step (a momentum encoder's average): part of the
+    step, so a state saved after it resumes to the same weights."""
+    hook = getattr(model, "after_optimizer_step", None)
+    if callable(hook):
+        hook()
+
+
 def load_trainable(model: nn.Module, state: dict[str, Any], state_path: Path) -> None:
     """Put a saved state's trainable weights into ``model`` (tensors copy onto its device)."""
     _, unexpected = model.load_state_dict(state["model"], strict=False)
     if unexpected:
         raise RuntimeError(f"{state_path}: unexpected keys {unexpected[:5]}")
+
+
+class Stepper(Protocol):
+    """How the loop updates a model and keeps its resumable state (``{run_dir}/state.pt``)."""
+
+    model: nn.Module
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The model's losses for a preprocessed batch (``model(**batch, mode="loss")``)."""
+
+    def step(self, total: torch.Tensor, lr: float) -> None:
+        """Backward ``total``, clip, one optimizer step at ``lr``, then the model's own update."""
+
+    def saved_fingerprint(self) -> str | None:
+        """The fingerprint of the state on disk; None when there is none to resume."""
+
+    def discard(self) -> None:
+        """Delete the state on disk (it belongs to a run with other inputs)."""
+
+    def load(self) -> int:
+        """Load the state on disk into model and optimizer; the step it was saved at."""
+
+    def save(self, step: int, fingerprint: str) -> None:
+        """Write model and optimizer state atomically (collective on every rank)."""
 
 
 class LocalStepper:
@@ -146,6 +182,7 @@ class LocalStepper:
         if self.opts.grad_clip:
             nn.utils.clip_grad_norm_(self.params, self.opts.grad_clip)
         self.optimizer.step()
+        after_update(self.model)
 
     def saved_fingerprint(self) -> str | None:
         return saved_fingerprint(self.state_path)
@@ -215,6 +252,7 @@ class DeepSpeedStepper:
         set_lr(self.optimizer, lr)
         self.engine.backward(total)
         self.engine.step()
+        after_update(self.model)
 
     def saved_fingerprint(self) -> str | None:
         return saved_fingerprint(self.state_path)
@@ -358,7 +396,7 @@ class LogHook(Hook):
 class CheckpointHook(Hook):
     """The resumable state every ``every`` steps and at the last one (collective on all ranks)."""
 
-    def __init__(self, stepper: Any, every: int, total: int, fingerprint: str) -> None:
+    def __init__(self, stepper: Stepper, every: int, total: int, fingerprint: str) -> None:
         self.stepper, self.every, self.total, self.fingerprint = stepper, every, total, fingerprint
 
     def after_step(self, state: StepState) -> None:
@@ -372,7 +410,7 @@ class PreemptionHook(Hook):
 
     def __init__(
         self,
-        stepper: Any,
+        stepper: Stepper,
         total: int,
         fingerprint: str,
         world: int,
@@ -393,7 +431,7 @@ class PreemptionHook(Hook):
 
 
 def build_hooks(
-    stepper: Any,
+    stepper: Stepper,
     opts: TrainOptions,
     run_dir: Path,
     fingerprint: str,
@@ -428,10 +466,12 @@ def train(
     zero_stage: int = 2,
     device: torch.device | None = None,
     workers: int = 0,
+    losses: Callable[[nn.Module, dict, Callable], tuple[torch.Tensor, dict]] = training_losses,
 ) -> dict[str, Any]:
     """Train (or resume) ``model`` on ``device`` (default CPU), its batches built by ``workers``
-    DataLoader processes. ``fingerprint`` identifies the run's inputs (spec, backbone, mode,
-    seed): a saved state with another fingerprint belongs to another run and is discarded.
+    DataLoader processes; ``losses(model, batch, stepper.forward)`` gives a step's (total, parts).
+    ``fingerprint`` identifies the run's inputs (spec, backbone, mode, seed): a saved state with
+    another fingerprint belongs to another run and is discarded.
 
     Under a launcher with WORLD_SIZE > 1 the step runs through DeepSpeed (ZeRO ``zero_stage``) and
     each rank takes its slice of the global batch of ``batch_size x world_size`` samples.
@@ -443,7 +483,7 @@ def train(
     if rank == 0:
         remove_leftovers(run_dir)
     model.to(device)
-    stepper = (
+    stepper: Stepper = (
         DeepSpeedStepper(model, opts, run_dir, zero_stage, device)
         if world > 1
         else LocalStepper(model, opts, run_dir, device)
@@ -480,7 +520,7 @@ def train(
             state.data_seconds += time.time() - waited
             seed_step(seed, state.step)  # the model's own sampling RNGs, whichever process built the batch
             state.lr = lr_at(state.step, opts)
-            total, state.losses = training_losses(model, data, stepper.forward)
+            total, state.losses = losses(model, data, stepper.forward)
             if not torch.isfinite(total):
                 raise FloatingPointError(f"{run_dir}: loss became {total.item()} at step {state.step}")
             stepper.step(total, state.lr)

@@ -35,7 +35,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MINI_MEAN = (0.5, 0.5, 0.5)
 MINI_STD = (0.25, 0.25, 0.25)
 
-# The in-DAG pretraining objectives (frozenbench.pretrain.tasks) and the labels of published ones.
+# The in-DAG pretraining objectives (frozenbench.pretrain.objectives) and the labels of published ones.
 PRETRAIN_OBJECTIVES = ("supervised", "contrastive", "mim", "random")
 PUBLISHED_OBJECTIVES = ("supervised", "contrastive", "mim", "self-distillation", "image-text", "random")
 

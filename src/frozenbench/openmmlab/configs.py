@@ -9,6 +9,7 @@ never from hard-coded numbers. ``width`` scales the head for the mini-study.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from mmengine.config import Config, ConfigDict
@@ -38,6 +39,38 @@ def backbone_cfg(
         feature_cache=feature_cache,
         compile=compile,
     )
+
+
+@dataclass(frozen=True)
+class BackbonePart:
+    """What every head config takes of the backbone: its config, the channels and strides of the
+    levels it feeds the head, and the mean / std its weights expect."""
+
+    cfg: dict[str, Any]
+    channels: list[int]
+    strides: list[int]
+    normalization: dict[str, list[float]]
+
+
+def backbone_part(
+    head: dict[str, Any],
+    arch: str | None,
+    img_size: int,
+    checkpoint: str | None,
+    frozen: bool,
+    bf16: bool = False,
+    feature_cache: bool = False,
+    compile_backbone: bool = False,
+    pyramid: bool = True,
+) -> BackbonePart:
+    """The backbone side of a head's model, the head's ``extra_blocks`` on top; ``pyramid=False``
+    for heads that take the last level only (video)."""
+    from frozenbench.openmmlab.backbone import feature_shape, input_normalization
+
+    cfg = backbone_cfg(arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
+    cfg["extra_blocks"] = head.get("extra_blocks", 0)
+    channels, strides = feature_shape(arch, img_size, checkpoint, pyramid=pyramid)
+    return BackbonePart(cfg, channels, strides, input_normalization(arch, checkpoint))
 
 
 def mask2former_config(

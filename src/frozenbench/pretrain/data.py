@@ -92,7 +92,7 @@ def zoom_out(
     """Resample each image from a window of ``side`` x its size (log-uniform; > 1 zooms out, the
     border replicated), with a random aspect and position.
 
-    Measured on shapes-pretrain (README, "Mini-study pretraining"): in-crops (RandomResizedCrop)
+    Measured on shapes-pretrain (docs/research-log.md, "Mini-study pretraining"): in-crops (RandomResizedCrop)
     cut the one shape in two and leave its size as the easy instance cue; zooming out keeps the
     whole shape and scrambles its apparent size and position, so two views of one image share
     little more than the shape.
@@ -120,7 +120,7 @@ def scramble_intensity(
     """Per image and channel: subtract the mean, divide by the spread, then a random sign, gain and
     offset, so that neither colour nor luminance can tell two images apart.
 
-    Measured on shapes-pretrain (README, "Mini-study pretraining"): with brightness / contrast
+    Measured on shapes-pretrain (docs/research-log.md, "Mini-study pretraining"): with brightness / contrast
     jitter and channel permutation (SimCLR's colour distortion) the contrastive features encode the
     background and shape luminance (linear R^2 0.97) instead of the shape, and the probe stays at
     the random floor. Channel permutation keeps the sorted colour profile, and a positive contrast
@@ -146,7 +146,7 @@ def mask_illumination(
     After :func:`scramble_intensity` the background's own gradient and the pixel noise, measured
     against the shape's contrast, can still tell two images apart; on shapes-pretrain 2 of 3 seeds
     found a shortcut and stayed near the random floor, and with these masked both of them learn
-    the shape (README, "Mini-study pretraining").
+    the shape (docs/research-log.md, "Mini-study pretraining").
     """
     n, c, h, w = images.shape
     yy = torch.linspace(-1, 1, h).view(1, 1, h, 1)

@@ -1,5 +1,5 @@
 """The pretraining probe report: one row per backbone, with its margin over the random backbone
-of the same architecture (the floor every pretraining task must beat)."""
+of the same architecture (the floor every pretraining objective must beat)."""
 
 from __future__ import annotations
 
@@ -12,20 +12,20 @@ from frozenbench.utils.atomic import write_json, write_text
 
 def probe_rows(probe_files: dict[str, str | Path]) -> list[dict[str, Any]]:
     probes = {name: json.loads(Path(path).read_text()) for name, path in probe_files.items()}
-    floors = {p["arch"]: p for p in probes.values() if p["task"] == "random"}
+    floors = {p["arch"]: p for p in probes.values() if p["objective"] == "random"}
     rows = []
-    for name, p in sorted(probes.items(), key=lambda kv: (kv[1]["arch"], kv[1]["task"])):
+    for name, p in sorted(probes.items(), key=lambda kv: (kv[1]["arch"], kv[1]["objective"])):
         floor = floors.get(p["arch"])
         row = {
             "backbone": name,
             "arch": p["arch"],
-            "task": p["task"],
+            "objective": p["objective"],
             "steps": p["steps"],
             "knn_top1": p["knn_top1"],
             "linear_top1": p["linear_top1"],
             "chance": p["chance"],
         }
-        if floor is not None and p["task"] != "random":
+        if floor is not None and p["objective"] != "random":
             row["knn_margin_over_random"] = p["knn_top1"] - floor["knn_top1"]
             row["linear_margin_over_random"] = p["linear_top1"] - floor["linear_top1"]
             row["beats_random"] = row["knn_margin_over_random"] > 0 and row["linear_margin_over_random"] > 0
@@ -35,14 +35,14 @@ def probe_rows(probe_files: dict[str, str | Path]) -> list[dict[str, Any]]:
 
 def render_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| backbone | task | steps | k-NN top-1 | linear top-1 | chance | k-NN vs random | linear vs random |",
+        "| backbone | objective | steps | k-NN top-1 | linear top-1 | chance | k-NN vs random | linear vs random |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         margin_knn = r.get("knn_margin_over_random")
         margin_lin = r.get("linear_margin_over_random")
         lines.append(
-            f"| {r['backbone']} | {r['task']} | {r['steps']} | {100 * r['knn_top1']:.1f} | "
+            f"| {r['backbone']} | {r['objective']} | {r['steps']} | {100 * r['knn_top1']:.1f} | "
             f"{100 * r['linear_top1']:.1f} | {100 * r['chance']:.1f} | "
             f"{'–' if margin_knn is None else f'{100 * margin_knn:+.1f}'} | "
             f"{'–' if margin_lin is None else f'{100 * margin_lin:+.1f}'} |"

@@ -2,7 +2,7 @@
 
 - ``gap_vs_size.png``: frozen minus fine-tuned score per task against model size (the paper's
   "the gap closes as the model grows");
-- ``pretraining_scores.png``: frozen score per task for each pretraining task;
+- ``pretraining_scores.png``: frozen score per task for each pretraining objective;
 - ``training_curves.png``: the total training loss of every cell, one panel per task.
 
 Cells not run are left out (never drawn as zero); an empty study gives a figure that says so.
@@ -74,7 +74,7 @@ def pretraining_scores(records: list[dict[str, Any]], path: Path) -> None:
     plt = _pyplot()
     table = pretraining_table(records)
     columns = [(i, h.removesuffix(" frozen")) for i, h in enumerate(table.header) if h.endswith(" frozen")]
-    # one bar group per task metric, one bar per pretraining task (its best frozen backbone)
+    # one bar group per task metric, one bar per pretraining objective (its best frozen backbone)
     by_task: dict[str, dict[str, float]] = {}
     for row in table.rows:
         for col, label in columns:
@@ -93,7 +93,7 @@ def pretraining_scores(records: list[dict[str, Any]], path: Path) -> None:
         ax.legend(title="pretraining", fontsize=8)
     else:
         _empty(ax, "no frozen results yet")
-    ax.set_title("Frozen backbone by pretraining task", fontsize=10)
+    ax.set_title("Frozen backbone by pretraining objective", fontsize=10)
     _save(fig, path)
     plt.close(fig)
 

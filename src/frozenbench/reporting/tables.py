@@ -147,7 +147,7 @@ def table_heads(records: list[dict[str, Any]], chosen: dict[str, str] | None = N
 
 
 def pretraining_table(records: list[dict[str, Any]], heads: dict[str, str] | None = None) -> Table:
-    """Pretraining task x task: frozen, fine-tuned and the gap (one head per task, see :func:`table_heads`)."""
+    """Pretraining objective x task: frozen, fine-tuned and the gap (one head per task, see :func:`table_heads`)."""
     index, tasks = _index(records), _tasks(records)
     chosen = table_heads(records, heads)
     header = ["backbone", "pretraining"]
@@ -157,7 +157,7 @@ def pretraining_table(records: list[dict[str, Any]], heads: dict[str, str] | Non
     rows = []
     for backbone in sorted({r["backbone"] for r in records}):
         meta = next(r for r in records if r["backbone"] == backbone)
-        row: list[Any] = [backbone, meta.get("pretrain_task", MISSING)]
+        row: list[Any] = [backbone, meta.get("pretrain_objective", MISSING)]
         for task in tasks:
             for label in _labels(task, records):
                 frozen = index.get((task, backbone, "frozen", chosen[task]))
@@ -168,7 +168,10 @@ def pretraining_table(records: list[dict[str, Any]], heads: dict[str, str] | Non
         rows.append(row)
     used = ", ".join(f"{t}: {h}" for t, h in chosen.items() if h)
     return Table(
-        "pretraining", f"Frozen vs fine-tuned by pretraining task (validation split; heads {used or '-'})", header, rows
+        "pretraining",
+        f"Frozen vs fine-tuned by pretraining objective (validation split; heads {used or '-'})",
+        header,
+        rows,
     )
 
 
@@ -200,7 +203,7 @@ def model_size_table(records: list[dict[str, Any]], heads: dict[str, str] | None
     header = ["backbone", "size"] + table.header[2:]
     rows = [[row[0], sizes.get(row[0], MISSING)] + row[2:] for row in table.rows]
     rows.sort(key=lambda r: (SIZE_ORDER.index(r[1]) if r[1] in SIZE_ORDER else len(SIZE_ORDER), r[0]))
-    caption = table.caption.replace("by pretraining task", "gap by model size")
+    caption = table.caption.replace("by pretraining objective", "gap by model size")
     return Table("model_size", caption, header, rows)
 
 

@@ -21,7 +21,7 @@ from frozenbench.evaluation import COCOEvaluator, instances_to_results
 from frozenbench.openmmlab import build_registered_model as build_mm_model
 from frozenbench.openmmlab.runtime import build_dataset as build_mm_dataset
 from frozenbench.openmmlab.runtime import collate, predict
-from frozenbench.openmmlab.configs import backbone_cfg, detector_config
+from frozenbench.openmmlab.configs import backbone_part, detector_config
 from frozenbench.openmmlab.precision import detector_heads_in_fp32
 from frozenbench.tasks.recipe import resize_crop_options
 
@@ -132,17 +132,13 @@ def build_model(
     feature_cache: bool = False,
     compile_backbone: bool = False,
 ) -> torch.nn.Module:
-    from frozenbench.openmmlab.backbone import feature_shape, input_normalization
-
-    backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
-    backbone["extra_blocks"] = head.get("extra_blocks", 0)
-    channels, strides = feature_shape(arch, img_size, checkpoint)
+    part = backbone_part(head, arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
     cfg = detector_config(
-        backbone,
-        channels,
-        strides,
+        part.cfg,
+        part.channels,
+        part.strides,
         num_classes,
-        input_normalization(arch, checkpoint),
+        part.normalization,
         detector=head.get("detector", "mask_rcnn"),
         width=head.get("width", 256),
         rpn_samples=head.get("rpn_samples", 256),

@@ -21,7 +21,7 @@ from frozenbench.evaluation import SemSegEvaluator
 from frozenbench.openmmlab import build_registered_model as build_mm_model
 from frozenbench.openmmlab.runtime import build_dataset as build_mm_dataset
 from frozenbench.openmmlab.runtime import collate, slide_inference
-from frozenbench.openmmlab.configs import backbone_cfg, mask2former_config
+from frozenbench.openmmlab.configs import backbone_part, mask2former_config
 from frozenbench.tasks.recipe import resize_crop_options
 
 # Bump when a code change alters what the data pipeline feeds a head (decoding, sampling,
@@ -105,18 +105,14 @@ def build_model(
     feature_cache: bool = False,
     compile_backbone: bool = False,
 ) -> torch.nn.Module:
-    from frozenbench.openmmlab.backbone import feature_shape, input_normalization
-
-    backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
-    backbone["extra_blocks"] = head.get("extra_blocks", 0)
-    channels, strides = feature_shape(arch, img_size, checkpoint)
+    part = backbone_part(head, arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
     cfg = mask2former_config(
-        backbone,
-        channels,
-        strides,
+        part.cfg,
+        part.channels,
+        part.strides,
         num_classes,
         img_size,
-        input_normalization(arch, checkpoint),
+        part.normalization,
         pixel_decoder_layers=head.get("pixel_decoder_layers", 1),
         transformer_decoder_layers=head.get("transformer_decoder_layers", 4),
         width=head.get("width", 256),

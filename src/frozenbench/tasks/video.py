@@ -18,7 +18,7 @@ from frozenbench.evaluation import TopKEvaluator
 from frozenbench.openmmlab import build_registered_model as build_mm_model
 from frozenbench.openmmlab.runtime import build_dataset as build_mm_dataset
 from frozenbench.openmmlab.runtime import collate, predict
-from frozenbench.openmmlab.configs import backbone_cfg, recognizer_config
+from frozenbench.openmmlab.configs import backbone_part, recognizer_config
 
 # Bump when a code change alters what the data pipeline feeds a head (decoding, sampling,
 # augmentation): finished runs then retrain instead of being reloaded.
@@ -124,19 +124,15 @@ def build_model(
     feature_cache: bool = False,
     compile_backbone: bool = False,
 ) -> torch.nn.Module:
-    from frozenbench.openmmlab.backbone import feature_shape, input_normalization
-
-    backbone = backbone_cfg(arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
-    backbone["extra_blocks"] = head.get("extra_blocks", 0)
-    channels, strides = feature_shape(arch, img_size, checkpoint, pyramid=False)
+    part = backbone_part(head, arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone, pyramid=False)
     cfg = recognizer_config(
-        backbone,
-        channels,
+        part.cfg,
+        part.channels,
         num_classes,
         num_frames=head.get("num_frames", 8),
         img_size=img_size,
-        normalization=input_normalization(arch, checkpoint),
-        stride=strides[-1],
+        normalization=part.normalization,
+        stride=part.strides[-1],
         num_blocks=head.get("num_blocks", 2),
         width=head.get("width", 128),
         spatial_tokens=head.get("spatial_tokens", True),

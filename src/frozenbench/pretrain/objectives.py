@@ -1,4 +1,4 @@
-"""The pretraining tasks the study compares, each a module whose ``loss(batch)`` trains a backbone.
+"""The pretraining objectives the study compares, each a module the training engine steps.
 
 - ``supervised``: classification with label-smoothed cross-entropy;
 - ``contrastive``: MoCo v3 / MoBY style: two strongly augmented views, a momentum
@@ -6,21 +6,53 @@
 - ``mim``: SimMIM: random mask-patch masking with a learned mask token at the token
   level, a light linear decoder to raw pixels, L1 on masked pixels only.
 
-Every task owns ``self.backbone`` (a timm model whose weights become the checkpoint). Images
+Every objective owns ``self.backbone`` (a timm model whose weights become the checkpoint). Its
+``forward(images, labels, draw_seed)`` returns ``{"loss": ...}`` as the engine's steppers expect;
+``draw_seed`` (drawn by :func:`collate` from the step's seeded RNG) seeds every augmentation and
+mask draw, so the loss of step k is a pure function of (seed, k) as for the task heads. Images
 and the seeded augmentation stay on the CPU (the same random draws on any device); the views
-move to the task's device before the backbone.
+move to the objective's device before the backbone.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from frozenbench.pretrain.data import augment
+
+
+def collate(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+    """A batch of (normalized image, label) pairs, with the seed of its augmentation draws (taken
+    from torch's RNG, which the engine reseeds from (seed, step) before building a step)."""
+    images, labels = zip(*samples)
+    draw_seed = int(torch.randint(0, 2**62, ()).item())
+    return {"images": torch.stack(images), "labels": torch.stack(labels), "draw_seed": draw_seed}
+
+
+def objective_losses(model: nn.Module, batch: dict[str, Any], forward) -> tuple[torch.Tensor, dict]:
+    """(total, logged parts) of one step: the objective's one loss."""
+    parts = forward(batch)
+    return parts["loss"], parts
+
+
+class Objective(nn.Module):
+    """Base of the objectives: ``loss(images, labels, generator)`` is the objective itself."""
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor, draw_seed: int, mode: str = "loss"
+    ) -> dict[str, torch.Tensor]:
+        if mode != "loss":
+            raise ValueError(f"{type(self).__name__} computes losses only, not mode {mode!r}")
+        return {"loss": self.loss(images, labels, torch.Generator().manual_seed(int(draw_seed)))}
 
 
 def device_of(module: nn.Module) -> torch.device:
@@ -32,7 +64,7 @@ def pooled(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return backbone.forward_head(backbone.forward_features(x), pre_logits=True)
 
 
-class Supervised(nn.Module):
+class Supervised(Objective):
     def __init__(self, backbone: nn.Module, num_classes: int, label_smoothing: float = 0.1) -> None:
         super().__init__()
         self.backbone = backbone
@@ -49,7 +81,7 @@ def _mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim_in, hidden), nn.BatchNorm1d(hidden), nn.GELU(), nn.Linear(hidden, dim_out))
 
 
-class Contrastive(nn.Module):
+class Contrastive(Objective):
     def __init__(
         self,
         backbone: nn.Module,
@@ -124,12 +156,12 @@ class Contrastive(nn.Module):
             self._enqueue(torch.cat([k1, k2]))
         return loss
 
-    def after_step(self) -> None:
+    def after_optimizer_step(self) -> None:
         if self.momentum > 0:
             self.update_key_encoder()
 
 
-class MaskedImageModeling(nn.Module):
+class MaskedImageModeling(Objective):
     """SimMIM on a timm Swin/ConvNeXt: masking is applied at the stride-4 token level."""
 
     def __init__(
@@ -197,17 +229,17 @@ class MaskedImageModeling(nn.Module):
         return (per_pixel * pixel_mask).sum() / pixel_mask.sum().clamp(min=1)
 
 
-def build_task(task: str, backbone: nn.Module, num_classes: int, image_size: int, options: dict) -> nn.Module:
-    if task == "supervised":
+def build_objective(objective: str, backbone: nn.Module, num_classes: int, image_size: int, options: dict) -> Objective:
+    if objective == "supervised":
         return Supervised(backbone, num_classes, options.get("label_smoothing", 0.1))
-    if task == "contrastive":
+    if objective == "contrastive":
         return Contrastive(
             backbone,
             temperature=options.get("temperature", 0.2),
             momentum=options.get("momentum", 0.99),
             queue_size=options.get("queue_size", 0),
         )
-    if task == "mim":
+    if objective == "mim":
         return MaskedImageModeling(
             backbone,
             image_size,
@@ -215,4 +247,4 @@ def build_task(task: str, backbone: nn.Module, num_classes: int, image_size: int
             options.get("mask_ratio", 0.5),
             options.get("norm_target", True),
         )
-    raise KeyError(f"unknown pretraining task {task!r}")
+    raise KeyError(f"unknown pretraining objective {objective!r}")
