@@ -267,7 +267,8 @@ def test_the_engine_trains_any_model_through_its_losses_function_and_resumes_it_
 def test_both_steppers_implement_the_declared_interface():
     import inspect
 
-    from frozenbench.engine.loop import DeepSpeedStepper, LocalStepper, Stepper
+    from frozenbench.engine.deepspeed_engine import DeepSpeedStepper
+    from frozenbench.engine.loop import LocalStepper, Stepper
 
     methods = [n for n, v in vars(Stepper).items() if callable(v) and not n.startswith("_")]
     assert set(methods) == {"forward", "step", "saved_fingerprint", "discard", "load", "save"}

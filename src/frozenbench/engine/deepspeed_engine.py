@@ -1,4 +1,5 @@
-"""DeepSpeed for multi-rank head training (ZeRO stage from config), CPU (gloo) or GPU (NCCL).
+"""DeepSpeed for multi-rank training (ZeRO stage from config), CPU (gloo) or GPU (NCCL): its
+config, its initialisation and the training loop's stepper over it; nothing else imports it.
 
 Only parameters with ``requires_grad`` are handed to DeepSpeed, so with a frozen backbone
 the optimizer state (and, with ZeRO, its shards) covers the heads alone. Launch with
@@ -9,10 +10,24 @@ accelerator over gloo, ranks on GPUs its CUDA accelerator over NCCL.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
+
+from frozenbench.checkpoint.io import safe_load
+from frozenbench.engine.device import autocast
+from frozenbench.engine.loop import (
+    TrainOptions,
+    after_update,
+    load_trainable,
+    saved_fingerprint,
+    set_lr,
+    trainable_state,
+)
+from frozenbench.engine.param_groups import param_groups
+from frozenbench.utils.atomic import atomic_file
 
 
 def deepspeed_config(
@@ -61,3 +76,129 @@ def initialize(
         groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=config)
     return engine, optimizer
+
+
+class DeepSpeedStepper:
+    """Several ranks: a DeepSpeed engine (ZeRO stage from the config) over the trainable parameters.
+
+    Its state is saved in the one-rank format (``state.pt``: the trainable weights and a torch
+    AdamW ``state_dict`` with the full moments, gathered from ZeRO's shards, written by rank 0
+    atomically), so a run resumes on any number of ranks: after a requeue onto another node
+    count, or on one rank. DeepSpeed's own sharded checkpoints load only on the rank count that
+    saved them, and its elastic format does not load back in the DeepSpeed this project pins.
+    The gather costs the full optimizer state in rank 0's host memory: small for frozen-backbone
+    heads, 12 bytes per parameter for a fine-tuned backbone.
+    """
+
+    def __init__(
+        self, model: nn.Module, opts: TrainOptions, run_dir: Path, zero_stage: int, device: torch.device
+    ) -> None:
+        self.model = model
+        self.opts = opts
+        self.device = device
+        self.zero_stage = zero_stage
+        groups = param_groups(model, opts.weight_decay, opts.layer_decay)
+        # torch AdamW's index of a parameter is its position in the groups, in order; its saved
+        # param_groups (what the one-rank stepper's AdamW over the same groups holds) are built once
+        self.params = [p for group in groups for p in group["params"]]
+        # (from copies: torch's optimizers write their defaults into the group dicts they are given)
+        self.adamw_groups = torch.optim.AdamW([dict(g) for g in groups], lr=opts.lr).state_dict()["param_groups"]
+        self.engine, self.optimizer = initialize(
+            model,
+            deepspeed_config(zero_stage, opts.batch_size, opts.lr, opts.weight_decay, opts.grad_clip),
+            groups,
+            device=device,
+        )
+        self.state_path = run_dir / "state.pt"
+
+    def forward(self, batch: dict) -> dict:
+        with autocast(self.device, self.opts.autocast_bf16):
+            return self.engine(**batch, mode="loss")
+
+    def step(self, total: torch.Tensor, lr: float) -> None:
+        set_lr(self.optimizer, lr)
+        self.engine.backward(total)
+        self.engine.step()
+        after_update(self.model)
+
+    def saved_fingerprint(self) -> str | None:
+        return saved_fingerprint(self.state_path)
+
+    def discard(self) -> None:
+        import torch.distributed as dist
+
+        if dist.get_rank() == 0:
+            self.state_path.unlink(missing_ok=True)
+        dist.barrier()
+
+    def _adamw_state(self) -> dict[str, Any]:
+        """torch AdamW's ``state_dict`` of the whole run (every rank takes part in the gathers)."""
+        from deepspeed.utils import safe_get_full_optimizer_state
+
+        if self.zero_stage == 0:  # DeepSpeed's optimizer is torch's AdamW itself, replicated on every rank
+            return {"state": self.optimizer.state_dict()["state"], "param_groups": self.adamw_groups}
+        self._link_moments()
+        steps = [s["step"] for s in self.optimizer.optimizer.state.values() if "step" in s]
+        step = torch.as_tensor(steps[0], dtype=torch.float32).clone().cpu() if steps else torch.tensor(0.0)
+        state = {}
+        for index, param in enumerate(self.params):
+            moments = {key: safe_get_full_optimizer_state(param, key) for key in ("exp_avg", "exp_avg_sq")}
+            if all(m is not None for m in moments.values()):
+                state[index] = {"step": step.clone(), **{k: m.detach().cpu().clone() for k, m in moments.items()}}
+        return {"state": state, "param_groups": self.adamw_groups}
+
+    def _link_moments(self) -> None:
+        """Point each parameter's view into ZeRO's optimizer state at the moments of its group.
+        DeepSpeed 0.19.8 links them once, after the first group's first step, when the other
+        groups' moments do not exist yet (with several parameter groups, as layer decay and
+        no-decay names make, their views stay empty): link again now that every group has stepped."""
+        self.optimizer._hp_optimizer_states_linked = False
+        self.optimizer._lazy_init_hp_params_optimizer_state()
+
+    def save(self, step: int, fingerprint: str) -> None:
+        import torch.distributed as dist
+
+        optimizer = self._adamw_state()  # ZeRO-1/2 shard the optimizer only: every rank holds the full weights
+        if dist.get_rank() == 0:
+            with atomic_file(self.state_path) as tmp:
+                torch.save(
+                    {
+                        "step": step,
+                        "model": trainable_state(self.model),
+                        "optimizer": optimizer,
+                        "fingerprint": fingerprint,
+                        "world_size": dist.get_world_size(),
+                    },
+                    tmp,
+                )
+        dist.barrier()
+
+    def load(self) -> int:
+        """Resume from ``state.pt``, whichever rank count saved it."""
+        from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
+
+        state = safe_load(self.state_path)
+        if self.zero_stage == 0:
+            load_trainable(self.model, state, self.state_path)
+            self.optimizer.load_state_dict(state["optimizer"])
+            return state["step"]
+        # ZeRO creates its optimizer state at the first step: take one that moves nothing (lr 0,
+        # zero gradients; its end copies ZeRO's masters into the weights, so they load after it),
+        # then overwrite weights, masters, moments and step count with the saved ones
+        set_lr(self.optimizer, 0.0)
+        self.engine.backward(sum((p * 0).sum() for p in self.params))
+        self.engine.step()
+        self._link_moments()
+        load_trainable(self.model, state, self.state_path)  # the weights the forward uses
+        saved = state["optimizer"]["state"]
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        for index, param in enumerate(self.params):
+            safe_set_full_fp32_param(param, state["model"][names[id(param)]].to(self.device))  # ZeRO's fp32 master
+            if index in saved:
+                for key in ("exp_avg", "exp_avg_sq"):
+                    safe_set_full_optimizer_state(param, saved[index][key].to(self.device), key)
+        steps = [float(s["step"]) for s in saved.values()]
+        for group_state in self.optimizer.optimizer.state.values():
+            if "step" in group_state:
+                group_state["step"] = torch.tensor(max(steps, default=0.0), dtype=torch.float32)
+        return state["step"]
