@@ -5,7 +5,8 @@ command line, on all visible GPUs, in bf16.
     make gpu-smoke DEVICE=cpu         # tiny sizes on the CPU (what CI runs so it cannot rot)
 
 For each cell type (HTC + FPN at 1024, Mask2Former with 1 + 4 blocks at 640, the temporal head at
-224 on 16 frames 4 apart; heads, augmentation and precision read from ``configs/paper.yaml``):
+224 on 16 frames 4 apart, and Mask2Former on a plain DINOv2 ViT through its simple feature pyramid;
+heads, augmentation and precision read from ``configs/paper.yaml``):
 ``frozenbench train --nproc <GPUs>`` (torchrun + DeepSpeed ZeRO-2 when there are several, DataLoader
 workers, bf16 autocast) for ``--steps`` steps on real-shaped synthetic data, then
 ``frozenbench evaluate`` on its val split. Recorded per cell type: seconds per step (after the
@@ -45,7 +46,11 @@ CELL_TYPES = {
     "coco_htc": ("coco", "htc", "shapes-coco"),
     "ade_mask2former": ("ade", "m2f_b4", "shapes-ade"),
     "k400_temporal": ("k400", "temporal_b2", "shapes-k400"),
+    "ade_mask2former_vit": ("ade", "m2f_b4", "shapes-ade"),
 }
+# cell types on another backbone than --arch, per device: a researcher's plain ViT (patch 14, so the
+# 640 px crops are padded to its patch multiple and its maps resampled to the stride-16 grid)
+CELL_ARCHS = {"ade_mask2former_vit": {"cuda": "vit_large_patch14_dinov2", "cpu": "vit_small_patch14_dinov2"}}
 # what each cell type keeps of paper.yaml on the CPU: small inputs and a short clip
 TINY = {
     "coco": {"img_size": 128, "crop": 128},
@@ -267,9 +272,12 @@ def main() -> None:
             synthesize(spec, work / "data" / name)
         for cell in args.cells:
             spec = cell_spec(cell, work / "data", steps, args.batch, tiny)
-            checkpoint = save_random_backbone(work / f"{arch}_{spec['img_size']}.pth", arch, spec["img_size"])
+            cell_arch = CELL_ARCHS.get(cell, {}).get(args.device, arch)
+            checkpoint = save_random_backbone(work / f"{cell_arch}_{spec['img_size']}.pth", cell_arch, spec["img_size"])
             try:
-                rows.append(run_cell(cell, spec, checkpoint, work, args.device, nproc, workers, threads))
+                rows.append(
+                    {"arch": cell_arch, **run_cell(cell, spec, checkpoint, work, args.device, nproc, workers, threads)}
+                )
                 print(json.dumps(rows[-1]), flush=True)
             except RuntimeError as err:
                 failures.append(str(err))

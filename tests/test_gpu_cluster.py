@@ -436,7 +436,13 @@ def test_gpu_smoke_runs_every_paper_cell_type_on_two_cpu_ranks_and_feeds_the_cos
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record = json.loads(record_path.read_text())
     assert record["failures"] == [] and record["device"] == "cpu" and record["tiny"]
-    assert [row["cell"] for row in record["cells"]] == ["coco_htc", "ade_mask2former", "k400_temporal"]
+    assert [row["cell"] for row in record["cells"]] == [
+        "coco_htc",
+        "ade_mask2former",
+        "k400_temporal",
+        "ade_mask2former_vit",
+    ]
+    assert record["cells"][-1]["arch"] == "vit_small_patch14_dinov2"
     for row in record["cells"]:
         assert row["world_size"] == 2 and row["steps"] == 3, row
         assert row["seconds_per_step"] > 0 and 0 <= row["data_wait"] < 1, row
@@ -445,6 +451,7 @@ def test_gpu_smoke_runs_every_paper_cell_type_on_two_cpu_ranks_and_feeds_the_cos
     metrics = {row["cell"]: row["metrics"] for row in record["cells"]}
     assert {"bbox", "segm"} <= set(metrics["coco_htc"]), metrics
     assert "mIoU" in metrics["ade_mask2former"] and "top1" in metrics["k400_temporal"], metrics
+    assert "mIoU" in metrics["ade_mask2former_vit"], metrics
     assert record["backbone"]["fraction_of_matmul"]["median"] > 0
     cost = run_cmd(
         [
