@@ -122,6 +122,12 @@ def test_paper_table_compares_the_largest_backbone_run_with_the_published_number
     assert ["coco", "box AP", "frozen", 25.0, 60.0, -35.0] in table.rows
     assert ["k400", "top-1", "finetune", None, 86.8, None] in table.rows  # not run: missing
     assert ["coco", "box AP", "frozen", 20.0, 60.0, -40.0] in paper_table(records, backbone="t_sup").rows
+    # a randomly initialised backbone of the same (or a larger) size is the floor, not the comparison
+    floor = record(
+        "coco", "v_rand", "frozen", {"bbox": {"AP": 1.0}, "segm": {"AP": 1.0}}, pretrain="random", size="large"
+    )
+    assert "Ours (s_sup)" in paper_table(records + [floor]).caption
+    assert "Ours (v_rand)" in paper_table([floor]).caption  # nothing else ran
 
 
 def test_three_formats_are_written(tmp_path):

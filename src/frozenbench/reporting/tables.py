@@ -208,11 +208,20 @@ def model_size_table(records: list[dict[str, Any]], heads: dict[str, str] | None
 
 
 def largest_backbone(records: list[dict[str, Any]]) -> str | None:
-    """The backbone of the largest size label (ties: the later architecture name, so SwinV2-L over Swin-L)."""
+    """The pretrained backbone of the largest size label (ties: the later architecture name, so
+    SwinV2-L over Swin-L); a randomly initialised one (the floor) only when nothing else ran."""
     if not records:
         return None
     rank = {name: i for i, name in enumerate(SIZE_ORDER)}
-    best = max(records, key=lambda r: (rank.get(r.get("family_size"), -1), str(r.get("arch", "")), r["backbone"]))
+    best = max(
+        records,
+        key=lambda r: (
+            r.get("pretrain_objective") != "random",
+            rank.get(r.get("family_size"), -1),
+            str(r.get("arch", "")),
+            r["backbone"],
+        ),
+    )
     return best["backbone"]
 
 
