@@ -167,3 +167,14 @@ def test_each_stage_declares_the_rules_inputs_and_code_it_runs(name):
     assert not problems, f"dvc.yaml stage {name!r} does not declare what it runs or writes:\n  " + "\n  ".join(
         sorted(set(problems))
     )
+
+
+def test_the_stage_params_are_keys_of_the_config_the_dag_reads():
+    """DVC reads params from params.yaml (its default, the file `dvc exp run -S key=value` edits);
+    it is a link to config.yaml, so a params change is a change of Snakemake's config."""
+    link = REPO / "params.yaml"
+    assert link.is_symlink() and link.resolve() == (REPO / "config.yaml").resolve()
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for name, stage in STAGES.items():
+        for key in stage.get("params", []):
+            assert isinstance(key, str) and key in config, (name, key)
