@@ -239,6 +239,13 @@ def tables_plan():
     return study.tables_plan(config)
 
 
+def cell_spec(wildcards, evaluation=False):
+    """A cell's task spec from its wildcards and the config (its dataset folder as `train_head`'s
+    input names it)."""
+    data = dataset_dir(config["tasks"][wildcards.task]["dataset"])
+    return task_spec(wildcards.task, wildcards.head, wildcards.mode, data, evaluation=evaluation)
+
+
 def study_report_output():
     return f"{TABLES}/report.html"
 

@@ -20,7 +20,10 @@ rule train_head:
     resources:
         **job_resources("train"),
     params:
-        spec=lambda wildcards, input: json_arg(task_spec(wildcards.task, wildcards.head, wildcards.mode, input.data)),
+        # from wildcards and config alone, never `input`: Snakemake compares a params function of
+        # input with the last run's only after deciding what to run, so a changed schedule would
+        # not retrain the cell
+        spec=lambda wildcards: json_arg(cell_spec(wildcards)),
         run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
         seed=config["seed"],
         # one process per GPU (torchrun on each node, DeepSpeed ZeRO across all of them)
@@ -51,9 +54,7 @@ rule evaluate_head:
     resources:
         **job_resources("evaluate"),
     params:
-        spec=lambda wildcards, input: json_arg(
-            task_spec(wildcards.task, wildcards.head, wildcards.mode, input.data, evaluation=True)
-        ),
+        spec=lambda wildcards: json_arg(cell_spec(wildcards, evaluation=True)),
         run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
         seed=config["seed"],
         labels=lambda wildcards: cell_labels(wildcards),
@@ -84,7 +85,10 @@ rule submit_test_dev:
     resources:
         **job_resources("evaluate"),
     params:
-        spec=lambda wildcards, input: json_arg(task_spec(wildcards.task, wildcards.head, wildcards.mode, input.data)),
+        # from wildcards and config alone, never `input`: Snakemake compares a params function of
+        # input with the last run's only after deciding what to run, so a changed schedule would
+        # not retrain the cell
+        spec=lambda wildcards: json_arg(cell_spec(wildcards)),
         run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
         seed=config["seed"],
         device=COMPUTE["evaluate"]["device"],
