@@ -101,8 +101,8 @@ def _closure(modules: set[str]) -> set[Path]:
     while todo:
         name = todo.pop()
         parts = name.split(".")
-        for i in range(1, len(parts)):  # parent packages
-            todo.add(".".join(parts[:i])) if _module_file(".".join(parts[:i])) not in seen else None
+        parents = {".".join(parts[:i]) for i in range(1, len(parts))}
+        todo |= {p for p in parents if _module_file(p) not in seen}
         path = _module_file(name)
         if path is None or path in seen:
             continue
