@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint-check all_tables report bench gpu-smoke cost dry-run lint slurm-up slurm-down clean-results
+.PHONY: setup test lint-check all_tables repro report bench gpu-smoke cost dry-run lint slurm-up slurm-down clean-results
 
 setup:
 	bash scripts/setup.sh
@@ -21,6 +21,10 @@ lint-check: setup
 
 all_tables: setup
 	snakemake --cores $(CORES) all_tables
+
+# the same study through DVC's stages (dvc.yaml); its stages call snakemake, found on PATH here
+repro: setup
+	dvc repro
 
 # snakemake's own report (provenance, runtimes) with the tables and figures
 report: all_tables
