@@ -11,14 +11,14 @@ import pytest
 from frozenbench.evaluation import COCOEvaluator, SemSegEvaluator, TopKEvaluator
 
 
-def write_gt(path, boxes, size=100):
+def write_gt(path, boxes, size=100, first_id=1):
     images = [{"id": 1, "file_name": "a.jpg", "width": size, "height": size}]
     anns = []
     for i, (x, y, w, h) in enumerate(boxes):
         seg = [[x, y, x + w, y, x + w, y + h, x, y + h]]
         anns.append(
             {
-                "id": i + 1,
+                "id": i + first_id,
                 "image_id": 1,
                 "category_id": 7,
                 "bbox": [x, y, w, h],
@@ -57,6 +57,58 @@ def test_labels_map_to_coco_category_ids(tmp_path):
     ev.process(1, np.array([[10.0, 10, 50, 50]]), np.array([0.9]), np.array([1]))  # label 1 -> category 9: wrong class
     assert ev.results_json()[0]["category_id"] == 9
     assert ev.evaluate()["bbox"]["AP"] == pytest.approx(0.0)
+
+
+def test_annotation_id_0_ground_truth_scores_100_against_itself(tmp_path):
+    # labelme's COCO export numbers annotations from 0; COCOeval took a match with id 0 for none
+    boxes = [(10, 10, 40, 40), (55, 50, 30, 30), (5, 60, 20, 30)]
+    gt = write_gt(tmp_path / "gt.json", boxes, first_id=0)
+    ev = COCOEvaluator(gt, iou_types=("bbox",))
+    xyxy = np.array([[x, y, x + w, y + h] for x, y, w, h in boxes], dtype=float)
+    ev.process(1, xyxy, np.array([0.9, 0.8, 0.7]), np.zeros(3, int))
+    assert ev.evaluate()["bbox"]["AP"] == pytest.approx(100.0)
+
+
+def test_categories_listed_out_of_id_order_map_by_increasing_id(tmp_path):
+    from frozenbench.evaluation.coco import category_ids
+
+    gt = write_gt(tmp_path / "gt.json", [(10, 10, 40, 40)])
+    coco = json.loads(gt.read_text())
+    coco["categories"].reverse()  # [9 star, 7 square]
+    gt.write_text(json.dumps(coco))
+    assert category_ids(coco["categories"]) == [7, 9]
+    ev = COCOEvaluator(gt, iou_types=("bbox",))
+    ev.process(1, np.array([[10.0, 10, 50, 50]]), np.array([0.9]), np.array([0]))
+    assert ev.results_json()[0]["category_id"] == 7 and ev.evaluate()["bbox"]["AP"] == pytest.approx(100.0)
+
+
+@pytest.mark.openmmlab
+def test_training_labels_and_evaluation_agree_on_a_json_listing_categories_in_reverse(tmp_path):
+    """The labels mmdet trains on (through the project's dataset builder), scored as predictions by
+    the project's evaluator, give 100 AP: training and scoring use one class order."""
+    from frozenbench.data.synth import synthesize
+    from frozenbench.tasks import detection
+
+    from .test_synth import tiny_spec
+
+    root = tmp_path / "coco"
+    synthesize(tiny_spec("shapes-coco", num_train=2, num_val=4), root)
+    ann = root / "annotations" / "instances_val2017.json"
+    coco = json.loads(ann.read_text())
+    coco["categories"].reverse()
+    ann.write_text(json.dumps(coco))
+    size = coco["images"][0]["width"]
+    dataset = detection.build_dataset(root, "val", size, train=False)
+    ev = COCOEvaluator(ann, iou_types=("bbox",))
+    seen = set()
+    for index in range(len(dataset)):
+        sample = dataset[index]["data_samples"]
+        gt = sample.gt_instances  # crowd regions go to ignored_instances, as COCOeval ignores them
+        labels = gt.labels.numpy()
+        seen |= set(labels.tolist())
+        ev.process(sample.img_id, gt.bboxes.tensor.numpy(), np.ones(len(labels)), labels)
+    assert len(seen) > 1, "one class only: the order is not tested"
+    assert ev.evaluate()["bbox"]["AP"] == pytest.approx(100.0)
 
 
 def test_no_predictions_give_nan(tmp_path):

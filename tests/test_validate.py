@@ -73,6 +73,10 @@ def test_truncated_and_empty_jpeg(copy_of):
         (lambda c: c["annotations"][0].__setitem__("segmentation", [[1.0, 2.0, 3.0, 4.0]]), "polygon with 2 points"),
         (lambda c: c["annotations"][0].__setitem__("image_id", 12345), "unknown image_id 12345"),
         (lambda c: c["images"][0].__setitem__("width", 77), "but the annotation says 77x128"),
+        # pycocotools keeps one of two categories sharing an id: the other class's boxes change class
+        (lambda c: c["categories"].append(dict(c["categories"][0], name="dup")), "duplicate category id"),
+        (lambda c: c["annotations"][0].__setitem__("id", "7"), "annotation id must be an integer, got '7'"),
+        (lambda c: c["annotations"][0].pop("segmentation"), "no segmentation: frozenbench's detectors"),
     ],
 )
 def test_coco_annotation_problems(copy_of, edit, message):
@@ -83,6 +87,42 @@ def test_coco_annotation_problems(copy_of, edit, message):
     assert hits, found
     # every problem names a file: the json (with the annotation id) or the image
     assert all(str(path) in p or str(root / "train2017") in p for p in hits)
+
+
+def test_exif_orientation_is_a_warning_and_upright_annotations_a_problem(copy_of):
+    from .test_images import save_with_orientation
+
+    root = copy_of("coco")
+    first, second = sorted((root / "train2017").glob("*.jpg"))[:2]
+    # a square photo tagged "rotate 90° to display", annotated in its stored frame: legal, a warning
+    save_with_orientation(np.asarray(Image.open(first).convert("RGB")), first, 6)
+    report = validate("coco", root)
+    assert [str(w) for w in report.warnings] == [
+        f"{first}: EXIF orientation 6 (rotated 90° clockwise for display): read as stored, the tag ignored, "
+        "as the annotations are in the stored frame"
+    ]
+    assert report.ok, report.problems
+    cli = run_cmd(["frozenbench", "validate", "--format", "coco", str(root)])
+    assert cli.returncode == 0 and f"warning: {first}: EXIF orientation 6" in cli.stderr, cli.stderr
+    assert "1 warning(s)" in cli.stdout
+    # a non-square photo whose json gives the displayed (rotated) size: annotated on the rotated view
+    save_with_orientation(np.zeros((128, 64, 3), np.uint8), second, 8)
+    name = second.name
+    edit_coco(root, lambda c: next(i for i in c["images"] if i["file_name"] == name).update(width=128, height=64))
+    found = problems_for("coco", root)
+    assert any(
+        p.startswith(f"{second}: stored 64x128 with EXIF orientation 8 (shown 128x64)")
+        and "the labels were drawn on the rotated view" in p
+        for p in found
+    ), found
+
+
+def test_ade_label_map_saved_as_jpeg(copy_of):
+    root = copy_of("ade")
+    label = sorted((root / "annotations" / "validation").glob("*.png"))[0]
+    Image.open(label).convert("L").save(label, "JPEG")
+    found = problems_for("ade", root)
+    assert f"{label}: label map is a JPEG file under a .png name (needs lossless PNG)" in found, found
 
 
 def test_coco_bad_json(copy_of):

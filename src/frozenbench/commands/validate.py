@@ -15,8 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     report = validate(args.format, args.path)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for problem in report.problems:
         print(problem, file=sys.stderr)
     status = "ok" if report.ok else f"{len(report.problems)} problem(s)"
-    print(f"{args.path}: {args.format}: {status}; {report.files_checked} files checked")
+    warned = f"; {len(report.warnings)} warning(s)" if report.warnings else ""
+    print(f"{args.path}: {args.format}: {status}; {report.files_checked} files checked{warned}")
     return 0 if report.ok else 1

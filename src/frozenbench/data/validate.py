@@ -8,15 +8,16 @@ broken download wants the whole list at once.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from frozenbench.data.images import ORIENTATION_BY_FORMAT, ImageError, ImageInfo, inspect_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 KINETICS_COLUMNS = ["label", "youtube_id", "time_start", "time_end", "split"]
@@ -35,44 +36,85 @@ class Problem:
 class Report:
     problems: list[Problem]
     files_checked: int
+    warnings: list[Problem] = field(default_factory=list)
+    """Legal but worth knowing (an EXIF orientation tag): printed, never a failure."""
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def check_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
-    """((width, height), None) for a fully decodable image, else (None, reason)."""
-    if not path.exists():
-        return None, "missing"
-    if path.stat().st_size == 0:
-        return None, "empty file (0 bytes)"
+def check_image(path: Path) -> tuple[ImageInfo | None, str | None]:
+    """(its :class:`ImageInfo`, None) for a fully decodable image, else (None, reason)."""
     try:
-        with Image.open(path) as img:
-            img.load()  # decodes every byte: a truncated JPEG fails here, not at open()
-            return img.size, None
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for corrupt files
-        return None, f"unreadable image ({type(err).__name__}: {err})"
+        return inspect_image(path), None
+    except ImageError as err:
+        return None, err.reason
+
+
+ORIENTATION_NAMES = {
+    2: "mirrored",
+    3: "rotated 180°",
+    4: "flipped upside down",
+    5: "mirrored and rotated 90° counter-clockwise",
+    6: "rotated 90° clockwise",
+    7: "mirrored and rotated 90° clockwise",
+    8: "rotated 90° counter-clockwise",
+}
+
+
+def _orientation_warning(path: Path, info: ImageInfo, applied: bool) -> Problem:
+    how = ORIENTATION_NAMES[info.orientation]
+    if applied:
+        return Problem(
+            str(path), f"EXIF orientation {info.orientation} ({how} for display): read upright, the tag applied"
+        )
+    return Problem(
+        str(path),
+        f"EXIF orientation {info.orientation} ({how} for display): read as stored, the tag ignored, "
+        "as the annotations are in the stored frame",
+    )
+
+
+def _check_annotated_image(path: Path, annotated_size, what: str, report: Report, fmt: str) -> tuple[int, int] | None:
+    """Decode ``path`` (an image whose labels say it is ``annotated_size``: (width, height), or None
+    when unknown); report it and a size mismatch, and warn about an EXIF orientation. Its stored
+    size if decodable."""
+    info, reason = check_image(path)
+    if reason:
+        report.problems.append(Problem(str(path), reason))
+        return None
+    applied = ORIENTATION_BY_FORMAT[fmt]
+    if info.orientation != 1:
+        report.warnings.append(_orientation_warning(path, info, applied))
+    frame = info.displayed_size if applied else info.size
+    if annotated_size is None or tuple(annotated_size) == frame:
+        return frame
+    w, h = info.size
+    if not applied and tuple(annotated_size) == info.displayed_size:
+        report.problems.append(
+            Problem(
+                str(path),
+                f"stored {w}x{h} with EXIF orientation {info.orientation} (shown "
+                f"{info.displayed_size[0]}x{info.displayed_size[1]}), and {what} says "
+                f"{annotated_size[0]}x{annotated_size[1]}: the labels were drawn on the rotated view, but "
+                "frozenbench reads stored pixels; rotate the pixels (PIL ImageOps.exif_transpose) and save "
+                "without the tag",
+            )
+        )
+    else:
+        report.problems.append(
+            Problem(str(path), f"image is {w}x{h} but {what} says {annotated_size[0]}x{annotated_size[1]}")
+        )
+    return frame
 
 
 def check_video(path: Path) -> tuple[int, str | None]:
     """(decoded frame count, None) for a decodable video, else (0, reason)."""
-    import av
+    from frozenbench.data.validate_video import clip_frame_counts
 
-    if not path.exists():
-        return 0, "missing"
-    if path.stat().st_size == 0:
-        return 0, "empty file (0 bytes)"
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                return 0, "no video stream"
-            frames = sum(1 for _ in container.decode(video=0))
-    except Exception as err:  # av.error.* for truncated or foreign files
-        return 0, f"undecodable video ({type(err).__name__}: {err})"
-    if frames == 0:
-        return 0, "video has no decodable frames"
-    return frames, None
+    _, frames, reason = clip_frame_counts(path)
+    return frames, reason
 
 
 def _finite_numbers(values: Iterable) -> bool:
@@ -88,14 +130,58 @@ def _load_json(path: Path, problems: list[Problem]):
         return None
 
 
-def validate_coco(root: Path) -> Report:
+def _is_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def coco_meaning_problems(coco: dict, ann_path: Path, annotated: bool = True) -> list[Problem]:
+    """Problems that make a COCO file mean something else to mmdet or pycocotools than it says,
+    without any error of theirs: category and annotation ids that are no integers or repeat (one
+    dict entry silently replaces the other), and annotations without a segmentation (frozenbench's
+    detectors all train a mask head). Training checks these too (:mod:`frozenbench.tasks.detection`)."""
     problems: list[Problem] = []
-    checked = 0
+    seen: set[int] = set()
+    for cat in coco.get("categories", []):
+        cid = cat.get("id") if isinstance(cat, dict) else None
+        if not _is_id(cid):
+            problems.append(Problem(str(ann_path), f"category id must be an integer, got {cid!r}"))
+        elif cid in seen:
+            problems.append(Problem(str(ann_path), f"duplicate category id {cid} ({cat.get('name')!r})"))
+        else:
+            seen.add(cid)
+    if not annotated:
+        return problems
+    ann_ids: set[int] = set()
+    for ann in coco.get("annotations", []):
+        aid = ann.get("id")
+        where = f"{ann_path} (annotation id {aid})"
+        if not _is_id(aid):
+            problems.append(Problem(where, f"annotation id must be an integer, got {aid!r}"))
+        elif aid in ann_ids:
+            problems.append(Problem(where, "duplicate annotation id"))
+        ann_ids.add(aid)
+        if "segmentation" not in ann or ann["segmentation"] is None:
+            # a box-only export (a detection labelling tool): the mask head would have no target.
+            # Refused rather than filled with box-shaped masks, which would train and score a
+            # rectangle as the instance's mask and report a meaningless mask AP.
+            problems.append(
+                Problem(
+                    where,
+                    "no segmentation: frozenbench's detectors (Mask R-CNN, Cascade Mask R-CNN, HTC) train a "
+                    "mask head, so every annotation needs a polygon or RLE mask",
+                )
+            )
+    return problems
+
+
+def validate_coco(root: Path) -> Report:
+    report = Report([], 0)
+    problems = report.problems
     ann_files = sorted((root / "annotations").glob("instances_*.json"))
     if not ann_files:
         return Report([Problem(str(root / "annotations"), "no instances_*.json annotation files")], 0)
     for ann_path in ann_files:
-        checked += 1
+        report.files_checked += 1
         coco = _load_json(ann_path, problems)
         if coco is None:
             continue
@@ -104,33 +190,22 @@ def validate_coco(root: Path) -> Report:
             problems.append(Problem(str(ann_path), f"missing top-level keys: {', '.join(missing)}"))
             continue
         split_dir = root / ann_path.stem.removeprefix("instances_")
-        category_ids = {c.get("id") for c in coco["categories"]}
+        problems.extend(coco_meaning_problems(coco, ann_path))
+        category_ids = {c.get("id") for c in coco["categories"] if isinstance(c, dict)}
         images = {}
         for img in coco["images"]:
             where = f"{ann_path} (image id {img.get('id')})"
-            if not isinstance(img.get("id"), int) or "file_name" not in img:
+            if not _is_id(img.get("id")) or "file_name" not in img:
                 problems.append(Problem(where, "image entry needs an integer id and a file_name"))
                 continue
             if img["id"] in images:
                 problems.append(Problem(where, "duplicate image id"))
             images[img["id"]] = img
-            checked += 1
-            size, reason = check_image(split_dir / img["file_name"])
-            if reason:
-                problems.append(Problem(str(split_dir / img["file_name"]), reason))
-            elif size != (img.get("width"), img.get("height")):
-                problems.append(
-                    Problem(
-                        str(split_dir / img["file_name"]),
-                        f"image is {size[0]}x{size[1]} but the annotation says {img.get('width')}x{img.get('height')}",
-                    )
-                )
-        ann_ids = set()
+            report.files_checked += 1
+            annotated_size = (img.get("width"), img.get("height"))
+            _check_annotated_image(split_dir / img["file_name"], annotated_size, "the annotation", report, "coco")
         for ann in coco["annotations"]:
             where = f"{ann_path} (annotation id {ann.get('id')})"
-            if ann.get("id") in ann_ids:
-                problems.append(Problem(where, "duplicate annotation id"))
-            ann_ids.add(ann.get("id"))
             img = images.get(ann.get("image_id"))
             if img is None:
                 problems.append(Problem(where, f"unknown image_id {ann.get('image_id')}"))
@@ -156,33 +231,24 @@ def validate_coco(root: Path) -> Report:
             _check_segmentation(ann.get("segmentation"), img, where, problems)
     # test-dev / test image lists: images only (their annotations are withheld), in test2017/
     for info_path in sorted((root / "annotations").glob("image_info_*.json")):
-        checked += 1
+        report.files_checked += 1
         info = _load_json(info_path, problems)
         if info is None:
             continue
         if "images" not in info or "categories" not in info:
             problems.append(Problem(str(info_path), "missing top-level keys images/categories"))
             continue
+        problems.extend(coco_meaning_problems(info, info_path, annotated=False))
         for img in info["images"]:
-            checked += 1
+            report.files_checked += 1
             path = root / "test2017" / str(img.get("file_name"))
-            size, reason = check_image(path)
-            if reason:
-                problems.append(Problem(str(path), reason))
-            elif size != (img.get("width"), img.get("height")):
-                problems.append(
-                    Problem(
-                        str(path),
-                        f"image is {size[0]}x{size[1]} but {info_path.name} says "
-                        f"{img.get('width')}x{img.get('height')}",
-                    )
-                )
-    return Report(problems, checked)
+            _check_annotated_image(path, (img.get("width"), img.get("height")), info_path.name, report, "coco")
+    return report
 
 
 def _check_segmentation(seg, img: dict, where: str, problems: list[Problem]) -> None:
     if seg is None:
-        return  # detection-only annotations are allowed
+        return  # reported by coco_meaning_problems
     if isinstance(seg, list):
         if not seg:
             problems.append(Problem(where, "empty polygon list"))
@@ -218,8 +284,8 @@ def read_ade_num_classes(root: Path) -> int | None:
 
 
 def validate_ade(root: Path, num_classes: int | None = None) -> Report:
-    problems: list[Problem] = []
-    checked = 0
+    report = Report([], 0)
+    problems = report.problems
     num_classes = num_classes or read_ade_num_classes(root) or 150
     for split in ("training", "validation"):
         img_dir, ann_dir = root / "images" / split, root / "annotations" / split
@@ -233,13 +299,21 @@ def validate_ade(root: Path, num_classes: int | None = None) -> Report:
         for stem in sorted(set(labels) - set(images)):
             problems.append(Problem(str(labels[stem]), "label map without an image in images/" + split))
         for stem in sorted(set(images) & set(labels)):
-            checked += 2
-            size, reason = check_image(images[stem])
-            if reason:
-                problems.append(Problem(str(images[stem]), reason))
-            lsize, lreason = check_image(labels[stem])
+            report.files_checked += 2
+            linfo, lreason = check_image(labels[stem])
             if lreason:
                 problems.append(Problem(str(labels[stem]), lreason))
+            elif linfo.format != "PNG":
+                # JPEG's lossy compression blurs label values across class borders: wrong classes
+                problems.append(
+                    Problem(
+                        str(labels[stem]), f"label map is a {linfo.format} file under a .png name (needs lossless PNG)"
+                    )
+                )
+                linfo = None
+            # the label map is a grid of the image's stored pixels: its size is the image's stored size
+            _check_annotated_image(images[stem], linfo.size if linfo else None, "its label map", report, "ade")
+            if linfo is None:
                 continue
             with Image.open(labels[stem]) as lab:
                 if lab.mode not in ("L", "P"):
@@ -248,62 +322,23 @@ def validate_ade(root: Path, num_classes: int | None = None) -> Report:
                     )
                     continue
                 values = np.asarray(lab)
-            if size and lsize != size:
-                problems.append(
-                    Problem(
-                        str(labels[stem]), f"label map is {lsize[0]}x{lsize[1]} but its image is {size[0]}x{size[1]}"
-                    )
-                )
             top = int(values.max()) if values.size else 0
             if top > num_classes:
                 bad = sorted(int(v) for v in np.unique(values) if v > num_classes)
                 problems.append(Problem(str(labels[stem]), f"label values {bad[:5]} out of range 0..{num_classes}"))
-    return Report(problems, checked)
+    return report
 
 
-def validate_kinetics(root: Path) -> Report:
-    problems: list[Problem] = []
-    checked = 0
-    classes_path = root / "classes.txt"
-    classes = classes_path.read_text().splitlines() if classes_path.exists() else None
-    for split in ("train", "val"):
-        csv_path = root / "annotations" / f"{split}.csv"
-        if not csv_path.exists():
-            problems.append(Problem(str(csv_path), "missing"))
-            continue
-        checked += 1
-        with open(csv_path, newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames != KINETICS_COLUMNS:
-                problems.append(
-                    Problem(
-                        str(csv_path),
-                        f"header must be {','.join(KINETICS_COLUMNS)}, got {','.join(reader.fieldnames or [])}",
-                    )
-                )
-                continue
-            for line_no, row in enumerate(reader, start=2):
-                where = f"{csv_path}:{line_no}"
-                try:
-                    start, end = int(row["time_start"]), int(row["time_end"])
-                except (TypeError, ValueError):
-                    problems.append(Problem(where, "time_start/time_end must be integers"))
-                    continue
-                if end <= start:
-                    problems.append(Problem(where, f"time_end {end} <= time_start {start}"))
-                if classes is not None and row["label"] not in classes:
-                    problems.append(Problem(where, f"label {row['label']!r} not in classes.txt"))
-                video = root / "videos" / split / f"{row['youtube_id']}_{start:06d}_{end:06d}.mp4"
-                checked += 1
-                _, reason = check_video(video)
-                if reason:
-                    problems.append(Problem(str(video), reason))
-    return Report(problems, checked)
+def validate_kinetics(root: Path, workers: int = 1) -> Report:
+    """See :mod:`frozenbench.data.validate_video`."""
+    from frozenbench.data import validate_video
+
+    return validate_video.validate_kinetics(root, workers)
 
 
 def validate_imagefolder(root: Path) -> Report:
-    problems: list[Problem] = []
-    checked = 0
+    report = Report([], 0)
+    problems = report.problems
     class_sets = {}
     for split in ("train", "val"):
         split_dir = root / split
@@ -319,17 +354,15 @@ def validate_imagefolder(root: Path) -> Report:
             if not files:
                 problems.append(Problem(str(split_dir / name), "empty class folder"))
             for path in files:
-                checked += 1
+                report.files_checked += 1
                 if path.suffix.lower() not in IMAGE_SUFFIXES:
                     problems.append(Problem(str(path), f"unexpected file type {path.suffix!r}"))
                     continue
-                _, reason = check_image(path)
-                if reason:
-                    problems.append(Problem(str(path), reason))
+                _check_annotated_image(path, None, "", report, "imagefolder")
     if len(class_sets) == 2 and class_sets["train"] != class_sets["val"]:
         diff = sorted(class_sets["train"] ^ class_sets["val"])
         problems.append(Problem(str(root), f"train and val have different classes: {', '.join(diff)}"))
-    return Report(problems, checked)
+    return report
 
 
 VALIDATORS: dict[str, Callable[[Path], Report]] = {

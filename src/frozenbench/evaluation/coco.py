@@ -24,6 +24,31 @@ from frozenbench.utils.atomic import atomic_file, write_text
 METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 
 
+def category_ids(categories: list[dict[str, Any]]) -> list[int]:
+    """Training label ``k`` -> COCO category id: the ids in increasing order, whatever order the json
+    lists them in. The one mapping that training (``FrozenbenchCocoDataset``), evaluation and the
+    test-dev writer share; class names follow it too (:func:`frozenbench.tasks.detection.class_names`)."""
+    return sorted(c["id"] for c in categories)
+
+
+def load_ground_truth(annotation_file: str | Path) -> COCO:
+    """pycocotools' COCO of ``annotation_file``, its annotations renumbered 1..N in this copy.
+
+    COCOeval marks a matched detection by the id of its ground truth and counts an id of 0 as
+    unmatched (labelme's COCO export numbers from 0: the ground truth scored against itself gave
+    95.7 AP instead of 100), and its index keeps one of two annotations sharing an id. Predictions
+    name images and categories, never annotation ids, so the renumbering changes no score.
+    """
+    data = json.loads(Path(annotation_file).read_text())
+    for number, ann in enumerate(data.get("annotations", []), start=1):
+        ann["id"] = number
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = data
+        coco.createIndex()
+    return coco
+
+
 def instances_to_results(
     image_id: int,
     boxes_xyxy: np.ndarray,
@@ -62,11 +87,10 @@ class COCOEvaluator:
         output_dir: str | Path | None = None,
     ) -> None:
         self.annotation_file = Path(annotation_file)
-        with contextlib.redirect_stdout(io.StringIO()):
-            self.coco_gt = COCO(str(self.annotation_file))
+        self.coco_gt = load_ground_truth(self.annotation_file)
         self.iou_types = iou_types
         self.output_dir = Path(output_dir) if output_dir else None
-        self.category_ids = sorted(self.coco_gt.getCatIds())
+        self.category_ids = category_ids(self.coco_gt.dataset["categories"])
         self.reset()
 
     def reset(self) -> None:

@@ -25,8 +25,11 @@ def build_dataset(scope: str, cfg: dict[str, Any]):
     own tools do before building)."""
     from mmengine.registry import DefaultScope
 
+    from frozenbench.openmmlab.loading import register_loading
+
     registry_module, utils_module = SCOPES[scope]
     importlib.import_module(utils_module).register_all_modules(init_default_scope=False)
+    register_loading()  # frozenbench's image loader and COCO dataset (openmmlab/loading.py)
     with DefaultScope.overwrite_default_scope(scope):
         return importlib.import_module(registry_module).DATASETS.build(cfg)
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from frozenbench.data.images import ORIENTATION_BY_FORMAT, read_image
 from frozenbench.errors import UserError
 
 
@@ -22,7 +23,11 @@ class ImageSet:
 
 
 def load_imagefolder(root: str | Path, split: str, image_size: int) -> ImageSet:
-    """All images of ``root/split/<class>/*``, resized to ``image_size``; errors name the file."""
+    """All images of ``root/split/<class>/*``, resized to ``image_size``; errors name the file.
+
+    Read by frozenbench's one image reader with the EXIF orientation applied: a class label holds
+    for the image in any orientation, so phone photos are seen upright (16-bit PNGs scaled, not
+    clipped; palette, grayscale and CMYK files converted; see :mod:`frozenbench.data.images`)."""
     split_dir = Path(root) / split
     if not split_dir.is_dir():
         raise UserError(f"{split_dir}: missing split folder")
@@ -32,14 +37,10 @@ def load_imagefolder(root: str | Path, split: str, image_size: int) -> ImageSet:
     arrays, labels = [], []
     for index, name in enumerate(classes):
         for path in sorted((split_dir / name).iterdir()):
-            try:
-                with Image.open(path) as img:
-                    img = img.convert("RGB")
-                    if img.size != (image_size, image_size):
-                        img = img.resize((image_size, image_size), Image.BILINEAR)
-                    arrays.append(np.asarray(img))
-            except Exception as err:
-                raise UserError(f"{path}: unreadable image ({type(err).__name__}: {err})") from None
+            img = Image.fromarray(read_image(path, apply_orientation=ORIENTATION_BY_FORMAT["imagefolder"]))
+            if img.size != (image_size, image_size):
+                img = img.resize((image_size, image_size), Image.BILINEAR)
+            arrays.append(np.asarray(img))
             labels.append(index)
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return ImageSet(images, torch.tensor(labels, dtype=torch.long), classes)

@@ -14,10 +14,13 @@ from typing import Any
 
 import torch
 
+from frozenbench.data.images import ORIENTATION_BY_FORMAT
+from frozenbench.data.validate import coco_meaning_problems
 from frozenbench.engine.data import eval_batches, on_gpu
 from frozenbench.evaluation.driver import FedEvaluator, inference_on_dataset
 from frozenbench.errors import UserError
 from frozenbench.evaluation import COCOEvaluator, instances_to_results
+from frozenbench.evaluation.coco import category_ids
 from frozenbench.openmmlab import build_registered_model as build_mm_model
 from frozenbench.openmmlab.runtime import build_dataset as build_mm_dataset
 from frozenbench.openmmlab.runtime import collate, predict
@@ -27,7 +30,9 @@ from frozenbench.tasks.recipe import resize_crop_options
 
 # Bump when a code change alters what the data pipeline feeds a head (decoding, sampling,
 # augmentation): finished runs then retrain instead of being reloaded.
-PIPELINE_VERSION = 1
+# 2: images read in the stored frame (EXIF orientation ignored, as COCO annotations are), labels
+# follow the category ids in increasing order whatever order the json lists them in.
+PIPELINE_VERSION = 2
 
 SPLIT_FOLDERS = {"train": "train2017", "val": "val2017", "test-dev": "test2017"}
 # test-dev annotations are withheld: the image list is all there is
@@ -46,8 +51,25 @@ def annotation_file(root: Path, split: str) -> Path:
 
 
 def class_names(root: str | Path) -> list[str]:
+    """Names of the training labels: label ``k`` is the ``k``-th category id in increasing order."""
     categories = json.loads(annotation_file(Path(root), "val").read_text())["categories"]
-    return [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+    names = {c["id"]: c["name"] for c in categories}
+    return [names[cid] for cid in category_ids(categories)]
+
+
+def checked_annotations(path: Path, annotated: bool) -> dict[str, Any]:
+    """The COCO json at ``path``, refused with one line naming it when mmdet or pycocotools would
+    read it as something else than it says (:func:`frozenbench.data.validate.coco_meaning_problems`):
+    training may run without ``frozenbench validate`` first."""
+    try:
+        coco = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: invalid JSON: {err}") from None
+    problems = coco_meaning_problems(coco, path, annotated=annotated)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s): run frozenbench validate)" if len(problems) > 1 else ""
+        raise UserError(f"{problems[0]}{more}")
+    return coco
 
 
 TEST_OPTIONS = ("scale",)
@@ -77,8 +99,10 @@ def build_dataset(
     if unknown:
         raise UserError(f"detection test options {sorted(unknown)} unknown; known: {', '.join(TEST_OPTIONS)}")
     annotated = split != "test-dev"
+    ann_path = annotation_file(root, split)
+    checked_annotations(ann_path, annotated)
     pipeline: list[dict[str, Any]] = [
-        dict(type="LoadImageFromFile"),
+        dict(type="LoadImageFrozenbench", apply_orientation=ORIENTATION_BY_FORMAT["coco"]),
         *([dict(type="LoadAnnotations", with_bbox=True, with_mask=True)] if annotated else []),
     ]
     recipe = resize_crop_options(augment, img_size, "detection", (0.1, 2.0)) if train else None
@@ -109,9 +133,9 @@ def build_dataset(
     return build_mm_dataset(
         "mmdet",
         dict(
-            type="CocoDataset",
+            type="FrozenbenchCocoDataset",
             data_root=str(root),
-            ann_file=str(annotation_file(root, split).relative_to(root)),
+            ann_file=str(ann_path.relative_to(root)),
             data_prefix=dict(img=f"{SPLIT_FOLDERS[split]}/"),
             metainfo=dict(classes=tuple(class_names(root))),
             filter_cfg=dict(filter_empty_gt=train, min_size=0),
@@ -204,6 +228,6 @@ def evaluate(
 def predict_test_dev(model: torch.nn.Module, dataset, batch_size: int = 4, workers: int = 0) -> list[dict[str, Any]]:
     """Detections on test-dev in the COCO results format (boxes and masks in one list, as uploaded)."""
     categories = json.loads(Path(dataset.ann_file).read_text())["categories"]
-    collector = ResultsCollector(sorted(c["id"] for c in categories))
+    collector = ResultsCollector(category_ids(categories))
     batches = eval_batches(dataset, collate, batch_size, workers, pin_memory=on_gpu(model))
     return inference_on_dataset(model, batches, {"test-dev": collector}, predict)["test-dev"]["results"]

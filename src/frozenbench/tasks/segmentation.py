@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from frozenbench.data.images import ORIENTATION_BY_FORMAT
 from frozenbench.engine.data import eval_batches, on_gpu
 from frozenbench.evaluation.driver import FedEvaluator, inference_on_dataset
 from frozenbench.errors import UserError
@@ -26,7 +27,8 @@ from frozenbench.tasks.recipe import resize_crop_options
 
 # Bump when a code change alters what the data pipeline feeds a head (decoding, sampling,
 # augmentation): finished runs then retrain instead of being reloaded.
-PIPELINE_VERSION = 1
+# 2: images read in the stored frame (EXIF orientation ignored, as the label maps are)
+PIPELINE_VERSION = 2
 
 
 def class_names(root: Path) -> list[str]:
@@ -59,7 +61,7 @@ def build_dataset(
     folder = {"train": "training", "val": "validation"}[split]
     # mmseg's own ADE20K pipelines: scale (4 * short, short) bounds the long side by 4x the short one
     short_side_scale = (4 * img_size, img_size)
-    pipeline: list[dict[str, Any]] = [dict(type="LoadImageFromFile")]
+    pipeline: list[dict[str, Any]] = [dict(type="LoadImageFrozenbench", apply_orientation=ORIENTATION_BY_FORMAT["ade"])]
     recipe = resize_crop_options(augment, img_size, "segmentation", (0.5, 2.0), max_crop=img_size) if train else None
     if recipe is not None:
         crop = recipe["crop_size"]
