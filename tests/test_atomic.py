@@ -9,10 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from frozenbench.utils.atomic import atomic_dir, atomic_file, write_json
+from frozenbench.utils.atomic import TMP_MARKER, atomic_dir, atomic_file, remove_temporaries, remove_tree, write_json
 
 from .conftest import VENV_BIN
 
@@ -110,3 +111,74 @@ def test_a_training_run_collects_the_temporaries_a_killed_run_left(tmp_path):
     remove_leftovers(run_dir)
     assert sorted(p.name for p in run_dir.iterdir()) == ["log.jsonl", "state.pt"]
     assert (run_dir / "state.pt").read_bytes() == b"kept"
+
+
+# -- removing what a failed or killed writer left -----------------------------------------------
+
+
+def deep_tree(root: Path, depth: int, outside: Path | None = None) -> Path:
+    """A tree ``depth`` folders deep (``root/a/a/...``), made one level at a time through folder
+    descriptors, so it may go past PATH_MAX; at its bottom the oddities a hostile archive or a
+    crashed extraction leaves: a name that is not UTF-8, a fifo, a folder without permissions, and
+    (with ``outside``) a link to a folder that must survive the removal."""
+    root.mkdir(parents=True)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir("a", dir_fd=fd)
+            child = os.open("a", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        os.close(os.open(b"caf\xe9.jpg", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+        os.mkfifo("pipe", dir_fd=fd)
+        os.mkdir("locked", dir_fd=fd)
+        os.close(os.open("locked/x", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+        os.chmod("locked", 0, dir_fd=fd)
+        if outside is not None:
+            os.symlink(outside, "outside", dir_fd=fd)
+    finally:
+        os.close(fd)
+    return root
+
+
+def outside_folder(tmp_path: Path) -> Path:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    return outside
+
+
+def test_remove_tree_removes_a_tree_deeper_than_recursion_and_path_max(tmp_path):
+    """shutil.rmtree (Python 3.11) recurses per level: RecursionError on such a tree."""
+    outside = outside_folder(tmp_path)
+    tree = deep_tree(tmp_path / "tree", 2500, outside)  # 5000 bytes of path: past PATH_MAX too
+    remove_tree(tree)
+    assert not tree.exists()
+    assert (outside / "keep.txt").read_text() == "keep"  # the link was removed, not followed
+
+
+def test_remove_tree_removes_a_link_not_its_target(tmp_path):
+    outside = outside_folder(tmp_path)
+    (tmp_path / "link").symlink_to(outside)
+    remove_tree(tmp_path / "link")
+    remove_tree(tmp_path / "missing")  # nothing to do is no error
+    assert not (tmp_path / "link").is_symlink() and (outside / "keep.txt").exists()
+
+
+def test_the_sweep_removes_a_deep_leftover_of_a_crashed_writer(tmp_path):
+    """A leftover the old sweep could not remove (RecursionError) broke every later run of the job."""
+    outside = outside_folder(tmp_path)
+    target = tmp_path / "data" / "ade20k"
+    leftover = deep_tree(target.parent / f".ade20k{TMP_MARKER}crashed", 1200, outside)
+    (target.parent / f".ade20k{TMP_MARKER}link").symlink_to(outside)
+    remove_temporaries(target)
+    assert not leftover.exists() and list(target.parent.iterdir()) == []
+    assert (outside / "keep.txt").read_text() == "keep"
+
+
+def test_a_failed_atomic_dir_removes_a_deep_tree(tmp_path):
+    with pytest.raises(RuntimeError, match="extraction failed"):
+        with atomic_dir(tmp_path / "dataset") as tmp:
+            deep_tree(tmp / "member", 1200)
+            raise RuntimeError("extraction failed")
+    assert list(tmp_path.iterdir()) == []
