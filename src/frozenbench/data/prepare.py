@@ -4,15 +4,19 @@
 - ``ade``: the content of ``ADEChallengeData2016/``;
 - ``kinetics``: clips decoded and re-encoded at ``prepare.short_side``, csv annotations,
   ``classes.txt``, mmaction2 file lists, and ``prepare_report.json`` listing every clip
-  that was missing or corrupt (they are left out of the lists, never silently).
+  that was missing or corrupt (they are left out of the lists, never silently) or whose header
+  announces another frame count than decodes (kept, with the frames that decode).
+
+Every dataset is validated as ``frozenbench validate`` would before its manifest, the mark of a
+finished dataset, is written; one that fails is not written at all.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import shutil
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +25,7 @@ from frozenbench.data.archive import extract, merge_tree
 from frozenbench.data.download import ChecksumRecords, RemoteFile, list_folder, listed_files, verify_downloads
 from frozenbench.data.manifest import MANIFEST, content_digest
 from frozenbench.errors import UserError
-from frozenbench.utils.atomic import TMP_MARKER, atomic_dir, remove_temporaries, write_json
+from frozenbench.utils.atomic import TMP_MARKER, atomic_dir, remove_temporaries, remove_tree, write_json
 
 
 def _extract_into(archive: Path, root: Path, sources: dict[str, Path] | None = None) -> None:
@@ -29,12 +33,12 @@ def _extract_into(archive: Path, root: Path, sources: dict[str, Path] | None = N
     file (or a file against a folder) present in both is refused, never overwritten. ``sources``
     (shared by the archives merged into one root) lets a conflict name the earlier archive."""
     staging = root.parent / f".{root.name}.extract-{archive.name}"
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_tree(staging, ignore_errors=True)
     extract(archive, staging)
     try:
         merge_tree(staging, root, archive, sources)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging, ignore_errors=True)
 
 
 def _extract_archives(files: list[RemoteFile], downloads: Path, out: Path, log: Callable[[str], None]) -> None:
@@ -87,28 +91,52 @@ def prepare_ade(
 KEYFRAME_SECONDS = 1
 
 
-def resize_clip(src: Path, dst: Path, short_side: int) -> int:
+@dataclass(frozen=True)
+class ClipResult:
+    """What re-encoding one clip found: the frames that decoded, the count its container's header
+    announced (0 when it announces none) and the span from the first frame's timestamp to the last's."""
+
+    frames: int
+    header_frames: int
+    seconds: float
+
+    def frame_count_note(self) -> str | None:
+        """The disagreement between header and decodable frames, None when they agree."""
+        if self.header_frames and self.header_frames != self.frames:
+            return f"the container announces {self.header_frames} frames but {self.frames} decode"
+        return None
+
+
+def resize_clip(src: Path, dst: Path, short_side: int) -> ClipResult:
     """Decode ``src`` and re-encode it as H.264 (yuv420p, a keyframe every second) with its short side at
     ``short_side``, one frame at a time (memory independent of the clip's length); written atomically.
-    Returns the frame count."""
+
+    Every frame keeps its source timestamp (shifted so the clip starts at 0): a variable-rate clip,
+    or one with dropped frames, plays as long as its source. Numbering frames at a rounded average
+    rate instead would squeeze every gap out and play such a clip faster."""
     import av
 
     from frozenbench.utils.atomic import atomic_file
 
     with av.open(str(src)) as source:
         stream = source.streams.video[0]
-        fps = int(round(float(stream.average_rate or 30)))
+        rate = stream.average_rate or stream.guessed_rate or 30
+        fps = max(1, int(round(float(rate))))
+        # the source's own time base, so no timestamp is rounded; a stream without one gets 1/90000
+        time_base = stream.time_base or Fraction(1, 90000)
+        step = max(1, int(round(1 / (float(rate) * time_base))))  # one nominal frame, in time_base
         h, w = stream.codec_context.height, stream.codec_context.width
         if not h or not w:
             raise ValueError("no video dimensions")
         scale = short_side / min(h, w)
         # yuv420p needs even sizes
         width, height = max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
-        frames = 0
+        frames, first, last = 0, None, None
         with atomic_file(dst) as tmp:
             with av.open(str(tmp), mode="w", format="mp4") as container:
                 out = container.add_stream("libx264", rate=fps)
                 out.width, out.height, out.pix_fmt = width, height, "yuv420p"
+                out.codec_context.time_base = out.time_base = time_base
                 # one thread per clip: the pool runs one clip per core, which scales better than x264's threads
                 out.options = {
                     "crf": "18",
@@ -117,29 +145,36 @@ def resize_clip(src: Path, dst: Path, short_side: int) -> int:
                     "x264-params": "threads=1:lookahead-threads=1",
                 }
                 for frame in source.decode(video=0):
+                    pts = frame.pts if frame.pts is not None else (last + step if last is not None else 0)
+                    if first is None:
+                        first = pts
+                    pts -= first
+                    if last is not None and pts <= last:
+                        # a repeated or backwards timestamp (a broken muxer): the encoder needs them
+                        # increasing; the smallest step keeps the timing of the frames after it
+                        pts = last + 1
                     resized = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BILINEAR")
-                    # frame index in the encoder's 1/fps time base: monotonic whatever the source's timestamps
-                    resized.pts, resized.time_base = frames, Fraction(1, fps)
+                    resized.pts, resized.time_base = pts, time_base
                     for packet in out.encode(resized):
                         container.mux(packet)
-                    frames += 1
+                    frames, last = frames + 1, pts
                 for packet in out.encode():
                     container.mux(packet)
             if not frames:
                 raise ValueError("no decodable frames")
-    return frames
+    return ClipResult(frames, int(stream.frames or 0), float((last or 0) * time_base))
 
 
-def _prepare_one(job: tuple[str, str, int]) -> tuple[str, str | None]:
-    """Pool worker: (destination, None) once the clip is written, or (destination, error)."""
+def _prepare_one(job: tuple[str, str, int]) -> tuple[str, str | None, str | None]:
+    """Pool worker: (destination, None, note) once the clip is written, or (destination, error, None);
+    the note tells a header frame count that disagrees with the decodable frames."""
     import av
 
     src, dst, short_side = job
     try:
-        resize_clip(Path(src), Path(dst), short_side)
-        return dst, None
+        return dst, None, resize_clip(Path(src), Path(dst), short_side).frame_count_note()
     except (av.error.FFmpegError, ValueError, IndexError, OSError) as err:  # undecodable: list it, keep going
-        return dst, f"{type(err).__name__}: {err}"
+        return dst, f"{type(err).__name__}: {err}", None
 
 
 # A crashed decoder (a segfault in libav on a broken clip, the kernel's OOM killer) takes its
@@ -160,17 +195,28 @@ def _spawn_pool(workers: int):
 def encode_clips(
     jobs: list[tuple[str, str, int]],
     workers: int,
-    run_one: Callable[[tuple[str, str, int]], tuple[str, str | None]] | None = None,
+    run_one: Callable[[tuple[str, str, int]], tuple] | None = None,
+    notes: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Re-encode every ``(source, destination, short side)`` job on ``workers`` processes and return
-    ``{clip name: error}`` for those that failed. At most two jobs per worker are in flight, so a
-    worker that dies costs a solo retry of that many clips, not of the rest of the tarball."""
+    ``{clip name: error}`` for those that failed; ``notes`` (when given) gains ``{clip name: note}``
+    for the clips whose worker returned a note (``run_one`` returns (destination, error[, note])).
+    At most two jobs per worker are in flight, so a worker that dies costs a solo retry of that
+    many clips, not of the rest of the tarball."""
     from collections import deque
     from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
 
     run_one = run_one or _prepare_one
     failed: dict[str, str] = {}
+
+    def record(result: tuple) -> None:
+        dst, error, note = (*result, None)[:3]
+        if error is not None:
+            failed[Path(dst).name] = error
+        if note is not None and notes is not None:
+            notes[Path(dst).name] = note
+
     queue = deque(jobs)
     while queue:
         suspects: list[tuple[str, str, int]] = []
@@ -183,10 +229,8 @@ def encode_clips(
                         running[pool.submit(run_one, job)] = job
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in finished:
-                        dst, error = future.result()
+                        record(future.result())
                         del running[future]
-                        if error is not None:
-                            failed[Path(dst).name] = error
             except BrokenProcessPool:
                 suspects = list(running.values())
         for job in suspects:  # alone in a fresh process each: a crash now names its clip
@@ -194,33 +238,103 @@ def encode_clips(
             remove_temporaries(job[1])
             with _spawn_pool(1) as solo:
                 try:
-                    dst, error = solo.submit(run_one, job).result()
+                    record(solo.submit(run_one, job).result())
                 except BrokenProcessPool:
-                    dst, error = job[1], CRASH_ERROR
+                    record((job[1], CRASH_ERROR))
                     remove_temporaries(job[1])
-            if error is not None:
-                failed[Path(dst).name] = error
     return failed
 
 
-def _read_kinetics_csvs(files: list[RemoteFile], downloads: Path) -> dict[str, list[dict[str, Any]]]:
-    """Rows of every labelled split csv (test.csv without labels is skipped)."""
+def _kinetics_csv_rows(path: Path, split: str) -> list[tuple[str, dict[str, Any]]] | None:
+    """``(file:line, row)`` of one split csv; None for a test csv without labels (skipped)."""
     from frozenbench.data.validate import KINETICS_COLUMNS
 
-    rows_by_split = {}
+    try:
+        # utf-8-sig: a byte-order mark (a spreadsheet's csv export) is not part of the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            if "label" not in header and split == "test":
+                return None
+            if not set(KINETICS_COLUMNS[:4]) <= set(header):
+                raise UserError(
+                    f"{path}: header must contain {','.join(KINETICS_COLUMNS)}, got {','.join(header) or 'nothing'}"
+                )
+            return [(f"{path}:{reader.line_num}", row) for row in reader]
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+    except csv.Error as err:
+        raise UserError(f"{path}:{reader.line_num}: unreadable csv: {err}") from None
+
+
+def _kinetics_clip(where: str, row: dict[str, Any]) -> dict[str, Any]:
+    """The row as a dataset row (integer times), or a UserError naming ``where`` (file:line)."""
+    if any(row.get(key) is None for key in ("label", "youtube_id", "time_start", "time_end")):
+        raise UserError(f"{where}: the row has fewer columns than the header")
+    try:
+        start, end = int(row["time_start"]), int(row["time_end"])
+    except ValueError:
+        raise UserError(
+            f"{where}: time_start/time_end must be integers, got {row['time_start']!r}, {row['time_end']!r}"
+        ) from None
+    if end <= start:
+        raise UserError(f"{where}: time_end {end} <= time_start {start}")
+    label, ytid = row["label"], row["youtube_id"]
+    if not label.strip() or "\n" in label or "\r" in label:
+        # classes.txt holds one label a line: an empty or multi-line label would shift every index
+        raise UserError(f"{where}: label {label!r} must be non-empty and on one line")
+    if not ytid:
+        raise UserError(f"{where}: empty youtube_id")
+    return {"label": label, "youtube_id": ytid, "time_start": start, "time_end": end}
+
+
+def _read_kinetics_csvs(
+    files: list[RemoteFile], downloads: Path, log: Callable[[str], None] = print
+) -> dict[str, list[dict[str, Any]]]:
+    """Rows of every labelled split csv (test.csv without labels is skipped), with integer times.
+
+    A clip listed twice with the same label in the same split is kept once; listed with another
+    label or in another split it is refused, naming both lines: the clip cannot mean both."""
+    rows_by_split: dict[str, list[dict[str, Any]]] = {}
+    seen: dict[tuple[str, int, int], tuple[str, dict[str, Any]]] = {}
     for remote in files:
         if not remote.filename.endswith(".csv"):
             continue
         split = remote.filename.removesuffix(".csv")
-        with open(downloads / remote.filename, newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or not set(KINETICS_COLUMNS[:4]) <= set(reader.fieldnames):
-                raise UserError(f"{downloads / remote.filename}: header must contain {','.join(KINETICS_COLUMNS)}")
-            rows = list(reader)
-        if split == "test" and "label" not in (rows[0] if rows else {}):
+        rows = _kinetics_csv_rows(downloads / remote.filename, split)
+        if rows is None:
             continue
-        rows_by_split[split] = rows
+        kept = []
+        for where, row in rows:
+            clip = {**_kinetics_clip(where, row), "split": split}
+            key = (clip["youtube_id"], clip["time_start"], clip["time_end"])
+            if key in seen:
+                first_where, first = seen[key]
+                if (first["label"], first["split"]) != (clip["label"], clip["split"]):
+                    raise UserError(
+                        f"{where}: clip {key[0]!r} {key[1]}-{key[2]} is also listed at {first_where} with label "
+                        f"{first['label']!r} in {first['split']}, here with label {clip['label']!r} in {split}"
+                    )
+                log(f"{where}: a repeat of {first_where} (the same clip and label); kept once")
+                continue
+            seen[key] = (where, clip)
+            kept.append(clip)
+        rows_by_split[split] = kept
     return rows_by_split
+
+
+def _held_clips(raw: Path, wanted: dict[str, Any]) -> dict[str, Path]:
+    """``{source name: path}`` of the wanted clips an extracted tarball holds; a name is matched on
+    the member's trailing path, so an id holding a slash still finds its clip."""
+    held = {}
+    for path in raw.rglob("*.mp4"):
+        parts = path.relative_to(raw).parts
+        for first in range(len(parts)):
+            name = "/".join(parts[first:])
+            if name in wanted:
+                held[name] = path
+                break
+    return held
 
 
 def _archives(files: list[RemoteFile], downloads: Path) -> list[Path]:
@@ -243,9 +357,11 @@ def prepare_kinetics_clips(
     ``workers`` processes (each clip written atomically), its raw files removed, then a marker
     ``work/done/<list>--<tarball>.json`` records what it held and which clips failed to decode. A rerun
     after a kill skips marked tarballs and finished clips, so peak disk is the output plus one
-    extracted tarball. Returns ``{"by_split": rows, "corrupt": {clip: error}, "found": {clip}}``.
+    extracted tarball. Returns ``{"by_split": rows, "corrupt": {clip: error}, "found": {clip},
+    "frame_counts": {clip: note}}``: ``found`` holds the mirror's names (``source_clip_name``), the
+    others the dataset's file names (``clip_filename``).
     """
-    from frozenbench.data.synth.kinetics import clip_filename
+    from frozenbench.data.synth.kinetics import clip_filename, source_clip_name
 
     # finished clips are only reused by a run with the same encoding: another short side (or a
     # changed encoder) starts the work folder afresh instead of mixing two versions
@@ -253,21 +369,23 @@ def prepare_kinetics_clips(
     settings_path = work / "settings.json"
     if work.exists() and (not settings_path.exists() or json.loads(settings_path.read_text()) != settings):
         log(f"{work}: left by a run with other settings; starting afresh")
-        shutil.rmtree(work)
+        remove_tree(work)
     work.mkdir(parents=True, exist_ok=True)
     write_json(settings_path, settings)
-    rows_by_split = _read_kinetics_csvs(files, downloads)
-    wanted = {}
+    rows_by_split = _read_kinetics_csvs(files, downloads, log)
+    wanted: dict[str, Path] = {}  # the mirror's name of a clip -> where the dataset keeps it
     for split, rows in rows_by_split.items():
         (work / "videos" / split).mkdir(parents=True, exist_ok=True)
         for row in rows:
-            wanted[clip_filename(row["youtube_id"], int(row["time_start"]), int(row["time_end"]))] = split
+            clip = (row["youtube_id"], row["time_start"], row["time_end"])
+            wanted[source_clip_name(*clip)] = work / "videos" / split / clip_filename(*clip)
     done_dir, raw = work / "done", work / "raw"
     done_dir.mkdir(parents=True, exist_ok=True)
     for leftover in (work / "videos").glob(f"*/.*{TMP_MARKER}*"):  # clips a kill cut short
         leftover.unlink()
     found: set[str] = set()
     corrupt: dict[str, str] = {}
+    frame_counts: dict[str, str] = {}
     started, encoded = time.time(), 0
     for archive in _archives(files, downloads):
         marker = done_dir / f"{archive.parent.name}--{archive.name}.json"  # two lists may share a tarball name
@@ -275,28 +393,29 @@ def prepare_kinetics_clips(
             record = json.loads(marker.read_text())
             found.update(record["clips"])
             corrupt.update(record["corrupt"])
+            frame_counts.update(record.get("frame_counts", {}))
             continue
-        shutil.rmtree(raw, ignore_errors=True)  # a killed run's half-extracted tarball
+        remove_tree(raw, ignore_errors=True)  # a killed run's half-extracted tarball
         raw.mkdir(parents=True)
         log(f"extracting {archive.name}")
         _extract_into(archive, raw)
-        held = {p.name: p for p in raw.rglob("*.mp4") if p.name in wanted}
+        held = _held_clips(raw, wanted)
         jobs = [
-            (str(src), str(work / "videos" / wanted[name] / name), short_side)
-            for name, src in sorted(held.items())
-            if not (work / "videos" / wanted[name] / name).exists()
+            (str(src), str(wanted[name]), short_side) for name, src in sorted(held.items()) if not wanted[name].exists()
         ]
-        failed = encode_clips(jobs, workers)
+        notes: dict[str, str] = {}
+        failed = encode_clips(jobs, workers, notes=notes)
         encoded += len(jobs)
-        write_json(marker, {"clips": sorted(held), "corrupt": failed})
+        write_json(marker, {"clips": sorted(held), "corrupt": failed, "frame_counts": notes})
         found.update(held)
         corrupt.update(failed)
-        shutil.rmtree(raw, ignore_errors=True)
+        frame_counts.update(notes)
+        remove_tree(raw, ignore_errors=True)
         log(
             f"{archive.name}: {len(held)} clips ({len(jobs)} re-encoded, {len(failed)} undecodable); "
             f"{encoded / max(time.time() - started, 1e-9):.2f} clips/s"
         )
-    return {"by_split": rows_by_split, "corrupt": corrupt, "found": found}
+    return {"by_split": rows_by_split, "corrupt": corrupt, "found": found, "frame_counts": frame_counts}
 
 
 def prepare_kinetics(
@@ -308,12 +427,14 @@ def prepare_kinetics(
     work: Path | None = None,
     workers: int = 1,
 ) -> dict[str, Any]:
-    from frozenbench.data.synth.kinetics import clip_filename, write_csv, write_lists
+    """Write the Kinetics dataset into ``out``; its clips move there from ``work``, which is left
+    for the caller to remove once the dataset is validated (:func:`prepare`)."""
+    from frozenbench.data.synth.kinetics import clip_filename, source_clip_name, write_csv, write_lists
 
     short_side = int(options.get("short_side", 320))
     work = work or out.parent / f".{out.name}.work"
     clips = prepare_kinetics_clips(files, downloads, work, short_side, workers, log)
-    report: dict[str, list[dict[str, str]]] = {"missing": [], "corrupt": []}
+    report: dict[str, list[dict[str, Any]]] = {"missing": [], "corrupt": [], "frame_count_mismatch": []}
     rows_by_split: dict[str, list[dict[str, Any]]] = {}
     labels: set[str] = set()
     # the finished clips move into the new dataset folder; a failed run keeps them in the work folder
@@ -321,22 +442,17 @@ def prepare_kinetics(
     for split, rows in clips["by_split"].items():
         kept = []
         for row in rows:
-            name = clip_filename(row["youtube_id"], int(row["time_start"]), int(row["time_end"]))
-            entry = {"split": split, "clip": name, "label": row["label"]}
-            if name not in clips["found"]:
+            key = (row["youtube_id"], row["time_start"], row["time_end"])
+            name = clip_filename(*key)
+            entry = {"split": split, "clip": name, "youtube_id": row["youtube_id"], "label": row["label"]}
+            if source_clip_name(*key) not in clips["found"]:
                 report["missing"].append(entry)
             elif name in clips["corrupt"]:
                 report["corrupt"].append({**entry, "error": clips["corrupt"][name]})
             else:
-                kept.append(
-                    {
-                        "label": row["label"],
-                        "youtube_id": row["youtube_id"],
-                        "time_start": int(row["time_start"]),
-                        "time_end": int(row["time_end"]),
-                        "split": split,
-                    }
-                )
+                if name in clips["frame_counts"]:  # kept: its clip holds the frames that decode
+                    report["frame_count_mismatch"].append({**entry, "note": clips["frame_counts"][name]})
+                kept.append(row)
                 labels.add(row["label"])
         write_csv(out / "annotations" / f"{split}.csv", kept)
         rows_by_split[split] = kept
@@ -344,10 +460,14 @@ def prepare_kinetics(
         (work / "videos" / split).rename(out / "videos" / split)
     write_lists(out, rows_by_split, sorted(labels))
     write_json(out / "prepare_report.json", report)
-    for kind, entries in report.items():
-        if entries:
-            log(f"WARNING: {len(entries)} {kind} clip(s), listed in {out.name}/prepare_report.json")
-    shutil.rmtree(work, ignore_errors=True)
+    for kind in ("missing", "corrupt"):
+        if report[kind]:
+            log(f"WARNING: {len(report[kind])} {kind} clip(s), listed in {out.name}/prepare_report.json")
+    if report["frame_count_mismatch"]:
+        log(
+            f"WARNING: {len(report['frame_count_mismatch'])} clip(s) whose header announces another frame "
+            f"count than decodes (kept with the frames that decode), listed in {out.name}/prepare_report.json"
+        )
     return {
         "clips": {s: len(r) for s, r in rows_by_split.items()},
         "missing": len(report["missing"]),
@@ -377,22 +497,23 @@ def prepare(
     files = [RemoteFile.from_config(entry) for entry in spec["download"]["files"]]
     verify_downloads(files, downloads, records, verified)
     remove_temporaries(out)  # left by a killed earlier run of this job
+    work = out.parent / f".{out.name}.work"
     with atomic_dir(out) as tmp:
         if spec["format"] == "kinetics":
             # resumable work lives beside the output, outside the temporary folder a failure deletes
-            summary = prepare_kinetics(
-                files,
-                downloads,
-                tmp,
-                spec.get("prepare", {}),
-                log,
-                work=out.parent / f".{out.name}.work",
-                workers=workers,
-            )
+            summary = prepare_kinetics(files, downloads, tmp, spec.get("prepare", {}), log, work=work, workers=workers)
         else:
             summary = PREPARERS[spec["format"]](files, downloads, tmp, spec.get("prepare", {}), log)
         if (tmp / MANIFEST).exists():
             raise UserError(f"{downloads}: the archives hold a {MANIFEST} of their own; refusing to replace it")
+        try:
+            check_output(spec["format"], tmp, out, log, workers)
+        except UserError:
+            if spec["format"] == "kinetics":  # the encoded clips go back to the work folder: a rerun reuses them
+                for split in (tmp / "videos").iterdir():
+                    split.rename(work / "videos" / split.name)
+            raise
+        # the manifest is the last file written: a dataset folder without one is unfinished
         write_json(
             tmp / MANIFEST,
             {
@@ -403,4 +524,25 @@ def prepare(
                 "content_digest": content_digest(tmp),
             },
         )
+    remove_tree(work, ignore_errors=True)
     return summary
+
+
+def check_output(fmt: str, tmp: Path, out: Path, log: Callable[[str], None], workers: int = 1) -> None:
+    """Validate the dataset built in ``tmp`` (to become ``out``) as ``frozenbench validate`` would;
+    a problem is a UserError naming the file as it would stand in ``out``: a preparation bug or a
+    source the checks before missed never becomes a dataset that looks finished."""
+    from frozenbench.data.validate import VALIDATORS, validate_kinetics
+
+    report = validate_kinetics(tmp, workers) if fmt == "kinetics" else VALIDATORS[fmt](tmp)
+
+    def final(problem: Any) -> str:
+        return str(problem).replace(str(tmp), str(out))
+
+    if report.warnings:
+        log(f"WARNING: {len(report.warnings)} warning(s) validating {out.name}, the first: {final(report.warnings[0])}")
+    if report.problems:
+        more = f" (and {len(report.problems) - 1} more problem(s))" if len(report.problems) > 1 else ""
+        raise UserError(
+            f"{final(report.problems[0])}{more}: the prepared {fmt} dataset fails validation; nothing written"
+        )

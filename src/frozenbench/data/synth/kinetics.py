@@ -125,7 +125,35 @@ def youtube_id(rng: np.random.Generator) -> str:
     return "".join(_YT_ALPHABET[i] for i in rng.integers(len(_YT_ALPHABET), size=11))
 
 
+# Bytes kept as they are in a clip's file name: YouTube's own id alphabet, so a real Kinetics id
+# keeps the name the mirror gives its clip. Everything else is percent-encoded (``%XX`` per UTF-8
+# byte, ``%`` included): a space would split mmaction2's "<path> <label>" list lines, a slash or a
+# leading dot would leave the folder or hide the clip, and the encoding is reversible
+# (``urllib.parse.unquote``), so two ids never share a name.
+_NAME_SAFE = frozenset(_YT_ALPHABET.encode())
+# a file name is at most 255 bytes; the start/end/suffix take 18
+_MAX_ID_BYTES = 200
+
+
+def safe_id(ytid: str) -> str:
+    """``ytid`` as it stands in a file name; see ``_NAME_SAFE``. An id too long for a file name
+    keeps its first bytes and a digest of the whole id (its csv row keeps the id itself)."""
+    raw = ytid.encode()
+    encoded = "".join(chr(b) if b in _NAME_SAFE else f"%{b:02X}" for b in raw)
+    if len(encoded) > _MAX_ID_BYTES:
+        import hashlib
+
+        encoded = f"{encoded[: _MAX_ID_BYTES - 41]}%~{hashlib.sha256(raw).hexdigest()[:39]}"
+    return encoded
+
+
 def clip_filename(ytid: str, start: int, end: int) -> str:
+    """The clip's file name in a dataset folder (the mmaction2 lists and the validator use it)."""
+    return f"{safe_id(ytid)}_{start:06d}_{end:06d}.mp4"
+
+
+def source_clip_name(ytid: str, start: int, end: int) -> str:
+    """The name the Kinetics mirror's tarballs give the clip: the id as it is."""
     return f"{ytid}_{start:06d}_{end:06d}.mp4"
 
 
