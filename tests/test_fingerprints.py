@@ -5,6 +5,7 @@ unfinished states."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -61,3 +62,52 @@ def test_a_rebuilt_dataset_retrains_its_head_and_the_same_content_is_reused(tmp_
         evaluate_cell(spec, str(checkpoint), "frozen", run_dir, tmp_path / "m.json", 0, labels)
     assert train_cell(spec, str(checkpoint), "frozen", run_dir, seed=0)["steps_this_run"] == 2
     evaluate_cell(spec, str(checkpoint), "frozen", run_dir, tmp_path / "m.json", 0, labels)
+
+
+@pytest.fixture
+def digest_cache(tmp_path, monkeypatch):
+    """The digest cache in the test's folder, and a count of the files hashed."""
+    from frozenbench.data import file_digests
+
+    monkeypatch.setenv("FROZENBENCH_DIGEST_CACHE", str(tmp_path / "digest-cache"))
+    hashed: list[str] = []
+    real = file_digests.hash_file
+
+    def spy(path):
+        hashed.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(file_digests, "hash_file", spy)
+    return hashed
+
+
+def small_dataset(root):
+    (root / "images").mkdir(parents=True)
+    for i in range(3):
+        (root / "images" / f"{i}.jpg").write_bytes(bytes([i]) * 1000)
+    (root / "classes.txt").write_text("a\nb\n")
+    return root
+
+
+def test_an_image_edited_in_place_with_its_size_and_mtime_kept_changes_the_digest(tmp_path, digest_cache):
+    root = small_dataset(tmp_path / "d")
+    before = dataset_digest(root)
+    image = root / "images" / "1.jpg"
+    stat = image.stat()
+    image.write_bytes(b"\xff" + image.read_bytes()[1:])  # one pixel byte, same size
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and its mtime put back (cp -p, rsync -t)
+    assert image.stat().st_size == stat.st_size and image.stat().st_mtime_ns == stat.st_mtime_ns
+    assert dataset_digest(root) != before
+    image.write_bytes(b"\x01" + image.read_bytes()[1:])  # the original bytes: the original digest
+    assert dataset_digest(root) == before
+
+
+def test_a_second_digest_of_an_unchanged_dataset_reads_no_file(tmp_path, digest_cache):
+    root = small_dataset(tmp_path / "d")
+    first = content_digest(root)
+    assert sorted(digest_cache) == ["0.jpg", "1.jpg", "2.jpg", "classes.txt"]
+    digest_cache.clear()
+    moved = root.rename(tmp_path / "moved")  # as prepare's folder is renamed into place
+    assert content_digest(moved) == first and digest_cache == []
+    (moved / "images" / "2.jpg").write_bytes(b"\x07" * 1000)
+    assert content_digest(moved) != first and digest_cache == ["2.jpg"]  # only the edited file again
