@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import swin_transformer, swin_transformer_v2
-from timm.models.swin_transformer import SwinTransformer
-from timm.models.swin_transformer_v2 import SwinTransformerV2
+from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock
+from timm.models.swin_transformer_v2 import SwinTransformerV2, SwinTransformerV2Block
 
 from frozenbench.models.registry import (
     MINI_MEAN,
@@ -35,7 +35,7 @@ from frozenbench.models.registry import (
     register_arch,
 )
 
-__all__ = ["ConvStemEmbed", "build_swin", "build_swinv2"]
+__all__ = ["ConvStemEmbed", "PadThenShift", "build_swin", "build_swinv2"]
 
 
 class ConvStemEmbed(nn.Module):
@@ -101,18 +101,56 @@ class ConvStemEmbed(nn.Module):
 # the same model as the square training crops.
 
 
+class PadThenShift:
+    """Window attention of a map that is not a window multiple as the official Swin detection and
+    segmentation code computes it: pad the map (right, bottom) to the window multiple, then shift
+    it, with the attention mask of the padded grid. timm shifts first and pads the shifted map, so
+    the zero tokens sit inside the map's wrapped-around rows instead of after them: the same weights
+    give other features (0.5-0.7 max abs at the last stage of a Swin-T at 1024 px).
+
+    Padding here leaves timm's own ``_attn`` a window multiple, on which its shift, mask (built on
+    the padded grid) and crop are the official ones."""
+
+    def _attn(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[1], x.shape[2]
+        pad_h, pad_w = -height % self.window_size[0], -width % self.window_size[1]
+        if not (pad_h or pad_w):
+            return super()._attn(x)
+        return super()._attn(F.pad(x, (0, 0, 0, pad_w, 0, pad_h)))[:, :height, :width]
+
+
+class SwinBlock(PadThenShift, SwinTransformerBlock):
+    pass
+
+
+class SwinV2Block(PadThenShift, SwinTransformerV2Block):
+    """The official SwinV2 code takes only maps that are window multiples (its window partition
+    fails on any other); SwinV2 pads as the official V1 detection code does, the only official way
+    Swin handles other sizes."""
+
+
+def _pad_then_shift(model: nn.Module, timm_block: type, block: type) -> nn.Module:
+    # timm builds its blocks inside its stages with no hook to pass a block class
+    for module in model.modules():
+        if type(module) is timm_block:
+            module.__class__ = block
+    return model
+
+
 def build_swin(img_size: int, conv_stem: bool = False, **kwargs: Any) -> SwinTransformer:
     kwargs.setdefault("drop_path_rate", 0.0)
     kwargs.setdefault("strict_img_size", False)
     if conv_stem:
         kwargs["embed_layer"] = ConvStemEmbed
-    return SwinTransformer(img_size=img_size, num_classes=0, **kwargs)
+    return _pad_then_shift(SwinTransformer(img_size=img_size, num_classes=0, **kwargs), SwinTransformerBlock, SwinBlock)
 
 
 def build_swinv2(img_size: int, **kwargs: Any) -> SwinTransformerV2:
     kwargs.setdefault("drop_path_rate", 0.0)
     kwargs.setdefault("strict_img_size", False)
-    return SwinTransformerV2(img_size=img_size, num_classes=0, **kwargs)
+    return _pad_then_shift(
+        SwinTransformerV2(img_size=img_size, num_classes=0, **kwargs), SwinTransformerV2Block, SwinV2Block
+    )
 
 
 def resize_bias_tables(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:

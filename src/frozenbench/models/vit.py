@@ -13,9 +13,11 @@ tokens as they are.
 Any input size: the model keeps the position grid its weights were trained with (518 px / 14 =
 37 x 37 for DINOv2) and resamples it to every input's grid in the forward; inputs are padded to
 the patch multiple (:class:`frozenbench.models.Backbone`). DINOv2 weights resample the way the
-official DINOv2 code does (bicubic, no antialiasing, a 0.1 offset in the scale factor); timm's
-default (bicubic with antialiasing) differs from it by far more than float rounding when
-shrinking 37 x 37 to a small grid, so frozen features would not be DINOv2's own.
+official DINOv2 code builds each released model (``dinov2/hub/backbones.py``): bicubic without
+antialiasing and a 0.1 offset in the scale factor for the models without registers, bicubic with
+antialiasing to the exact grid (offset 0) for the register models. Any other choice differs from
+them by far more than float rounding away from 518 px (0.1-0.2 max abs in the features), so frozen
+features would not be DINOv2's own.
 """
 
 from __future__ import annotations
@@ -37,9 +39,17 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 HALF_MEAN_STD = (0.5, 0.5, 0.5)
 
 
-def dinov2_resample(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix_tokens: int) -> torch.Tensor:
-    """The official DINOv2 position-embedding interpolation (``interpolate_pos_encoding`` with the
-    released models' ``interpolate_offset=0.1``, ``interpolate_antialias=False``)."""
+def dinov2_resample(
+    pos_embed: torch.Tensor,
+    grid: tuple[int, int],
+    num_prefix_tokens: int,
+    offset: float = 0.1,
+    antialias: bool = False,
+) -> torch.Tensor:
+    """The official DINOv2 position-embedding interpolation (``interpolate_pos_encoding``):
+    ``offset`` and ``antialias`` are its ``interpolate_offset`` and ``interpolate_antialias``
+    (0.1 and False for the released models without registers, 0.0 and True for those with).
+    A non-zero offset goes into a scale factor (the historical kludge), zero asks for the grid."""
     prefix, patches = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     side = math.isqrt(patches.shape[1])
     if side * side != patches.shape[1]:
@@ -48,11 +58,12 @@ def dinov2_resample(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix_t
     if (rows, cols) == (side, side):
         return pos_embed
     dim = patches.shape[-1]
+    if offset:
+        size = {"scale_factor": ((rows + offset) / side, (cols + offset) / side)}
+    else:
+        size = {"size": (rows, cols)}
     resized = F.interpolate(
-        patches.float().reshape(1, side, side, dim).permute(0, 3, 1, 2),
-        scale_factor=((rows + 0.1) / side, (cols + 0.1) / side),
-        mode="bicubic",
-        antialias=False,
+        patches.float().reshape(1, side, side, dim).permute(0, 3, 1, 2), mode="bicubic", antialias=antialias, **size
     )
     if tuple(resized.shape[-2:]) != (rows, cols):
         raise AssertionError(f"DINOv2 interpolation gave {tuple(resized.shape[-2:])}, wanted {(rows, cols)}")
@@ -67,20 +78,36 @@ class PlainViT(VisionTransformer):
         img_size: the task's input size; the grid does not depend on it (see the module docstring).
         native_img_size: the input size the position embedding was trained for.
         pos_interpolation: ``"timm"`` (bicubic with antialiasing) or ``"dinov2"`` (:func:`dinov2_resample`).
+        interpolate_offset, interpolate_antialias: the official DINOv2 model's settings of the same
+            names (``"dinov2"`` only).
     """
 
-    def __init__(self, img_size: int, native_img_size: int, pos_interpolation: str = "timm", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        img_size: int,
+        native_img_size: int,
+        pos_interpolation: str = "timm",
+        interpolate_offset: float = 0.1,
+        interpolate_antialias: bool = False,
+        **kwargs: Any,
+    ) -> None:
         del img_size
         if pos_interpolation not in ("timm", "dinov2"):
             raise ValueError(f"unknown position interpolation {pos_interpolation!r}")
         kwargs.setdefault("drop_path_rate", 0.0)
         super().__init__(img_size=native_img_size, num_classes=0, dynamic_img_size=True, **kwargs)
         self.pos_interpolation = pos_interpolation
+        self.interpolate_offset = interpolate_offset
+        self.interpolate_antialias = interpolate_antialias
+
+    def dinov2_resample(self, pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        num_prefix = 0 if self.no_embed_class else self.num_prefix_tokens
+        return dinov2_resample(pos_embed, grid, num_prefix, self.interpolate_offset, self.interpolate_antialias)
 
     def resampled_pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
-        num_prefix = 0 if self.no_embed_class else self.num_prefix_tokens
         if self.pos_interpolation == "dinov2":
-            return dinov2_resample(self.pos_embed, grid, num_prefix)
+            return self.dinov2_resample(self.pos_embed, grid)
+        num_prefix = 0 if self.no_embed_class else self.num_prefix_tokens
         return resample_abs_pos_embed(
             self.pos_embed, new_size=grid, old_size=self.patch_embed.grid_size, num_prefix_tokens=num_prefix
         )
@@ -131,9 +158,7 @@ def checkpoint_filter(state_dict: StateDict, model: PlainViT) -> StateDict:
     refuse_other_patch_size(state_dict, model)
     pos = state_dict.get("pos_embed")
     if pos is not None and model.pos_interpolation == "dinov2" and pos.shape != model.pos_embed.shape:
-        grid = model.patch_embed.grid_size
-        num_prefix = 0 if model.no_embed_class else model.num_prefix_tokens
-        state_dict = {**state_dict, "pos_embed": dinov2_resample(pos, tuple(grid), num_prefix)}
+        state_dict = {**state_dict, "pos_embed": model.dinov2_resample(pos, tuple(model.patch_embed.grid_size))}
     return vision_transformer.checkpoint_filter_fn(state_dict, model)
 
 
@@ -149,13 +174,15 @@ VIT = BackboneFamily(
 
 
 _DINOV2 = dict(patch_size=14, init_values=1e-5, native_img_size=518, pos_interpolation="dinov2")
+# dinov2/hub/backbones.py builds the register models with interpolate_antialias=True, interpolate_offset=0.0
+_REGISTERS = dict(reg_tokens=4, no_embed_class=True, interpolate_offset=0.0, interpolate_antialias=True)
 for name, kw in [
     ("vit_small_patch14_dinov2", dict(embed_dim=384, depth=12, num_heads=6)),
     ("vit_base_patch14_dinov2", dict(embed_dim=768, depth=12, num_heads=12)),
     ("vit_large_patch14_dinov2", dict(embed_dim=1024, depth=24, num_heads=16)),
     # registers: the class token's position is folded into it, registers carry none (timm's layout)
-    ("vit_small_patch14_reg4_dinov2", dict(embed_dim=384, depth=12, num_heads=6, reg_tokens=4, no_embed_class=True)),
-    ("vit_base_patch14_reg4_dinov2", dict(embed_dim=768, depth=12, num_heads=12, reg_tokens=4, no_embed_class=True)),
+    ("vit_small_patch14_reg4_dinov2", dict(embed_dim=384, depth=12, num_heads=6, **_REGISTERS)),
+    ("vit_base_patch14_reg4_dinov2", dict(embed_dim=768, depth=12, num_heads=12, **_REGISTERS)),
 ]:
     register_arch(ArchSpec(name, VIT, build_vit, {**_DINOV2, **kw}, img_size=518))
 
