@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import stat
 import tarfile
@@ -20,12 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from frozenbench.data.archive import MIN_MAX_BYTES, extract
+from frozenbench.data.archive import DEFAULT_MAX_MEMBERS, MAX_MEMBERS_ENV, MIN_MAX_BYTES, extract
 from frozenbench.data.download import RemoteFile
+from frozenbench.data.manifest import content_digest
 from frozenbench.data.prepare import _extract_into, prepare_ade
+from frozenbench.data.synth import synthesize
 from frozenbench.errors import UserError
+from frozenbench.utils.atomic import TMP_MARKER
 
-from .conftest import REPO
+from .conftest import REPO, run_cmd
+from .test_atomic import deep_tree
 
 BAD = REPO / "tests" / "data" / "bad"
 
@@ -41,6 +46,8 @@ ARCHIVE_CASES: dict[str, tuple[str, str]] = {
 
 REG, DIR, SYM, LNK = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE
 SENTINEL = b"must never change\n"
+DEEP = "a/" * 1000 + "f.txt"  # 2005 bytes: under PATH_MAX, over Python's recursion limit
+LONG = "/".join(["d" * 200] * 21)  # 21 levels, 4220 bytes
 
 
 # -- crafting -----------------------------------------------------------------------------------
@@ -207,6 +214,26 @@ def tar_cases(box: Sandbox) -> dict[str, tuple[list[tuple], str, str]]:
         "duplicate": ([("a/b.txt", REG, b"1"), ("a/b.txt", REG, b"2")], "a/b.txt", "occurs twice"),
         "under_a_file": ([("a", REG, b"file"), ("a/b.txt", REG, b"x")], "a/b.txt", "which the archive has as a file"),
         "file_over_folder": ([("a/b.txt", REG, b"x"), ("a", REG, b"file")], "a", "also has folders inside it"),
+        # names a terminal, a log line or a file list cannot show as they are
+        "newline": ([("images/a\nb.jpg", REG, b"x")], "images/a\nb.jpg", "contains the control character U+000A"),
+        "escape_sequence": ([("\x1b[2J\x1b[Hok.txt", REG, b"x")], "\x1b[2J\x1b[Hok.txt", "control character U+001B"),
+        "bidi_override": ([("photo\u202egpj.exe", REG, b"x")], "photo\u202egpj.exe", "control character U+202E"),
+        # what the digest, the sweep and PATH_MAX could not take
+        "thousand_deep": ([(DEEP, REG, b"x")], DEEP, "is 1001 levels deep (limit: 64)"),
+        "long_component": ([("a" * 256, REG, b"x")], "a" * 256, "has a component of 256 bytes (limit: 255"),
+        "long_name": ([(LONG, REG, b"x")], LONG, f"is a name of {len(LONG)} bytes (limit: 4096)"),
+        # one of the two would replace the other on macOS or Windows
+        "case_collision": (
+            [("Images/a.jpg", REG, b"a"), ("images/b.jpg", REG, b"b")],
+            "images/b.jpg",
+            "collides with 'Images', earlier in the archive: the names differ only in case",
+        ),
+        "case_collision_file": ([("README.txt", REG, b"a"), ("readme.txt", REG, b"b")], "readme.txt", "collides"),
+        "normalisation_collision": (
+            [("caf\u00e9.jpg", REG, b"a"), ("cafe\u0301.jpg", REG, b"b")],
+            "cafe\u0301.jpg",
+            "Unicode normalisation",
+        ),
     }
 
 
@@ -227,6 +254,15 @@ TAR_CASES = [
     "duplicate",
     "under_a_file",
     "file_over_folder",
+    "newline",
+    "escape_sequence",
+    "bidi_override",
+    "thousand_deep",
+    "long_component",
+    "long_name",
+    "case_collision",
+    "case_collision_file",
+    "normalisation_collision",
 ]
 
 
@@ -341,6 +377,107 @@ def test_more_members_than_max_members_is_refused(box, kind):
     else:
         archive = make_zip(box.downloads / "many.zip", [(name, b"x") for name in names])
     box.refused(archive, "member 'f3.txt'", "more than 3 members (limit: max_members)", max_members=3)
+
+
+def patch_zip_name(path: Path, placeholder: bytes, raw: bytes, utf8_flag: bool | None = None) -> None:
+    """Put the bytes ``raw`` where the name ``placeholder`` stands in the zip ``path`` (local and
+    central headers alike), and set or clear the UTF-8 flag (bit 11) of both: names and flags that
+    ``zipfile`` never writes, but other tools and attackers do."""
+    assert len(raw) == len(placeholder)
+    data = bytearray(path.read_bytes().replace(placeholder, raw))
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.find(signature)
+        while at >= 0 and utf8_flag is not None:
+            data[at + offset + 1] = (data[at + offset + 1] | 0x08) if utf8_flag else (data[at + offset + 1] & ~0x08)
+            at = data.find(signature, at + 4)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_tar_name_that_is_not_utf8_is_refused_with_its_bytes(box, fmt):
+    """A tar made on a Latin-1 system: the old extraction wrote it, then the digest crashed."""
+    archive = box.downloads / "latin1.tar"
+    with tarfile.open(archive, "w", format=fmt, encoding="latin-1") as tf:
+        info = tarfile.TarInfo("images/caf\u00e9.jpg")
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"x"))
+    box.refused(archive, "member b'images/caf\\xe9.jpg' has a name that is not valid UTF-8")
+
+
+def test_zip_name_that_is_not_utf8_is_refused_with_its_bytes(box):
+    """Without the UTF-8 flag zipfile reads cp437, where every byte decodes: the old extraction
+    wrote a Windows zip's 'caf\x82.jpg' as 'café.jpg'."""
+    archive = make_zip(box.downloads / "cp437.zip", [("images/cafX.jpg", b"x")])
+    patch_zip_name(archive, b"cafX.jpg", b"caf\x82.jpg", utf8_flag=False)
+    box.refused(archive, "member b'images/caf\\x82.jpg' has a name that is not valid UTF-8")
+
+
+def test_zip_name_flagged_utf8_that_is_not_is_refused_with_its_bytes(box):
+    archive = make_zip(box.downloads / "liar.zip", [("cafX.jpg", b"x")])
+    patch_zip_name(archive, b"cafX.jpg", b"caf\xff.jpg", utf8_flag=True)
+    box.refused(archive, "member b'caf\\xff.jpg' has a name that is not valid UTF-8", "flags it as UTF-8")
+
+
+def test_zip_name_in_utf8_without_the_flag_is_extracted_as_utf8(box):
+    archive = make_zip(box.downloads / "noflag.zip", [("cafXX.jpg", b"x")])
+    patch_zip_name(archive, b"cafXX.jpg", "café.jpg".encode(), utf8_flag=False)
+    extract(archive, box.dest)
+    assert os.listdir(box.dest) == ["café.jpg"]  # not the cp437 reading 'cafÃ©.jpg'
+
+
+def test_zip_name_with_a_nul_byte_is_refused(box):
+    """zipfile's ``filename`` stops at the NUL ('evil.txt'): the old extraction wrote that."""
+    archive = make_zip(box.downloads / "nul.zip", [("evil.txtX.jpg", b"x")])
+    patch_zip_name(archive, b"evil.txtX.jpg", b"evil.txt\x00.jpg")
+    box.refused(archive, "member 'evil.txt\\x00.jpg' contains a NUL byte")
+
+
+def test_zip_member_holding_less_than_it_declares_is_refused(box):
+    """The CRC-32 matches what the member holds, so zipfile ends it early without an error."""
+    archive = make_zip(box.downloads / "short.zip", [("a.txt", b"hello " * 100)])
+    data = bytearray(archive.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = data.find(signature)
+        data[at + offset : at + offset + 4] = (10_000).to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+    box.refused(archive, "member 'a.txt' holds 600 bytes but declares 10000: a corrupt or crafted archive")
+
+
+def test_oversized_tar_extended_header_is_refused_before_it_is_read(box):
+    """tarfile reads a pax header whole into memory: a few compressed MB can declare gigabytes."""
+    archive = box.downloads / "pax.tar.gz"
+    with tarfile.open(archive, "w:gz", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("a.txt")
+        info.pax_headers = {"comment": "x" * (2 << 20)}
+        tf.addfile(info, io.BytesIO(b""))
+    box.refused(archive, "an extended header of", "bytes (limit: 1048576) at its start", "memory bomb")
+
+
+def test_chain_of_tar_extended_headers_is_refused(box):
+    """tarfile follows consecutive extended headers by recursion: 2000 of them took it past the
+    recursion limit."""
+    archive = box.downloads / "chain.tar"
+    with tarfile.open(archive, "w", format=tarfile.USTAR_FORMAT) as tf:
+        tf.addfile(tarfile.TarInfo("ok.txt"))
+        for _ in range(2000):
+            header = tarfile.TarInfo("PaxHeader")
+            header.type = tarfile.XHDTYPE
+            tf.addfile(header)
+        tf.addfile(tarfile.TarInfo("b.txt"))
+    box.refused(archive, "more than 8 extended headers in a row after member 'ok.txt'")
+
+
+def test_member_limit_comes_from_the_environment(box, monkeypatch):
+    """2 million members by default (COCO train2017: 118k files); a larger dataset raises it."""
+    assert DEFAULT_MAX_MEMBERS == 2_000_000
+    archive = make_tar(box.downloads / "many.tar", [(f"f{i}.txt", REG, b"") for i in range(5)])
+    monkeypatch.setenv(MAX_MEMBERS_ENV, "4")
+    box.refused(archive, "member 'f4.txt' is number 5: more than 4 members (limit: 4, $FROZENBENCH_ARCHIVE_MAX_MEMBERS")
+    monkeypatch.setenv(MAX_MEMBERS_ENV, "lots")
+    with pytest.raises(UserError, match="FROZENBENCH_ARCHIVE_MAX_MEMBERS='lots': expected a positive whole number"):
+        extract(archive, box.dest)
+    monkeypatch.setenv(MAX_MEMBERS_ENV, "5")
+    extract(archive, box.dest)
 
 
 def test_not_an_archive_is_refused(box):
@@ -487,3 +624,47 @@ def test_ade_flattening_refuses_a_collision(box):
     with pytest.raises(UserError, match="ADEChallengeData2016/images would collide with images"):
         prepare_ade(ade_files("ade.zip"), box.downloads, out, {}, lambda message: None)
     assert (out / "ADEChallengeData2016" / "images" / "training" / "a.jpg").read_bytes() == b"a"
+
+
+# -- what a failed extraction leaves, and the digest ---------------------------------------------
+
+
+def test_content_digest_of_a_thousand_deep_tree_with_a_name_that_is_not_utf8(tmp_path, monkeypatch):
+    """Path.rglob recursed per level (RecursionError) and the name's str would not encode."""
+    monkeypatch.setenv("FROZENBENCH_DIGEST_CACHE", str(tmp_path / "cache"))
+    first = deep_tree(tmp_path / "first", 1000, odd=False)
+    second = deep_tree(tmp_path / "second", 1000, odd=False)
+    assert content_digest(first) == content_digest(second)
+    bottom = os.fsencode(second) + b"/a" * 1000
+    os.rename(bottom + b"/caf\xe9.jpg", bottom + b"/caf\xe8.jpg")
+    assert content_digest(first) != content_digest(second)
+
+
+def test_second_prepare_after_a_crashed_one_sweeps_its_leftover(tmp_path):
+    """A run killed mid-extraction (or one that crashed on a deep tree before this fix) left
+    ``data/.ade20k.tmp-*``: the next ``frozenbench prepare`` removes it, links not followed, and
+    builds the dataset."""
+    from .test_atomic import outside_folder
+    from .test_download import zip_tree
+    from .test_synth import tiny_spec
+
+    synth = tmp_path / "synth-ade"
+    synthesize(tiny_spec("shapes-ade"), synth)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    archive = downloads / "ADEChallengeData2016.zip"
+    archive.write_bytes(zip_tree(synth, arc_prefix="ADEChallengeData2016/"))
+    entry = {"url": "http://127.0.0.1/x.zip", "filename": archive.name}
+    entry["checksum"] = {"sha256": hashlib.sha256(archive.read_bytes()).hexdigest()}
+    spec = {"source": "download", "format": "ade", "download": {"files": [entry]}}
+    out = tmp_path / "data" / "ade20k"
+    outside = outside_folder(tmp_path)
+    leftover = deep_tree(out.parent / f".ade20k{TMP_MARKER}killed", 1200, outside)
+    staging = deep_tree(out.parent / f".ade20k{TMP_MARKER}killed.extract-{archive.name}", 1200, outside)
+    args = ["frozenbench", "prepare", "--spec", json.dumps(spec), "--downloads", str(downloads)]
+    proc = run_cmd([*args, "--checksums", str(tmp_path / "k.sha256"), "--out", str(out)], timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert not leftover.exists() and not staging.exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ade20k"]
+    assert (out / "frozenbench_dataset.json").exists()
+    assert (outside / "keep.txt").read_text() == "keep"

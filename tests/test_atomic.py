@@ -116,11 +116,11 @@ def test_a_training_run_collects_the_temporaries_a_killed_run_left(tmp_path):
 # -- removing what a failed or killed writer left -----------------------------------------------
 
 
-def deep_tree(root: Path, depth: int, outside: Path | None = None) -> Path:
+def deep_tree(root: Path, depth: int, outside: Path | None = None, odd: bool = True) -> Path:
     """A tree ``depth`` folders deep (``root/a/a/...``), made one level at a time through folder
-    descriptors, so it may go past PATH_MAX; at its bottom the oddities a hostile archive or a
-    crashed extraction leaves: a name that is not UTF-8, a fifo, a folder without permissions, and
-    (with ``outside``) a link to a folder that must survive the removal."""
+    descriptors, so it may go past PATH_MAX; at its bottom a file whose name is not UTF-8 and (with
+    ``odd``) what else a hostile archive or a crashed extraction leaves: a fifo, a folder without
+    permissions, and (with ``outside``) a link to a folder that must survive the removal."""
     root.mkdir(parents=True)
     fd = os.open(root, os.O_RDONLY)
     try:
@@ -130,6 +130,8 @@ def deep_tree(root: Path, depth: int, outside: Path | None = None) -> Path:
             os.close(fd)
             fd = child
         os.close(os.open(b"caf\xe9.jpg", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+        if not odd:
+            return root
         os.mkfifo("pipe", dir_fd=fd)
         os.mkdir("locked", dir_fd=fd)
         os.close(os.open("locked/x", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
