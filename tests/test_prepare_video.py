@@ -52,9 +52,8 @@ def lying_clip(path: Path, keep: int) -> Path:
     download cut at a packet boundary: the index comes first, the data ends early)."""
     write_clip(path, [round(i * 1000 / 30) for i in range(60)], faststart=True)
     with av.open(str(path)) as container:
-        ends = [packet.pos + packet.size for packet in container.demux(video=0) if packet.size]
-    data = path.read_bytes()
-    path.write_bytes(data[: ends[keep - 1]] if keep else data[: ends[0] - 1])
+        starts = [packet.pos for packet in container.demux(video=0) if packet.size]
+    path.write_bytes(path.read_bytes()[: starts[keep]])  # cut where a packet starts: no partial packet
     return path
 
 

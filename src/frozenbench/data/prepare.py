@@ -367,12 +367,13 @@ def prepare_kinetics_clips(
     # changed encoder) starts the work folder afresh instead of mixing two versions
     settings = {"short_side": short_side, "keyframe_seconds": KEYFRAME_SECONDS, "encoder": "libx264 crf 18 veryfast"}
     settings_path = work / "settings.json"
+    # the csvs first: one that is refused leaves no work folder behind
+    rows_by_split = _read_kinetics_csvs(files, downloads, log)
     if work.exists() and (not settings_path.exists() or json.loads(settings_path.read_text()) != settings):
         log(f"{work}: left by a run with other settings; starting afresh")
         remove_tree(work)
     work.mkdir(parents=True, exist_ok=True)
     write_json(settings_path, settings)
-    rows_by_split = _read_kinetics_csvs(files, downloads, log)
     wanted: dict[str, Path] = {}  # the mirror's name of a clip -> where the dataset keeps it
     for split, rows in rows_by_split.items():
         (work / "videos" / split).mkdir(parents=True, exist_ok=True)
