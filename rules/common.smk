@@ -7,13 +7,17 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from frozenbench import study
-from frozenbench.config import ConfigError, check_references, validate_config
+from frozenbench.config import ConfigError, check_references, read_yaml, validate_config
 from frozenbench.errors import UserError
 
-# One validator for the DAG and every `frozenbench` command: the schema (its defaults filled in),
-# then the cross-references (cells -> tasks / backbones / heads, arch, task type vs dataset format,
-# sizes the backbone takes, frame counts), failing here, naming the key, not later inside a job.
+# One validator for the DAG and every `frozenbench` command: each config file read again with the
+# strict reader (Snakemake's own YAML loader lets a duplicate key win silently, reads `off:` as
+# False and expands an alias bomb), the schema (its defaults filled in), then the cross-references
+# (cells -> tasks / backbones / heads, arch, task type vs dataset format, sizes the backbone takes,
+# frame counts, schedules), failing here, naming the file, line or key, not later inside a job.
 try:
+    for _configfile in workflow.configfiles:
+        read_yaml(_configfile)
     _validated = validate_config(config, source="config")
     check_references(_validated, source="config")
 except ConfigError as err:

@@ -1,13 +1,20 @@
-"""Study configuration: load a YAML file and validate it against schemas/config.schema.yaml.
+"""Study configuration: read a YAML file strictly and validate it against schemas/config.schema.yaml.
 
-The one validator: the Snakefile calls :func:`validate_config` at DAG start and the CLI calls
+The one validator: the Snakefile reads each config file with :func:`read_yaml` and calls
+:func:`validate_config` and :func:`check_references` at DAG start, and the CLI calls
 :func:`load_config`, so a subcommand run by hand gets the same checks, the same defaults and the
-same error messages (naming the file and the offending key).
+same error messages (naming the file, the line or the offending key).
+
+Plain ``yaml.safe_load`` lets a config change the study without a word: a second ``train:`` silently
+replaces the first, ``off:`` becomes the key ``False``, a few aliases expand to a billion values. The
+reader here refuses each of these, naming the file and line, before anything is built from the file.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +29,147 @@ class ConfigError(UserError, ValueError):
     """A configuration file that cannot be used; the message names the file and key."""
 
 
+# -- the strict YAML reader ------------------------------------------------------------------------
+
+# Values a document may expand to through its aliases: the shipped paper.yaml has under 2,000, and
+# the billion-laughs bomb (nine levels of ten aliases) needs 10**9; stopping at this bound keeps
+# the schema validation, deep copies and JSON dumps that follow a load bounded too.
+MAX_NODES = 100_000
+# nesting deeper than any config needs; PyYAML's composer recurses once per level
+MAX_DEPTH = 64
+
+_TAG = "tag:yaml.org,2002:"
+_KEY_KINDS = {"null": "null (nothing)", "int": "an integer", "float": "a number", "timestamp": "a date"}
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The one document of the YAML file ``path``, read strictly.
+
+    Raises:
+        ConfigError: naming ``path`` (and the line) for a file that is not UTF-8, not YAML, empty,
+            several documents, indented with tabs, has a duplicate key or a key YAML reads as a
+            boolean, null, number or date, nests deeper than ``MAX_DEPTH`` or whose aliases
+            expand it beyond ``MAX_NODES`` values.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file: {err.strerror or err}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); save the config as UTF-8"
+        ) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError(f"{path}: the config file is empty (expected a mapping: seed, paths, datasets, ...)")
+        _check_nodes(node, path)
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as err:
+        raise ConfigError(_yaml_problem(path, err)) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config (more than {MAX_DEPTH} levels)") from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(path: Path, err: yaml.MarkedYAMLError) -> str:
+    """One line: file:line:column and what is wrong there (never a snippet of the file's text)."""
+    mark = err.problem_mark or err.context_mark
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    problem = err.problem or err.context or "not valid YAML"
+    if err.context == "expected a single document in the stream":
+        return f"{where}: a second YAML document starts here ('---'); a config file is one document"
+    if "'\\t'" in problem:
+        return f"{where}: a tab character where YAML expects indentation; indent with spaces"
+    context = f" ({err.context})" if err.context and err.problem else ""
+    return f"{where}: not valid YAML: {problem}{context}"
+
+
+def _check_nodes(root: yaml.Node, path: Path) -> None:
+    """Refuse what safe_load would silently accept: walk the composed document (aliases expanded,
+    so a bomb or a recursive alias stops at ``MAX_NODES``) in document order."""
+    seen = 0
+    stack: list[tuple[yaml.Node, str, int]] = [(root, "", 0)]
+    while stack:
+        node, where, depth = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise ConfigError(
+                f"{path}:{node.start_mark.line + 1}: aliases (*name) expand the document beyond {MAX_NODES} "
+                "values (an alias bomb, or an alias inside its own anchor); write the values out"
+            )
+        if depth > MAX_DEPTH:
+            raise ConfigError(
+                f"{path}:{node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep "
+                "(or an alias inside its own anchor)"
+            )
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((item, _join(where, i), depth + 1) for i, item in reversed(list(enumerate(node.value))))
+        elif isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            children = []
+            for key, value in node.value:
+                name = _key_name(key, where, path)
+                line = key.start_mark.line + 1
+                if name in first:
+                    raise ConfigError(
+                        f"{path}:{line}: duplicate key {_join(where, name)} (first at {path}:{first[name]}); "
+                        "YAML would silently keep only this second one: remove one"
+                    )
+                first[name] = line
+                children.append((value, _join(where, name), depth + 1))
+            stack.extend(reversed(children))
+
+
+def _key_name(key: yaml.Node, where: str, path: Path) -> str:
+    """The name a mapping key stands for; a key YAML reads as something else is refused (a schema
+    would only report ``False was unexpected``, and ``off: ...`` never meant the boolean)."""
+    line, under = f"{path}:{key.start_mark.line + 1}", where or "the top level"
+    if not isinstance(key, yaml.ScalarNode):
+        raise ConfigError(f"{line}: a {key.id} as a key under {under}; keys are names")
+    kind = key.tag.removeprefix(_TAG)
+    if kind == "bool":
+        kind = "the boolean " + str(yaml.SafeLoader.bool_values[key.value.lower()])
+    elif kind in _KEY_KINDS:
+        kind = _KEY_KINDS[kind]
+    elif kind != "str" and kind != "merge":
+        kind = f"a {kind}"
+    else:
+        return key.value
+    raise ConfigError(
+        f"{line}: key {key.value!r} under {under} is read by YAML as {kind}, not a name; quote it: '{key.value}':"
+    )
+
+
+def _join(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
 def _key_path(error: Any) -> str:
     parts = [str(p) for p in error.absolute_path]
     return ".".join(parts) if parts else "<top level>"
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
-    with open(path) as f:
-        return yaml.safe_load(f)
+    return read_yaml(path)
+
+
+def _listing(source: str, title: str, problems: list[tuple[str, str]]) -> str:
+    """One line per problem, each naming its dotted key (at most 10, then how many more)."""
+    lines = [f"{source}: {title}"] + [f"  at {key}: {why}" for key, why in problems[:10]]
+    if len(problems) > 10:
+        lines.append(f"  ... and {len(problems) - 10} more")
+    return "\n".join(lines)
 
 
 def validate_config(config: dict[str, Any], source: str = "<config>", schema: dict | None = None) -> dict[str, Any]:
@@ -41,21 +181,121 @@ def validate_config(config: dict[str, Any], source: str = "<config>", schema: di
     """
     import jsonschema
 
-    renamed = renamed_keys(config)
-    if renamed:
-        raise ConfigError("\n".join([f"{source}: invalid config"] + [f"  at {key}: {why}" for key, why in renamed]))
+    early = renamed_keys(config) + secret_problems(config)
+    if early:
+        raise ConfigError(_listing(source, "invalid config", early))
     schema = schema or load_schema()
     validator_cls = jsonschema.validators.validator_for(schema)
     validator = validator_cls(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if errors:
-        lines = [f"{source}: invalid config"]
-        for err in errors[:10]:
-            lines.append(f"  at {_key_path(err)}: {err.message}")
-        if len(errors) > 10:
-            lines.append(f"  ... and {len(errors) - 10} more")
-        raise ConfigError("\n".join(lines))
-    return fill_defaults(copy.deepcopy(config), schema)
+        # masked again: a value the schema refuses is quoted whole in its message
+        problems = [(_key_path(err), mask_secrets(err.message)) for err in errors]
+        raise ConfigError(_listing(source, "invalid config", problems))
+    filled = fill_defaults(copy.deepcopy(config), schema)
+    outside = path_problems(filled)
+    if outside:
+        raise ConfigError(_listing(source, "invalid config", outside))
+    return filled
+
+
+# -- credentials, paths and schedules: what the schema cannot say ---------------------------------
+
+# query parameters that carry a credential: tokens, API keys, signed-URL signatures (S3, Azure SAS)
+_SECRET_PARAM = (
+    r"access_?token|token|auth|api_?key|apikey|key|secret|client_secret|password|passwd|pwd|private_token"
+    r"|sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token"
+)
+# user:password@ before a host, spaces included: the schema refuses such a URL by quoting it whole
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s'\"]*(?: [^/?#@\s'\"]*)*@")
+_SECRET_QUERY = re.compile(rf"(?i)([?&;](?:{_SECRET_PARAM})=)[^&;#\s'\"]*")
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the user:password of every URL in it and its credential query values as ***."""
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+
+
+def secret_problems(config: Any, where: str = "") -> list[tuple[str, str]]:
+    """Every string of ``config`` holding a URL with credentials, as (dotted key, problem with the URL
+    masked): checked before the schema, whose messages would quote the URL whole."""
+    if isinstance(config, dict):
+        return [p for key, value in config.items() for p in secret_problems(value, _join(where, key))]
+    if isinstance(config, list):
+        return [p for i, value in enumerate(config) for p in secret_problems(value, _join(where, i))]
+    if isinstance(config, str) and mask_secrets(config) != config:
+        return [
+            (
+                where or "<top level>",
+                f"credentials in the URL {mask_secrets(config)}: the config is logged and committed, and "
+                "the downloader sends none; remove them and fetch that file by hand (e.g. with a ~/.netrc)",
+            )
+        ]
+    return []
+
+
+def path_problems(config: dict[str, Any], project: Path | None = None) -> list[tuple[str, str]]:
+    """Paths of a schema-valid ``config`` that lead outside the project (the working directory,
+    where relative paths resolve) and outside every ``paths.allowed_roots``, as (dotted key, problem).
+    Checked on the text (symbolic links inside the project, e.g. data -> /scratch, stay allowed)."""
+    project = Path(os.path.normpath(project or Path.cwd()))
+    paths = config.get("paths", {})
+    roots, problems = [project], []
+    for index, root in enumerate(paths.get("allowed_roots", [])):
+        norm = Path(os.path.normpath(root))
+        if not norm.is_absolute() or ".." in Path(root).parts or norm == Path(norm.anchor):
+            problems.append((f"paths.allowed_roots.{index}", f"{root!r} is not an absolute directory below /"))
+        else:
+            roots.append(norm)
+    named = {f"paths.{key}": value for key, value in paths.items() if key != "allowed_roots"}
+    for name, backbone in config.get("backbones", {}).items():
+        if "file" in backbone.get("checkpoint", {}):
+            named[f"backbones.{name}.checkpoint.file"] = backbone["checkpoint"]["file"]
+    for key, value in named.items():
+        if value.startswith("~"):
+            problems.append((key, f"{value!r}: '~' is not expanded here; write the path out"))
+            continue
+        norm = os.path.normpath(value)
+        if not os.path.isabs(norm) and norm.split(os.sep)[0] == "..":
+            problems.append((key, f"{value!r} climbs out of the project ({project}) with '..'"))
+        elif os.path.isabs(norm) and not any(Path(norm).is_relative_to(root) for root in roots):
+            problems.append((key, f"{value!r} is outside the project ({project}); add its root to paths.allowed_roots"))
+    return problems
+
+
+def schedule_problems(config: dict[str, Any]) -> list[str]:
+    """Training schedules whose warmup outlasts the run (the lr would never reach its set value), as
+    ``<dotted key>: <problem>``: the effective options (defaults, then study-wide, then per-entry)."""
+    from dataclasses import fields
+
+    from frozenbench.engine.loop import TrainOptions
+    from frozenbench.pretrain.train import PretrainOptions
+
+    def check(layers: list[tuple[str, dict[str, Any]]], defaults: type) -> list[str]:
+        known = {f.name: (f.default, None) for f in fields(defaults)}
+        for prefix, options in layers:
+            known.update({k: (v, f"{prefix}.{k}") for k, v in options.items() if k in known})
+        (warmup, warmup_key), (steps, steps_key) = known["warmup_steps"], known["steps"]
+        if warmup <= steps:
+            return []
+        if warmup_key is None:
+            return [f"{steps_key}: {steps} steps, fewer than the default warmup_steps {warmup}; set warmup_steps too"]
+        of = f" ({steps_key})" if steps_key else " (the default)"
+        return [f"{warmup_key}: {warmup}, more than the run's {steps} steps{of}; the lr would never reach its value"]
+
+    problems = []
+    study_wide = ("pretrain.options", config.get("pretrain", {}).get("options", {}))
+    problems += check([study_wide], PretrainOptions)
+    for name, backbone in config.get("backbones", {}).items():
+        if "options" in backbone.get("pretrain", {}):
+            own = (f"backbones.{name}.pretrain.options", backbone["pretrain"]["options"])
+            problems += check([study_wide, own], PretrainOptions)
+    for name, task in config.get("tasks", {}).items():
+        train = (f"tasks.{name}.train", task.get("train", {}))
+        problems += check([train], TrainOptions)
+        if "finetune" in task:
+            problems += check([train, (f"tasks.{name}.finetune", task["finetune"])], TrainOptions)
+    return problems
 
 
 def renamed_keys(config: dict[str, Any]) -> list[tuple[str, str]]:
@@ -238,24 +478,23 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
 
 
 def check_references(config: dict[str, Any], source: str = "<config>") -> None:
-    """Raise :class:`ConfigError` listing every broken cross-reference (see :func:`reference_problems`)."""
-    problems = reference_problems(config)
+    """Raise :class:`ConfigError` listing every broken cross-reference (see :func:`reference_problems`)
+    and every schedule that cannot run as written (see :func:`schedule_problems`)."""
+    problems = reference_problems(config) + schedule_problems(config)
     if problems:
-        raise ConfigError("\n".join([f"{source}: inconsistent config"] + [f"  at {p}" for p in problems]))
+        raise ConfigError(_listing(source, "inconsistent config", [tuple(p.split(": ", 1)) for p in problems]))
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read and validate a study config file."""
+    """Read (strictly, see :func:`read_yaml`) and validate a study config file."""
     path = Path(path)
-    try:
-        with open(path) as f:
-            config = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    config = read_yaml(path)
     if not isinstance(config, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(config).__name__}")
+        kind = {"list": "a list", "str": "a string", "int": "a number", "float": "a number", "bool": "a boolean"}
+        raise ConfigError(
+            f"{path}: the top level is {kind.get(type(config).__name__, type(config).__name__)}, "
+            "not a mapping of seed, paths, datasets, ..."
+        )
     config = validate_config(config, source=str(path))
     check_references(config, source=str(path))
     return config
