@@ -14,7 +14,7 @@ def default_config() -> dict:
     return yaml.safe_load((REPO / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("path", ["config.yaml", "configs/ci.yaml", "configs/paper.yaml"])
+@pytest.mark.parametrize("path", ["config.yaml", "configs/ci.yaml", "configs/paper.yaml", "configs/paper-smoke.yaml"])
 def test_shipped_configs_validate(path):
     config = load_config(REPO / path)
     assert config["datasets"]
@@ -176,6 +176,60 @@ CONFIG_CASES = {
         "backbones.my_dinov2.checkpoint.layout",
         "vit weights come in the dinov2, mae, openai_clip, timm layout(s)",
     ),
+    # values the schema's types allow but the study cannot mean (issue 25)
+    "seed_beyond_64_bits": (lambda c: c.__setitem__("seed", 2**64), "seed", "greater than the maximum of 4294967295"),
+    "synth_seed_negative": (
+        lambda c: c["datasets"]["shapes-ade"]["synth"].__setitem__("seed", -1),
+        "datasets.shapes-ade.synth.seed",
+        "less than the minimum of 0",
+    ),
+    "warmup_beyond_steps": (
+        lambda c: c["tasks"]["ade"]["train"].__setitem__("warmup_steps", 3000),
+        "tasks.ade.train.warmup_steps",
+        "3000, more than the run's 600 steps (tasks.ade.train.steps)",
+    ),
+    "finetune_shorter_than_the_warmup": (
+        lambda c: c["tasks"]["ade"]["finetune"].__setitem__("steps", 10),
+        "tasks.ade.train.warmup_steps",
+        "30, more than the run's 10 steps (tasks.ade.finetune.steps)",
+    ),
+    "steps_below_the_default_warmup": (
+        lambda c: c["tasks"]["coco"].__setitem__("train", {"steps": 10}),
+        "tasks.coco.train.steps",
+        "10 steps, fewer than the default warmup_steps 20",
+    ),
+    "pretrain_warmup_beyond_a_backbones_steps": (
+        lambda c: c["backbones"]["convstem_swin_tiny_mim"]["pretrain"].__setitem__("options", {"steps": 50}),
+        "pretrain.options.warmup_steps",
+        "100, more than the run's 50 steps (backbones.convstem_swin_tiny_mim.pretrain.options.steps)",
+    ),
+    "path_outside_the_project": (
+        lambda c: c["paths"].__setitem__("runs", "/etc/frozenbench"),
+        "paths.runs",
+        "'/etc/frozenbench' is outside the project",
+    ),
+    "path_climbing_out": (
+        lambda c: c["paths"].__setitem__("data", "data/../../shared"),
+        "paths.data",
+        "climbs out of the project",
+    ),
+    "path_with_tilde": (lambda c: c["paths"].__setitem__("logs", "~/logs"), "paths.logs", "'~' is not expanded"),
+    "checkpoint_file_outside_the_project": (
+        lambda c: c["backbones"].__setitem__(
+            "theirs",
+            {
+                "arch": "convstem_swin_tiny",
+                "checkpoint": {"file": "/home/someone/w.pth", "layout": "mm", "objective": "random", "data": "none"},
+            },
+        ),
+        "backbones.theirs.checkpoint.file",
+        "is outside the project",
+    ),
+    "allowed_root_of_everything": (
+        lambda c: c["paths"].__setitem__("allowed_roots", ["/"]),
+        "paths.allowed_roots.0",
+        "'/' is not an absolute directory below /",
+    ),
 }
 
 
@@ -217,3 +271,125 @@ def test_the_dag_validates_with_frozenbenchs_validator_naming_the_key(workflow_c
     proc = run_cmd(["snakemake", "-n", "--configfile", str(path)], cwd=workflow_copy, timeout=300)
     said = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "config: invalid config" in said and "at paths.runs" in said, said
+
+
+# -- the strict reader: the file means what it says (issue 25) -----------------------------------
+
+SHIPPED_TEXT = (REPO / "config.yaml").read_text()
+ADE_TRAIN = (
+    "    train: {steps: 600, batch_size: 4, lr: 0.001, warmup_steps: 30, checkpoint_every: 100, log_every: 10}\n"
+)
+
+
+def _line_of(text: str, fragment: str, occurrence: int = 1) -> int:
+    index = -1
+    for _ in range(occurrence):
+        index = text.index(fragment, index + 1)
+    return text[:index].count("\n") + 1
+
+
+def test_a_duplicate_key_names_both_lines(tmp_path):
+    text = SHIPPED_TEXT.replace(ADE_TRAIN, ADE_TRAIN + "    train: {steps: 60}\n")
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    first, second = _line_of(text, "    train: {steps: 600"), _line_of(text, "    train: {steps: 60}")
+    assert str(err.value) == (
+        f"{path}:{second}: duplicate key tasks.ade.train (first at {path}:{first}); "
+        "YAML would silently keep only this second one: remove one"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, line, fragment",
+    [
+        ("seed: 0\nno: 1\n", 2, "key 'no' under the top level is read by YAML as the boolean False"),
+        ("seed: 0\npaths:\n  On: x\n", 3, "key 'On' under paths is read by YAML as the boolean True"),
+        ("seed: 0\n~: 1\n", 2, "key '~' under the top level is read by YAML as null (nothing)"),
+        ("tasks:\n  2017: {}\n", 2, "key '2017' under tasks is read by YAML as an integer"),
+        ("datasets:\n  2017-01-01: {}\n", 2, "key '2017-01-01' under datasets is read by YAML as a date"),
+        ("seed: 0\n? [a, b]\n: 1\n", 2, "a sequence as a key under the top level"),
+        ("a: &x [*x]\n", 1, "an alias inside its own anchor"),
+        ("seed: 0\npaths:\n\tdata: data\n", 3, "a tab character where YAML expects indentation"),
+        ("seed: 0\n---\nseed: 1\n", 2, "a second YAML document starts here"),
+        ("seed: [0\n", 2, "not valid YAML"),
+        ("seed: 0\n# caf\xe9\n", 2, "not UTF-8 text (byte 0xe9)"),
+    ],
+)
+def test_the_strict_reader_names_file_line_and_problem(tmp_path, text, line, fragment):
+    from frozenbench.config import read_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(ConfigError) as err:
+        read_yaml(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}:{line}") and fragment in message and "\n" not in message, message
+
+
+def test_quoted_keys_anchors_and_merges_still_read(tmp_path):
+    from frozenbench.config import read_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("'off': 1\nbase: &base {steps: 2, lr: 0.1}\nrun: {<<: *base, steps: 3}\n")
+    assert read_yaml(path) == {"off": 1, "base": {"steps": 2, "lr": 0.1}, "run": {"steps": 3, "lr": 0.1}}
+
+
+def test_an_alias_bomb_is_refused_quickly(tmp_path):
+    import time
+
+    from frozenbench.config import MAX_NODES
+
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=f"beyond {MAX_NODES} values"):
+        load_config(path)
+    assert time.monotonic() - start < 10
+
+
+def test_credentials_are_refused_and_never_printed(tmp_path):
+    config = default_config()
+    config["datasets"]["coco-dl"] = {
+        "source": "download",
+        "format": "coco",
+        # a space the URL pattern refuses: the schema's message would quote the password
+        "download": {"files": [{"url": "https://bob:pass word@h.example/x.zip", "filename": "x.zip"}]},
+    }
+    config["backbones"]["convstem_swin_tiny_random"] = {
+        "arch": "convstem_swin_tiny",
+        "checkpoint": {
+            "url": "https://h.example/w.pth?X-Amz-Signature=abc123def&X-Amz-Expires=60",
+            "filename": "w.pth",
+            "checksum": {"unpublished": "x"},
+            "layout": "mm",
+            "objective": "random",
+            "data": "none",
+        },
+    }
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, source="creds.yaml")
+    message = str(err.value)
+    assert "pass word" not in message and "abc123def" not in message, message
+    assert "at datasets.coco-dl.download.files.0.url: credentials in the URL https://***@h.example/x.zip" in message
+    assert "https://h.example/w.pth?X-Amz-Signature=***&X-Amz-Expires=60" in message
+
+
+def test_paths_under_an_allowed_root_are_accepted(tmp_path):
+    config = default_config()
+    config["paths"].update({"data": "/scratch/fb/data", "runs": "runs/../runs2", "allowed_roots": ["/scratch/fb"]})
+    assert validate_config(config)["paths"]["data"] == "/scratch/fb/data"
+
+
+def test_the_dag_refuses_a_duplicate_key_naming_both_lines(workflow_copy):
+    text = SHIPPED_TEXT.replace(ADE_TRAIN, ADE_TRAIN + "    train: {steps: 60}\n")
+    path = workflow_copy / "dup.yaml"
+    path.write_text(text)
+    proc = run_cmd(["snakemake", "-n", "--configfile", str(path)], cwd=workflow_copy, timeout=300)
+    said = proc.stdout + proc.stderr
+    first, second = _line_of(text, "    train: {steps: 600"), _line_of(text, "    train: {steps: 60}")
+    assert proc.returncode != 0
+    assert f"{path}:{second}: duplicate key tasks.ade.train (first at {path}:{first})" in said, said

@@ -21,16 +21,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
+    from frozenbench.config import read_yaml
     from frozenbench.reporting.cost import cost_markdown, study_cost
     from frozenbench.utils.atomic import write_text
 
+    config = read_yaml(args.config)  # the strict reader: a duplicate `train:` would skew the cost silently
     try:
-        config = yaml.safe_load(Path(args.config).read_text())
         record = json.loads(Path(args.record).read_text())
-    except (OSError, yaml.YAMLError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read the config or the record: {err}") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"cannot read the record: {err}") from None
     if "cells" not in record:
         raise UserError(f"{args.record}: not a benchmark record with per-cell timings (no 'cells')")
     text = cost_markdown(study_cost(config, record))
