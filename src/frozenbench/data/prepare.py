@@ -93,12 +93,11 @@ KEYFRAME_SECONDS = 1
 
 @dataclass(frozen=True)
 class ClipResult:
-    """What re-encoding one clip found: the frames that decoded, the count its container's header
-    announced (0 when it announces none) and the span from the first frame's timestamp to the last's."""
+    """What re-encoding one clip found: the frames that decoded and the count its container's
+    header announced (0 when it announces none)."""
 
     frames: int
     header_frames: int
-    seconds: float
 
     def frame_count_note(self) -> str | None:
         """The disagreement between header and decodable frames, None when they agree."""
@@ -120,6 +119,7 @@ def resize_clip(src: Path, dst: Path, short_side: int) -> ClipResult:
 
     with av.open(str(src)) as source:
         stream = source.streams.video[0]
+        header_frames = int(stream.frames or 0)
         rate = stream.average_rate or stream.guessed_rate or 30
         fps = max(1, int(round(float(rate))))
         # the source's own time base, so no timestamp is rounded; a stream without one gets 1/90000
@@ -145,10 +145,13 @@ def resize_clip(src: Path, dst: Path, short_side: int) -> ClipResult:
                     "x264-params": "threads=1:lookahead-threads=1",
                 }
                 for frame in source.decode(video=0):
-                    pts = frame.pts if frame.pts is not None else (last + step if last is not None else 0)
-                    if first is None:
-                        first = pts
-                    pts -= first
+                    nominal = last + step if last is not None else 0  # a frame without a timestamp: one step on
+                    if frame.pts is None:
+                        pts = nominal
+                    else:
+                        if first is None:  # the source time that becomes the output's (next) timestamp
+                            first = frame.pts - nominal
+                        pts = frame.pts - first
                     if last is not None and pts <= last:
                         # a repeated or backwards timestamp (a broken muxer): the encoder needs them
                         # increasing; the smallest step keeps the timing of the frames after it
@@ -162,7 +165,7 @@ def resize_clip(src: Path, dst: Path, short_side: int) -> ClipResult:
                     container.mux(packet)
             if not frames:
                 raise ValueError("no decodable frames")
-    return ClipResult(frames, int(stream.frames or 0), float((last or 0) * time_base))
+    return ClipResult(frames, header_frames)
 
 
 def _prepare_one(job: tuple[str, str, int]) -> tuple[str, str | None, str | None]:
@@ -509,11 +512,13 @@ def prepare(
             raise UserError(f"{downloads}: the archives hold a {MANIFEST} of their own; refusing to replace it")
         try:
             check_output(spec["format"], tmp, out, log, workers)
-        except UserError:
-            if spec["format"] == "kinetics":  # the encoded clips go back to the work folder: a rerun reuses them
-                for split in (tmp / "videos").iterdir():
-                    split.rename(work / "videos" / split.name)
-            raise
+        except UserError as err:
+            if spec["format"] != "kinetics":
+                raise
+            # the encoded clips go back to the work folder: a rerun after the fix reuses them
+            for split in (tmp / "videos").iterdir():
+                split.rename(work / "videos" / split.name)
+            raise UserError(f"{err} (the re-encoded clips wait in {work}; delete it to re-encode them all)") from None
         # the manifest is the last file written: a dataset folder without one is unfinished
         write_json(
             tmp / MANIFEST,
