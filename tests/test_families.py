@@ -155,13 +155,18 @@ def official_interpolate_pos_encoding(
     h0 = h // patch_size
     M = int(math.sqrt(N))
     assert N == M * M
-    sx = float(w0 + interpolate_offset) / M
-    sy = float(h0 + interpolate_offset) / M
+    kwargs = {}
+    if interpolate_offset:
+        sx = float(w0 + interpolate_offset) / M
+        sy = float(h0 + interpolate_offset) / M
+        kwargs["scale_factor"] = (sx, sy)
+    else:
+        kwargs["size"] = (w0, h0)
     patch_pos_embed = F.interpolate(
         patch_pos_embed.reshape(1, M, M, dim).permute(0, 3, 1, 2),
         mode="bicubic",
         antialias=interpolate_antialias,
-        scale_factor=(sx, sy),
+        **kwargs,
     )
     assert (w0, h0) == patch_pos_embed.shape[-2:]
     patch_pos_embed = patch_pos_embed.permute(0, 2, 3, 1).view(1, -1, dim)
@@ -169,11 +174,13 @@ def official_interpolate_pos_encoding(
 
 
 def official_tokens(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """DINOv2's ``prepare_tokens_with_masks`` (no masks): class token, position embedding, then registers."""
+    """DINOv2's ``prepare_tokens_with_masks`` (no masks): class token, position embedding, then registers,
+    the position embedding resampled with the hub's settings (dinov2/hub/backbones.py) of the model."""
     B, nc, w, h = x.shape
     t = F.conv2d(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=14).flatten(2).transpose(1, 2)
     t = torch.cat((sd["cls_token"].expand(B, -1, -1), t), dim=1)
-    t = t + official_interpolate_pos_encoding(sd["pos_embed"], t, w, h)
+    hub = dict(interpolate_offset=0.0, interpolate_antialias=True) if "register_tokens" in sd else {}
+    t = t + official_interpolate_pos_encoding(sd["pos_embed"], t, w, h, **hub)
     if "register_tokens" in sd:
         t = torch.cat((t[:, :1], sd["register_tokens"].expand(B, -1, -1), t[:, 1:]), dim=1)
     return t
