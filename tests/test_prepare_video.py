@@ -221,3 +221,20 @@ def test_validate_reports_a_list_that_disagrees_with_the_csv(tmp_path, regular):
     listed.write_text(listed.read_text().replace(" 1\n", " 0\n"))  # clip b trained as class a
     problems = [str(p) for p in validate("kinetics", root).problems]
     assert any(f"{listed}:2: label index 0" in p and "gives the clip index 1" in p for p in problems), problems
+
+
+def test_a_csv_saved_with_a_byte_order_mark_reads_as_the_same_columns(tmp_path):
+    """Spreadsheets export csvs with a UTF-8 BOM: it is not part of the first column's name."""
+    from frozenbench.data.download import RemoteFile
+    from frozenbench.data.prepare import _read_kinetics_csvs
+
+    (tmp_path / "val.csv").write_bytes(
+        b"\xef\xbb\xbflabel,youtube_id,time_start,time_end,split\na,clip000000a,0,10,val\n"
+    )
+    remote = RemoteFile.from_config(
+        {"url": "http://127.0.0.1/val.csv", "filename": "val.csv", "checksum": {"unpublished": "test"}}
+    )
+    rows = _read_kinetics_csvs([remote], tmp_path)
+    assert rows == {
+        "val": [{"label": "a", "youtube_id": "clip000000a", "time_start": 0, "time_end": 10, "split": "val"}]
+    }
