@@ -1,11 +1,15 @@
 """Convert a published checkpoint into the canonical backbone checkpoint.
 
-Pipeline: safe load -> unwrap -> source layout to timm names (:mod:`.layouts`) -> the
-checkpoint filter of the architecture's family record (timm's own ``checkpoint_filter_fn``
-where it exists: it adapts key order and resizes tables to the built model) -> an exact key
-and shape check against the target architecture. Missing keys, or
-keys outside the layout's explicit ignore list, fail the conversion, and so does a layout
-that the family's weights are not published in.
+Pipeline: safe load -> unwrap (every value a dense tensor, no key hidden by DDP's prefix) ->
+source layout to timm names (:mod:`.layouts`) -> value checks (floating point of the model's
+dtype, finite) -> the checkpoint filter of the architecture's family record (timm's own
+``checkpoint_filter_fn`` where it exists: it adapts key order and resizes tables to the built
+model) -> an exact key and shape check against the target architecture. Every source key ends
+up in the converted state dict or in the report's dropped list with its reason: a key that a
+layout or a filter drops without declaring it, a missing key, a key outside the layout's ignore
+list, integer or non-finite values, and a layout the family's weights are not published in all
+fail the conversion with a :class:`ConversionError` naming the file and the key. A failed
+conversion says which layout or architecture the file's keys and shapes fit (:mod:`.diagnose`).
 """
 
 from __future__ import annotations
@@ -16,11 +20,20 @@ from typing import Any
 
 import torch
 
+from frozenbench.checkpoint.diagnose import arch_hint, close_arch_names, layout_hint
 from frozenbench.checkpoint.io import load_backbone, safe_load, save_backbone, sha256_of
-from frozenbench.checkpoint.layouts import LAYOUTS, WRITERS, unwrap
+from frozenbench.checkpoint.layouts import LAYOUTS, WRITERS, CheckpointProblem, StateDict, unwrap
 from frozenbench.errors import UserError
-from frozenbench.models.registry import build_arch, get_arch
+from frozenbench.models.registry import ArchSpec, BackboneFamily, build_arch, get_arch, list_archs
 from frozenbench.utils.atomic import atomic_file
+
+# Source dtypes that are the model's own values at another precision: cast explicitly (and
+# reported). Integers, booleans, complex numbers and float8 (whose scales live in other tensors)
+# are not weights the model can take as they are: refused.
+CASTABLE = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# What a family's checkpoint filter may raise on a file of another layout or architecture, on
+# the first tensor it cannot place (timm's filters look modules up by name: AttributeError).
+FILTER_FAILURES = (KeyError, RuntimeError, ValueError, AttributeError, IndexError, TypeError, AssertionError)
 
 
 class ConversionError(UserError):
@@ -34,17 +47,107 @@ class ConversionReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     resized: list[str] = field(default_factory=list)
+    cast: list[tuple[str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
         lines = [f"dropped {len(self.dropped)} key(s) on the ignore list"]
         lines += [f"  - {k}: {why}" for k, why in self.dropped[:20]]
         if len(self.dropped) > 20:
             lines.append(f"  ... and {len(self.dropped) - 20} more")
+        if self.cast:
+            sources = sorted({dtype for _, dtype in self.cast})
+            lines.append(f"cast {len(self.cast)} key(s) from {', '.join(sources)} to the model's dtype")
         for name in ("resized", "missing", "unexpected", "mismatched"):
             keys = getattr(self, name)
             if keys:
                 lines.append(f"{name}: {len(keys)} key(s): {', '.join(keys[:10])}")
         return "\n".join(lines)
+
+
+def resolve_arch(arch: str) -> ArchSpec:
+    """The registered architecture ``arch``; an unknown name is one error listing close ones."""
+    try:
+        return get_arch(arch)
+    except KeyError:
+        close = close_arch_names(arch)
+        known = f"close registered names: {', '.join(close)}" if close else f"registered: {', '.join(list_archs())}"
+        raise ConversionError(f"{arch}: not a registered architecture; {known}") from None
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err.args[0] if isinstance(err, KeyError) and err.args else err).split())
+    return f"{type(err).__name__}: {text}" if not isinstance(err, KeyError) else text
+
+
+def _source_names(state: StateDict, renamed: StateDict) -> dict[str, str]:
+    """Converted key -> the source key its tensor came from, where the layout renamed it."""
+    by_id = {id(v): k for k, v in state.items()}
+    by_data = {v.data_ptr(): k for k, v in state.items() if v.numel()}
+    names = {}
+    for key, value in renamed.items():
+        source = by_id.get(id(value)) or (by_data.get(value.data_ptr()) if value.numel() else None)
+        if source and source != key:
+            names[key] = source
+    return names
+
+
+def _describe(key: str, sources: dict[str, str]) -> str:
+    return f"{key} (source key {sources[key]})" if key in sources else key
+
+
+def _check_values(
+    renamed: StateDict, expected: StateDict, dtype: torch.dtype, sources: dict[str, str], source: str
+) -> tuple[StateDict, list[tuple[str, str]]]:
+    """``renamed`` with every tensor of the model's dtype and finite; the keys cast on the way."""
+    out, cast = {}, []
+    for key, value in renamed.items():
+        want = expected[key].dtype if key in expected else dtype
+        if value.dtype != want:
+            if value.dtype not in CASTABLE or not want.is_floating_point:
+                raise ConversionError(
+                    f"{source}: {_describe(key, sources)} holds {str(value.dtype).removeprefix('torch.')} values; "
+                    f"the model's weights are {str(want).removeprefix('torch.')} (a weight file holds floating point)"
+                )
+            cast.append((key, str(value.dtype).removeprefix("torch.")))
+        # after the cast: a float64 value beyond float32's range becomes infinite there
+        out[key] = value.to(want)
+        _check_finite(key, out[key], source, sources, after_cast=value.dtype != want)
+    return out, cast
+
+
+def _check_finite(key: str, value: torch.Tensor, source: str, sources: dict[str, str], after_cast: bool) -> None:
+    if not value.is_floating_point() or not value.numel() or bool(torch.isfinite(value).all()):
+        return
+    nan, inf = int(torch.isnan(value).sum()), int(torch.isinf(value).sum())
+    found = ", ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "infinite")) if n)
+    cast = f" once cast to {str(value.dtype).removeprefix('torch.')}" if after_cast else ""
+    raise ConversionError(f"{source}: {_describe(key, sources)} holds {found} value(s){cast}: not usable weights")
+
+
+def _filtered(
+    family: BackboneFamily, before: StateDict, model: torch.nn.Module, source: str, arch: str, layout: str
+) -> tuple[StateDict, list[tuple[str, str]]]:
+    """The family's checkpoint filter, with its bookkeeping: every key it drops must be on the
+    family's declared list (a renamed key keeps its tensor; a resized one keeps its name)."""
+    try:
+        after = family.checkpoint_filter(dict(before), model)
+    except FILTER_FAILURES as err:
+        raise ConversionError(f"{source}: cannot convert to {arch} ({layout} layout): {_one_line(err)}") from None
+    kept_ids = {id(v) for v in after.values()}
+    kept_data = {v.data_ptr() for v in after.values() if v.numel()}
+    lost = [
+        k
+        for k, v in before.items()
+        if k not in after and id(v) not in kept_ids and not (v.numel() and v.data_ptr() in kept_data)
+    ]
+    dropped = [(k, family.filter_drop_reason(k)) for k in lost]
+    undeclared = [k for k, why in dropped if why is None]
+    if undeclared:
+        raise ConversionError(
+            f"{source}: cannot convert to {arch} ({layout} layout): the {family.name} checkpoint filter drops "
+            f"{len(undeclared)} key(s) that are on no declared drop list: {', '.join(undeclared[:8])}"
+        )
+    return after, [(k, f"{why} (checkpoint filter)") for k, why in dropped]
 
 
 def convert_state_dict(
@@ -53,30 +156,60 @@ def convert_state_dict(
     """Turn a raw loaded checkpoint into a state dict that loads into ``arch`` with no missing key."""
     if layout not in LAYOUTS:
         raise ConversionError(f"{source}: unknown source layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}")
-    spec = get_arch(arch)
+    spec = resolve_arch(arch)
     family = spec.family
     if layout not in family.layouts:
         raise ConversionError(
             f"{source}: {arch} is a {family.name} backbone, whose weights come in the "
             f"{', '.join(family.layouts)} layout(s), not {layout}"
         )
-    report = ConversionReport()
     try:
-        renamed, report.dropped = LAYOUTS[layout](unwrap(raw))
-    except KeyError as err:
-        raise ConversionError(f"{source}: not a {layout} checkpoint: {err.args[0]}") from None
+        state = unwrap(raw)
+    except CheckpointProblem as err:
+        raise ConversionError(f"{source}: {err}") from None
+    renamed: StateDict = {}
+    try:
+        try:
+            renamed, dropped = LAYOUTS[layout](state)
+        except (KeyError, RuntimeError, ValueError, IndexError) as err:
+            raise ConversionError(f"{source}: not a {layout} checkpoint: {_one_line(err)}") from None
+        if len(renamed) + len(dropped) != len(state):
+            # each layout maps a key or drops it with a reason: anything else lost a tensor on the way
+            raise ConversionError(
+                f"{source}: the {layout} layout accounts for {len(renamed) + len(dropped)} of the "
+                f"{len(state)} key(s) (renamed or declared dropped)"
+            )
+        return _to_arch(state, renamed, dropped, spec, layout, img_size, source)
+    except ConversionError as err:
+        hints = [hint for hint in (layout_hint(state, layout), arch_hint(renamed, spec.name)) if hint]
+        if not hints:
+            raise
+        raise ConversionError(f"{err}; {'; '.join(hints)}") from None
+
+
+def _to_arch(
+    state: StateDict,
+    renamed: StateDict,
+    dropped: list[tuple[str, str]],
+    spec: ArchSpec,
+    layout: str,
+    img_size: int | None,
+    source: str,
+) -> tuple[StateDict, ConversionReport]:
+    family, arch = spec.family, spec.name
+    report = ConversionReport(dropped=list(dropped))
     model = build_arch(arch, img_size)
-    # timm's filter runs non-strict hooks (pos-bias resizing); keys it leaves are checked below.
-    before = {k: tuple(v.shape) for k, v in renamed.items()}
-    try:
-        converted = family.checkpoint_filter(renamed, model)
-    except (KeyError, RuntimeError, ValueError) as err:
-        # a file of another architecture or layout fails inside the filter, on the first tensor it cannot place
-        raise ConversionError(f"{source}: cannot convert to {arch} ({layout} layout): {err}") from None
-    report.resized = sorted(
-        k for k, v in converted.items() if k.endswith("bias_table") and k in before and tuple(v.shape) != before[k]
-    )
     expected = model.state_dict()
+    dtype = next(model.parameters()).dtype
+    checked, report.cast = _check_values(renamed, expected, dtype, _source_names(state, renamed), source)
+    # timm's filter runs non-strict hooks (pos-bias resizing); keys it leaves are checked below.
+    converted, filter_dropped = _filtered(family, checked, model, source, arch, layout)
+    report.dropped += filter_dropped
+    report.resized = sorted(
+        k
+        for k, v in converted.items()
+        if k.endswith("bias_table") and k in checked and tuple(v.shape) != tuple(checked[k].shape)
+    )
     persistent = {k for k in expected if not k.endswith(family.recomputed_buffers)}
     # The classifier is not part of the backbone: canonical checkpoints carry no head.
     persistent = {k for k in persistent if not k.startswith("head.")}
@@ -97,6 +230,19 @@ def convert_state_dict(
         problems.append(f"shape mismatch: {'; '.join(shapes)}")
     if problems:
         raise ConversionError(f"{source}: cannot convert to {arch} ({layout} layout): " + "; ".join(problems))
+    checked_ids = {id(v) for v in checked.values()}
+    for key in sorted(persistent):
+        value = converted[key]
+        if value.dtype != expected[key].dtype:
+            raise ConversionError(
+                f"{source}: the {family.name} checkpoint filter made {key} {value.dtype}, not {expected[key].dtype}"
+            )
+        if id(value) not in checked_ids:  # a tensor the filter computed (resized, resampled)
+            _check_finite(key, value, source, {}, after_cast=False)
+    report.dropped += [
+        (k, "classification head (not part of the backbone)" if k.startswith("head.") else "recomputed buffer")
+        for k in sorted(converted.keys() & (set(expected) - persistent))
+    ]
     return {k: converted[k] for k in sorted(persistent)}, report
 
 
@@ -109,6 +255,11 @@ def convert_file(
     img_size: int | None = None,
 ) -> ConversionReport:
     """Convert ``src`` and write the canonical checkpoint ``dst`` (atomically)."""
+    from frozenbench.checkpoint.torchscript import activation_problem, is_torchscript_archive
+
+    resolve_arch(arch)  # an unknown name fails before a large file is read
+    if Path(src).is_file() and is_torchscript_archive(src) and (problem := activation_problem(src, arch)):
+        raise ConversionError(problem)
     raw = safe_load(src)
     state_dict, report = convert_state_dict(raw, layout, arch, img_size, source=str(src))
     info = {"source_file": Path(src).name, "source_sha256": sha256_of(src), "source_layout": layout, **(meta or {})}

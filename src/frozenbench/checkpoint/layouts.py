@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -37,15 +38,57 @@ BUFFER_PATTERNS = [
 HEAD_PATTERN = (re.compile(r"^head\."), "classification head")
 
 
-def unwrap(checkpoint: dict) -> StateDict:
-    """The tensor dict inside the usual wrappers (``model``, ``state_dict``, ``module.`` from DDP)."""
+class CheckpointProblem(ValueError):
+    """The checkpoint's content is not a state dict of weights (the message says which key and why)."""
+
+
+def unwrap(checkpoint: Any) -> StateDict:
+    """The tensor dict inside the usual wrappers (``model``, ``state_dict``, ``module`` from DDP).
+
+    Every value must be a dense tensor with values: a list, a number, a sparse, quantised or
+    meta tensor where a weight belongs is refused by name, never skipped. A key that DDP's
+    ``module.`` prefix hides another of (``module.x`` beside ``x``) is refused too: one of the two
+    would be dropped without a word.
+    """
     sd = checkpoint
     for key in ("model", "state_dict", "module"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
-    if any(k.startswith("module.") for k in sd):
-        sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    if not isinstance(sd, dict):
+        raise CheckpointProblem(f"holds a {type(sd).__name__}, not a state dict")
+    if not sd:
+        raise CheckpointProblem("holds an empty state dict: no weights to convert")
+    out: StateDict = {}
+    origin: dict[str, str] = {}
+    for key, value in sd.items():
+        if not isinstance(key, str):
+            raise CheckpointProblem(f"key {key!r:.60} is not a name")
+        _check_tensor(key, value)
+        name = key.removeprefix("module.")
+        if name in out:
+            raise CheckpointProblem(f"{origin[name]} and {key} are both {name} once DDP's module. prefix is removed")
+        out[name], origin[name] = value, key
+    return out
+
+
+def _check_tensor(key: str, value: Any) -> None:
+    """Refuse what is no dense tensor of values (before any layout touches it)."""
+    if not isinstance(value, torch.Tensor):
+        raise CheckpointProblem(f"{key} holds a {type(value).__name__}, not a tensor")
+    if value.layout != torch.strided:
+        # a sparse tensor can declare any size at no cost: densifying it could take all memory
+        raise CheckpointProblem(f"{key} is a {value.layout} tensor of size {tuple(value.shape)}; weights are dense")
+    if value.is_meta:
+        raise CheckpointProblem(f"{key} is a meta tensor: a shape without values (saved from an unmaterialised model)")
+    if value.is_quantized or value.is_nested:
+        raise CheckpointProblem(f"{key} is a quantised or nested tensor; weights are plain dense tensors")
+
+
+def _put(out: StateDict, key: str, value: torch.Tensor, source: str) -> None:
+    """``out[key] = value``, refusing a second tensor under one name (a layout's renaming collides)."""
+    if key in out:
+        raise KeyError(f"two tensors map to {key} (the second is {source})")
+    out[key] = value
 
 
 def _drop(sd: StateDict, patterns: list[tuple[re.Pattern, str]]) -> tuple[StateDict, Dropped]:
@@ -115,12 +158,10 @@ def dinov2(sd: StateDict) -> tuple[StateDict, Dropped]:
         out["cls_token"] = kept.pop("cls_token") + pos[:, :1]
         out["pos_embed"] = pos[:, 1:]
     for key, value in kept.items():
-        key = re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", key)
-        key = re.sub(r"^(blocks\.\d+\.mlp)\.w12\.", r"\1.fc1.", key)
-        key = re.sub(r"^(blocks\.\d+\.mlp)\.w3\.", r"\1.fc2.", key)
-        if key in out:
-            raise KeyError(f"two tensors map to {key}")
-        out[key] = value
+        name = re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", key)
+        name = re.sub(r"^(blocks\.\d+\.mlp)\.w12\.", r"\1.fc1.", name)
+        name = re.sub(r"^(blocks\.\d+\.mlp)\.w3\.", r"\1.fc2.", name)
+        _put(out, name, value, key)
     for required in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
         if required not in out:
             raise KeyError(f"no {required}")
@@ -187,7 +228,7 @@ def _detector_backbone(sd: StateDict) -> tuple[StateDict, Dropped]:
         elif re.fullmatch(r"norm\d\.(weight|bias)", k):
             dropped.append((key, "per-level output norm (frozenbench heads bring their own)"))
             continue
-        backbone[k] = value
+        _put(backbone, k, value, key)
     return backbone, dropped
 
 
@@ -206,8 +247,8 @@ def mm(sd: StateDict) -> tuple[StateDict, Dropped]:
         )
     raw, dropped = _detector_backbone(sd)
     backbone = {}
-    for k, value in raw.items():
-        k = k.replace("patch_embed.projection.", "patch_embed.proj.")
+    for key, value in raw.items():
+        k = key.replace("patch_embed.projection.", "patch_embed.proj.")
         k = re.sub(r"^stages\.", "layers.", k)
         k = k.replace("attn.w_msa.", "attn.")
         k = k.replace("ffn.layers.0.0.", "mlp.fc1.").replace("ffn.layers.1.", "mlp.fc2.")
@@ -215,7 +256,7 @@ def mm(sd: StateDict) -> tuple[StateDict, Dropped]:
             value = _mm_reduction_to_official(value)
         elif re.search(r"downsample\.norm\.(weight|bias)$", k):
             value = _mm_norm_to_official(value)
-        backbone[k] = value
+        _put(backbone, k, value, f"backbone.{key}")
     kept, more = official_swin(backbone)
     return kept, dropped + more
 
@@ -298,7 +339,7 @@ def openai_clip(sd: StateDict) -> tuple[StateDict, Dropped]:
             k, value = "pos_embed", value.unsqueeze(0)
         for old, new in _CLIP_SWAPS:
             k = k.replace(old, new) if k.startswith(old) or old.startswith(".") else k
-        out[k] = value
+        _put(out, k, value, key)
     for required in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
         if required not in out:
             raise KeyError(f"no visual.{required}")

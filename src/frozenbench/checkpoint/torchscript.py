@@ -144,3 +144,28 @@ def read_torchscript_weights(path: str | Path) -> dict[str, torch.Tensor]:
     weights: dict[str, torch.Tensor] = {}
     _flatten(root, "", weights)
     return weights
+
+
+# OpenAI's CLIP files are the TorchScript checkpoints published for frozenbench's backbones, and
+# every one of them was trained with QuickGELU: the same tensors in a GELU architecture load
+# cleanly and give features a few hundredths off, so the activation is checked, not assumed.
+SCRIPT_ACTIVATION = "quick_gelu"
+
+
+def activation_problem(path: str | Path, arch: str) -> str | None:
+    """Why ``arch`` cannot take the TorchScript archive ``path`` (its activation), or None."""
+    from frozenbench.checkpoint.diagnose import activation_twin
+    from frozenbench.models.registry import get_arch, list_archs
+
+    spec = get_arch(arch)
+    activation = spec.kwargs.get("act_layer", "gelu")
+    if activation == SCRIPT_ACTIVATION:
+        return None
+    fits = activation_twin(spec, SCRIPT_ACTIVATION) or [
+        name for name in list_archs() if get_arch(name).kwargs.get("act_layer") == SCRIPT_ACTIVATION
+    ]
+    use = f": use --arch {fits[0]}" if fits else ""
+    return (
+        f"{path}: a TorchScript archive is an OpenAI CLIP file, whose towers compute QuickGELU; "
+        f"{arch} computes {activation} and would give other features{use}"
+    )

@@ -25,8 +25,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from frozenbench.checkpoint.convert import convert_file
+    from frozenbench.checkpoint.convert import convert_file, resolve_arch
+    from frozenbench.errors import UserError
 
+    try:
+        meta = json.loads(args.meta)
+    except json.JSONDecodeError as err:
+        raise UserError(f"--meta: not JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"--meta: a JSON object is recorded in the checkpoint, not {type(meta).__name__}")
+    resolve_arch(args.arch)  # an unknown --arch is refused before any file is read or verified
     if args.download_spec:
         from frozenbench.data.download import ChecksumRecords, RemoteFile, read_marker, verify_consumed
 
@@ -36,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         )
         records = ChecksumRecords(args.checksums) if args.checksums else None
         verify_consumed(Path(args.src), remote, records, remote.filename, read_marker(args.verified))
-    report = convert_file(args.src, args.out, args.layout, args.arch, meta=json.loads(args.meta))
+    report = convert_file(args.src, args.out, args.layout, args.arch, meta=meta)
     print(report.summary())
     print(f"wrote {args.out}")
     return 0

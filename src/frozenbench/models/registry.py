@@ -17,6 +17,7 @@ normalisation and head sizing read the record and never name a family.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,20 @@ def all_levels(model: nn.Module) -> list[int]:
     return list(range(len(model.feature_info)))
 
 
+# What timm's ``checkpoint_filter_fn``s drop by design, as (pattern, reason): conversion compares
+# the keys before and after a family's filter and refuses any other key that vanished, so no
+# tensor of a checkpoint goes missing without a line in the conversion report.
+TIMM_FILTER_DROPS: tuple[tuple[str, str], ...] = (
+    (
+        r"(relative_position_index|attn_mask|relative_coords_table)$",
+        "buffer recomputed from the window and input sizes",
+    ),
+    (r"(^|\.)pre_logits\.", "representation layer of old ViT weights, unused by the backbone (timm's ViT filter)"),
+    (r"(^|\.)rope\.(?!freqs$)", "fixed rotary embedding the model rebuilds (timm's EVA filter)"),
+    (r"^(mask_token|lm_head\.(weight|bias))$", "masked-image-modelling pretraining only (timm's EVA filter)"),
+)
+
+
 @dataclass(frozen=True)
 class BackboneFamily:
     """One family of backbones (see the module docstring).
@@ -90,6 +105,8 @@ class BackboneFamily:
         layer_groups: ``model -> {parameter name: layer id}`` for layer-wise lr decay.
         no_weight_decay: ``model -> names`` of parameters that take no weight decay.
         recomputed_buffers: name suffixes of buffers rebuilt from sizes, never loaded from weights.
+        filter_drops: ``(pattern, reason)`` of the keys ``checkpoint_filter`` may drop; conversion
+            refuses a checkpoint that loses any other key in the filter.
     """
 
     name: str
@@ -102,6 +119,11 @@ class BackboneFamily:
     layer_groups: Callable[[nn.Module], dict[str, int]] = timm_layer_groups
     no_weight_decay: Callable[[nn.Module], set[str]] = timm_no_weight_decay
     recomputed_buffers: tuple[str, ...] = ()
+    filter_drops: tuple[tuple[str, str], ...] = TIMM_FILTER_DROPS
+
+    def filter_drop_reason(self, key: str) -> str | None:
+        """Why ``checkpoint_filter`` may drop ``key`` (its declared reason), or None if it may not."""
+        return next((why for pattern, why in self.filter_drops if re.search(pattern, key)), None)
 
 
 @dataclass(frozen=True)
