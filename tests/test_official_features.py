@@ -179,38 +179,56 @@ def test_swin_at_224_is_the_official_classification_model(tiny):
 # ---- SwinV2: the official model where it runs, padded as the detection code elsewhere ----------
 
 
-def official_swinv2_model(img_size: int) -> nn.Module:
+# arch: (window, sizes whose every stage map the official model takes, the size to build the padded
+# reference at: every stage a window multiple and none reduced to a single window)
+SWINV2 = {"swinv2_tiny": (8, [256, 512, 1024], 512), "swinv2_base": (12, [192, 768], 768)}
+# (input size, the Backbone's img_size), maps the official SwinV2 cannot take: window 12 (the
+# study's SwinV2-B/L) needs padding at 1024 px as well
+SWINV2_PADDED = {
+    "swinv2_tiny": [((640, 640), 640), ((480, 640), 640), ((800, 1216), 1024)],
+    "swinv2_base": [((1024, 1024), 1024), ((640, 640), 640), ((480, 640), 640), ((800, 1216), 1024)],
+}
+
+
+def official_swinv2_model(img_size: int, window: int) -> nn.Module:
     torch.manual_seed(0)
     model = official_swinv2.SwinTransformerV2(
-        img_size=img_size, embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4], window_size=8, drop_path_rate=0.0
+        img_size=img_size,
+        window_size=window,
+        drop_path_rate=0.0,
+        embed_dim=16,
+        depths=[2, 2, 2, 2],
+        num_heads=[1, 2, 2, 4],
     )
     return seed_weights(model)
 
 
-@pytest.mark.parametrize("img_size", [256, 512, 1024])
-def test_swinv2_computes_the_official_model_at_window_multiples(tiny, img_size):
-    """256 (native: the last stage is one window), 512 and 1024 px (every stage a multiple of 8)."""
-    arch = tiny("swinv2_tiny", **TINY_SWIN)
-    official = official_swinv2_model(img_size)
-    sd, report = convert_state_dict({"model": official.state_dict()}, "official_swinv2", arch, img_size=img_size)
+@pytest.mark.parametrize("arch,img_size", [(a, s) for a, (_, sizes, _) in SWINV2.items() for s in sizes])
+def test_swinv2_computes_the_official_model_at_window_multiples(tiny, arch, img_size):
+    """Native sizes (the last stage one window, or smaller than one) and larger window multiples."""
+    window, _, reference_size = SWINV2[arch]
+    name = tiny(arch, **TINY_SWIN)
+    official = official_swinv2_model(img_size, window)
+    sd, report = convert_state_dict({"model": official.state_dict()}, "official_swinv2", name, img_size=img_size)
     assert not report.missing and not report.unexpected and not report.mismatched
     x = image((img_size, img_size))
     with torch.no_grad():
         expected = classification_stage_outputs(official, x)
-        if img_size == 512:  # the padded reference below is the official model where both run
+        if img_size == reference_size:  # the padded reference below is the official model where both run
             assert_levels_equal(swinv2_det_padding.stage_outputs(official, x), expected)
-    assert_levels_equal(Backbone(arch, img_size=img_size, state_dict=sd)(x), expected)
+    assert_levels_equal(Backbone(name, img_size=img_size, state_dict=sd)(x), expected)
 
 
-@pytest.mark.parametrize("size,img_size", [((640, 640), 640), ((480, 640), 640), ((800, 1216), 1024)])
-def test_swinv2_pads_before_shifting_where_the_official_model_cannot_run(tiny, size, img_size):
-    arch = tiny("swinv2_tiny", **TINY_SWIN)
-    official = official_swinv2_model(512)  # no stage reduced to one window, as at these sizes
-    sd, _ = convert_state_dict({"model": official.state_dict()}, "official_swinv2", arch, img_size=img_size)
+@pytest.mark.parametrize("arch,size,img_size", [(a, *case) for a, cases in SWINV2_PADDED.items() for case in cases])
+def test_swinv2_pads_before_shifting_where_the_official_model_cannot_run(tiny, arch, size, img_size):
+    window, _, reference_size = SWINV2[arch]
+    name = tiny(arch, **TINY_SWIN)
+    official = official_swinv2_model(reference_size, window)
+    sd, _ = convert_state_dict({"model": official.state_dict()}, "official_swinv2", name, img_size=img_size)
     x = image(size)
     with torch.no_grad():
         expected = swinv2_det_padding.stage_outputs(official, x)
-    assert_levels_equal(Backbone(arch, img_size=img_size, state_dict=sd)(x), expected)
+    assert_levels_equal(Backbone(name, img_size=img_size, state_dict=sd)(x), expected)
 
 
 # ---- DINOv2, with and without registers --------------------------------------------------------
