@@ -178,11 +178,6 @@ CONFIG_CASES = {
     ),
     # values the schema's types allow but the study cannot mean (issue 25)
     "seed_beyond_64_bits": (lambda c: c.__setitem__("seed", 2**64), "seed", "greater than the maximum of 4294967295"),
-    "synth_seed_negative": (
-        lambda c: c["datasets"]["shapes-ade"]["synth"].__setitem__("seed", -1),
-        "datasets.shapes-ade.synth.seed",
-        "less than the minimum of 0",
-    ),
     "warmup_beyond_steps": (
         lambda c: c["tasks"]["ade"]["train"].__setitem__("warmup_steps", 3000),
         "tasks.ade.train.warmup_steps",
@@ -219,7 +214,7 @@ CONFIG_CASES = {
             "theirs",
             {
                 "arch": "convstem_swin_tiny",
-                "checkpoint": {"file": "/home/someone/w.pth", "layout": "mm", "objective": "random", "data": "none"},
+                "checkpoint": {"file": "/home/someone/w.pth", "layout": "timm", "objective": "random", "data": "none"},
             },
         ),
         "backbones.theirs.checkpoint.file",

@@ -31,7 +31,7 @@ class ConfigError(UserError, ValueError):
 
 # -- the strict YAML reader ------------------------------------------------------------------------
 
-# Values a document may expand to through its aliases: the shipped paper.yaml has under 2,000, and
+# Values a document may expand to through its aliases: the shipped paper.yaml has under 1,000, and
 # the billion-laughs bomb (nine levels of ten aliases) needs 10**9; stopping at this bound keeps
 # the schema validation, deep copies and JSON dumps that follow a load bounded too.
 MAX_NODES = 100_000
@@ -490,7 +490,14 @@ def load_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     config = read_yaml(path)
     if not isinstance(config, dict):
-        kind = {"list": "a list", "str": "a string", "int": "a number", "float": "a number", "bool": "a boolean"}
+        kind = {
+            "list": "a list",
+            "str": "a string",
+            "int": "a number",
+            "float": "a number",
+            "bool": "a boolean",
+            "NoneType": "null",
+        }
         raise ConfigError(
             f"{path}: the top level is {kind.get(type(config).__name__, type(config).__name__)}, "
             "not a mapping of seed, paths, datasets, ..."
