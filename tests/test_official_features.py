@@ -18,12 +18,13 @@ import dataclasses
 import pytest
 import torch
 import torch.nn as nn
+from timm.models.vision_transformer import VisionTransformer
 
 from frozenbench.checkpoint import convert_state_dict
 from frozenbench.models import Backbone, registry
 from frozenbench.models.registry import get_arch
 
-from .reference import dinov2_vit, official_swin, official_swin_det, official_swinv2, swinv2_det_padding
+from .reference import dinov2_vit, mae_pos_embed, official_swin, official_swin_det, official_swinv2, swinv2_det_padding
 
 ATOL = 1e-4
 TINY_SWIN = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
@@ -258,3 +259,27 @@ def test_dinov2_computes_the_official_model(tiny, arch, size):
         # the official model takes patch multiples only: the Backbone's zero padding, given to both
         expected = official.get_intermediate_layers(body.pad_input(x), n=[0, 1, 2, 3], reshape=True, norm=True)
     assert_levels_equal(body(x), list(expected))
+
+
+# ---- MAE: positions as MAE's fine-tuning interpolates them -------------------------------------
+
+
+@pytest.mark.parametrize("img_size", [512, 640, 1024])
+def test_mae_positions_resample_as_mae_finetuning_does(tiny, img_size):
+    """MAE's model is timm's ViT (``models_vit.py``); at another input size its fine-tuning builds
+    the model for that size and interpolates the checkpoint's positions into it (bicubic, no
+    antialiasing: ViTDet's ``get_abs_pos`` is the same), where timm's default antialiases."""
+    name = tiny("vit_base_patch16_224.mae", **TINY_VIT)
+    torch.manual_seed(0)
+    checkpoint = seed_weights(VisionTransformer(img_size=224, patch_size=16, num_classes=0, **TINY_VIT)).state_dict()
+    sd, report = convert_state_dict({"model": checkpoint}, "mae", name)
+    assert not report.missing and not report.unexpected and not report.mismatched
+    body = Backbone(name, img_size=img_size, state_dict=sd)
+    source = VisionTransformer(img_size=img_size, patch_size=16, num_classes=0, **TINY_VIT).eval()
+    checkpoint = dict(checkpoint)
+    mae_pos_embed.interpolate_pos_embed(source, checkpoint)
+    source.load_state_dict(checkpoint)
+    x = image((img_size, img_size))
+    with torch.no_grad():
+        expected = source.forward_intermediates(x, indices=body.out_indices, norm=True, intermediates_only=True)
+    assert_levels_equal(body(x), expected)
