@@ -45,7 +45,11 @@ def pytest_terminal_summary(terminalreporter):
     results = test_bad_inputs.RESULTS
     if results:
         passed = sum(ok for _, ok in results)
-        terminalreporter.write_line(f"bad-input corpus: {len(results)} cases tried, {passed} passed")
+        kinds: dict[str, list[bool]] = {}
+        for name, ok in results:
+            kinds.setdefault(name.split("/", 1)[0], []).append(ok)
+        by_kind = ", ".join(f"{kind} {sum(oks)}/{len(oks)}" for kind, oks in sorted(kinds.items()))
+        terminalreporter.write_line(f"bad-input corpus: {len(results)} cases tried, {passed} passed ({by_kind})")
 
 
 def video_cell(tmp_path: Path, steps: int, checkpoint_every: int, feature_cache: bool = False) -> tuple[str, Path]:
