@@ -38,6 +38,7 @@ def server():
 
 def fast_policy(sleeps: list[float] | None = None, **kw) -> RetryPolicy:
     sleeps = sleeps if sleeps is not None else []
+    kw.setdefault("overlap", 500)  # less than the test files, so that a resume is visible in the Range
     return RetryPolicy(backoff=0.01, timeout=kw.pop("timeout", 2.0), sleep=sleeps.append, **kw)
 
 
@@ -51,7 +52,8 @@ def test_resumes_after_dropped_connections_with_range_requests(server, tmp_path)
     url = server.add("/a.zip", BODY, ["drop:1000", "drop:30000"])
     path = fetch(remote(url), tmp_path, fast_policy(), log=lambda m: None)
     assert path.read_bytes() == BODY
-    assert [r for _, r in server.requests] == [None, "bytes=1000-", "bytes=31000-"]
+    # each resume re-fetches the last 500 bytes it holds (compared, not appended)
+    assert [r for _, r in server.requests] == [None, "bytes=500-", "bytes=30000-"]
     assert not list(tmp_path.glob(".*.part"))
 
 
@@ -281,7 +283,7 @@ def test_partial_file_survives_the_output_folder_being_deleted(server, tmp_path)
     assert (state / ".big.zip.part").stat().st_size == 40000
     fetch(remote(url), out, fast_policy(attempts=3), log=lambda m: None, state_dir=state)
     assert (out / "big.zip").read_bytes() == BODY
-    assert ("/big.zip", "bytes=40000-") in server.requests
+    assert ("/big.zip", "bytes=39500-") in server.requests
 
 
 # -- trust on first use: a bad first copy is never recorded as the true digest -----------------
@@ -373,15 +375,19 @@ def test_the_recorded_digest_is_shared_and_a_poisoned_copy_elsewhere_is_refused(
 def test_redirects_never_leave_http_s_and_https_never_downgrades(server, tmp_path):
     import urllib.request
 
-    from frozenbench.data.download import _NoDowngradeRedirects
+    from frozenbench.data.download import _Redirects
 
     url = server.add("/r.tar", BODY, ["redirect:ftp://127.0.0.1/r.tar"])
     with pytest.raises(DownloadError, match="refusing a redirect from http to ftp://"):
         fetch(remote(url), tmp_path, fast_policy(), log=lambda m: None)
     request = urllib.request.Request("https://mirror.example/a.tar")
+    redirects = _Redirects(remote("https://mirror.example/a.tar", allowed_hosts=("cdn.example",)))
     with pytest.raises(DownloadError, match="refusing a redirect from https to http://"):
-        _NoDowngradeRedirects().redirect_request(request, None, 302, "Found", {}, "http://mirror.example/a.tar")
-    assert _NoDowngradeRedirects().redirect_request(request, None, 302, "Found", {}, "https://cdn.example/a.tar")
+        redirects.redirect_request(request, None, 302, "Found", {}, "http://mirror.example/a.tar")
+    assert redirects.redirect_request(request, None, 302, "Found", {}, "https://mirror.example/b.tar")
+    assert redirects.redirect_request(request, None, 302, "Found", {}, "https://cdn.example/a.tar")
+    with pytest.raises(DownloadError, match="add host other.example to allowed_hosts in the config"):
+        redirects.redirect_request(request, None, 302, "Found", {}, "https://other.example/a.tar")
 
 
 def test_one_deadline_per_file_stops_a_trickling_server_and_keeps_the_part(server, tmp_path):
@@ -391,7 +397,7 @@ def test_one_deadline_per_file_stops_a_trickling_server_and_keeps_the_part(serve
     kept = (tmp_path / ".t.tar.part").stat().st_size
     assert 0 < kept < len(BODY)
     assert fetch(remote(url), tmp_path, fast_policy(), log=lambda m: None).read_bytes() == BODY
-    assert ("/t.tar", f"bytes={kept}-") in server.requests
+    assert ("/t.tar", f"bytes={max(0, kept - 500)}-") in server.requests
 
 
 @pytest.mark.parametrize(
@@ -410,3 +416,149 @@ def test_url_lists_take_http_s_only_and_unique_safe_names(server, tmp_path, line
     )
     with pytest.raises(DownloadError, match=re.escape(error)):
         fetch_all([entry], tmp_path, fast_policy(), log=lambda m: None, records=records_in(tmp_path))
+
+
+# -- a first copy is trusted only when it is provably the file (issue 25) -----------------------
+
+
+def test_mask_url_hides_credentials_and_tokens():
+    from frozenbench.data.download import mask_url  # the config's rule: one masking for both
+
+    assert (
+        mask_url("https://me:s3cret@mirror.example/a.tar?X-Amz-Signature=abc&part=2&access_token=t0k")
+        == "https://***@mirror.example/a.tar?X-Amz-Signature=***&part=2&access_token=***"
+    )
+    assert mask_url("http://127.0.0.1:8000/a.tar?x=1") == "http://127.0.0.1:8000/a.tar?x=1"
+
+
+@pytest.mark.parametrize(
+    "fault, error",
+    [
+        ("html", "answered with an HTML page (Content-Type: text/html)"),
+        ("partial206", "answered a request without Range with 206 Partial Content"),
+        ("partial200", "answered 200 with Content-Range 'bytes 0-51199/102400'"),
+        ("gzip", "answered with Content-Encoding: gzip"),
+        ("longer:1000", "the body is longer than its Content-Length (1000 bytes)"),
+    ],
+)
+def test_a_first_copy_that_is_not_the_file_is_refused_and_not_recorded(server, tmp_path, fault, error):
+    url = server.add(f"/{fault.split(':')[0]}.tar", BODY, [fault])
+    records = records_in(tmp_path)
+    with pytest.raises(DownloadError, match=re.escape(error) + ".*pin its sha256 in the config"):
+        fetch(unpublished(url), tmp_path / "d", fast_policy(), log=lambda m: None, records=records)
+    assert records.read() == {} and list((tmp_path / "d").iterdir()) == []
+    assert len(server.requests) == 1  # refused, not retried into a trusted copy
+
+
+@pytest.mark.parametrize("fault", ["gzip", "longer:1000"])
+def test_a_published_digest_decides_on_its_own(server, tmp_path, fault):
+    """A pinned digest needs none of the first-copy rules: a mirror that labels a .tar.gz with
+    Content-Encoding or announces a short length is judged by the bytes."""
+    url = server.add("/p.tar.gz", BODY, [fault])
+    log: list[str] = []
+    assert fetch(remote(url, algorithm="sha256"), tmp_path, fast_policy(), log=log.append).read_bytes() == BODY
+    assert any("checksum mismatch" in line for line in log) == (fault == "gzip")  # gzip bytes: fetched again
+
+
+def test_a_proven_resume_sends_the_etag_as_if_range_and_records_the_file(server, tmp_path):
+    url = server.add("/e.tar", BODY, ["drop:30000"])
+    records = records_in(tmp_path)
+    fetch(unpublished(url), tmp_path / "d", fast_policy(), log=lambda m: None, records=records)
+    assert server.requests == [("/e.tar", None), ("/e.tar", "bytes=29500-")]
+    assert server.headers[1]["If-Range"].startswith('"') and server.headers[0]["Accept-Encoding"] == "identity"
+    assert records.read() == {"e.tar": true_digest()}
+
+
+def test_a_resume_without_validators_is_proven_by_the_overlap(server, tmp_path):
+    url = server.add("/o.tar", BODY, ["drop:30000"], validators=False)
+    records = records_in(tmp_path)
+    path = fetch(unpublished(url), tmp_path / "d", fast_policy(), log=lambda m: None, records=records)
+    assert server.requests == [("/o.tar", None), ("/o.tar", "bytes=29500-")] and "If-Range" not in server.headers[1]
+    assert path.read_bytes() == BODY and records.read() == {"o.tar": true_digest()}
+
+
+def test_a_resume_onto_a_file_changed_without_validators_is_not_spliced(server, tmp_path):
+    """Same size, no ETag, no Last-Modified: only the re-fetched overlap shows the change (the old
+    code spliced the new file's tail onto the old head and recorded the mix)."""
+    url = server.add("/c.tar", BODY, ["drop:30000", "changed"], validators=False)
+    records, log = records_in(tmp_path), []
+    path = fetch(unpublished(url), tmp_path / "d", fast_policy(), log=log.append, records=records)
+    assert path.read_bytes() == BODY[::-1] and records.read() == {"c.tar": true_digest(BODY[::-1])}
+    assert any("the file changed on the server; discarding the partial copy" in line for line in log)
+    assert [r for _, r in server.requests] == [None, "bytes=29500-", None]
+
+
+def test_a_refused_resume_answer_keeps_the_proven_part(server, tmp_path):
+    """An HTML page answering the resume is refused; the part held (a prefix of the earlier answer)
+    stays for the next run, which completes and records the real file."""
+    url = server.add("/h.tar", BODY, ["drop:30000", "html"])
+    records = records_in(tmp_path)
+    with pytest.raises(DownloadError, match="HTML page"):
+        fetch(unpublished(url), tmp_path / "d", fast_policy(), log=lambda m: None, records=records)
+    assert (tmp_path / "d" / ".h.tar.part").read_bytes() == BODY[:30000] and records.read() == {}
+    assert fetch(unpublished(url), tmp_path / "d", fast_policy(), log=lambda m: None, records=records)
+    assert records.read() == {"h.tar": true_digest()}
+
+
+def test_a_cross_host_redirect_needs_the_host_allowed(server, tmp_path):
+    with FaultServer() as mirror:
+        mirror.add("/m.tar", BODY)
+        host = mirror.url.removeprefix("http://")
+        url = server.add("/m.tar", BODY, [f"redirect:{mirror.url}/m.tar?X-Amz-Signature=s1g"] * 2)
+        signed = url + "?X-Amz-Credential=cr3d&part=1"  # a pre-signed URL: its tokens are never printed
+        records = records_in(tmp_path)
+        with pytest.raises(DownloadError) as info:
+            fetch(unpublished(signed, "m.tar"), tmp_path / "d", fast_policy(), log=lambda m: None, records=records)
+        message = str(info.value)
+        assert message.startswith(f"{url}?X-Amz-Credential=***&part=1: redirected to another host, {mirror.url}")
+        assert f"add host {host} to allowed_hosts in the config" in message
+        assert "s1g" not in message and "cr3d" not in message
+        assert records.read() == {} and mirror.requests == [] and list((tmp_path / "d").iterdir()) == []
+        allowed = RemoteFile(url=signed, filename="m.tar", checksum={"unpublished": "test"}, allowed_hosts=(host,))
+        fetch(allowed, tmp_path / "d", fast_policy(), log=lambda m: None, records=records)
+    assert records.read() == {"m.tar": true_digest()} and mirror.requests == [("/m.tar", None)]
+
+
+def test_credentials_in_a_listed_url_are_refused_and_masked(server, tmp_path):
+    listing = f"{server.url.replace('http://', 'http://me:pa55@')}/a.tar\n".encode()
+    url = server.add("/k400_val.txt", listing)
+    entry = RemoteFile(
+        url=url, filename="k400_val.txt", checksum={"md5": hashlib.md5(listing).hexdigest()}, url_list=True
+    )
+    with pytest.raises(DownloadError, match=r"k400_val.txt:1: credentials in the URL http://\*\*\*@127") as info:
+        fetch_all([entry], tmp_path, fast_policy(), log=lambda m: None, records=records_in(tmp_path))
+    assert "pa55" not in str(info.value)
+
+
+def test_a_redirect_loop_is_one_clear_error(server, tmp_path):
+    url = server.url + "/loop.tar"
+    server.add("/loop.tar", BODY, [f"redirect:{url}"] * 20)
+    with pytest.raises(DownloadError, match="redirect loop.*set `url` to the file's direct location"):
+        fetch(unpublished(url), tmp_path, fast_policy(), log=lambda m: None, records=records_in(tmp_path))
+
+
+def test_the_cli_follows_a_redirect_its_config_allows(server, tmp_path):
+    """Per dataset (`download.allowed_hosts`, through the config schema) and per checkpoint entry."""
+    with FaultServer() as mirror:
+        host = mirror.url.removeprefix("http://")
+        files = []
+        for name in ("train.csv", "w.pth"):
+            mirror.add(f"/{name}", BODY)
+            files.append(server.add(f"/{name}", BODY, [f"redirect:{mirror.url}/{name}"]))
+        entry = {"url": files[0], "filename": "train.csv", "checksum": {"unpublished": "none"}, "extract": False}
+        spec = {"source": "download", "format": "kinetics", "download": {"files": [entry], "allowed_hosts": [host]}}
+        checksums = tmp_path / "checksums.sha256"
+        common = ["--checksums", str(checksums), "--backoff", "0.01"]
+        run_cmd(
+            ["frozenbench", "download", "--spec", json.dumps(spec), "--out", str(tmp_path / "dl"), *common],
+            check=True,
+            timeout=120,
+        )
+        checkpoint = {"url": files[1], "filename": "w.pth", "checksum": {"unpublished": "x"}, "allowed_hosts": [host]}
+        run_cmd(
+            ["frozenbench", "fetch-checkpoint", "--spec", json.dumps(checkpoint), "--out-dir", str(tmp_path / "ck")]
+            + common,
+            check=True,
+            timeout=120,
+        )
+    assert ChecksumRecords(checksums).read() == {"train.csv": true_digest(), "w.pth": true_digest()}

@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     spec = resolve_spec(args)
     if spec["source"] != "download":
         raise UserError(f"dataset has source {spec['source']!r}; nothing to download")
-    files = [RemoteFile.from_config(entry) for entry in spec["download"]["files"]]
+    allowed_hosts = spec["download"].get("allowed_hosts", ())
+    files = [RemoteFile.from_config(entry, allowed_hosts) for entry in spec["download"]["files"]]
     fetched = fetch_all(files, args.out, retry_policy(args), state_dir=args.state_dir, records=checksum_records(args))
     if args.verified:
         write_verified_marker(args.verified, args.out, list(fetched))

@@ -27,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
 
     spec = json.loads(args.spec)
     out_dir = Path(args.out_dir)
-    remote = RemoteFile(url=spec.get("url", ""), filename=spec["filename"], checksum=spec["checksum"], extract=False)
+    # the same rules as a dataset's files: what is refused there (an HTML page, a partial answer, a
+    # redirect to a host the entry does not allow) is never recorded as this checkpoint's digest
+    remote = RemoteFile.from_config({"url": "", **spec, "extract": False})
     records = checksum_records(args)
     if spec.get("manual_download"):
         from frozenbench.data.download import verify

@@ -9,10 +9,26 @@ that has not gone through :func:`fetch`, and consumers check it again with
 Files whose source publishes no digest are *trusted on first use*: the sha256 of
 the first complete copy is recorded in a sha256sum-format file meant to be
 committed (``checksums/<name>.sha256``), and every later copy, on any machine
-that shares the file, must match it. A copy is recorded only when it is provably
-whole: its length was announced (Content-Length, Content-Range or a chunked body
-that ended properly), each resumed part continued the same remote file (same
-ETag / Last-Modified / total size, a Content-Range starting where the part ends).
+that shares the file, must match it. A wrong first copy would make every
+collaborator refuse the real file, so a copy is recorded only when it is provably
+the file:
+
+- every answer is a 200, or a 206 to a Range request, whose Content-Range and
+  Content-Length agree with the request and with each other (a 206 or a partial
+  Content-Range answering a plain request is a part, not the file);
+- the body is the raw file: no HTML page (an error or login page) where an archive
+  or checkpoint is expected, no Content-Encoding (urllib does not decode it), and
+  not longer than its Content-Length (read to the end of the connection);
+- its length was announced (Content-Length, Content-Range or a chunked body that
+  ended properly), and each resumed part continued the same remote file: the part's
+  ETag / Last-Modified is sent as If-Range and must come back unchanged, and the
+  resume re-fetches the last bytes held and compares them, which also catches a file
+  changed on a server that sends no validators;
+- a redirect to another host (host:port) is followed only when the config lists
+  that host in ``allowed_hosts``.
+
+A refusal names the URL with its credentials masked (:func:`mask_url`) and says what
+to pin; a published (or already recorded) digest decides on its own.
 """
 
 from __future__ import annotations
@@ -31,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from frozenbench.config import mask_secrets as mask_url  # one masking rule for config and downloads
 from frozenbench.errors import UserError
 from frozenbench.utils.atomic import atomic_file, write_json
 
@@ -57,9 +74,11 @@ class RemoteFile:
     extract: bool = True
     size: int | None = None
     url_list: bool = False
+    allowed_hosts: tuple[str, ...] = ()  # hosts a redirect may lead to besides the URL's own
 
     @classmethod
-    def from_config(cls, entry: dict[str, Any]) -> "RemoteFile":
+    def from_config(cls, entry: dict[str, Any], allowed_hosts: list[str] | tuple[str, ...] = ()) -> "RemoteFile":
+        """``entry``: a download file (or checkpoint) config entry; ``allowed_hosts``: its dataset's."""
         return cls(
             url=entry["url"],
             filename=entry["filename"],
@@ -67,11 +86,17 @@ class RemoteFile:
             extract=entry.get("extract", True),
             size=entry.get("size"),
             url_list=entry.get("url_list", False),
+            allowed_hosts=(*allowed_hosts, *entry.get("allowed_hosts", ())),
         )
 
     @property
     def published(self) -> bool:
         return "unpublished" not in self.checksum
+
+    @property
+    def shown(self) -> str:
+        """The URL as messages print it: credentials masked."""
+        return mask_url(self.url)
 
 
 @dataclass
@@ -81,6 +106,7 @@ class RetryPolicy:
     max_backoff: float = 60.0
     timeout: float = 60.0  # per socket read: a stalled server counts as a failed attempt
     deadline: float = 12 * 3600.0  # per file, all attempts together: a trickling server never stalls a read
+    overlap: int = 1 << 16  # bytes a resume fetches again before the held end, compared with the part
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
 
     def delay(self, attempt: int) -> float:
@@ -148,42 +174,87 @@ def verify(
     digest is recorded, but only from a copy known to be whole."""
     if remote.size is not None and path.stat().st_size != remote.size:
         # Checked first: a truncated body must never become the recorded digest of an unpublished file.
-        raise ChecksumMismatch(f"{remote.url}: size mismatch: expected {remote.size} bytes, got {path.stat().st_size}")
+        raise ChecksumMismatch(
+            f"{remote.shown}: size mismatch: expected {remote.size} bytes, got {path.stat().st_size}"
+        )
     algorithm, expected = expected_digest(remote, records, key)
     actual = file_digest(path, algorithm)
     if expected is None:
         if not provably_whole:
             raise DownloadError(
-                f"{remote.url}: the server announced no length (no Content-Length, no chunked encoding), so a "
+                f"{remote.shown}: the server announced no length (no Content-Length, no chunked encoding), so a "
                 f"copy cut short cannot be told from a whole one and its digest is not recorded; check the file and "
                 f"pin `checksum: {{sha256: {actual}}}` in the config"
             )
         if records is None:
-            raise DownloadError(f"{remote.url}: publishes no digest and no checksum record file was given")
+            raise DownloadError(f"{remote.shown}: publishes no digest and no checksum record file was given")
         records.add(key, actual)
         return actual
     if actual != expected:
         source = f"recorded in {records.path}" if not remote.published and records is not None else "published"
-        raise ChecksumMismatch(f"{remote.url}: {algorithm} mismatch: expected {expected} ({source}), got {actual}")
+        raise ChecksumMismatch(f"{remote.shown}: {algorithm} mismatch: expected {expected} ({source}), got {actual}")
     return actual
 
 
-class _NoDowngradeRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects only to http(s), and never from https to plain http."""
+def _origin(url: str) -> tuple[str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
+def _host_allowed(url: str, home: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a redirect to ``url`` stays on the host of ``home`` (an upgrade from http to https
+    on the default ports included) or goes to a host in ``allowed`` (``name`` or ``name:port``)."""
+    host, port = _origin(url)
+    home_host, home_port = _origin(home)
+    if host == home_host and (port == home_port or (home_port, port) == (80, 443)):
+        return True
+    for entry in allowed:
+        name, _, entry_port = entry.lower().partition(":")
+        if name == host and (not entry_port or (entry_port.isdigit() and int(entry_port) == port)):
+            return True
+    return False
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to http(s), never from https to plain http, and to another host
+    (host:port origin) only when the config allows that host: a mirror that sends the request
+    elsewhere must not decide, unseen, which bytes become the trusted first copy."""
+
+    def __init__(self, remote: RemoteFile) -> None:
+        super().__init__()
+        self.remote = remote
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
-        old, new = urllib.parse.urlsplit(req.full_url).scheme, urllib.parse.urlsplit(newurl).scheme
-        if new not in ("http", "https") or (old == "https" and new != "https"):
-            raise DownloadError(f"{req.full_url}: refusing a redirect from {old} to {newurl}")
+        shown, old, new = self.remote.shown, urllib.parse.urlsplit(req.full_url).scheme, urllib.parse.urlsplit(newurl)
+        if new.scheme not in ("http", "https") or (old == "https" and new.scheme != "https"):
+            raise DownloadError(
+                f"{shown}: refusing a redirect from {old} to {mask_url(newurl)}; "
+                f"set `url` to the file's https location or pin its sha256 in the config"
+            )
+        if not _host_allowed(newurl, self.remote.url, self.remote.allowed_hosts):
+            host = new.hostname if new.port is None else f"{new.hostname}:{new.port}"
+            raise DownloadError(
+                f"{shown}: redirected to another host, {mask_url(newurl)}; refused: add host {host} to "
+                f"allowed_hosts in the config (of this file, its dataset's download or its checkpoint) if that "
+                f"host serves this file"
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-_OPENER = urllib.request.build_opener(_NoDowngradeRedirects())
+def _request(url: str) -> urllib.request.Request:
+    """A GET for the raw bytes of ``url``: urllib does not decode a Content-Encoding."""
+    return urllib.request.Request(url, headers={"User-Agent": "frozenbench", "Accept-Encoding": "identity"})
 
 
 def check_url(url: str, where: str) -> None:
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https") or any(c.isspace() for c in url):
-        raise DownloadError(f"{where}: only http(s) URLs are fetched, got {url!r}")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or any(c.isspace() for c in url):
+        raise DownloadError(f"{where}: only http(s) URLs are fetched, got {mask_url(url)!r}")
+    if "@" in parts.netloc:  # urllib would take the password for a port and print it in its error
+        raise DownloadError(
+            f"{where}: credentials in the URL {mask_url(url)}: the downloader sends none; remove them, fetch "
+            f"the file by hand and pin its sha256 in the config"
+        )
 
 
 class _Restart(Exception):
@@ -202,57 +273,204 @@ def _same_remote(saved: dict[str, Any], headers, total: int | None) -> bool:
     return saved.get("total") is None or total is None or saved["total"] == total
 
 
-def _download_to_part(remote: RemoteFile, part: Path, policy: RetryPolicy, log: Callable[[str], None]) -> bool:
+def _if_range(saved: dict[str, Any]) -> str | None:
+    """The validator a resume sends as If-Range (a weak ETag may not be: RFC 9110 13.1.5)."""
+    etag = saved.get("etag")
+    return etag if etag and not etag.startswith("W/") else saved.get("last_modified")
+
+
+_NOT_RECORDED = "its digest is not recorded as trusted"
+
+
+def _refuse_unlike_the_file(remote: RemoteFile, headers) -> None:
+    """A first copy (no digest to check it against) is refused when the answer says it is not the
+    file's raw bytes: an HTML page (an error or login page) or a body compressed for the transfer."""
+    encoding = (headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding != "identity":
+        raise DownloadError(
+            f"{remote.shown}: answered with Content-Encoding: {encoding} to a request for the raw bytes, so the "
+            f"body is not the file itself; {_NOT_RECORDED}: check the file and pin its sha256 in the config"
+        )
+    content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if content_type in ("text/html", "application/xhtml+xml") and not remote.filename.lower().endswith(
+        (".html", ".htm")
+    ):
+        raise DownloadError(
+            f"{remote.shown}: answered with an HTML page (Content-Type: {content_type}), not {remote.filename} "
+            f"(an error or login page?); {_NOT_RECORDED}: check the URL, or pin its sha256 in the config"
+        )
+
+
+def _content_length(remote: RemoteFile, headers) -> int | None:
+    value = headers.get("Content-Length")
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise DownloadError(f"{remote.shown}: unreadable Content-Length {value!r}; pin its sha256 in the config")
+    return int(value)
+
+
+def _check_answer(
+    remote: RemoteFile, response, have: int, start: int, saved: dict[str, Any] | None, first_copy: bool
+) -> tuple[str, int | None, int | None]:
+    """How the answer to a request for bytes ``start``- (``have`` held) continues the copy:
+    (open mode, the file's total size if known, Content-Length). Refuses (DownloadError) an answer
+    that cannot be the file; raises _Restart when the held part cannot be continued."""
+    headers, status = response.headers, response.status
+    if status not in (200, 206):
+        raise DownloadError(
+            f"{remote.shown}: answered HTTP {status} {response.reason}, neither the file (200) nor a part "
+            f"of it (206); {_NOT_RECORDED}: check the URL"
+        )
+    if first_copy:
+        _refuse_unlike_the_file(remote, headers)
+    length = _content_length(remote, headers)
+    content_range = headers.get("Content-Range")
+    match = _CONTENT_RANGE.match(content_range or "")
+    first, last = (int(match.group(1)), int(match.group(2))) if match else (None, None)
+    total = int(match.group(3)) if match and match.group(3) != "*" else None
+    # a whole answer: the range covers the body and ends at the total; a resume runs to the end too
+    consistent = (
+        match is not None
+        and total is not None
+        and last + 1 == total
+        and first <= last
+        and (length is None or length == last - first + 1)
+    )
+    if status == 206 and not have:
+        raise DownloadError(
+            f"{remote.shown}: answered a request without Range with 206 Partial Content "
+            f"(Content-Range {content_range!r}): a part of the file, not the file; {_NOT_RECORDED}: try again "
+            f"later or pin its sha256 in the config"
+        )
+    if status == 206:
+        if first != start:
+            raise _Restart(f"answered Range bytes={start}- with Content-Range {content_range!r}")
+        if not consistent:
+            raise _Restart(f"answered Range bytes={start}- with an inconsistent Content-Range {content_range!r}")
+        if not _same_remote(saved, headers, total):
+            raise _Restart("the remote file changed since the partial copy was made (another ETag, date or size)")
+        return "ab", total, length
+    if content_range is not None and not (consistent and first == 0):
+        raise DownloadError(
+            f"{remote.shown}: answered 200 with Content-Range {content_range!r} and Content-Length {length}, "
+            f"which do not describe one whole file; {_NOT_RECORDED}: pin its sha256 in the config"
+        )
+    return "wb", total if content_range is not None else length, length
+
+
+def _shorten_read_timeout(response, seconds: float) -> None:
+    """Once the announced length has arrived, wait only briefly for more: a server keeping the
+    connection open despite ``Connection: close`` then costs a second, not a full read timeout."""
+    sock = getattr(getattr(response.fp, "raw", None), "_sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
+
+
+def _receive(
+    remote: RemoteFile,
+    response,
+    part: Path,
+    mode: str,
+    held: bytes,
+    length: int | None,
+    first_copy: bool,
+    deadline: float,
+    policy: RetryPolicy,
+) -> bool:
+    """Write the body to ``part`` (appending after checking that it starts with ``held``, the
+    overlap re-fetched before the held end). Reads past Content-Length to the end of the
+    connection: a body longer than announced was cut by the length, so the copy is not whole.
+    Returns whether the announced length can be trusted."""
+    if length is not None and not response.chunked:
+        response.length = None  # http.client would stop at Content-Length and hide the rest
+    received, longer = 0, False
+    with open(part, mode) as f:
+        while True:
+            try:
+                chunk = response.read1(CHUNK)  # what has arrived: the deadline is checked often
+            except TimeoutError:
+                if length is not None and received >= length:
+                    break  # the announced body is complete and nothing more came
+                raise
+            if not chunk:
+                break
+            received += len(chunk)
+            if length is not None and received > length and not longer:
+                if first_copy:
+                    f.close()
+                    part.unlink(missing_ok=True)
+                    raise DownloadError(
+                        f"{remote.shown}: the body is longer than its Content-Length ({length} bytes), so a whole "
+                        f"copy cannot be told from a cut one; {_NOT_RECORDED}: pin its sha256 in the config"
+                    )
+                longer = True  # a published or recorded digest decides
+            if held:
+                n = min(len(held), len(chunk))
+                if chunk[:n] != held[:n]:
+                    raise _Restart(
+                        "the re-fetched bytes before the end of the partial copy differ from it: "
+                        "the file changed on the server"
+                    )
+                held, chunk = held[n:], chunk[n:]
+            f.write(chunk)
+            if length is not None and received == length:
+                _shorten_read_timeout(response, min(1.0, policy.timeout))
+            if time.monotonic() > deadline:
+                raise DownloadError(
+                    f"{remote.shown}: not complete after the deadline of {policy.deadline:.0f} s; the partial copy "
+                    f"({part.stat().st_size} bytes) is kept and the next run resumes it"
+                )
+    if held:  # cut inside the overlap: nothing was appended, the part is as it was
+        raise ConnectionError(f"connection closed inside the {len(held)}-byte overlap")
+    return not longer
+
+
+def _download_to_part(
+    remote: RemoteFile, part: Path, policy: RetryPolicy, log: Callable[[str], None], first_copy: bool = False
+) -> bool:
     """Fill ``part`` with the whole body, resuming and retrying as needed. Returns whether the copy is
-    provably whole (its length was announced, or a chunked body ended properly)."""
+    provably whole (its length was announced and held, or a chunked body ended properly).
+
+    A resume re-fetches the last ``policy.overlap`` bytes it holds and compares them, and sends the
+    part's ETag / Last-Modified as If-Range: a file that changed on the server is never spliced onto
+    the old bytes, even by a server that sends no validators or ignores If-Range."""
     check_url(remote.url, remote.filename)
     meta_path = part.with_name(part.name + ".json")  # where the part came from: resume only the same file
+    opener = urllib.request.build_opener(_Redirects(remote))
     deadline = time.monotonic() + policy.deadline
     last_error = "no attempt made"
     for attempt in range(policy.attempts):
         if attempt:
             delay = policy.delay(attempt - 1)
-            log(f"retry {attempt}/{policy.attempts - 1} of {remote.url} in {delay:.1f}s ({last_error})")
+            log(f"retry {attempt}/{policy.attempts - 1} of {remote.shown} in {delay:.1f}s ({last_error})")
             policy.sleep(delay)
         if time.monotonic() > deadline:
             break
         saved = json.loads(meta_path.read_text()) if meta_path.exists() and part.exists() else None
         have = part.stat().st_size if part.exists() and saved is not None else 0
-        request = urllib.request.Request(remote.url, headers={"User-Agent": "frozenbench"})
+        start = max(0, have - policy.overlap)
+        request = _request(remote.url)
         if have:
-            request.add_header("Range", f"bytes={have}-")
-            if saved.get("etag") or saved.get("last_modified"):  # a changed file is sent whole (200)
-                request.add_header("If-Range", saved.get("etag") or saved["last_modified"])
+            request.add_header("Range", f"bytes={start}-")
+            if validator := _if_range(saved):  # a changed file is sent whole (200)
+                request.add_header("If-Range", validator)
         try:
-            with _OPENER.open(request, timeout=min(policy.timeout, max(1.0, deadline - time.monotonic()))) as response:
-                length = response.headers.get("Content-Length")
-                chunked = "chunked" in (response.headers.get("Transfer-Encoding") or "").lower()
-                if have and response.status == 206:
-                    match = _CONTENT_RANGE.match(response.headers.get("Content-Range") or "")
-                    total = int(match.group(3)) if match and match.group(3) != "*" else None
-                    if not match or int(match.group(1)) != have:
-                        raise _Restart(
-                            f"answered Range bytes={have}- with Content-Range {response.headers.get('Content-Range')!r}"
-                        )
-                    if not _same_remote(saved, response.headers, total):
-                        raise _Restart("the remote file changed since the partial copy was made")
-                    mode, expected_total = (
-                        "ab",
-                        total if total is not None else (have + int(length) if length else None),
-                    )
-                else:  # 200: a first request, a server ignoring Range, or a changed file (If-Range)
+            with opener.open(request, timeout=min(policy.timeout, max(1.0, deadline - time.monotonic()))) as response:
+                mode, expected_total, length = _check_answer(remote, response, have, start, saved, first_copy)
+                held = b""
+                if mode == "ab":
+                    with open(part, "rb") as f:
+                        f.seek(start)
+                        held = f.read(have - start)
+                else:  # a first request, a server ignoring Range, or a changed file (If-Range)
                     if have:
-                        log(f"{remote.url}: sent whole ({response.status}), not resumed; starting over")
-                    mode, expected_total = "wb", int(length) if length else None
-                    write_json(meta_path, {"url": remote.url, **_validators(response.headers), "total": expected_total})
-                with open(part, mode) as f:
-                    while chunk := response.read1(CHUNK):  # what has arrived: the deadline is checked often
-                        f.write(chunk)
-                        if time.monotonic() > deadline:
-                            raise DownloadError(
-                                f"{remote.url}: not complete after the deadline of {policy.deadline:.0f} s; "
-                                f"the partial copy ({part.stat().st_size} bytes) is kept and the next run resumes it"
-                            )
+                        log(f"{remote.shown}: sent whole ({response.status}), not resumed; starting over")
+                    write_json(meta_path, {"url": remote.shown, **_validators(response.headers), "total": length})
+                trusted_length = _receive(remote, response, part, mode, held, length, first_copy, deadline, policy)
+                chunked = response.chunked
+            if not trusted_length:
+                expected_total = None
             size = part.stat().st_size
             if expected_total is not None and size < expected_total:
                 last_error = f"connection closed after {size} of {expected_total} bytes"
@@ -261,8 +479,12 @@ def _download_to_part(remote: RemoteFile, part: Path, policy: RetryPolicy, log: 
                 raise _Restart(f"the partial copy holds {size} bytes, more than the file's {expected_total}")
             meta_path.unlink(missing_ok=True)
             return expected_total is not None or chunked
+        except DownloadError:
+            if not part.exists():  # a refused body was discarded: so is the note of where it came from
+                meta_path.unlink(missing_ok=True)
+            raise
         except _Restart as err:
-            log(f"{remote.url}: {err}; discarding the partial copy")
+            log(f"{remote.shown}: {err}; discarding the partial copy")
             last_error = str(err)
             part.unlink(missing_ok=True)
             meta_path.unlink(missing_ok=True)
@@ -270,19 +492,22 @@ def _download_to_part(remote: RemoteFile, part: Path, policy: RetryPolicy, log: 
             if err.code == 416 and have:
                 match = _UNSATISFIED_RANGE.match(err.headers.get("Content-Range") or "")
                 total = int(match.group(1)) if match else None
-                if total == have and saved.get("total") == have and _same_remote(saved, err.headers, total):
-                    meta_path.unlink(missing_ok=True)
-                    return True  # the part already holds the whole, same file
                 log(
-                    f"{remote.url}: the partial copy ({have} bytes) does not fit the file "
+                    f"{remote.shown}: the partial copy ({have} bytes) does not fit the file "
                     f"({total if total is not None else 'unknown'} bytes); discarding it"
                 )
                 part.unlink(missing_ok=True)
                 meta_path.unlink(missing_ok=True)
                 last_error = "HTTP 416 on a stale partial copy"
                 continue
+            if 300 <= err.code < 400:
+                raise DownloadError(
+                    f"{remote.shown}: a redirect that cannot be followed (HTTP {err.code}: a redirect loop, too many "
+                    f"redirects or no Location); set `url` to the file's direct location"
+                ) from None
             if err.code not in RETRYABLE_STATUS:
-                raise DownloadError(f"{remote.url}: HTTP {err.code} {err.reason}") from None
+                reason = str(err.reason).splitlines()[0] if err.reason else ""
+                raise DownloadError(f"{remote.shown}: HTTP {err.code} {reason}") from None
             last_error = f"HTTP {err.code}"
         except (
             urllib.error.URLError,
@@ -298,10 +523,10 @@ def _download_to_part(remote: RemoteFile, part: Path, policy: RetryPolicy, log: 
             last_error = f"{type(err).__name__}: {reason}"
     if time.monotonic() > deadline:
         raise DownloadError(
-            f"{remote.url}: not complete after the deadline of {policy.deadline:.0f} s "
+            f"{remote.shown}: not complete after the deadline of {policy.deadline:.0f} s "
             f"({last_error}); the partial copy is kept and the next run resumes it"
         )
-    raise DownloadError(f"{remote.url}: giving up after {policy.attempts} attempts ({last_error})")
+    raise DownloadError(f"{remote.shown}: giving up after {policy.attempts} attempts ({last_error})")
 
 
 def fetch(
@@ -341,21 +566,22 @@ def fetch(
             final.unlink()
         except DownloadError:  # unpublished, unrecorded: a file of unknown origin is not trusted
             final.unlink()
+    first_copy = expected_digest(remote, records, key)[1] is None  # nothing to check it against: it is recorded
     for fresh_try in range(2):
-        whole = _download_to_part(remote, part, policy, log)
+        whole = _download_to_part(remote, part, policy, log, first_copy)
         try:
             verify(part, remote, records, key, provably_whole=whole)
         except ChecksumMismatch:
             part.unlink(missing_ok=True)
             if fresh_try:
                 raise
-            log(f"checksum mismatch for {remote.url}; downloading it again from scratch")
+            log(f"checksum mismatch for {remote.shown}; downloading it again from scratch")
             continue
         except DownloadError:
             part.unlink(missing_ok=True)
             raise
         os.replace(part, final)
-        log(f"fetched {remote.url} -> {final}")
+        log(f"fetched {remote.shown} -> {final}")
         return final
     raise AssertionError("unreachable")
 
@@ -372,11 +598,18 @@ def listed_files(remote: RemoteFile, list_path: Path) -> list[RemoteFile]:
         check_url(url, where)
         name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
         if not SAFE_FILENAME.match(name):
-            raise DownloadError(f"{where}: unsafe file name {name!r} in {url}")
+            raise DownloadError(f"{where}: unsafe file name {name!r} in {mask_url(url)}")
         if name in seen:
             raise DownloadError(f"{where}: file name {name!r} is already listed on line {seen[name]}")
         seen[name] = number
-        listed.append(RemoteFile(url=url, filename=name, checksum={"unpublished": f"listed in {remote.filename}"}))
+        listed.append(
+            RemoteFile(
+                url=url,
+                filename=name,
+                checksum={"unpublished": f"listed in {remote.filename}"},
+                allowed_hosts=remote.allowed_hosts,  # the list's mirrors redirect as the list's own host does
+            )
+        )
     return listed
 
 
