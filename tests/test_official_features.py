@@ -184,10 +184,17 @@ def test_swin_at_224_is_the_official_classification_model(tiny):
 # reference at: every stage a window multiple and none reduced to a single window)
 SWINV2 = {"swinv2_tiny": (8, [256, 512, 1024], 512), "swinv2_base": (12, [192, 768], 768)}
 # (input size, the Backbone's img_size), maps the official SwinV2 cannot take: window 12 (the
-# study's SwinV2-B/L) needs padding at 1024 px as well
+# study's SwinV2-B/L) needs padding at 1024 px as well, and K400's 224 px frames pad the first
+# three stages and attend to the whole 7 x 7 map at the last
 SWINV2_PADDED = {
-    "swinv2_tiny": [((640, 640), 640), ((480, 640), 640), ((800, 1216), 1024)],
-    "swinv2_base": [((1024, 1024), 1024), ((640, 640), 640), ((480, 640), 640), ((800, 1216), 1024)],
+    "swinv2_tiny": [((640, 640), 640), ((480, 640), 640), ((800, 1216), 1024), ((224, 224), 224)],
+    "swinv2_base": [
+        ((1024, 1024), 1024),
+        ((640, 640), 640),
+        ((480, 640), 640),
+        ((800, 1216), 1024),
+        ((224, 224), 224),
+    ],
 }
 
 

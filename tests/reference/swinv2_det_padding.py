@@ -92,10 +92,33 @@ def block_forward(blk, x, H, W):
     return x
 
 
+def block_for_map(blk, H, W):
+    """The block the official code builds for an H x W map (``SwinTransformerBlock.__init__``): on a
+    map no larger than the window it attends to the whole map without shift; blk's weights."""
+    if min(H, W) > blk.window_size:
+        return blk
+    small = type(blk)(
+        blk.dim,
+        (H, W),
+        blk.num_heads,
+        window_size=blk.window_size,
+        shift_size=0,
+        mlp_ratio=blk.mlp_ratio,
+        pretrained_window_size=blk.attn.pretrained_window_size[0],
+    )
+    rebuilt = ("relative_coords_table", "relative_position_index", "attn_mask")  # buffers of the window size
+    missing, unexpected = small.load_state_dict(
+        {k: v for k, v in blk.state_dict().items() if not k.endswith(rebuilt)}, strict=False
+    )
+    assert not unexpected and all(k.endswith(rebuilt) for k in missing)
+    return small.eval()
+
+
 def stage_outputs(model, x):
     """Every stage's output (before its patch merging), NCHW, of the official SwinV2 ``model`` on
-    ``x`` of any size that halves evenly down the stages. Each block keeps the window and shift the
-    model was built with: build it at a size where no stage is reduced to a single window."""
+    ``x`` of any size that halves evenly down the stages. A block keeps the window and shift the
+    model was built with (build it at a size where no stage is reduced to a single window) unless
+    its map is no larger than the window (:func:`block_for_map`)."""
     x = model.patch_embed.proj(x)
     H, W = x.shape[-2:]
     x = x.flatten(2).transpose(1, 2)
@@ -105,7 +128,7 @@ def stage_outputs(model, x):
     outs = []
     for layer in model.layers:
         for blk in layer.blocks:
-            x = block_forward(blk, x, H, W)
+            x = block_forward(block_for_map(blk, H, W), x, H, W)
         outs.append(x.transpose(1, 2).reshape(x.shape[0], -1, H, W))
         if layer.downsample is not None:
             layer.downsample.input_resolution = (H, W)  # the official merging reads its map size from here
