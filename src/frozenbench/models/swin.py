@@ -95,10 +95,10 @@ class ConvStemEmbed(nn.Module):
 
 
 # Any input size: ``img_size`` fixes each stage's window and shift (as the official code does,
-# a stage whose map is no larger than the window attends globally without shift), and inputs of
-# other sizes are padded to the window multiple with their attention masks built per forward
-# (timm's ``strict_img_size=False``). A portrait COCO image and a 2100x1400 ADE image go through
-# the same model as the square training crops.
+# a stage whose map is no larger than the window attends globally without shift), and maps that
+# are not window multiples are padded to one before the shift (:class:`PadThenShift`), with their
+# attention masks built per forward (timm's ``strict_img_size=False``). A portrait COCO image and a
+# 2100x1400 ADE image go through the same model as the square training crops.
 
 
 class PadThenShift:
