@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
+from frozenbench.config import read_yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -109,7 +109,7 @@ def datasets(tiny: bool) -> dict[str, dict]:
 def cell_spec(cell: str, data: Path, steps: int, batch: int, tiny: bool) -> dict:
     """The train / evaluate spec of a cell type: paper.yaml's task entry, its head, a short schedule."""
     task_name, head_name, dataset = CELL_TYPES[cell]
-    entry = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())["tasks"][task_name]
+    entry = read_yaml(REPO / "configs" / "paper.yaml")["tasks"][task_name]
     spec = {
         "type": entry["type"],
         "data": str(data / dataset),

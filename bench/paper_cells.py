@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
+from frozenbench.config import read_yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -100,7 +100,7 @@ def child(cell: str, mode: str, data_root: Path, device: str, steps: int, arch: 
     from mmengine.dataset import pseudo_collate
 
     task_name, head_name, dataset, batch = CELL_TYPES[cell]
-    entry = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())["tasks"][task_name]
+    entry = read_yaml(REPO / "configs" / "paper.yaml")["tasks"][task_name]
     task = importlib.import_module(f"frozenbench.tasks.{TYPES[task_name]}")
     root = data_root / dataset
     num_classes = len(task.class_names(root))

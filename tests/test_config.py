@@ -388,3 +388,21 @@ def test_the_dag_refuses_a_duplicate_key_naming_both_lines(workflow_copy):
     first, second = _line_of(text, "    train: {steps: 600"), _line_of(text, "    train: {steps: 60}")
     assert proc.returncode != 0
     assert f"{path}:{second}: duplicate key tasks.ade.train (first at {path}:{first})" in said, said
+
+
+def test_check_config_into_a_closed_pipe_stops_quietly():
+    """`frozenbench check-config x | head -1`: the reader is gone before the report is written."""
+    import subprocess
+
+    from .conftest import VENV_BIN
+
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "frozenbench"), "check-config", "configs/paper.yaml"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # closed long before the command has imported anything, so every write fails
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, stderr
+    assert "Traceback" not in stderr, stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand name -> (module under frozenbench.commands, one-line help)
@@ -89,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"frozenbench {name}: error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # the reader went away (`frozenbench check-config x | head`): as any Unix tool, stop
+        # quietly; stdout points at /dev/null so the interpreter's final flush cannot raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
