@@ -21,9 +21,9 @@ the file:
   not longer than its Content-Length (read to the end of the connection);
 - its length was announced (Content-Length, Content-Range or a chunked body that
   ended properly), and each resumed part continued the same remote file: the part's
-  ETag / Last-Modified is sent as If-Range and must come back unchanged, and the
-  resume re-fetches the last bytes held and compares them, which also catches a file
-  changed on a server that sends no validators;
+  ETag / Last-Modified is sent as If-Range and must come back unchanged or, from a
+  server that sends neither, the resume re-fetches the last bytes held and they must
+  match;
 - a redirect to another host (host:port) is followed only when the config lists
   that host in ``allowed_hosts``.
 
@@ -311,9 +311,16 @@ def _content_length(remote: RemoteFile, headers) -> int | None:
 
 
 def _check_answer(
-    remote: RemoteFile, response, have: int, start: int, saved: dict[str, Any] | None, first_copy: bool
+    remote: RemoteFile,
+    response,
+    have: int,
+    start: int,
+    saved: dict[str, Any] | None,
+    validator: str | None,
+    first_copy: bool,
 ) -> tuple[str, int | None, int | None]:
-    """How the answer to a request for bytes ``start``- (``have`` held) continues the copy:
+    """How the answer to a request for bytes ``start``- (``have`` held, ``validator`` sent as
+    If-Range) continues the copy:
     (open mode, the file's total size if known, Content-Length). Refuses (DownloadError) an answer
     that cannot be the file; raises _Restart when the held part cannot be continued."""
     headers, status = response.headers, response.status
@@ -350,6 +357,8 @@ def _check_answer(
             raise _Restart(f"answered Range bytes={start}- with an inconsistent Content-Range {content_range!r}")
         if not _same_remote(saved, headers, total):
             raise _Restart("the remote file changed since the partial copy was made (another ETag, date or size)")
+        if validator and validator not in (headers.get("ETag"), headers.get("Last-Modified")):
+            raise _Restart(f"the partial answer does not carry the validator {validator} it was asked for")
         return "ab", total, length
     if content_range is not None and not (consistent and first == 0):
         raise DownloadError(
@@ -432,9 +441,10 @@ def _download_to_part(
     """Fill ``part`` with the whole body, resuming and retrying as needed. Returns whether the copy is
     provably whole (its length was announced and held, or a chunked body ended properly).
 
-    A resume re-fetches the last ``policy.overlap`` bytes it holds and compares them, and sends the
-    part's ETag / Last-Modified as If-Range: a file that changed on the server is never spliced onto
-    the old bytes, even by a server that sends no validators or ignores If-Range."""
+    A resume sends the part's ETag / Last-Modified as If-Range and needs it back unchanged; without
+    one it re-fetches the last ``policy.overlap`` bytes it holds and compares them: a file that
+    changed on the server is never spliced onto the old bytes, even by a server that sends no
+    validators or ignores If-Range."""
     check_url(remote.url, remote.filename)
     meta_path = part.with_name(part.name + ".json")  # where the part came from: resume only the same file
     opener = urllib.request.build_opener(_Redirects(remote))
@@ -449,15 +459,20 @@ def _download_to_part(
             break
         saved = json.loads(meta_path.read_text()) if meta_path.exists() and part.exists() else None
         have = part.stat().st_size if part.exists() and saved is not None else 0
-        start = max(0, have - policy.overlap)
+        # the same file is proven by its validator (a changed file is sent whole, 200), or else by
+        # bytes re-fetched before the held end that must match the part
+        validator = _if_range(saved) if have else None
+        start = have if validator else max(0, have - policy.overlap)
         request = _request(remote.url)
         if have:
             request.add_header("Range", f"bytes={start}-")
-            if validator := _if_range(saved):  # a changed file is sent whole (200)
+            if validator:
                 request.add_header("If-Range", validator)
         try:
             with opener.open(request, timeout=min(policy.timeout, max(1.0, deadline - time.monotonic()))) as response:
-                mode, expected_total, length = _check_answer(remote, response, have, start, saved, first_copy)
+                mode, expected_total, length = _check_answer(
+                    remote, response, have, start, saved, validator, first_copy
+                )
                 held = b""
                 if mode == "ab":
                     with open(part, "rb") as f:
@@ -492,6 +507,9 @@ def _download_to_part(
             if err.code == 416 and have:
                 match = _UNSATISFIED_RANGE.match(err.headers.get("Content-Range") or "")
                 total = int(match.group(1)) if match else None
+                if total == have and saved.get("total") == have and _same_remote(saved, err.headers, total):
+                    meta_path.unlink(missing_ok=True)
+                    return True  # the part already holds the whole, same file
                 log(
                     f"{remote.shown}: the partial copy ({have} bytes) does not fit the file "
                     f"({total if total is not None else 'unknown'} bytes); discarding it"
