@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -117,7 +118,7 @@ def bomb_png(width: int, height: int) -> bytes:
     ],
 )
 def test_bad_files_are_one_clear_error_naming_the_file(data, message):
-    with pytest.raises(ImageError, match=message) as caught:
+    with pytest.raises(ImageError, match=re.escape(message)) as caught:
         decode_image(data, "data/x/photo.jpg", apply_orientation=False)
     assert str(caught.value).startswith("data/x/photo.jpg: ")
 

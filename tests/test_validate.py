@@ -125,6 +125,21 @@ def test_ade_label_map_saved_as_jpeg(copy_of):
     assert f"{label}: label map is a JPEG file under a .png name (needs lossless PNG)" in found, found
 
 
+def test_ade_label_map_of_the_rotated_view(copy_of):
+    from .test_images import save_with_orientation
+
+    root = copy_of("ade")
+    image = sorted((root / "images" / "training").glob("*.jpg"))[0]
+    label = root / "annotations" / "training" / f"{image.stem}.png"
+    save_with_orientation(np.zeros((128, 64, 3), np.uint8), image, 6)  # stored 64 wide, shown 128x64
+    Image.fromarray(np.zeros((64, 128), np.uint8)).save(label)  # drawn on the shown view
+    found = problems_for("ade", root)
+    assert any(
+        p.startswith(f"{image}: stored 64x128 with EXIF orientation 6 (shown 128x64), and its label map says 128x64")
+        for p in found
+    ), found
+
+
 def test_coco_bad_json(copy_of):
     root = copy_of("coco")
     path = root / "annotations" / "instances_val2017.json"

@@ -76,37 +76,41 @@ def _orientation_warning(path: Path, info: ImageInfo, applied: bool) -> Problem:
     )
 
 
-def _check_annotated_image(path: Path, annotated_size, what: str, report: Report, fmt: str) -> tuple[int, int] | None:
-    """Decode ``path`` (an image whose labels say it is ``annotated_size``: (width, height), or None
-    when unknown); report it and a size mismatch, and warn about an EXIF orientation. Its stored
-    size if decodable."""
+def _image_info(path: Path, report: Report, fmt: str) -> ImageInfo | None:
+    """Decode ``path``: its info, else None with the problem reported; warns about an EXIF
+    orientation (read as ``fmt``'s labels need, :data:`ORIENTATION_BY_FORMAT`)."""
     info, reason = check_image(path)
     if reason:
         report.problems.append(Problem(str(path), reason))
         return None
-    applied = ORIENTATION_BY_FORMAT[fmt]
     if info.orientation != 1:
-        report.warnings.append(_orientation_warning(path, info, applied))
-    frame = info.displayed_size if applied else info.size
-    if annotated_size is None or tuple(annotated_size) == frame:
-        return frame
+        report.warnings.append(_orientation_warning(path, info, ORIENTATION_BY_FORMAT[fmt]))
+    return info
+
+
+def _drawn_on_rotated_view(path: Path, info: ImageInfo, annotated_size, what: str) -> Problem | None:
+    """The problem when labels of size ``annotated_size`` (width, height) fit the image only as a
+    viewer shows it (the EXIF rotation applied), which the stored-frame reader cannot line up."""
+    if tuple(annotated_size) == info.size or tuple(annotated_size) != info.displayed_size:
+        return None
+    (w, h), (dw, dh) = info.size, info.displayed_size
+    return Problem(
+        str(path),
+        f"stored {w}x{h} with EXIF orientation {info.orientation} (shown {dw}x{dh}), and {what} says "
+        f"{annotated_size[0]}x{annotated_size[1]}: the labels were drawn on the rotated view, but frozenbench "
+        "reads stored pixels; rotate the pixels (PIL ImageOps.exif_transpose) and save without the tag",
+    )
+
+
+def _check_coco_image(path: Path, annotated_size, what: str, report: Report) -> None:
+    info = _image_info(path, report, "coco")
+    if info is None or tuple(annotated_size) == info.size:
+        return
+    rotated = _drawn_on_rotated_view(path, info, annotated_size, what)
     w, h = info.size
-    if not applied and tuple(annotated_size) == info.displayed_size:
-        report.problems.append(
-            Problem(
-                str(path),
-                f"stored {w}x{h} with EXIF orientation {info.orientation} (shown "
-                f"{info.displayed_size[0]}x{info.displayed_size[1]}), and {what} says "
-                f"{annotated_size[0]}x{annotated_size[1]}: the labels were drawn on the rotated view, but "
-                "frozenbench reads stored pixels; rotate the pixels (PIL ImageOps.exif_transpose) and save "
-                "without the tag",
-            )
-        )
-    else:
-        report.problems.append(
-            Problem(str(path), f"image is {w}x{h} but {what} says {annotated_size[0]}x{annotated_size[1]}")
-        )
-    return frame
+    report.problems.append(
+        rotated or Problem(str(path), f"image is {w}x{h} but {what} says {annotated_size[0]}x{annotated_size[1]}")
+    )
 
 
 def check_video(path: Path) -> tuple[int, str | None]:
@@ -203,7 +207,7 @@ def validate_coco(root: Path) -> Report:
             images[img["id"]] = img
             report.files_checked += 1
             annotated_size = (img.get("width"), img.get("height"))
-            _check_annotated_image(split_dir / img["file_name"], annotated_size, "the annotation", report, "coco")
+            _check_coco_image(split_dir / img["file_name"], annotated_size, "the annotation", report)
         for ann in coco["annotations"]:
             where = f"{ann_path} (annotation id {ann.get('id')})"
             img = images.get(ann.get("image_id"))
@@ -242,7 +246,7 @@ def validate_coco(root: Path) -> Report:
         for img in info["images"]:
             report.files_checked += 1
             path = root / "test2017" / str(img.get("file_name"))
-            _check_annotated_image(path, (img.get("width"), img.get("height")), info_path.name, report, "coco")
+            _check_coco_image(path, (img.get("width"), img.get("height")), info_path.name, report)
     return report
 
 
@@ -300,21 +304,26 @@ def validate_ade(root: Path, num_classes: int | None = None) -> Report:
             problems.append(Problem(str(labels[stem]), "label map without an image in images/" + split))
         for stem in sorted(set(images) & set(labels)):
             report.files_checked += 2
+            info = _image_info(images[stem], report, "ade")
             linfo, lreason = check_image(labels[stem])
             if lreason:
                 problems.append(Problem(str(labels[stem]), lreason))
-            elif linfo.format != "PNG":
+                continue
+            if linfo.format != "PNG":
                 # JPEG's lossy compression blurs label values across class borders: wrong classes
                 problems.append(
                     Problem(
                         str(labels[stem]), f"label map is a {linfo.format} file under a .png name (needs lossless PNG)"
                     )
                 )
-                linfo = None
-            # the label map is a grid of the image's stored pixels: its size is the image's stored size
-            _check_annotated_image(images[stem], linfo.size if linfo else None, "its label map", report, "ade")
-            if linfo is None:
                 continue
+            # a label map is a grid of the image's stored pixels: its size is the image's stored size
+            if info and linfo.size != info.size:
+                (lw, lh), (w, h) = linfo.size, info.size
+                problems.append(
+                    _drawn_on_rotated_view(images[stem], info, linfo.size, "its label map")
+                    or Problem(str(labels[stem]), f"label map is {lw}x{lh} but its image is {w}x{h}")
+                )
             with Image.open(labels[stem]) as lab:
                 if lab.mode not in ("L", "P"):
                     problems.append(
@@ -358,7 +367,7 @@ def validate_imagefolder(root: Path) -> Report:
                 if path.suffix.lower() not in IMAGE_SUFFIXES:
                     problems.append(Problem(str(path), f"unexpected file type {path.suffix!r}"))
                     continue
-                _check_annotated_image(path, None, "", report, "imagefolder")
+                _image_info(path, report, "imagefolder")
     if len(class_sets) == 2 and class_sets["train"] != class_sets["val"]:
         diff = sorted(class_sets["train"] ^ class_sets["val"])
         problems.append(Problem(str(root), f"train and val have different classes: {', '.join(diff)}"))

@@ -1,7 +1,8 @@
 """COCO-format detection + instance segmentation: Mask R-CNN, Cascade Mask R-CNN or HTC + FPN on a
 frozen (or fine-tuned) backbone (the head's ``detector``).
 
-Data come through mmdet's CocoDataset and transforms (COCO 2017 layout); scoring is
+Data come through mmdet's CocoDataset and transforms (COCO 2017 layout; labels by increasing category
+id and images in their stored frame: :mod:`frozenbench.openmmlab.loading`); scoring is
 pycocotools' box and mask AP through :class:`frozenbench.evaluation.COCOEvaluator` on
 the val split only.
 """
