@@ -449,3 +449,143 @@ def test_safetensors_files_load_without_pickle(tmp_path, swin_tiny, image):
     (tmp_path / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
     with pytest.raises(UserError, match="broken.safetensors: not a readable safetensors file"):
         convert_file(tmp_path / "broken.safetensors", tmp_path / "x.pth", "timm", "swin_tiny")
+
+
+# -- values and keys: every converted tensor is finite floating point, every source key accounted for --
+
+
+def _nan_at(t: torch.Tensor) -> torch.Tensor:
+    t = t.clone()
+    t.view(-1)[5] = float("nan")
+    return t
+
+
+@pytest.mark.parametrize(
+    "key, change, message",
+    [
+        ("layers.0.blocks.0.mlp.fc1.weight", lambda t: t.long(), "layers.0.blocks.0.mlp.fc1.weight holds int64 values"),
+        ("norm.weight", lambda t: t > 0, "norm.weight holds bool values"),
+        ("norm.bias", lambda t: t.to(torch.complex64), "norm.bias holds complex64 values"),
+        ("norm.bias", lambda t: t.to(torch.float8_e4m3fn), "norm.bias holds float8_e4m3fn values"),
+        ("layers.2.blocks.1.attn.qkv.weight", _nan_at, "layers.2.blocks.1.attn.qkv.weight holds 1 NaN value(s)"),
+        ("norm.bias", lambda t: t.index_fill(0, torch.tensor([0, 1]), float("-inf")), "norm.bias holds 2 infinite"),
+        ("norm.bias", lambda t: (t.double() + 1) * 1e300, "768 infinite value(s) once cast to float32"),
+    ],
+)
+def test_weights_must_be_finite_floating_point_and_the_error_names_the_key(swin_tiny, key, change, message):
+    official = official_from_timm(swin_tiny)
+    official[key] = change(official[key])
+    with pytest.raises(ConversionError) as info:
+        convert_state_dict({"model": official}, "official_swin", "swin_tiny", source="x.pth")
+    assert str(info.value).startswith("x.pth: ") and message in str(info.value)
+
+
+def test_a_renamed_key_is_named_with_its_source_key(swin_tiny):
+    moby = {f"encoder.{k}": v for k, v in official_from_timm(swin_tiny).items() if not k.startswith("head.")}
+    moby["encoder.norm.weight"] = _nan_at(moby["encoder.norm.weight"])
+    with pytest.raises(ConversionError, match=r"norm.weight \(source key encoder.norm.weight\) holds 1 NaN"):
+        convert_state_dict({"model": moby}, "moby", "swin_tiny")
+
+
+def test_half_bfloat16_and_double_weights_are_cast_to_the_models_dtype_and_reported(swin_tiny):
+    official = official_from_timm(swin_tiny)
+    official["norm.weight"] = official["norm.weight"].half()
+    official["norm.bias"] = official["norm.bias"].bfloat16()
+    official["layers.0.blocks.0.mlp.fc1.weight"] = official["layers.0.blocks.0.mlp.fc1.weight"].double()
+    sd, report = convert_state_dict({"model": official}, "official_swin", "swin_tiny")
+    assert {k: dtype for k, dtype in report.cast} == {
+        "norm.weight": "float16",
+        "norm.bias": "bfloat16",
+        "layers.0.blocks.0.mlp.fc1.weight": "float64",
+    }
+    assert all(v.dtype == torch.float32 for v in sd.values())
+    assert torch.equal(sd["norm.weight"], official["norm.weight"].float())
+    assert "cast 3 key(s) from bfloat16, float16, float64" in report.summary()
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"model": {}, "epoch": 3}, "x.pth: holds an empty state dict"),
+        (torch.zeros(3), "x.pth: holds a Tensor, not a state dict"),
+        ({"norm.weight": [1.0, 2.0]}, "x.pth: norm.weight holds a list, not a tensor"),
+        (
+            {"module.norm.weight": torch.ones(3), "norm.weight": torch.ones(3)},
+            "module.norm.weight and norm.weight are both norm.weight",
+        ),
+        ({"norm.weight": torch.zeros(768, device="meta")}, "norm.weight is a meta tensor"),
+        (
+            {
+                "norm.weight": torch.sparse_coo_tensor(
+                    torch.zeros(2, 0, dtype=torch.long), [], (10**9, 10**9), check_invariants=False
+                )
+            },
+            "norm.weight is a torch.sparse_coo tensor of size (1000000000, 1000000000)",
+        ),
+    ],
+)
+def test_what_is_no_state_dict_of_dense_tensors_is_refused_by_name(raw, message):
+    with pytest.raises(ConversionError) as info:
+        convert_state_dict(raw, "timm", "swin_tiny", source="x.pth")
+    assert message in str(info.value)
+
+
+def test_two_source_keys_that_a_layout_maps_to_one_name_are_refused():
+    mm_file = {
+        "backbone.stages.0.blocks.0.attn.w_msa.qkv.weight": torch.zeros(288, 96),
+        "backbone.stages.0.blocks.0.attn.qkv.weight": torch.zeros(288, 96),
+    }
+    with pytest.raises(ConversionError, match="two tensors map to layers.0.blocks.0.attn.qkv.weight"):
+        convert_state_dict(mm_file, "mm", "swin_tiny")
+
+
+def test_a_key_a_checkpoint_filter_drops_must_be_declared():
+    """timm's ConvNeXt filter reads an open_clip model's ``visual.trunk.*`` and drops everything else
+    (the text tower) without a word: refused. A ViT's ``pre_logits`` is on the declared list: dropped
+    and reported."""
+    torch.manual_seed(0)
+    trunk = build_arch("convnext_mini").state_dict()
+    open_clip = {f"visual.trunk.{k}": v for k, v in trunk.items()}
+    open_clip["text.token_embedding.weight"] = torch.zeros(10, 4)
+    with pytest.raises(ConversionError, match="drops 1 key.* on no declared drop list: text.token_embedding.weight"):
+        convert_state_dict(open_clip, "timm", "convnext_mini")
+    vit = dict(build_arch("vit_small_patch14_dinov2").state_dict())
+    vit["pre_logits.fc.weight"] = torch.zeros(384, 384)
+    _, report = convert_state_dict(vit, "timm", "vit_small_patch14_dinov2")
+    assert dict(report.dropped)["pre_logits.fc.weight"].startswith("representation layer")
+
+
+def test_a_file_of_another_layout_or_architecture_names_the_one_that_fits(swin_tiny):
+    official = official_from_timm(swin_tiny)
+    encoder = {f"encoder.{k}": v for k, v in official.items() if not k.startswith("head.")}
+    simmim = {"model": {**encoder, "encoder.mask_token": torch.zeros(1, 1, 96), "decoder.0.bias": torch.zeros(3)}}
+    with pytest.raises(ConversionError, match="x.pth: cannot convert .* use --layout simmim$"):
+        convert_state_dict(simmim, "official_swin", "swin_tiny", source="x.pth")
+    moby = {"model": {**encoder, **{f"encoder_k.{k[8:]}": v for k, v in encoder.items()}, "queue1": torch.zeros(2)}}
+    with pytest.raises(ConversionError, match="use --layout moby$"):
+        convert_state_dict(moby, "official_swin", "swin_tiny")
+    with pytest.raises(ConversionError, match="use --layout swin_det$"):
+        convert_state_dict(official_detection_file(swin_tiny), "timm", "swin_tiny")
+    torch.manual_seed(0)
+    base = official_from_timm(build_arch("swin_base"))
+    with pytest.raises(ConversionError) as info:
+        convert_state_dict({"model": base}, "official_swin", "swin_tiny")
+    assert "embed dim 128, patch size 4, depths (2, 2, 18, 2), window size 7, which fit swin_base" in str(info.value)
+    assert str(info.value).endswith("use --arch swin_base")
+
+
+def test_an_unregistered_arch_is_one_error_listing_close_names(tmp_path):
+    with pytest.raises(ConversionError) as info:
+        convert_file(tmp_path / "never_read.pth", tmp_path / "x.pth", "official_swin", "swin_tny")
+    assert str(info.value).startswith("swin_tny: not a registered architecture; close registered names: swin_tiny")
+
+
+def test_a_torchscript_archive_needs_the_quickgelu_arch(tmp_path):
+    """A TorchScript archive is one of OpenAI's CLIP files, trained with QuickGELU: the GELU tower
+    would load its tensors and compute other features. Refused before the archive is read."""
+    torch.jit.script(torch.nn.Sequential(torch.nn.Linear(2, 2))).save(str(tmp_path / "ViT-B-16.pt"))
+    with pytest.raises(ConversionError) as info:
+        convert_file(tmp_path / "ViT-B-16.pt", tmp_path / "x.pth", "openai_clip", "vit_base_patch16_clip_224")
+    assert str(info.value).startswith(f"{tmp_path / 'ViT-B-16.pt'}: a TorchScript archive is an OpenAI CLIP file")
+    assert str(info.value).endswith("use --arch vit_base_patch16_clip_quickgelu_224")
+    assert not (tmp_path / "x.pth").exists()

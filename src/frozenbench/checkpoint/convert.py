@@ -64,14 +64,15 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def resolve_arch(arch: str) -> ArchSpec:
+def resolve_arch(arch: str, source: str | None = None) -> ArchSpec:
     """The registered architecture ``arch``; an unknown name is one error listing close ones."""
     try:
         return get_arch(arch)
     except KeyError:
         close = close_arch_names(arch)
         known = f"close registered names: {', '.join(close)}" if close else f"registered: {', '.join(list_archs())}"
-        raise ConversionError(f"{arch}: not a registered architecture; {known}") from None
+        where = f"{source}: " if source else ""
+        raise ConversionError(f"{where}{arch}: not a registered architecture; {known}") from None
 
 
 def _one_line(err: BaseException) -> str:
@@ -156,7 +157,7 @@ def convert_state_dict(
     """Turn a raw loaded checkpoint into a state dict that loads into ``arch`` with no missing key."""
     if layout not in LAYOUTS:
         raise ConversionError(f"{source}: unknown source layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}")
-    spec = resolve_arch(arch)
+    spec = resolve_arch(arch, source)
     family = spec.family
     if layout not in family.layouts:
         raise ConversionError(
@@ -287,7 +288,7 @@ def write_source_checkpoint(path: str | Path, arch: str, layout: str, seed: int)
     release would be), for studies and tests that exercise the conversion of a real layout."""
     if layout not in WRITERS:
         raise ConversionError(f"no writer for the {layout} layout; writable: {', '.join(sorted(WRITERS))}")
-    family = get_arch(arch).family
+    family = resolve_arch(arch).family
     if layout not in family.layouts:
         raise ConversionError(
             f"{arch} is a {family.name} backbone, published in the {', '.join(family.layouts)} layout(s), not {layout}"
