@@ -12,6 +12,7 @@ import difflib
 import math
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from frozenbench.models.registry import ArchSpec, get_arch, list_archs
 
 # (layout, test on the key set, what in the keys shows it), most specific first: a MoBY file also
 # has ``encoder.*`` keys, a SimMIM file's encoder is an official Swin
-_LAYOUT_SIGNS: list[tuple[str, Any, str]] = [
+_LAYOUT_SIGNS: list[tuple[str, Callable[[set[str]], bool], str]] = [
     (
         "moby",
         lambda keys: any(k.startswith("encoder_k.") or re.fullmatch(r"queue\d?(_ptr)?", k) for k in keys),
@@ -31,7 +32,7 @@ _LAYOUT_SIGNS: list[tuple[str, Any, str]] = [
         lambda keys: (
             any(k.startswith("encoder.") for k in keys) and all(k.startswith(("encoder.", "decoder.")) for k in keys)
         ),
-        "an encoder.* with decoder.* / encoder.mask_token",
+        "only encoder.* and decoder.* keys",
     ),
     ("swin_det", lambda keys: any(k.startswith("backbone.layers.") for k in keys), "backbone.layers.*"),
     ("mm", lambda keys: any(k.startswith("backbone.stages.") for k in keys), "backbone.stages.*"),
