@@ -161,6 +161,35 @@ def test_convstem_swin_stages_are_the_official_detection_stages(tiny):
     assert_levels_equal(ours(x), detection_features(official, x))
 
 
+@pytest.mark.parametrize("size,img_size", [((800, 1216), 1024), ((480, 640), 640)], ids=["800x1216", "480x640"])
+def test_swin_computes_mmdets_swin(tiny, size, img_size):
+    """mmdet's own Swin (``mm`` layout, its own converter from the official keys) pads before the
+    shift too: the same features from its files."""
+    from mmdet.models.backbones import SwinTransformer
+    from mmdet.models.backbones.swin import swin_converter
+
+    arch = tiny("swin_tiny", **TINY_SWIN)
+    official = official_detection_backbone()
+    mm_swin = SwinTransformer(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=7)
+    mm_swin.eval()  # mmdet's Swin.train() returns None, so no chaining
+    keys = {k: v for k, v in official.state_dict().items() if not k.endswith("relative_position_index")}
+    mm_sd = {k.removeprefix("backbone."): v for k, v in swin_converter(keys).items()}
+    missing, unexpected = mm_swin.load_state_dict(mm_sd, strict=False)
+    assert not unexpected and all(k.endswith("relative_position_index") for k in missing)
+    raw = {"state_dict": {f"backbone.{k}": v for k, v in mm_swin.state_dict().items()}, "meta": {"epoch": 12}}
+    sd, _ = convert_state_dict(raw, "mm", arch, img_size=img_size)
+    stage_outputs = []  # before mmdet's per-level norms: each stage returns (x, hw, out, out_hw)
+    hooks = [stage.register_forward_hook(lambda m, i, o: stage_outputs.append(o[2])) for stage in mm_swin.stages]
+    x = image(size)
+    with torch.no_grad():
+        mm_swin(x)
+    for hook in hooks:
+        hook.remove()
+    ours = Backbone(arch, img_size=img_size, state_dict=sd)(x)
+    expected = [out.view(1, *o.shape[2:], o.shape[1]).permute(0, 3, 1, 2) for out, o in zip(stage_outputs, ours)]
+    assert_levels_equal(ours, expected)
+
+
 def test_swin_at_224_is_the_official_classification_model(tiny):
     """K400 frames at 224 px: the last stage's 7 x 7 map is one window, attended without shift as
     the official classification code does (the detection code would shift it)."""
