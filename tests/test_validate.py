@@ -89,6 +89,22 @@ def test_coco_annotation_problems(copy_of, edit, message):
     assert all(str(path) in p or str(root / "train2017") in p for p in hits)
 
 
+@pytest.mark.openmmlab
+def test_training_refuses_what_would_change_the_meaning_of_a_coco_file(copy_of):
+    # training may run without validate first: mmdet stopped on a KeyError (box-only) or an
+    # AssertionError (duplicate annotation ids) mid-run
+    from frozenbench.errors import UserError
+    from frozenbench.tasks import detection
+
+    root = copy_of("coco")
+    path = edit_coco(root, lambda c: c["annotations"][1].pop("segmentation"))
+    with pytest.raises(UserError, match=f"^{path} \\(annotation id 2\\): no segmentation"):
+        detection.build_dataset(root, "train", 64, train=True)
+    edit_coco(root, lambda c: c["annotations"][1].update(id=1, segmentation=c["annotations"][0]["segmentation"]))
+    with pytest.raises(UserError, match="duplicate annotation id"):
+        detection.build_dataset(root, "train", 64, train=True)
+
+
 def test_exif_orientation_is_a_warning_and_upright_annotations_a_problem(copy_of):
     from .test_images import save_with_orientation
 
