@@ -27,7 +27,7 @@ from frozenbench.data.manifest import content_digest
 from frozenbench.data.prepare import _extract_into, prepare_ade
 from frozenbench.data.synth import synthesize
 from frozenbench.errors import UserError
-from frozenbench.utils.atomic import TMP_MARKER
+from frozenbench.utils.atomic import TMP_MARKER, remove_tree
 
 from .conftest import REPO, run_cmd
 from .test_atomic import deep_tree
@@ -632,12 +632,17 @@ def test_ade_flattening_refuses_a_collision(box):
 def test_content_digest_of_a_thousand_deep_tree_with_a_name_that_is_not_utf8(tmp_path, monkeypatch):
     """Path.rglob recursed per level (RecursionError) and the name's str would not encode."""
     monkeypatch.setenv("FROZENBENCH_DIGEST_CACHE", str(tmp_path / "cache"))
-    first = deep_tree(tmp_path / "first", 1000, odd=False)
-    second = deep_tree(tmp_path / "second", 1000, odd=False)
-    assert content_digest(first) == content_digest(second)
-    bottom = os.fsencode(second) + b"/a" * 1000
-    os.rename(bottom + b"/caf\xe9.jpg", bottom + b"/caf\xe8.jpg")
-    assert content_digest(first) != content_digest(second)
+    first, second = tmp_path / "first", tmp_path / "second"
+    try:
+        deep_tree(first, 1000, odd=False)
+        deep_tree(second, 1000, odd=False)
+        assert content_digest(first) == content_digest(second)
+        bottom = os.fsencode(second) + b"/a" * 1000
+        os.rename(bottom + b"/caf\xe9.jpg", bottom + b"/caf\xe8.jpg")
+        assert content_digest(first) != content_digest(second)
+    finally:  # pytest's own removal of old temporary folders is shutil.rmtree: RecursionError
+        remove_tree(first)
+        remove_tree(second)
 
 
 def test_second_prepare_after_a_crashed_one_sweeps_its_leftover(tmp_path):
@@ -659,12 +664,15 @@ def test_second_prepare_after_a_crashed_one_sweeps_its_leftover(tmp_path):
     spec = {"source": "download", "format": "ade", "download": {"files": [entry]}}
     out = tmp_path / "data" / "ade20k"
     outside = outside_folder(tmp_path)
-    leftover = deep_tree(out.parent / f".ade20k{TMP_MARKER}killed", 1200, outside)
-    staging = deep_tree(out.parent / f".ade20k{TMP_MARKER}killed.extract-{archive.name}", 1200, outside)
-    args = ["frozenbench", "prepare", "--spec", json.dumps(spec), "--downloads", str(downloads)]
-    proc = run_cmd([*args, "--checksums", str(tmp_path / "k.sha256"), "--out", str(out)], timeout=300)
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert not leftover.exists() and not staging.exists()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["ade20k"]
-    assert (out / "frozenbench_dataset.json").exists()
-    assert (outside / "keep.txt").read_text() == "keep"
+    try:
+        leftover = deep_tree(out.parent / f".ade20k{TMP_MARKER}killed", 1200, outside)
+        staging = deep_tree(out.parent / f".ade20k{TMP_MARKER}killed.extract-{archive.name}", 1200, outside)
+        args = ["frozenbench", "prepare", "--spec", json.dumps(spec), "--downloads", str(downloads)]
+        proc = run_cmd([*args, "--checksums", str(tmp_path / "k.sha256"), "--out", str(out)], timeout=300)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert not leftover.exists() and not staging.exists()
+        assert sorted(p.name for p in out.parent.iterdir()) == ["ade20k"]
+        assert (out / "frozenbench_dataset.json").exists()
+        assert (outside / "keep.txt").read_text() == "keep"
+    finally:  # whatever happened: pytest's own removal of old temporary folders would crash on it
+        remove_tree(out.parent)

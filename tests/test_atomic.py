@@ -143,6 +143,16 @@ def deep_tree(root: Path, depth: int, outside: Path | None = None, odd: bool = T
     return root
 
 
+@pytest.fixture
+def deep_tmp(tmp_path):
+    """``tmp_path``, emptied with remove_tree afterwards whatever the test did: pytest removes old
+    temporary folders with shutil.rmtree, which a deep tree left by a failed test would crash
+    (RecursionError) in every later session."""
+    yield tmp_path
+    for child in tmp_path.iterdir():
+        remove_tree(child, ignore_errors=True)
+
+
 def outside_folder(tmp_path: Path) -> Path:
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -150,10 +160,10 @@ def outside_folder(tmp_path: Path) -> Path:
     return outside
 
 
-def test_remove_tree_removes_a_tree_deeper_than_recursion_and_path_max(tmp_path):
+def test_remove_tree_removes_a_tree_deeper_than_recursion_and_path_max(deep_tmp):
     """shutil.rmtree (Python 3.11) recurses per level: RecursionError on such a tree."""
-    outside = outside_folder(tmp_path)
-    tree = deep_tree(tmp_path / "tree", 2500, outside)  # 5000 bytes of path: past PATH_MAX too
+    outside = outside_folder(deep_tmp)
+    tree = deep_tree(deep_tmp / "tree", 2500, outside)  # 5000 bytes of path: past PATH_MAX too
     remove_tree(tree)
     assert not tree.exists()
     assert (outside / "keep.txt").read_text() == "keep"  # the link was removed, not followed
@@ -167,10 +177,10 @@ def test_remove_tree_removes_a_link_not_its_target(tmp_path):
     assert not (tmp_path / "link").is_symlink() and (outside / "keep.txt").exists()
 
 
-def test_the_sweep_removes_a_deep_leftover_of_a_crashed_writer(tmp_path):
+def test_the_sweep_removes_a_deep_leftover_of_a_crashed_writer(deep_tmp):
     """A leftover the old sweep could not remove (RecursionError) broke every later run of the job."""
-    outside = outside_folder(tmp_path)
-    target = tmp_path / "data" / "ade20k"
+    outside = outside_folder(deep_tmp)
+    target = deep_tmp / "data" / "ade20k"
     leftover = deep_tree(target.parent / f".ade20k{TMP_MARKER}crashed", 1200, outside)
     (target.parent / f".ade20k{TMP_MARKER}link").symlink_to(outside)
     remove_temporaries(target)
@@ -178,9 +188,9 @@ def test_the_sweep_removes_a_deep_leftover_of_a_crashed_writer(tmp_path):
     assert (outside / "keep.txt").read_text() == "keep"
 
 
-def test_a_failed_atomic_dir_removes_a_deep_tree(tmp_path):
+def test_a_failed_atomic_dir_removes_a_deep_tree(deep_tmp):
     with pytest.raises(RuntimeError, match="extraction failed"):
-        with atomic_dir(tmp_path / "dataset") as tmp:
+        with atomic_dir(deep_tmp / "dataset") as tmp:
             deep_tree(tmp / "member", 1200)
             raise RuntimeError("extraction failed")
-    assert list(tmp_path.iterdir()) == []
+    assert list(deep_tmp.iterdir()) == []
