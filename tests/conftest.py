@@ -39,6 +39,17 @@ def workflow_copy(tmp_path: Path) -> Path:
     return dst
 
 
+def pytest_configure(config):
+    """The per-file digest cache (``data/file_digests.py``) of this test session's datasets lives in a
+    folder of its own, so tests never read or fill the user's ``~/.cache`` (subprocesses inherit it)."""
+    import tempfile
+
+    if "FROZENBENCH_DIGEST_CACHE" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="frozenbench-digests-")
+        os.environ["FROZENBENCH_DIGEST_CACHE"] = folder
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
 def pytest_terminal_summary(terminalreporter):
     from . import test_bad_inputs
 
