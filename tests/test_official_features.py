@@ -1,7 +1,8 @@
 """Backbone features as the official code computes them, at the input sizes the study uses.
 
 Each family with a dense use is checked against its source model rebuilt from its repository
-(``tests/reference/``, vendored with the commit named in each file): seeded random weights are
+(``tests/third_party/``, vendored with the commit named in each file; ``tests/reference/`` holds
+the one composition of our own): seeded random weights are
 put into the official model, written in the official layout, converted by frozenbench's real
 conversion path (:func:`convert_state_dict`), and every feature level of :class:`Backbone` is
 compared with the official model's. Widths are tiny (CPU), the geometry is the released models'
@@ -24,7 +25,8 @@ from frozenbench.checkpoint import convert_state_dict
 from frozenbench.models import Backbone, registry
 from frozenbench.models.registry import get_arch
 
-from .reference import dinov2_vit, mae_pos_embed, official_swin, official_swin_det, official_swinv2, swinv2_det_padding
+from .reference import swinv2_det_padding
+from .third_party import dinov2_vit, mae_pos_embed, official_swin, official_swin_det, official_swinv2
 
 ATOL = 1e-4
 TINY_SWIN = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))

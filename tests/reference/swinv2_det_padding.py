@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .official_swinv2 import window_partition, window_reverse
+from ..third_party.official_swinv2 import window_partition, window_reverse
 
 
 def det_attn_mask(H, W, window_size, shift_size, device):
