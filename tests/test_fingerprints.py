@@ -111,3 +111,19 @@ def test_a_second_digest_of_an_unchanged_dataset_reads_no_file(tmp_path, digest_
     assert content_digest(moved) == first and digest_cache == []
     (moved / "images" / "2.jpg").write_bytes(b"\x07" * 1000)
     assert content_digest(moved) != first and digest_cache == ["2.jpg"]  # only the edited file again
+
+
+def test_a_changed_backbone_forward_changes_every_runs_fingerprint(tmp_path, monkeypatch):
+    """A head trained on the features of an older forward (timm's shift-then-pad Swin, say) is not
+    reused once the forward computes other features from the same weights."""
+    from frozenbench.engine.run import run_fingerprint
+    from frozenbench.models import backbone
+
+    data = tmp_path / "shapes-ade"
+    synthesize(tiny_spec("shapes-ade", seed=1), data)
+    checkpoint = save_random_backbone(tmp_path / "b.pth", "convstem_swin_tiny", 64)
+    spec = {"type": "segmentation", "data": str(data), "img_size": 64}
+    before = run_fingerprint(spec, str(checkpoint), "frozen", 0)
+    assert run_fingerprint(spec, str(checkpoint), "frozen", 0) == before
+    monkeypatch.setattr(backbone, "FEATURES_VERSION", backbone.FEATURES_VERSION + 1)
+    assert run_fingerprint(spec, str(checkpoint), "frozen", 0) != before

@@ -49,13 +49,15 @@ def run_fingerprint(spec: dict[str, Any], checkpoint: str, mode: str, seed: int)
 
     The dataset enters by content (its digest), not by path: a dataset rebuilt in place with
     other content retrains its heads. The task's ``PIPELINE_VERSION`` marks code changes of the
-    data pipeline that change what a head trains on. Test-time options are not training inputs:
-    changing them re-evaluates, never retrains."""
+    data pipeline that change what a head trains on, ``FEATURES_VERSION`` those of the backbones'
+    forward. Test-time options are not training inputs: changing them re-evaluates, never retrains."""
     from frozenbench.data.manifest import dataset_digest
+    from frozenbench.models.backbone import FEATURES_VERSION
 
     trained_on = {k: v for k, v in spec.items() if k not in ("test", "data")}
     trained_on["dataset_digest"] = dataset_digest(spec["data"])
     trained_on["pipeline_version"] = getattr(_task_module(spec["type"]), "PIPELINE_VERSION", 1)
+    trained_on["features_version"] = FEATURES_VERSION
     return f"{spec_hash(trained_on)}:{sha256_of(checkpoint)}:{mode}:{seed}"
 
 

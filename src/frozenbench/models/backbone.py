@@ -22,6 +22,13 @@ from frozenbench.models.feature_cache import FeatureCache
 from frozenbench.models.registry import build_arch, get_arch
 
 
+# What the backbones compute from given weights and input, as a version: a head trained on other
+# features is not this run's (it enters every run's fingerprint, engine/run.py). Bump it whenever a
+# forward changes its output for the same weights. 2: Swin / SwinV2 pad before shifting, DINOv2
+# register and MAE models resample positions as their official code does (issue 25).
+FEATURES_VERSION = 2
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """Channels and stride of one output level (cf. detectron2's ShapeSpec)."""
