@@ -266,13 +266,10 @@ def path_problems(config: dict[str, Any], project: Path | None = None) -> list[t
 def schedule_problems(config: dict[str, Any]) -> list[str]:
     """Training schedules whose warmup outlasts the run (the lr would never reach its set value), as
     ``<dotted key>: <problem>``: the effective options (defaults, then study-wide, then per-entry)."""
-    from dataclasses import fields
+    from frozenbench import schedule_defaults
 
-    from frozenbench.engine.loop import TrainOptions
-    from frozenbench.pretrain.train import PretrainOptions
-
-    def check(layers: list[tuple[str, dict[str, Any]]], defaults: type) -> list[str]:
-        known = {f.name: (f.default, None) for f in fields(defaults)}
+    def check(layers: list[tuple[str, dict[str, Any]]], defaults: tuple[int, int]) -> list[str]:
+        known = {"steps": (defaults[0], None), "warmup_steps": (defaults[1], None)}
         for prefix, options in layers:
             known.update({k: (v, f"{prefix}.{k}") for k, v in options.items() if k in known})
         (warmup, warmup_key), (steps, steps_key) = known["warmup_steps"], known["steps"]
@@ -285,16 +282,16 @@ def schedule_problems(config: dict[str, Any]) -> list[str]:
 
     problems = []
     study_wide = ("pretrain.options", config.get("pretrain", {}).get("options", {}))
-    problems += check([study_wide], PretrainOptions)
+    problems += check([study_wide], schedule_defaults.PRETRAINING)
     for name, backbone in config.get("backbones", {}).items():
         if "options" in backbone.get("pretrain", {}):
             own = (f"backbones.{name}.pretrain.options", backbone["pretrain"]["options"])
-            problems += check([study_wide, own], PretrainOptions)
+            problems += check([study_wide, own], schedule_defaults.PRETRAINING)
     for name, task in config.get("tasks", {}).items():
         train = (f"tasks.{name}.train", task.get("train", {}))
-        problems += check([train], TrainOptions)
+        problems += check([train], schedule_defaults.HEADS)
         if "finetune" in task:
-            problems += check([train, (f"tasks.{name}.finetune", task["finetune"])], TrainOptions)
+            problems += check([train, (f"tasks.{name}.finetune", task["finetune"])], schedule_defaults.HEADS)
     return problems
 
 

@@ -31,6 +31,7 @@ from typing import Any, Callable, Protocol
 import torch
 import torch.nn as nn
 
+from frozenbench import schedule_defaults
 from frozenbench.checkpoint.io import safe_load
 from frozenbench.engine.data import seed_step, train_batches
 from frozenbench.engine.device import autocast
@@ -43,11 +44,11 @@ from frozenbench.utils.atomic import atomic_file, remove_temporaries
 
 @dataclass
 class TrainOptions:
-    steps: int = 200
+    steps: int = schedule_defaults.TRAIN_STEPS
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.05
-    warmup_steps: int = 20
+    warmup_steps: int = schedule_defaults.TRAIN_WARMUP_STEPS
     grad_clip: float = 5.0
     checkpoint_every: int = 50
     log_every: int = 10

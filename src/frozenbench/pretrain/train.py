@@ -23,6 +23,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import TensorDataset
 
+from frozenbench import schedule_defaults
 from frozenbench.checkpoint.io import save_backbone
 from frozenbench.engine.loop import TrainOptions, lr_at, train
 from frozenbench.models.registry import PRETRAIN_OBJECTIVES, build_arch
@@ -38,10 +39,10 @@ __all__ = ["PretrainOptions", "lr_at", "pretrain", "state_fingerprint"]
 class PretrainOptions:
     image_size: int = 64
     batch_size: int = 128
-    steps: int = 600
+    steps: int = schedule_defaults.PRETRAIN_STEPS
     lr: float = 1e-3
     weight_decay: float = 0.05
-    warmup_steps: int = 100
+    warmup_steps: int = schedule_defaults.PRETRAIN_WARMUP_STEPS
     grad_clip: float = 5.0
     checkpoint_every: int = 100
     log_every: int = 10
