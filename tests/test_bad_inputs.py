@@ -4,20 +4,29 @@ Each case runs the command a user would run and checks: a non-zero exit, one cle
 the file, URL or key and the problem, no traceback, no output or half-written temporary left
 behind, nothing new on disk but what the case allows (``Case.leaves``), no digest recorded as
 trusted, and no credential echoed.
+
+The commands of the selected cases run a few at a time on threads (each case in its own folder,
+the downloads against one threaded server): most of a case is a process starting and waiting on
+a server, so the corpus takes about half as long as one after the other. Each case is still its
+own test, which asserts on its command's outcome.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pytest
 
 from . import bad_inputs
-from .bad_inputs.case import Builder, Snapshot
+from .bad_inputs.case import Builder, Case, Snapshot
 from .conftest import run_cmd
 
 RESULTS: list[tuple[str, bool]] = []  # "kind/name", passed: reported by conftest's terminal summary
+CONCURRENT_CASES = 3
 
 
 def collect() -> dict[str, Builder]:
@@ -37,13 +46,46 @@ def collect() -> dict[str, Builder]:
 CASES = collect()
 
 
+@dataclass
+class Outcome:
+    case: Case
+    proc: subprocess.CompletedProcess
+    before: Snapshot
+    after: Snapshot
+
+
+def run_case(name: str, tmp_path_factory: pytest.TempPathFactory) -> Outcome | BaseException:
+    try:
+        tmp = tmp_path_factory.mktemp(name.replace("/", "-"))
+        case = CASES[name](tmp)
+        before = Snapshot.take(tmp, case.records)
+        proc = run_cmd(case.args, cwd=case.cwd, env=case.env, timeout=case.timeout)
+        return Outcome(case, proc, before, Snapshot.take(tmp, case.records))
+    except Exception as err:  # reported by the case's own test
+        return err
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, tmp_path_factory) -> dict[str, Outcome | BaseException]:
+    """The outcome of every selected case's command, run CONCURRENT_CASES at a time."""
+    selected = [
+        item.callspec.params["name"]
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec")
+    ]
+    with ThreadPoolExecutor(max_workers=CONCURRENT_CASES) as pool:
+        results = pool.map(lambda name: run_case(name, tmp_path_factory), selected)
+        return dict(zip(selected, results))
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input_gets_a_clear_error_and_leaves_nothing(name, tmp_path):
+def test_bad_input_gets_a_clear_error_and_leaves_nothing(name, outcomes):
     passed = False
     try:
-        case = CASES[name](tmp_path)
-        before = Snapshot.take(tmp_path, case.records)
-        proc = run_cmd(case.args, cwd=case.cwd, env=case.env, timeout=case.timeout)
+        outcome = outcomes[name]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        case, proc = outcome.case, outcome.proc
         text = proc.stdout + proc.stderr
         assert proc.returncode != 0, text
         assert "Traceback" not in text, text
@@ -60,7 +102,7 @@ def test_bad_input_gets_a_clear_error_and_leaves_nothing(name, tmp_path):
             assert not case.output.exists(), f"{case.output} was written"
             siblings = list(case.output.parent.glob(f".{case.output.name}*")) if case.output.parent.exists() else []
             assert siblings == [], f"half-written output left behind: {siblings}"
-        after = Snapshot.take(tmp_path, case.records)
+        before, after = outcome.before, outcome.after
         assert after.record_digest == before.record_digest, f"{case.records} changed: a refused input was trusted"
         assert before.new_files(after, case.leaves) == [], "the refused run left files behind"
         passed = True

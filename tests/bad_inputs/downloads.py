@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 from .case import Builder, Case
@@ -15,15 +16,17 @@ from .case import Builder, Case
 KIND = "downloads"
 
 _SERVER = None
+_SERVER_LOCK = threading.Lock()  # the corpus builds its cases on several threads
 
 
 def server():
     """The faulty server, started on first use and left to the process's end."""
     global _SERVER
-    if _SERVER is None:
-        from ..fault_server import FaultServer
+    with _SERVER_LOCK:
+        if _SERVER is None:
+            from ..fault_server import FaultServer
 
-        _SERVER = FaultServer().__enter__()
+            _SERVER = FaultServer().__enter__()
     return _SERVER
 
 
