@@ -29,12 +29,13 @@ rule train_head:
         # one process per GPU (torchrun on each node, DeepSpeed ZeRO across all of them)
         nproc=max(1, COMPUTE["train"]["gpus"]),
         nodes=COMPUTE["train"]["nodes"],
+        gpus_per_node=COMPUTE["train"]["gpus"],
         device=COMPUTE["train"]["device"],
         workers=COMPUTE["train"]["workers"],
     shell:
         "frozenbench train --spec {params.spec} --checkpoint {input.checkpoint:q} --mode {wildcards.mode:q}"
         " --run-dir {params.run_dir:q} --seed {params.seed} --threads {threads} --nproc {params.nproc}"
-        " --nodes {params.nodes} --device {params.device:q} --workers {params.workers} > {log:q} 2>&1"
+        " --nodes {params.nodes} --gpus-per-node {params.gpus_per_node} --device {params.device:q} --workers {params.workers} > {log:q} 2>&1"
 
 
 rule evaluate_head:

@@ -177,13 +177,38 @@ def _train_args(*extra: str):
     return parser.parse_args(["--spec", "{}", "--checkpoint", "c.pth", "--mode", "frozen", "--run-dir", "r", *extra])
 
 
-def test_multi_node_training_starts_one_torchrun_per_node_through_srun():
+FAKE_SCONTROL = """#!/bin/sh
+# scontrol as a two-node job sees it: `show job` names the allocation, `show hostnames` expands it
+case "$1 $2" in
+  "show job") echo "JobId=4242 JobName=train JobState=RUNNING NodeList=gpu-node-[1-2] NumNodes=2" ;;
+  "show hostnames") [ "$3" = "gpu-node-[1-2]" ] && printf 'gpu-node-1\\ngpu-node-2\\n' ;;
+esac
+"""
+
+
+def test_multi_node_training_starts_one_torchrun_per_node_through_srun(tmp_path, monkeypatch):
+    """The launch as the Slurm job-step plugin runs it: every SLURM_* variable but the job id is gone,
+    so the srun step gets its nodes, one task per node, its CPUs and GPUs from the job's own
+    resources (--threads, --gpus-per-node), and the rendezvous host from `scontrol show job`."""
     from frozenbench.commands.train import launch_command
 
-    args = _train_args("--nodes", "2", "--nproc", "8", "--threads", "64", "--workers", "6", "--device", "cuda")
-    env = {"SLURM_JOB_ID": "4242", "SLURM_CPUS_PER_TASK": "64", "SLURM_JOB_NODELIST": "gpu-node-1"}
-    command = launch_command(args, env)
-    assert command[:4] == ["srun", "--ntasks=2", "--kill-on-bad-exit=1", "--cpus-per-task=64"]
+    (tmp_path / "scontrol").write_text(FAKE_SCONTROL)
+    (tmp_path / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    args = _train_args(
+        "--nodes", "2", "--nproc", "8", "--threads", "64", "--workers", "6", "--device", "cuda", "--gpus-per-node", "8"
+    )
+    stripped = {"SLURM_JOB_ID": "4242"}  # what the job-step plugin leaves
+    command = launch_command(args, stripped)
+    assert command[:7] == [
+        "srun",
+        "--nodes=2",
+        "--ntasks=2",
+        "--ntasks-per-node=1",
+        "--cpus-per-task=64",
+        "--kill-on-bad-exit=1",
+        "--gpus-per-node=8",
+    ]
     text = shlex.join(command)
     for part in (
         "torch.distributed.run --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d",
@@ -194,9 +219,15 @@ def test_multi_node_training_starts_one_torchrun_per_node_through_srun():
         "--threads 64",
     ):
         assert part in text, part
-    assert launch_command(args, {**env, "WORLD_SIZE": "16"}) is None  # a rank trains
+    # a variable the environment does carry (a hand-written batch script) is read without scontrol
+    monkeypatch.setenv("PATH", "/nonexistent")
+    plain = launch_command(args, {"SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu-node-7,gpu-node-9"})
+    assert "--rdzv_endpoint=gpu-node-7:29642" in plain
+    assert launch_command(args, {**stripped, "WORLD_SIZE": "16"}) is None  # a rank trains
     with pytest.raises(UserError, match="--nodes 2 needs a Slurm allocation"):
         launch_command(args, {})
+    with pytest.raises(UserError, match="give the job's CPUs per node with --threads"):
+        launch_command(_train_args("--nodes", "2"), stripped)
     single = launch_command(_train_args("--nproc", "2"), {})
     assert "--standalone" in single and "srun" not in single
     assert launch_command(_train_args(), {}) is None

@@ -1,13 +1,15 @@
-"""The pipeline on a real single-node Slurm (scripts/slurm/cluster.sh start): every job goes
+"""The pipeline on a real Slurm (scripts/slurm/cluster.sh start [--nodes 2]): every job goes
 through sbatch; a failing job fails the run instead of hanging; a training job requeued
-mid-run (what preemption does) resumes from its checkpoint.
+mid-run (what preemption does) resumes from its checkpoint; on two nodes, a training cell spans
+both through the profile's plugins.
 
-Skipped unless a Slurm cluster answers; `.ci/run` starts one.
+Skipped unless a Slurm cluster answers; `.ci/run` starts the two-node one.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -68,6 +70,13 @@ def test_all_tables_through_sbatch_and_a_failing_job_fails_the_run(workflow_copy
     assert "evaluate_head" in failed.stdout + failed.stderr
 
 
+def requeue(job: str) -> None:
+    """Kill every step of ``job`` and put it back in the queue, as preemption does. Slurm holds a
+    requeued batch job for about two minutes (its begin time); the test lets it start at once."""
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+
+
 def requeue_mid_training(
     tmp_path: Path,
     command: str,
@@ -98,7 +107,7 @@ def requeue_mid_training(
     while logged_steps() < steps_before and time.time() < deadline:
         time.sleep(1)
     assert logged_steps() >= steps_before, output.read_text()[-3000:] if output.exists() else "no job output"
-    subprocess.run(["scontrol", "requeue", job], check=True)  # kill every step and put the job back in the queue
+    requeue(job)
     deadline = time.time() + finish_timeout
     while not (run_dir / "done.json").exists() and time.time() < deadline:
         time.sleep(2)
@@ -125,25 +134,83 @@ def test_requeued_training_job_resumes_from_its_checkpoint(tmp_path):
     assert steps == list(range(1, 401))  # the log continues where the checkpoint left it, no gaps or repeats
 
 
-def test_srun_launched_two_rank_job_is_requeued_and_resumes(tmp_path):
-    """`frozenbench train --nodes 2` as a multi-node job runs it: srun starts one torchrun agent per
-    task (two on this one-node cluster), they meet through c10d rendezvous, DeepSpeed ZeRO-2 trains
-    across both ranks (gloo on CPU); a requeue kills every rank, and the job's second run resumes from
-    the sharded checkpoint."""
-    spec, checkpoint = video_cell(tmp_path, steps=60, checkpoint_every=5)
-    run_dir = tmp_path / "run"
-    output = requeue_mid_training(
-        tmp_path,
-        f"export OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu\n{VENV_BIN / 'frozenbench'} train --spec '{spec}'"
-        f" --checkpoint {checkpoint} --mode frozen --run-dir {run_dir} --threads 1 --device cpu --nodes 2 --nproc 1",
-        ["--ntasks=2", "--nodes=1", "-c", "1"],
-        run_dir,
-        steps_before=12,
-        start_timeout=900,
-        finish_timeout=1500,
+def slurm_nodes() -> list[str]:
+    proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True, timeout=30)
+    return sorted(set(proc.stdout.split()))
+
+
+def running_job_on(nodes: int) -> str | None:
+    """The id of a running job that holds ``nodes`` nodes, if one does."""
+    listed = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i %D"], capture_output=True, text=True).stdout
+    for line in listed.splitlines():
+        job, count = line.split()
+        if int(count) == nodes:
+            return job
+    return None
+
+
+@pytest.mark.timeout(2400)
+@pytest.mark.skipif(len(slurm_nodes()) < 2 if slurm_idle() else True, reason="needs the two-node test cluster")
+def test_two_node_cell_through_the_profile_runs_one_agent_per_node_and_survives_a_requeue(workflow_copy):
+    """A training cell with `compute.train.nodes: 2` through `snakemake --profile profiles/slurm`, as
+    users run it: the executor and job-step plugins (which strip the job's SLURM_* variables), one
+    torchrun agent per node (scripts/slurm/cluster.sh start --nodes 2: each node its own network and
+    host name), c10d rendezvous and ZeRO-2 on gloo across the two nodes. Each rank records where it
+    ran: one agent per node, each with the job's 2 CPUs (task/affinity binds a step to the CPUs it
+    asked for). The job is requeued mid-training (preemption) and resumes where it stopped."""
+    import yaml
+
+    config = yaml.safe_load((workflow_copy / "configs" / "ci.yaml").read_text())
+    config["study"]["cells"] = [
+        {"task": "k400", "backbones": ["dinov2_vits14_random"], "modes": ["frozen"], "heads": ["temporal_b2"]}
+    ]
+    config["tasks"]["k400"]["train"].update(steps=40, checkpoint_every=4)
+    config["compute"] = {"train": {"nodes": 2, "threads": 2, "gpus": 0, "device": "cpu", "workers": 0}}
+    (workflow_copy / "configs" / "two_node.yaml").write_text(yaml.safe_dump(config))
+    cell = "k400/dinov2_vits14_random/frozen/temporal_b2"
+    run_dir = workflow_copy / "runs" / cell
+    snakemake = subprocess.Popen(
+        [
+            str(VENV_BIN / "snakemake"),
+            f"results/{cell}/metrics.json",
+            "--profile",
+            "profiles/slurm",
+            "--configfile",
+            "configs/two_node.yaml",
+            *TEST_CLUSTER_POLLING,
+        ],
+        cwd=workflow_copy,
+        env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    assert "resuming from step" in output
+    log = run_dir / "log.jsonl"
+    requeued = None
+    deadline = time.time() + 1500
+    while snakemake.poll() is None and time.time() < deadline:
+        if requeued is None and log.exists() and sum(1 for _ in log.open()) >= 10:
+            requeued = running_job_on(2)
+            if requeued:  # kill every step of the job and put it back in the queue, as preemption does
+                requeue(requeued)
+        time.sleep(1)
+    if snakemake.poll() is None:
+        snakemake.kill()
+    said = snakemake.communicate()[0]
+    assert snakemake.returncode == 0, said[-5000:]
+    assert requeued is not None, "the two-node job was never seen running"
+    train_log = (workflow_copy / "logs" / "train" / f"{cell}.log").read_text()
+    assert "resuming from step" in train_log, train_log[-3000:]
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == list(range(1, 41))  # no step lost or repeated across the requeue
     done = json.loads((run_dir / "done.json").read_text())
-    assert done["world_size"] == 2 and done["steps"] == 60
-    steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 61))
+    assert done["world_size"] == 2 and done["steps"] == 40
+    placement = done["placement"]  # the run after the requeue: every rank, in rank order
+    assert [rank["rank"] for rank in placement] == [0, 1]
+    assert sorted(rank["host"] for rank in placement) == ["fbnode1", "fbnode2"]  # one agent per node
+    assert sorted(rank["node_rank"] for rank in placement) == [0, 1]
+    for rank in placement:
+        assert rank["local_rank"] == 0 and rank["world_size"] == 2
+        assert len(rank["cpus"]) == 2, placement  # the job's CPUs per node, not the one CPU of a bare step
+        assert rank["slurm_job_id"] == requeued
+    assert (workflow_copy / "results" / cell / "metrics.json").exists()

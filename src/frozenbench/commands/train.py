@@ -63,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="> 1: inside a Slurm allocation, one torchrun per node through srun (c10d rendezvous)",
     )
+    parser.add_argument(
+        "--gpus-per-node",
+        type=int,
+        default=0,
+        help="GPUs the job holds per node, asked of the srun step of a multi-node launch (0: none)",
+    )
 
 
 def _rank_arguments(args: argparse.Namespace) -> list[str]:
@@ -90,32 +96,77 @@ def _rank_arguments(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def rendezvous_host(environ: dict[str, str]) -> str:
-    """The first host of the Slurm allocation (where rank 0's torchrun hosts the c10d store)."""
+def allocation_hosts(environ: dict[str, str]) -> list[str]:
+    """The hosts of this job's Slurm allocation, first host first.
+
+    Read from the job itself (``scontrol show job``) when the job id is known: Snakemake's Slurm
+    job-step plugin runs a job's command with every ``SLURM_*`` variable but the job id removed, so
+    ``SLURM_JOB_NODELIST`` is not there; it is used when present and scontrol is not."""
     import shutil
-    import socket
     import subprocess
 
     nodelist = environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST")
-    if nodelist and shutil.which("scontrol"):
-        hosts = subprocess.run(
-            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
-        ).stdout.split()
-        if hosts:
-            return hosts[0]
-    if nodelist and "[" not in nodelist:  # a plain list ("node1,node2") needs no scontrol to expand
-        return nodelist.split(",")[0]
-    return socket.gethostname()
+    job = environ.get("SLURM_JOB_ID")
+    if shutil.which("scontrol") is None:
+        if nodelist and "[" not in nodelist:  # a plain list ("node1,node2") needs no scontrol to expand
+            return nodelist.split(",")
+        return []
+    if not nodelist and job:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True, timeout=60
+        ).stdout
+        fields = dict(part.split("=", 1) for part in shown.split() if "=" in part)
+        nodelist = fields.get("NodeList")
+        if nodelist in (None, "(null)"):
+            nodelist = None
+    if not nodelist:
+        return []
+    return subprocess.run(
+        ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+
+
+def rendezvous_host(environ: dict[str, str]) -> str:
+    """The first host of the Slurm allocation (where rank 0's torchrun hosts the c10d store)."""
+    import socket
+
+    hosts = allocation_hosts(environ)
+    return hosts[0] if hosts else socket.gethostname()
+
+
+def srun_step_options(args: argparse.Namespace, environ: dict[str, str]) -> list[str]:
+    """The srun options of a multi-node launch, every one explicit: one task (a torchrun agent) on
+    each of ``--nodes`` nodes, with the job's CPUs (``--threads``, the rule's threads, which the
+    job was submitted with) and its GPUs per node. Nothing is left to ``SLURM_*`` / ``SRUN_*``
+    variables: the job-step plugin strips them, and Slurm >= 22.05 does not pass the job's
+    ``--cpus-per-task`` to a step anyway, so a step without it gets one CPU per task."""
+    from frozenbench.errors import UserError
+
+    cpus = args.threads or int(environ.get("SLURM_CPUS_PER_TASK", "0"))
+    if cpus <= 0:
+        raise UserError(
+            f"--nodes {args.nodes}: give the job's CPUs per node with --threads (the srun step must ask for them)"
+        )
+    options = [
+        f"--nodes={args.nodes}",
+        f"--ntasks={args.nodes}",
+        "--ntasks-per-node=1",
+        f"--cpus-per-task={cpus}",
+        "--kill-on-bad-exit=1",
+    ]
+    if args.gpus_per_node > 0:
+        options.append(f"--gpus-per-node={args.gpus_per_node}")
+    return options
 
 
 def launch_command(args: argparse.Namespace, environ: dict[str, str]) -> list[str] | None:
     """How this training starts its ranks, or None to train in this process (one rank, or a rank
     a launcher started).
 
-    - ``--nodes N > 1``: ``srun`` starts one torchrun agent per node (``N`` tasks of the job's
-      allocation, each with the job's CPUs), each agent ``--nproc`` ranks; the agents meet through
-      c10d rendezvous on the allocation's first host, on a port and id taken from the job id, so a
-      requeued job (same id) meets again. DeepSpeed ZeRO then spans all ``N x nproc`` ranks.
+    - ``--nodes N > 1``: ``srun`` starts one torchrun agent per node (:func:`srun_step_options`),
+      each agent ``--nproc`` ranks; the agents meet through c10d rendezvous on the allocation's
+      first host, on a port and id taken from the job id, so a requeued job (same id) meets again.
+      DeepSpeed ZeRO then spans all ``N x nproc`` ranks.
     - ``--nproc > 1`` on one node: ``torchrun --standalone``.
     """
     import sys
@@ -128,12 +179,9 @@ def launch_command(args: argparse.Namespace, environ: dict[str, str]) -> list[st
         job = environ.get("SLURM_JOB_ID")
         if job is None:
             raise UserError(f"--nodes {args.nodes} needs a Slurm allocation of {args.nodes} nodes (SLURM_JOB_ID unset)")
-        cpus = environ.get("SLURM_CPUS_PER_TASK")
         return [
             "srun",
-            f"--ntasks={args.nodes}",
-            "--kill-on-bad-exit=1",
-            *([f"--cpus-per-task={cpus}"] if cpus else []),
+            *srun_step_options(args, environ),
             sys.executable,
             "-m",
             "torch.distributed.run",

@@ -147,15 +147,47 @@ def train_cell(
         import torch.distributed as dist
 
         rank = dist.get_rank()
+        summary["placement"] = gathered_placement(workers)
         dist.barrier()
         dist.destroy_process_group()  # before exit: gloo / NCCL ranks can abort on teardown otherwise
         if rank != 0:
             return summary
+    summary.setdefault("placement", [rank_placement(workers)])
     stats = feature_cache_stats(model)
     if stats is not None:
         summary["feature_cache"] = stats
     write_json(Path(run_dir) / "done.json", {**summary, "spec_hash": spec_hash(spec), "mode": mode, "seed": seed})
     return summary
+
+
+def rank_placement(workers: int) -> dict[str, Any]:
+    """Where this rank really ran and with what: its host, the CPUs it may run on
+    (``os.sched_getaffinity``: what Slurm's task binding gave it), its torch threads and loader
+    workers, its ranks, and which run of the Slurm job this is (a requeue counts up)."""
+    import os
+    import socket
+
+    return {
+        "host": socket.gethostname(),
+        "rank": int(os.environ.get("RANK", "0")),
+        "local_rank": int(os.environ.get("LOCAL_RANK", "0")),
+        "node_rank": int(os.environ.get("GROUP_RANK", "0")),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "cpus": sorted(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+        "workers": workers,
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+    }
+
+
+def gathered_placement(workers: int) -> list[dict[str, Any]]:
+    """Every rank's :func:`rank_placement`, in rank order (a collective: every rank calls it)."""
+    import torch.distributed as dist
+
+    placements: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(placements, rank_placement(workers))
+    return placements
 
 
 def _load_trained(
