@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fetch-checkpoint": ("fetch_checkpoint", "download a published checkpoint, verified by checksum"),
     "convert-checkpoint": ("convert_checkpoint", "convert a published checkpoint to the canonical format"),
     "synth-checkpoint": ("synth_checkpoint", "write seeded random weights in a published checkpoint layout"),
+    "preflight": ("preflight", "check a Slurm site before submitting the study (exit 1 on a problem)"),
 }
 
 
