@@ -23,6 +23,26 @@ include: "rules/train.smk"
 include: "rules/report.smk"
 
 
+# The profiles keep going past a failed job; at the end, a run with failures names every failed
+# study cell with its logs (read from Snakemake's own log, so a job Slurm killed is named too) and
+# writes partial tables marking cells `failed` or `not run` (frozenbench.study_status). all_tables
+# still needs every cell; a later run rebuilds the tables whole.
+onerror:
+    from snakemake.logging import logger
+    from frozenbench.study_status import after_failed_run
+
+    logger.error(after_failed_run(log, config))
+
+
+onsuccess:
+    from snakemake.logging import logger
+    from frozenbench.study_status import after_successful_run
+
+    refreshed = after_successful_run(config)
+    if refreshed:
+        logger.info(refreshed)
+
+
 if DOWNLOADS_ON_LOGIN_NODE:
 
     localrules:

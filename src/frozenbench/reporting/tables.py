@@ -1,7 +1,9 @@
 """Study tables built from the results json alone (``results/{task}/{backbone}/{mode}/{head}/metrics.json``).
 
 Every table is written as Markdown, LaTeX (booktabs) and CSV. A cell that has not been
-run shows as "–" (empty in CSV), never as zero. Cells are found by their task *type*
+run shows as "–" (empty in CSV), never as zero. Partial tables, built after a failed run with each
+cell's status (:mod:`frozenbench.study_status`), show a cell without results as ``failed`` (its logs
+listed under the Markdown table) or ``not run`` instead. Cells are found by their task *type*
 (:mod:`frozenbench.evaluation.headline`): a task of any name shows, with its type's metrics.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,23 @@ PAPER = {
     ("video", "top-1", "finetune"): 86.8,
 }
 MISSING = "–"
+# a cell's status in partial tables (frozenbench.study_status): what a cell without results shows
+FINISHED, FAILED, NOT_RUN = "finished", "failed", "not run"
+
+
+class CellMark(str):
+    """What a table shows instead of a number for a cell that has none: ``failed`` or ``not run``
+    (a str, so every format writes it as text), carrying the cell and, for a failed one, its logs."""
+
+    cell: str
+    logs: tuple[str, ...]
+
+    def __new__(cls, status: str, cell: str = "", logs: tuple[str, ...] | list[str] = ()) -> CellMark:
+        mark = super().__new__(cls, status)
+        mark.cell, mark.logs = cell, tuple(logs)
+        return mark
+
+
 SIZE_ORDER = ["tiny", "small", "base", "large", "huge", "giant"]
 
 
@@ -49,6 +68,8 @@ class Table:
     caption: str
     header: list[str]
     rows: list[list[Any]]
+    # lines under the Markdown table (the failed cells it shows, with their logs)
+    notes: list[str] = field(default_factory=list)
 
 
 # The capacity knobs of a head: what the head-capacity table tells cells apart by.
@@ -85,13 +106,33 @@ def load_results(source: str | Path | list) -> list[dict[str, Any]]:
     return records
 
 
-def with_planned_cells(records: list[dict[str, Any]], plan: dict[str, Any] | None) -> list[dict[str, Any]]:
+def cell_path(record: dict[str, Any]) -> str:
+    """A cell's name in summary.json and the statuses: ``task/backbone/mode/head``."""
+    return "/".join(_key(record))
+
+
+def with_planned_cells(
+    records: list[dict[str, Any]], plan: dict[str, Any] | None, statuses: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """``records`` plus an empty record (no metrics: every value missing) for each planned cell that has
-    none yet, so a table shows every cell of the study, run or not."""
+    none yet, so a table shows every cell of the study, run or not. With ``statuses`` (by
+    :func:`cell_path`: ``status`` and, for a failed cell, ``logs``) a cell not finished carries its
+    status instead of results: a failed cell's old metrics.json may be stale, so it is not shown."""
+    if statuses:
+        records = [r for r in records if statuses.get(cell_path(r), {}).get("status", FINISHED) == FINISHED]
     if not plan:
         return records
     have = {_key(r) for r in records}
-    missing = [{**cell, "metrics": {}} for cell in plan.get("cells", []) if _key(cell) not in have]
+    missing = []
+    for cell in plan.get("cells", []):
+        if _key(cell) in have:
+            continue
+        record = {**cell, "metrics": {}}
+        if statuses is not None:
+            status = statuses.get(cell_path(cell), {})
+            record["status"] = FAILED if status.get("status") == FAILED else NOT_RUN
+            record["logs"] = list(status.get("logs", [])) if record["status"] == FAILED else []
+        missing.append(record)
     return records + missing
 
 
@@ -100,6 +141,20 @@ def headline(record: dict[str, Any], label: str) -> float | None:
         if column == label:
             return metric_value(record["metrics"], path)
     return None
+
+
+def cell_value(record: dict[str, Any] | None, label: str) -> float | CellMark | None:
+    """What a table shows for ``record``'s headline ``label``: its number, the cell's status when it
+    has no results (partial tables), else None (shown as missing)."""
+    if record is None:
+        return None
+    if record.get("status") in (FAILED, NOT_RUN):
+        return CellMark(record["status"], cell_path(record), record.get("logs", ()))
+    return headline(record, label)
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) else None
 
 
 def _labels(task: str, records: list[dict[str, Any]]) -> list[str]:
@@ -160,11 +215,9 @@ def pretraining_table(records: list[dict[str, Any]], heads: dict[str, str] | Non
         row: list[Any] = [backbone, meta.get("pretrain_objective", MISSING)]
         for task in tasks:
             for label in _labels(task, records):
-                frozen = index.get((task, backbone, "frozen", chosen[task]))
-                tuned = index.get((task, backbone, "finetune", chosen[task]))
-                f = headline(frozen, label) if frozen else None
-                t = headline(tuned, label) if tuned else None
-                row += [f, t, _gap(f, t)]
+                f = cell_value(index.get((task, backbone, "frozen", chosen[task])), label)
+                t = cell_value(index.get((task, backbone, "finetune", chosen[task])), label)
+                row += [f, t, _gap(_number(f), _number(t))]
         rows.append(row)
     used = ", ".join(f"{t}: {h}" for t, h in chosen.items() if h)
     return Table(
@@ -191,7 +244,7 @@ def head_capacity_table(records: list[dict[str, Any]]) -> Table:
         capacity = r.get("capacity") or f"extra_blocks={r.get('extra_blocks', 0)}"
         row: list[Any] = [r["backbone"], r["task"], r["head"], capacity]
         for task in tasks:
-            row += [headline(r, label) if task == r["task"] else None for label in _labels(task, frozen)]
+            row += [cell_value(r, label) if task == r["task"] else None for label in _labels(task, frozen)]
         rows.append(row)
     return Table("head_capacity", "Frozen backbone with more head capacity (validation split)", header, rows)
 
@@ -243,9 +296,9 @@ def paper_table(
             for (paper_type, label, mode), published in PAPER.items():
                 if paper_type != task_type:
                     continue
-                match = index.get((task, backbone, mode, chosen.get(task)))
-                ours = headline(match, label) if match else None
-                rows.append([task, label, mode, ours, published, None if ours is None else ours - published])
+                ours = cell_value(index.get((task, backbone, mode, chosen.get(task))), label)
+                delta = None if _number(ours) is None else ours - published
+                rows.append([task, label, mode, ours, published, delta])
     ours_name = backbone or "no backbone run yet"
     return Table(
         "paper",
@@ -266,6 +319,31 @@ def summary(records: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]
     }
 
 
+def summary_with_status(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """summary.json of partial tables: every planned cell with its ``status`` (``finished``, ``failed``
+    with its ``logs``, ``not run``) beside its headline numbers (null unless finished)."""
+    cells = {}
+    for r in records:
+        status = r.get("status", FINISHED)
+        entry: dict[str, Any] = {label: headline(r, label) for label, _ in HEADLINE_METRICS[task_type_of(r)]}
+        entry["status"] = status
+        if status == FAILED:
+            entry["logs"] = list(r.get("logs", []))
+        cells[cell_path(r)] = entry
+    return cells
+
+
+def failed_cell_notes(table: Table) -> list[str]:
+    """One line per failed cell the table shows, with its logs (in the order the table shows them)."""
+    notes: dict[str, str] = {}
+    for row in table.rows:
+        for value in row:
+            if isinstance(value, CellMark) and value == FAILED and value.cell not in notes:
+                logs = ", ".join(value.logs) or "no log named"
+                notes[value.cell] = f"failed: {value.cell} (log: {logs})"
+    return list(notes.values())
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return MISSING
@@ -282,6 +360,8 @@ def to_markdown(table: Table) -> str:
         "| " + " | ".join("---" for _ in table.header) + " |",
     ]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in table.rows]
+    if table.notes:
+        lines += [""] + [f"- {note}" for note in table.notes]
     return "\n".join(lines) + "\n"
 
 
@@ -315,12 +395,19 @@ def to_csv(table: Table) -> str:
     return buf.getvalue()
 
 
-def build_tables(source: str | Path | list, out_dir: str | Path, plan: dict[str, Any] | None = None) -> list[Table]:
+def build_tables(
+    source: str | Path | list,
+    out_dir: str | Path,
+    plan: dict[str, Any] | None = None,
+    statuses: dict[str, dict[str, Any]] | None = None,
+) -> list[Table]:
     """Write every table; ``plan`` (what ``frozenbench tables --plan`` passes): the study's cells, the
     head per task the comparison tables use (``heads``) and the backbone of the paper comparison
-    (``paper_backbone``); cells not run yet show as missing."""
+    (``paper_backbone``); cells not run yet show as missing. ``statuses`` (partial tables after a
+    failed run, :func:`frozenbench.study_status.cell_statuses`): each planned cell without results
+    shows as ``failed`` or ``not run``, and summary.json gives every cell its status."""
     plan = plan or {}
-    records = with_planned_cells(load_results(source), plan)
+    records = with_planned_cells(load_results(source), plan, statuses)
     heads = plan.get("heads")
     tables = [
         pretraining_table(records, heads),
@@ -328,11 +415,11 @@ def build_tables(source: str | Path | list, out_dir: str | Path, plan: dict[str,
         model_size_table(records, heads),
         paper_table(records, plan.get("paper_backbone"), heads),
     ]
+    for table in tables:
+        table.notes = failed_cell_notes(table)
     out_dir = Path(out_dir)
-    write_text(
-        out_dir / "summary.json",
-        json.dumps(summary([r for r in records if r.get("metrics")]), indent=2, sort_keys=True) + "\n",
-    )
+    cells = summary_with_status(records) if statuses is not None else summary([r for r in records if r.get("metrics")])
+    write_text(out_dir / "summary.json", json.dumps(cells, indent=2, sort_keys=True) + "\n")
     for table in tables:
         write_text(out_dir / f"{table.name}.md", to_markdown(table))
         write_text(out_dir / f"{table.name}.tex", to_latex(table))
