@@ -4,11 +4,23 @@ VENV ?= .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CORES ?= all
 PYTEST_ARGS ?=
+# options for scripts/setup.sh, e.g. SETUP_ARGS="--offline wheelhouse --system-torch" (docs/install.md);
+# CUDA=12 on the command line reaches it too (torch 2.9.1 instead of 2.14.1)
+SETUP_ARGS ?=
 
-.PHONY: setup test lint-check all_tables repro report bench gpu-smoke cost dry-run lint slurm-up slurm-down clean-results
+.PHONY: setup wheelhouse test lint-check all_tables repro report bench gpu-smoke cost dry-run lint slurm-up slurm-down clean-results
 
 setup:
-	bash scripts/setup.sh
+	bash scripts/setup.sh $(SETUP_ARGS)
+
+# every wheel beyond torch for a machine without network, plus mmcv's sdist and SHA256SUMS
+# (scripts/wheelhouse.sh; docs/install.md). Needs no venv: run it on any connected machine.
+WHEELHOUSE ?= wheelhouse
+PYTHON_VERSION ?= 3.11
+PLATFORM ?= manylinux_2_28_x86_64
+wheelhouse:
+	bash scripts/wheelhouse.sh --dest $(WHEELHOUSE) --python-version $(PYTHON_VERSION) --platform $(PLATFORM) \
+		$(if $(CUDA),--cuda $(CUDA)) $(if $(filter 1,$(WITH_TORCH)),--with-torch)
 
 test: setup lint-check
 	python -m pytest $(PYTEST_ARGS)
