@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -290,55 +288,3 @@ def test_a_failed_cell_is_listed_marked_in_the_tables_and_alone_rerun(workflow_c
     for name in ("pretraining", "head_capacity", "model_size", "paper"):
         text = (tables / f"{name}.md").read_text()
         assert "failed" not in text and "not run" not in text, text
-
-
-def slurm_idle() -> bool:
-    if shutil.which("sinfo") is None:
-        return False
-    proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
-    return proc.returncode == 0 and "idle" in proc.stdout.split()
-
-
-# as tests/test_slurm.py: the profile's polling suits hour-long jobs, this cluster's last seconds
-TEST_CLUSTER_POLLING = ["--slurm-init-seconds-before-status-checks", "5", "--seconds-between-status-checks", "5"]
-
-
-@pytest.mark.slurm
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-@pytest.mark.skipif(not slurm_idle(), reason="no Slurm cluster (scripts/slurm/cluster.sh start)")
-def test_failed_cell_through_slurm_profile(workflow_copy):
-    """The same through `--profile profiles/slurm` (every job through sbatch): the failing training job
-    is retried once by the profile and fails again; the other cell finishes (keep-going); the failed
-    cell is listed with its log and its Slurm log; the rerun submits only the failed cell's jobs."""
-    config = three_cell_study(workflow_copy)
-    slurm = ["--profile", "profiles/slurm", "--configfile", config, *TEST_CLUSTER_POLLING]
-    snakemake = [str(VENV_BIN / "snakemake")]
-    env = {"OMP_NUM_THREADS": "1"}
-    state = break_training(workflow_copy, FAILS)
-    targets = [f"results/{cell}/metrics.json" for cell in (FINISHES, FAILS)]
-    # the plugin must not hang: the subprocess timeout turns a hang into a failure
-    failed = run_cmd([*snakemake, *targets, *slurm], cwd=workflow_copy, env=env, timeout=1200)
-    said = failed.stdout + failed.stderr
-    assert failed.returncode != 0, said[-3000:]
-    assert "Trying to restart job" in said  # the profile's one retry
-    assert metrics_of(workflow_copy, FINISHES).exists(), said[-3000:]
-    train_log = f"logs/train/{FAILS}.log"
-    listed = re.search(rf"^  failed   {re.escape(FAILS)}  \(train_head\)  log: (.+)$", said, re.M)
-    assert listed, said[-3000:]
-    logs = listed[1].split(", ")
-    assert logs[0] == train_log
-    slurm_logs = [log for log in logs if "slurm_logs" in log]
-    assert slurm_logs and all((workflow_copy / log).is_file() for log in slurm_logs), logs
-    assert f"  not run  {NEVER_RUN}" in said
-    assert_partial_tables_mark(
-        workflow_copy / "tables", {FINISHES: "finished", FAILS: "failed", NEVER_RUN: "not run"}, train_log
-    )
-
-    state.unlink()
-    rerun = run_cmd([*snakemake, *targets, *slurm], cwd=workflow_copy, env=env, timeout=1200, check=True)
-    said = rerun.stdout + rerun.stderr
-    assert job_counts(said) == {"train_head": 1, "evaluate_head": 1}, said[:3000]
-    assert len(set(re.findall(r"submitted with SLURM jobid (\d+)", said))) == 2
-    summary = json.loads((workflow_copy / "tables" / "summary.json").read_text())
-    assert summary[FAILS]["status"] == "finished"
