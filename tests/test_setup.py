@@ -154,3 +154,27 @@ def test_wheelhouse_refuses_to_replace_a_folder_that_is_not_one(tmp_path):
     )
     assert proc.returncode == 1 and "not empty and holds no WHEELHOUSE.txt" in proc.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_system_torch_refuses_a_venv_made_without_system_site_packages(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / "pyvenv.cfg").write_text("include-system-site-packages = false\n")
+    wheelhouse = fake_wheelhouse(tmp_path / "wh")
+    proc = run_setup("--offline", str(wheelhouse), "--system-torch", env={"FROZENBENCH_VENV": str(venv)})
+    assert proc.returncode == 1
+    assert f"{venv} was created without --system-site-packages, so it cannot see the system's torch" in proc.stderr
+
+
+def test_system_torch_names_the_python_that_has_no_torch(tmp_path):
+    """The base interpreter of this venv has no torch: setup says so instead of installing one."""
+    probe = [sys._base_executable, "-c", "import importlib.util as u; raise SystemExit(u.find_spec('torch') is None)"]
+    if subprocess.run(probe).returncode == 0:
+        pytest.skip(f"{sys._base_executable} has a torch of its own")
+    wheelhouse = fake_wheelhouse(tmp_path / "wh")
+    env = {"FROZENBENCH_VENV": str(tmp_path / "venv"), "PYTHON": sys._base_executable}
+    proc = run_setup("--offline", str(wheelhouse), "--system-torch", env=env)
+    assert proc.returncode == 1
+    assert "setup: --system-torch: No module named 'torch'" in proc.stderr
+    assert "load the site's torch module" in proc.stderr
