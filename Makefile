@@ -43,8 +43,10 @@ report: all_tables
 	snakemake --report report.html
 
 # a real single-node Slurm on this machine (root; installs slurm-wlm + munge if missing)
+# SLURM_NODES=2: two nodes, each in its own network namespace (what CI runs; docs/cluster.md)
+SLURM_NODES ?= 1
 slurm-up:
-	bash scripts/slurm/cluster.sh start
+	bash scripts/slurm/cluster.sh start --nodes $(SLURM_NODES)
 
 slurm-down:
 	bash scripts/slurm/cluster.sh stop
@@ -64,8 +66,9 @@ RECORD ?= bench/records/cpu_2core/paper_cells_cpu.json
 cost: setup
 	frozenbench cost --config configs/paper.yaml --record $(RECORD)
 
+# every job with its real threads: a dry run without --cores shows each job capped at 1 thread
 dry-run: setup
-	snakemake -n all_tables
+	snakemake all_tables -n --cores 1000000
 
 lint: setup
 	snakemake --lint
