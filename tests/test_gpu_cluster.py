@@ -282,7 +282,7 @@ def test_the_paper_study_asks_slurm_for_what_each_rule_needs(workflow_copy):
         timeout=300,
     ).stdout
     train_line = next(line for line in commands.splitlines() if "frozenbench train" in line)
-    assert "--nproc 8 --nodes 1 --device cuda --workers 6" in train_line
+    assert "--nproc 8 --nodes 1 --gpus-per-node 8 --device cuda --workers 6" in train_line
 
 
 def test_a_two_node_training_job_is_an_srun_job(workflow_copy):

@@ -3,8 +3,8 @@
 Official-layout Swin-T and SwinV2-T checkpoints (random weights) are served from 127.0.0.1 and go
 through `fetch_checkpoint` + `convert_checkpoint`; the datasets are drawn in the real datasets'
 shapes; every cell type of configs/paper.yaml (HTC and Mask R-CNN at 1024, Mask2Former 1 + 4 at
-640 with the sliding-window test, the temporal head at 224 with 16 x 4 frames and multi-clip x
-3-crop test views, extra-block heads, frozen and fine-tuned) trains 2 steps and is evaluated, and
+640 with the sliding-window test, the temporal head at 224 with 16 x 4 frames and 3-crop test
+views, extra-block heads, frozen and fine-tuned) trains 2 steps and is evaluated, and
 the tables show every cell. A plain ViT-S/14 (DINOv2 layout, written by `synth-checkpoint` in the
 DAG) runs frozen on ADE20K and Kinetics at the same resolutions, through its simple feature pyramid.
 """

@@ -40,28 +40,40 @@ pytestmark = [
 # training jobs, but on this one-node test cluster, whose jobs last seconds, each finished job
 # waited for the next round. Polling every few seconds took this test from 927 s to 680 s (2 cores).
 TEST_CLUSTER_POLLING = ["--slurm-init-seconds-before-status-checks", "5", "--seconds-between-status-checks", "5"]
-SLURM = ["--profile", "profiles/slurm", "--configfile", "configs/ci.yaml", *TEST_CLUSTER_POLLING]
 
 
-@pytest.mark.timeout(3600)  # the whole mini-study through sbatch on 2 CPUs, twice
+@pytest.mark.timeout(3600)  # a mini-study through sbatch on 2 CPUs, twice
 def test_all_tables_through_sbatch_survives_a_failed_cell_and_a_rerun_retries_only_it(workflow_copy):
-    """The mini-study through `--profile profiles/slurm` with one cell that fails (a state.pt that is
+    """A mini-study through `--profile profiles/slurm` with one cell that fails (a state.pt that is
     not a checkpoint; the profile retries its job once, and it fails again): every other cell and
     table still runs (keep-going), the run exits non-zero naming the failed cell with its job and
     Slurm logs, and the partial tables mark it failed. Fixed, the same command runs that cell's
     jobs and the tables, nothing else, and ends with the whole study."""
+    import yaml
+
+    # configs/ci.yaml with one cell per task, which still has a job of every rule (datasets,
+    # pretraining and its probes, a published-layout checkpoint, train / evaluate / test-dev
+    # submission, tables, report); the local DAG tests run all of its cells
+    config = yaml.safe_load((workflow_copy / "configs" / "ci.yaml").read_text())
+    config["study"]["cells"] = [
+        {"task": "ade", "backbones": ["convstem_swin_tiny_supervised"], "modes": ["frozen"], "heads": ["m2f_b4"]},
+        {"task": "coco", "backbones": ["convstem_swin_tiny_supervised"], "modes": ["frozen"], "heads": ["mrcnn_fpn"]},
+        {"task": "k400", "backbones": ["dinov2_vits14_random"], "modes": ["frozen"], "heads": ["temporal_b2"]},
+    ]
+    (workflow_copy / "configs" / "slurm_study.yaml").write_text(yaml.safe_dump(config))
+    slurm = ["--profile", "profiles/slurm", "--configfile", "configs/slurm_study.yaml", *TEST_CLUSTER_POLLING]
     env = {"OMP_NUM_THREADS": "1"}
     snakemake = str(VENV_BIN / "snakemake")
     fails = "k400/dinov2_vits14_random/frozen/temporal_b2"
     state = break_training(workflow_copy, fails)
     # the plugin must not hang: the subprocess timeout turns a hang into a failure
-    failed = run_cmd([snakemake, "all_tables", *SLURM], cwd=workflow_copy, env=env, timeout=2400)
+    failed = run_cmd([snakemake, "all_tables", *slurm], cwd=workflow_copy, env=env, timeout=2400)
     said = failed.stdout + failed.stderr
     assert failed.returncode != 0, said[-3000:]
     assert "Trying to restart job" in said  # the profile's one retry
     summary = json.loads((workflow_copy / "tables" / "summary.json").read_text())
     statuses = {cell: entry["status"] for cell, entry in summary.items()}
-    assert statuses.pop(fails) == "failed" and set(statuses.values()) == {"finished"} and len(statuses) == 8
+    assert statuses.pop(fails) == "failed" and set(statuses.values()) == {"finished"} and len(statuses) == 2
     train_log = f"logs/train/{fails}.log"
     assert summary[fails]["logs"][0] == train_log
     listed = re.search(rf"^  failed   {re.escape(fails)}  \(train_head\)  log: (.+)$", said, re.M)
@@ -71,7 +83,7 @@ def test_all_tables_through_sbatch_survives_a_failed_cell_and_a_rerun_retries_on
     first_jobs = set(re.findall(r"submitted with SLURM jobid (\d+)", said))
 
     state.unlink()
-    done = run_cmd([snakemake, "all_tables", *SLURM], cwd=workflow_copy, env=env, check=True, timeout=1200)
+    done = run_cmd([snakemake, "all_tables", *slurm], cwd=workflow_copy, env=env, check=True, timeout=1200)
     said = done.stdout + done.stderr
     rerun = job_counts(said)
     assert rerun.pop("train_head") == 1 and rerun.pop("evaluate_head") == 1, said[:3000]
@@ -84,14 +96,21 @@ def test_all_tables_through_sbatch_survives_a_failed_cell_and_a_rerun_retries_on
     # DAG's steps but the local target rule all_tables, over the two runs
     submitted = first_jobs | set(re.findall(r"submitted with SLURM jobid (\d+)", said))
     (steps,) = {int(n) for n in re.findall(r"(\d+) of \1 steps \(100%\) done", said)}
-    assert len(submitted) >= 31 and len(set(re.findall(r"submitted with SLURM jobid (\d+)", said))) == steps - 1
+    assert len(submitted) >= 18 and len(set(re.findall(r"submitted with SLURM jobid (\d+)", said))) == steps - 1
 
 
 def requeue(job: str) -> None:
     """Kill every step of ``job`` and put it back in the queue, as preemption does. Slurm holds a
     requeued batch job for about two minutes (its begin time); the test lets it start at once."""
     subprocess.run(["scontrol", "requeue", job], check=True)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    # the begin time is set when the job is back in the queue (after its steps ended): wait for that
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %r"], capture_output=True, text=True).stdout
+        if state.split() == ["PENDING", "BeginTime"]:
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+            return
+        time.sleep(1)
 
 
 def requeue_mid_training(
@@ -134,7 +153,7 @@ def requeue_mid_training(
 
 
 def test_requeued_training_job_resumes_from_its_checkpoint(tmp_path):
-    spec, checkpoint = video_cell(tmp_path, steps=400, checkpoint_every=10)
+    spec, checkpoint = video_cell(tmp_path, steps=150, checkpoint_every=10)
     run_dir = tmp_path / "run"
     output = requeue_mid_training(
         tmp_path,
@@ -148,7 +167,7 @@ def test_requeued_training_job_resumes_from_its_checkpoint(tmp_path):
     )  # past two checkpoints
     assert "resuming from step" in output
     steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 401))  # the log continues where the checkpoint left it, no gaps or repeats
+    assert steps == list(range(1, 151))  # the log continues where the checkpoint left it, no gaps or repeats
 
 
 def slurm_nodes() -> list[str]:
@@ -174,14 +193,14 @@ def test_two_node_cell_through_the_profile_runs_one_agent_per_node_and_survives_
     torchrun agent per node (scripts/slurm/cluster.sh start --nodes 2: each node its own network and
     host name), c10d rendezvous and ZeRO-2 on gloo across the two nodes. Each rank records where it
     ran: one agent per node, each with the job's 2 CPUs (task/affinity binds a step to the CPUs it
-    asked for). The job is requeued mid-training (preemption) and resumes where it stopped."""
+    asked for). The job is requeued mid-training (after 6 of 24 steps) (preemption) and resumes where it stopped."""
     import yaml
 
     config = yaml.safe_load((workflow_copy / "configs" / "ci.yaml").read_text())
     config["study"]["cells"] = [
         {"task": "k400", "backbones": ["dinov2_vits14_random"], "modes": ["frozen"], "heads": ["temporal_b2"]}
     ]
-    config["tasks"]["k400"]["train"].update(steps=40, checkpoint_every=4)
+    config["tasks"]["k400"]["train"].update(steps=24, checkpoint_every=4)
     config["compute"] = {"train": {"nodes": 2, "threads": 2, "gpus": 0, "device": "cpu", "workers": 0}}
     (workflow_copy / "configs" / "two_node.yaml").write_text(yaml.safe_dump(config))
     cell = "k400/dinov2_vits14_random/frozen/temporal_b2"
@@ -206,7 +225,7 @@ def test_two_node_cell_through_the_profile_runs_one_agent_per_node_and_survives_
     requeued = None
     deadline = time.time() + 1500
     while snakemake.poll() is None and time.time() < deadline:
-        if requeued is None and log.exists() and sum(1 for _ in log.open()) >= 10:
+        if requeued is None and log.exists() and sum(1 for _ in log.open()) >= 6:
             requeued = running_job_on(2)
             if requeued:  # kill every step of the job and put it back in the queue, as preemption does
                 requeue(requeued)
@@ -219,9 +238,9 @@ def test_two_node_cell_through_the_profile_runs_one_agent_per_node_and_survives_
     train_log = (workflow_copy / "logs" / "train" / f"{cell}.log").read_text()
     assert "resuming from step" in train_log, train_log[-3000:]
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
-    assert steps == list(range(1, 41))  # no step lost or repeated across the requeue
+    assert steps == list(range(1, 25))  # no step lost or repeated across the requeue
     done = json.loads((run_dir / "done.json").read_text())
-    assert done["world_size"] == 2 and done["steps"] == 40
+    assert done["world_size"] == 2 and done["steps"] == 24
     placement = done["placement"]  # the run after the requeue: every rank, in rank order
     assert [rank["rank"] for rank in placement] == [0, 1]
     assert sorted(rank["host"] for rank in placement) == ["fbnode1", "fbnode2"]  # one agent per node
