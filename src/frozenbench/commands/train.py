@@ -139,7 +139,8 @@ def srun_step_options(args: argparse.Namespace, environ: dict[str, str]) -> list
     each of ``--nodes`` nodes, with the job's CPUs (``--threads``, the rule's threads, which the
     job was submitted with) and its GPUs per node. Nothing is left to ``SLURM_*`` / ``SRUN_*``
     variables: the job-step plugin strips them, and Slurm >= 22.05 does not pass the job's
-    ``--cpus-per-task`` to a step anyway, so a step without it gets one CPU per task."""
+    ``--cpus-per-task`` to a step anyway, so what a step without it gets depends on the site's step
+    defaults (on the test cluster's 22.05.8 it got the job's CPUs; docs/cluster.md)."""
     from frozenbench.errors import UserError
 
     cpus = args.threads or int(environ.get("SLURM_CPUS_PER_TASK", "0"))
