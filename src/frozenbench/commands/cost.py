@@ -1,4 +1,5 @@
-"""``frozenbench cost``: GPU-hours per cell and for the whole study, from a benchmark record."""
+"""``frozenbench cost``: the price of every cell of a study, and its total, from a benchmark record
+(GPU-hours from a GPU record, CPU-hours of one process from a CPU record; docs/cost.md)."""
 
 from __future__ import annotations
 
@@ -14,25 +15,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--record",
         required=True,
-        help="benchmark record with seconds per step per cell type: bench/records/gpu_<device>.json "
-        "(GPU-hours) or a paper_cells CPU record (a CPU projection)",
+        help="benchmark record with seconds per step per cell kind: bench/records/gpu_<device>.json "
+        "(GPU-hours) or a CPU record (CPU-hours of one process, never GPU-hours)",
     )
     parser.add_argument("--out", help="Markdown file to write (default: print it)")
+    parser.add_argument("--json", help="also write every cell's price, rules and sources as JSON to this file")
 
 
 def run(args: argparse.Namespace) -> int:
-    from frozenbench.config import read_yaml
+    from frozenbench.config import load_config
     from frozenbench.reporting.cost import cost_markdown, study_cost
-    from frozenbench.utils.atomic import write_text
+    from frozenbench.utils.atomic import write_json, write_text
 
-    config = read_yaml(args.config)  # the strict reader: a duplicate `train:` would skew the cost silently
+    # read strictly and validated: a duplicate `train:` would skew the cost silently, and the schema
+    # fills the defaults (nodes, batch sizes) the price depends on
+    config = load_config(args.config)
     try:
         record = json.loads(Path(args.record).read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read the record: {err}") from None
-    if "cells" not in record:
-        raise UserError(f"{args.record}: not a benchmark record with per-cell timings (no 'cells')")
-    text = cost_markdown(study_cost(config, record))
+        raise UserError(f"{args.record}: cannot read the record: {err}") from None
+    cost = study_cost(config, record, source=args.record)
+    text = cost_markdown(cost)
+    if args.json:
+        write_json(Path(args.json), cost)
     if args.out:
         write_text(Path(args.out), text)
     else:
