@@ -566,7 +566,9 @@ def _seconds(row: dict[str, Any]) -> str:
 
 
 def _hours(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
+    if value is None:
+        return "-"
+    return f"{value:.2g}" if 0 < value < 0.05 else f"{value:,.1f}"  # a mini-study's minutes, not 0.0
 
 
 def cost_markdown(cost: dict[str, Any]) -> str:
