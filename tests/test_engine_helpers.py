@@ -235,6 +235,7 @@ def test_the_engine_trains_any_model_through_its_losses_function_and_resumes_it_
     gets its own update once per step, and a run that crashed after its step-6 save, rerun,
     ends with the uninterrupted run's weights (the pretraining objectives rely on this)."""
     from frozenbench.engine.loop import train
+    from frozenbench.engine.model_kind import ModelKind
 
     dataset, collate = _fake_data()
     opts = TrainOptions(steps=12, batch_size=8, lr=0.4, warmup_steps=0, checkpoint_every=3, log_every=1, grad_clip=0)
@@ -247,7 +248,7 @@ def test_the_engine_trains_any_model_through_its_losses_function_and_resumes_it_
 
     def run(model: FakeRegression, name: str) -> FakeRegression:
         train(model, dataset, collate, tmp_path / name, opts, seed=3, log=lambda m: None, fingerprint="fake",
-              losses=_plain_losses)  # fmt: skip
+              kind=ModelKind("fake regression", losses=_plain_losses))  # fmt: skip
         return model
 
     whole = run(FakeRegression(), "whole")

@@ -885,10 +885,9 @@ def _allreduce_worker(rank: int, world: int, init_file: str, backend: str) -> No
     import torch
     import torch.distributed as dist
 
-    device = torch.device("cpu")
-    if backend == "nccl":
-        torch.cuda.set_device(rank)
-        device = torch.device("cuda", rank)
+    from frozenbench.engine.device import gpu_device
+
+    device = gpu_device(rank) if backend == "nccl" else torch.device("cpu")
     dist.init_process_group(
         backend, init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
     )
@@ -916,11 +915,9 @@ def nccl_allreduce(world: int, backend: str = "nccl") -> None:
 
 def visible_gpus() -> list[str]:
     """The names of the GPUs torch sees here (none without CUDA)."""
-    import torch
+    from frozenbench.engine.device import gpu_names
 
-    if not torch.cuda.is_available():
-        return []
-    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return gpu_names()
 
 
 def run_routed_ops() -> dict[str, list[int]]:

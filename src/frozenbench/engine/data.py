@@ -112,8 +112,3 @@ def eval_batches(
     options = _loader_options(workers, pin_memory, prefetch)
     options.pop("persistent_workers", None)  # one pass: nothing to keep the workers for
     return iter(DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, **options))
-
-
-def on_gpu(model: torch.nn.Module) -> bool:
-    """Whether ``model`` sits on a GPU (its batches are then worth pinning)."""
-    return any(p.is_cuda for p in model.parameters())

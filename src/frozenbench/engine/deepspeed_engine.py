@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from frozenbench.checkpoint.io import safe_load
-from frozenbench.engine.device import autocast
+from frozenbench.engine.device import autocast, deepspeed_accelerator
 from frozenbench.engine.loop import (
     TrainOptions,
     after_update,
@@ -66,7 +66,7 @@ def initialize(
     on ``device`` (default: a GPU unless ``DS_ACCELERATOR=cpu``)."""
     if "LOCAL_RANK" not in os.environ:
         raise RuntimeError("DeepSpeed training needs a launcher (torchrun, deepspeed or srun) setting LOCAL_RANK")
-    on_cpu = device.type == "cpu" if device is not None else os.environ.get("DS_ACCELERATOR") == "cpu"
+    on_cpu = deepspeed_accelerator(device) == "cpu"
     if on_cpu:  # DeepSpeed picks its accelerator once, at import: say which before it is imported
         os.environ["DS_ACCELERATOR"] = "cpu"
     import deepspeed

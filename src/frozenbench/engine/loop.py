@@ -1,17 +1,19 @@
 """The one resumable training loop: task heads on a frozen (or fine-tuned) backbone, and the
 pretraining objectives.
 
-- The loop asks a model for its losses through a ``losses`` function (an OpenMMLab model's
-  preprocessor and loss reduction by default, :func:`frozenbench.openmmlab.runtime.training_losses`)
-  and updates it through a :class:`Stepper` (one process, or DeepSpeed ranks).
+- The loop asks a model for its losses through its :class:`~frozenbench.engine.model_kind.ModelKind`
+  (an OpenMMLab model's preprocessor and loss reduction by default,
+  :data:`frozenbench.openmmlab.runtime.OPENMMLAB_MODEL`) and updates it through a :class:`Stepper`
+  (one process, or DeepSpeed ranks). The model kind also says how batches reach the device
+  (:func:`frozenbench.engine.device.place_model`); nothing here asks which device it is.
 - Only parameters with ``requires_grad`` reach the optimizer (the heads, in frozen mode).
 - The batch at step k is a pure function of (seed, k) (:mod:`frozenbench.engine.data`): the
   sample order comes from a per-epoch seeded permutation and the data augmentation RNGs are
   reseeded every step, in whichever DataLoader worker builds it; the model's own RNGs (RoI
   sampling, point sampling) are reseeded before each step's forward. A run killed and resumed
   from its newest checkpoint ends with the same weights, whatever the number of workers.
-- Batches reach the model's device through its data preprocessor and the losses are reduced by
-  the model (:func:`frozenbench.openmmlab.runtime.training_losses`); the forward runs under bf16
+- Batches reach the model's device as its kind moves them (an OpenMMLab data preprocessor, an
+  objective's own copies), pinned and non-blocking on the GPU path; the forward runs under bf16
   autocast when asked (``TrainOptions.autocast_bf16``).
 - ``{run_dir}/state.pt`` (trainable weights, optimizer, step) is rewritten atomically
   every ``checkpoint_every`` steps; ``{run_dir}/log.jsonl`` gets one line per logged step.
@@ -34,10 +36,11 @@ import torch.nn as nn
 from frozenbench import schedule_defaults
 from frozenbench.checkpoint.io import safe_load
 from frozenbench.engine.data import seed_step, train_batches
-from frozenbench.engine.device import autocast
+from frozenbench.engine.device import autocast, pin_memory, place_model
+from frozenbench.engine.model_kind import ModelKind
 from frozenbench.engine.param_groups import param_groups
 from frozenbench.engine.schedule import warmup_cosine
-from frozenbench.openmmlab.runtime import overlap_copies, training_losses
+from frozenbench.openmmlab.runtime import OPENMMLAB_MODEL
 from frozenbench.utils import signals
 from frozenbench.utils.atomic import atomic_file, remove_temporaries
 
@@ -339,10 +342,10 @@ def train(
     zero_stage: int = 2,
     device: torch.device | None = None,
     workers: int = 0,
-    losses: Callable[[nn.Module, dict, Callable], tuple[torch.Tensor, dict]] = training_losses,
+    kind: ModelKind = OPENMMLAB_MODEL,
 ) -> dict[str, Any]:
     """Train (or resume) ``model`` on ``device`` (default CPU), its batches built by ``workers``
-    DataLoader processes; ``losses(model, batch, stepper.forward)`` gives a step's (total, parts).
+    DataLoader processes; ``kind.losses(model, batch, stepper.forward)`` gives a step's (total, parts).
     ``fingerprint`` identifies the run's inputs (spec, backbone, mode, seed): a saved state with
     another fingerprint belongs to another run and is discarded.
 
@@ -355,7 +358,7 @@ def train(
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     if rank == 0:
         remove_leftovers(run_dir)
-    model.to(device)
+    place_model(model, device, kind)
     if world > 1:
         from frozenbench.engine.deepspeed_engine import DeepSpeedStepper
 
@@ -376,11 +379,8 @@ def train(
         log(f"resuming from step {step} ({run_dir})")
     if rank == 0:
         truncate_log(log_path, step)
-    on_gpu = device.type == "cuda"
-    if on_gpu:  # pinned batches copy to the GPU asynchronously
-        overlap_copies(model)
     batches = train_batches(
-        dataset, collate, opts.batch_size, seed, step, opts.steps, world, rank, workers, pin_memory=on_gpu
+        dataset, collate, opts.batch_size, seed, step, opts.steps, world, rank, workers, pin_memory=pin_memory(device)
     )
     state = StepState(step=step, started=time.time())
     first_step = step
@@ -394,7 +394,7 @@ def train(
             state.data_seconds += time.time() - waited
             seed_step(seed, state.step)  # the model's own sampling RNGs, whichever process built the batch
             state.lr = lr_at(state.step, opts)
-            total, state.losses = losses(model, data, stepper.forward)
+            total, state.losses = kind.losses(model, data, stepper.forward)
             if not torch.isfinite(total):
                 raise FloatingPointError(f"{run_dir}: loss became {total.item()} at step {state.step}")
             stepper.step(total, state.lr)

@@ -19,7 +19,14 @@ from typing import Any
 import torch
 
 from frozenbench.checkpoint.io import safe_load, sha256_of
-from frozenbench.engine.device import autocast, configure_precision, device_record, reset_peak_memory, select_device
+from frozenbench.engine.device import (
+    autocast,
+    configure_precision,
+    device_record,
+    place_model,
+    reset_peak_memory,
+    select_device,
+)
 from frozenbench.engine.loop import TrainOptions, train
 from frozenbench.errors import UserError
 from frozenbench.evaluation.headline import primary_metric
@@ -123,7 +130,7 @@ def train_cell(
     batches whatever they are), so neither is in the fingerprint."""
     if mode not in ("frozen", "finetune"):
         raise UserError(f"mode must be frozen or finetune, got {mode!r}")
-    from frozenbench.openmmlab.runtime import collate
+    from frozenbench.openmmlab import runtime
 
     placed = select_device(device)
     torch.manual_seed(seed)
@@ -133,7 +140,7 @@ def train_cell(
     summary = train(
         model,
         dataset,
-        collate,
+        runtime.collate,
         run_dir,
         _train_options(spec),
         seed=seed,
@@ -141,6 +148,7 @@ def train_cell(
         zero_stage=spec.get("zero_stage", 2),
         device=placed,
         workers=workers,
+        kind=runtime.OPENMMLAB_MODEL,
     )
     summary.update(device_record(placed))
     if summary["world_size"] > 1:

@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from frozenbench.engine.device import is_gpu_tensor
+
 ROI_ALIGN_AVG = 1  # mmcv's pool_mode code for average pooling (0 is max)
 
 _calls: collections.Counter[str] = collections.Counter()
@@ -121,7 +123,7 @@ def _guarded(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
 
     def call(*args: Any, **kwargs: Any) -> Any:
         _calls[name] += 1
-        if any(isinstance(a, torch.Tensor) and a.is_cuda for a in (*args, *kwargs.values())):
+        if any(is_gpu_tensor(a) for a in (*args, *kwargs.values())):
             raise NotImplementedError(
                 f"mmcv op {name!r} has no CUDA kernel in this mmcv build (built without CUDA) and no route to "
                 "torch / torchvision in frozenbench.openmmlab.ops; add a route there"

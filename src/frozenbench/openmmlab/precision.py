@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from frozenbench.engine.device import autocast_disabled
+
 # the entry points of mmdet's RPN and RoI heads that two-stage detectors call
 DETECTOR_HEAD_METHODS = ("loss", "predict", "loss_and_predict")
 
@@ -37,7 +39,7 @@ def run_in_fp32(module: torch.nn.Module, methods: tuple[str, ...]) -> torch.nn.M
 
         @functools.wraps(original)
         def fp32_call(*args, _original=original, **kwargs):
-            with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+            with autocast_disabled():
                 return _original(*_to_fp32(args), **{k: _to_fp32(v) for k, v in kwargs.items()})
 
         setattr(module, name, fp32_call)

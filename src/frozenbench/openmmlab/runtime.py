@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import torch
 
+from frozenbench.engine.model_kind import ModelKind
+
 # scope -> (its registry module, the module whose register_all_modules fills it)
 SCOPES = {
     "mmdet": ("mmdet.registry", "mmdet.utils"),
@@ -41,9 +43,10 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, list]:
     return pseudo_collate(samples)
 
 
-def overlap_copies(model: torch.nn.Module) -> None:
-    """Let the model's data preprocessor copy batches to the device without blocking (pinned inputs)."""
-    model.data_preprocessor._non_blocking = True
+def copy_batches(model: torch.nn.Module, non_blocking: bool) -> None:
+    """The model's data preprocessor moves each batch to the model's device: without blocking on
+    the GPU path (its loader pins them), as an ordinary copy otherwise."""
+    model.data_preprocessor._non_blocking = non_blocking
 
 
 def training_losses(
@@ -76,3 +79,6 @@ def slide_inference(model: torch.nn.Module, crop: tuple[int, int], stride: tuple
             model.test_cfg = saved
 
     return switched()
+
+
+OPENMMLAB_MODEL = ModelKind("OpenMMLab model", losses=training_losses, copy_batches=copy_batches)

@@ -11,7 +11,9 @@ Every objective owns ``self.backbone`` (a timm model whose weights become the ch
 ``draw_seed`` (drawn by :func:`collate` from the step's seeded RNG) seeds every augmentation and
 mask draw, so the loss of step k is a pure function of (seed, k) as for the task heads. Images
 and the seeded augmentation stay on the CPU (the same random draws on any device); the views
-move to the objective's device before the backbone.
+move to the objective's device before the backbone (:func:`frozenbench.engine.device.to_device`:
+non-blocking on the GPU path), so the objectives' model kind, :data:`OBJECTIVE_MODEL`, leaves the
+batch where the loader built it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from frozenbench.engine.device import to_device
+from frozenbench.engine.model_kind import ModelKind, batches_copied_by_forward
 from frozenbench.pretrain.data import augment
 
 
@@ -39,6 +43,10 @@ def objective_losses(model: nn.Module, batch: dict[str, Any], forward) -> tuple[
     """(total, logged parts) of one step: the objective's one loss."""
     parts = forward(batch)
     return parts["loss"], parts
+
+
+# the batch stays on the CPU for the seeded augmentation; each objective copies its views
+OBJECTIVE_MODEL = ModelKind("pretraining objective", losses=objective_losses, copy_batches=batches_copied_by_forward)
 
 
 class Objective(nn.Module):
@@ -73,8 +81,8 @@ class Supervised(Objective):
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         device = device_of(self)
-        logits = self.head(pooled(self.backbone, augment(images, gen).to(device)))
-        return F.cross_entropy(logits, labels.to(device), label_smoothing=self.label_smoothing)
+        logits = self.head(pooled(self.backbone, to_device(augment(images, gen), device)))
+        return F.cross_entropy(logits, to_device(labels, device), label_smoothing=self.label_smoothing)
 
 
 def _mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
@@ -141,7 +149,8 @@ class Contrastive(Objective):
     def loss(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         del labels  # self-supervised
         device = device_of(self)
-        v1, v2 = augment(images, gen, strong=True).to(device), augment(images, gen, strong=True).to(device)
+        v1 = to_device(augment(images, gen, strong=True), device)
+        v2 = to_device(augment(images, gen, strong=True), device)
         if self.momentum == 0:  # no key encoder: SimCLR
             z = self.projector(pooled(self.backbone, torch.cat([v1, v2])))
             return self._nt_xent(*z.chunk(2))
@@ -216,8 +225,8 @@ class MaskedImageModeling(Objective):
     def loss(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         del labels
         device = device_of(self)
-        x = augment(images, gen).to(device)
-        mask = self.random_mask(x.shape[0], gen).to(device)
+        x = to_device(augment(images, gen), device)
+        mask = to_device(self.random_mask(x.shape[0], gen), device)
         pixel_mask = mask.repeat_interleave(self.mask_patch, 1).repeat_interleave(self.mask_patch, 2)
         # Masked pixels are also blanked at the input so the conv stem cannot see them.
         x_in = x * (~pixel_mask)[:, None]

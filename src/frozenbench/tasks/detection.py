@@ -17,7 +17,8 @@ import torch
 
 from frozenbench.data.images import ORIENTATION_BY_FORMAT
 from frozenbench.data.validate import coco_meaning_problems
-from frozenbench.engine.data import eval_batches, on_gpu
+from frozenbench.engine.data import eval_batches
+from frozenbench.engine.device import pins_batches_for
 from frozenbench.evaluation.driver import FedEvaluator, inference_on_dataset
 from frozenbench.errors import UserError
 from frozenbench.evaluation import COCOEvaluator, instances_to_results
@@ -220,7 +221,7 @@ def evaluate(
     workers: int = 0,
 ) -> dict[str, Any]:
     del test  # the test scale acts in build_dataset
-    batches = eval_batches(dataset, collate, batch_size, workers, pin_memory=on_gpu(model))
+    batches = eval_batches(dataset, collate, batch_size, workers, pin_memory=pins_batches_for(model))
     evaluators = {"detection": FedEvaluator(COCOEvaluator(dataset.ann_file), _feed_coco)}
     return inference_on_dataset(model, batches, evaluators, predict)["detection"]
 
@@ -230,5 +231,5 @@ def predict_test_dev(model: torch.nn.Module, dataset, batch_size: int = 4, worke
     """Detections on test-dev in the COCO results format (boxes and masks in one list, as uploaded)."""
     categories = json.loads(Path(dataset.ann_file).read_text())["categories"]
     collector = ResultsCollector(category_ids(categories))
-    batches = eval_batches(dataset, collate, batch_size, workers, pin_memory=on_gpu(model))
+    batches = eval_batches(dataset, collate, batch_size, workers, pin_memory=pins_batches_for(model))
     return inference_on_dataset(model, batches, {"test-dev": collector}, predict)["test-dev"]["results"]

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from frozenbench.data.images import ORIENTATION_BY_FORMAT
-from frozenbench.engine.data import eval_batches, on_gpu
+from frozenbench.engine.data import eval_batches
+from frozenbench.engine.device import pins_batches_for
 from frozenbench.evaluation.driver import FedEvaluator, inference_on_dataset
 from frozenbench.errors import UserError
 from frozenbench.evaluation import SemSegEvaluator
@@ -146,7 +147,7 @@ def evaluate(
     if unknown:
         raise UserError(f"segmentation test options {sorted(unknown)} unknown; known: {', '.join(TEST_OPTIONS)}")
     scales, flip = test.get("scales", [1.0]), test.get("flip", False)
-    batches = eval_batches(dataset, collate, 1, workers, pin_memory=on_gpu(model))
+    batches = eval_batches(dataset, collate, 1, workers, pin_memory=pins_batches_for(model))
     evaluators = {
         "segmentation": FedEvaluator(SemSegEvaluator(num_classes=num_classes, ignore_index=255), _feed_semseg)
     }

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from frozenbench.engine.data import eval_batches, on_gpu
+from frozenbench.engine.data import eval_batches
+from frozenbench.engine.device import pins_batches_for
 from frozenbench.evaluation.driver import FedEvaluator, inference_on_dataset
 from frozenbench.errors import UserError
 from frozenbench.evaluation import TopKEvaluator
@@ -160,7 +161,7 @@ def evaluate(
     test = dict(test or {})
     views = int(test.get("num_clips", 1)) * int(test.get("num_crops", 1))
     batch_size = max(1, min(batch_size, MAX_TEST_VIEWS_PER_BATCH // views))
-    batches = eval_batches(dataset, collate, batch_size, workers, pin_memory=on_gpu(model))
+    batches = eval_batches(dataset, collate, batch_size, workers, pin_memory=pins_batches_for(model))
     evaluators = {"video": FedEvaluator(TopKEvaluator(topk=(1, 5) if num_classes >= 5 else (1,)), _feed_topk)}
     return inference_on_dataset(model, batches, evaluators, predict)["video"]
 
