@@ -17,6 +17,20 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+
+
+# Memory before the queue: a cell whose estimated peak GPU memory exceeds its card is refused here,
+# before any job runs, naming the settings to change (frozenbench.cluster.memory, docs/memory.md).
+# Configs that train on the CPU (the mini-study, CI) are never counted.
+try:
+    from frozenbench.cluster.memory import check_memory
+
+    for _note in check_memory(config):
+        print(f"memory check: {_note}", file=sys.stderr)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+
 include: "rules/data.smk"
 include: "rules/checkpoints.smk"
 include: "rules/train.smk"

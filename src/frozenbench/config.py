@@ -251,6 +251,8 @@ def path_problems(config: dict[str, Any], project: Path | None = None) -> list[t
     for name, backbone in config.get("backbones", {}).items():
         if "file" in backbone.get("checkpoint", {}):
             named[f"backbones.{name}.checkpoint.file"] = backbone["checkpoint"]["file"]
+    if "memory_record" in config.get("compute", {}):
+        named["compute.memory_record"] = config["compute"]["memory_record"]
     for key, value in named.items():
         if value.startswith("~"):
             problems.append((key, f"{value!r}: '~' is not expanded here; write the path out"))
@@ -415,6 +417,11 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
             dataset_of(key, backbone["pretrain"].get("dataset", default), "imagefolder", "pretraining")
     for name, task in tasks.items():
         dataset_of(f"tasks.{name}.dataset", task["dataset"], TASK_FORMATS[task["type"]], f"task type {task['type']}")
+        if task.get("frame_chunk") and task["type"] != "video":
+            problems.append(
+                f"tasks.{name}.frame_chunk: only video tasks feed their backbone frames in chunks "
+                f"(this task is {task['type']}); remove it"
+            )
         clip_frames = task.get("data_options", {}).get("num_frames")
         for head_name, head in task["heads"].items():
             if (

@@ -88,6 +88,9 @@ def task_spec(
         **({"compile_backbone": True} if entry.get("compile_backbone") else {}),
         **({"autocast_bf16": True} if entry.get("autocast_bf16") else {}),
         **({"tf32": True} if entry.get("tf32") else {}),
+        # a frozen backbone keeps no activation: the option is a no-op there and stays out of its spec
+        **({"activation_checkpointing": True} if mode == "finetune" and entry.get("activation_checkpointing") else {}),
+        **({"frame_chunk": entry["frame_chunk"]} if entry.get("frame_chunk") else {}),
         **({"augment": entry["augment"]} if entry.get("augment") else {}),
         **({"test": entry.get("test", {})} if evaluation else {}),
     }

@@ -1,5 +1,6 @@
 """``frozenbench check-config``: validate a study config, say what each backbone will be built as,
-and print the config with defaults filled in."""
+refuse cells that will not fit their GPU (as the DAG does at its start) and print the config with
+defaults filled in."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from frozenbench.config import load_config
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", default="config.yaml", help="study config (default: config.yaml)")
     parser.add_argument("--print", action="store_true", help="print the config with schema defaults filled in")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="print every cell's estimated peak GPU memory in training and evaluation (docs/memory.md)",
+    )
 
 
 def hub_origin(ckpt: dict) -> str:
@@ -62,12 +68,33 @@ def backbone_plan(name: str, entry: dict) -> str:
     )
 
 
+def memory_table(config: dict) -> list[str]:
+    """One line per cell: its estimated training and evaluation peaks with their parts."""
+    from frozenbench.cluster.memory import estimate_cell_memory, load_record
+    from frozenbench.study import study_cells
+
+    record, origin = load_record(config)
+    lines = [f"estimated peak GPU memory per cell (MiB; heads' share from {origin}):"]
+    for cell in dict.fromkeys(study_cells(config)):
+        estimate = estimate_cell_memory(config, cell, record)
+        lines.append(f"  {estimate.cell}: train {estimate.describe('train')}")
+        lines.append(f"  {' ' * len(estimate.cell)}  eval  {estimate.describe('evaluate')}")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
+    from frozenbench.cluster.memory import check_memory
+
     config = load_config(args.config)
+    notes = check_memory(config, source=args.config)
     if args.print:
         print(yaml.safe_dump(config, sort_keys=False), end="")
     else:
         print(f"{args.config}: ok ({len(config['datasets'])} datasets)")
         for name, entry in config.get("backbones", {}).items():
             print("  " + backbone_plan(name, entry))
+        for note in notes:
+            print(f"  memory: {note}")
+    if args.memory:
+        print("\n".join(memory_table(config)))
     return 0

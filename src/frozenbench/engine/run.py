@@ -89,6 +89,9 @@ def _build(spec: dict[str, Any], checkpoint: str, mode: str, device: torch.devic
         feature_cache=feature_cache,
         compile_backbone=spec.get("compile_backbone", False),
     )
+    from frozenbench.models.backbone import apply_memory_options  # activation_checkpointing, frame_chunk
+
+    apply_memory_options(model, spec)
     configure_precision(device, spec.get("tf32", False))
     reset_peak_memory(device)
     return task, data, num_classes, model.to(device)

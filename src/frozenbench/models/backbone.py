@@ -7,13 +7,17 @@ Frozen means all of:
 - the forward runs under ``torch.no_grad()``, so no activation is kept for backward;
 - optionally under bf16 autocast (features are returned in fp32 for the heads);
 - optionally compiled with the weights frozen into the graph (``compile``).
+
+A fine-tuned backbone may recompute its blocks' activations in backward instead of keeping them
+(``activation_checkpointing``; docs/memory.md measures what it saves).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -57,6 +61,7 @@ class Backbone(nn.Module):
             C++ wrapper. Measured on 2 CPU cores (bench/backbone_throughput.py): Swin-T forward
             1.05-1.26x faster than eager across runs, after a one-off ~35 s compile per input
             shape (a smaller last batch is another shape).
+        activation_checkpointing: fine-tuned only: see :meth:`set_activation_checkpointing`.
     """
 
     COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True}
@@ -71,6 +76,7 @@ class Backbone(nn.Module):
         state_dict: dict[str, torch.Tensor] | None = None,
         feature_cache: bool = False,
         compile: bool = False,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.arch = arch
@@ -106,6 +112,21 @@ class Backbone(nn.Module):
         if frozen:
             self.model.requires_grad_(False)
             self.model.eval()
+        self.activation_checkpointing = False
+        self.set_activation_checkpointing(activation_checkpointing)
+
+    def set_activation_checkpointing(self, enable: bool = True) -> None:
+        """Keep only each block's input for backward and recompute the block's activations there
+        (timm's ``set_grad_checkpointing``), trading one more forward of the blocks for memory.
+
+        The features path (``forward_intermediates``) honours it in every family: Swin, SwinV2 and
+        ConvNeXt checkpoint inside their stages' forward, ViT and EVA per block in
+        ``forward_intermediates`` itself; timm calls ``torch.utils.checkpoint`` non-reentrant
+        (``use_reentrant=False``) unless the environment sets ``TIMM_REENTRANT_CKPT``.
+        tests/test_memory_estimate.py checks the saved activations shrink in each family.
+        A frozen backbone runs under ``no_grad`` and keeps no activation: it stays off there."""
+        self.activation_checkpointing = bool(enable) and not self.frozen
+        self.model.set_grad_checkpointing(self.activation_checkpointing)
 
     @property
     def needs_pyramid(self) -> bool:
@@ -167,3 +188,19 @@ class Backbone(nn.Module):
                 x, indices=self.out_indices, norm=self.family.intermediate_norm, intermediates_only=True
             )
         return [f.float() for f in feats]
+
+
+def apply_memory_options(model: nn.Module, spec: Mapping[str, Any]) -> nn.Module:
+    """A cell spec's memory settings (``activation_checkpointing``, ``frame_chunk``; both absent from
+    a spec that does not set them) applied to a built task model: every :class:`Backbone` in it
+    checkpoints its activations when fine-tuned, every module that feeds its backbone frames in
+    chunks (the video ``FramewiseBackbone``, which has a ``frame_chunk`` attribute) takes that many
+    frames per call. Returns ``model``."""
+    checkpointing = bool(spec.get("activation_checkpointing", False))
+    frame_chunk = int(spec.get("frame_chunk", 0))
+    for module in model.modules():
+        if isinstance(module, Backbone):
+            module.set_activation_checkpointing(checkpointing)
+        if frame_chunk and hasattr(module, "frame_chunk"):
+            module.frame_chunk = frame_chunk
+    return model

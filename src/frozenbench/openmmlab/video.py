@@ -1,7 +1,8 @@
 """Video action recognition on a frozen image backbone (mmaction2 modules).
 
 ``FramewiseBackbone`` runs the image backbone on every frame (N*T frames: one batched call in
-training, bounded chunks at test time) and returns space-time tokens; ``TemporalTransformerHead``
+training, bounded chunks at test time, or ``frame_chunk`` frames a call in both) and returns
+space-time tokens; ``TemporalTransformerHead``
 trains N transformer blocks over them (N = 0: mean pooling + linear classifier).
 """
 
@@ -21,21 +22,35 @@ class FramewiseBackbone(FrozenbenchBackbone):
 
     At test time (eval mode) the N*T frames go through the image backbone ``max_frames_per_call``
     at a time, so memory does not grow with the number of views (clips x crops) of a video; in
-    training they go in one call (a fine-tuned backbone needs all activations for backward anyway).
+    training they go in one call. ``frame_chunk`` (the task's ``frame_chunk``, set on the built
+    model by :func:`frozenbench.models.backbone.apply_memory_options`; 0: as just said) takes that
+    many frames per call in training and at test time. What it saves (docs/memory.md): a frozen
+    backbone runs each chunk under ``no_grad``, so the peak is one chunk's forward; a fine-tuned one
+    keeps every chunk's activations for backward, so chunking alone saves nothing there, and with
+    activation checkpointing it bounds the recomputation in backward to one chunk's block.
     """
 
-    def __init__(self, *args, spatial_tokens: bool = True, max_frames_per_call: int = 64, **kwargs) -> None:
+    def __init__(
+        self, *args, spatial_tokens: bool = True, max_frames_per_call: int = 64, frame_chunk: int = 0, **kwargs
+    ) -> None:
         # the last level's tokens as the backbone computes them: a plain ViT's last block, no pyramid
         kwargs.setdefault("out_indices", (-1,))
         kwargs["pyramid"] = False
         super().__init__(*args, **kwargs)
         self.spatial_tokens = spatial_tokens
         self.max_frames_per_call = max_frames_per_call
+        self.frame_chunk = frame_chunk
+
+    def frames_per_call(self, frames: int) -> int:
+        """How many of a batch's ``frames`` go through the image backbone in one call."""
+        if self.frame_chunk:
+            return self.frame_chunk
+        return frames if self.training else self.max_frames_per_call
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, t, h, w = x.shape
         frames = x.transpose(1, 2).reshape(n * t, c, h, w)
-        chunk = frames.shape[0] if self.training else self.max_frames_per_call
+        chunk = self.frames_per_call(frames.shape[0])
         # (N*T, C', h', w') after any extra blocks
         feat = torch.cat([super(FramewiseBackbone, self).forward(part)[-1] for part in frames.split(chunk)])
         tokens = feat.flatten(2).transpose(1, 2) if self.spatial_tokens else feat.mean(dim=(2, 3))[:, None]
