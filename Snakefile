@@ -21,14 +21,16 @@ include: "rules/common.smk"
 
 # Memory before the queue: a cell whose estimated peak GPU memory exceeds its card is refused here,
 # before any job runs, naming the settings to change (frozenbench.cluster.memory, docs/memory.md).
-# Configs that train on the CPU (the mini-study, CI) are never counted.
-try:
-    from frozenbench.cluster.memory import check_memory
+# Configs that train on the CPU (the mini-study, CI) are never counted. Only the main process
+# checks: every job re-reads this file inside its Slurm allocation, where the check is done already.
+if workflow.is_main_process:
+    try:
+        from frozenbench.cluster.memory import check_memory
 
-    for _note in check_memory(config):
-        print(f"memory check: {_note}", file=sys.stderr)
-except ConfigError as err:
-    raise WorkflowError(str(err)) from None
+        for _note in check_memory(config):
+            print(f"memory check: {_note}", file=sys.stderr)
+    except ConfigError as err:
+        raise WorkflowError(str(err)) from None
 
 
 include: "rules/data.smk"
