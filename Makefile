@@ -8,19 +8,20 @@ PYTEST_ARGS ?=
 # CUDA=12 on the command line reaches it too (torch 2.9.1 instead of 2.14.1)
 SETUP_ARGS ?=
 
-.PHONY: setup wheelhouse test lint-check all_tables repro report bench gpu-smoke cost dry-run lint slurm-up slurm-down clean-results
+.PHONY: setup wheelhouse test lint-check all_tables repro report bench gpu-smoke gpu-node-smoke cost dry-run lint slurm-up slurm-down clean-results
 
 setup:
 	bash scripts/setup.sh $(SETUP_ARGS)
 
 # every wheel beyond torch for a machine without network, plus mmcv's sdist and SHA256SUMS
 # (scripts/wheelhouse.sh; docs/install.md). Needs no venv: run it on any connected machine.
+# NODE=1: only what a GPU node's training and smoke need (requirements/node.txt; docs/gpu-node.md)
 WHEELHOUSE ?= wheelhouse
 PYTHON_VERSION ?= 3.11
 PLATFORM ?= manylinux_2_28_x86_64
 wheelhouse:
 	bash scripts/wheelhouse.sh --dest $(WHEELHOUSE) --python-version $(PYTHON_VERSION) --platform $(PLATFORM) \
-		$(if $(CUDA),--cuda $(CUDA)) $(if $(filter 1,$(WITH_TORCH)),--with-torch)
+		$(if $(CUDA),--cuda $(CUDA)) $(if $(filter 1,$(WITH_TORCH)),--with-torch) $(if $(filter 1,$(NODE)),--node)
 
 test: setup lint-check
 	python -m pytest $(PYTEST_ARGS)
@@ -55,11 +56,20 @@ slurm-down:
 bench: setup
 	OMP_NUM_THREADS=$$(nproc) PYTHONPATH=src python bench/run_all.py
 
-# every paper cell type for 20 steps + an evaluation on all visible GPUs in bf16, through the real
-# multi-rank path; writes bench/records/gpu_<device>.json. DEVICE=cpu: tiny sizes (what CI runs).
+# every cell kind of configs/paper.yaml frozen and fine-tuned at the paper's per-GPU batch sizes, the
+# in-DAG pretraining and the probe, and a ViT-L, through the real command line within --budget-s
+# (540 s on a GPU); writes bench/records/gpu_<device>.json (docs/gpu-smoke.md). DEVICE=cpu: tiny
+# sizes (what CI runs). GPU_SMOKE_ARGS: more options, e.g. "--cells k400_temporal --budget-s 300".
 DEVICE ?= cuda
+GPU_SMOKE_ARGS ?=
 gpu-smoke: setup
-	python bench/gpu_smoke.py --device $(DEVICE)
+	python bench/gpu_smoke.py --device $(DEVICE) $(GPU_SMOKE_ARGS)
+
+# a bare GPU node (Python + torch, no network) from a copy of the repository and a node wheelhouse
+# (make wheelhouse NODE=1) to bench/records/gpu_<device>.json in one run: install, routed ops on
+# the GPU, smoke, record (scripts/gpu-node-smoke.sh; docs/gpu-node.md). Needs no venv: it makes one.
+gpu-node-smoke:
+	DEVICE=$(DEVICE) bash scripts/gpu-node-smoke.sh $(WHEELHOUSE)
 
 # GPU-hours of configs/paper.yaml's study from a benchmark record (RECORD=bench/records/gpu_<device>.json)
 RECORD ?= bench/records/cpu_2core/paper_cells_cpu.json

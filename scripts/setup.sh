@@ -12,7 +12,8 @@
 #        scripts/setup.sh --print-stamp [options]
 #   --offline DIR    no network: every package from the wheelhouse DIR (scripts/wheelhouse.sh;
 #                    pip --no-index --find-links DIR, no pip config), mmcv's sdist from DIR
-#                    (sha256-checked); SHA256SUMS in DIR is checked first
+#                    (sha256-checked); SHA256SUMS in DIR is checked first. A node wheelhouse
+#                    (wheelhouse.sh --node) installs requirements/node.txt instead of base.txt
 #   --system-torch   use the torch and torchvision the Python already imports (NGC container,
 #                    site module): the venv is created with --system-site-packages and pip
 #                    installs neither; mmcv's ops are compiled against that torch
@@ -39,7 +40,7 @@ MMCV_SDIST_SHA256=d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd
 # lock.txt lines that belong to the torch build (scripts/wheelhouse.sh uses the same pattern).
 TORCH_STACK_RE='^(torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z0-9-]+)=='
 
-usage() { sed -n '10,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '10,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 OFFLINE_DIR=
 SYSTEM_TORCH=0
 CUDA_CHOICE=${CUDA:-13}
@@ -165,6 +166,9 @@ if [ "$ACTION" = check-driver ]; then
     exit $?
 fi
 
+# "node" for a wheelhouse.sh --node one (requirements/node.txt), "full" for any other.
+wheelhouse_subset() { sed -n 's/^subset: //p' "$OFFLINE_DIR/WHEELHOUSE.txt" 2>/dev/null | grep -x node || echo full; }
+
 inputs_hash() {
     cat "$ROOT/requirements/"*.txt "$ROOT/scripts/setup.sh" "$ROOT/scripts/apply_patches.py" \
         "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1
@@ -181,6 +185,7 @@ options_line() {
     fi
     source=index
     [ -n "$OFFLINE_DIR" ] && source=wheelhouse
+    [ -n "$OFFLINE_DIR" ] && [ "$(wheelhouse_subset)" = node ] && source=wheelhouse-node
     echo "options: torch=$torch packages=$source"
 }
 
@@ -269,9 +274,12 @@ if [ "$SYSTEM_TORCH" = 0 ] && [ "$sees_system" = true ]; then
 fi
 
 # Requirements and constraints of this torch source (the default: base.txt and lock.txt as is).
-REQUIREMENTS=$ROOT/requirements/base.txt
+# A node wheelhouse holds only node.txt's closure (no workflow, tests or linters).
+BASE_REQUIREMENTS=$ROOT/requirements/base.txt
+[ -n "$OFFLINE_DIR" ] && [ "$(wheelhouse_subset)" = node ] && BASE_REQUIREMENTS=$ROOT/requirements/node.txt
+REQUIREMENTS=$BASE_REQUIREMENTS
 CONSTRAINTS=$LOCK
-without_torch_pins() { grep -v -i -E '^(torch|torchvision)[[:space:]]*(==|$)' "$ROOT/requirements/base.txt"; }
+without_torch_pins() { grep -v -i -E '^(torch|torchvision)[[:space:]]*(==|$)' "$BASE_REQUIREMENTS"; }
 if [ "$SYSTEM_TORCH" = 1 ]; then
     phase "system torch"
     # Check the torch found, and pin it (and everything it needs) as installed, so nothing pip

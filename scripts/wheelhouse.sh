@@ -9,10 +9,14 @@
 # ops against the node's torch), checked against the sha256 that setup.sh pins. With
 # --with-torch it also holds the torch stack of the chosen CUDA build (~3-4 GB more).
 # SHA256SUMS lists every file; WHEELHOUSE.txt records what it was built for and its size.
+# --node keeps only what a GPU node running the training, the evaluation and bench/gpu_smoke.py
+# needs beside its torch and torchvision: the closure of requirements/node.txt (no snakemake,
+# dvc, tests, linters; docs/gpu-node.md). --from DIR takes the wheels from a wheelhouse built
+# before for the same Python, platform and lock instead of downloading them again.
 #
 # Usage: scripts/wheelhouse.sh [--dest DIR] [--python-version 3.11]
-#            [--platform manylinux_2_28_x86_64] [--cuda 13|12] [--with-torch]
-# (make wheelhouse WHEELHOUSE=DIR PYTHON_VERSION=3.11 PLATFORM=... CUDA=12 WITH_TORCH=1)
+#            [--platform manylinux_2_28_x86_64] [--cuda 13|12] [--with-torch] [--node] [--from DIR]
+# (make wheelhouse WHEELHOUSE=DIR PYTHON_VERSION=3.11 PLATFORM=... CUDA=12 WITH_TORCH=1 NODE=1)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,11 +25,13 @@ TARGET_PY=${PYTHON_VERSION:-3.11}
 PLATFORM=${PLATFORM:-manylinux_2_28_x86_64}
 CUDA_CHOICE=${CUDA:-13}
 WITH_TORCH=${WITH_TORCH:-0}
+NODE=${NODE:-0}
+FROM=
 # The interpreter that runs pip here; it need not be the target version unless an sdist
 # compiles code (then the wheel it builds would not fit the target, which is checked below).
 PYTHON=${PYTHON:-python3}
 
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case $1 in
         --dest) DEST=${2:?--dest needs a folder}; shift 2 ;;
@@ -33,6 +39,8 @@ while [ $# -gt 0 ]; do
         --platform) PLATFORM=${2:?--platform needs a tag such as manylinux_2_28_x86_64}; shift 2 ;;
         --cuda) CUDA_CHOICE=${2:?--cuda needs 13 or 12}; shift 2 ;;
         --with-torch) WITH_TORCH=1; shift ;;
+        --node) NODE=1; shift ;;
+        --from) FROM=${2:?--from needs a wheelhouse folder}; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "wheelhouse: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -45,6 +53,14 @@ case $WITH_TORCH in
     0 | 1) ;;
     *) echo "wheelhouse: WITH_TORCH must be 0 or 1, got '$WITH_TORCH'" >&2; exit 2 ;;
 esac
+case $NODE in
+    0 | 1) ;;
+    *) echo "wheelhouse: NODE must be 0 or 1, got '$NODE'" >&2; exit 2 ;;
+esac
+if [ "$NODE" = 1 ] && [ "$WITH_TORCH" = 1 ]; then
+    echo "wheelhouse: --node is for a node that brings its own torch: drop --with-torch (WITH_TORCH)" >&2
+    exit 2
+fi
 if ! [[ $TARGET_PY =~ ^3\.[0-9]+$ ]]; then
     echo "wheelhouse: --python-version (or PYTHON_VERSION) must look like 3.11, got '$TARGET_PY'" >&2
     exit 2
@@ -113,10 +129,36 @@ quiet() {  # pip without the noise of file:// mirrors lacking a package
 echo "wheelhouse: $(wc -l <"$WORK/pins.txt") packages for Python $TARGET_PY on $PLATFORM" \
     "(torch stack: $([ "$WITH_TORCH" = 1 ] && echo "CUDA $CUDA_CHOICE" || echo "not included"))"
 
-# --no-deps: the pins are the whole closure already (lock.txt is a pip freeze), and resolving
-# would pull torch in through timm / deepspeed. --prefer-binary: an sdist only where no wheel fits.
-quiet "$PYTHON" -m pip --disable-pip-version-check download -q --no-deps --prefer-binary \
-    "${target_args[@]}" -d "$STAGE" -r "$WORK/pins.txt"
+if [ -n "$FROM" ]; then
+    # The same files as a download would bring, when FROM was built for this very target.
+    from_info() { sed -n "s/^$1: //p" "$FROM/WHEELHOUSE.txt" 2>/dev/null; }
+    for want in "python-version:$TARGET_PY" "platform:$PLATFORM" "torch-stack:none" \
+        "lock-sha256:$(sha256sum "$LOCK" | cut -d' ' -f1)"; do
+        have=$(from_info "${want%%:*}")
+        if [ "$have" != "${want#*:}" ]; then
+            echo "wheelhouse: --from $FROM: its ${want%%:*} is '$have', this build needs '${want#*:}'" >&2
+            exit 1
+        fi
+    done
+    if [ "$(from_info subset)" = node ]; then
+        echo "wheelhouse: --from $FROM: a --node wheelhouse lacks wheels a full one has: name a full one" >&2
+        exit 1
+    fi
+    if ! (cd "$FROM" && sha256sum --quiet -c SHA256SUMS) >/dev/null 2>&1; then
+        echo "wheelhouse: --from $FROM: SHA256SUMS does not match its files" >&2
+        exit 1
+    fi
+    mkdir -p "$WORK/mmcv"
+    # hard links where FROM is on the same filesystem: nothing is copied, pruning unlinks only ours
+    cp -l "$FROM"/*.whl "$STAGE/" 2>/dev/null || cp "$FROM"/*.whl "$STAGE/"
+    cp "$FROM/mmcv-$MMCV_VERSION.tar.gz" "$WORK/mmcv/"
+    echo "wheelhouse: $(ls "$STAGE" | wc -l) wheels from $FROM, nothing downloaded"
+else
+    # --no-deps: the pins are the whole closure already (lock.txt is a pip freeze), and resolving
+    # would pull torch in through timm / deepspeed. --prefer-binary: an sdist only where no wheel fits.
+    quiet "$PYTHON" -m pip --disable-pip-version-check download -q --no-deps --prefer-binary \
+        "${target_args[@]}" -d "$STAGE" -r "$WORK/pins.txt"
+fi
 
 # A private builder venv with setuptools<81 (mmcv's metadata step imports pkg_resources).
 "$PYTHON" -m venv "$WORK/builder"
@@ -147,11 +189,75 @@ for sdist in "$STAGE"/*.tar.gz "$STAGE"/*.zip; do
     rm "$sdist"
 done
 
+# --node: keep the closure of requirements/node.txt over the wheels' declared dependencies
+# (markers read for the target Python and platform) and the OpenMMLab packages themselves (setup
+# installs those with --no-deps: their declared pins fight). What torch and torchvision need is
+# kept too where the closure reaches it (numpy, pillow, typing-extensions, ...): a node's own
+# copy may be older than another package needs, and offline pip cannot fetch a newer one.
+# setuptools<81 and wheel stay for setup's mmcv build.
+if [ "$NODE" = 1 ]; then
+    # the machine of a platform tag: manylinux_2_28_x86_64 -> x86_64, manylinux2014_aarch64 -> aarch64
+    machine=$(sed -E 's/^(manylinux_[0-9]+_[0-9]+|manylinux[0-9]+|musllinux_[0-9]+_[0-9]+|linux)_//' <<<"$PLATFORM")
+    "$WORK/builder/bin/python" - "$STAGE" "$TARGET_PY" "$machine" \
+        "$ROOT/requirements/node.txt" "$ROOT/requirements/openmmlab.txt" <<'EOF'
+import sys, zipfile
+from pathlib import Path
+from pip._vendor.packaging.requirements import Requirement
+from pip._vendor.packaging.utils import canonicalize_name, parse_wheel_filename
+
+stage, python, machine = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+FROM_TORCH = {"torch", "torchvision", "triton"}  # the node's (setup.sh --system-torch)
+KEEP = {"setuptools", "wheel"}
+env = {"python_version": python, "python_full_version": f"{python}.0", "sys_platform": "linux",
+       "platform_system": "Linux", "platform_machine": machine, "os_name": "posix",
+       "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+wheels = {canonicalize_name(parse_wheel_filename(w.name)[0]): w for w in stage.glob("*.whl")}
+
+def requires(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        meta = next(n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA"))
+        headers = archive.read(meta).decode("utf-8").split("\n\n", 1)[0]
+    return [line.split(":", 1)[1].strip() for line in headers.splitlines() if line.startswith("Requires-Dist:")]
+
+def names(path: str) -> list[Requirement]:
+    lines = Path(path).read_text().splitlines()
+    return [Requirement(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+todo = [(canonicalize_name(req.name), tuple(sorted(req.extras))) for req in names(sys.argv[4])]
+openmmlab = {canonicalize_name(req.name) for req in names(sys.argv[5])}
+seen, closure, absent = set(), set(), openmmlab - set(wheels)
+while todo:
+    name, extras = todo.pop()
+    if (name, extras) in seen:
+        continue
+    seen.add((name, extras))
+    if name not in wheels:
+        absent.add(name)
+        continue
+    closure.add(name)
+    for text in requires(wheels[name]):
+        req = Requirement(text)
+        if req.marker is None or any(req.marker.evaluate({**env, "extra": e}) for e in ("", *extras)):
+            todo.append((canonicalize_name(req.name), tuple(sorted(req.extras))))
+missing = {name for name in absent - FROM_TORCH - {"mmcv"} if not name.startswith(("nvidia-", "cuda-"))}
+if missing:  # a name the lock lacks would fail on the node, not here: say it here
+    sys.exit(f"wheelhouse: --node: requirements/node.txt needs {sorted(missing)}, which no wheel here provides")
+keep = (closure - FROM_TORCH) | openmmlab | KEEP
+for name, wheel in sorted(wheels.items()):
+    if name not in keep:
+        wheel.unlink()
+left = sorted(set(wheels) - keep)
+print(f"wheelhouse: --node: {len(keep & set(wheels))} wheels kept, {len(left)} left out (the workflow, tests, linters)")
+EOF
+fi
+
 # mmcv: the sdist itself, checked against setup.sh's pin. --no-build-isolation: its metadata
 # step needs setuptools<81 (the builder's), and finds no torch there, so it builds nothing.
 mkdir -p "$WORK/mmcv"
-quiet "${BPIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation \
-    -d "$WORK/mmcv" "mmcv==$MMCV_VERSION"
+if [ -z "$FROM" ]; then
+    quiet "${BPIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation \
+        -d "$WORK/mmcv" "mmcv==$MMCV_VERSION"
+fi
 actual=$(sha256sum "$WORK/mmcv/mmcv-$MMCV_VERSION.tar.gz" | cut -d' ' -f1)
 if [ "$actual" != "$MMCV_SDIST_SHA256" ]; then
     echo "wheelhouse: mmcv-$MMCV_VERSION.tar.gz checksum mismatch: expected $MMCV_SDIST_SHA256" \
@@ -169,6 +275,7 @@ size_mb=$((size_bytes / 1000000))
     echo "platform: $PLATFORM"
     echo "torch-stack: $([ "$WITH_TORCH" = 1 ] && echo "cuda$CUDA_CHOICE" || echo none)"
     echo "lock-sha256: $(sha256sum "$LOCK" | cut -d' ' -f1)"
+    echo "subset: $([ "$NODE" = 1 ] && echo node || echo full)"
     echo "files: $files"
     echo "size-mb: $size_mb"
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m) with $("$PYTHON" -m pip --version | cut -d' ' -f1-2)"

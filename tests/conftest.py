@@ -39,6 +39,21 @@ def workflow_copy(tmp_path: Path) -> Path:
     return dst
 
 
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory) -> Path:
+    """scripts/wheelhouse.sh's full wheelhouse for this Python, built once per test session (with
+    network): test_install.py installs from it, test_gpu_node_smoke.py cuts its node subset from it."""
+    dest = tmp_path_factory.mktemp("session-wheelhouse") / "wheelhouse"
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "wheelhouse.sh"), "--dest", str(dest)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return dest
+
+
 def pytest_configure(config):
     """The per-file digest cache (``data/file_digests.py``) of this test session's datasets lives in a
     folder of its own, so tests never read or fill the user's ``~/.cache`` (subprocesses inherit it)."""

@@ -125,20 +125,13 @@ def _namespaces_work(tmp_path: Path) -> str | None:
     return None if proc.returncode == 0 else f"unshare -m -n with an overlay mount fails here: {proc.stderr.strip()}"
 
 
-def test_offline_system_torch_install_trains_a_frozen_cell(tmp_path):
+def test_offline_system_torch_install_trains_a_frozen_cell(tmp_path, wheelhouse):
     why_not = _namespaces_work(tmp_path)
     if why_not:
         pytest.skip(why_not)
 
-    # 1. The wheelhouse, with network (pip's wheel cache serves the sdists built before).
-    wheelhouse = tmp_path / "wheelhouse"
-    proc = subprocess.run(
-        ["bash", str(REPO / "scripts" / "wheelhouse.sh"), "--dest", str(wheelhouse)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # 1. The wheelhouse, with network (conftest's session fixture; pip's wheel cache serves the
+    # sdists built before).
     names = os.listdir(wheelhouse)
     assert "mmcv-2.1.0.tar.gz" in names and "SHA256SUMS" in names
     assert not [n for n in names if n.startswith(("torch-", "torchvision-", "nvidia_", "triton-"))], names
