@@ -94,7 +94,9 @@ def _build(spec: dict[str, Any], checkpoint: str, mode: str, device: torch.devic
     apply_memory_options(model, spec)
     configure_precision(device, spec.get("tf32", False))
     reset_peak_memory(device)
-    return task, data, num_classes, model.to(device)
+    from frozenbench.openmmlab import runtime
+
+    return task, data, num_classes, place_model(model, device, runtime.OPENMMLAB_MODEL)
 
 
 def feature_cache_stats(model: torch.nn.Module) -> dict[str, float] | None:
