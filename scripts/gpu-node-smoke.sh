@@ -18,6 +18,8 @@
 #                every kind); the CI rehearsal runs one or two
 #   BUDGET_S     the whole run's wall-clock budget in seconds (default 600)
 #   MARGIN_S     what the smoke leaves of it for the record and the summary (default 60)
+#   COPY_RECORD_TO  a folder the record is also copied to once written (the device tool's $OUT,
+#                whose files come back to the session that lent the machine); default: none
 #   PYTHON       the node's interpreter with torch (default python3); FROZENBENCH_VENV,
 #                FROZENBENCH_CACHE, MAX_JOBS, FROZENBENCH_NO_MMCV_BUILD as scripts/setup.sh
 # Exit: 0 every cell ran; 1 a cell failed (record written); 2 bad usage; else the failed
@@ -25,7 +27,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 case ${1:-} in
     -h | --help) usage; exit 0 ;;
     "") echo "gpu-node-smoke: name the wheelhouse folder (scripts/gpu-node-smoke.sh WHEELHOUSE; --help)" >&2; exit 2 ;;
@@ -45,6 +47,11 @@ for name in BUDGET_S MARGIN_S; do
     fi
 done
 BUDGET_S=${BUDGET_S:-600}
+COPY_RECORD_TO=${COPY_RECORD_TO:-}
+if [ -n "$COPY_RECORD_TO" ] && [ ! -d "$COPY_RECORD_TO" ]; then
+    echo "gpu-node-smoke: COPY_RECORD_TO=$COPY_RECORD_TO: no such folder" >&2
+    exit 2
+fi
 MARGIN_S=${MARGIN_S:-60}
 # Below this the smoke cannot run even one GPU cell with its evaluation: it gets this much
 # anyway (the run then overruns BUDGET_S, and says so) rather than a budget it cannot use.
@@ -144,6 +151,9 @@ EOF
 total_s=$((SECONDS - start))
 say "install ${install_s}s, check $((checked_s - install_s))s, smoke ${smoke_s}s: ${total_s}s of the ${BUDGET_S}s budget"
 say "record: $ROOT/$RECORD"
+if [ -n "$COPY_RECORD_TO" ]; then
+    cp "$ROOT/$RECORD" "$COPY_RECORD_TO/" && say "record copied to $COPY_RECORD_TO/$(basename "$RECORD")"
+fi
 [ "$DEVICE" = cpu ] && say "(DEVICE=cpu: a rehearsal at tiny sizes, not a GPU record)"
 if [ "$smoke_rc" -ne 0 ]; then
     say "a cell failed (exit $smoke_rc): it is marked in the record, which is kept; commit it all the same"

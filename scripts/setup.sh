@@ -13,7 +13,10 @@
 #   --offline DIR    no network: every package from the wheelhouse DIR (scripts/wheelhouse.sh;
 #                    pip --no-index --find-links DIR, no pip config), mmcv's sdist from DIR
 #                    (sha256-checked); SHA256SUMS in DIR is checked first. A node wheelhouse
-#                    (wheelhouse.sh --node) installs requirements/node.txt instead of base.txt
+#                    (wheelhouse.sh --node) installs requirements/node.txt instead of base.txt;
+#                    one built with --present leaves packages to the node (its from-node
+#                    lines): those must be there, its own wheels go in with --no-deps, and
+#                    every declared requirement the node's versions leave unmet is listed
 #   --system-torch   use the torch and torchvision the Python already imports (NGC container,
 #                    site module): the venv is created with --system-site-packages and pip
 #                    installs neither; mmcv's ops are compiled against that torch
@@ -40,7 +43,7 @@ MMCV_SDIST_SHA256=d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd
 # lock.txt lines that belong to the torch build (scripts/wheelhouse.sh uses the same pattern).
 TORCH_STACK_RE='^(torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z0-9-]+)=='
 
-usage() { sed -n '10,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '10,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 OFFLINE_DIR=
 SYSTEM_TORCH=0
 CUDA_CHOICE=${CUDA:-13}
@@ -168,6 +171,8 @@ fi
 
 # "node" for a wheelhouse.sh --node one (requirements/node.txt), "full" for any other.
 wheelhouse_subset() { sed -n 's/^subset: //p' "$OFFLINE_DIR/WHEELHOUSE.txt" 2>/dev/null | grep -x node || echo full; }
+# A node wheelhouse built with --present (wheelhouse.sh) lists what it leaves to the node.
+wheelhouse_from_node() { [ -n "$OFFLINE_DIR" ] && grep -q '^from-node: ' "$OFFLINE_DIR/WHEELHOUSE.txt" 2>/dev/null; }
 
 inputs_hash() {
     cat "$ROOT/requirements/"*.txt "$ROOT/scripts/setup.sh" "$ROOT/scripts/apply_patches.py" \
@@ -186,6 +191,7 @@ options_line() {
     source=index
     [ -n "$OFFLINE_DIR" ] && source=wheelhouse
     [ -n "$OFFLINE_DIR" ] && [ "$(wheelhouse_subset)" = node ] && source=wheelhouse-node
+    wheelhouse_from_node && source=wheelhouse-node+node-packages
     echo "options: torch=$torch packages=$source"
 }
 
@@ -251,6 +257,11 @@ if [ -n "$OFFLINE_DIR" ]; then
             "module), or rebuild it with make wheelhouse WITH_TORCH=1 CUDA=$CUDA_CHOICE" >&2
         exit 1
     fi
+    if wheelhouse_from_node && [ "$SYSTEM_TORCH" = 0 ]; then
+        echo "setup: the wheelhouse $OFFLINE_DIR leaves packages to the node's Python (its from-node" \
+            "lines, wheelhouse.sh --present): use --system-torch, or a wheelhouse built without --present" >&2
+        exit 1
+    fi
     echo "setup: wheelhouse $OFFLINE_DIR: $(info files) files, $(info size-mb) MB, checksums match"
 fi
 
@@ -258,7 +269,36 @@ phase "venv"
 venv_args=()
 [ "$SYSTEM_TORCH" = 1 ] && venv_args=(--system-site-packages)
 if [ ! -x "$VENV/bin/python" ]; then
-    "$PYTHON" -m venv "${venv_args[@]}" "$VENV"
+    if ! "$PYTHON" -m venv "${venv_args[@]}" "$VENV" 2>"$WORK/venv.log"; then
+        # A Python without ensurepip (Debian's, without python3-venv): with --system-torch the
+        # venv can run the pip of the Python it sees (below), so it needs none of its own.
+        if [ "$SYSTEM_TORCH" = 1 ] && grep -q ensurepip "$WORK/venv.log"; then
+            rm -rf "$VENV" && "$PYTHON" -m venv --without-pip "${venv_args[@]}" "$VENV"
+        else
+            cat "$WORK/venv.log" >&2
+            exit 1
+        fi
+    fi
+fi
+if [ "$SYSTEM_TORCH" = 1 ]; then
+    # A PYTHON that is a venv itself (the lent GPU machines' /opt/torch/.venv/bin/python3): a venv
+    # made from it sees the base interpreter's site-packages, not that venv's, where torch is.
+    # A .pth adds them (with their own .pth files: site.addsitedir), after the new venv's own
+    # packages and before the base's.
+    "$PYTHON" - "$VENV/bin/python" <<'EOF'
+import site, subprocess, sys
+from pathlib import Path
+if sys.prefix != sys.base_prefix:
+    purelib = subprocess.run([sys.argv[1], "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    lines = [f"import site; site.addsitedir({path!r})" for path in site.getsitepackages()]
+    Path(purelib, "zz-frozenbench-system-venv.pth").write_text("\n".join(lines) + "\n")
+    print(f"setup: {sys.executable} is a venv's: the new venv sees its site-packages ({', '.join(site.getsitepackages())})")
+EOF
+fi
+if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    echo "setup: $VENV has no pip, and sees none: $PYTHON needs pip or ensurepip (python3-venv)" >&2
+    exit 1
 fi
 # A venv made for the other torch source would silently use (or hide) the wrong torch.
 sees_system=$(sed -n 's/^include-system-site-packages *= *//p' "$VENV/pyvenv.cfg")
@@ -324,6 +364,36 @@ EOF
     # (its own versions stay), plus the system torch and torchvision pinned as installed.
     grep -E '==' "$WORK/system-torch.txt" >"$WORK/system-pins.txt"
     grep -v '==' "$WORK/system-torch.txt" >"$WORK/system-closure.txt"
+    if wheelhouse_from_node; then
+        # What the wheelhouse left to the node must be here; the node's versions stay (unpinned).
+        if ! "$VENV/bin/python" - "$OFFLINE_DIR/WHEELHOUSE.txt" >>"$WORK/system-closure.txt" <<'EOF'; then
+import re, sys
+from importlib import metadata
+absent = []
+for line in open(sys.argv[1]):
+    match = re.match(r"from-node: (\S+): kept from the node(?: as (\S+))?", line)
+    if not match:
+        continue
+    name, dist = match.groups()
+    listed = (re.search(r" at (\d[^\s,]*)", line) or [None, None])[1]
+    pin = (re.search(r", pinned (\d[^\s,]*)", line) or [None, None])[1]
+    try:
+        have = metadata.version(dist or name)
+    except metadata.PackageNotFoundError:
+        absent.append(dist or name)
+        continue
+    note = "" if have == pin else f"; lock.txt pins {pin}" if pin else ""
+    note += f"; the wheelhouse's list said {listed}" if listed and listed != have else ""
+    print(f"setup: from the node: {dist or name} {have}{note}", file=sys.stderr)
+    print(name)
+if absent:
+    sys.exit(f"setup: the wheelhouse {sys.argv[1].rsplit('/', 1)[0]} leaves {', '.join(absent)} to the node"
+             " (wheelhouse.sh --present), and this Python has none of it: rebuild the wheelhouse with this"
+             " node's pip freeze as --present, or without --present")
+EOF
+            exit 1
+        fi
+    fi
     "$VENV/bin/python" - "$LOCK" "$WORK/system-closure.txt" >"$WORK/constraints.txt" <<'EOF'
 import re, sys
 from pip._vendor.packaging.utils import canonicalize_name
@@ -380,7 +450,60 @@ fi
 pip_quiet install -q "${source_args[@]}" -c "$CONSTRAINTS" "setuptools<81" wheel
 
 phase "python packages"
-pip_quiet install -q "${source_args[@]}" -c "$CONSTRAINTS" -r "$REQUIREMENTS"
+if wheelhouse_from_node; then
+    # The node's own packages are whatever versions it has: pip's resolver would want lock.txt's
+    # (and opencv-python where the node has opencv-python-headless), which the wheelhouse lacks.
+    # So its wheels go in as they are, with --no-deps, and the requirements they declare are
+    # checked against what the venv then sees: a missing one stops here, another version is
+    # listed (the import check and the smoke show whether it matters).
+    "$VENV/bin/python" - "$OFFLINE_DIR" "$ROOT/requirements/openmmlab.txt" >"$WORK/wheelhouse-wheels.txt" <<'EOF'
+import sys
+from pathlib import Path
+from pip._vendor.packaging.utils import canonicalize_name, parse_wheel_filename
+openmmlab = {canonicalize_name(line.split("==")[0]) for line in open(sys.argv[2]) if "==" in line}
+for wheel in sorted(Path(sys.argv[1]).glob("*.whl")):
+    name, version, *_ = parse_wheel_filename(wheel.name)
+    if name not in openmmlab:  # installed below with their own --no-deps
+        print(f"{name}=={version}")
+EOF
+    pip_quiet install -q --no-deps "${source_args[@]}" -c "$CONSTRAINTS" -r "$WORK/wheelhouse-wheels.txt"
+    "$VENV/bin/python" - "$WORK/wheelhouse-wheels.txt" "$OFFLINE_DIR/WHEELHOUSE.txt" <<'EOF'
+import re, sys
+from importlib import metadata
+from pip._vendor.packaging.requirements import Requirement
+from pip._vendor.packaging.utils import canonicalize_name
+provider = {}
+for line in open(sys.argv[2]):
+    match = re.match(r"from-node: (\S+): kept from the node as (\S+)", line)
+    if match:
+        provider[match[1]] = match[2]
+installed = [line.split("==")[0] for line in open(sys.argv[1]).read().split()]
+absent, other, checked = [], [], 0
+for name in installed:
+    for text in metadata.distribution(name).requires or []:
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        checked += 1
+        dist = provider.get(canonicalize_name(req.name), req.name)
+        try:
+            have = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            absent.append(f"{name} needs {req}")
+            continue
+        if req.specifier and not req.specifier.contains(have, prereleases=True):
+            other.append(f"{name} needs {req}, the venv has {dist} {have}")
+for line in other:
+    print(f"setup: WARNING: requirement not met by the node's version: {line}")
+if absent:
+    sys.exit("setup: requirements nothing here provides (the wheelhouse's closure missed them):\n  "
+             + "\n  ".join(absent))
+print(f"setup: {len(installed)} wheels with --no-deps; {checked - len(other)} of the {checked} requirements they"
+      f" declare met{f', {len(other)} by another version (above)' if other else ''}")
+EOF
+else
+    pip_quiet install -q "${source_args[@]}" -c "$CONSTRAINTS" -r "$REQUIREMENTS"
+fi
 
 phase "mmcv wheel"
 mmcv_wheel_dir

@@ -13,10 +13,16 @@
 # needs beside its torch and torchvision: the closure of requirements/node.txt (no snakemake,
 # dvc, tests, linters; docs/gpu-node.md). --from DIR takes the wheels from a wheelhouse built
 # before for the same Python, platform and lock instead of downloading them again.
+# --present FILE (with --node): the node's own packages (its `pip freeze`, `pip list`, or one
+# name a line) are left out, and what they bring is theirs to bring; opencv-python-headless
+# stands for opencv-python. Each one left out gets a from-node line in WHEELHOUSE.txt: the
+# node's version (where FILE gives it) beside lock.txt's pin; setup.sh installs such a
+# wheelhouse with --no-deps and reports every declared requirement the node leaves unmet.
 #
 # Usage: scripts/wheelhouse.sh [--dest DIR] [--python-version 3.11]
-#            [--platform manylinux_2_28_x86_64] [--cuda 13|12] [--with-torch] [--node] [--from DIR]
-# (make wheelhouse WHEELHOUSE=DIR PYTHON_VERSION=3.11 PLATFORM=... CUDA=12 WITH_TORCH=1 NODE=1)
+#            [--platform manylinux_2_28_x86_64] [--cuda 13|12] [--with-torch] [--node]
+#            [--present FILE] [--from DIR]
+# (make wheelhouse WHEELHOUSE=DIR PYTHON_VERSION=3.11 PLATFORM=... CUDA=12 WITH_TORCH=1 NODE=1 PRESENT=FILE)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,12 +32,13 @@ PLATFORM=${PLATFORM:-manylinux_2_28_x86_64}
 CUDA_CHOICE=${CUDA:-13}
 WITH_TORCH=${WITH_TORCH:-0}
 NODE=${NODE:-0}
+PRESENT=${PRESENT:-}
 FROM=
 # The interpreter that runs pip here; it need not be the target version unless an sdist
 # compiles code (then the wheel it builds would not fit the target, which is checked below).
 PYTHON=${PYTHON:-python3}
 
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case $1 in
         --dest) DEST=${2:?--dest needs a folder}; shift 2 ;;
@@ -41,6 +48,7 @@ while [ $# -gt 0 ]; do
         --with-torch) WITH_TORCH=1; shift ;;
         --node) NODE=1; shift ;;
         --from) FROM=${2:?--from needs a wheelhouse folder}; shift 2 ;;
+        --present) PRESENT=${2:?--present needs a file, a pip freeze of the node}; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "wheelhouse: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -60,6 +68,17 @@ esac
 if [ "$NODE" = 1 ] && [ "$WITH_TORCH" = 1 ]; then
     echo "wheelhouse: --node is for a node that brings its own torch: drop --with-torch (WITH_TORCH)" >&2
     exit 2
+fi
+if [ -n "$PRESENT" ]; then
+    if [ "$NODE" != 1 ]; then
+        echo "wheelhouse: --present (PRESENT) leaves the node's own packages out of a node wheelhouse: add --node" >&2
+        exit 2
+    fi
+    if [ ! -f "$PRESENT" ]; then
+        echo "wheelhouse: --present $PRESENT: no such file" >&2
+        exit 2
+    fi
+    PRESENT=$(realpath "$PRESENT")
 fi
 if ! [[ $TARGET_PY =~ ^3\.[0-9]+$ ]]; then
     echo "wheelhouse: --python-version (or PYTHON_VERSION) must look like 3.11, got '$TARGET_PY'" >&2
@@ -195,19 +214,27 @@ done
 # kept too where the closure reaches it (numpy, pillow, typing-extensions, ...): a node's own
 # copy may be older than another package needs, and offline pip cannot fetch a newer one.
 # setuptools<81 and wheel stay for setup's mmcv build.
+# --present: a package the node lists ends the walk there (the node's copy and whatever it
+# needs are the node's), and is written down as a from-node line instead of shipped.
 if [ "$NODE" = 1 ]; then
     # the machine of a platform tag: manylinux_2_28_x86_64 -> x86_64, manylinux2014_aarch64 -> aarch64
     machine=$(sed -E 's/^(manylinux_[0-9]+_[0-9]+|manylinux[0-9]+|musllinux_[0-9]+_[0-9]+|linux)_//' <<<"$PLATFORM")
     "$WORK/builder/bin/python" - "$STAGE" "$TARGET_PY" "$machine" \
-        "$ROOT/requirements/node.txt" "$ROOT/requirements/openmmlab.txt" <<'EOF'
-import sys, zipfile
+        "$ROOT/requirements/node.txt" "$ROOT/requirements/openmmlab.txt" "$LOCK" "${PRESENT:-}" \
+        "$WORK/from-node.txt" <<'EOF'
+import re, sys, zipfile
 from pathlib import Path
 from pip._vendor.packaging.requirements import Requirement
 from pip._vendor.packaging.utils import canonicalize_name, parse_wheel_filename
+from pip._vendor.packaging.version import InvalidVersion, Version
 
 stage, python, machine = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+lock, present_file, from_node_out = Path(sys.argv[6]), sys.argv[7], Path(sys.argv[8])
 FROM_TORCH = {"torch", "torchvision", "triton"}  # the node's (setup.sh --system-torch)
-KEEP = {"setuptools", "wheel"}
+KEEP = {"setuptools", "wheel"}  # mmcv's build needs setuptools<81, whatever the node has
+# Distributions that provide another's modules: mmcv and mmengine declare opencv-python but
+# only import cv2, which every OpenCV build on PyPI provides.
+PROVIDED_BY = {"opencv-python": ("opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")}
 env = {"python_version": python, "python_full_version": f"{python}.0", "sys_platform": "linux",
        "platform_system": "Linux", "platform_machine": machine, "os_name": "posix",
        "implementation_name": "cpython", "platform_python_implementation": "CPython"}
@@ -223,14 +250,53 @@ def names(path: str) -> list[Requirement]:
     lines = Path(path).read_text().splitlines()
     return [Requirement(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
+def read_present(path: str) -> dict[str, tuple[str, str | None]]:
+    """name -> (the node's distribution, its version or None), from pip freeze, pip list or names."""
+    found: dict[str, tuple[str, str | None]] = {}
+    row = re.compile(r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:\[[^\]]*\])?\s*"
+                     r"(?:(?:===?|\s)\s*(?P<version>[^\s;]+)(?:\s+\S.*)?|@\s*\S.*)?$")
+    for number, raw in enumerate(Path(path).read_text().splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip()
+        # comments, pip options (-e ..., --index-url ...) and pip list's two header lines
+        if not line or line.startswith(("#", "-")) or re.fullmatch(r"(?i)package\s+version(\s+.*)?", line):
+            continue
+        match = row.match(line)
+        version = match and match["version"]
+        try:
+            version and Version(version)
+        except InvalidVersion:
+            match = None
+        if not match:
+            sys.exit(f"wheelhouse: --present {path}, line {number}: cannot read {raw.strip()!r}"
+                     " (expected NAME, NAME==VERSION as pip freeze writes, or NAME VERSION as pip list does)")
+        found[canonicalize_name(match["name"])] = (match["name"], version)
+    for name, providers in PROVIDED_BY.items():
+        if name not in found:
+            for provider in providers:
+                if provider in found:
+                    found[name] = found[provider]
+                    break
+    return found
+
+pins = {}
+for line in lock.read_text().splitlines():
+    if "==" in line and not line.lstrip().startswith("#"):
+        name, version = line.split(";", 1)[0].split("==", 1)
+        pins[canonicalize_name(name.strip())] = version.strip()
+present = read_present(present_file) if present_file else {}
 todo = [(canonicalize_name(req.name), tuple(sorted(req.extras))) for req in names(sys.argv[4])]
 openmmlab = {canonicalize_name(req.name) for req in names(sys.argv[5])}
-seen, closure, absent = set(), set(), openmmlab - set(wheels)
+# Never the node's: the OpenMMLab packages and mmengine are pinned and patched (apply_patches.py).
+ours = openmmlab | {"mmengine", "mmcv"} | KEEP
+seen, closure, absent, from_node = set(), set(), openmmlab - set(wheels), set()
 while todo:
     name, extras = todo.pop()
     if (name, extras) in seen:
         continue
     seen.add((name, extras))
+    if name in present and name not in ours and name not in FROM_TORCH:
+        from_node.add(name)
+        continue
     if name not in wheels:
         absent.add(name)
         continue
@@ -247,7 +313,24 @@ for name, wheel in sorted(wheels.items()):
     if name not in keep:
         wheel.unlink()
 left = sorted(set(wheels) - keep)
-print(f"wheelhouse: --node: {len(keep & set(wheels))} wheels kept, {len(left)} left out (the workflow, tests, linters)")
+with from_node_out.open("w") as out:
+    for name in sorted(from_node):
+        dist, version = present[name]
+        pin = pins.get(name) or (parse_wheel_filename(wheels[name].name)[1] if name in wheels else None)
+        line = f"from-node: {name}: kept from the node"
+        line += f" as {dist}" if canonicalize_name(dist) != name else ""
+        line += f" at {version}" if version else " at a version the list does not give"
+        line += f", pinned {pin}" if pin else ", not pinned by lock.txt"
+        if version and pin and Version(version) != Version(pin):
+            line += " (another version: setup.sh reports the requirements it leaves unmet)"
+        out.write(line + "\n")
+ignored = sorted(ours & set(present))
+print(f"wheelhouse: --node: {len(keep & set(wheels))} wheels kept, {len(left)} left out (the workflow, tests,"
+      f" linters{', the node' + chr(39) + 's own packages' if present_file else ''})")
+if present_file:
+    print(f"wheelhouse: --present: {len(from_node)} packages from the node instead of wheels: {', '.join(sorted(from_node))}")
+if ignored:
+    print(f"wheelhouse: --present: shipped all the same (pinned and patched here): {', '.join(ignored)}")
 EOF
 fi
 
@@ -276,6 +359,12 @@ size_mb=$((size_bytes / 1000000))
     echo "torch-stack: $([ "$WITH_TORCH" = 1 ] && echo "cuda$CUDA_CHOICE" || echo none)"
     echo "lock-sha256: $(sha256sum "$LOCK" | cut -d' ' -f1)"
     echo "subset: $([ "$NODE" = 1 ] && echo node || echo full)"
+    if [ -n "$PRESENT" ]; then
+        # setup.sh reads these: what it must find on the node instead of here
+        echo "present-list: $(basename "$PRESENT") (sha256 $(sha256sum "$PRESENT" | cut -d' ' -f1)):" \
+            "$(wc -l <"$WORK/from-node.txt") packages from the node"
+        cat "$WORK/from-node.txt"
+    fi
     echo "files: $files"
     echo "size-mb: $size_mb"
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m) with $("$PYTHON" -m pip --version | cut -d' ' -f1-2)"
