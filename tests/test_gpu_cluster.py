@@ -1,10 +1,10 @@
 """The cluster path on a machine without a GPU: device selection, threads per rank, mmcv's ops
 routed to torch / torchvision kernels (checked against mmcv's own), the step-indexed DataLoader,
-the srun launch of a multi-node job, the Slurm resources a site gets, and the cost report."""
+the srun launch of a multi-node job and the Slurm resources a site gets (the GPU smoke:
+tests/test_gpu_smoke.py; the cost report: tests/test_cost.py)."""
 
 from __future__ import annotations
 
-import json
 import shlex
 
 import numpy as np
@@ -13,7 +13,7 @@ import torch
 
 from frozenbench.errors import UserError
 
-from .conftest import REPO, run_cmd
+from .conftest import run_cmd
 
 
 # -- devices and threads -----------------------------------------------------------------------------
@@ -380,67 +380,3 @@ def test_fp32_islands_compute_in_fp32_inside_bf16_autocast():
     exact = plain.predict([f.bfloat16().float() for f in feats])[0]
     torch.testing.assert_close(fp32_out, exact)
     assert (bf16_out.float() - exact).abs().max() > 0.5  # what the island saves
-
-
-# -- the GPU smoke benchmark, on CPU ranks --------------------------------------------------------------
-
-
-@pytest.mark.openmmlab
-@pytest.mark.slow
-def test_gpu_smoke_runs_every_paper_cell_type_on_two_cpu_ranks_and_feeds_the_cost_report(tmp_path):
-    """`make gpu-smoke DEVICE=cpu`: the script the GPU session runs, on tiny sizes, so it cannot rot.
-    Every cell type trains through torchrun + DeepSpeed on two ranks with a DataLoader worker and
-    evaluates; the record has the rows `frozenbench cost` reads, priced as CPU time (never GPU-hours)."""
-    import sys
-
-    from .conftest import VENV_BIN
-
-    record_path = tmp_path / "smoke.json"
-    proc = run_cmd(
-        [
-            sys.executable,
-            str(REPO / "bench" / "gpu_smoke.py"),
-            "--device",
-            "cpu",
-            "--steps",
-            "3",
-            "--repeats",
-            "2",
-            "--out",
-            str(record_path),
-        ],
-        env={"OMP_NUM_THREADS": "1"},
-        timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    record = json.loads(record_path.read_text())
-    assert record["failures"] == [] and record["device"] == "cpu" and record["tiny"]
-    assert [row["cell"] for row in record["cells"]] == [
-        "coco_htc",
-        "ade_mask2former",
-        "k400_temporal",
-        "ade_mask2former_vit",
-    ]
-    assert record["cells"][-1]["arch"] == "vit_small_patch14_dinov2"
-    for row in record["cells"]:
-        assert row["world_size"] == 2 and row["steps"] == 3, row
-        assert row["seconds_per_step"] > 0 and 0 <= row["data_wait"] < 1, row
-        assert row["train_gpu_peak_mb"] is None and row["eval_gpu_peak_mb"] is None  # no GPU: nothing made up
-        assert all(np.isfinite(loss) for loss in row["loss_first_last"]), row
-    metrics = {row["cell"]: row["metrics"] for row in record["cells"]}
-    assert {"bbox", "segm"} <= set(metrics["coco_htc"]), metrics
-    assert "mIoU" in metrics["ade_mask2former"] and "top1" in metrics["k400_temporal"], metrics
-    assert "mIoU" in metrics["ade_mask2former_vit"], metrics
-    assert record["backbone"]["fraction_of_matmul"]["median"] > 0
-    cost = run_cmd(
-        [
-            str(VENV_BIN / "frozenbench"),
-            "cost",
-            "--config",
-            str(REPO / "configs" / "paper.yaml"),
-            "--record",
-            str(record_path),
-        ],
-        check=True,
-    )
-    assert "# Study cost in CPU-hours of " in cost.stdout and "| coco | htc |" in cost.stdout  # CPU time
