@@ -72,7 +72,7 @@ gpu-node-smoke:
 	DEVICE=$(DEVICE) bash scripts/gpu-node-smoke.sh $(WHEELHOUSE)
 
 # GPU-hours of configs/paper.yaml's study from a benchmark record (RECORD=bench/records/gpu_<device>.json)
-RECORD ?= bench/records/cpu_2core/paper_cells_cpu.json
+RECORD ?= bench/records/cpu_2core/gpu_smoke_cpu.json
 cost: setup
 	frozenbench cost --config configs/paper.yaml --record $(RECORD)
 

@@ -551,6 +551,7 @@ def run_task_row(ctx: Context, cell: str, mode: str, row: dict) -> None:
         data_wait_whole_run=done.get("data_wait_fraction"),
         train_gpu_peak_mb=done.get("gpu_peak_mb"),
         train_peak_rss_mb=done.get("peak_rss_mb"),
+        train_device_name=done.get("device_name"),
     )
     frozen = ctx.measured.get(cell)
     if mode == "finetune" and frozen is not None:
@@ -746,6 +747,13 @@ def main() -> None:
         default=None,
         help="wall-clock seconds for the whole run: later rows are skipped, a running one killed (540 GPU, 1800 CPU)",
     )
+    parser.add_argument(
+        "--rehearse-cuda",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="on the CPU, run every job on the CUDA path's logic (FROZENBENCH_CUDA_REHEARSAL=1: pinned loaders, "
+        "non-blocking copies, TF32 flags, the GPU memory record's branch); default on with --device cpu",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     clock = time.monotonic()
@@ -768,6 +776,9 @@ def main() -> None:
     steps = args.steps or (16 if on_gpu else 3)
     # nothing may reach the network: timm / huggingface_hub are told so as well
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    # CI's CPU run takes the branch a GPU takes (engine/device.py), so a GPU hour never meets it first
+    rehearse = (not on_gpu) if args.rehearse_cuda is None else (args.rehearse_cuda and not on_gpu)
+    env["FROZENBENCH_CUDA_REHEARSAL"] = "1" if rehearse else "0"
     record: dict[str, Any] = {
         "benchmark": "gpu_smoke",
         "schema": SCHEMA,
@@ -781,6 +792,7 @@ def main() -> None:
         "steps": steps,
         "workers": args.workers if args.workers is not None else (4 if on_gpu else 1),
         "budget_s": budget,
+        "cuda_path_rehearsed": rehearse,
         "machine": machine(),
         "targets": TARGETS,
         "cells": [],

@@ -67,6 +67,9 @@ def check_full_record(record: dict) -> None:
     assert record["matmul"]["tflops"] > 0
 
     rows = {(row["cell"], row["mode"]): row for row in record["cells"]}
+    if record.get("cuda_path_rehearsed"):  # every job took the GPU's branch (engine/device.py) on the CPU
+        trained = [row for row in record["cells"] if "train_device_name" in row]
+        assert trained and all(r["train_device_name"].endswith("(CUDA path rehearsed on the CPU)") for r in trained)
     expected = {(kind, mode) for kind in TASK_KINDS for mode in ("frozen", "finetune")}
     expected |= {(name, "pretrain") for name in PRETRAINING} | {("probe", "probe")}
     assert set(rows) == expected and len(record["cells"]) == len(expected), sorted(rows)
@@ -146,6 +149,7 @@ def test_gpu_smoke_runs_every_cell_kind_frozen_and_finetuned_the_pretraining_and
     proc = run_smoke("--out", str(record_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record = json.loads(record_path.read_text())
+    assert record["cuda_path_rehearsed"] is True  # the CLI jobs took the GPU's branch on the CPU
     check_full_record(record)
 
     # the cost report reads it (priced as CPU time; its own tests hold the prices)

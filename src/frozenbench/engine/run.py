@@ -244,8 +244,10 @@ def evaluate_cell(
     state = _load_trained(model, spec, checkpoint, mode, run_dir, seed)
     test = spec.get("test", {})
     val = _build_dataset(task, spec, data, "val", train=False)
+    inference_started = time.time()  # the model's build and weight loading above are not inference
     with autocast(placed, spec.get("autocast_bf16", False)):
         metrics = task.evaluate(model, val, num_classes, test=test, workers=workers)
+    inference_seconds = time.time() - inference_started
     done_path = Path(run_dir) / "done.json"
     try:
         done = json.loads(done_path.read_text())
@@ -266,6 +268,7 @@ def evaluate_cell(
         "checkpoint_sha256": sha256_of(checkpoint),
         "train_seconds": done.get("train_seconds"),
         "eval_seconds": round(time.time() - started, 1),
+        "inference_seconds": round(inference_seconds, 3),
         **device_record(placed),
         "train_device": {k: done.get(k) for k in ("device", "device_name", "gpu_peak_mb", "world_size")},
         "versions": {p: _version(p) for p in PACKAGES},

@@ -25,6 +25,7 @@ from torch.utils.data import TensorDataset
 
 from frozenbench import schedule_defaults
 from frozenbench.checkpoint.io import save_backbone
+from frozenbench.engine.device import device_record, reset_peak_memory
 from frozenbench.engine.loop import TrainOptions, lr_at, train
 from frozenbench.models.registry import PRETRAIN_OBJECTIVES, build_arch
 from frozenbench.pretrain.data import load_imagefolder, normalize
@@ -100,6 +101,7 @@ def pretrain(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)  # the backbone's and the objective's initial weights
+    reset_peak_memory(device)
     train_set = load_imagefolder(data_root, "train", opts.image_size)
     val_set = load_imagefolder(data_root, "val", opts.image_size)
     backbone = build_arch(arch, opts.image_size)
@@ -132,6 +134,8 @@ def pretrain(
             "steps": steps,
             "train_seconds": round(train_seconds, 1),
             "seed": seed,
+            # the job's peak memory (training and probe): what the GPU smoke and a memory plan read
+            **{k: v for k, v in device_record(device).items() if k in ("device_name", "gpu_peak_mb", "peak_rss_mb")},
         }
     )
     write_json(run_dir / "probe.json", result)
