@@ -364,3 +364,18 @@ def test_cost_command_refuses_a_file_that_is_not_a_record(tmp_path):
     proc = run_cmd(["frozenbench", "cost", "--config", "configs/paper.yaml", "--record", str(bad)])
     assert proc.returncode != 0
     assert f"{bad}: not a benchmark record with per-cell timings" in proc.stderr
+
+
+def test_cost_command_without_a_record_prices_from_the_best_one_in_the_repository(monkeypatch, tmp_path):
+    """No GPU smoke record is committed yet: the CPU smoke record is the best, and it says so; a
+    schema-2 GPU record under bench/records would be taken first."""
+    from frozenbench.cluster import memory
+    from frozenbench.commands.cost import best_record
+
+    proc = run_cmd(["frozenbench", "cost", "--config", "configs/paper.yaml"], check=True)
+    assert "priced from" in proc.stderr and "cpu_2core/gpu_smoke_cpu.json" in proc.stderr
+    assert "64 cells:" in proc.stdout and "CPU-hours" in proc.stdout and "GPU-hours" not in proc.stdout.split("\n")[0]
+
+    gpu = tmp_path / "gpu_h100.json"
+    monkeypatch.setattr(memory, "default_record_path", lambda: gpu)
+    assert best_record() == gpu
