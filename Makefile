@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # CUDA=12 on the command line reaches it too (torch 2.9.1 instead of 2.14.1)
 SETUP_ARGS ?=
 
-.PHONY: setup wheelhouse test lint-check all_tables repro report bench gpu-smoke gpu-node-smoke cost dry-run lint slurm-up slurm-down clean-results
+.PHONY: docs-config setup wheelhouse test lint-check all_tables repro report bench gpu-smoke gpu-node-smoke cost dry-run lint slurm-up slurm-down clean-results
 
 setup:
 	bash scripts/setup.sh $(SETUP_ARGS)
@@ -85,3 +85,7 @@ lint: setup
 
 clean-results:
 	rm -rf results tables runs logs benchmarks report.html
+
+# docs/config.md, the config reference, from the schema (tests/test_config_reference.py holds them equal)
+docs-config: setup
+	python -m frozenbench.config_reference > docs/config.md.tmp && mv docs/config.md.tmp docs/config.md
