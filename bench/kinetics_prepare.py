@@ -6,7 +6,7 @@ Real-shaped synthetic clips (10 s at 25 / 30 fps, 340x256 to 640x360, one 2 s cl
 mini generator's ``size_profile: real`` draws) are packed into tarballs as the CVDF mirror ships
 them and re-encoded by ``frozenbench.data.prepare.prepare_kinetics_clips`` (short side 320, a
 keyframe a second) with 1 and 2 worker processes. The record gives clips/s, clips/s per worker,
-and the disk high-water mark of the work folder relative to the tarballs, from which the README
+and the disk high-water mark of the work folder relative to the tarballs, from which docs/datasets.md
 projects the real Kinetics-400 preparation (about 260k clips). Decoding cost grows with the source
 resolution: real uploads are often larger than these, so the projection is a lower bound on time.
 """

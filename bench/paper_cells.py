@@ -14,7 +14,7 @@ included. The per-GPU batch is the paper's for images (2) and 2 clips for video 
 16 frames does not fit a CPU's memory when fine-tuning).
 
 A benchmark, not a test: the figures are for planning (``frozenbench`` GPU-hour estimates, the
-README's CPU table), never asserted.
+docs/performance.md's CPU table), never asserted.
 """
 
 from __future__ import annotations

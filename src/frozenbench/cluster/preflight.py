@@ -608,7 +608,7 @@ KNOWN_DATASET_SIZES = {
         450.0,
         97.0,
         "the CVDF tarballs about 450 GB; clips re-encoded at short side 320 about 95 GB plus one extracted "
-        "tarball (README, Datasets)",
+        "tarball (docs/datasets.md)",
     ),
 }
 

@@ -83,7 +83,7 @@ class Backbone(nn.Module):
         self.family = get_arch(arch).family
         self.model = build_arch(arch, img_size)
         # timm leaves fused attention (SDPA) off for Swin's window attention ("experimental");
-        # measured here it makes the whole Swin-T forward 1.4x faster on CPU (bench/, README).
+        # measured here it makes the whole Swin-T forward 1.4x faster on CPU (bench/, docs/performance.md).
         for module in self.model.modules():
             if hasattr(module, "fused_attn"):
                 module.fused_attn = True
