@@ -150,3 +150,57 @@ def test_schema_enums_are_the_codes_registries():
     )
     assert sorted(defs["detection_head"]["properties"]["detector"]["enum"]) == sorted(DETECTORS)
     assert sorted(defs["task"]["properties"]["type"]["enum"]) == sorted(TASK_TYPES)
+
+
+def test_a_cell_named_by_hand_gets_what_the_dag_gives_it(ci_config):
+    """`frozenbench train --config FILE --cell task/backbone/mode/head`: the spec, checkpoint, run
+    folder, metrics file, seed and labels the train_head / evaluate_head rules pass for that cell."""
+    task, backbone, mode, head = next(iter(study.study_cells(ci_config)))
+    cell = f"{task}/{backbone}/{mode}/{head}"
+    paths = ci_config["paths"]
+    data = f"{paths['data']}/{ci_config['tasks'][task]['dataset']}"
+    run = study.cell_run(ci_config, cell)
+    assert run["spec"] == study.task_spec(ci_config, task, head, mode, data)
+    assert run["checkpoint"] == f"{paths['checkpoints']}/{backbone}.pth" and run["mode"] == mode
+    assert run["run_dir"] == f"{paths['runs']}/{cell}" and run["out"] == f"{paths['results']}/{cell}/metrics.json"
+    assert run["seed"] == ci_config["seed"]
+    assert run["labels"] == {"task": task, "backbone": backbone, "head": head,
+                             **study.cell_labels(ci_config, task, backbone, head)}  # fmt: skip
+    assert study.cell_run(ci_config, cell, evaluation=True)["spec"] == study.task_spec(
+        ci_config, task, head, mode, data, evaluation=True
+    )
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ("ade/swin", "expected task/backbone/mode/head"),
+        ("nope/{b}/frozen/{h}", "no task 'nope' in the config; one of"),
+        ("{t}/nope/frozen/{h}", "no backbone 'nope' in the config; one of"),
+        ("{t}/{b}/linear/{h}", "no mode 'linear' in the config; one of frozen, finetune"),
+        ("{t}/{b}/frozen/nope", "has no head 'nope'; one of"),
+    ],
+)
+def test_a_cell_name_that_is_not_in_the_config_says_which_part(ci_config, cell, message):
+    from frozenbench.errors import UserError
+
+    task, backbone, _, head = next(iter(study.study_cells(ci_config)))
+    with pytest.raises(UserError, match=message):
+        study.cell_run(ci_config, cell.format(t=task, b=backbone, h=head))
+
+
+def test_frozenbench_train_runs_a_cell_by_name_from_the_config(ci_config, tmp_path):
+    """The command line resolves --cell to the DAG's paths (here the data folder is not built yet,
+    and the error names it); without --cell or the four cell options it says what is missing."""
+    from .conftest import VENV_BIN, run_cmd
+
+    task, backbone, mode, head = next(iter(study.study_cells(ci_config)))
+    data = f"{ci_config['paths']['data']}/{ci_config['tasks'][task]['dataset']}"
+    proc = run_cmd(
+        [str(VENV_BIN / "frozenbench"), "train", "--config", str(REPO / "configs" / "ci.yaml"),
+         "--cell", f"{task}/{backbone}/{mode}/{head}", "--device", "cpu"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode != 0 and f"{data}/" in proc.stderr, proc.stderr[-2000:]
+    bare = run_cmd([str(VENV_BIN / "frozenbench"), "train", "--mode", "frozen"], cwd=tmp_path)
+    assert "--spec --checkpoint --run-dir required (or name one cell: --config FILE --cell" in bare.stderr

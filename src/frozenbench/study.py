@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from frozenbench.config import ConfigError
+from frozenbench.errors import UserError
 
 Config = dict[str, Any]
 
@@ -111,6 +112,41 @@ def cell_labels(config: Config, task: str, backbone: str, head: str) -> dict[str
         "capacity": capacity_label(head_cfg),
     }
     return {k: str(v) for k, v in labels.items()}
+
+
+MODES = ("frozen", "finetune")
+
+
+def cell_run(config: Config, cell: str, evaluation: bool = False) -> dict[str, Any]:
+    """Everything `frozenbench train` / `evaluate` take for the cell named ``task/backbone/mode/head``,
+    as the DAG's train_head / evaluate_head rules give it: the spec, the backbone checkpoint, the run
+    folder, the metrics file, the seed and the labels (one cell by hand without writing its JSON)."""
+    parts = cell.split("/")
+    if len(parts) != 4:
+        raise UserError(f"--cell {cell!r}: expected task/backbone/mode/head, e.g. ade/swin_base_in22k/frozen/m2f_b4")
+    task, backbone, mode, head = parts
+    choices = {
+        "task": (task, sorted(config.get("tasks", {}))),
+        "backbone": (backbone, sorted(config.get("backbones", {}))),
+        "mode": (mode, list(MODES)),
+    }
+    for what, (value, known) in choices.items():
+        if value not in known:
+            raise UserError(f"--cell {cell!r}: no {what} {value!r} in the config; one of {', '.join(known)}")
+    heads = sorted(config["tasks"][task].get("heads", {}))
+    if head not in heads:
+        raise UserError(f"--cell {cell!r}: task {task!r} has no head {head!r}; one of {', '.join(heads)}")
+    paths = config["paths"]
+    data = f"{paths['data']}/{config['tasks'][task]['dataset']}"
+    return {
+        "spec": task_spec(config, task, head, mode, data, evaluation=evaluation),
+        "checkpoint": f"{paths['checkpoints']}/{backbone}.pth",
+        "mode": mode,
+        "run_dir": f"{paths['runs']}/{cell}",
+        "out": f"{paths['results']}/{cell}/metrics.json",
+        "seed": config["seed"],
+        "labels": {"task": task, "backbone": backbone, "head": head, **cell_labels(config, task, backbone, head)},
+    }
 
 
 def tables_plan(config: Config) -> dict[str, Any]:

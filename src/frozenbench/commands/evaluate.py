@@ -6,18 +6,22 @@ import argparse
 import json
 
 from frozenbench.commands._pairs import parse_pairs
-from frozenbench.commands.train import add_cell_arguments, set_threads
+from frozenbench.commands.train import CELL_FORM, add_cell_arguments, resolve_cell, set_threads
+from frozenbench.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_cell_arguments(parser)
-    parser.add_argument("--out", required=True, help="metrics.json to write")
+    parser.add_argument("--out", help="metrics.json to write (with --cell: the DAG's results/<cell>/metrics.json)")
     parser.add_argument("--label", action="append", default=[], help="KEY=VALUE recorded in metrics.json")
 
 
 def run(args: argparse.Namespace) -> int:
     from frozenbench.engine.run import evaluate_cell
 
+    resolve_cell(args, evaluation=True)
+    if not args.out:
+        raise UserError(f"--out required (or name one cell: {CELL_FORM})")
     set_threads(args)
     labels = parse_pairs(args.label, "--label")
     record = evaluate_cell(

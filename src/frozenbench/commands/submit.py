@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from frozenbench.commands.train import add_cell_arguments, set_threads
+from frozenbench.commands.train import add_cell_arguments, resolve_cell, set_threads
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from frozenbench.engine.run import submit_cell
 
+    resolve_cell(args)
     set_threads(args)
     count = submit_cell(
         json.loads(args.spec),

@@ -5,13 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 
+from frozenbench.errors import UserError
+
+CELL_FORM = "--config FILE --cell TASK/BACKBONE/MODE/HEAD"
+
 
 def add_cell_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--spec", required=True, help="the task entry as JSON: type, data, img_size, head, train")
-    parser.add_argument("--checkpoint", required=True, help="canonical backbone checkpoint")
-    parser.add_argument("--mode", required=True, choices=["frozen", "finetune"])
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cell",
+        metavar="TASK/BACKBONE/MODE/HEAD",
+        help="one cell of --config by name: its spec, checkpoint, mode, run folder and seed as the DAG gives them",
+    )
+    parser.add_argument("--config", help="the study config --cell is read from (default config.yaml)")
+    parser.add_argument("--spec", help="the task entry as JSON: type, data, img_size, head, train (or --cell)")
+    parser.add_argument("--checkpoint", help="canonical backbone checkpoint (or --cell)")
+    parser.add_argument("--mode", choices=["frozen", "finetune"], help="(or --cell)")
+    parser.add_argument("--run-dir", help="(or --cell)")
+    parser.add_argument("--seed", type=int, default=None, help="default: the config's with --cell, else 0")
     parser.add_argument(
         "--threads",
         type=int,
@@ -36,6 +46,35 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="DataLoader worker processes per rank (0: load batches in the training process)",
     )
+
+
+def resolve_cell(args: argparse.Namespace, evaluation: bool = False) -> argparse.Namespace:
+    """Fill a ``--cell`` invocation's spec, checkpoint, mode, run folder, seed (and for evaluation
+    metrics file and labels) from its config; an explicit option wins. Without ``--cell`` the four
+    cell options are required, as the DAG's rules give them."""
+    if args.cell is None:
+        missing = [
+            f"--{name.replace('_', '-')}"
+            for name in ("spec", "checkpoint", "mode", "run_dir")
+            if not getattr(args, name)
+        ]
+        if missing:
+            raise UserError(f"{' '.join(missing)} required (or name one cell: {CELL_FORM})")
+        args.seed = 0 if args.seed is None else args.seed
+        return args
+    from frozenbench.config import load_config
+    from frozenbench.study import cell_run
+
+    resolved = cell_run(load_config(args.config or "config.yaml"), args.cell, evaluation=evaluation)
+    args.spec = args.spec or json.dumps(resolved["spec"], sort_keys=True)
+    args.checkpoint = args.checkpoint or resolved["checkpoint"]
+    args.mode = args.mode or resolved["mode"]
+    args.run_dir = args.run_dir or resolved["run_dir"]
+    args.seed = resolved["seed"] if args.seed is None else args.seed
+    if evaluation:
+        args.out = args.out or resolved["out"]
+        args.label = [f"{k}={v}" for k, v in resolved["labels"].items()] + list(args.label)
+    return args
 
 
 def set_threads(args: argparse.Namespace) -> int:
@@ -211,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
 
     from frozenbench.engine.run import train_cell
 
+    resolve_cell(args)
     command = launch_command(args, dict(os.environ))
     if command is not None:
         return subprocess.call(command)
