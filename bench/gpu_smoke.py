@@ -702,7 +702,7 @@ def select_rows(names: list[str] | None) -> list[tuple[str, str]]:
 
 def uncovered_paper_kinds(paper: dict) -> list[str]:
     """(kind, mode) pairs of paper.yaml's cells that no row measures: the smoke must grow with the study."""
-    from frozenbench.reporting.cost import cell_type
+    from frozenbench.study import cell_type
     from frozenbench.study import study_cells
 
     covered = set(PRIORITY)

@@ -75,7 +75,7 @@ def check_full_record(record: dict) -> None:
     assert set(rows) == expected and len(record["cells"]) == len(expected), sorted(rows)
     # every kind paper.yaml's study trains is among them, in each mode it trains
     from frozenbench.config import load_config
-    from frozenbench.reporting.cost import cell_type
+    from frozenbench.study import cell_type
     from frozenbench.study import study_cells
 
     paper = load_config(REPO / "configs" / "paper.yaml")

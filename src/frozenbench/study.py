@@ -115,6 +115,17 @@ def cell_labels(config: Config, task: str, backbone: str, head: str) -> dict[str
 
 
 MODES = ("frozen", "finetune")
+# a detector's name in benchmark records (bench/gpu_smoke.py) and cost / memory reports
+DETECTORS = {"mask_rcnn": "mask_rcnn", "cascade_mask_rcnn": "cascade", "htc": "htc"}
+
+
+def cell_type(task: dict[str, Any], head: dict[str, Any], task_name: str) -> str:
+    """The benchmark's name of a cell's kind: ``<task>_<head kind>`` (e.g. ``coco_htc``), what a
+    GPU smoke record measures once and the cost and memory estimates price every cell from."""
+    kind = task["type"]
+    if kind == "detection":
+        return f"{task_name}_{DETECTORS.get(head.get('detector', 'mask_rcnn'), head.get('detector'))}"
+    return f"{task_name}_{'mask2former' if kind == 'segmentation' else 'temporal'}"
 
 
 def cell_run(config: Config, cell: str, evaluation: bool = False) -> dict[str, Any]:

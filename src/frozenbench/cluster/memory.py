@@ -511,7 +511,7 @@ def estimate_cell_memory(
     """Estimated peak GPU memory of ``cell`` = (task, backbone, mode, head) of the validated ``config``
     in training and evaluation, with its parts; the heads' share from ``record`` (a GPU smoke record,
     docs/memory.md) when it has a row of the cell's kind and mode, else left out (a lower bound)."""
-    from frozenbench.reporting.cost import cell_type
+    from frozenbench.study import cell_type
 
     task_name, backbone, mode, head = cell
     task = config["tasks"][task_name]

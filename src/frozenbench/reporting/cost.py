@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from frozenbench.errors import UserError
+from frozenbench.study import cell_type
 
 # Nominal validation sizes of the real datasets (COCO val2017, ADE20K validation, the K400 val
 # clips still online in 2022); a planning figure, not a count of what was prepared.
 VAL_SAMPLES = {"coco": 5000, "ade": 2000, "kinetics": 19881}
-DETECTORS = {"mask_rcnn": "mask_rcnn", "cascade_mask_rcnn": "cascade", "htc": "htc"}
 # frames per clip when a video task sets no data_options.num_frames: the default of
 # frozenbench.tasks.video.build_dataset (not imported: it pulls in OpenMMLab)
 VIDEO_DEFAULT_FRAMES = 8
@@ -60,14 +60,6 @@ RULES = {
 }
 EXTRAPOLATIONS = frozenset("FOBPHE")
 RULE_ORDER = list(RULES)
-
-
-def cell_type(task: dict[str, Any], head: dict[str, Any], task_name: str) -> str:
-    """The benchmark's name of a cell's type: ``<task>_<head kind>`` (e.g. ``coco_htc``)."""
-    kind = task["type"]
-    if kind == "detection":
-        return f"{task_name}_{DETECTORS.get(head.get('detector', 'mask_rcnn'), head.get('detector'))}"
-    return f"{task_name}_{'mask2former' if kind == 'segmentation' else 'temporal'}"
 
 
 # -- the record ------------------------------------------------------------------------------------
