@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # CUDA=12 on the command line reaches it too (torch 2.9.1 instead of 2.14.1)
 SETUP_ARGS ?=
 
-.PHONY: docs-config setup wheelhouse test lint-check all_tables repro report bench gpu-smoke gpu-node-smoke cost dry-run lint slurm-up slurm-down clean-results
+.PHONY: docs-config setup wheelhouse test test-fast lint-check all_tables repro report bench gpu-smoke gpu-node-smoke cost dry-run lint slurm-up slurm-down clean-results
 
 setup:
 	bash scripts/setup.sh $(SETUP_ARGS)
@@ -25,6 +25,11 @@ wheelhouse:
 
 test: setup lint-check
 	python -m pytest $(PYTEST_ARGS)
+
+# the developer's lane after each change: every test not marked slow (> ~30 s) and no Slurm test;
+# `make test` (CI) runs everything (docs/testing.md)
+test-fast: setup lint-check
+	python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
 
 # the linters `make test` runs first: ruff (pyflakes + pycodestyle, format check) and snakefmt
 lint-check: setup

@@ -280,6 +280,18 @@ if [ ! -x "$VENV/bin/python" ]; then
         fi
     fi
 fi
+# A venv made for the other torch source would silently use (or hide) the wrong torch.
+sees_system=$(sed -n 's/^include-system-site-packages *= *//p' "$VENV/pyvenv.cfg")
+if [ "$SYSTEM_TORCH" = 1 ] && [ "$sees_system" != true ]; then
+    echo "setup: $VENV was created without --system-site-packages, so it cannot see the system's" \
+        "torch: remove it, or pick another FROZENBENCH_VENV, for --system-torch" >&2
+    exit 1
+fi
+if [ "$SYSTEM_TORCH" = 0 ] && [ "$sees_system" = true ]; then
+    echo "setup: $VENV sees the system's site-packages (made by --system-torch): remove it, or" \
+        "pick another FROZENBENCH_VENV, to install the locked torch" >&2
+    exit 1
+fi
 if [ "$SYSTEM_TORCH" = 1 ]; then
     # A PYTHON that is a venv itself (the lent GPU machines' /opt/torch/.venv/bin/python3): a venv
     # made from it sees the base interpreter's site-packages, not that venv's, where torch is.
@@ -298,18 +310,6 @@ EOF
 fi
 if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
     echo "setup: $VENV has no pip, and sees none: $PYTHON needs pip or ensurepip (python3-venv)" >&2
-    exit 1
-fi
-# A venv made for the other torch source would silently use (or hide) the wrong torch.
-sees_system=$(sed -n 's/^include-system-site-packages *= *//p' "$VENV/pyvenv.cfg")
-if [ "$SYSTEM_TORCH" = 1 ] && [ "$sees_system" != true ]; then
-    echo "setup: $VENV was created without --system-site-packages, so it cannot see the system's" \
-        "torch: remove it, or pick another FROZENBENCH_VENV, for --system-torch" >&2
-    exit 1
-fi
-if [ "$SYSTEM_TORCH" = 0 ] && [ "$sees_system" = true ]; then
-    echo "setup: $VENV sees the system's site-packages (made by --system-torch): remove it, or" \
-        "pick another FROZENBENCH_VENV, to install the locked torch" >&2
     exit 1
 fi
 
