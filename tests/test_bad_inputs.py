@@ -78,6 +78,7 @@ def outcomes(request, tmp_path_factory) -> dict[str, Outcome | BaseException]:
         return dict(zip(selected, results))
 
 
+@pytest.mark.slow  # the corpus runs once for all cases, ~2 min on 2 cores
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_gets_a_clear_error_and_leaves_nothing(name, outcomes):
     passed = False

@@ -54,6 +54,7 @@ def test_a_hub_file_is_found_in_the_local_cache_and_never_downloaded(tmp_path, m
         cached_file("timm/other", "model.safetensors")
 
 
+@pytest.mark.slow
 def test_a_local_file_and_a_hub_id_are_each_one_config_entry_and_convert_in_the_dag(workflow_copy, tmp_path):
     arch = "vit_small_patch14_dinov2"
     weights = workflow_copy / "weights" / "dinov2_vits14_pretrain.pth"

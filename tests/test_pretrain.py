@@ -152,6 +152,7 @@ def _cli(shapes: Path, out: Path, run_dir: Path, steps: int) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_run_resumes_to_the_same_weights(shapes, tmp_path, signum):
     """Pretraining runs on the training engine: a SIGKILL resumes from the last cadence save, a

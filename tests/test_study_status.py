@@ -248,6 +248,7 @@ def test_a_run_of_the_failed_cell_alone_refreshes_the_partial_tables(tmp_path):
     assert (tables / "summary.json").read_text() == complete
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_failed_cell_is_listed_marked_in_the_tables_and_alone_rerun(workflow_copy):
     """Through the local profile: one cell's training fails, the other cell asked for finishes, the
