@@ -72,6 +72,7 @@ def test_mask_rcnn_trains_and_reports_box_and_mask_ap(tmp_path, monkeypatch):
         assert metrics[iou_type]["AP50"] == pytest.approx(100.0 * stats[1], abs=1e-6)
 
 
+@pytest.mark.slow  # ~17 s: trains and predicts a cell
 def test_test_dev_submission_is_an_upload_zip_of_coco_results(tmp_path):
     import zipfile
 

@@ -100,6 +100,7 @@ def test_multi_scale_flip_testing(ade):
         segmentation.evaluate(model, val_set, num_classes, test={"num_clips": 2})
 
 
+@pytest.mark.slow  # ~16 s per mode: two CLI processes
 @pytest.mark.parametrize("mode", ["frozen", "finetune"])
 def test_train_and_evaluate_cli_write_metrics_with_provenance(ade, tmp_path, mode):
     from frozenbench.checkpoint import safe_load, save_random_backbone

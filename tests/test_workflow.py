@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from .conftest import run_cmd
@@ -52,6 +53,7 @@ def test_lint_is_clean(workflow_copy):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # ~20 s: two dry runs of a copied workflow
 def test_changing_a_config_value_reruns_the_rule_that_uses_it(workflow_copy):
     target = ["data/shapes-coco", "--configfile", "configs/ci.yaml"]
     run_cmd(["snakemake", "--cores", "1", *target], cwd=workflow_copy, check=True, timeout=300)
