@@ -9,9 +9,9 @@ file means:
   - COCO boxes / polygons / RLE and ADE20K label maps are in the *stored* frame (COCO's ``width``
     and ``height`` are the stored size, and a label map is a pixel grid of the stored image), so
     detection and segmentation read the stored pixels and ignore the tag
-    (``apply_orientation=False``, :data:`ORIENTATION_BY_FORMAT`). OpenCV's default decode
-    (``cv2.IMREAD_COLOR``, mmcv's ``color_type='color'``) applies the tag and would train on
-    pixels rotated away from their labels.
+    (``apply_orientation=False``, :data:`ORIENTATION_BY_FORMAT`, gathered from each format
+    module's ``APPLY_EXIF_ORIENTATION``). OpenCV's default decode (``cv2.IMREAD_COLOR``, mmcv's
+    ``color_type='color'``) applies the tag and would train on pixels rotated away from their labels.
   - An image-folder classification label holds for the whole image in any orientation, so
     pretraining applies the tag and the backbone sees photos upright, as a person does.
 
@@ -36,13 +36,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+# Which frame each dataset format's labels are drawn in (see the module docstring): each format
+# module says so (its APPLY_EXIF_ORIENTATION); the map is offered here for the readers.
+from frozenbench.data.formats import ORIENTATION_BY_FORMAT as ORIENTATION_BY_FORMAT
 from frozenbench.errors import UserError
 
 EXIF_ORIENTATION = 274  # the EXIF Orientation tag: 1 = stored upright, 2..8 = flips / rotations
 ROTATING_ORIENTATIONS = {5, 6, 7, 8}  # the ones that swap width and height when applied
-
-# Which frame each dataset format's labels are drawn in (see the module docstring).
-ORIENTATION_BY_FORMAT = {"coco": False, "ade": False, "imagefolder": True}
 
 # PIL refuses to decode an image over twice its MAX_IMAGE_PIXELS (DecompressionBombError);
 # frozenbench uses the same limit and says so in its own words.

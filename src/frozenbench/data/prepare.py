@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from frozenbench.data.archive import extract, merge_tree
 from frozenbench.data.download import ChecksumRecords, RemoteFile, list_folder, listed_files, verify_downloads
+from frozenbench.data.formats import MODULES, ade, coco, kinetics
 from frozenbench.data.manifest import MANIFEST, content_digest
 from frozenbench.errors import UserError
 from frozenbench.utils.atomic import TMP_MARKER, atomic_dir, remove_temporaries, remove_tree, write_json
@@ -53,8 +54,8 @@ def prepare_coco(
     files: list[RemoteFile], downloads: Path, out: Path, options: dict[str, Any], log: Callable[[str], None]
 ) -> dict[str, Any]:
     _extract_archives(files, downloads, out, log)
-    if not (out / "annotations").is_dir():
-        raise UserError(f"{downloads}: the archives held no annotations/ folder")
+    if not (out / coco.ANNOTATIONS_FOLDER).is_dir():
+        raise UserError(f"{downloads}: the archives held no {coco.ANNOTATIONS_FOLDER}/ folder")
     return {"splits": sorted(p.name for p in out.iterdir() if p.is_dir())}
 
 
@@ -62,27 +63,31 @@ def prepare_ade(
     files: list[RemoteFile], downloads: Path, out: Path, options: dict[str, Any], log: Callable[[str], None]
 ) -> dict[str, Any]:
     _extract_archives(files, downloads, out, log)
-    inner = out / "ADEChallengeData2016"
+    inner = out / ade.ARCHIVE_FOLDER
     if inner.is_symlink() or not inner.is_dir():
-        raise UserError(f"{downloads}: expected ADEChallengeData2016/ inside the archive")
+        raise UserError(f"{downloads}: expected {ade.ARCHIVE_FOLDER}/ inside the archive")
     entries = sorted(inner.iterdir())
     for entry in entries:  # all checked before any is moved
         target = out / entry.name
         if entry.is_symlink() or target.is_symlink():
             raise UserError(
-                f"{downloads}: ADEChallengeData2016/{entry.name} or {entry.name} is a link; "
+                f"{downloads}: {ade.ARCHIVE_FOLDER}/{entry.name} or {entry.name} is a link; "
                 f"refusing to flatten through it"
             )
         if target.exists():
             raise UserError(
-                f"{downloads}: ADEChallengeData2016/{entry.name} would collide with {entry.name}, "
-                f"which the archives also hold next to ADEChallengeData2016/"
+                f"{downloads}: {ade.ARCHIVE_FOLDER}/{entry.name} would collide with {entry.name}, "
+                f"which the archives also hold next to {ade.ARCHIVE_FOLDER}/"
             )
     for entry in entries:
         entry.rename(out / entry.name)  # a rename: never copies, follows or creates a link
     inner.rmdir()
+    # counted per release folder name (training, validation): the manifest's summary keeps them
     return {
-        "images": {split: len(list((out / "images" / split).glob("*.jpg"))) for split in ("training", "validation")}
+        "images": {
+            ade.SPLIT_FOLDERS[split]: len(list((out / ade.image_dir(split)).glob(f"*{ade.IMAGE_SUFFIX}")))
+            for split in ade.SPLIT_FOLDERS
+        }
     }
 
 
@@ -250,8 +255,6 @@ def encode_clips(
 
 def _kinetics_csv_rows(path: Path, split: str) -> list[tuple[str, dict[str, Any]]] | None:
     """``(file:line, row)`` of one split csv; None for a test csv without labels (skipped)."""
-    from frozenbench.data.validate import KINETICS_COLUMNS
-
     try:
         # utf-8-sig: a byte-order mark (a spreadsheet's csv export) is not part of the first column's name
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -259,9 +262,9 @@ def _kinetics_csv_rows(path: Path, split: str) -> list[tuple[str, dict[str, Any]
             header = reader.fieldnames or []
             if "label" not in header and split == "test":
                 return None
-            if not set(KINETICS_COLUMNS[:4]) <= set(header):
+            if not set(kinetics.CSV_COLUMNS[:4]) <= set(header):
                 raise UserError(
-                    f"{path}: header must contain {','.join(KINETICS_COLUMNS)}, got {','.join(header) or 'nothing'}"
+                    f"{path}: header must contain {','.join(kinetics.CSV_COLUMNS)}, got {','.join(header) or 'nothing'}"
                 )
             return [(f"{path}:{reader.line_num}", row) for row in reader]
     except UnicodeDecodeError as err:
@@ -361,11 +364,9 @@ def prepare_kinetics_clips(
     ``work/done/<list>--<tarball>.json`` records what it held and which clips failed to decode. A rerun
     after a kill skips marked tarballs and finished clips, so peak disk is the output plus one
     extracted tarball. Returns ``{"by_split": rows, "corrupt": {clip: error}, "found": {clip},
-    "frame_counts": {clip: note}}``: ``found`` holds the mirror's names (``source_clip_name``), the
-    others the dataset's file names (``clip_filename``).
+    "frame_counts": {clip: note}}``: ``found`` holds the mirror's names (``kinetics.source_clip_name``),
+    the others the dataset's file names (``kinetics.clip_filename``).
     """
-    from frozenbench.data.synth.kinetics import clip_filename, source_clip_name
-
     # finished clips are only reused by a run with the same encoding: another short side (or a
     # changed encoder) starts the work folder afresh instead of mixing two versions
     settings = {"short_side": short_side, "keyframe_seconds": KEYFRAME_SECONDS, "encoder": "libx264 crf 18 veryfast"}
@@ -379,13 +380,13 @@ def prepare_kinetics_clips(
     write_json(settings_path, settings)
     wanted: dict[str, Path] = {}  # the mirror's name of a clip -> where the dataset keeps it
     for split, rows in rows_by_split.items():
-        (work / "videos" / split).mkdir(parents=True, exist_ok=True)
+        kinetics.video_dir(work, split).mkdir(parents=True, exist_ok=True)
         for row in rows:
             clip = (row["youtube_id"], row["time_start"], row["time_end"])
-            wanted[source_clip_name(*clip)] = work / "videos" / split / clip_filename(*clip)
+            wanted[kinetics.source_clip_name(*clip)] = kinetics.video_dir(work, split) / kinetics.clip_filename(*clip)
     done_dir, raw = work / "done", work / "raw"
     done_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in (work / "videos").glob(f"*/.*{TMP_MARKER}*"):  # clips a kill cut short
+    for leftover in (work / kinetics.VIDEOS_FOLDER).glob(f"*/.*{TMP_MARKER}*"):  # clips a kill cut short
         leftover.unlink()
     found: set[str] = set()
     corrupt: dict[str, str] = {}
@@ -433,8 +434,6 @@ def prepare_kinetics(
 ) -> dict[str, Any]:
     """Write the Kinetics dataset into ``out``; its clips move there from ``work``, which is left
     for the caller to remove once the dataset is validated (:func:`prepare`)."""
-    from frozenbench.data.synth.kinetics import clip_filename, source_clip_name, write_csv, write_lists
-
     short_side = int(options.get("short_side", 320))
     work = work or out.parent / f".{out.name}.work"
     clips = prepare_kinetics_clips(files, downloads, work, short_side, workers, log)
@@ -442,14 +441,14 @@ def prepare_kinetics(
     rows_by_split: dict[str, list[dict[str, Any]]] = {}
     labels: set[str] = set()
     # the finished clips move into the new dataset folder; a failed run keeps them in the work folder
-    (out / "videos").mkdir(parents=True, exist_ok=True)
+    (out / kinetics.VIDEOS_FOLDER).mkdir(parents=True, exist_ok=True)
     for split, rows in clips["by_split"].items():
         kept = []
         for row in rows:
             key = (row["youtube_id"], row["time_start"], row["time_end"])
-            name = clip_filename(*key)
+            name = kinetics.clip_filename(*key)
             entry = {"split": split, "clip": name, "youtube_id": row["youtube_id"], "label": row["label"]}
-            if source_clip_name(*key) not in clips["found"]:
+            if kinetics.source_clip_name(*key) not in clips["found"]:
                 report["missing"].append(entry)
             elif name in clips["corrupt"]:
                 report["corrupt"].append({**entry, "error": clips["corrupt"][name]})
@@ -458,11 +457,11 @@ def prepare_kinetics(
                     report["frame_count_mismatch"].append({**entry, "note": clips["frame_counts"][name]})
                 kept.append(row)
                 labels.add(row["label"])
-        write_csv(out / "annotations" / f"{split}.csv", kept)
+        kinetics.write_csv(kinetics.csv_path(out, split), kept)
         rows_by_split[split] = kept
     for split in clips["by_split"]:
-        (work / "videos" / split).rename(out / "videos" / split)
-    write_lists(out, rows_by_split, sorted(labels))
+        kinetics.video_dir(work, split).rename(kinetics.video_dir(out, split))
+    kinetics.write_lists(out, rows_by_split, sorted(labels))
     write_json(out / "prepare_report.json", report)
     for kind in ("missing", "corrupt"):
         if report[kind]:
@@ -516,8 +515,8 @@ def prepare(
             if spec["format"] != "kinetics":
                 raise
             # the encoded clips go back to the work folder: a rerun after the fix reuses them
-            for split in (tmp / "videos").iterdir():
-                split.rename(work / "videos" / split.name)
+            for split in (tmp / kinetics.VIDEOS_FOLDER).iterdir():
+                split.rename(kinetics.video_dir(work, split.name))
             raise UserError(f"{err} (the re-encoded clips wait in {work}; delete it to re-encode them all)") from None
         # the manifest is the last file written: a dataset folder without one is unfinished
         write_json(
@@ -538,9 +537,8 @@ def check_output(fmt: str, tmp: Path, out: Path, log: Callable[[str], None], wor
     """Validate the dataset built in ``tmp`` (to become ``out``) as ``frozenbench validate`` would;
     a problem is a UserError naming the file as it would stand in ``out``: a preparation bug or a
     source the checks before missed never becomes a dataset that looks finished."""
-    from frozenbench.data.validate import VALIDATORS, validate_kinetics
-
-    report = validate_kinetics(tmp, workers) if fmt == "kinetics" else VALIDATORS[fmt](tmp)
+    validator = MODULES[fmt].validate
+    report = validator(tmp, workers) if fmt == "kinetics" else validator(tmp)
 
     def final(problem: Any) -> str:
         return str(problem).replace(str(tmp), str(out))

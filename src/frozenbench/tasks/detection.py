@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from frozenbench.data.formats import coco as coco_format
 from frozenbench.data.images import ORIENTATION_BY_FORMAT
 from frozenbench.data.validate import coco_meaning_problems
 from frozenbench.engine.data import eval_batches
@@ -36,27 +37,10 @@ from frozenbench.tasks.recipe import resize_crop_options
 # follow the category ids in increasing order whatever order the json lists them in.
 PIPELINE_VERSION = 2
 
-SPLIT_FOLDERS = {"train": "train2017", "val": "val2017", "test-dev": "test2017"}
-# test-dev annotations are withheld: the image list is all there is
-ANNOTATION_FILES = {
-    "train": "instances_train2017.json",
-    "val": "instances_val2017.json",
-    "test-dev": "image_info_test-dev2017.json",
-}
-
-
-def annotation_file(root: Path, split: str) -> Path:
-    path = Path(root) / "annotations" / ANNOTATION_FILES[split]
-    if not path.exists():
-        raise UserError(f"{path}: missing COCO annotation file")
-    return path
-
 
 def class_names(root: str | Path) -> list[str]:
     """Names of the training labels: label ``k`` is the ``k``-th category id in increasing order."""
-    categories = json.loads(annotation_file(Path(root), "val").read_text())["categories"]
-    names = {c["id"]: c["name"] for c in categories}
-    return [names[cid] for cid in category_ids(categories)]
+    return coco_format.class_names(root)
 
 
 def checked_annotations(path: Path, annotated: bool) -> dict[str, Any]:
@@ -101,7 +85,7 @@ def build_dataset(
     if unknown:
         raise UserError(f"detection test options {sorted(unknown)} unknown; known: {', '.join(TEST_OPTIONS)}")
     annotated = split != "test-dev"
-    ann_path = annotation_file(root, split)
+    ann_path = coco_format.annotation_file(root, split)
     checked_annotations(ann_path, annotated)
     pipeline: list[dict[str, Any]] = [
         dict(type="LoadImageFrozenbench", apply_orientation=ORIENTATION_BY_FORMAT["coco"]),
@@ -138,7 +122,7 @@ def build_dataset(
             type="FrozenbenchCocoDataset",
             data_root=str(root),
             ann_file=str(ann_path.relative_to(root)),
-            data_prefix=dict(img=f"{SPLIT_FOLDERS[split]}/"),
+            data_prefix=dict(img=f"{coco_format.SPLIT_FOLDERS[split]}/"),
             metainfo=dict(classes=tuple(class_names(root))),
             filter_cfg=dict(filter_empty_gt=train, min_size=0),
             test_mode=not train,

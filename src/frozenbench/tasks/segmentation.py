@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from frozenbench.data.formats import ade as ade_format
 from frozenbench.data.images import ORIENTATION_BY_FORMAT
 from frozenbench.engine.data import eval_batches
 from frozenbench.engine.device import pins_batches_for
@@ -33,10 +34,7 @@ PIPELINE_VERSION = 2
 
 
 def class_names(root: Path) -> list[str]:
-    info = root / "objectInfo150.txt"
-    if not info.exists():
-        raise UserError(f"{info}: missing (needed for the class names)")
-    return [line.split("\t")[-1] for line in info.read_text().splitlines()[1:] if line.strip()]
+    return ade_format.class_names(root)
 
 
 def build_dataset(
@@ -59,7 +57,6 @@ def build_dataset(
     del test  # test-time options act in evaluate()
 
     root = Path(root)
-    folder = {"train": "training", "val": "validation"}[split]
     # mmseg's own ADE20K pipelines: scale (4 * short, short) bounds the long side by 4x the short one
     short_side_scale = (4 * img_size, img_size)
     pipeline: list[dict[str, Any]] = [dict(type="LoadImageFrozenbench", apply_orientation=ORIENTATION_BY_FORMAT["ade"])]
@@ -87,9 +84,9 @@ def build_dataset(
         dict(
             type="BaseSegDataset",
             data_root=str(root),
-            data_prefix=dict(img_path=f"images/{folder}", seg_map_path=f"annotations/{folder}"),
-            img_suffix=".jpg",
-            seg_map_suffix=".png",
+            data_prefix=dict(img_path=ade_format.image_dir(split), seg_map_path=ade_format.label_dir(split)),
+            img_suffix=ade_format.IMAGE_SUFFIX,
+            seg_map_suffix=ade_format.LABEL_SUFFIX,
             reduce_zero_label=True,
             metainfo=dict(classes=class_names(root)),
             pipeline=pipeline,

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from frozenbench.data.formats import kinetics as kinetics_format
 from frozenbench.engine.data import eval_batches
 from frozenbench.engine.device import pins_batches_for
 from frozenbench.evaluation.driver import FedEvaluator, inference_on_dataset
@@ -27,10 +28,7 @@ PIPELINE_VERSION = 1
 
 
 def class_names(root: str | Path) -> list[str]:
-    path = Path(root) / "classes.txt"
-    if not path.exists():
-        raise UserError(f"{path}: missing (one class name a line)")
-    return [line for line in path.read_text().splitlines() if line]
+    return kinetics_format.class_names(root)
 
 
 TEST_OPTIONS = ("num_clips", "num_crops")
@@ -106,7 +104,7 @@ def build_dataset(
         "mmaction",
         dict(
             type="VideoDataset",
-            ann_file=str(root / f"{split}_list_videos.txt"),
+            ann_file=str(kinetics_format.list_path(root, split)),
             data_prefix=dict(video=str(root)),
             pipeline=pipeline,
             test_mode=not train,

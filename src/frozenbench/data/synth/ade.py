@@ -1,10 +1,6 @@
-"""``shapes-ade``: semantic segmentation pairs in the ADEChallengeData2016 layout.
+"""``shapes-ade``: semantic segmentation pairs in the ADE20K layout.
 
-Layout (the content of the real ``ADEChallengeData2016/`` folder)::
-
-    images/training/ADE_train_00000001.jpg     annotations/training/ADE_train_00000001.png
-    images/validation/ADE_val_00000001.jpg     annotations/validation/ADE_val_00000001.png
-    objectInfo150.txt
+The layout is the real release's (:mod:`frozenbench.data.formats.ade`).
 
 Label maps are single-channel uint8 PNGs: 0 = unlabeled (ignored), 1..S are
 "stuff" regions (each class a texture: stripe orientation, period and hue),
@@ -22,10 +18,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from frozenbench.data.formats import ade as ade_format
 from frozenbench.data.synth import shapes, sizes
-from frozenbench.utils.atomic import write_text
 
-SPLITS = {"train": ("training", "ADE_train"), "val": ("validation", "ADE_val")}
 STUFF_NAMES = ("wall", "floor", "sky", "grass", "water", "road", "sand", "ceiling")
 
 
@@ -101,40 +96,30 @@ def _dilate(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_object_info(
-    path: Path, names: list[str], pixel_counts: np.ndarray, train_images: np.ndarray, val_images: np.ndarray
-) -> None:
-    """objectInfo150.txt in the ADE20K release format: Idx, Ratio, Train, Val, Name (tab-separated)."""
-    total = max(int(pixel_counts.sum()), 1)
-    lines = ["Idx\tRatio\tTrain\tVal\tName"]
-    for i, name in enumerate(names):
-        lines.append(f"{i + 1}\t{pixel_counts[i] / total:.4f}\t{train_images[i]}\t{val_images[i]}\t{name}")
-    write_text(path, "\n".join(lines) + "\n")
-
-
 def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
     params = spec["synth"]
     num_stuff, num_things = params["num_stuff"], params["num_things"]
     names = class_names(num_stuff, num_things)
     pixel_counts = np.zeros(len(names), np.int64)
-    images_with = {split: np.zeros(len(names), np.int64) for split in SPLITS}
+    images_with = {split: np.zeros(len(names), np.int64) for split in ade_format.SPLIT_FOLDERS}
     counts = {}
-    for split_index, (split, (folder, prefix)) in enumerate(SPLITS.items()):
-        (out / "images" / folder).mkdir(parents=True)
-        (out / "annotations" / folder).mkdir(parents=True)
+    for split_index, split in enumerate(ade_format.SPLIT_FOLDERS):
+        image_dir, label_dir = out / ade_format.image_dir(split), out / ade_format.label_dir(split)
+        image_dir.mkdir(parents=True)
+        label_dir.mkdir(parents=True)
         num = params[f"num_{split}"]
         for i in range(num):
             rng = np.random.default_rng([params["seed"], split_index, i])
             width, height = sizes.image_size(params, sizes.ADE_REAL_SIZES, i)
             pixels, label = draw_pair(rng, width, height, num_stuff, num_things, params["texture"])
-            stem = f"{prefix}_{i + 1:08d}"
+            stem = ade_format.file_stem(split, i + 1)
             buf = io.BytesIO()
             Image.fromarray(pixels).save(buf, format="JPEG", quality=92)
-            (out / "images" / folder / f"{stem}.jpg").write_bytes(buf.getvalue())
-            Image.fromarray(label).save(out / "annotations" / folder / f"{stem}.png")
+            (image_dir / f"{stem}{ade_format.IMAGE_SUFFIX}").write_bytes(buf.getvalue())
+            Image.fromarray(label).save(label_dir / f"{stem}{ade_format.LABEL_SUFFIX}")
             hist = np.bincount(label.reshape(-1), minlength=len(names) + 1)[1:]
             pixel_counts += hist
             images_with[split] += hist > 0
         counts[split] = num
-    write_object_info(out / "objectInfo150.txt", names, pixel_counts, images_with["train"], images_with["val"])
+    ade_format.write_object_info(out, names, pixel_counts, images_with["train"], images_with["val"])
     return counts

@@ -1,13 +1,7 @@
 """``shapes-coco``: instance detection/segmentation images in the COCO 2017 layout.
 
-Layout (as extracted from the real COCO archives)::
-
-    train2017/000000000001.jpg ...
-    val2017/...
-    test2017/...                                  (only with ``num_test_dev`` > 0)
-    annotations/instances_train2017.json
-    annotations/instances_val2017.json
-    annotations/image_info_test-dev2017.json      (images and categories, no annotations)
+The layout is the real archives' (:mod:`frozenbench.data.formats.coco`); test-dev images and their
+image list only with ``num_test_dev`` > 0.
 
 Unoccluded instances carry polygon masks, occluded ones compressed RLE of their
 visible part, and crowd groups (``iscrowd=1``) uncompressed RLE, as in COCO.
@@ -23,10 +17,9 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from frozenbench.data.formats import coco as coco_format
 from frozenbench.data.synth import shapes, sizes
-from frozenbench.utils.atomic import write_json
 
-SPLITS = {"train": "train2017", "val": "val2017"}
 TEST_DEV_FIRST_ID = 1_000_001  # image ids disjoint from train/val, as in COCO
 MAX_OCCLUSION = 0.5  # placements hiding more of an earlier instance are retried
 CROWD_FRACTION = 0.1  # images that also get one iscrowd=1 group of small shapes
@@ -137,8 +130,9 @@ def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
     """Write the dataset under ``out``; returns counts per split."""
     params = spec["synth"]
     counts = {}
-    for split_index, (split, folder) in enumerate(SPLITS.items()):
-        (out / folder).mkdir(parents=True)
+    for split_index, split in enumerate(coco_format.ANNOTATED_SPLITS):
+        folder = coco_format.image_folder(out, split)
+        folder.mkdir(parents=True)
         images, annotations = [], []
         num = params[f"num_{split}"]
         for i in range(num):
@@ -149,7 +143,7 @@ def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
             pixels, instances = draw_image(
                 rng, width, height, params["num_classes"], params["max_instances"], params["texture"], crowd
             )
-            images.append(_write_image(out / folder, image_id, pixels))
+            images.append(_write_image(folder, image_id, pixels))
             for inst in instances:
                 annotations.append(_annotation(inst, len(annotations) + 1, image_id))
         coco = {
@@ -165,7 +159,7 @@ def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
             "annotations": annotations,
             "categories": categories(params["num_classes"]),
         }
-        write_json(out / "annotations" / f"instances_{folder}.json", coco, indent=None)
+        coco_format.write_annotations(out, split, coco)
         counts[split] = num
     if params.get("num_test_dev", 0):
         counts["test-dev"] = _generate_test_dev(params, out)
@@ -175,16 +169,18 @@ def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
 def _generate_test_dev(params: dict[str, Any], out: Path) -> int:
     """COCO's test-dev: images whose annotations are withheld (scored by the evaluation server)."""
     num = params["num_test_dev"]
-    (out / "test2017").mkdir(parents=True)
+    folder = coco_format.image_folder(out, "test-dev")
+    folder.mkdir(parents=True)
     images = []
     for i in range(num):
         image_id = TEST_DEV_FIRST_ID + i
-        rng = np.random.default_rng([params["seed"], len(SPLITS), i])
+        # the split index after the annotated ones: test-dev images differ from theirs
+        rng = np.random.default_rng([params["seed"], len(coco_format.ANNOTATED_SPLITS), i])
         width, height = sizes.image_size(params, sizes.COCO_REAL_SIZES, i)
         pixels, _ = draw_image(
             rng, width, height, params["num_classes"], params["max_instances"], params["texture"], False
         )
-        images.append(_write_image(out / "test2017", image_id, pixels))
+        images.append(_write_image(folder, image_id, pixels))
     info = {
         "description": "frozenbench shapes-coco (test-dev)",
         "version": "1.0",
@@ -192,9 +188,9 @@ def _generate_test_dev(params: dict[str, Any], out: Path) -> int:
         "contributor": "frozenbench synth",
         "date_created": "1970-01-01",
     }
-    write_json(
-        out / "annotations" / "image_info_test-dev2017.json",
+    coco_format.write_annotations(
+        out,
+        "test-dev",
         {"info": info, "licenses": [], "images": images, "categories": categories(params["num_classes"])},
-        indent=None,
     )
     return num

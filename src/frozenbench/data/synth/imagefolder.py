@@ -1,9 +1,6 @@
 """``shapes-pretrain``: an ImageNet-style folder for pretraining the mini backbones.
 
-Layout::
-
-    train/<class>/<class>_00000.jpg ...
-    val/<class>/...
+The layout is :mod:`frozenbench.data.formats.imagefolder`'s, files named ``<class>_00000.jpg``.
 
 One large shape per image on a background whose clutter is ``texture``; the
 class is the shape. ``val`` is the held-out split the pretraining probe scores.
@@ -18,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from frozenbench.data.formats import imagefolder as imagefolder_format
 from frozenbench.data.synth import shapes
 
 
@@ -43,10 +41,10 @@ def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
     params = spec["synth"]
     size, num_classes = params["image_size"], params["num_classes"]
     counts = {}
-    for split_index, split in enumerate(("train", "val")):
+    for split_index, split in enumerate(imagefolder_format.SPLITS):
         per_class = params[f"{split}_per_class"]
         for c, kind in enumerate(shapes.SHAPES[:num_classes]):
-            folder = out / split / kind
+            folder = imagefolder_format.class_dir(out, split, kind)
             folder.mkdir(parents=True)
             for i in range(per_class):
                 rng = np.random.default_rng([params["seed"], split_index, c, i])

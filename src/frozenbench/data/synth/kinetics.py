@@ -1,12 +1,7 @@
 """``shapes-k400``: short H.264 clips in the Kinetics-400 layout, classed by *motion*.
 
-Layout (the prepared layout that ``frozenbench prepare`` also writes for the real K400)::
-
-    annotations/train.csv, annotations/val.csv   label,youtube_id,time_start,time_end,split
-    videos/train/<youtube_id>_<start:06d>_<end:06d>.mp4
-    videos/val/...
-    classes.txt                                  one label a line, alphabetical (index = line)
-    train_list_videos.txt, val_list_videos.txt   mmaction2 lists: "<path> <label index>"
+The layout is the one ``frozenbench prepare`` writes for the real K400, with the same writers
+(:mod:`frozenbench.data.formats.kinetics`).
 
 A clip's class is how a single shape moves (translate in 4 directions, rotate
 either way, grow, shrink). Every class draws its mid-clip position, size and
@@ -15,7 +10,6 @@ angle from the same distribution, so one frame does not tell the class.
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from pathlib import Path
@@ -24,8 +18,12 @@ from typing import Any
 import av
 import numpy as np
 
+from frozenbench.data.formats import kinetics as kinetics_format
+from frozenbench.data.formats.kinetics import YOUTUBE_ID_ALPHABET, clip_filename, write_csv, write_lists
+
+# re-exported from the module that wrote clips before the formats had a home (tests import it here)
+from frozenbench.data.formats.kinetics import source_clip_name as source_clip_name
 from frozenbench.data.synth import shapes, sizes
-from frozenbench.utils.atomic import write_text
 
 MOTIONS = (
     "moving right",
@@ -39,7 +37,6 @@ MOTIONS = (
 )
 # Circles look the same under rotation; every other shape shows the motion.
 VIDEO_SHAPES = tuple(s for s in shapes.SHAPES if s != "circle")
-_YT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 CLIP_SECONDS = 10
 
 
@@ -122,69 +119,15 @@ def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
 
 
 def youtube_id(rng: np.random.Generator) -> str:
-    return "".join(_YT_ALPHABET[i] for i in rng.integers(len(_YT_ALPHABET), size=11))
-
-
-# Bytes kept as they are in a clip's file name: YouTube's own id alphabet, so a real Kinetics id
-# keeps the name the mirror gives its clip. Everything else is percent-encoded (``%XX`` per UTF-8
-# byte, ``%`` included): a space would split mmaction2's "<path> <label>" list lines, a slash or a
-# leading dot would leave the folder or hide the clip, and the encoding is reversible
-# (``urllib.parse.unquote``), so two ids never share a name.
-_NAME_SAFE = frozenset(_YT_ALPHABET.encode())
-# a file name is at most 255 bytes; the start/end/suffix take 18
-_MAX_ID_BYTES = 200
-
-
-def safe_id(ytid: str) -> str:
-    """``ytid`` as it stands in a file name; see ``_NAME_SAFE``. An id too long for a file name
-    keeps its first bytes and a digest of the whole id (its csv row keeps the id itself)."""
-    raw = ytid.encode()
-    encoded = "".join(chr(b) if b in _NAME_SAFE else f"%{b:02X}" for b in raw)
-    if len(encoded) > _MAX_ID_BYTES:
-        import hashlib
-
-        encoded = f"{encoded[: _MAX_ID_BYTES - 41]}%~{hashlib.sha256(raw).hexdigest()[:39]}"
-    return encoded
-
-
-def clip_filename(ytid: str, start: int, end: int) -> str:
-    """The clip's file name in a dataset folder (the mmaction2 lists and the validator use it)."""
-    return f"{safe_id(ytid)}_{start:06d}_{end:06d}.mp4"
-
-
-def source_clip_name(ytid: str, start: int, end: int) -> str:
-    """The name the Kinetics mirror's tarballs give the clip: the id as it is."""
-    return f"{ytid}_{start:06d}_{end:06d}.mp4"
-
-
-def write_lists(root: Path, rows_by_split: dict[str, list[dict[str, Any]]], classes: list[str]) -> None:
-    """classes.txt and mmaction2 ``<split>_list_videos.txt`` for the clips that exist."""
-    index = {name: i for i, name in enumerate(classes)}
-    write_text(root / "classes.txt", "\n".join(classes) + "\n")
-    for split, rows in rows_by_split.items():
-        lines = [
-            f"videos/{split}/{clip_filename(r['youtube_id'], r['time_start'], r['time_end'])} {index[r['label']]}"
-            for r in rows
-        ]
-        write_text(root / f"{split}_list_videos.txt", "\n".join(lines) + "\n")
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(
-        buf, fieldnames=["label", "youtube_id", "time_start", "time_end", "split"], lineterminator="\n"
-    )
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
+    return "".join(YOUTUBE_ID_ALPHABET[i] for i in rng.integers(len(YOUTUBE_ID_ALPHABET), size=11))
 
 
 def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
     params = spec["synth"]
     classes = sorted(MOTIONS)
     rows_by_split: dict[str, list[dict[str, Any]]] = {}
-    for split_index, split in enumerate(("train", "val")):
-        folder = out / "videos" / split
+    for split_index, split in enumerate(kinetics_format.SPLITS):
+        folder = kinetics_format.video_dir(out, split)
         folder.mkdir(parents=True)
         per_class = params[f"num_{split}_per_class"]
         rows = []
@@ -214,7 +157,7 @@ def generate(spec: dict[str, Any], out: Path) -> dict[str, int]:
                     }
                 )
         rows.sort(key=lambda r: (r["label"], r["youtube_id"]))
-        write_csv(out / "annotations" / f"{split}.csv", rows)
+        write_csv(kinetics_format.csv_path(out, split), rows)
         rows_by_split[split] = rows
     write_lists(out, rows_by_split, classes)
     return {split: len(rows) for split, rows in rows_by_split.items()}
