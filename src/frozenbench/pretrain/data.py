@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from frozenbench.data.formats import imagefolder
 from frozenbench.data.images import ORIENTATION_BY_FORMAT, read_image
-from frozenbench.errors import UserError
 
 
 @dataclass
@@ -29,11 +29,7 @@ def load_imagefolder(root: str | Path, split: str, image_size: int) -> ImageSet:
     for the image in any orientation, so phone photos are seen upright (16-bit PNGs scaled, not
     clipped; palette, grayscale and CMYK files converted; see :mod:`frozenbench.data.images`)."""
     split_dir = Path(root) / split
-    if not split_dir.is_dir():
-        raise UserError(f"{split_dir}: missing split folder")
-    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-    if not classes:
-        raise UserError(f"{split_dir}: no class folders")
+    classes = imagefolder.class_names(root, split)
     arrays, labels = [], []
     for index, name in enumerate(classes):
         for path in sorted((split_dir / name).iterdir()):
