@@ -15,7 +15,7 @@ from frozenbench.checkpoint import (
     ConversionError,
     UnsafeCheckpoint,
     convert_state_dict,
-    load_backbone_state,
+    load_backbone,
     safe_load,
     save_backbone,
 )
@@ -65,6 +65,15 @@ def image() -> torch.Tensor:
 
 def assert_same_features(state_dict, arch, source_model, x, img_size=None):
     backbone = Backbone(arch, img_size=img_size, state_dict=state_dict)
+    with torch.no_grad():
+        expected = source_model.forward_intermediates(x, intermediates_only=True)
+    for a, b in zip(expected, backbone(x)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def assert_checkpoint_features(path, source_model, x, img_size=None):
+    """The converted file, built as a job builds it, computes the source model's features."""
+    backbone = Backbone.from_checkpoint(path, img_size=img_size)
     with torch.no_grad():
         expected = source_model.forward_intermediates(x, intermediates_only=True)
     for a, b in zip(expected, backbone(x)):
@@ -174,9 +183,10 @@ def test_relative_position_bias_is_interpolated_for_another_input_size(tmp_path)
     torch.manual_seed(0)
     small = build_arch("convstem_swin_tiny", 64)  # the last stage (2x2) uses a 2x2 window at 64 px
     save_backbone(tmp_path / "b.pth", "convstem_swin_tiny", small.state_dict(), {"pretrain_objective": "random"})
-    arch, sd, meta = load_backbone_state(tmp_path / "b.pth", img_size=128)  # 4x4 window at 128 px
+    body = Backbone.from_checkpoint(tmp_path / "b.pth", img_size=128)  # 4x4 window at 128 px
+    sd = body.model.state_dict()
     assert sd["layers.3.blocks.0.attn.relative_position_bias_table"].shape == (49, 8)
-    Backbone(arch, img_size=128, state_dict=sd)(torch.randn(1, 3, 128, 128))
+    body(torch.randn(1, 3, 128, 128))
     # resized as microsoft/Swin-Transformer's load_pretrained does (its own code, its names)
     key = "layers.3.blocks.0.attn.relative_position_bias_table"
     relative_position_bias_table_pretrained = small.state_dict()[key]
@@ -275,8 +285,9 @@ def test_fetch_and_convert_through_the_cli(swin_tiny, tmp_path):
     ]
     proc = run_cmd(convert, check=True, timeout=300)
     assert "head.weight: classification head" in proc.stdout
-    arch, sd, meta = load_backbone_state(out)
-    assert arch == "swin_tiny" and meta["source_sha256"] == hashlib.sha256(body).hexdigest()
+    payload = load_backbone(out)
+    assert payload["arch"] == "swin_tiny" and payload["meta"]["source_sha256"] == hashlib.sha256(body).hexdigest()
+    sd = Backbone.from_checkpoint(out).model.state_dict()
     assert torch.equal(
         sd["layers.1.downsample.reduction.weight"], swin_tiny.state_dict()["layers.1.downsample.reduction.weight"]
     )
@@ -387,8 +398,7 @@ def test_an_official_swin_training_checkpoint_with_its_yacs_config_converts_with
     monkeypatch.delitem(sys.modules, "yacs.config")
     monkeypatch.delitem(sys.modules, "yacs")
     convert_file(tmp_path / "ckpt_epoch_299.pth", tmp_path / "swin.pth", "official_swin", "swin_tiny")
-    arch, sd, _ = load_backbone_state(tmp_path / "swin.pth")
-    assert_same_features(sd, arch, swin_tiny, image)
+    assert_checkpoint_features(tmp_path / "swin.pth", swin_tiny, image)
 
 
 def mae_training_checkpoint(encoder: dict[str, torch.Tensor]) -> dict:
@@ -415,7 +425,7 @@ def mae_training_checkpoint(encoder: dict[str, torch.Tensor]) -> dict:
 
 
 def test_an_mae_training_checkpoint_converts_to_its_encoder_and_is_not_read_as_dinov2(tmp_path):
-    arch = "vit_base_patch16_224.mae"
+    arch = "vit_base_patch16_224"
     torch.manual_seed(3)
     source = build_arch(arch).eval()
     encoder = {k: v for k, v in source.state_dict().items()}
@@ -429,9 +439,8 @@ def test_an_mae_training_checkpoint_converts_to_its_encoder_and_is_not_read_as_d
     )
     report = convert_file(tmp_path / "checkpoint-799.pth", tmp_path / "mae.pth", "mae", arch)
     assert ("decoder_embed.weight", "MAE decoder (pretraining only)") in report.dropped
-    _, sd, _ = load_backbone_state(tmp_path / "mae.pth")
     x = torch.randn(1, 3, 224, 224)
-    body = Backbone(arch, state_dict=sd, out_indices=(-1,))
+    body = Backbone.from_checkpoint(tmp_path / "mae.pth", out_indices=(-1,))
     with torch.no_grad():
         (expected,) = source.forward_intermediates(x, indices=[11], norm=True, intermediates_only=True)
     torch.testing.assert_close(body(x)[0], expected, rtol=0, atol=1e-5)
@@ -444,8 +453,7 @@ def test_safetensors_files_load_without_pickle(tmp_path, swin_tiny, image):
 
     save_file({k: v.contiguous() for k, v in swin_tiny.state_dict().items()}, tmp_path / "model.safetensors")
     convert_file(tmp_path / "model.safetensors", tmp_path / "swin.pth", "timm", "swin_tiny")
-    arch, sd, _ = load_backbone_state(tmp_path / "swin.pth")
-    assert_same_features(sd, arch, swin_tiny, image)
+    assert_checkpoint_features(tmp_path / "swin.pth", swin_tiny, image)
     (tmp_path / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
     with pytest.raises(UserError, match="broken.safetensors: not a readable safetensors file"):
         convert_file(tmp_path / "broken.safetensors", tmp_path / "x.pth", "timm", "swin_tiny")

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer
 
-from frozenbench.checkpoint import convert_state_dict
+from frozenbench.checkpoint import convert_file, convert_state_dict
 from frozenbench.models import Backbone, registry
 from frozenbench.models.registry import get_arch
 
@@ -303,16 +303,18 @@ def test_dinov2_computes_the_official_model(tiny, arch, size):
 
 
 @pytest.mark.parametrize("img_size", [512, 640, 1024])
-def test_mae_positions_resample_as_mae_finetuning_does(tiny, img_size):
+def test_mae_positions_resample_as_mae_finetuning_does(tiny, img_size, tmp_path):
     """MAE's model is timm's ViT (``models_vit.py``); at another input size its fine-tuning builds
     the model for that size and interpolates the checkpoint's positions into it (bicubic, no
-    antialiasing: ViTDet's ``get_abs_pos`` is the same), where timm's default antialiases."""
-    name = tiny("vit_base_patch16_224.mae", **TINY_VIT)
+    antialiasing: ViTDet's ``get_abs_pos`` is the same), where timm's default antialiases. The
+    resampling belongs to the weights: a file converted from the mae layout records it."""
+    name = tiny("vit_base_patch16_224", **TINY_VIT)
     torch.manual_seed(0)
     checkpoint = seed_weights(VisionTransformer(img_size=224, patch_size=16, num_classes=0, **TINY_VIT)).state_dict()
-    sd, report = convert_state_dict({"model": checkpoint}, "mae", name)
+    torch.save({"model": checkpoint}, tmp_path / "checkpoint-799.pth")
+    report = convert_file(tmp_path / "checkpoint-799.pth", tmp_path / "mae.pth", "mae", name)
     assert not report.missing and not report.unexpected and not report.mismatched
-    body = Backbone(name, img_size=img_size, state_dict=sd)
+    body = Backbone.from_checkpoint(tmp_path / "mae.pth", img_size=img_size)
     source = VisionTransformer(img_size=img_size, patch_size=16, num_classes=0, **TINY_VIT).eval()
     checkpoint = dict(checkpoint)
     mae_pos_embed.interpolate_pos_embed(source, checkpoint)

@@ -1,6 +1,8 @@
-"""Checkpoints: safe loading, source-layout conversion, the canonical backbone format."""
+"""Checkpoints: safe loading, source-layout conversion, the canonical backbone format.
 
-from frozenbench.checkpoint.convert import ConversionError, convert_file, convert_state_dict, load_backbone_state
+A converted checkpoint is built into a model by :meth:`frozenbench.models.Backbone.from_checkpoint`."""
+
+from frozenbench.checkpoint.convert import ConversionError, convert_file, convert_state_dict, weights_settings
 from frozenbench.checkpoint.io import (
     UnsafeCheckpoint,
     load_backbone,
@@ -16,9 +18,9 @@ __all__ = [
     "convert_file",
     "convert_state_dict",
     "load_backbone",
-    "load_backbone_state",
     "safe_load",
     "save_backbone",
     "save_random_backbone",
     "sha256_of",
+    "weights_settings",
 ]

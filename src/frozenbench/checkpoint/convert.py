@@ -10,6 +10,11 @@ layout or a filter drops without declaring it, a missing key, a key outside the 
 list, integer or non-finite values, and a layout the family's weights are not published in all
 fail the conversion with a :class:`ConversionError` naming the file and the key. A failed
 conversion says which layout or architecture the file's keys and shapes fit (:mod:`.diagnose`).
+
+The converted file also records what the weights take beyond their architecture (:func:`weights_settings`):
+their input normalisation, and the build options of a family's weights tag (MAE's position
+resampling); :meth:`frozenbench.models.Backbone.from_checkpoint` reads them back, so a converted
+file is built and loaded once, never converted again.
 """
 
 from __future__ import annotations
@@ -21,19 +26,25 @@ from typing import Any
 import torch
 
 from frozenbench.checkpoint.diagnose import arch_hint, close_arch_names, layout_hint
-from frozenbench.checkpoint.io import load_backbone, safe_load, save_backbone, sha256_of
+from frozenbench.checkpoint.io import check_normalization, safe_load, save_backbone, sha256_of
 from frozenbench.checkpoint.layouts import LAYOUTS, WRITERS, CheckpointProblem, StateDict, unwrap
 from frozenbench.errors import UserError
-from frozenbench.models.registry import ArchSpec, BackboneFamily, build_arch, get_arch, list_archs
+from frozenbench.models.registry import (
+    FILTER_FAILURES,
+    ArchSpec,
+    BackboneFamily,
+    WeightsTag,
+    build_arch,
+    get_arch,
+    list_archs,
+    retired,
+)
 from frozenbench.utils.atomic import atomic_file
 
 # Source dtypes that are the model's own values at another precision: cast explicitly (and
 # reported). Integers, booleans, complex numbers and float8 (whose scales live in other tensors)
 # are not weights the model can take as they are: refused.
 CASTABLE = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-# What a family's checkpoint filter may raise on a file of another layout or architecture, on
-# the first tensor it cannot place (timm's filters look modules up by name: AttributeError).
-FILTER_FAILURES = (KeyError, RuntimeError, ValueError, AttributeError, IndexError, TypeError, AssertionError)
 
 
 class ConversionError(UserError):
@@ -68,7 +79,9 @@ def resolve_arch(arch: str, source: str | None = None) -> ArchSpec:
     """The registered architecture ``arch``; an unknown name is one error listing close ones."""
     try:
         return get_arch(arch)
-    except KeyError:
+    except KeyError as err:
+        if retired(arch):
+            raise ConversionError(f"{source + ': ' if source else ''}{err.args[0]}") from None
         close = close_arch_names(arch)
         known = f"close registered names: {', '.join(close)}" if close else f"registered: {', '.join(list_archs())}"
         where = f"{source}: " if source else ""
@@ -152,9 +165,15 @@ def _filtered(
 
 
 def convert_state_dict(
-    raw: Any, layout: str, arch: str, img_size: int | None = None, source: str = "<checkpoint>"
+    raw: Any,
+    layout: str,
+    arch: str,
+    img_size: int | None = None,
+    source: str = "<checkpoint>",
+    arch_options: dict[str, Any] | None = None,
 ) -> tuple[dict[str, torch.Tensor], ConversionReport]:
-    """Turn a raw loaded checkpoint into a state dict that loads into ``arch`` with no missing key."""
+    """Turn a raw loaded checkpoint into a state dict that loads into ``arch`` (built with
+    ``arch_options``, a weights tag's) with no missing key."""
     if layout not in LAYOUTS:
         raise ConversionError(f"{source}: unknown source layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}")
     spec = resolve_arch(arch, source)
@@ -180,7 +199,7 @@ def convert_state_dict(
                 f"{source}: the {layout} layout accounts for {len(renamed) + len(dropped)} of the "
                 f"{len(state)} key(s) (renamed or declared dropped)"
             )
-        return _to_arch(state, renamed, dropped, spec, layout, img_size, source)
+        return _to_arch(state, renamed, dropped, spec, layout, img_size, source, arch_options or {})
     except ConversionError as err:
         hints = [hint for hint in (layout_hint(state, layout), arch_hint(renamed, spec.name)) if hint]
         if not hints:
@@ -196,10 +215,11 @@ def _to_arch(
     layout: str,
     img_size: int | None,
     source: str,
+    arch_options: dict[str, Any],
 ) -> tuple[StateDict, ConversionReport]:
     family, arch = spec.family, spec.name
     report = ConversionReport(dropped=list(dropped))
-    model = build_arch(arch, img_size)
+    model = build_arch(arch, img_size, **arch_options)
     expected = model.state_dict()
     dtype = next(model.parameters()).dtype
     checked, report.cast = _check_values(renamed, expected, dtype, _source_names(state, renamed), source)
@@ -211,9 +231,7 @@ def _to_arch(
         for k, v in converted.items()
         if k.endswith("bias_table") and k in checked and tuple(v.shape) != tuple(checked[k].shape)
     )
-    persistent = {k for k in expected if not k.endswith(family.recomputed_buffers)}
-    # The classifier is not part of the backbone: canonical checkpoints carry no head.
-    persistent = {k for k in persistent if not k.startswith("head.")}
+    persistent = {k for k in expected if family.stored(k)}
     report.missing = sorted(persistent - converted.keys())
     report.unexpected = sorted(converted.keys() - set(expected))
     report.mismatched = sorted(
@@ -247,6 +265,42 @@ def _to_arch(
     return {k: converted[k] for k in sorted(persistent)}, report
 
 
+@dataclass(frozen=True)
+class WeightsSettings:
+    """What converted weights take beyond their architecture: recorded in the converted file."""
+
+    normalization: dict[str, list[float]]
+    tag: str | None = None
+    arch_options: dict[str, Any] = field(default_factory=dict)
+
+
+def weights_settings(
+    arch: str,
+    layout: str,
+    tag: str | None = None,
+    normalization: dict[str, Any] | None = None,
+    source: str = "<checkpoint>",
+) -> WeightsSettings:
+    """What weights of ``arch`` converted from ``layout`` take: the weights tag named (or the one
+    the layout implies: a file in the ``mae`` layout holds MAE's weights), its build options, and
+    the normalisation given, else the tag's, else the architecture's default."""
+    spec = resolve_arch(arch, source)
+    weights: WeightsTag | None
+    if tag is None:
+        weights = spec.family.layout_tag(layout)
+    else:
+        try:
+            weights = spec.family.weights_tag(tag)
+        except KeyError as err:
+            raise ConversionError(f"{source}: weights_tag: {err.args[0]}") from None
+    if normalization is not None:
+        chosen = check_normalization(normalization, f"{source}: normalization")
+    else:
+        origin = weights if weights is not None else spec
+        chosen = {"mean": list(origin.mean), "std": list(origin.std)}
+    return WeightsSettings(chosen, weights.name if weights else None, dict(weights.arch_options) if weights else {})
+
+
 def convert_file(
     src: str | Path,
     dst: str | Path,
@@ -255,32 +309,26 @@ def convert_file(
     meta: dict[str, Any] | None = None,
     img_size: int | None = None,
 ) -> ConversionReport:
-    """Convert ``src`` and write the canonical checkpoint ``dst`` (atomically)."""
+    """Convert ``src`` and write the canonical checkpoint ``dst`` (atomically).
+
+    ``meta`` is what the config says of the weights (``frozenbench convert-checkpoint --meta``),
+    recorded in the file; its ``weights_tag`` and ``normalization`` (``{mean, std}`` in [0, 1]
+    units), where present, say what the weights take (:func:`weights_settings`) and are recorded
+    as the file's own fields instead."""
     from frozenbench.checkpoint.torchscript import activation_problem, is_torchscript_archive
 
     resolve_arch(arch)  # an unknown name fails before a large file is read
+    meta = dict(meta or {})
+    settings = weights_settings(
+        arch, layout, meta.pop("weights_tag", None), meta.pop("normalization", None), source=str(src)
+    )
     if Path(src).is_file() and is_torchscript_archive(src) and (problem := activation_problem(src, arch)):
         raise ConversionError(problem)
     raw = safe_load(src)
-    state_dict, report = convert_state_dict(raw, layout, arch, img_size, source=str(src))
-    info = {"source_file": Path(src).name, "source_sha256": sha256_of(src), "source_layout": layout, **(meta or {})}
-    save_backbone(dst, arch, state_dict, info)
+    state_dict, report = convert_state_dict(raw, layout, arch, img_size, str(src), settings.arch_options)
+    info = {"source_file": Path(src).name, "source_sha256": sha256_of(src), "source_layout": layout, **meta}
+    save_backbone(dst, arch, state_dict, info, settings.normalization, settings.tag, settings.arch_options)
     return report
-
-
-def load_backbone_state(
-    path: str | Path, arch: str | None = None, img_size: int | None = None
-) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
-    """(arch, state dict ready for ``Backbone(arch, img_size)``, meta) from a canonical checkpoint.
-
-    The state dict is re-filtered for ``img_size`` by the family's checkpoint filter, so window
-    and input sizes may differ from the checkpoint's.
-    """
-    payload = load_backbone(path)
-    if arch is not None and payload["arch"] != arch:
-        raise UserError(f"{path}: holds a {payload['arch']} backbone, not {arch}")
-    state_dict, _ = convert_state_dict(payload["state_dict"], "timm", payload["arch"], img_size, source=str(path))
-    return payload["arch"], state_dict, payload["meta"]
 
 
 def write_source_checkpoint(path: str | Path, arch: str, layout: str, seed: int) -> Path:

@@ -11,7 +11,14 @@ runs none of their code.
 The canonical backbone checkpoint (``checkpoints/{name}.pth``) is a plain dict::
 
     {"format": "frozenbench-backbone", "version": 1, "arch": "swin_tiny",
-     "state_dict": {timm key: tensor}, "meta": {source, task, data, ...}}
+     "state_dict": {timm key: tensor}, "meta": {source, task, data, ...},
+     "normalization": {"mean": [r, g, b], "std": [r, g, b]},   # optional, [0, 1] units
+     "weights_tag": "mae", "arch_options": {"pos_interpolation": "mae"}}   # optional
+
+``normalization`` is the input normalisation the weights were trained with and ``arch_options``
+the build options under which the architecture computes their source's features (a family's
+:class:`frozenbench.models.registry.WeightsTag`); a file without them takes the architecture's
+defaults, which is what files written before they existed meant.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from __future__ import annotations
 import argparse
 import collections
 import hashlib
+import math
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -36,12 +45,39 @@ class UnsafeCheckpoint(UserError):
     """The file needs arbitrary unpickling to load; it is refused."""
 
 
-def sha256_of(path: str | Path) -> str:
+def file_identity(path: str | Path) -> tuple[str, int, int, int]:
+    """(absolute path, size, modification time in ns, inode) of ``path``: a file rewritten in place
+    changes its size or modification time, one replaced atomically (written beside and renamed, as
+    every artifact here is) gets another inode even within one clock tick."""
+    st = os.stat(path)
+    return os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _hash_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+# sha256 by file identity, for this process. A job names its checkpoint's digest in its run
+# fingerprint and again in its metrics record; at paper scale each is a full read of a
+# multi-gigabyte file, so the second is answered from here.
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def sha256_of(path: str | Path) -> str:
+    """The file's sha256, hashed once per process for each :func:`file_identity`: the same path
+    asked again gives the digest without reading the file; a file changed since is hashed again."""
+    before = file_identity(path)
+    digest = _DIGESTS.get(before)
+    if digest is None:
+        digest = _hash_file(path)
+        # a file that changed while it was read has no digest to remember
+        if file_identity(path) == before:
+            _DIGESTS[before] = digest
+    return digest
 
 
 # What the original projects' full training checkpoints hold besides tensors, read as plain data:
@@ -87,20 +123,17 @@ def safe_load(path: str | Path) -> Any:
         raise UserError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: {err})") from None
 
 
-def peek_arch(path: str | Path) -> str:
-    """The architecture named in a canonical checkpoint, read through a memory map (no tensor is loaded)."""
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError) as err:
-        raise UserError(f"{path}: not a readable frozenbench backbone checkpoint ({err})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"{path}: not a frozenbench backbone checkpoint")
-    return payload["arch"]
-
-
-def save_backbone(path: str | Path, arch: str, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write the canonical backbone checkpoint atomically (contiguous CPU tensors)."""
+def save_backbone(
+    path: str | Path,
+    arch: str,
+    state_dict: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    normalization: dict[str, list[float]] | None = None,
+    weights_tag: str | None = None,
+    arch_options: dict[str, Any] | None = None,
+) -> None:
+    """Write the canonical backbone checkpoint atomically (contiguous CPU tensors), with what the
+    weights take beyond their architecture where given (see the module docstring)."""
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -108,8 +141,38 @@ def save_backbone(path: str | Path, arch: str, state_dict: dict[str, torch.Tenso
         "state_dict": {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()},
         "meta": meta,
     }
+    if normalization is not None:
+        payload["normalization"] = {key: [float(v) for v in normalization[key]] for key in ("mean", "std")}
+    if weights_tag is not None:
+        payload["weights_tag"] = weights_tag
+    if arch_options:
+        payload["arch_options"] = dict(arch_options)
     with atomic_file(path) as tmp:
         torch.save(payload, tmp)
+
+
+def check_normalization(value: Any, where: str) -> dict[str, list[float]]:
+    """``value`` as ``{"mean": [3 floats], "std": [3 floats]}`` in [0, 1] units (RGB); anything else
+    is an error naming ``where`` and the key."""
+    if not isinstance(value, dict) or set(value) != {"mean", "std"}:
+        found = sorted(value) if isinstance(value, dict) else type(value).__name__
+        raise UserError(f"{where}: expected {{mean: [r, g, b], std: [r, g, b]}} in [0, 1] units, got {found}")
+    out = {}
+    for key in ("mean", "std"):
+        channels = value[key]
+        if (
+            not isinstance(channels, (list, tuple))
+            or len(channels) != 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in channels)
+        ):
+            raise UserError(f"{where}.{key}: expected three finite numbers (r, g, b), got {channels!r}")
+        if key == "std" and min(channels) <= 0:
+            raise UserError(f"{where}.std: every channel's std must be positive, got {list(channels)}")
+        if max(abs(v) for v in channels) > 1.5:
+            # 255-unit values given where [0, 1] units are meant would normalise every input to ~0
+            raise UserError(f"{where}.{key}: {list(channels)} looks like pixel units; give [0, 1] units")
+        out[key] = [float(v) for v in channels]
+    return out
 
 
 def save_random_backbone(path: str | Path, arch: str, img_size: int, seed: int = 0) -> Path:
@@ -123,7 +186,8 @@ def save_random_backbone(path: str | Path, arch: str, img_size: int, seed: int =
 
 
 def load_backbone(path: str | Path) -> dict[str, Any]:
-    """Read a canonical backbone checkpoint; raise a clear error for anything else."""
+    """Read a canonical backbone checkpoint; raise a clear error for anything else, a recorded
+    ``normalization``, ``weights_tag`` or ``arch_options`` of the wrong form included."""
     payload = safe_load(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(
@@ -131,4 +195,11 @@ def load_backbone(path: str | Path) -> dict[str, Any]:
         )
     if payload.get("version") != VERSION:
         raise UserError(f"{path}: checkpoint format version {payload.get('version')}, expected {VERSION}")
+    if "normalization" in payload:
+        payload["normalization"] = check_normalization(payload["normalization"], f"{path}: normalization")
+    if not isinstance(payload.get("weights_tag", ""), str):
+        raise UserError(f"{path}: weights_tag: expected a tag name, got {payload['weights_tag']!r}")
+    options = payload.get("arch_options", {})
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise UserError(f"{path}: arch_options: expected a mapping of builder option names, got {options!r}")
     return payload

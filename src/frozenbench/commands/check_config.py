@@ -62,9 +62,15 @@ def backbone_plan(name: str, entry: dict) -> str:
         )
         weights = f"{origin}, {ckpt['layout']} layout ({ckpt['objective']}, {ckpt['data']})" if ckpt else origin
     notes = f" ({spec.notes})" if spec.notes else ""
+    # the weights' normalisation, as conversion will record it (the mae layout's is MAE's, not the arch's)
+    norm = {"mean": list(spec.mean), "std": list(spec.std)}
+    if entry.get("checkpoint", {}).get("layout"):
+        from frozenbench.checkpoint.convert import weights_settings
+
+        norm = weights_settings(spec.name, entry["checkpoint"]["layout"]).normalization
     return (
         f"{name}: {spec.name} ({spec.family.name} family){notes}, {levels}; dense heads: {dense}; video: the "
-        f"last level's tokens; inputs normalised with mean {list(spec.mean)} std {list(spec.std)}; weights: {weights}"
+        f"last level's tokens; inputs normalised with mean {norm['mean']} std {norm['std']}; weights: {weights}"
     )
 
 

@@ -17,13 +17,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from frozenbench.errors import UserError
 from frozenbench.models.feature_cache import FeatureCache
-from frozenbench.models.registry import build_arch, get_arch
+from frozenbench.models.registry import FILTER_FAILURES, build_arch, get_arch, pixel_units
 
 
 # What the backbones compute from given weights and input, as a version: a head trained on other
@@ -62,6 +64,15 @@ class Backbone(nn.Module):
             1.05-1.26x faster than eager across runs, after a one-off ~35 s compile per input
             shape (a smaller last batch is another shape).
         activation_checkpointing: fine-tuned only: see :meth:`set_activation_checkpointing`.
+        arch_options: builder options the weights take (a weights tag's, e.g. MAE's
+            ``pos_interpolation``); what :meth:`from_checkpoint` reads from the file.
+        normalization: ``(mean, std)`` in [0, 1] units of the weights' inputs; default: the
+            architecture's.
+        weights_source: the checkpoint file ``state_dict`` was read from: the state dict is then
+            adapted to this build by the family's checkpoint filter and loaded key by key, a missing
+            or unexpected key an error naming the file (:meth:`from_checkpoint` sets it).
+
+    Build one from a converted checkpoint with :meth:`from_checkpoint`.
     """
 
     COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True}
@@ -77,17 +88,24 @@ class Backbone(nn.Module):
         feature_cache: bool = False,
         compile: bool = False,
         activation_checkpointing: bool = False,
+        arch_options: Mapping[str, Any] | None = None,
+        normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+        weights_source: str | None = None,
     ) -> None:
         super().__init__()
+        spec = get_arch(arch)
         self.arch = arch
-        self.family = get_arch(arch).family
-        self.model = build_arch(arch, img_size)
+        self.family = spec.family
+        self.mean, self.std = (tuple(v) for v in normalization) if normalization else (spec.mean, spec.std)
+        self.model = build_arch(arch, img_size, **dict(arch_options or {}))
         # timm leaves fused attention (SDPA) off for Swin's window attention ("experimental");
         # measured here it makes the whole Swin-T forward 1.4x faster on CPU (bench/, docs/performance.md).
         for module in self.model.modules():
             if hasattr(module, "fused_attn"):
                 module.fused_attn = True
-        if state_dict is not None:
+        if state_dict is not None and weights_source is not None:
+            self._load_checkpoint(state_dict, weights_source)
+        elif state_dict is not None:
             self.model.load_state_dict(state_dict, strict=True)
         info = self.model.feature_info
         levels = self.family.feature_levels(self.model) if out_indices is None else out_indices
@@ -115,6 +133,74 @@ class Backbone(nn.Module):
         self.activation_checkpointing = False
         self.set_activation_checkpointing(activation_checkpointing)
 
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, arch: str | None = None, **options: Any) -> Backbone:
+        """The backbone of a canonical checkpoint (``checkpoints/{name}.pth``), built once.
+
+        The file is read once; its weights are adapted to this build (``img_size``'s windows and
+        grids) by the family's checkpoint filter against the model itself and loaded key by key:
+        a missing or unexpected key is an error naming the file and the keys. The input
+        normalisation and builder options the file records are the weights' (the architecture's
+        defaults where it records none). ``arch``, when given (the config's), must be the file's;
+        None takes the file's. ``options``: the other arguments of :class:`Backbone`.
+
+        The model's random initialisation, overwritten by the weights at once, draws from a forked
+        generator: building it leaves the global RNG, and so the heads initialised after it, as the
+        seed set them."""
+        from frozenbench.checkpoint.io import load_backbone
+
+        payload = load_backbone(path)
+        recorded = payload["arch"]
+        try:
+            spec = get_arch(recorded)
+            wanted = get_arch(arch).name if arch is not None else spec.name
+        except KeyError as err:
+            raise UserError(f"{path}: {err.args[0]}") from None
+        if wanted != spec.name:
+            raise UserError(f"{path}: holds a {recorded} backbone, not {arch}")
+        arch_options = payload.get("arch_options", {})
+        unknown = sorted(set(arch_options) - spec.family.weight_options)
+        if unknown:
+            allowed = ", ".join(sorted(spec.family.weight_options)) or "none"
+            raise UserError(
+                f"{path}: arch_options {', '.join(unknown)}: not an option {spec.family.name} weights set "
+                f"(the family's weights tags set: {allowed})"
+            )
+        recorded_norm = payload.get("normalization")
+        normalization = (recorded_norm["mean"], recorded_norm["std"]) if recorded_norm else None
+        with torch.random.fork_rng(devices=[]):
+            return cls(
+                spec.name,
+                state_dict=payload["state_dict"],
+                arch_options=arch_options,
+                normalization=normalization,
+                weights_source=str(path),
+                **options,
+            )
+
+    def _load_checkpoint(self, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+        """A canonical checkpoint's weights into the freshly built model (before it is pruned, so
+        the file's keys are checked against the whole architecture)."""
+        try:
+            adapted = self.family.checkpoint_filter(dict(state_dict), self.model)
+        except FILTER_FAILURES as err:
+            raise UserError(f"{source}: its weights do not fit {self.arch}: {type(err).__name__}: {err}") from None
+        try:
+            result = self.model.load_state_dict(adapted, strict=False)
+        except RuntimeError as err:  # shapes: torch raises on a mismatch even when not strict
+            detail = " ".join(str(err).split())
+            raise UserError(f"{source}: its weights do not fit {self.arch}: {detail}") from None
+        # strict but for what a canonical checkpoint never holds (rebuilt buffers, the classifier)
+        missing = sorted(k for k in result.missing_keys if self.family.stored(k))
+        unexpected = sorted(result.unexpected_keys)
+        problems = [
+            f"{what} {len(keys)} key(s): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        ]
+        if problems:
+            raise UserError(f"{source}: does not load into {self.arch}: {'; '.join(problems)}")
+
     def set_activation_checkpointing(self, enable: bool = True) -> None:
         """Keep only each block's input for backward and recompute the block's activations there
         (timm's ``set_grad_checkpointing``), trading one more forward of the blocks for memory.
@@ -141,6 +227,12 @@ class Backbone(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         return {f"model.{name}" for name in self.family.no_weight_decay(self.model)}
+
+    def pixel_normalization(self) -> dict[str, list[float]]:
+        """``mean`` / ``std`` of the weights' inputs in [0, 255] pixel units (RGB), the form
+        OpenMMLab's data preprocessors take."""
+        mean, std = pixel_units(self.mean, self.std)
+        return {"mean": list(mean), "std": list(std)}
 
     @property
     def channels(self) -> list[int]:

@@ -5,8 +5,12 @@ backbone: how its published weights are filtered into the model, which feature l
 dense head takes, whether those levels need a simple feature pyramid, how its parameters
 group into layers for layer-wise lr decay, which of them take no weight decay, which
 source layouts conversion accepts and which in-DAG pretraining objectives can train it.
-An *architecture* (:class:`ArchSpec`) is one sized member of a family, with the input
-normalisation and size its weights were trained with (timm's ``default_cfg``).
+An *architecture* (:class:`ArchSpec`) is one sized member of a family, with its default input
+size and the input normalisation its usual weights were trained with (timm's ``default_cfg``).
+Normalisation belongs to the weights, not the architecture: published weights that need another
+one (or other build options, such as MAE's position resampling) are a :class:`WeightsTag` of the
+family, and a converted checkpoint records what its weights take (:mod:`frozenbench.checkpoint`);
+the architecture's values are only the default for a file that does not say.
 
 Each family lives in one module of :mod:`frozenbench.models` (``swin``, ``convnext``,
 ``vit``), which declares its record and registers its architectures; adding a family is
@@ -85,6 +89,33 @@ TIMM_FILTER_DROPS: tuple[tuple[str, str], ...] = (
 )
 
 
+# What a family's checkpoint filter may raise on weights of another layout or architecture, on the
+# first tensor it cannot place (timm's filters look modules up by name: AttributeError).
+FILTER_FAILURES = (KeyError, RuntimeError, ValueError, AttributeError, IndexError, TypeError, AssertionError)
+
+
+@dataclass(frozen=True)
+class WeightsTag:
+    """Published weights of a family that take more than their architecture's defaults (timm's
+    pretrained tag, the ``mae`` of ``vit_base_patch16_224.mae``): the input normalisation they were
+    trained with and the build options under which the architecture computes their source
+    project's features. Conversion records both in the converted file.
+
+    Args:
+        name: the tag, as timm names the weights (``mae``).
+        mean, std: the input normalisation in [0, 1] units, RGB.
+        arch_options: keyword arguments of the family's builder (``pos_interpolation``).
+        layouts: source layouts whose files are always these weights (a file in the ``mae`` layout
+            is MAE's): conversion applies the tag to them unasked.
+    """
+
+    name: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    arch_options: dict[str, Any] = field(default_factory=dict)
+    layouts: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class BackboneFamily:
     """One family of backbones (see the module docstring).
@@ -107,6 +138,8 @@ class BackboneFamily:
         recomputed_buffers: name suffixes of buffers rebuilt from sizes, never loaded from weights.
         filter_drops: ``(pattern, reason)`` of the keys ``checkpoint_filter`` may drop; conversion
             refuses a checkpoint that loses any other key in the filter.
+        weight_tags: published weights that take other normalisation or build options than the
+            architecture's defaults (:class:`WeightsTag`).
     """
 
     name: str
@@ -120,6 +153,29 @@ class BackboneFamily:
     no_weight_decay: Callable[[nn.Module], set[str]] = timm_no_weight_decay
     recomputed_buffers: tuple[str, ...] = ()
     filter_drops: tuple[tuple[str, str], ...] = TIMM_FILTER_DROPS
+    weight_tags: tuple[WeightsTag, ...] = ()
+
+    def weights_tag(self, name: str) -> WeightsTag:
+        """The tag ``name`` of this family; an unknown one is an error listing the family's tags."""
+        for tag in self.weight_tags:
+            if tag.name == name:
+                return tag
+        known = ", ".join(t.name for t in self.weight_tags) or "none"
+        raise KeyError(f"the {self.name} family has no weights tag {name!r} (its tags: {known})")
+
+    def layout_tag(self, layout: str) -> WeightsTag | None:
+        """The tag whose weights every file of ``layout`` holds, if any."""
+        return next((tag for tag in self.weight_tags if layout in tag.layouts), None)
+
+    @property
+    def weight_options(self) -> frozenset[str]:
+        """The builder options a checkpoint may set: those some tag of the family sets."""
+        return frozenset(key for tag in self.weight_tags for key in tag.arch_options)
+
+    def stored(self, key: str) -> bool:
+        """Whether a canonical checkpoint holds ``key`` of a built model: a buffer rebuilt from the
+        window and input sizes is not stored, nor is the classifier head (not part of the backbone)."""
+        return not key.endswith(self.recomputed_buffers) and not key.startswith("head.")
 
     def filter_drop_reason(self, key: str) -> str | None:
         """Why ``checkpoint_filter`` may drop ``key`` (its declared reason), or None if it may not."""
@@ -129,8 +185,8 @@ class BackboneFamily:
 @dataclass(frozen=True)
 class ArchSpec:
     """An architecture: its family, builder and arguments, default input size, and the input
-    normalisation its weights expect (``mean`` / ``std`` in [0, 1] units, RGB, as timm's
-    ``default_cfg``). Every task and pretraining normalises through :func:`normalization`."""
+    normalisation of its default weights (``mean`` / ``std`` in [0, 1] units, RGB, as timm's
+    ``default_cfg``): what a checkpoint that records none takes (see :class:`WeightsTag`)."""
 
     name: str
     family: BackboneFamily
@@ -163,6 +219,8 @@ _ARCHS: dict[str, ArchSpec] = {}
 _FAMILIES: dict[str, BackboneFamily] = {}
 # Names an architecture had before, still read in old results and configs.
 _ALIASES: dict[str, str] = {}
+# Names that are no architecture any more, with what to use instead (said when one is asked for).
+_RETIRED: dict[str, str] = {}
 
 
 def register_family(family: BackboneFamily) -> BackboneFamily:
@@ -182,6 +240,17 @@ def register_arch(spec: ArchSpec, aliases: tuple[str, ...] = ()) -> ArchSpec:
     return spec
 
 
+def retire_arch(name: str, instead: str) -> None:
+    """``name`` is no architecture any more: asking for it says ``instead``."""
+    _RETIRED[name] = instead
+
+
+def retired(name: str) -> str | None:
+    """What to use instead of ``name``, if it is a retired architecture name."""
+    _load_families()
+    return _RETIRED.get(name)
+
+
 def _load_families() -> None:
     # Importing a family module registers its family and architectures.
     for module in FAMILY_MODULES:
@@ -199,6 +268,8 @@ def get_arch(name: str) -> ArchSpec:
     try:
         return _ARCHS[_ALIASES.get(name, name)]
     except KeyError:
+        if name in _RETIRED:
+            raise KeyError(f"{name!r} is no registered architecture any more: {_RETIRED[name]}") from None
         raise KeyError(f"unknown backbone architecture {name!r}; known: {', '.join(sorted(_ARCHS))}") from None
 
 
@@ -228,7 +299,13 @@ def build_arch(name: str, img_size: int | None = None, **overrides: Any) -> nn.M
 
 
 def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) in [0, 255] pixel units (RGB) for inputs of architecture ``name``: the form
-    OpenMMLab's data preprocessors take."""
+    """(mean, std) in [0, 255] pixel units (RGB) of architecture ``name``'s default weights (the
+    mini-study's pretraining; a converted checkpoint may record other values, which
+    :class:`frozenbench.models.Backbone` reads): the form OpenMMLab's data preprocessors take."""
     spec = get_arch(name)
-    return tuple(255.0 * m for m in spec.mean), tuple(255.0 * s for s in spec.std)
+    return pixel_units(spec.mean, spec.std)
+
+
+def pixel_units(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) given in [0, 1] units, in [0, 255] pixel units."""
+    return tuple(255.0 * m for m in mean), tuple(255.0 * s for s in std)

@@ -17,9 +17,10 @@ official DINOv2 code builds each released model (``dinov2/hub/backbones.py``): b
 antialiasing and a 0.1 offset in the scale factor for the models without registers, bicubic with
 antialiasing to the exact grid (offset 0) for the register models. Any other choice differs from
 them by far more than float rounding away from 518 px (0.1-0.2 max abs in the features), so frozen
-features would not be DINOv2's own. MAE weights resample as MAE's ``interpolate_pos_embed`` and
-ViTDet's ``get_abs_pos`` do (bicubic to the grid, no antialiasing); the others keep timm's default
-(bicubic with antialiasing, what open_clip's ``resize_pos_embed`` does for CLIP towers).
+features would not be DINOv2's own. MAE weights (the ``mae`` weights tag, recorded in their
+converted file) resample as MAE's ``interpolate_pos_embed`` and ViTDet's ``get_abs_pos`` do
+(bicubic to the grid, no antialiasing); the others keep timm's default (bicubic with
+antialiasing, what open_clip's ``resize_pos_embed`` does for CLIP towers).
 """
 
 from __future__ import annotations
@@ -34,7 +35,16 @@ from timm.layers import LayerNorm, resample_abs_pos_embed
 from timm.models import vision_transformer
 from timm.models.vision_transformer import VisionTransformer
 
-from frozenbench.models.registry import ArchSpec, BackboneFamily, StateDict, register_arch
+from frozenbench.models.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ArchSpec,
+    BackboneFamily,
+    StateDict,
+    WeightsTag,
+    register_arch,
+    retire_arch,
+)
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -169,6 +179,15 @@ def checkpoint_filter(state_dict: StateDict, model: PlainViT) -> StateDict:
     return vision_transformer.checkpoint_filter_fn(state_dict, model)
 
 
+# MAE (He et al., CVPR 2022) pretrained encoders are plain ViT-B/16 and ViT-L/16 weights that take
+# ImageNet statistics (the architectures' timm defaults are [-1, 1]) and resample their positions
+# as MAE's fine-tuning and ViTDet do (timm's antialiased bicubic differs by ~0.3 when growing
+# 14 x 14 to 64 x 64). A property of the weights, not of the architecture: a file converted from
+# the ``mae`` layout (or with the ``mae`` tag, for timm's ``.mae`` files) records both.
+MAE = WeightsTag(
+    "mae", mean=IMAGENET_MEAN, std=IMAGENET_STD, arch_options={"pos_interpolation": "mae"}, layouts=("mae",)
+)
+
 VIT = BackboneFamily(
     "vit",
     checkpoint_filter,
@@ -177,6 +196,7 @@ VIT = BackboneFamily(
     feature_levels=spread_levels,
     pyramid=True,
     intermediate_norm=True,
+    weight_tags=(MAE,),
 )
 
 
@@ -205,17 +225,24 @@ register_arch(
         notes="timm's augreg weights; inputs normalised to [-1, 1]",
     )
 )
-# MAE (He et al., CVPR 2022) pretrained encoders: timm's ``.mae`` weights, ImageNet statistics; their
-# positions resample as MAE's fine-tuning and ViTDet do (timm's antialiased bicubic differs by ~0.3
-# when growing 14 x 14 to 64 x 64)
-for name, kw in [
-    ("vit_base_patch16_224.mae", dict(embed_dim=768, depth=12, num_heads=12)),
-    ("vit_large_patch16_224.mae", dict(embed_dim=1024, depth=24, num_heads=16)),
-]:
-    register_arch(
-        ArchSpec(
-            name, VIT, build_vit, dict(patch_size=16, native_img_size=224, pos_interpolation="mae", **kw), img_size=224
-        )
+register_arch(
+    ArchSpec(
+        "vit_large_patch16_224",
+        VIT,
+        build_vit,
+        dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16, native_img_size=224),
+        img_size=224,
+        mean=HALF_MEAN_STD,
+        std=HALF_MEAN_STD,
+        notes="timm's augreg weights; inputs normalised to [-1, 1]",
+    )
+)
+# The MAE weights were two more architectures once, differing from these only in what the weights take.
+for name in ("vit_base_patch16_224", "vit_large_patch16_224"):
+    retire_arch(
+        f"{name}.mae",
+        f"MAE weights are {name} converted from the mae layout (or with the mae tag), "
+        "which records MAE's normalisation and position resampling in the converted file",
     )
 # SigLIP image towers (Zhai et al., ICCV 2023): no class token, attention pooling (dropped with the head)
 register_arch(

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 
-from frozenbench.checkpoint.convert import load_backbone_state
 from frozenbench.models.backbone import Backbone
 
 
@@ -57,21 +58,9 @@ class FrozenbenchBackbone(BaseModule):
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
-        state_dict = None
-        if checkpoint is not None:
-            arch, state_dict, _ = load_backbone_state(checkpoint, arch=arch, img_size=img_size)
-        if arch is None:
-            raise ValueError("FrozenbenchBackbone needs an arch or a checkpoint")
-        self.body = Backbone(
-            arch,
-            img_size=img_size,
-            out_indices=out_indices,
-            frozen=frozen,
-            bf16=bf16,
-            state_dict=state_dict,
-            feature_cache=feature_cache,
-            compile=compile,
-        )
+        build = BodyArgs(arch, img_size, checkpoint, frozen, bf16, out_indices, feature_cache, compile)
+        body = _PREBUILT.pop(build.key(), None)
+        self.body = body if body is not None else build.build()
         self.frozen = frozen
         self.pyramid = (
             SimpleFeaturePyramid(self.body.channels, self.body.strides) if pyramid and self.body.needs_pyramid else None
@@ -192,33 +181,92 @@ class ExtraBlocks(torch.nn.Module):
         return tokens.transpose(1, 2).reshape(n, c, h, w)
 
 
-def resolve_arch(arch: str | None, checkpoint: str | None) -> str:
-    """The architecture named, or else the one the checkpoint records (read without loading its weights)."""
-    from frozenbench.checkpoint.io import peek_arch
+@dataclass(frozen=True)
+class BodyArgs:
+    """The arguments a :class:`FrozenbenchBackbone`'s body is built from (see its Args)."""
 
-    if arch is None:
-        if checkpoint is None:
-            raise ValueError("need an arch or a checkpoint")
-        arch = peek_arch(checkpoint)
-    return arch
+    arch: str | None
+    img_size: int | None
+    checkpoint: str | None
+    frozen: bool = True
+    bf16: bool = False
+    out_indices: Sequence[int] | None = None
+    feature_cache: bool = False
+    compile: bool = False
+
+    def build(self) -> Backbone:
+        """The body: from the checkpoint (its architecture checked against ``arch`` when given, read
+        from the file when not), or ``arch`` with random weights."""
+        options = dict(
+            img_size=self.img_size,
+            out_indices=self.out_indices,
+            frozen=self.frozen,
+            bf16=self.bf16,
+            feature_cache=self.feature_cache,
+            compile=self.compile,
+        )
+        if self.checkpoint is not None:
+            return Backbone.from_checkpoint(self.checkpoint, self.arch, **options)
+        if self.arch is None:
+            raise ValueError("FrozenbenchBackbone needs an arch or a checkpoint")
+        return Backbone(self.arch, **options)
+
+    def key(self) -> tuple:
+        """These arguments as a dict key; the checkpoint by its file identity, so a file rewritten
+        since a body was built from it is not taken for it."""
+        from frozenbench.checkpoint.io import file_identity
+
+        checkpoint = self.checkpoint
+        if checkpoint is not None and Path(checkpoint).is_file():
+            checkpoint = file_identity(checkpoint)
+        levels = None if self.out_indices is None else tuple(int(i) for i in self.out_indices)
+        return (
+            self.arch,
+            self.img_size,
+            checkpoint,
+            bool(self.frozen),
+            bool(self.bf16),
+            levels,
+            bool(self.feature_cache),
+            bool(self.compile),
+        )
 
 
-def input_normalization(arch: str | None, checkpoint: str | None = None) -> dict[str, list[float]]:
-    """``mean`` / ``std`` (0-255, RGB) of the weights' inputs, for an OpenMMLab data preprocessor."""
+# A job's backbone is built once. The head config needs the backbone's channels, strides and input
+# normalisation before the OpenMMLab model exists, and only the built backbone knows them for
+# certain (its feature_info; the normalisation its checkpoint records), so `prebuild_body`
+# (called by configs.backbone_part) builds it and leaves it here under its build arguments, and
+# the FrozenbenchBackbone the config then builds takes it instead of constructing, reading and
+# loading a second one. Computing the shapes without building would mean a second description of
+# every family's widths beside timm's own. One entry, handed out once: a module belongs to one
+# model (two models sharing a fine-tuned body would train each other's weights), and a body
+# nobody takes is dropped by the next `prebuild_body`, so at most one spare body stays alive. A
+# model built from other arguments simply builds its own.
+_PREBUILT: dict[tuple, Backbone] = {}
+
+
+def prebuild_body(args: BodyArgs) -> Backbone:
+    """Build the body ``args`` describe and keep it for the :class:`FrozenbenchBackbone` built with
+    the same arguments (the next one only)."""
+    body = args.build()
+    _PREBUILT.clear()
+    _PREBUILT[args.key()] = body
+    return body
+
+
+def input_normalization(arch: str) -> dict[str, list[float]]:
+    """``mean`` / ``std`` (0-255, RGB) of architecture ``arch``'s default weights, for an OpenMMLab
+    data preprocessor; a backbone built from a checkpoint says its weights' own
+    (:meth:`Backbone.pixel_normalization`)."""
     from frozenbench.models.registry import normalization
 
-    mean, std = normalization(resolve_arch(arch, checkpoint))
+    mean, std = normalization(arch)
     return {"mean": list(mean), "std": list(std)}
 
 
-def feature_shape(
-    arch: str | None, img_size: int | None, checkpoint: str | None = None, pyramid: bool = True
-) -> tuple[list[int], list[int]]:
-    """(channels, strides) of the backbone a config will build, without building or loading its weights;
-    ``pyramid`` as for :class:`FrozenbenchBackbone`."""
-    arch = resolve_arch(arch, checkpoint)
-    with torch.device("meta"):
-        body = Backbone(arch, img_size=img_size)
+def feature_shape(body: Backbone, pyramid: bool = True) -> tuple[list[int], list[int]]:
+    """(channels, strides) of the levels a :class:`FrozenbenchBackbone` around ``body`` hands its
+    head; ``pyramid`` as for :class:`FrozenbenchBackbone`."""
     if pyramid and body.needs_pyramid:
         return [body.channels[0]] * 4, list(SimpleFeaturePyramid.STRIDES)
     return body.channels, body.strides

@@ -64,13 +64,23 @@ def backbone_part(
     pyramid: bool = True,
 ) -> BackbonePart:
     """The backbone side of a head's model, the head's ``extra_blocks`` on top; ``pyramid=False``
-    for heads that take the last level only (video)."""
-    from frozenbench.openmmlab.backbone import feature_shape, input_normalization
+    for heads that take the last level only (video).
+
+    ``arch`` is the config's: the checkpoint must hold it (None: the checkpoint's, read from the
+    file with its weights). The backbone is built here, once: its channels, strides and the
+    normalisation its weights record size the head, and the model built from the returned config
+    takes this very backbone (:func:`frozenbench.openmmlab.backbone.prebuild_body`)."""
+    from frozenbench.openmmlab.backbone import BodyArgs, feature_shape, prebuild_body
 
     cfg = backbone_cfg(arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
     cfg["extra_blocks"] = head.get("extra_blocks", 0)
-    channels, strides = feature_shape(arch, img_size, checkpoint, pyramid=pyramid)
-    return BackbonePart(cfg, channels, strides, input_normalization(arch, checkpoint))
+    if not pyramid:
+        cfg["out_indices"] = [-1]  # the last level only: what the video backbone takes anyway
+    body = prebuild_body(
+        BodyArgs(arch, img_size, checkpoint, frozen, bf16, cfg.get("out_indices"), feature_cache, compile_backbone)
+    )
+    channels, strides = feature_shape(body, pyramid=pyramid)
+    return BackbonePart(cfg, channels, strides, body.pixel_normalization())
 
 
 def mask2former_config(
