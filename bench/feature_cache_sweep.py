@@ -37,6 +37,7 @@ def sweep(task: str, data_root: Path, cache: bool, steps: int, run_root: Path) -
     from mmengine.dataset import pseudo_collate
 
     from frozenbench.engine.loop import TrainOptions, train
+    from frozenbench.openmmlab.training import wrap_for_training
 
     kind, head, img_size, batch, options = SWEEPS[task]
     module = importlib.import_module(f"frozenbench.tasks.{kind}")
@@ -57,7 +58,7 @@ def sweep(task: str, data_root: Path, cache: bool, steps: int, run_root: Path) -
         )
         run_dir = run_root / f"{task}_{blocks}_{cache}"
         train(
-            model,
+            wrap_for_training(model),
             dataset,
             pseudo_collate,
             run_dir,

@@ -5,7 +5,8 @@
 
 For each task of the mini-study (shapes-ade Mask2Former, shapes-coco Mask R-CNN, shapes-k400
 temporal head; heads and input sizes as config.yaml) and each backbone one model per mode is
-built and trained on the same fixed batch; the two modes' steps are interleaved. Two backbones:
+built and trained on the same fixed batch, as the engine steps it (the training wrapper's data
+preprocessor, forward and loss reduction, the loop's total); the two modes' steps are interleaved. Two backbones:
 the mini-study's ``convstem_swin_tiny`` (2.3 M parameters, lighter than the heads on top of it) and the
 paper's smallest, ``swin_tiny`` (28 M), where the backbone carries most of the step as it does at
 full scale. Peak memory is what training adds on top of the built model (gradients, optimizer
@@ -46,6 +47,9 @@ def build(task: str, mode: str, data_root: Path, device: str, arch: str):
 
     from mmengine.dataset import pseudo_collate
 
+    from frozenbench.engine.loop import total_loss
+    from frozenbench.openmmlab.training import wrap_for_training
+
     kind, _, head, img_size, batch = TASKS[task]
     module = importlib.import_module(f"frozenbench.tasks.{kind}")
     torch.manual_seed(0)
@@ -54,13 +58,12 @@ def build(task: str, mode: str, data_root: Path, device: str, arch: str):
     model = module.build_model(
         head, len(module.class_names(data_root / task)), img_size, None, frozen=(mode == "frozen"), arch=arch
     ).to(device)
-    model.train()
-    data = model.data_preprocessor(pseudo_collate([dataset[i] for i in range(batch)]), training=True)
+    trainable = wrap_for_training(model).train()
+    samples = pseudo_collate([dataset[i] for i in range(batch)])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step():
-        losses = model(**data, mode="loss")
-        total, _ = model.parse_losses(losses)
+        total, _ = total_loss(trainable(samples))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()

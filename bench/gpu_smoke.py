@@ -402,7 +402,7 @@ def task_flops(spec: dict, checkpoint: Path, device: str, repeats: int) -> dict[
     own backbone at the cell's input (a clip's frames as one batch, as the temporal head runs them)."""
     from frozenbench.engine import run as engine
     from frozenbench.models import Backbone
-    from frozenbench.openmmlab.runtime import collate, training_losses
+    from frozenbench.openmmlab.runtime import collate
 
     torch.manual_seed(0)
     placed = torch.device(device)
@@ -415,9 +415,7 @@ def task_flops(spec: dict, checkpoint: Path, device: str, repeats: int) -> dict[
     samples = collate([dataset[i % len(dataset)] for i in range(batch)])
     name, body = next((n, m) for n, m in model.named_modules() if isinstance(m, Backbone))
     model.train()
-    total, backbone = split_flops(
-        lambda: training_losses(model, samples, lambda b: model(**b, mode="loss")), model, [name]
-    )
+    total, backbone = split_flops(lambda: model(samples), model, [name])  # the engine's call: loss_dict = model(batch)
     frames = batch * int(spec.get("data_options", {}).get("num_frames", 1)) if spec["type"] == "video" else batch
     size = input_size(spec)
     x = torch.randn(frames, 3, size, size, device=placed)
@@ -437,7 +435,7 @@ def pretrain_flops(arch: str, objective: str, options: dict, data: Path, device:
     from frozenbench.models import Backbone
     from frozenbench.models.registry import build_arch
     from frozenbench.pretrain.data import load_imagefolder, normalize
-    from frozenbench.pretrain.objectives import build_objective, collate, objective_losses
+    from frozenbench.pretrain.objectives import build_objective, collate
 
     torch.manual_seed(0)
     placed = torch.device(device)
@@ -457,9 +455,7 @@ def pretrain_flops(arch: str, objective: str, options: dict, data: Path, device:
         samples = collate(list(zip(images, train.labels[:batch])))
         names = [n for n in ("backbone", "key_backbone") if hasattr(model, n)]
         model.train()
-        total, backbone_flops = split_flops(
-            lambda: objective_losses(model, samples, lambda b: model(**b, mode="loss")), model, names
-        )
+        total, backbone_flops = split_flops(lambda: model(samples), model, names)
         head = gflop((total - backbone_flops) / len(images))
     body = Backbone(arch, img_size=size, bf16=device == "cuda").to(placed)
     result = {

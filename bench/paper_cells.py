@@ -99,6 +99,9 @@ def _peak_mb(device: str) -> float:
 def child(cell: str, mode: str, data_root: Path, device: str, steps: int, arch: str) -> dict:
     from mmengine.dataset import pseudo_collate
 
+    from frozenbench.engine.loop import total_loss
+    from frozenbench.openmmlab.training import wrap_for_training
+
     task_name, head_name, dataset, batch = CELL_TYPES[cell]
     entry = read_yaml(REPO / "configs" / "paper.yaml")["tasks"][task_name]
     task = importlib.import_module(f"frozenbench.tasks.{TYPES[task_name]}")
@@ -119,12 +122,12 @@ def child(cell: str, mode: str, data_root: Path, device: str, steps: int, arch: 
         root, "train", entry["img_size"], train=True, augment=entry.get("augment"), **options
     )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    model.train()
+    trainable = wrap_for_training(model).train()  # stepped as the engine steps it
     seconds = []
     for step in range(steps):
         data = pseudo_collate([train_set[(step * batch + i) % len(train_set)] for i in range(batch)])
         start = time.perf_counter()
-        total, _ = model.parse_losses(model(**model.data_preprocessor(data, training=True), mode="loss"))
+        total, _ = total_loss(trainable(data))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()

@@ -98,7 +98,7 @@ def test_killed_synth_leaves_no_dataset_then_completes(tmp_path, signum):
 def test_a_training_run_collects_the_temporaries_a_killed_run_left(tmp_path):
     """A SIGKILL during a checkpoint save leaves `.state.pt.tmp-*`; the next start of the same run
     removes such leftovers and keeps the real files."""
-    from frozenbench.engine.loop import remove_leftovers
+    from frozenbench.engine.steppers import remove_leftovers
     from frozenbench.utils.atomic import TMP_MARKER
 
     run_dir = tmp_path / "run"

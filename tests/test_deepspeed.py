@@ -103,7 +103,8 @@ def test_frozenbench_train_on_two_ranks_resumes_exactly_and_on_another_rank_coun
     assert (
         full["step"] == 24
         and full["world_size"] == 2
-        and not any(k.startswith("backbone.body.") for k in full["model"])
+        and any(k.startswith("model.decode_head.") for k in full["model"])  # the training wrapper's names
+        and not any(k.startswith("model.backbone.body.") for k in full["model"])
     )
     # the moments gathered from both ranks' shards: one entry per trainable tensor, in torch AdamW's layout
     assert len(full["optimizer"]["state"]) == len(full["model"])

@@ -97,7 +97,7 @@ def test_a_cell_on_the_rehearsed_cuda_path_trains_and_evaluates_to_the_cpu_paths
     path its loaders are asked to pin, its preprocessor copies without blocking, TF32 is set, the
     forward runs under bf16 autocast and the memory record takes the GPU branch; and none of it
     changes a number."""
-    from frozenbench.openmmlab import runtime
+    from frozenbench.openmmlab.training import OpenMMLabLosses
 
     spec_json, checkpoint = video_cell(tmp_path, steps=4, checkpoint_every=4)
     spec = {**json.loads(spec_json), "tf32": True, "autocast_bf16": True}
@@ -107,26 +107,19 @@ def test_a_cell_on_the_rehearsed_cuda_path_trains_and_evaluates_to_the_cpu_paths
 
     copies: list[bool] = []
     autocast_dtypes: list[torch.dtype | None] = []
-    real_copy_batches, real_losses = runtime.copy_batches, runtime.training_losses
+    real_set_copies, real_forward = OpenMMLabLosses.set_non_blocking_copies, OpenMMLabLosses.forward
 
-    def spy_copy_batches(model, non_blocking):
+    def spy_set_copies(self, non_blocking):
         copies.append(non_blocking)
-        real_copy_batches(model, non_blocking)
+        real_set_copies(self, non_blocking)
 
-    def note_autocast(module, args, kwargs):
+    def spy_forward(self, batch):  # the stepper's call of the model, inside its autocast
+        assert self.model.data_preprocessor._non_blocking is True
         autocast_dtypes.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return real_forward(self, batch)
 
-    def spy_losses(model, data, forward):
-        assert model.data_preprocessor._non_blocking is True
-        if not getattr(model, "_autocast_noted", False):  # the stepper's call of the model, inside its autocast
-            model.register_forward_pre_hook(note_autocast, with_kwargs=True)
-            model._autocast_noted = True
-        return real_losses(model, data, forward)
-
-    monkeypatch.setattr(
-        runtime, "OPENMMLAB_MODEL", runtime.ModelKind("spied", losses=spy_losses, copy_batches=spy_copy_batches)
-    )
-    monkeypatch.setattr("frozenbench.engine.loop.OPENMMLAB_MODEL", runtime.OPENMMLAB_MODEL)
+    monkeypatch.setattr(OpenMMLabLosses, "set_non_blocking_copies", spy_set_copies)
+    monkeypatch.setattr(OpenMMLabLosses, "forward", spy_forward)
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     monkeypatch.setenv(devices.REHEARSAL_ENV, "1")
     try:
@@ -180,22 +173,32 @@ def test_pretraining_on_the_rehearsed_cuda_path_trains_and_probes_to_the_cpu_pat
     }
 
 
-def test_every_model_kind_says_how_its_batches_reach_the_device(monkeypatch):
-    """place_model asks the model's kind, not the model: the kind is told whether copies are
-    non-blocking (the GPU path), and an objective (no preprocessor) is placed without one."""
-    from frozenbench.engine.model_kind import ModelKind
-    from frozenbench.pretrain.objectives import OBJECTIVE_MODEL
+def test_place_model_asks_the_model_how_its_batches_reach_the_device(monkeypatch):
+    """place_model asks the model itself: one that copies its batches (an OpenMMLab preprocessor in
+    its training wrapper) is told whether copies are non-blocking (the GPU path); one without the
+    method (an objective, which moves its own views) is only moved."""
+    from frozenbench.pretrain.objectives import Supervised
 
     cpu = torch.device("cpu")
-    seen: list[bool] = []
-    kind = ModelKind("fake", losses=lambda *a: None, copy_batches=lambda m, non_blocking: seen.append(non_blocking))
-    model = torch.nn.Linear(2, 2)
+
+    class CopiesItsBatches(torch.nn.Linear):
+        def __init__(self):
+            super().__init__(2, 2)
+            self.told: list[bool] = []
+
+        def set_non_blocking_copies(self, non_blocking: bool) -> None:
+            self.told.append(non_blocking)
+
+    model = CopiesItsBatches()
     monkeypatch.delenv(devices.REHEARSAL_ENV, raising=False)
-    devices.place_model(model, cpu, kind)
+    devices.place_model(model, cpu)
     monkeypatch.setenv(devices.REHEARSAL_ENV, "1")
-    devices.place_model(model, cpu, kind)
-    assert seen == [False, True]
-    assert devices.place_model(model, cpu, OBJECTIVE_MODEL) is model and not hasattr(model, "data_preprocessor")
+    assert devices.place_model(model, cpu) is model
+    assert model.told == [False, True]
+    backbone = torch.nn.Module()
+    backbone.num_features = 4
+    objective = Supervised(backbone, num_classes=2)
+    assert devices.place_model(objective, cpu) is objective and not hasattr(objective, "data_preprocessor")
     batch = {"x": torch.ones(2), "nested": [torch.zeros(1)], "seed": 3}
     moved = devices.to_device(batch, cpu)
     assert moved["seed"] == 3 and torch.equal(moved["nested"][0], torch.zeros(1))

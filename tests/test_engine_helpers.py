@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from frozenbench.engine.loop import TrainOptions, set_lr, trainable_state, truncate_log
+from frozenbench.engine.loop import TrainOptions, total_loss
+from frozenbench.engine.steppers import set_lr, trainable_state, truncate_log
 from frozenbench.engine.schedule import warmup_cosine
 from frozenbench.pretrain.probe import knn_accuracy, linear_probe_accuracy
 
@@ -199,16 +200,18 @@ def test_feature_cache_statistics_are_found_wherever_the_model_keeps_its_cache()
 
 
 class FakeRegression(nn.Module):
-    """A model as the engine steps it: ``forward(**batch, mode="loss")`` -> losses, plus its own
-    update after each optimizer step (as a momentum encoder does)."""
+    """A model as the engine steps it: ``forward(batch)`` -> named scalars (a loss, and a statistic
+    that is logged, not trained on), plus its own update after each optimizer step (as a momentum
+    encoder does)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(2))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, mode: str = "loss") -> dict[str, torch.Tensor]:
-        return {"loss": ((x @ self.weight - y) ** 2).mean()}
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        error = batch["x"] @ self.weight - batch["y"]
+        return {"loss_mse": (error**2).mean(), "max_error": error.abs().max().detach()}
 
     def after_optimizer_step(self) -> None:
         self.updates += 1
@@ -225,35 +228,52 @@ def _fake_data() -> tuple[torch.utils.data.TensorDataset, callable]:
     return torch.utils.data.TensorDataset(x, y), collate
 
 
-def _plain_losses(model, batch, forward):
-    parts = forward(batch)
-    return parts["loss"], parts
+def test_the_total_is_the_sum_of_the_entries_named_loss_in_their_order():
+    # added in another order, these give 1.0: float addition is not associative
+    small, big, minus_big, acc = torch.tensor(1.0), torch.tensor(1e8), torch.tensor(-1e8), torch.tensor(75.0)
+    total, logged = total_loss({"loss_small": small, "acc": acc, "loss_big": big, "s0.loss_minus_big": minus_big})
+    assert total.item() == 0.0  # (1 + 1e8) rounds to 1e8 in float32: the dict's order, as parse_losses adds
+    assert list(logged.items()) == [
+        ("loss", total),
+        ("loss_small", small),
+        ("acc", acc),  # logged, not summed
+        ("loss_big", big),
+        ("s0.loss_minus_big", minus_big),
+    ]
+    only, logged = total_loss({"loss": small})  # an objective's one loss is its own total
+    assert torch.equal(only, small) and list(logged) == ["loss"]
+    with pytest.raises(TypeError, match="'loss_cls' must be a scalar tensor, got \\(4,\\)"):
+        total_loss({"loss_cls": torch.ones(4)})
+    with pytest.raises(ValueError, match="no entry named like a loss"):
+        total_loss({"acc": acc})
 
 
-def test_the_engine_trains_any_model_through_its_losses_function_and_resumes_it_exactly(tmp_path):
-    """The loop knows nothing of OpenMMLab: a fake model with its own losses function trains,
-    gets its own update once per step, and a run that crashed after its step-6 save, rerun,
-    ends with the uninterrupted run's weights (the pretraining objectives rely on this)."""
+def test_the_engine_trains_any_model_through_its_named_scalars_and_resumes_it_exactly(tmp_path):
+    """The loop knows nothing of OpenMMLab: a fake model that returns named scalars trains on its
+    loss, logs its statistic beside it, gets its own update once per step, and a run that crashed
+    after its step-6 save, rerun, ends with the uninterrupted run's weights (the pretraining
+    objectives rely on this)."""
     from frozenbench.engine.loop import train
-    from frozenbench.engine.model_kind import ModelKind
 
     dataset, collate = _fake_data()
     opts = TrainOptions(steps=12, batch_size=8, lr=0.4, warmup_steps=0, checkpoint_every=3, log_every=1, grad_clip=0)
 
     class CrashesAtStep7(FakeRegression):
-        def forward(self, x, y, mode="loss"):
+        def forward(self, batch):
             if int(self.updates) == 6:
                 raise RuntimeError("node lost")
-            return super().forward(x, y, mode)
+            return super().forward(batch)
 
     def run(model: FakeRegression, name: str) -> FakeRegression:
-        train(model, dataset, collate, tmp_path / name, opts, seed=3, log=lambda m: None, fingerprint="fake",
-              kind=ModelKind("fake regression", losses=_plain_losses))  # fmt: skip
+        train(model, dataset, collate, tmp_path / name, opts, seed=3, log=lambda m: None, fingerprint="fake")
         return model
 
     whole = run(FakeRegression(), "whole")
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
-    assert losses[-1] < 0.1 * losses[0]
+    lines = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
+    assert [list(line)[4:] for line in lines[:1]] == [["loss", "loss_mse", "max_error"]]  # after step, lr, times
+    assert all(line["loss"] == line["loss_mse"] for line in lines)  # the statistic is not in the total
+    losses = [line["loss"] for line in lines]
+    assert losses[-1] < 0.1 * losses[0] and lines[-1]["max_error"] < lines[0]["max_error"]
     assert int(whole.updates) == 12 and torch.allclose(whole.weight, torch.tensor([1.5, -2.0]), atol=0.3)
 
     with pytest.raises(RuntimeError, match="node lost"):
@@ -269,7 +289,7 @@ def test_both_steppers_implement_the_declared_interface():
     import inspect
 
     from frozenbench.engine.deepspeed_engine import DeepSpeedStepper
-    from frozenbench.engine.loop import LocalStepper, Stepper
+    from frozenbench.engine.steppers import LocalStepper, Stepper
 
     methods = [n for n, v in vars(Stepper).items() if callable(v) and not n.startswith("_")]
     assert set(methods) == {"forward", "step", "saved_fingerprint", "discard", "load", "save"}

@@ -63,6 +63,7 @@ def test_training_with_the_cache_gives_the_same_result(tmp_path):
 
     from frozenbench.data.synth import synthesize
     from frozenbench.engine.loop import TrainOptions, train
+    from frozenbench.openmmlab.training import wrap_for_training
     from frozenbench.tasks import segmentation
 
     from .test_synth import tiny_spec
@@ -80,7 +81,7 @@ def test_training_with_the_cache_gives_the_same_result(tmp_path):
         )
         # warmup 3: a 4-step run follows the 8-step run's schedule exactly (a stand-in for a kill at step 4)
         opts = TrainOptions(steps=steps, batch_size=2, lr=1e-3, warmup_steps=3, checkpoint_every=4, log_every=1)
-        train(model, dataset, pseudo_collate, tmp_path / name, opts, seed=3, log=lambda m: None)
+        train(wrap_for_training(model), dataset, pseudo_collate, tmp_path / name, opts, seed=3, log=lambda m: None)
         losses = [json.loads(line)["loss"] for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
         return model, losses
 

@@ -322,6 +322,7 @@ def test_every_head_reaches_only_routed_mmcv_ops(name, tmp_path):
     from frozenbench.engine.device import autocast
     from frozenbench.engine.loop import TrainOptions, train
     from frozenbench.openmmlab.ops import ROUTES, ext_calls
+    from frozenbench.openmmlab.training import wrap_for_training
 
     from .test_synth import tiny_spec
 
@@ -336,7 +337,7 @@ def test_every_head_reaches_only_routed_mmcv_ops(name, tmp_path):
     model = task.build_model(head, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny")
     before = ext_calls()
     train(
-        model,
+        wrap_for_training(model),
         task.build_dataset(root, "train", 64, train=True, **options),
         pseudo_collate,
         tmp_path / "run",

@@ -18,13 +18,24 @@ def square_masks() -> torch.Tensor:
 
 
 def train_steps(model, data, steps: int = 2) -> dict:
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
-    model.train()
-    for _ in range(steps):
-        batch = model.data_preprocessor(data, training=True)
-        losses = model(**batch, mode="loss")
-        total, _ = model.parse_losses(losses)
-        assert torch.isfinite(total)
+    """Train ``model`` as the engine does (its training wrapper's named scalars, the loop's total),
+    each step checked against mmengine's own reduction of the same forward (the same seeded
+    sampling): the same total and the same log, entry by entry and in order, bit for bit."""
+    from frozenbench.engine.loop import total_loss
+    from frozenbench.openmmlab.training import wrap_for_training
+
+    wrapped = wrap_for_training(model)
+    optimizer = torch.optim.SGD([p for p in wrapped.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    wrapped.train()
+    for step in range(steps):
+        torch.manual_seed(step)  # RoI and point sampling draw alike in both forwards
+        total, logged = total_loss(wrapped(data))
+        torch.manual_seed(step)
+        losses = model(**model.data_preprocessor(data, training=True), mode="loss")
+        reference_total, reference_log = model.parse_losses(losses)
+        assert torch.isfinite(total) and torch.equal(total, reference_total)
+        assert list(logged) == list(reference_log)
+        assert all(torch.equal(logged[name], reference_log[name]) for name in logged), (logged, reference_log)
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
@@ -191,3 +202,58 @@ def test_video_backbone_applies_the_extra_blocks():
     tokens = flexible(clips)
     assert tokens.shape == plain(clips).shape == (1, 2, 4, 256)
     assert tokens.requires_grad and not torch.allclose(tokens, plain(clips))
+
+
+def test_the_training_wrapper_keeps_the_task_models_layers_frozen_parts_and_copies():
+    """Wrapped, a model's weights gain the prefix ``model.``: layer decay still finds the backbone's
+    blocks (the same groups, the same scales), the saved state still leaves out the frozen body, and
+    the engine's request for non-blocking copies reaches the data preprocessor."""
+    from frozenbench.engine.device import place_model
+    from frozenbench.engine.param_groups import param_groups
+    from frozenbench.engine.steppers import trainable_state
+    from frozenbench.openmmlab import build_registered_model
+    from frozenbench.openmmlab.backbone import input_normalization
+    from frozenbench.openmmlab.configs import backbone_cfg, recognizer_config
+    from frozenbench.openmmlab.training import wrap_for_training
+
+    def recognizer(frozen: bool):
+        torch.manual_seed(0)
+        cfg = recognizer_config(
+            backbone_cfg("convstem_swin_tiny", 64, None, frozen=frozen),
+            [32, 64, 128, 256],
+            num_classes=8,
+            num_frames=4,
+            img_size=64,
+            normalization=input_normalization("convstem_swin_tiny"),
+            num_blocks=1,
+            width=32,
+        )
+        return build_registered_model("mmaction", cfg)
+
+    finetuned = recognizer(frozen=False)
+    plain_groups = param_groups(finetuned, 0.05, layer_decay=0.75)
+    wrapped_groups = param_groups(wrap_for_training(finetuned), 0.05, layer_decay=0.75)
+    assert len({g["lr_scale"] for g in plain_groups}) > 3  # stem, stages and head: decay found the layers
+    assert [(g["lr_scale"], g["weight_decay"], [id(p) for p in g["params"]]) for g in wrapped_groups] == [
+        (g["lr_scale"], g["weight_decay"], [id(p) for p in g["params"]]) for g in plain_groups
+    ]
+
+    frozen = recognizer(frozen=True)
+    inner_state = trainable_state(frozen)
+    assert inner_state and not any(k.startswith("backbone.body.") for k in inner_state)
+    wrapped = wrap_for_training(frozen)
+    assert set(trainable_state(wrapped)) == {f"model.{k}" for k in inner_state}
+
+    assert place_model(wrapped, torch.device("cpu")) is wrapped and frozen.data_preprocessor._non_blocking is False
+    wrapped.set_non_blocking_copies(True)
+    assert frozen.data_preprocessor._non_blocking is True
+
+
+def test_the_training_wrapper_reduces_each_entry_as_mmengine_does():
+    from frozenbench.openmmlab.training import reduce_loss
+
+    assert torch.equal(reduce_loss("loss_cls", torch.tensor([1.0, 3.0])), torch.tensor(2.0))
+    per_level = [torch.tensor([1.0, 2.0]), torch.tensor([4.0])]  # e.g. an RPN's loss per pyramid level
+    assert torch.equal(reduce_loss("loss_rpn_cls", per_level), torch.tensor(5.5))
+    with pytest.raises(TypeError, match="loss_x is not a tensor or list of tensors"):
+        reduce_loss("loss_x", 1.0)

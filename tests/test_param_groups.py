@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from frozenbench.engine.loop import set_lr
 from frozenbench.engine.param_groups import layer_ids, param_groups
+from frozenbench.engine.steppers import set_lr
 from frozenbench.models.backbone import Backbone
 
 

@@ -132,6 +132,7 @@ def test_detection_trains_with_random_resize_crop_and_evaluates_portrait_images(
     from mmengine.dataset import pseudo_collate
 
     from frozenbench.engine.loop import TrainOptions, train
+    from frozenbench.openmmlab.training import wrap_for_training
     from frozenbench.tasks import detection
 
     root = real_shaped["shapes-coco"]
@@ -154,7 +155,7 @@ def test_detection_trains_with_random_resize_crop_and_evaluates_portrait_images(
     torch.manual_seed(0)
     model = detection.build_model(head, num_classes, 160, str(ckpt), frozen=True)
     train(
-        model,
+        wrap_for_training(model),
         train_set,
         pseudo_collate,
         tmp_path / "run",
@@ -181,6 +182,7 @@ def test_segmentation_trains_on_2100_px_images_and_evaluates_mixed_sizes(real_sh
     from mmengine.dataset import pseudo_collate
 
     from frozenbench.engine.loop import TrainOptions, train
+    from frozenbench.openmmlab.training import wrap_for_training
     from frozenbench.tasks import segmentation
 
     root = real_shaped["shapes-ade"]
@@ -195,7 +197,7 @@ def test_segmentation_trains_on_2100_px_images_and_evaluates_mixed_sizes(real_sh
     head = {"width": 32, "num_queries": 8, "num_points": 256}
     model = segmentation.build_model(head, num_classes, 128, str(ckpt), frozen=True)
     train(
-        model,
+        wrap_for_training(model),
         train_set,
         pseudo_collate,
         tmp_path / "run",
@@ -218,6 +220,7 @@ def test_video_trains_on_10_s_30_fps_clips_and_tests_twelve_views_in_chunks(real
     from mmengine.dataset import pseudo_collate
 
     from frozenbench.engine.loop import TrainOptions, train
+    from frozenbench.openmmlab.training import wrap_for_training
     from frozenbench.tasks import video
 
     root = real_shaped["shapes-k400"]
@@ -236,7 +239,7 @@ def test_video_trains_on_10_s_30_fps_clips_and_tests_twelve_views_in_chunks(real
         {"num_frames": 16, "num_blocks": 1, "width": 32}, num_classes, 112, str(ckpt), frozen=True
     )
     train(
-        model,
+        wrap_for_training(model),
         train_set,
         pseudo_collate,
         tmp_path / "run",

@@ -9,6 +9,7 @@ import torch
 
 from frozenbench.data.synth import synthesize
 from frozenbench.engine.loop import TrainOptions, train
+from frozenbench.openmmlab.training import wrap_for_training
 from frozenbench.tasks import detection
 
 from .test_backbones import weights_digest
@@ -50,7 +51,7 @@ def test_mask_rcnn_trains_and_reports_box_and_mask_ap(tmp_path, monkeypatch):
     model = detection.build_model(HEAD, len(names), 64, None, frozen=True, arch="convstem_swin_tiny")
     before = weights_digest(model.backbone)
     train(
-        model,
+        wrap_for_training(model),
         train_set,
         pseudo_collate,
         tmp_path / "run",

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from frozenbench.data.synth import synthesize
-from frozenbench.engine.loop import TrainOptions, train, trainable_state
+from frozenbench.engine.loop import TrainOptions, train
+from frozenbench.engine.steppers import trainable_state
 from frozenbench.errors import UserError
+from frozenbench.openmmlab.training import wrap_for_training
 from frozenbench.tasks import segmentation
 
 from .test_synth import tiny_spec
@@ -55,7 +57,7 @@ def test_train_resume_and_evaluate(ade, tmp_path):
         torch.manual_seed(0)
         model = segmentation.build_model(HEAD, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny")
         opts = TrainOptions(steps=steps, batch_size=4, lr=1e-3, warmup_steps=2, checkpoint_every=3, log_every=1)
-        train(model, train_set, pseudo_collate, run_dir, opts, seed=5, log=lambda m: None)
+        train(wrap_for_training(model), train_set, pseudo_collate, run_dir, opts, seed=5, log=lambda m: None)
         return model
 
     full = run(tmp_path / "full", 6)
@@ -131,9 +133,9 @@ def test_train_and_evaluate_cli_write_metrics_with_provenance(ade, tmp_path, mod
     ]
     run_cmd(["frozenbench", "train", *common], check=True, timeout=300)
     trained = safe_load(tmp_path / "run" / "state.pt")["model"]
-    stem = "backbone.body.model.patch_embed.stem.0.weight"
+    stem = "model.backbone.body.model.patch_embed.stem.0.weight"  # the training wrapper's names
     if mode == "frozen":  # the run saves its heads only; the backbone is the checkpoint's
-        assert not any(k.startswith("backbone.body.") for k in trained)
+        assert not any(k.startswith("model.backbone.body.") for k in trained)
     else:  # the whole backbone trained, the stem too (at the smallest layer-decayed lr)
         original = safe_load(checkpoint)["state_dict"]["patch_embed.stem.0.weight"]
         assert not torch.equal(trained[stem], original)
@@ -196,7 +198,7 @@ def test_state_of_a_run_with_other_inputs_is_not_resumed(ade, tmp_path):
         model = segmentation.build_model(HEAD, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny")
         opts = TrainOptions(steps=steps, batch_size=2, warmup_steps=1, checkpoint_every=2, log_every=1)
         train(
-            model,
+            wrap_for_training(model),
             train_set,
             pseudo_collate,
             tmp_path / "run",

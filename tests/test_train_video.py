@@ -10,6 +10,7 @@ import torch
 from frozenbench.data.synth import synthesize
 from frozenbench.engine.loop import TrainOptions, train
 from frozenbench.errors import UserError
+from frozenbench.openmmlab.training import wrap_for_training
 from frozenbench.tasks import video
 
 from .test_backbones import weights_digest
@@ -50,7 +51,7 @@ def test_temporal_head_trains_and_reports_topk(tmp_path):
     )
     before = weights_digest(model.backbone)
     train(
-        model,
+        wrap_for_training(model),
         train_set,
         pseudo_collate,
         tmp_path / "run",

@@ -18,15 +18,9 @@ import torch.nn as nn
 
 from frozenbench.checkpoint.io import safe_load
 from frozenbench.engine.device import autocast, deepspeed_accelerator
-from frozenbench.engine.loop import (
-    TrainOptions,
-    after_update,
-    load_trainable,
-    saved_fingerprint,
-    set_lr,
-    trainable_state,
-)
+from frozenbench.engine.options import TrainOptions
 from frozenbench.engine.param_groups import param_groups
+from frozenbench.engine.steppers import after_update, load_trainable, saved_fingerprint, set_lr, trainable_state
 from frozenbench.utils.atomic import atomic_file
 
 
@@ -111,9 +105,9 @@ class DeepSpeedStepper:
         )
         self.state_path = run_dir / "state.pt"
 
-    def forward(self, batch: dict) -> dict:
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         with autocast(self.device, self.opts.autocast_bf16):
-            return self.engine(**batch, mode="loss")
+            return self.engine(batch)
 
     def step(self, total: torch.Tensor, lr: float) -> None:
         set_lr(self.optimizer, lr)

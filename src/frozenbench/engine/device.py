@@ -16,9 +16,9 @@ asked to pin, preprocessors and objectives copying without blocking, TF32 flags 
 the job's dtype, the memory record's GPU branch), and only the calls that need a real GPU
 (``torch.cuda.max_memory_allocated`` and friends) are answered by a stand-in that says it is one.
 
-Every model kind (OpenMMLab detectors, segmentors and recognizers, the pretraining objectives, a
-test's fake model) reaches its device through :func:`place_model` and a
-:class:`frozenbench.engine.model_kind.ModelKind`, which says how its batches follow it there.
+Every model the engine trains (OpenMMLab detectors, segmentors and recognizers in their training
+wrapper, the pretraining objectives, a test's fake model) reaches its device through
+:func:`place_model`, which asks the model (not its type) how its batches follow it there.
 """
 
 from __future__ import annotations
@@ -200,11 +200,15 @@ def to_device(data: Any, device: torch.device) -> Any:
     return data
 
 
-def place_model(model: Any, device: torch.device, kind: Any) -> Any:
-    """``model`` on ``device``, its batches set to follow it the way its kind moves them
-    (``kind.copy_batches``: an OpenMMLab preprocessor, an objective's own copies)."""
+def place_model(model: Any, device: torch.device) -> Any:
+    """``model`` on ``device``; a model that copies its batches there itself through a component
+    of its own (an OpenMMLab data preprocessor) says so with ``set_non_blocking_copies(bool)`` and
+    is told whether to copy without blocking. A model without the method moves its inputs with
+    :func:`to_device` (a pretraining objective) or gets them where they are (a test's model)."""
     model.to(device)
-    kind.copy_batches(model, non_blocking(device))
+    set_copies = getattr(model, "set_non_blocking_copies", None)
+    if callable(set_copies):
+        set_copies(non_blocking(device))
     return model
 
 

@@ -1,20 +1,25 @@
 """The one resumable training loop: task heads on a frozen (or fine-tuned) backbone, and the
 pretraining objectives.
 
-- The loop asks a model for its losses through its :class:`~frozenbench.engine.model_kind.ModelKind`
-  (an OpenMMLab model's preprocessor and loss reduction by default,
-  :data:`frozenbench.openmmlab.runtime.OPENMMLAB_MODEL`) and updates it through a :class:`Stepper`
-  (one process, or DeepSpeed ranks). The model kind also says how batches reach the device
-  (:func:`frozenbench.engine.device.place_model`); nothing here asks which device it is.
+- The contract with the model is detectron2's: ``parts = model(batch)`` takes one collated batch
+  and returns ``{name: scalar tensor}``. The step's total is the sum of the entries whose name
+  contains "loss", in the dict's order (mmengine's rule: accuracies and other statistics are
+  logged, not trained on); the log gets ``{"loss": total, **parts}``. How a kind of model turns
+  a batch into such a dict (an OpenMMLab data preprocessor, ``mode="loss"`` and its per-loss
+  reduction: :class:`frozenbench.openmmlab.training.OpenMMLabLosses`; an objective's own loss)
+  is the model's business, so the loop imports nothing of OpenMMLab.
+- A :class:`~frozenbench.engine.steppers.Stepper` (one process, or DeepSpeed ranks) calls the
+  model and updates it. A model says how its batches reach the device through its optional
+  ``set_non_blocking_copies`` (:func:`frozenbench.engine.device.place_model`); nothing here asks
+  which device it is.
 - Only parameters with ``requires_grad`` reach the optimizer (the heads, in frozen mode).
 - The batch at step k is a pure function of (seed, k) (:mod:`frozenbench.engine.data`): the
   sample order comes from a per-epoch seeded permutation and the data augmentation RNGs are
   reseeded every step, in whichever DataLoader worker builds it; the model's own RNGs (RoI
   sampling, point sampling) are reseeded before each step's forward. A run killed and resumed
   from its newest checkpoint ends with the same weights, whatever the number of workers.
-- Batches reach the model's device as its kind moves them (an OpenMMLab data preprocessor, an
-  objective's own copies), pinned and non-blocking on the GPU path; the forward runs under bf16
-  autocast when asked (``TrainOptions.autocast_bf16``).
+- Loaders pin batches on the GPU path and models copy them without blocking there; the forward
+  runs under bf16 autocast when asked (``TrainOptions.autocast_bf16``).
 - ``{run_dir}/state.pt`` (trainable weights, optimizer, step) is rewritten atomically
   every ``checkpoint_every`` steps; ``{run_dir}/log.jsonl`` gets one line per logged step.
 """
@@ -28,189 +33,38 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
-from frozenbench import schedule_defaults
-from frozenbench.checkpoint.io import safe_load
 from frozenbench.engine.data import seed_step, train_batches
-from frozenbench.engine.device import autocast, pin_memory, place_model
-from frozenbench.engine.model_kind import ModelKind
-from frozenbench.engine.param_groups import param_groups
+from frozenbench.engine.device import pin_memory, place_model
+from frozenbench.engine.options import TrainOptions
 from frozenbench.engine.schedule import warmup_cosine
-from frozenbench.openmmlab.runtime import OPENMMLAB_MODEL
+from frozenbench.engine.steppers import LocalStepper, Stepper, remove_leftovers, truncate_log
 from frozenbench.utils import signals
-from frozenbench.utils.atomic import atomic_file, remove_temporaries
-
-
-@dataclass
-class TrainOptions:
-    steps: int = schedule_defaults.TRAIN_STEPS
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = schedule_defaults.TRAIN_WARMUP_STEPS
-    grad_clip: float = 5.0
-    checkpoint_every: int = 50
-    log_every: int = 10
-    # Layer-wise lr decay for fine-tuning (1.0: none); no effect on a frozen backbone.
-    layer_decay: float = 1.0
-    # bf16 autocast of the forward (heads and a fine-tuned backbone); DeepSpeed's bf16 mode on ranks
-    autocast_bf16: bool = False
-
-    @classmethod
-    def from_config(cls, entry: dict[str, Any]) -> "TrainOptions":
-        return cls(**{k: v for k, v in entry.items() if k in cls.__dataclass_fields__})
 
 
 def lr_at(step: int, opts: TrainOptions) -> float:
     return warmup_cosine(step, opts.steps, opts.warmup_steps, opts.lr)
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """The scheduled lr, times each group's layer-decay scale."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
-
-
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """What a run must save to resume: every trainable parameter and every buffer outside frozen parts.
-
-    A module names its frozen parts through ``frozen_parts()`` (submodule names whose weights and
-    buffers come from a checkpoint and never change); the engine knows nothing else of backbones."""
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    frozen_prefixes = tuple(
-        f"{n}.{part}." if n else f"{part}."
-        for n, m in model.named_modules()
-        if callable(getattr(m, "frozen_parts", None))
-        for part in m.frozen_parts()
-    )
-    return {
-        name: tensor
-        for name, tensor in model.state_dict().items()
-        if name in trainable or not name.startswith(frozen_prefixes)
-    }
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Keep the log lines up to ``step`` (the state a run starts or resumes from): lines a killed run
-    wrote after its last checkpoint, and a line cut short by the kill, are dropped."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-    with atomic_file(path) as tmp:
-        tmp.write_text("".join(line + "\n" for line in kept))
-
-
-def remove_leftovers(run_dir: Path) -> None:
-    """Delete the temporary siblings a killed run's atomic writers left in ``run_dir`` (a SIGKILL
-    during a checkpoint save skips every cleanup); this run is the only writer of its folder."""
-    remove_temporaries(run_dir, "*")
-
-
-def saved_fingerprint(state_path: Path) -> str | None:
-    """The fingerprint of the resumable state at ``state_path``; None when there is none (a state
-    without optimizer, e.g. an older export, cannot be resumed)."""
-    if not state_path.exists():
-        return None
-    state = safe_load(state_path)
-    return state.get("fingerprint", "") if "optimizer" in state else None
-
-
-def after_update(model: nn.Module) -> None:
-    """A model's own update after each optimizer step (a momentum encoder's average): part of the
-    step, so a state saved after it resumes to the same weights."""
-    hook = getattr(model, "after_optimizer_step", None)
-    if callable(hook):
-        hook()
-
-
-def load_trainable(model: nn.Module, state: dict[str, Any], state_path: Path) -> None:
-    """Put a saved state's trainable weights into ``model`` (tensors copy onto its device)."""
-    _, unexpected = model.load_state_dict(state["model"], strict=False)
-    if unexpected:
-        raise RuntimeError(f"{state_path}: unexpected keys {unexpected[:5]}")
-
-
-class Stepper(Protocol):
-    """How the loop updates a model and keeps its resumable state (``{run_dir}/state.pt``)."""
-
-    model: nn.Module
-
-    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        """The model's losses for a preprocessed batch (``model(**batch, mode="loss")``)."""
-
-    def step(self, total: torch.Tensor, lr: float) -> None:
-        """Backward ``total``, clip, one optimizer step at ``lr``, then the model's own update."""
-
-    def saved_fingerprint(self) -> str | None:
-        """The fingerprint of the state on disk; None when there is none to resume."""
-
-    def discard(self) -> None:
-        """Delete the state on disk (it belongs to a run with other inputs)."""
-
-    def load(self) -> int:
-        """Load the state on disk into model and optimizer; the step it was saved at."""
-
-    def save(self, step: int, fingerprint: str) -> None:
-        """Write model and optimizer state atomically (collective on every rank)."""
-
-
-class LocalStepper:
-    """One process: torch AdamW over the trainable parameters; state in ``state.pt``."""
-
-    def __init__(self, model: nn.Module, opts: TrainOptions, run_dir: Path, device: torch.device) -> None:
-        self.model = model
-        self.opts = opts
-        self.device = device
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(param_groups(model, opts.weight_decay, opts.layer_decay), lr=opts.lr)
-        self.state_path = run_dir / "state.pt"
-
-    def forward(self, batch: dict) -> dict:
-        with autocast(self.device, self.opts.autocast_bf16):
-            return self.model(**batch, mode="loss")
-
-    def step(self, total: torch.Tensor, lr: float) -> None:
-        set_lr(self.optimizer, lr)
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if self.opts.grad_clip:
-            nn.utils.clip_grad_norm_(self.params, self.opts.grad_clip)
-        self.optimizer.step()
-        after_update(self.model)
-
-    def saved_fingerprint(self) -> str | None:
-        return saved_fingerprint(self.state_path)
-
-    def discard(self) -> None:
-        self.state_path.unlink(missing_ok=True)
-
-    def load(self) -> int:
-        state = safe_load(self.state_path)
-        load_trainable(self.model, state, self.state_path)
-        self.optimizer.load_state_dict(state["optimizer"])
-        return state["step"]
-
-    def save(self, step: int, fingerprint: str) -> None:
-        with atomic_file(self.state_path) as tmp:
-            torch.save(
-                {
-                    "step": step,
-                    "model": trainable_state(self.model),
-                    "optimizer": self.optimizer.state_dict(),
-                    "fingerprint": fingerprint,
-                },
-                tmp,
-            )
+def total_loss(parts: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(total, logged parts) of a model's named scalars: the total is the sum of the entries named
+    "...loss...", added in the dict's order from 0 as mmengine's ``BaseModel.parse_losses`` adds
+    them (so totals and logs are bit for bit the ones its reduction gave); the logged parts are
+    ``{"loss": total, **parts}``, in which a part named "loss" (an objective's one loss, the total
+    itself) takes the total's place, as in mmengine's log."""
+    for name, value in parts.items():
+        if not isinstance(value, torch.Tensor) or value.ndim != 0:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise TypeError(f"the model's {name!r} must be a scalar tensor, got {shape}; reduce it in the model")
+    losses = [value for name, value in parts.items() if "loss" in name]
+    if not losses:
+        raise ValueError(f"the model returned no entry named like a loss, only {sorted(parts)}")
+    total = sum(losses)
+    return total, {"loss": total, **parts}
 
 
 def _stop_requested(term, world: int, device: torch.device) -> bool:
@@ -342,10 +196,9 @@ def train(
     zero_stage: int = 2,
     device: torch.device | None = None,
     workers: int = 0,
-    kind: ModelKind = OPENMMLAB_MODEL,
 ) -> dict[str, Any]:
     """Train (or resume) ``model`` on ``device`` (default CPU), its batches built by ``workers``
-    DataLoader processes; ``kind.losses(model, batch, stepper.forward)`` gives a step's (total, parts).
+    DataLoader processes; ``model(batch)`` gives a step's named scalars (see the module docstring).
     ``fingerprint`` identifies the run's inputs (spec, backbone, mode, seed): a saved state with
     another fingerprint belongs to another run and is discarded.
 
@@ -358,7 +211,7 @@ def train(
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     if rank == 0:
         remove_leftovers(run_dir)
-    place_model(model, device, kind)
+    place_model(model, device)
     if world > 1:
         from frozenbench.engine.deepspeed_engine import DeepSpeedStepper
 
@@ -394,7 +247,7 @@ def train(
             state.data_seconds += time.time() - waited
             seed_step(seed, state.step)  # the model's own sampling RNGs, whichever process built the batch
             state.lr = lr_at(state.step, opts)
-            total, state.losses = kind.losses(model, data, stepper.forward)
+            total, state.losses = total_loss(stepper.forward(data))
             if not torch.isfinite(total):
                 raise FloatingPointError(f"{run_dir}: loss became {total.item()} at step {state.step}")
             stepper.step(total, state.lr)

@@ -73,7 +73,9 @@ def spec_hash(spec: dict[str, Any]) -> str:
 
 
 def _build(spec: dict[str, Any], checkpoint: str, mode: str, device: torch.device):
-    """(task module, data root, number of classes, model on ``device``) of a cell."""
+    """(task module, data root, number of classes, model on ``device``) of a cell; the model is the
+    task model in its training wrapper (``.model``), which a run trains and saves and evaluation
+    loads its state into (the wrapper's names)."""
     task = _task_module(spec["type"])
     data = Path(spec["data"])
     num_classes = len(task.class_names(data))
@@ -94,9 +96,9 @@ def _build(spec: dict[str, Any], checkpoint: str, mode: str, device: torch.devic
     apply_memory_options(model, spec)
     configure_precision(device, spec.get("tf32", False))
     reset_peak_memory(device)
-    from frozenbench.openmmlab import runtime
+    from frozenbench.openmmlab.training import wrap_for_training
 
-    return task, data, num_classes, place_model(model, device, runtime.OPENMMLAB_MODEL)
+    return task, data, num_classes, place_model(wrap_for_training(model), device)
 
 
 def feature_cache_stats(model: torch.nn.Module) -> dict[str, float] | None:
@@ -153,7 +155,6 @@ def train_cell(
         zero_stage=spec.get("zero_stage", 2),
         device=placed,
         workers=workers,
-        kind=runtime.OPENMMLAB_MODEL,
     )
     summary.update(device_record(placed))
     if summary["world_size"] > 1:
@@ -246,7 +247,7 @@ def evaluate_cell(
     val = _build_dataset(task, spec, data, "val", train=False)
     inference_started = time.time()  # the model's build and weight loading above are not inference
     with autocast(placed, spec.get("autocast_bf16", False)):
-        metrics = task.evaluate(model, val, num_classes, test=test, workers=workers)
+        metrics = task.evaluate(model.model, val, num_classes, test=test, workers=workers)
     inference_seconds = time.time() - inference_started
     done_path = Path(run_dir) / "done.json"
     try:
@@ -323,6 +324,6 @@ def submit_cell(
     _load_trained(model, spec, checkpoint, mode, run_dir, seed)
     test_dev = task.build_dataset(data, "test-dev", spec["img_size"], train=False)
     with autocast(placed, spec.get("autocast_bf16", False)):
-        results = task.predict_test_dev(model, test_dev, workers=workers)
+        results = task.predict_test_dev(model.model, test_dev, workers=workers)
     write_submission(out, results, alg)
     return len(results)

@@ -1,18 +1,17 @@
 """What the rest of frozenbench needs of OpenMMLab at run time, behind plain functions.
 
-Datasets built in a package's registry scope, the collate function its models take, one training
-step's losses and a model's predictions: ``tasks/`` and ``engine/`` call these and import no
-OpenMMLab package themselves (``tests/test_import_boundary.py`` holds them to it).
+Datasets built in a package's registry scope, the collate function its models take and a model's
+predictions: ``tasks/`` and ``engine/`` call these and import no OpenMMLab package themselves
+(``tests/test_import_boundary.py`` holds them to it). A training step's losses are the training
+wrapper's (:mod:`frozenbench.openmmlab.training`).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import Any
 
 import torch
-
-from frozenbench.engine.model_kind import ModelKind
 
 # scope -> (its registry module, the module whose register_all_modules fills it)
 SCOPES = {
@@ -43,21 +42,6 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, list]:
     return pseudo_collate(samples)
 
 
-def copy_batches(model: torch.nn.Module, non_blocking: bool) -> None:
-    """The model's data preprocessor moves each batch to the model's device: without blocking on
-    the GPU path (its loader pins them), as an ordinary copy otherwise."""
-    model.data_preprocessor._non_blocking = non_blocking
-
-
-def training_losses(
-    model: torch.nn.Module, data: dict[str, Any], forward: Callable[[dict[str, Any]], dict[str, torch.Tensor]]
-) -> tuple[torch.Tensor, dict]:
-    """(total loss, logged parts) of one batch: the model's preprocessor, ``forward`` (the stepper's
-    call of ``model(**batch, mode="loss")``), then the model's own loss reduction."""
-    batch = model.data_preprocessor(data, training=True)
-    return model.parse_losses(forward(batch))
-
-
 def predict(model: torch.nn.Module, data: dict[str, Any]) -> list:
     """The model's data samples with predictions for a collated batch (its ``test_step``)."""
     return model.test_step(data)
@@ -79,6 +63,3 @@ def slide_inference(model: torch.nn.Module, crop: tuple[int, int], stride: tuple
             model.test_cfg = saved
 
     return switched()
-
-
-OPENMMLAB_MODEL = ModelKind("OpenMMLab model", losses=training_losses, copy_batches=copy_batches)

@@ -7,13 +7,14 @@
   level, a light linear decoder to raw pixels, L1 on masked pixels only.
 
 Every objective owns ``self.backbone`` (a timm model whose weights become the checkpoint). Its
-``forward(images, labels, draw_seed)`` returns ``{"loss": ...}`` as the engine's steppers expect;
-``draw_seed`` (drawn by :func:`collate` from the step's seeded RNG) seeds every augmentation and
-mask draw, so the loss of step k is a pure function of (seed, k) as for the task heads. Images
-and the seeded augmentation stay on the CPU (the same random draws on any device); the views
-move to the objective's device before the backbone (:func:`frozenbench.engine.device.to_device`:
-non-blocking on the GPU path), so the objectives' model kind, :data:`OBJECTIVE_MODEL`, leaves the
-batch where the loader built it.
+``forward(batch)`` takes one batch of :func:`collate` and returns ``{"loss": ...}``, the training
+engine's contract (:mod:`frozenbench.engine.loop`); the batch's ``draw_seed`` (drawn by
+:func:`collate` from the step's seeded RNG) seeds every augmentation and mask draw, so the loss of
+step k is a pure function of (seed, k) as for the task heads. Images and the seeded augmentation
+stay on the CPU (the same random draws on any device); the views move to the objective's device
+before the backbone (:func:`frozenbench.engine.device.to_device`: non-blocking on the GPU path),
+so an objective has no ``set_non_blocking_copies`` for the engine to call: the batch stays where
+the loader built it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from frozenbench.engine.device import to_device
-from frozenbench.engine.model_kind import ModelKind, batches_copied_by_forward
 from frozenbench.pretrain.data import augment
 
 
@@ -39,28 +39,15 @@ def collate(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
     return {"images": torch.stack(images), "labels": torch.stack(labels), "draw_seed": draw_seed}
 
 
-def objective_losses(model: nn.Module, batch: dict[str, Any], forward) -> tuple[torch.Tensor, dict]:
-    """(total, logged parts) of one step: the objective's one loss."""
-    parts = forward(batch)
-    return parts["loss"], parts
-
-
-# the batch stays on the CPU for the seeded augmentation; each objective copies its views
-OBJECTIVE_MODEL = ModelKind("pretraining objective", losses=objective_losses, copy_batches=batches_copied_by_forward)
-
-
 class Objective(nn.Module):
     """Base of the objectives: ``loss(images, labels, generator)`` is the objective itself."""
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(
-        self, images: torch.Tensor, labels: torch.Tensor, draw_seed: int, mode: str = "loss"
-    ) -> dict[str, torch.Tensor]:
-        if mode != "loss":
-            raise ValueError(f"{type(self).__name__} computes losses only, not mode {mode!r}")
-        return {"loss": self.loss(images, labels, torch.Generator().manual_seed(int(draw_seed)))}
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(int(batch["draw_seed"]))
+        return {"loss": self.loss(batch["images"], batch["labels"], gen)}
 
 
 def device_of(module: nn.Module) -> torch.device:

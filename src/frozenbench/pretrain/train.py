@@ -29,7 +29,7 @@ from frozenbench.engine.device import device_record, reset_peak_memory
 from frozenbench.engine.loop import TrainOptions, lr_at, train
 from frozenbench.models.registry import PRETRAIN_OBJECTIVES, build_arch
 from frozenbench.pretrain.data import load_imagefolder, normalize
-from frozenbench.pretrain.objectives import OBJECTIVE_MODEL, build_objective, collate
+from frozenbench.pretrain.objectives import build_objective, collate
 from frozenbench.pretrain.probe import probe
 from frozenbench.utils.atomic import write_json
 
@@ -120,7 +120,6 @@ def pretrain(
             log=log,
             fingerprint=state_fingerprint(arch, objective, opts, seed, train_set.images, train_set.labels),
             device=device,
-            kind=OBJECTIVE_MODEL,
         )
         steps = result["steps"]
         if steps < opts.steps:  # stopped by SIGTERM: the state is saved, a rerun resumes
