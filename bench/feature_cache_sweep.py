@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from frozenbench.tasks.registry import BackboneRequest, get_task_type
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_record  # noqa: E402
@@ -48,13 +49,9 @@ def sweep(task: str, data_root: Path, cache: bool, steps: int, run_root: Path) -
     for blocks in (0, 1, 2):
         torch.manual_seed(0)
         model = module.build_model(
-            {**head, "extra_blocks": blocks},
+            get_task_type(kind).make_head({**head, "extra_blocks": blocks}),
+            BackboneRequest(None, img_size, frozen=True, arch="convstem_swin_tiny", feature_cache=cache),
             num_classes,
-            img_size,
-            None,
-            frozen=True,
-            arch="convstem_swin_tiny",
-            feature_cache=cache,
         )
         run_dir = run_root / f"{task}_{blocks}_{cache}"
         train(

@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from frozenbench.tasks.registry import BackboneRequest, get_task_type
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved, ratio, spread, write_record  # noqa: E402
@@ -52,11 +53,14 @@ def build(task: str, mode: str, data_root: Path, device: str, arch: str):
 
     kind, _, head, img_size, batch = TASKS[task]
     module = importlib.import_module(f"frozenbench.tasks.{kind}")
+    task_type = get_task_type(kind)
     torch.manual_seed(0)
     extra = {"num_frames": head["num_frames"]} if kind == "video" else {}
     dataset = module.build_dataset(data_root / task, "train", img_size, train=True, **extra)
     model = module.build_model(
-        head, len(module.class_names(data_root / task)), img_size, None, frozen=(mode == "frozen"), arch=arch
+        task_type.make_head(head),
+        BackboneRequest(None, img_size, frozen=(mode == "frozen"), arch=arch),
+        len(module.class_names(data_root / task)),
     ).to(device)
     trainable = wrap_for_training(model).train()
     samples = pseudo_collate([dataset[i] for i in range(batch)])

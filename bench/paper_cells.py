@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from frozenbench.tasks.registry import BackboneRequest, get_task_type
 from frozenbench.config import read_yaml
 
 HERE = Path(__file__).resolve().parent
@@ -109,13 +110,9 @@ def child(cell: str, mode: str, data_root: Path, device: str, steps: int, arch: 
     num_classes = len(task.class_names(root))
     torch.manual_seed(0)
     model = task.build_model(
-        entry["heads"][head_name],
+        get_task_type(entry["type"]).make_head(entry["heads"][head_name]),
+        BackboneRequest(None, entry["img_size"], frozen=mode == "frozen", arch=arch, bf16=device == "cuda"),
         num_classes,
-        entry["img_size"],
-        None,
-        frozen=mode == "frozen",
-        arch=arch,
-        bf16=device == "cuda",
     ).to(device)
     options = dict(entry.get("data_options", {}))
     train_set = task.build_dataset(

@@ -31,7 +31,7 @@ BIN = Path(sys.executable).parent
 
 
 def startup_seconds(repeats: int = 3) -> float:
-    code = "import frozenbench.engine.run, frozenbench.openmmlab, frozenbench.tasks.segmentation"
+    code = "import frozenbench.cells.run, frozenbench.openmmlab, frozenbench.tasks.segmentation"
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import torch
+from frozenbench.tasks.registry import BackboneRequest, DetectionHead, SegmentationHead
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved, ratio, spread, write_record  # noqa: E402
@@ -46,8 +47,9 @@ def main() -> None:
         build_arch("convstem_swin_tiny", size).state_dict(),
         {"pretrain_objective": "random"},
     )
-    det = detection.build_model({"width": 64}, 4, size, str(ckpt), frozen=True).to(device).eval()
-    seg = segmentation.build_model({"width": 64, "num_queries": 20}, 7, size, str(ckpt), frozen=True).to(device).eval()
+    request = BackboneRequest(str(ckpt), size, frozen=True)
+    det = detection.build_model(DetectionHead(width=64), request, 4).to(device).eval()
+    seg = segmentation.build_model(SegmentationHead(width=64, num_queries=20), request, 7).to(device).eval()
     x = torch.randn(args.batch, 3, size, size, device=device)
     meta = dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size), scale_factor=(1.0, 1.0))
     det_samples = [DetDataSample(metainfo=meta) for _ in range(args.batch)]

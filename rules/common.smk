@@ -150,8 +150,8 @@ wildcard_constraints:
     head=names_alternation(HEADS),
 
 
-def task_spec(task, head, mode, data_dir, evaluation=False):
-    return study.task_spec(config, task, head, mode, data_dir, evaluation)
+def task_spec(task, head, mode, data_dir, evaluation=False, backbone=None):
+    return study.task_spec(config, task, head, mode, data_dir, evaluation, backbone)
 
 
 def cell_dir(root, wildcards):
@@ -247,7 +247,9 @@ def cell_spec(wildcards, evaluation=False):
     """A cell's task spec from its wildcards and the config (its dataset folder as `train_head`'s
     input names it)."""
     data = dataset_dir(config["tasks"][wildcards.task]["dataset"])
-    return task_spec(wildcards.task, wildcards.head, wildcards.mode, data, evaluation=evaluation)
+    return task_spec(
+        wildcards.task, wildcards.head, wildcards.mode, data, evaluation=evaluation, backbone=wildcards.backbone
+    )
 
 
 def study_report_output():

@@ -178,3 +178,13 @@ def test_the_stage_params_are_keys_of_the_config_the_dag_reads():
     for name, stage in STAGES.items():
         for key in stage.get("params", []):
             assert isinstance(key, str) and key in config, (name, key)
+
+
+def test_the_cells_stage_versions_every_studied_task_of_config_yaml():
+    """dvc.yaml's cells outs are the task folders ``study.dvc_cell_outs`` derives from config.yaml: a
+    task added to the study without its outs here would train unversioned."""
+    from frozenbench import study
+    from frozenbench.config import load_config
+
+    outs = [next(iter(o)) if isinstance(o, dict) else o for o in STAGES["cells"]["outs"]]
+    assert sorted(outs) == sorted(study.dvc_cell_outs(load_config(REPO / "config.yaml")))

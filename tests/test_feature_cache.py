@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from frozenbench.tasks.registry import BackboneRequest, SegmentationHead
 
 from frozenbench.models.backbone import Backbone
 from frozenbench.models.feature_cache import FeatureCache
@@ -77,7 +78,9 @@ def test_training_with_the_cache_gives_the_same_result(tmp_path):
     def run(name, cache, steps=8):
         torch.manual_seed(0)
         model = segmentation.build_model(
-            head, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny", feature_cache=cache
+            SegmentationHead(**head),
+            BackboneRequest(None, 64, frozen=True, arch="convstem_swin_tiny", feature_cache=cache),
+            num_classes,
         )
         # warmup 3: a 4-step run follows the 8-step run's schedule exactly (a stand-in for a kill at step 4)
         opts = TrainOptions(steps=steps, batch_size=2, lr=1e-3, warmup_steps=3, checkpoint_every=4, log_every=1)

@@ -13,7 +13,8 @@ import pytest
 from frozenbench.checkpoint import save_random_backbone
 from frozenbench.data.manifest import MANIFEST, content_digest, dataset_digest
 from frozenbench.data.synth import synthesize
-from frozenbench.engine.run import evaluate_cell, train_cell
+from frozenbench.cells.run import evaluate_cell, train_cell
+from frozenbench.checkpoint.io import sha256_of
 from frozenbench.errors import UserError
 
 from .test_synth import tiny_spec
@@ -116,14 +117,15 @@ def test_a_second_digest_of_an_unchanged_dataset_reads_no_file(tmp_path, digest_
 def test_a_changed_backbone_forward_changes_every_runs_fingerprint(tmp_path, monkeypatch):
     """A head trained on the features of an older forward (timm's shift-then-pad Swin, say) is not
     reused once the forward computes other features from the same weights."""
-    from frozenbench.engine.run import run_fingerprint
+    from frozenbench.cells.run import as_spec, run_fingerprint
     from frozenbench.models import backbone
 
     data = tmp_path / "shapes-ade"
     synthesize(tiny_spec("shapes-ade", seed=1), data)
     checkpoint = save_random_backbone(tmp_path / "b.pth", "convstem_swin_tiny", 64)
-    spec = {"type": "segmentation", "data": str(data), "img_size": 64}
-    before = run_fingerprint(spec, str(checkpoint), "frozen", 0)
-    assert run_fingerprint(spec, str(checkpoint), "frozen", 0) == before
+    spec = as_spec({"type": "segmentation", "data": str(data), "img_size": 64, "head": {}})
+    checkpoint_sha256 = sha256_of(checkpoint)
+    before = run_fingerprint(spec, checkpoint_sha256, "frozen", 0)
+    assert run_fingerprint(spec, checkpoint_sha256, "frozen", 0) == before
     monkeypatch.setattr(backbone, "FEATURES_VERSION", backbone.FEATURES_VERSION + 1)
-    assert run_fingerprint(spec, str(checkpoint), "frozen", 0) != before
+    assert run_fingerprint(spec, checkpoint_sha256, "frozen", 0) != before

@@ -10,6 +10,7 @@ import shlex
 import numpy as np
 import pytest
 import torch
+from frozenbench.tasks.registry import BackboneRequest, get_task_type
 
 from frozenbench.errors import UserError
 
@@ -334,7 +335,11 @@ def test_every_head_reaches_only_routed_mmcv_ops(name, tmp_path):
     options = {"num_frames": 4} if kind == "video" else {}
     num_classes = len(task.class_names(root))
     torch.manual_seed(0)
-    model = task.build_model(head, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny")
+    model = task.build_model(
+        get_task_type(kind).make_head(head),
+        BackboneRequest(None, 64, frozen=True, arch="convstem_swin_tiny"),
+        num_classes,
+    )
     before = ext_calls()
     train(
         wrap_for_training(model),

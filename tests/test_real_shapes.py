@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from frozenbench.tasks.registry import BackboneRequest, DetectionHead, SegmentationHead
 from PIL import Image
 
 from frozenbench.data.download import ChecksumRecords
@@ -153,7 +154,7 @@ def test_detection_trains_with_random_resize_crop_and_evaluates_portrait_images(
                 np.testing.assert_allclose(box, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=1.0)
     head = {"width": 32, "rpn_samples": 64, "rcnn_samples": 64}
     torch.manual_seed(0)
-    model = detection.build_model(head, num_classes, 160, str(ckpt), frozen=True)
+    model = detection.build_model(DetectionHead(**head), BackboneRequest(str(ckpt), 160, frozen=True), num_classes)
     train(
         wrap_for_training(model),
         train_set,
@@ -195,7 +196,9 @@ def test_segmentation_trains_on_2100_px_images_and_evaluates_mixed_sizes(real_sh
     assert max(crop["inputs"].shape[-2:]) <= 128  # a crop of it (smaller when the scale drawn was < 1)
     torch.manual_seed(0)
     head = {"width": 32, "num_queries": 8, "num_points": 256}
-    model = segmentation.build_model(head, num_classes, 128, str(ckpt), frozen=True)
+    model = segmentation.build_model(
+        SegmentationHead(**head), BackboneRequest(str(ckpt), 128, frozen=True), num_classes
+    )
     train(
         wrap_for_training(model),
         train_set,

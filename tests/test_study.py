@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import yaml
 
 from frozenbench import study
 from frozenbench.config import ConfigError, load_config
+from frozenbench.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,8 +36,10 @@ def test_cells_are_the_cross_product_of_each_entry_in_config_order(ci_config):
 def test_a_finetune_cell_overrides_the_schedule_and_a_frozen_one_ignores_it(ci_config):
     frozen = study.task_spec(ci_config, "ade", "m2f_b4", "frozen", "data/shapes-ade")
     tuned = study.task_spec(ci_config, "ade", "m2f_b4", "finetune", "data/shapes-ade")
-    assert "layer_decay" not in frozen["train"] and tuned["train"]["layer_decay"] == 0.8
-    assert {k: v for k, v in tuned["train"].items() if k != "layer_decay"} == frozen["train"]
+    assert frozen["train"]["layer_decay"] == 1.0 and tuned["train"]["layer_decay"] == 0.8  # 1.0: no decay
+    assert {k: v for k, v in tuned["train"].items() if k != "layer_decay"} == {
+        k: v for k, v in frozen["train"].items() if k != "layer_decay"
+    }
     assert frozen["type"] == "segmentation" and frozen["data"] == "data/shapes-ade"
 
 
@@ -45,12 +50,42 @@ def test_test_time_options_reach_evaluation_only(ci_config):
     assert {k: v for k, v in evaluation.items() if k != "test"} == train
 
 
-def test_options_left_unset_stay_out_of_the_spec_so_old_cells_keep_their_fingerprint(ci_config):
-    spec = study.task_spec(ci_config, "coco", "mrcnn_fpn", "frozen", "d")
-    assert not {"compile_backbone", "autocast_bf16", "tf32", "augment"} & set(spec)
+def test_the_spec_carries_every_field_with_its_default_and_reads_back_the_same(ci_config):
+    """Defaults live once, in the dataclasses: the spec's JSON holds them all, so its identity no
+    longer depends on which keys a config happened to set."""
+    from frozenbench.cells.spec import CellSpec
+
+    spec = study.task_spec(ci_config, "coco", "mrcnn_fpn", "frozen", "d", backbone="convstem_swin_tiny_supervised")
+    assert spec["tf32"] is False and spec["augment"] == {} and spec["head"]["rcnn_samples"] > 0
+    assert spec["arch"] == ci_config["backbones"]["convstem_swin_tiny_supervised"]["arch"]
+    assert CellSpec.from_json(json.dumps(spec)).to_json(evaluation=False) == spec
     config = copy.deepcopy(ci_config)
     config["tasks"]["coco"]["tf32"] = True
-    assert study.task_spec(config, "coco", "mrcnn_fpn", "frozen", "d")["tf32"] is True
+    tf32 = study.task_spec(config, "coco", "mrcnn_fpn", "frozen", "d")
+    assert tf32["tf32"] is True
+    assert CellSpec.from_json(tf32).fingerprint() != CellSpec.from_json({**tf32, "tf32": False}).fingerprint()
+    # test-time options and the checkpoint cadence are not training inputs
+    base = CellSpec.from_json(tf32)
+    assert CellSpec.from_json({**tf32, "test": {"scale": [64, 64]}}).fingerprint() == base.fingerprint()
+    cadence = {**tf32, "train": {**tf32["train"], "checkpoint_every": 1}}
+    assert CellSpec.from_json(cadence).fingerprint() == base.fingerprint()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"heads": 1}, "--spec: unknown key(s) ['heads']"),
+        ({"head": {"widht": 8}}, "--spec head: unknown detection head setting(s) ['widht']"),
+        ({"train": {"stpes": 8}}, "--spec train: unknown training option(s) ['stpes']"),
+        ({"type": "depth"}, "unknown task type 'depth'"),
+    ],
+)
+def test_a_spec_with_a_typo_names_the_key(ci_config, change, message):
+    from frozenbench.cells.spec import CellSpec
+
+    spec = {**study.task_spec(ci_config, "coco", "mrcnn_fpn", "frozen", "d"), **change}
+    with pytest.raises(UserError, match=re.escape(message)):
+        CellSpec.from_json(spec)
 
 
 def test_pretraining_options_are_the_study_defaults_overridden_per_backbone(ci_config):
@@ -136,7 +171,6 @@ def test_heads_have_their_task_types_knobs_only():
 
 def test_schema_enums_are_the_codes_registries():
     from frozenbench.checkpoint.layouts import LAYOUTS
-    from frozenbench.evaluation.headline import TASK_TYPES
     from frozenbench.models.registry import PRETRAIN_OBJECTIVES, PUBLISHED_OBJECTIVES
     from frozenbench.openmmlab.configs import DETECTORS
 
@@ -149,7 +183,6 @@ def test_schema_enums_are_the_codes_registries():
         PRETRAIN_OBJECTIVES
     )
     assert sorted(defs["detection_head"]["properties"]["detector"]["enum"]) == sorted(DETECTORS)
-    assert sorted(defs["task"]["properties"]["type"]["enum"]) == sorted(TASK_TYPES)
 
 
 def test_a_cell_named_by_hand_gets_what_the_dag_gives_it(ci_config):
@@ -160,14 +193,14 @@ def test_a_cell_named_by_hand_gets_what_the_dag_gives_it(ci_config):
     paths = ci_config["paths"]
     data = f"{paths['data']}/{ci_config['tasks'][task]['dataset']}"
     run = study.cell_run(ci_config, cell)
-    assert run["spec"] == study.task_spec(ci_config, task, head, mode, data)
+    assert run["spec"] == study.task_spec(ci_config, task, head, mode, data, backbone=backbone)
     assert run["checkpoint"] == f"{paths['checkpoints']}/{backbone}.pth" and run["mode"] == mode
     assert run["run_dir"] == f"{paths['runs']}/{cell}" and run["out"] == f"{paths['results']}/{cell}/metrics.json"
     assert run["seed"] == ci_config["seed"]
     assert run["labels"] == {"task": task, "backbone": backbone, "head": head,
                              **study.cell_labels(ci_config, task, backbone, head)}  # fmt: skip
     assert study.cell_run(ci_config, cell, evaluation=True)["spec"] == study.task_spec(
-        ci_config, task, head, mode, data, evaluation=True
+        ci_config, task, head, mode, data, evaluation=True, backbone=backbone
     )
 
 

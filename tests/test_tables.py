@@ -78,7 +78,9 @@ def test_every_capacity_knob_and_the_chosen_head_show():
 
 
 def test_planned_cells_show_as_missing_and_the_paper_table_names_its_backbone(tmp_path):
-    from frozenbench.reporting.tables import capacity_label
+    from frozenbench.tasks.registry import get_task_type
+
+    capacity_label = get_task_type("segmentation").capacity_label
 
     plan = {
         "cells": [

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from frozenbench.tasks.registry import BackboneRequest, DetectionHead
 
 from frozenbench.data.synth import synthesize
 from frozenbench.engine.loop import TrainOptions, train
@@ -48,7 +49,9 @@ def test_mask_rcnn_trains_and_reports_box_and_mask_ap(tmp_path, monkeypatch):
     train_set = detection.build_dataset(root, "train", 64, train=True)
     val_set = detection.build_dataset(root, "val", 64, train=False)
     torch.manual_seed(0)
-    model = detection.build_model(HEAD, len(names), 64, None, frozen=True, arch="convstem_swin_tiny")
+    model = detection.build_model(
+        DetectionHead(**HEAD), BackboneRequest(None, 64, frozen=True, arch="convstem_swin_tiny"), len(names)
+    )
     before = weights_digest(model.backbone)
     train(
         wrap_for_training(model),

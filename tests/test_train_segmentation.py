@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from frozenbench.tasks.registry import BackboneRequest, SegmentationHead
 
 from frozenbench.data.synth import synthesize
 from frozenbench.engine.loop import TrainOptions, train
@@ -19,6 +20,7 @@ from .test_synth import tiny_spec
 pytestmark = pytest.mark.openmmlab
 
 HEAD = {"width": 32, "num_queries": 8, "num_points": 256}
+FROZEN_TINY = BackboneRequest(None, 64, frozen=True, arch="convstem_swin_tiny")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def test_train_resume_and_evaluate(ade, tmp_path):
 
     def run(run_dir, steps):
         torch.manual_seed(0)
-        model = segmentation.build_model(HEAD, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny")
+        model = segmentation.build_model(SegmentationHead(**HEAD), FROZEN_TINY, num_classes)
         opts = TrainOptions(steps=steps, batch_size=4, lr=1e-3, warmup_steps=2, checkpoint_every=3, log_every=1)
         train(wrap_for_training(model), train_set, pseudo_collate, run_dir, opts, seed=5, log=lambda m: None)
         return model
@@ -83,7 +85,7 @@ def test_multi_scale_flip_testing(ade):
     num_classes = len(segmentation.class_names(ade))
     val_set = segmentation.build_dataset(ade, "val", 64, train=False)
     torch.manual_seed(0)
-    model = segmentation.build_model(HEAD, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny").eval()
+    model = segmentation.build_model(SegmentationHead(**HEAD), FROZEN_TINY, num_classes).eval()
     data = pseudo_collate([val_set[0], val_set[1]])
     with torch.no_grad():
         plain = [s.seg_logits.data.softmax(0) for s in model.test_step(data)]
@@ -183,7 +185,7 @@ def test_unknown_task_type_is_a_clear_error(tmp_path):
         ],
         timeout=120,
     )
-    assert proc.returncode == 1 and "task type 'keypoints' has no training driver" in proc.stderr
+    assert proc.returncode == 1 and "unknown task type 'keypoints' (known: detection, segmentation, video)" in proc.stderr
 
 
 def test_state_of_a_run_with_other_inputs_is_not_resumed(ade, tmp_path):
@@ -195,7 +197,7 @@ def test_state_of_a_run_with_other_inputs_is_not_resumed(ade, tmp_path):
 
     def run(steps, fingerprint):
         torch.manual_seed(0)
-        model = segmentation.build_model(HEAD, num_classes, 64, None, frozen=True, arch="convstem_swin_tiny")
+        model = segmentation.build_model(SegmentationHead(**HEAD), FROZEN_TINY, num_classes)
         opts = TrainOptions(steps=steps, batch_size=2, warmup_steps=1, checkpoint_every=2, log_every=1)
         train(
             wrap_for_training(model),

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from frozenbench.tasks.registry import BackboneRequest, VideoHead
 
 from frozenbench.data.synth import synthesize
 from frozenbench.engine.loop import TrainOptions, train
@@ -47,7 +48,9 @@ def test_temporal_head_trains_and_reports_topk(tmp_path):
     assert tuple(sample["inputs"].shape) == (1, 3, 4, 64, 64)
     torch.manual_seed(0)
     model = video.build_model(
-        {"num_frames": 4, "num_blocks": 1, "width": 32}, len(names), 64, None, frozen=True, arch="convstem_swin_tiny"
+        VideoHead(num_frames=4, num_blocks=1, width=32),
+        BackboneRequest(None, 64, frozen=True, arch="convstem_swin_tiny"),
+        len(names),
     )
     before = weights_digest(model.backbone)
     train(

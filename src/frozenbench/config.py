@@ -370,14 +370,11 @@ def _matches(instance: dict[str, Any], condition: dict[str, Any]) -> bool:
     return bool(condition)
 
 
-# which dataset format each task type trains on
-TASK_FORMATS = {"segmentation": "ade", "detection": "coco", "video": "kinetics"}
-
-
 def reference_problems(config: dict[str, Any]) -> list[str]:
     """Every broken cross-reference of a schema-valid ``config``, each as ``<dotted key>: <problem>``:
     what would otherwise fail late, inside a job."""
     from frozenbench.models.registry import get_arch, list_archs
+    from frozenbench.tasks.registry import get_task_type, list_task_types
 
     datasets, backbones, tasks = config.get("datasets", {}), config.get("backbones", {}), config.get("tasks", {})
     problems = []
@@ -416,19 +413,31 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
             key = f"backbones.{name}.pretrain.dataset" if where else "pretrain.dataset"
             dataset_of(key, backbone["pretrain"].get("dataset", default), "imagefolder", "pretraining")
     for name, task in tasks.items():
-        dataset_of(f"tasks.{name}.dataset", task["dataset"], TASK_FORMATS[task["type"]], f"task type {task['type']}")
-        if task.get("frame_chunk") and task["type"] != "video":
+        if task["type"] not in list_task_types():
+            problems.append(
+                f"tasks.{name}.type: unknown task type {task['type']!r} (known: {', '.join(list_task_types())})"
+            )
+            continue
+        task_type = get_task_type(task["type"])
+        dataset_of(f"tasks.{name}.dataset", task["dataset"], task_type.dataset_format, f"task type {task['type']}")
+        for head_name, head in task["heads"].items():
+            try:
+                task_type.make_head(head, where=f"tasks.{name}.heads.{head_name}")
+            except UserError as err:
+                problems.append(str(err))
+        for option in sorted(set(task.get("test", {})) - set(task_type.test_options)):
+            problems.append(
+                f"tasks.{name}.test.{option}: not a {task_type.name} test option "
+                f"(known: {', '.join(task_type.test_options) or 'none'})"
+            )
+        if task.get("frame_chunk") and not task_type.clips:
             problems.append(
                 f"tasks.{name}.frame_chunk: only video tasks feed their backbone frames in chunks "
                 f"(this task is {task['type']}); remove it"
             )
         clip_frames = task.get("data_options", {}).get("num_frames")
         for head_name, head in task["heads"].items():
-            if (
-                task["type"] == "video"
-                and clip_frames is not None
-                and head.get("num_frames", clip_frames) != clip_frames
-            ):
+            if task_type.clips and clip_frames is not None and head.get("num_frames", clip_frames) != clip_frames:
                 problems.append(
                     f"tasks.{name}.heads.{head_name}.num_frames: {head['num_frames']} frames per clip, "
                     f"but tasks.{name}.data_options.num_frames samples {clip_frames}"

@@ -12,6 +12,7 @@ from typing import Any
 
 from frozenbench.config import ConfigError
 from frozenbench.errors import UserError
+from frozenbench.tasks.registry import get_task_type
 
 Config = dict[str, Any]
 
@@ -66,66 +67,75 @@ def checkpoint_meta(config: Config, backbone: str) -> dict[str, Any]:
 
 
 def task_spec(
-    config: Config, task: str, head: str, mode: str, data_dir: str, evaluation: bool = False
+    config: Config,
+    task: str,
+    head: str,
+    mode: str,
+    data_dir: str,
+    evaluation: bool = False,
+    backbone: str | None = None,
 ) -> dict[str, Any]:
-    """What `frozenbench train/evaluate` need of a task: its type, data, input size, head and schedule
-    (a fine-tune cell's schedule is `train` updated by `finetune`, so frozen cells ignore `finetune`).
-    Test-time options go to evaluation only, so changing them re-evaluates without retraining."""
+    """What `frozenbench train/evaluate` need of a cell, as the JSON of its
+    :class:`~frozenbench.cells.spec.CellSpec` (every field, defaults included): its task type,
+    data, input size, head, schedule (a fine-tune cell's is `train` updated by `finetune`, so
+    frozen cells ignore `finetune`) and the backbone's arch when ``backbone`` is named. Test-time
+    options go to evaluation only, so changing them re-evaluates without retraining."""
+    from frozenbench.cells.spec import CellSpec
+    from frozenbench.engine.options import TrainOptions
+
     entry = config["tasks"][task]
     schedule = dict(entry.get("train", {}))
     if mode == "finetune":
         schedule.update(entry.get("finetune", {}))
-    return {
-        "type": entry["type"],
-        "data": str(data_dir),
-        "img_size": entry["img_size"],
-        "bf16": entry.get("bf16", False),
-        "feature_cache": entry.get("feature_cache", False),
-        "head": entry["heads"][head],
-        "train": schedule,
-        "data_options": entry.get("data_options", {}),
-        "zero_stage": entry.get("zero_stage", 2),
-        # only when set, so that existing cells keep their fingerprint
-        **({"compile_backbone": True} if entry.get("compile_backbone") else {}),
-        **({"autocast_bf16": True} if entry.get("autocast_bf16") else {}),
-        **({"tf32": True} if entry.get("tf32") else {}),
+    where = f"tasks.{task}"
+    spec = CellSpec(
+        type=entry["type"],
+        data=str(data_dir),
+        img_size=entry["img_size"],
+        head=get_task_type(entry["type"]).make_head(entry["heads"][head], where=f"{where}.heads.{head}"),
+        train=TrainOptions.parse(schedule, where=f"{where}.train"),
+        arch=config["backbones"][backbone]["arch"] if backbone else None,
+        data_options=dict(entry.get("data_options", {})),
+        augment=dict(entry.get("augment") or {}),
+        test=dict(entry.get("test", {})),
+        bf16=entry.get("bf16", False),
+        feature_cache=entry.get("feature_cache", False),
+        compile_backbone=entry.get("compile_backbone", False),
+        autocast_bf16=entry.get("autocast_bf16", False),
+        tf32=entry.get("tf32", False),
         # a frozen backbone keeps no activation: the option is a no-op there and stays out of its spec
-        **({"activation_checkpointing": True} if mode == "finetune" and entry.get("activation_checkpointing") else {}),
-        **({"frame_chunk": entry["frame_chunk"]} if entry.get("frame_chunk") else {}),
-        **({"augment": entry["augment"]} if entry.get("augment") else {}),
-        **({"test": entry.get("test", {})} if evaluation else {}),
-    }
+        activation_checkpointing=mode == "finetune" and entry.get("activation_checkpointing", False),
+        frame_chunk=entry.get("frame_chunk") or 0,
+        zero_stage=entry.get("zero_stage", 2),
+    )
+    return spec.to_json(evaluation=evaluation)
 
 
 def cell_labels(config: Config, task: str, backbone: str, head: str) -> dict[str, str]:
     """What a table needs to know of a cell beyond its path (recorded in metrics.json, all strings)."""
-    from frozenbench.reporting.tables import capacity_label
-
     entry = config["backbones"][backbone]
     head_cfg = config["tasks"][task]["heads"][head]
+    task_type = get_task_type(config["tasks"][task]["type"])
     labels = {
-        "task_type": config["tasks"][task]["type"],
+        "task_type": task_type.name,
         "pretrain_objective": objective_of(config, backbone),
         "family_size": entry.get("family_size", "-"),
         "arch": entry["arch"],
         "extra_blocks": head_cfg.get("extra_blocks", 0),
-        "capacity": capacity_label(head_cfg),
+        "capacity": task_type.capacity_label(head_cfg),
     }
     return {k: str(v) for k, v in labels.items()}
 
 
 MODES = ("frozen", "finetune")
-# a detector's name in benchmark records (bench/gpu_smoke.py) and cost / memory reports
-DETECTORS = {"mask_rcnn": "mask_rcnn", "cascade_mask_rcnn": "cascade", "htc": "htc"}
 
 
 def cell_type(task: dict[str, Any], head: dict[str, Any], task_name: str) -> str:
     """The benchmark's name of a cell's kind: ``<task>_<head kind>`` (e.g. ``coco_htc``), what a
-    GPU smoke record measures once and the cost and memory estimates price every cell from."""
-    kind = task["type"]
-    if kind == "detection":
-        return f"{task_name}_{DETECTORS.get(head.get('detector', 'mask_rcnn'), head.get('detector'))}"
-    return f"{task_name}_{'mask2former' if kind == 'segmentation' else 'temporal'}"
+    GPU smoke record measures once and the cost and memory estimates price every cell from (the
+    head kind is the task type record's ``head_kind``)."""
+    task_type = get_task_type(task["type"])
+    return f"{task_name}_{task_type.head_kind(task_type.make_head(head))}"
 
 
 def cell_run(config: Config, cell: str, evaluation: bool = False) -> dict[str, Any]:
@@ -150,7 +160,7 @@ def cell_run(config: Config, cell: str, evaluation: bool = False) -> dict[str, A
     paths = config["paths"]
     data = f"{paths['data']}/{config['tasks'][task]['dataset']}"
     return {
-        "spec": task_spec(config, task, head, mode, data, evaluation=evaluation),
+        "spec": task_spec(config, task, head, mode, data, evaluation=evaluation, backbone=backbone),
         "checkpoint": f"{paths['checkpoints']}/{backbone}.pth",
         "mode": mode,
         "run_dir": f"{paths['runs']}/{cell}",
@@ -158,6 +168,16 @@ def cell_run(config: Config, cell: str, evaluation: bool = False) -> dict[str, A
         "seed": config["seed"],
         "labels": {"task": task, "backbone": backbone, "head": head, **cell_labels(config, task, backbone, head)},
     }
+
+
+def dvc_cell_outs(config: Config) -> list[str]:
+    """The folders DVC versions for the cells stage: each studied task's runs and results
+    (``dvc.yaml`` lists them for ``config.yaml``; ``tests/test_dvc_stages.py`` holds it to this)."""
+    tasks = list(dict.fromkeys(task for task, *_ in study_cells(config)))
+    paths = config.get("paths", {})
+    return [f"{paths.get('runs', 'runs')}/{task}" for task in tasks] + [
+        f"{paths.get('results', 'results')}/{task}" for task in tasks
+    ]
 
 
 def tables_plan(config: Config) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from typing import Any
 from unittest import mock
 
 from frozenbench.config import ConfigError
+from frozenbench.tasks.registry import get_task_type
 
 MIB = 2**20
 # A cell must fit in this fraction of the card: the CUDA context (~0.5 GiB), the allocator's
@@ -81,10 +82,9 @@ GPU_MEMORY_NOTES = {
 }
 # Frames through the backbone per call at test time unless frame_chunk says otherwise
 # (openmmlab/video.py FramewiseBackbone.max_frames_per_call) and views per evaluation batch
-# (tasks/video.py MAX_TEST_VIEWS_PER_BATCH); images per evaluation batch of detection.
+# (tasks/video.py MAX_TEST_VIEWS_PER_BATCH); images per evaluation batch: the task type's eval_batch.
 VIDEO_TEST_FRAMES_PER_CALL = 64
 VIDEO_TEST_VIEWS_PER_BATCH = 8
-DETECTION_EVAL_BATCH = 4
 RECORDS_DIR = Path(__file__).resolve().parents[3] / "bench" / "records"
 _CHECKPOINT_KWARGS = ("use_reentrant", "context_fn", "determinism_check", "debug", "preserve_rng_state")
 
@@ -419,8 +419,8 @@ def _cell_inputs(config: dict[str, Any], task_name: str, mode: str) -> dict[str,
     batch = int(schedule.get("batch_size", 8))
     img = int(task["img_size"])
     train_size = int(task.get("augment", {}).get("crop_size", img))
-    video = task["type"] == "video"
-    if video:
+    task_type = get_task_type(task["type"])
+    if task_type.clips:
         frames = int(task.get("data_options", {}).get("num_frames", 8))
         test = task.get("test", {})
         views = int(test.get("num_clips", 1)) * int(test.get("num_crops", 1))
@@ -440,7 +440,7 @@ def _cell_inputs(config: dict[str, Any], task_name: str, mode: str) -> dict[str,
         )
     scales = task.get("test", {}).get("scales", [1.0])
     eval_size = int(math.ceil(img * max(scales)))
-    eval_batch = DETECTION_EVAL_BATCH if task["type"] == "detection" else 1
+    eval_batch = task_type.eval_batch
     return dict(
         batch=batch,
         batch_key=batch_key,

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from frozenbench.engine.run import evaluate_cell
+    from frozenbench.cells.run import evaluate_cell
 
     resolve_cell(args, evaluation=True)
     if not args.out:

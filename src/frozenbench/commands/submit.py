@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from frozenbench.engine.run import submit_cell
+    from frozenbench.cells.run import submit_cell
 
     resolve_cell(args)
     set_threads(args)

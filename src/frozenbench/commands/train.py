@@ -248,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    from frozenbench.engine.run import train_cell
+    from frozenbench.cells.run import train_cell
 
     resolve_cell(args)
     command = launch_command(args, dict(os.environ))

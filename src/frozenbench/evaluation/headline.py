@@ -1,7 +1,8 @@
 """The headline metrics of each task type: what metrics.json, the tables and the summaries report.
 
-Keyed by task *type* (detection, segmentation, video), never by a task's name in a config: a
-second COCO schedule under a new name is still a detection task with a box AP and a mask AP.
+Keyed by task *type* (each :class:`frozenbench.tasks.registry.TaskType` names its metrics), never
+by a task's name in a config: a second COCO schedule under a new name is still a detection task
+with a box AP and a mask AP.
 """
 
 from __future__ import annotations
@@ -10,27 +11,33 @@ import math
 from typing import Any
 
 from frozenbench.errors import UserError
+from frozenbench.tasks.registry import get_task_type, list_task_types
 
-# task type -> [(column label, path into the metrics dict)]; the first is the primary metric
-HEADLINE_METRICS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
-    "detection": [("box AP", ("bbox", "AP")), ("mask AP", ("segm", "AP"))],
-    "segmentation": [("mIoU", ("mIoU",))],
-    "video": [("top-1", ("top1",))],
-}
-TASK_TYPES = tuple(HEADLINE_METRICS)
-# The study's own task names: what metrics.json files written before the task type was recorded
-# are read as, and the name a table shows for a type no task of the study has run yet.
-CONVENTIONAL_TASK_NAMES = {"detection": "coco", "segmentation": "ade", "video": "k400"}
-_TYPE_OF_NAME = {name: task_type for task_type, name in CONVENTIONAL_TASK_NAMES.items()}
+
+def headline_metrics(task_type: str) -> list[tuple[str, tuple[str, ...]]]:
+    """[(column label, path into the metrics dict)] of a task type; the first is its primary metric."""
+    return list(get_task_type(task_type).headline_metrics)
+
+
+def task_types() -> tuple[str, ...]:
+    """Every registered task type, in the tables' order."""
+    return tuple(list_task_types())
+
+
+def conventional_task_names() -> dict[str, str]:
+    """Task type -> the study's own name for its task: what a metrics.json written before the task
+    type was recorded is read as, and what a table shows for a type no task has run yet."""
+    return {name: get_task_type(name).conventional_name for name in list_task_types()}
 
 
 def task_type_of(record: dict[str, Any]) -> str:
     """The task type a results record belongs to (recorded, or that of the study's own task names)."""
-    task_type = record.get("task_type") or _TYPE_OF_NAME.get(record.get("task", ""))
-    if task_type not in HEADLINE_METRICS:
+    of_name = {name: task_type for task_type, name in conventional_task_names().items()}
+    task_type = record.get("task_type") or of_name.get(record.get("task", ""))
+    if task_type not in list_task_types():
         raise UserError(
             f"results record of task {record.get('task')!r} names no task type "
-            f"(one of {', '.join(TASK_TYPES)}): evaluate the cell again to record it"
+            f"(one of {', '.join(task_types())}): evaluate the cell again to record it"
         )
     return task_type
 
@@ -47,5 +54,5 @@ def metric_value(metrics: dict[str, Any], path: tuple[str, ...]) -> float | None
 
 def primary_metric(task_type: str, metrics: dict[str, Any]) -> dict[str, Any]:
     """``{"name": ..., "value": ...}`` of the task type's first headline metric."""
-    label, path = HEADLINE_METRICS[task_type][0]
+    label, path = headline_metrics(task_type)[0]
     return {"name": label, "value": metric_value(metrics, path)}

@@ -29,7 +29,7 @@ from frozenbench.models.registry import FILTER_FAILURES, build_arch, get_arch, p
 
 
 # What the backbones compute from given weights and input, as a version: a head trained on other
-# features is not this run's (it enters every run's fingerprint, engine/run.py). Bump it whenever a
+# features is not this run's (it enters every run's fingerprint, cells/run.py). Bump it whenever a
 # forward changes its output for the same weights. 2: Swin / SwinV2 pad before shifting, DINOv2
 # register and MAE models resample positions as their official code does (issue 25).
 FEATURES_VERSION = 2

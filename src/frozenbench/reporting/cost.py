@@ -25,6 +25,7 @@ from typing import Any
 
 from frozenbench.errors import UserError
 from frozenbench.study import cell_type
+from frozenbench.tasks.registry import get_task_type
 
 # Nominal validation sizes of the real datasets (COCO val2017, ADE20K validation, the K400 val
 # clips still online in 2022); a planning figure, not a count of what was prepared.
@@ -192,12 +193,7 @@ def _view_count(views: Any) -> float | None:
 
 def configured_views(task: dict[str, Any]) -> float:
     """View equivalents at ``img_size`` a task's test evaluates per sample (rule E)."""
-    test = task.get("test", {})
-    if task["type"] == "segmentation":
-        return sum(s * s for s in test.get("scales", [1.0])) * (2 if test.get("flip") else 1)
-    if task["type"] == "video":
-        return float(test.get("num_clips", 1) * test.get("num_crops", 1))
-    return 1.0
+    return float(get_task_type(task["type"]).test_views(task.get("test", {})))
 
 
 @dataclass(frozen=True)
@@ -409,7 +405,7 @@ def _price_task_cell(
     on_gpu: bool,
 ) -> dict[str, Any]:
     frames = 1
-    if task["type"] == "video":
+    if get_task_type(task["type"]).clips:
         frames = int(task.get("data_options", {}).get("num_frames", VIDEO_DEFAULT_FRAMES))
     target = Target(
         kind=row["cell_type"],

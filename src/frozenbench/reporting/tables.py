@@ -17,30 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from frozenbench.errors import UserError
-from frozenbench.evaluation.headline import (
-    CONVENTIONAL_TASK_NAMES,
-    HEADLINE_METRICS,
-    TASK_TYPES,
-    metric_value,
-    task_type_of,
-)
+from frozenbench.evaluation.headline import headline_metrics, metric_value, task_type_of, task_types
+from frozenbench.tasks.registry import get_task_type
 from frozenbench.utils.atomic import write_text
 
 # The study's tables and figures, named once (the DAG's outputs and the report read these).
 TABLE_NAMES = ("pretraining", "head_capacity", "model_size", "paper")
 
-# Lin et al., NeurIPS 2022 (SwinV2-G): frozen and fine-tuned headline numbers, by task type
-# (COCO test-dev, ADE20K val, Kinetics-400 val).
-PAPER = {
-    ("detection", "box AP", "frozen"): 60.0,
-    ("detection", "mask AP", "frozen"): 52.2,
-    ("detection", "box AP", "finetune"): 63.1,
-    ("detection", "mask AP", "finetune"): 54.4,
-    ("segmentation", "mIoU", "frozen"): 57.6,
-    ("segmentation", "mIoU", "finetune"): 59.9,
-    ("video", "top-1", "frozen"): 81.7,
-    ("video", "top-1", "finetune"): 86.8,
-}
 MISSING = "–"
 # a cell's status in partial tables (frozenbench.study_status): what a cell without results shows
 FINISHED, FAILED, NOT_RUN = "finished", "failed", "not run"
@@ -72,23 +55,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
 
-# The capacity knobs of a head: what the head-capacity table tells cells apart by.
-CAPACITY_KNOBS = (
-    "detector",
-    "extra_blocks",
-    "pixel_decoder_layers",
-    "transformer_decoder_layers",
-    "num_blocks",
-    "width",
-)
 PAPER_BACKBONE = "SwinV2-G (3.0 B, weights not released)"
-
-
-def capacity_label(head: dict[str, Any]) -> str:
-    """The head's capacity knobs as one label, e.g. ``detector=htc extra_blocks=2`` (``extra_blocks=0``
-    when a head sets none, so a plain head reads as such)."""
-    knobs = {"extra_blocks": 0, **{k: v for k, v in head.items() if k in CAPACITY_KNOBS}}
-    return " ".join(f"{k}={knobs[k]}" for k in CAPACITY_KNOBS if k in knobs)
 
 
 def load_results(source: str | Path | list) -> list[dict[str, Any]]:
@@ -137,7 +104,7 @@ def with_planned_cells(
 
 
 def headline(record: dict[str, Any], label: str) -> float | None:
-    for column, path in HEADLINE_METRICS[task_type_of(record)]:
+    for column, path in headline_metrics(task_type_of(record)):
         if column == label:
             return metric_value(record["metrics"], path)
     return None
@@ -159,7 +126,7 @@ def _number(value: Any) -> float | None:
 
 def _labels(task: str, records: list[dict[str, Any]]) -> list[str]:
     """The headline column labels of ``task`` (by the type its records carry)."""
-    return [label for label, _ in HEADLINE_METRICS[_type_of_task(task, records)]]
+    return [label for label, _ in headline_metrics(_type_of_task(task, records))]
 
 
 def _type_of_task(task: str, records: list[dict[str, Any]]) -> str:
@@ -180,7 +147,7 @@ def _index(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
 def _tasks(records: list[dict[str, Any]]) -> list[str]:
     """Every task with records, by type (detection, segmentation, video), then by name."""
     names = {r["task"] for r in records}
-    return sorted(names, key=lambda t: (TASK_TYPES.index(_type_of_task(t, records)), t))
+    return sorted(names, key=lambda t: (task_types().index(_type_of_task(t, records)), t))
 
 
 def _gap(frozen: float | None, finetune: float | None) -> float | None:
@@ -290,12 +257,12 @@ def paper_table(
     index = _index(records)
     tasks = _tasks(records)
     rows = []
-    for task_type in TASK_TYPES:
-        names = [t for t in tasks if _type_of_task(t, records) == task_type] or [CONVENTIONAL_TASK_NAMES[task_type]]
+    for task_type in task_types():
+        record = get_task_type(task_type)
+        names = [t for t in tasks if _type_of_task(t, records) == task_type] or [record.conventional_name]
         for task in names:
-            for (paper_type, label, mode), published in PAPER.items():
-                if paper_type != task_type:
-                    continue
+            # the paper's numbers are the task type's record's (Lin et al. 2022, SwinV2-G)
+            for (label, mode), published in record.paper.items():
                 ours = cell_value(index.get((task, backbone, mode, chosen.get(task))), label)
                 delta = None if _number(ours) is None else ours - published
                 rows.append([task, label, mode, ours, published, delta])
@@ -313,7 +280,7 @@ def summary(records: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]
     """Headline numbers per cell path (``task/backbone/mode/head``): DVC's metrics file."""
     return {
         f"{r['task']}/{r['backbone']}/{r['mode']}/{r['head']}": {
-            label: headline(r, label) for label, _ in HEADLINE_METRICS[task_type_of(r)]
+            label: headline(r, label) for label, _ in headline_metrics(task_type_of(r))
         }
         for r in records
     }
@@ -325,7 +292,7 @@ def summary_with_status(records: list[dict[str, Any]]) -> dict[str, dict[str, An
     cells = {}
     for r in records:
         status = r.get("status", FINISHED)
-        entry: dict[str, Any] = {label: headline(r, label) for label, _ in HEADLINE_METRICS[task_type_of(r)]}
+        entry: dict[str, Any] = {label: headline(r, label) for label, _ in headline_metrics(task_type_of(r))}
         entry["status"] = status
         if status == FAILED:
             entry["logs"] = list(r.get("logs", []))

@@ -24,12 +24,14 @@ from frozenbench.evaluation.driver import FedEvaluator, inference_on_dataset
 from frozenbench.errors import UserError
 from frozenbench.evaluation import COCOEvaluator, instances_to_results
 from frozenbench.evaluation.coco import category_ids
-from frozenbench.openmmlab import build_registered_model as build_mm_model
 from frozenbench.openmmlab.runtime import build_dataset as build_mm_dataset
 from frozenbench.openmmlab.runtime import collate, predict
-from frozenbench.openmmlab.configs import backbone_part, detector_config
+from frozenbench.openmmlab.configs import detector_config
 from frozenbench.openmmlab.precision import detector_heads_in_fp32
+from frozenbench.openmmlab.task_models import build_task_model
+from frozenbench.openmmlab.training import wrap_for_training as trainable  # noqa: F401 (TaskModule)
 from frozenbench.tasks.recipe import resize_crop_options
+from frozenbench.tasks.registry import DETECTION, BackboneRequest, DetectionHead
 
 # Bump when a code change alters what the data pipeline feeds a head (decoding, sampling,
 # augmentation): finished runs then retrain instead of being reloaded.
@@ -58,7 +60,7 @@ def checked_annotations(path: Path, annotated: bool) -> dict[str, Any]:
     return coco
 
 
-TEST_OPTIONS = ("scale",)
+TEST_OPTIONS = DETECTION.test_options
 
 
 def build_dataset(
@@ -131,30 +133,26 @@ def build_dataset(
     )
 
 
-def build_model(
-    head: dict[str, Any],
-    num_classes: int,
-    img_size: int,
-    checkpoint: str | None,
-    frozen: bool,
-    arch: str | None = None,
-    bf16: bool = False,
-    feature_cache: bool = False,
-    compile_backbone: bool = False,
-) -> torch.nn.Module:
-    part = backbone_part(head, arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
-    cfg = detector_config(
-        part.cfg,
-        part.channels,
-        part.strides,
-        num_classes,
-        part.normalization,
-        detector=head.get("detector", "mask_rcnn"),
-        width=head.get("width", 256),
-        rpn_samples=head.get("rpn_samples", 256),
-        rcnn_samples=head.get("rcnn_samples", 512),
+def build_model(head: DetectionHead, backbone: BackboneRequest, num_classes: int) -> torch.nn.Module:
+    """``head.detector`` + FPN on the requested backbone; the detector's heads kept in fp32."""
+    return detector_heads_in_fp32(
+        build_task_model(
+            "mmdet",
+            backbone,
+            head.extra_blocks,
+            lambda part: detector_config(
+                part.cfg,
+                part.channels,
+                part.strides,
+                num_classes,
+                part.normalization,
+                detector=head.detector,
+                width=head.width,
+                rpn_samples=head.rpn_samples,
+                rcnn_samples=head.rcnn_samples,
+            ),
+        )
     )
-    return detector_heads_in_fp32(build_mm_model("mmdet", cfg))
 
 
 def _instances(sample) -> tuple:
@@ -200,18 +198,20 @@ def evaluate(
     model: torch.nn.Module,
     dataset,
     num_classes: int,
-    batch_size: int = 4,
     test: dict[str, Any] | None = None,
     workers: int = 0,
+    batch_size: int = DETECTION.eval_batch,
 ) -> dict[str, Any]:
-    del test  # the test scale acts in build_dataset
+    """Box and mask AP of the val split (``test``'s scale acted in :func:`build_dataset`)."""
     batches = eval_batches(dataset, collate, batch_size, workers, pin_memory=pins_batches_for(model))
     evaluators = {"detection": FedEvaluator(COCOEvaluator(dataset.ann_file), _feed_coco)}
     return inference_on_dataset(model, batches, evaluators, predict)["detection"]
 
 
 @torch.no_grad()
-def predict_test_dev(model: torch.nn.Module, dataset, batch_size: int = 4, workers: int = 0) -> list[dict[str, Any]]:
+def predict_test_dev(
+    model: torch.nn.Module, dataset, workers: int = 0, batch_size: int = DETECTION.eval_batch
+) -> list[dict[str, Any]]:
     """Detections on test-dev in the COCO results format (boxes and masks in one list, as uploaded)."""
     categories = json.loads(Path(dataset.ann_file).read_text())["categories"]
     collector = ResultsCollector(category_ids(categories))

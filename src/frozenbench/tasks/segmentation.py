@@ -21,11 +21,13 @@ from frozenbench.engine.device import pins_batches_for
 from frozenbench.evaluation.driver import FedEvaluator, inference_on_dataset
 from frozenbench.errors import UserError
 from frozenbench.evaluation import SemSegEvaluator
-from frozenbench.openmmlab import build_registered_model as build_mm_model
 from frozenbench.openmmlab.runtime import build_dataset as build_mm_dataset
 from frozenbench.openmmlab.runtime import collate, slide_inference
-from frozenbench.openmmlab.configs import backbone_part, mask2former_config
+from frozenbench.openmmlab.configs import mask2former_config
+from frozenbench.openmmlab.task_models import build_task_model
+from frozenbench.openmmlab.training import wrap_for_training as trainable  # noqa: F401 (TaskModule)
 from frozenbench.tasks.recipe import resize_crop_options
+from frozenbench.tasks.registry import SEGMENTATION, BackboneRequest, SegmentationHead
 
 # Bump when a code change alters what the data pipeline feeds a head (decoding, sampling,
 # augmentation): finished runs then retrain instead of being reloaded.
@@ -94,35 +96,26 @@ def build_dataset(
     )
 
 
-def build_model(
-    head: dict[str, Any],
-    num_classes: int,
-    img_size: int,
-    checkpoint: str | None,
-    frozen: bool,
-    arch: str | None = None,
-    bf16: bool = False,
-    feature_cache: bool = False,
-    compile_backbone: bool = False,
-) -> torch.nn.Module:
-    part = backbone_part(head, arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
-    cfg = mask2former_config(
-        part.cfg,
-        part.channels,
-        part.strides,
-        num_classes,
-        img_size,
-        part.normalization,
-        pixel_decoder_layers=head.get("pixel_decoder_layers", 1),
-        transformer_decoder_layers=head.get("transformer_decoder_layers", 4),
-        width=head.get("width", 256),
-        num_queries=head.get("num_queries", 100),
-        num_points=head.get("num_points", 12544),
+def build_model(head: SegmentationHead, backbone: BackboneRequest, num_classes: int) -> torch.nn.Module:
+    """Mask2Former (``head``'s pixel / transformer decoder blocks) on the requested backbone."""
+    return build_task_model(
+        "mmseg",
+        backbone,
+        head.extra_blocks,
+        lambda part: mask2former_config(
+            part.cfg,
+            part.channels,
+            part.strides,
+            num_classes,
+            backbone.img_size,
+            part.normalization,
+            pixel_decoder_layers=head.pixel_decoder_layers,
+            transformer_decoder_layers=head.transformer_decoder_layers,
+            width=head.width,
+            num_queries=head.num_queries,
+            num_points=head.num_points,
+        ),
     )
-    return build_mm_model("mmseg", cfg)
-
-
-TEST_OPTIONS = ("scales", "flip")
 
 
 @torch.no_grad()
@@ -130,19 +123,19 @@ def evaluate(
     model: torch.nn.Module,
     dataset,
     num_classes: int,
-    batch_size: int = 1,
     test: dict[str, Any] | None = None,
     workers: int = 0,
 ) -> dict[str, Any]:
     """Sliding-window inference (``img_size`` crops, 2/3 overlap) on each image as the test pipeline
     resized it, scored at the original resolution; with ``test={"scales": [...], "flip": True}``
-    multi-scale + flip testing. Images go one at a time (``batch_size`` is ignored): val images
-    differ in size, and mmseg's preprocessor takes a batch of one size only."""
-    del batch_size
+    multi-scale + flip testing. Images go one at a time: val images differ in size, and mmseg's
+    preprocessor takes a batch of one size only."""
     test = dict(test or {})
-    unknown = set(test) - set(TEST_OPTIONS)
+    unknown = set(test) - set(SEGMENTATION.test_options)
     if unknown:
-        raise UserError(f"segmentation test options {sorted(unknown)} unknown; known: {', '.join(TEST_OPTIONS)}")
+        raise UserError(
+            f"segmentation test options {sorted(unknown)} unknown; known: {', '.join(SEGMENTATION.test_options)}"
+        )
     scales, flip = test.get("scales", [1.0]), test.get("flip", False)
     batches = eval_batches(dataset, collate, 1, workers, pin_memory=pins_batches_for(model))
     evaluators = {

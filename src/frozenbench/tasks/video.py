@@ -17,10 +17,12 @@ from frozenbench.engine.device import pins_batches_for
 from frozenbench.evaluation.driver import FedEvaluator, inference_on_dataset
 from frozenbench.errors import UserError
 from frozenbench.evaluation import TopKEvaluator
-from frozenbench.openmmlab import build_registered_model as build_mm_model
 from frozenbench.openmmlab.runtime import build_dataset as build_mm_dataset
 from frozenbench.openmmlab.runtime import collate, predict
-from frozenbench.openmmlab.configs import backbone_part, recognizer_config
+from frozenbench.openmmlab.configs import recognizer_config
+from frozenbench.openmmlab.task_models import build_task_model
+from frozenbench.openmmlab.training import wrap_for_training as trainable  # noqa: F401 (TaskModule)
+from frozenbench.tasks.registry import VIDEO, BackboneRequest, VideoHead
 
 # Bump when a code change alters what the data pipeline feeds a head (decoding, sampling,
 # augmentation): finished runs then retrain instead of being reloaded.
@@ -31,8 +33,8 @@ def class_names(root: str | Path) -> list[str]:
     return kinetics_format.class_names(root)
 
 
-TEST_OPTIONS = ("num_clips", "num_crops")
-AUGMENT_OPTIONS = ("area_range", "aspect_ratio_range", "flip")
+TEST_OPTIONS = VIDEO.test_options
+AUGMENT_OPTIONS = VIDEO.augment_options or ()
 
 
 def build_dataset(
@@ -112,31 +114,27 @@ def build_dataset(
     )
 
 
-def build_model(
-    head: dict[str, Any],
-    num_classes: int,
-    img_size: int,
-    checkpoint: str | None,
-    frozen: bool,
-    arch: str | None = None,
-    bf16: bool = False,
-    feature_cache: bool = False,
-    compile_backbone: bool = False,
-) -> torch.nn.Module:
-    part = backbone_part(head, arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone, pyramid=False)
-    cfg = recognizer_config(
-        part.cfg,
-        part.channels,
-        num_classes,
-        num_frames=head.get("num_frames", 8),
-        img_size=img_size,
-        normalization=part.normalization,
-        stride=part.strides[-1],
-        num_blocks=head.get("num_blocks", 2),
-        width=head.get("width", 128),
-        spatial_tokens=head.get("spatial_tokens", True),
+def build_model(head: VideoHead, backbone: BackboneRequest, num_classes: int) -> torch.nn.Module:
+    """The temporal head (``head.num_blocks`` transformer blocks over the frames' last-level
+    features) on the requested backbone, applied to every frame."""
+    return build_task_model(
+        "mmaction",
+        backbone,
+        head.extra_blocks,
+        lambda part: recognizer_config(
+            part.cfg,
+            part.channels,
+            num_classes,
+            num_frames=head.num_frames,
+            img_size=backbone.img_size,
+            normalization=part.normalization,
+            stride=part.strides[-1],
+            num_blocks=head.num_blocks,
+            width=head.width,
+            spatial_tokens=head.spatial_tokens,
+        ),
+        pyramid=False,
     )
-    return build_mm_model("mmaction", cfg)
 
 
 # Frames through the backbone per call at test time: memory stays bounded however many views
@@ -149,7 +147,6 @@ def evaluate(
     model: torch.nn.Module,
     dataset,
     num_classes: int,
-    batch_size: int = 8,
     test: dict[str, Any] | None = None,
     workers: int = 0,
 ) -> dict[str, Any]:
@@ -158,7 +155,7 @@ def evaluate(
     and the backbone itself takes their frames in bounded chunks."""
     test = dict(test or {})
     views = int(test.get("num_clips", 1)) * int(test.get("num_crops", 1))
-    batch_size = max(1, min(batch_size, MAX_TEST_VIEWS_PER_BATCH // views))
+    batch_size = max(1, min(VIDEO.eval_batch, MAX_TEST_VIEWS_PER_BATCH // views))
     batches = eval_batches(dataset, collate, batch_size, workers, pin_memory=pins_batches_for(model))
     evaluators = {"video": FedEvaluator(TopKEvaluator(topk=(1, 5) if num_classes >= 5 else (1,)), _feed_topk)}
     return inference_on_dataset(model, batches, evaluators, predict)["video"]

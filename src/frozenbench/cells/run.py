@@ -1,4 +1,8 @@
-"""Train and evaluate one cell of the study: (task, backbone, mode, head).
+"""Train, evaluate and submit one cell of the study: (task, backbone, mode, head).
+
+The runner sits above the task types: it reads the cell's :class:`~frozenbench.cells.spec.CellSpec`,
+asks the task type's module (:class:`~frozenbench.tasks.registry.TaskModule`) for the dataset, the
+model and the scores, and the engine (:mod:`frozenbench.engine`) for the training loop.
 
 ``train_cell`` writes ``{run_dir}/state.pt`` (resumable, final after the last step),
 ``log.jsonl`` and ``done.json``; ``evaluate_cell`` rebuilds the model, loads the
@@ -9,7 +13,6 @@ wall time, peak memory).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from importlib import metadata
@@ -27,78 +30,76 @@ from frozenbench.engine.device import (
     reset_peak_memory,
     select_device,
 )
-from frozenbench.engine.loop import TrainOptions, train
+from frozenbench.cells.spec import CellSpec
+from frozenbench.engine.loop import train
 from frozenbench.errors import UserError
 from frozenbench.evaluation.headline import primary_metric
+from frozenbench.tasks.registry import BackboneRequest, TaskModule
 from frozenbench.utils.atomic import write_json
 
 PACKAGES = ("torch", "timm", "mmengine", "mmcv", "mmdet", "mmsegmentation", "mmaction2", "frozenbench")
 
 
-TASK_MODULES = {
-    "segmentation": "frozenbench.tasks.segmentation",
-    "detection": "frozenbench.tasks.detection",
-    "video": "frozenbench.tasks.video",
-}
-
-
-def _task_module(kind: str):
-    """The task's module: class_names, build_dataset, build_model, evaluate."""
-    import importlib
-
-    if kind not in TASK_MODULES:
-        raise UserError(f"task type {kind!r} has no training driver yet (available: {', '.join(TASK_MODULES)})")
-    return importlib.import_module(TASK_MODULES[kind])
-
-
-def run_fingerprint(spec: dict[str, Any], checkpoint: str, mode: str, seed: int) -> str:
+def run_fingerprint(spec: CellSpec, checkpoint_sha256: str, mode: str, seed: int) -> str:
     """What identifies a run's inputs: a saved state with another fingerprint is not this run's.
 
-    The dataset enters by content (its digest), not by path: a dataset rebuilt in place with
-    other content retrains its heads. The task's ``PIPELINE_VERSION`` marks code changes of the
-    data pipeline that change what a head trains on, ``FEATURES_VERSION`` those of the backbones'
-    forward. Test-time options are not training inputs: changing them re-evaluates, never retrains."""
+    The spec's explicit training inputs (:meth:`CellSpec.training_inputs`, with its version); the
+    dataset enters by content (its digest), not by path: a dataset rebuilt in place with other
+    content retrains its heads. The task module's ``PIPELINE_VERSION`` marks code changes of the data
+    pipeline that change what a head trains on, ``FEATURES_VERSION`` those of the backbones' forward.
+    Test-time options are not training inputs: changing them re-evaluates, never retrains."""
     from frozenbench.data.manifest import dataset_digest
     from frozenbench.models.backbone import FEATURES_VERSION
 
-    trained_on = {k: v for k, v in spec.items() if k not in ("test", "data")}
-    trained_on["dataset_digest"] = dataset_digest(spec["data"])
-    trained_on["pipeline_version"] = getattr(_task_module(spec["type"]), "PIPELINE_VERSION", 1)
-    trained_on["features_version"] = FEATURES_VERSION
-    return f"{spec_hash(trained_on)}:{sha256_of(checkpoint)}:{mode}:{seed}"
-
-
-def spec_hash(spec: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _build(spec: dict[str, Any], checkpoint: str, mode: str, device: torch.device):
-    """(task module, data root, number of classes, model on ``device``) of a cell; the model is the
-    task model in its training wrapper (``.model``), which a run trains and saves and evaluation
-    loads its state into (the wrapper's names)."""
-    task = _task_module(spec["type"])
-    data = Path(spec["data"])
-    num_classes = len(task.class_names(data))
-    # random augmentation makes every training input new: a feature cache could only miss and grow
-    feature_cache = spec.get("feature_cache", False) and not spec.get("augment")
-    model = task.build_model(
-        spec["head"],
-        num_classes,
-        spec["img_size"],
-        checkpoint,
-        frozen=(mode == "frozen"),
-        bf16=spec.get("bf16", False),
-        feature_cache=feature_cache,
-        compile_backbone=spec.get("compile_backbone", False),
+    digest = spec.fingerprint(
+        dataset_digest=dataset_digest(spec.data),
+        pipeline_version=getattr(spec.task_type.load(), "PIPELINE_VERSION", 1),
+        features_version=FEATURES_VERSION,
     )
+    return f"{digest}:{checkpoint_sha256}:{mode}:{seed}"
+
+
+def as_spec(spec: CellSpec | dict[str, Any] | str) -> CellSpec:
+    """A cell spec from its JSON (text or dict), or itself."""
+    return spec if isinstance(spec, CellSpec) else CellSpec.from_json(spec)
+
+
+def _build(spec: CellSpec, checkpoint: str, mode: str, device: torch.device):
+    """(task module, data root, number of classes, the trainable model on ``device``) of a cell."""
     from frozenbench.models.backbone import apply_memory_options  # activation_checkpointing, frame_chunk
 
-    apply_memory_options(model, spec)
-    configure_precision(device, spec.get("tf32", False))
+    task = spec.task_type.load()
+    data = Path(spec.data)
+    num_classes = len(task.class_names(data))
+    backbone = BackboneRequest(
+        checkpoint,
+        spec.img_size,
+        frozen=(mode == "frozen"),
+        arch=spec.arch,
+        bf16=spec.bf16,
+        # random augmentation makes every training input new: a feature cache could only miss and grow
+        feature_cache=spec.feature_cache and not spec.augment,
+        compile_backbone=spec.compile_backbone,
+    )
+    model = task.build_model(spec.head, backbone, num_classes)
+    apply_memory_options(model, spec.memory_options())
+    configure_precision(device, spec.tf32)
     reset_peak_memory(device)
-    from frozenbench.openmmlab.training import wrap_for_training
+    return task, data, num_classes, place_model(trainable(task, model), device)
 
-    return task, data, num_classes, place_model(wrap_for_training(model), device)
+
+def trainable(task: TaskModule, model: torch.nn.Module) -> torch.nn.Module:
+    """The model the loop steps (``loss_dict = model(batch)``) for the task model ``model``: the task
+    module's ``trainable`` wrapper (OpenMMLab's models: :mod:`frozenbench.openmmlab.training`,
+    whose task model is its ``.model``), else the task model itself. A run saves this model's state
+    and evaluation loads it into the same wrapper, then scores :func:`task_model` of it."""
+    wrap = getattr(task, "trainable", None)
+    return wrap(model) if wrap is not None else model
+
+
+def task_model(task: TaskModule, trained: torch.nn.Module) -> torch.nn.Module:
+    """The task model inside :func:`trainable`'s wrapper: what ``evaluate`` scores."""
+    return trained.model if getattr(task, "trainable", None) is not None else trained
 
 
 def feature_cache_stats(model: torch.nn.Module) -> dict[str, float] | None:
@@ -109,22 +110,18 @@ def feature_cache_stats(model: torch.nn.Module) -> dict[str, float] | None:
     return cache.stats() if cache is not None else None
 
 
-def _train_options(spec: dict[str, Any]) -> TrainOptions:
-    return TrainOptions.from_config({**spec.get("train", {}), "autocast_bf16": spec.get("autocast_bf16", False)})
-
-
-def _build_dataset(task, spec: dict[str, Any], data: Path, split: str, train: bool):
-    options = dict(spec.get("data_options", {}))
+def _build_dataset(task, spec: CellSpec, data: Path, split: str, train: bool):
+    options = dict(spec.data_options)
     if train:  # the training augmentation (the paper's random resize + square crop)
-        if spec.get("augment"):
-            options["augment"] = spec["augment"]
+        if spec.augment:
+            options["augment"] = spec.augment
     else:  # test-time options that change sampling (video: multi-clip, detection: test scale)
-        options["test"] = spec.get("test", {})
-    return task.build_dataset(data, split, spec["img_size"], train=train, **options)
+        options["test"] = spec.test
+    return task.build_dataset(data, split, spec.img_size, train=train, **options)
 
 
 def train_cell(
-    spec: dict[str, Any],
+    spec: CellSpec | dict[str, Any] | str,
     checkpoint: str,
     mode: str,
     run_dir: str | Path,
@@ -137,22 +134,21 @@ def train_cell(
     batches whatever they are), so neither is in the fingerprint."""
     if mode not in ("frozen", "finetune"):
         raise UserError(f"mode must be frozen or finetune, got {mode!r}")
-    from frozenbench.openmmlab import runtime
-
+    spec = as_spec(spec)
     placed = select_device(device)
     torch.manual_seed(seed)
     task, data, _, model = _build(spec, checkpoint, mode, placed)
     dataset = _build_dataset(task, spec, data, "train", train=True)
-    fingerprint = run_fingerprint(spec, checkpoint, mode, seed)
+    fingerprint = run_fingerprint(spec, sha256_of(checkpoint), mode, seed)
     summary = train(
         model,
         dataset,
-        runtime.collate,
+        task.collate,
         run_dir,
-        _train_options(spec),
+        spec.train_options(),
         seed=seed,
         fingerprint=fingerprint,
-        zero_stage=spec.get("zero_stage", 2),
+        zero_stage=spec.zero_stage,
         device=placed,
         workers=workers,
     )
@@ -170,7 +166,7 @@ def train_cell(
     stats = feature_cache_stats(model)
     if stats is not None:
         summary["feature_cache"] = stats
-    write_json(Path(run_dir) / "done.json", {**summary, "spec_hash": spec_hash(spec), "mode": mode, "seed": seed})
+    write_json(Path(run_dir) / "done.json", {**summary, "spec_hash": spec.digest(), "mode": mode, "seed": seed})
     return summary
 
 
@@ -205,17 +201,17 @@ def gathered_placement(workers: int) -> list[dict[str, Any]]:
 
 
 def _load_trained(
-    model: torch.nn.Module, spec: dict[str, Any], checkpoint: str, mode: str, run_dir: str | Path, seed: int
+    model: torch.nn.Module, spec: CellSpec, checkpoint_sha256: str, mode: str, run_dir: str | Path, seed: int
 ) -> dict[str, Any]:
     """Load a finished run's trained weights into ``model``; refuse a state trained on other inputs."""
     state_path = Path(run_dir) / "state.pt"
     state = safe_load(state_path)
-    if state.get("fingerprint") != run_fingerprint(spec, checkpoint, mode, seed):
+    if state.get("fingerprint") != run_fingerprint(spec, checkpoint_sha256, mode, seed):
         raise UserError(
             f"{state_path}: trained with other inputs (spec, dataset content, backbone, mode or seed); "
             f"train this cell again"
         )
-    steps = _train_options(spec).steps
+    steps = spec.train.steps
     if state.get("step", 0) < steps:
         raise UserError(
             f"{state_path}: training stopped at step {state.get('step', 0)} of {steps}; "
@@ -228,7 +224,7 @@ def _load_trained(
 
 
 def evaluate_cell(
-    spec: dict[str, Any],
+    spec: CellSpec | dict[str, Any] | str,
     checkpoint: str,
     mode: str,
     run_dir: str | Path,
@@ -239,15 +235,16 @@ def evaluate_cell(
     workers: int = 0,
 ) -> dict[str, Any]:
     started = time.time()
+    spec = as_spec(spec)
+    checkpoint_sha256 = sha256_of(checkpoint)  # once per job: the fingerprint check and the record
     placed = select_device(device)
     torch.manual_seed(seed)
     task, data, num_classes, model = _build(spec, checkpoint, mode, placed)
-    state = _load_trained(model, spec, checkpoint, mode, run_dir, seed)
-    test = spec.get("test", {})
+    state = _load_trained(model, spec, checkpoint_sha256, mode, run_dir, seed)
     val = _build_dataset(task, spec, data, "val", train=False)
     inference_started = time.time()  # the model's build and weight loading above are not inference
-    with autocast(placed, spec.get("autocast_bf16", False)):
-        metrics = task.evaluate(model.model, val, num_classes, test=test, workers=workers)
+    with autocast(placed, spec.autocast_bf16):
+        metrics = task.evaluate(task_model(task, model), val, num_classes, test=spec.test, workers=workers)
     inference_seconds = time.time() - inference_started
     done_path = Path(run_dir) / "done.json"
     try:
@@ -258,15 +255,15 @@ def evaluate_cell(
         **labels,
         "mode": mode,
         "split": "val",
-        "task_type": spec["type"],
-        "primary_metric": primary_metric(spec["type"], metrics),
+        "task_type": spec.type,
+        "primary_metric": primary_metric(spec.type, metrics),
         "metrics": metrics,
         "num_val": len(val),
         "steps": state["step"],
         "seed": seed,
-        "spec_hash": spec_hash(spec),
+        "spec_hash": spec.digest(),
         "checkpoint": str(checkpoint),
-        "checkpoint_sha256": sha256_of(checkpoint),
+        "checkpoint_sha256": checkpoint_sha256,
         "train_seconds": done.get("train_seconds"),
         "eval_seconds": round(time.time() - started, 1),
         "inference_seconds": round(inference_seconds, 3),
@@ -301,7 +298,7 @@ def _version(package: str) -> str | None:
 
 
 def submit_cell(
-    spec: dict[str, Any],
+    spec: CellSpec | dict[str, Any] | str,
     checkpoint: str,
     mode: str,
     run_dir: str | Path,
@@ -316,14 +313,15 @@ def submit_cell(
     Returns the number of detections written."""
     from frozenbench.evaluation import write_submission
 
-    if not hasattr(_task_module(spec["type"]), "predict_test_dev"):
-        raise UserError(f"task type {spec['type']!r} has no test-dev submission (detection only)")
+    spec = as_spec(spec)
+    if not hasattr(spec.task_type.load(), "predict_test_dev"):
+        raise UserError(f"task type {spec.type!r} has no test-dev submission")
     placed = select_device(device)
     torch.manual_seed(seed)
     task, data, _, model = _build(spec, checkpoint, mode, placed)
-    _load_trained(model, spec, checkpoint, mode, run_dir, seed)
-    test_dev = task.build_dataset(data, "test-dev", spec["img_size"], train=False)
-    with autocast(placed, spec.get("autocast_bf16", False)):
-        results = task.predict_test_dev(model.model, test_dev, workers=workers)
+    _load_trained(model, spec, sha256_of(checkpoint), mode, run_dir, seed)
+    test_dev = task.build_dataset(data, "test-dev", spec.img_size, train=False)
+    with autocast(placed, spec.autocast_bf16):
+        results = task.predict_test_dev(task_model(task, model), test_dev, workers=workers)
     write_submission(out, results, alg)
     return len(results)
