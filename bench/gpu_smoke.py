@@ -397,10 +397,10 @@ def release(device: str) -> None:
 
 def task_flops(spec: dict, checkpoint: Path, device: str, repeats: int) -> dict[str, Any]:
     """A task row's FLOPs per sample and its backbone's rate. The model and one training batch are
-    built as ``frozenbench train`` builds them (``frozenbench.engine.run``); the loss forward of the
+    built as ``frozenbench train`` builds them (``frozenbench.cells.run``); the loss forward of the
     frozen model is counted (fine-tuning runs the same forward). The rate is timed on that model's
     own backbone at the cell's input (a clip's frames as one batch, as the temporal head runs them)."""
-    from frozenbench.engine import run as engine
+    from frozenbench.cells import run as engine
     from frozenbench.models import Backbone
     from frozenbench.openmmlab.runtime import collate
 
@@ -409,15 +409,16 @@ def task_flops(spec: dict, checkpoint: Path, device: str, repeats: int) -> dict[
     if "scale_range" in spec.get("augment", {}):  # counted at the full crop: the top of the scale range
         top = max(spec["augment"]["scale_range"])
         spec = {**spec, "augment": {**spec["augment"], "scale_range": [top, top]}}
+    spec = engine.as_spec(spec)
     task, data, _, model = engine._build(spec, str(checkpoint), "frozen", placed)
     dataset = engine._build_dataset(task, spec, data, "train", train=True)
-    batch = spec["train"]["batch_size"]
+    batch = spec.train.batch_size
     samples = collate([dataset[i % len(dataset)] for i in range(batch)])
     name, body = next((n, m) for n, m in model.named_modules() if isinstance(m, Backbone))
     model.train()
     total, backbone = split_flops(lambda: model(samples), model, [name])  # the engine's call: loss_dict = model(batch)
-    frames = batch * int(spec.get("data_options", {}).get("num_frames", 1)) if spec["type"] == "video" else batch
-    size = input_size(spec)
+    frames = batch * int(spec.data_options.get("num_frames", 1)) if spec.task_type.clips else batch
+    size = input_size(spec.to_json())
     x = torch.randn(frames, 3, size, size, device=placed)
     result = {
         "backbone_gflop_per_sample": gflop(backbone / batch),

@@ -82,7 +82,7 @@ def test_the_cuda_path_is_taken_only_on_a_gpu_or_when_rehearsed(monkeypatch):
 
 
 def _train_and_evaluate(tmp_path: Path, name: str, spec: dict, checkpoint: Path) -> tuple[list[float], dict, dict]:
-    from frozenbench.engine.run import evaluate_cell, train_cell
+    from frozenbench.cells.run import evaluate_cell, train_cell
 
     run_dir = tmp_path / name
     train_cell(spec, str(checkpoint), "frozen", run_dir, seed=3, device="cpu")

@@ -181,7 +181,7 @@ def test_the_inference_driver_resets_feeds_and_scores_every_evaluator():
 
 
 def test_feature_cache_statistics_are_found_wherever_the_model_keeps_its_cache():
-    from frozenbench.engine.run import feature_cache_stats
+    from frozenbench.cells.run import feature_cache_stats
     from frozenbench.models.feature_cache import FeatureCache
 
     class Body(nn.Module):

@@ -185,7 +185,8 @@ def test_unknown_task_type_is_a_clear_error(tmp_path):
         ],
         timeout=120,
     )
-    assert proc.returncode == 1 and "unknown task type 'keypoints' (known: detection, segmentation, video)" in proc.stderr
+    assert proc.returncode == 1
+    assert "unknown task type 'keypoints' (known: detection, segmentation, video)" in proc.stderr
 
 
 def test_state_of_a_run_with_other_inputs_is_not_resumed(ade, tmp_path):
