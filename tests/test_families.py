@@ -257,14 +257,15 @@ def test_a_frozen_vit_feeds_every_head_through_a_trainable_simple_feature_pyrami
 
     from frozenbench.tasks import detection, segmentation, video
 
+    from frozenbench.tasks.registry import BackboneRequest, DetectionHead, SegmentationHead, VideoHead
+
     from .test_backbones import weights_digest
     from .test_openmmlab_adapter import square_masks, train_steps
 
     arch = "vit_small_patch14_dinov2"
     torch.manual_seed(0)
-    detector = detection.build_model(
-        {"width": 32, "rpn_samples": 64, "rcnn_samples": 64}, 3, 64, None, frozen=True, arch=arch
-    )
+    request = BackboneRequest(None, 64, frozen=True, arch=arch)
+    detector = detection.build_model(DetectionHead(width=32, rpn_samples=64, rcnn_samples=64), request, 3)
     backbone = detector.backbone
     assert backbone.strides == [4, 8, 16, 32] and backbone.channels == [384] * 4
     assert detector.neck.in_channels == [384] * 4
@@ -287,9 +288,7 @@ def test_a_frozen_vit_feeds_every_head_through_a_trainable_simple_feature_pyrami
     assert weights_digest(backbone.body) == frozen_before
     assert all(p.requires_grad and p.grad is not None for p in backbone.pyramid.parameters())
 
-    segmentor = segmentation.build_model(
-        {"width": 32, "num_queries": 8, "num_points": 256}, 5, 64, None, frozen=True, arch=arch
-    )
+    segmentor = segmentation.build_model(SegmentationHead(width=32, num_queries=8, num_points=256), request, 5)
     assert segmentor.backbone.pyramid is not None and segmentor.backbone.strides == [4, 8, 16, 32]
     label = torch.zeros(1, 64, 64, dtype=torch.long)
     label[0, :, 32:] = 3
@@ -298,7 +297,7 @@ def test_a_frozen_vit_feeds_every_head_through_a_trainable_simple_feature_pyrami
     losses = train_steps(segmentor, {"inputs": [image], "data_samples": [seg_sample]}, steps=1)
     assert any(k.endswith("loss_dice") for k in losses)
 
-    recognizer = video.build_model({"num_frames": 4, "num_blocks": 1, "width": 32}, 8, 64, None, frozen=True, arch=arch)
+    recognizer = video.build_model(VideoHead(num_frames=4, num_blocks=1, width=32), request, 8)
     assert recognizer.backbone.pyramid is None  # per-frame tokens of the last block
     assert recognizer.backbone.body.out_indices == [11] and len(recognizer.backbone.body.model.blocks) == 12
     assert recognizer.cls_head.space_embed.shape[2] == 25  # ceil(64 / 14) ** 2
