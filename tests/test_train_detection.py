@@ -126,7 +126,7 @@ def test_test_dev_submission_is_an_upload_zip_of_coco_results(tmp_path):
     assert len(loaded.getAnnIds()) == len(results)
     assert all(loaded.annToMask(a).shape == (64, 64) for a in loaded.loadAnns(loaded.getAnnIds()[:3]))
     # a cell trained for another task type has no test-dev
-    bad = json.dumps({**json.loads(spec), "type": "video"})
+    bad = json.dumps({**json.loads(spec), "type": "video", "head": {}})  # a valid video spec: no test-dev
     result = run_cmd(["frozenbench", "submit", "--spec", bad, *common[2:], "--out", str(tmp_path / "x.zip")])
     assert result.returncode != 0 and "no test-dev submission" in result.stderr
     assert not (tmp_path / "x.zip").exists()
