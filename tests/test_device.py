@@ -155,7 +155,9 @@ def test_pretraining_on_the_rehearsed_cuda_path_trains_and_probes_to_the_cpu_pat
 
     root = tmp_path / "shapes"
     synthesize(tiny_spec("shapes-pretrain", image_size=32, num_classes=4, train_per_class=8, val_per_class=2), root)
-    opts = PretrainOptions(image_size=32, batch_size=8, steps=4, warmup_steps=1, checkpoint_every=4, log_every=1)
+    opts = PretrainOptions.from_config(
+        {"image_size": 32, "batch_size": 8, "steps": 4, "warmup_steps": 1, "checkpoint_every": 4, "log_every": 1}
+    )
 
     def run(name: str) -> tuple[list[float], dict]:
         result = pretrain("convstem_swin_tiny", objective, root, tmp_path / f"{name}.pth", tmp_path / name, opts,

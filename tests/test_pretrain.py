@@ -30,7 +30,7 @@ def shapes(tmp_path_factory) -> Path:
 def options(**kw) -> PretrainOptions:
     base = dict(image_size=32, batch_size=16, steps=30, lr=2e-3, warmup_steps=3, checkpoint_every=10, log_every=1)
     base.update(kw)
-    return PretrainOptions(**base)
+    return PretrainOptions.from_config(base)
 
 
 def losses(run_dir: Path) -> list[float]:
@@ -67,8 +67,8 @@ def test_each_objective_trains_and_writes_checkpoint_and_probe(
     )
     curve = losses(tmp_path / "run")
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, opts.steps + 1)) and len(curve) == opts.steps  # logged every step
-    tail = opts.steps // 6
+    assert steps == list(range(1, opts.train.steps + 1)) and len(curve) == opts.train.steps  # logged every step
+    tail = opts.train.steps // 6
     early, late = sum(curve[:tail]) / tail, sum(curve[-tail:]) / tail
     assert late < early, (objective, early, late)
     payload = load_backbone(out)
@@ -116,8 +116,8 @@ def test_random_backbone_is_seeded_and_untrained(shapes, tmp_path):
 
 def test_schedule_warms_up_then_decays_to_zero():
     opts = options(steps=100, warmup_steps=10, lr=1.0)
-    assert lr_at(0, opts) == pytest.approx(0.1) and lr_at(9, opts) == pytest.approx(1.0)
-    assert lr_at(55, opts) == pytest.approx(0.5) and lr_at(100, opts) == pytest.approx(0.0)
+    assert lr_at(0, opts.train) == pytest.approx(0.1) and lr_at(9, opts.train) == pytest.approx(1.0)
+    assert lr_at(55, opts.train) == pytest.approx(0.5) and lr_at(100, opts.train) == pytest.approx(0.0)
 
 
 def _cli(shapes: Path, out: Path, run_dir: Path, steps: int) -> list[str]:
@@ -220,8 +220,8 @@ def test_a_state_saved_with_other_options_or_seed_is_not_resumed(shapes, tmp_pat
 
     def run(seed=7, **changes):
         messages = []
-        opts = PretrainOptions(
-            **{
+        opts = PretrainOptions.from_config(
+            {
                 "image_size": 32,
                 "batch_size": 16,
                 "steps": 6,

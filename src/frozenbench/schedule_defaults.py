@@ -1,6 +1,6 @@
 """The default schedule lengths of head training and pretraining, in a module of their own.
 
-``engine.loop.TrainOptions`` and ``pretrain.train.PretrainOptions`` take their defaults from here,
+``engine.options.TrainOptions`` and ``pretrain.train.PRETRAIN_SCHEDULE`` take their defaults from here,
 and the config check (``config.schedule_problems``) compares a config's warmup against them
 without importing the training code: every DVC stage reads the config, and a stage depends on the
 code it imports (``tests/test_dvc_stages.py``), so the data stage must not depend on the engine.

@@ -200,6 +200,22 @@ def gathered_placement(workers: int) -> list[dict[str, Any]]:
     return placements
 
 
+def _trained(
+    spec: CellSpec,
+    checkpoint: str,
+    checkpoint_sha256: str,
+    mode: str,
+    run_dir: str | Path,
+    seed: int,
+    device: torch.device,
+):
+    """(task module, data root, number of classes, trainable model, saved state) of a finished run:
+    the cell's model built as training built it, its trained weights loaded."""
+    torch.manual_seed(seed)
+    task, data, num_classes, model = _build(spec, checkpoint, mode, device)
+    return task, data, num_classes, model, _load_trained(model, spec, checkpoint_sha256, mode, run_dir, seed)
+
+
 def _load_trained(
     model: torch.nn.Module, spec: CellSpec, checkpoint_sha256: str, mode: str, run_dir: str | Path, seed: int
 ) -> dict[str, Any]:
@@ -238,9 +254,7 @@ def evaluate_cell(
     spec = as_spec(spec)
     checkpoint_sha256 = sha256_of(checkpoint)  # once per job: the fingerprint check and the record
     placed = select_device(device)
-    torch.manual_seed(seed)
-    task, data, num_classes, model = _build(spec, checkpoint, mode, placed)
-    state = _load_trained(model, spec, checkpoint_sha256, mode, run_dir, seed)
+    task, data, num_classes, model, state = _trained(spec, checkpoint, checkpoint_sha256, mode, run_dir, seed, placed)
     val = _build_dataset(task, spec, data, "val", train=False)
     inference_started = time.time()  # the model's build and weight loading above are not inference
     with autocast(placed, spec.autocast_bf16):
@@ -317,9 +331,7 @@ def submit_cell(
     if not hasattr(spec.task_type.load(), "predict_test_dev"):
         raise UserError(f"task type {spec.type!r} has no test-dev submission")
     placed = select_device(device)
-    torch.manual_seed(seed)
-    task, data, _, model = _build(spec, checkpoint, mode, placed)
-    _load_trained(model, spec, sha256_of(checkpoint), mode, run_dir, seed)
+    task, data, _, model, _ = _trained(spec, checkpoint, sha256_of(checkpoint), mode, run_dir, seed, placed)
     test_dev = task.build_dataset(data, "test-dev", spec.img_size, train=False)
     with autocast(placed, spec.autocast_bf16):
         results = task.predict_test_dev(task_model(task, model), test_dev, workers=workers)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +27,8 @@ from torch.utils.data import TensorDataset
 from frozenbench import schedule_defaults
 from frozenbench.checkpoint.io import save_backbone
 from frozenbench.engine.device import device_record, reset_peak_memory
-from frozenbench.engine.loop import TrainOptions, lr_at, train
+from frozenbench.engine.loop import lr_at, train
+from frozenbench.engine.options import CADENCE_OPTIONS, TrainOptions
 from frozenbench.models.registry import PRETRAIN_OBJECTIVES, build_arch
 from frozenbench.pretrain.data import load_imagefolder, normalize
 from frozenbench.pretrain.objectives import build_objective, collate
@@ -36,31 +38,56 @@ from frozenbench.utils.atomic import write_json
 __all__ = ["PretrainOptions", "lr_at", "pretrain", "state_fingerprint"]
 
 
+# The loop's schedule for pretraining: the heads' TrainOptions with pretraining's defaults.
+PRETRAIN_SCHEDULE = TrainOptions(
+    batch_size=128,
+    steps=schedule_defaults.PRETRAIN_STEPS,
+    warmup_steps=schedule_defaults.PRETRAIN_WARMUP_STEPS,
+    checkpoint_every=100,
+)
+# the schedule options a pretraining entry sets (fine-tuning's layer decay and autocast are not among them)
+SCHEDULE_KEYS = (
+    "batch_size",
+    "steps",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "grad_clip",
+    "checkpoint_every",
+    "log_every",
+)
+
+
 @dataclass
 class PretrainOptions:
+    """A pretraining run's options: the image size, the loop's schedule (the same
+    :class:`TrainOptions` the heads train with) and the objective's own options."""
+
     image_size: int = 64
-    batch_size: int = 128
-    steps: int = schedule_defaults.PRETRAIN_STEPS
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = schedule_defaults.PRETRAIN_WARMUP_STEPS
-    grad_clip: float = 5.0
-    checkpoint_every: int = 100
-    log_every: int = 10
+    train: TrainOptions = field(default_factory=lambda: PRETRAIN_SCHEDULE)
     objective_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, entry: dict[str, Any]) -> "PretrainOptions":
-        known = {k: v for k, v in entry.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        """From a config's flat ``pretrain.options`` entry (schedule keys beside image_size)."""
+        schedule = {k: v for k, v in entry.items() if k in SCHEDULE_KEYS}
+        return cls(
+            image_size=entry.get("image_size", cls.image_size),
+            train=dataclasses.replace(PRETRAIN_SCHEDULE, **schedule),
+            objective_options=dict(entry.get("objective_options", {})),
+        )
 
     def train_options(self) -> TrainOptions:
         """The engine's options: every knob of the loop is the same knob as for the task heads."""
-        return TrainOptions.from_config(asdict(self))
+        return self.train
 
-
-# options that change how often a run writes, not what it computes
-_CADENCE_OPTIONS = ("checkpoint_every", "log_every")
+    def flat(self) -> dict[str, Any]:
+        """The options in the config's flat shape (what a run's fingerprint and record hold)."""
+        return {
+            "image_size": self.image_size,
+            **{k: getattr(self.train, k) for k in SCHEDULE_KEYS},
+            "objective_options": self.objective_options,
+        }
 
 
 def state_fingerprint(
@@ -69,7 +96,7 @@ def state_fingerprint(
     """What a resumable state was computed from: backbone, objective, options, seed and the training
     images' and labels' bytes (already in memory, so hashing them costs no extra read). A state with
     another fingerprint is never resumed."""
-    options = {k: v for k, v in asdict(opts).items() if k not in _CADENCE_OPTIONS}
+    options = {k: v for k, v in opts.flat().items() if k not in CADENCE_OPTIONS}
     digest = hashlib.sha256(
         json.dumps(
             {"arch": arch, "objective": objective, "options": options, "seed": seed}, sort_keys=True, default=str
@@ -122,7 +149,7 @@ def pretrain(
             device=device,
         )
         steps = result["steps"]
-        if steps < opts.steps:  # stopped by SIGTERM: the state is saved, a rerun resumes
+        if steps < opts.train.steps:  # stopped by SIGTERM: the state is saved, a rerun resumes
             return result
     train_seconds = time.time() - started
     result = probe(backbone.to(device), train_set, val_set, arch, seed=seed)
@@ -147,7 +174,7 @@ def pretrain(
             "pretrain_data": str(data_root),
             "image_size": opts.image_size,
             "seed": seed,
-            "options": asdict(opts),
+            "options": opts.flat(),  # the config's flat shape, as before
             "probe": result,
             **(meta or {}),
         },

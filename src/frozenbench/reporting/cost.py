@@ -461,8 +461,10 @@ def pretraining_cost(config: dict[str, Any], rec: Record) -> list[dict[str, Any]
         opts = PretrainOptions.from_config(spec["options"])
         arch = config["backbones"][name]["arch"]
         objective = spec["objective"]
-        steps = 0 if objective == "random" else opts.steps  # random weights: probed, never trained
-        target = Target(f"pretrain_{objective}", "pretrain", arch, opts.image_size, 1, float(opts.batch_size), 1.0)
+        steps = 0 if objective == "random" else opts.train.steps  # random weights: probed, never trained
+        target = Target(
+            f"pretrain_{objective}", "pretrain", arch, opts.image_size, 1, float(opts.train.batch_size), 1.0
+        )
         row: dict[str, Any] = {"backbone": name, "arch": arch, "objective": objective, "steps": steps, "rules": []}
         out.append(row)
         reasons, extrapolated = [], False
