@@ -213,30 +213,22 @@ for name, kw in [
 ]:
     register_arch(ArchSpec(name, VIT, build_vit, {**_DINOV2, **kw}, img_size=518))
 
-register_arch(
-    ArchSpec(
-        "vit_base_patch16_224",
-        VIT,
-        build_vit,
-        dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, native_img_size=224),
-        img_size=224,
-        mean=HALF_MEAN_STD,
-        std=HALF_MEAN_STD,
-        notes="timm's augreg weights; inputs normalised to [-1, 1]",
+for name, kw in [
+    ("vit_base_patch16_224", dict(embed_dim=768, depth=12, num_heads=12)),
+    ("vit_large_patch16_224", dict(embed_dim=1024, depth=24, num_heads=16)),
+]:
+    register_arch(
+        ArchSpec(
+            name,
+            VIT,
+            build_vit,
+            dict(patch_size=16, **kw, native_img_size=224),
+            img_size=224,
+            mean=HALF_MEAN_STD,
+            std=HALF_MEAN_STD,
+            notes="timm's augreg weights; inputs normalised to [-1, 1]",
+        )
     )
-)
-register_arch(
-    ArchSpec(
-        "vit_large_patch16_224",
-        VIT,
-        build_vit,
-        dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16, native_img_size=224),
-        img_size=224,
-        mean=HALF_MEAN_STD,
-        std=HALF_MEAN_STD,
-        notes="timm's augreg weights; inputs normalised to [-1, 1]",
-    )
-)
 # The MAE weights were two more architectures once, differing from these only in what the weights take.
 for name in ("vit_base_patch16_224", "vit_large_patch16_224"):
     retire_arch(
