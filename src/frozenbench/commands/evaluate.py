@@ -6,7 +6,7 @@ import argparse
 import json
 
 from frozenbench.commands._pairs import parse_pairs
-from frozenbench.commands.train import CELL_FORM, add_cell_arguments, resolve_cell, set_threads
+from frozenbench.commands.train import CELL_FORM, add_cell_arguments, cell_of, resolve_cell, set_threads
 from frozenbench.errors import UserError
 
 
@@ -25,10 +25,7 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args)
     labels = parse_pairs(args.label, "--label")
     record = evaluate_cell(
-        json.loads(args.spec),
-        args.checkpoint,
-        args.mode,
-        args.run_dir,
+        *cell_of(args),
         args.out,
         args.seed,
         labels,

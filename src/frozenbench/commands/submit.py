@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from frozenbench.commands.train import add_cell_arguments, resolve_cell, set_threads
+from frozenbench.commands.train import add_cell_arguments, cell_of, resolve_cell, set_threads
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,10 +20,7 @@ def run(args: argparse.Namespace) -> int:
     resolve_cell(args)
     set_threads(args)
     count = submit_cell(
-        json.loads(args.spec),
-        args.checkpoint,
-        args.mode,
-        args.run_dir,
+        *cell_of(args),
         args.out,
         args.seed,
         args.alg,

@@ -77,6 +77,14 @@ def resolve_cell(args: argparse.Namespace, evaluation: bool = False) -> argparse
     return args
 
 
+def cell_of(args: argparse.Namespace) -> tuple:
+    """(spec, checkpoint, mode, run folder) of a resolved invocation, the spec read as a
+    :class:`~frozenbench.cells.spec.CellSpec` (a malformed one is an error naming ``--spec``)."""
+    from frozenbench.cells.spec import CellSpec
+
+    return CellSpec.from_json(args.spec), args.checkpoint, args.mode, args.run_dir
+
+
 def set_threads(args: argparse.Namespace) -> int:
     """Torch threads of this rank from the job's CPUs (see threads_per_rank); returns them."""
     import torch
@@ -256,14 +264,6 @@ def run(args: argparse.Namespace) -> int:
         return subprocess.call(command)
 
     set_threads(args)
-    summary = train_cell(
-        json.loads(args.spec),
-        args.checkpoint,
-        args.mode,
-        args.run_dir,
-        args.seed,
-        device=args.device,
-        workers=args.workers,
-    )
+    summary = train_cell(*cell_of(args), args.seed, device=args.device, workers=args.workers)
     print(json.dumps(summary))
     return 0
