@@ -17,6 +17,7 @@ from frozenbench.checkpoint.io import save_random_backbone
 from frozenbench.errors import UserError
 from frozenbench.models import Backbone, build_arch, registry
 from frozenbench.models.registry import IMAGENET_MEAN, IMAGENET_STD, get_arch
+from frozenbench.tasks.registry import BackboneRequest
 
 TINY_VIT = dict(embed_dim=32, depth=4, num_heads=2)
 
@@ -80,7 +81,7 @@ def test_a_job_builds_its_backbone_once_and_reads_its_checkpoint_once(tmp_path, 
     counted.update(built=0, read=0)
     torch.manual_seed(0)
     # what a detection job does: the backbone part sizes the head config, the config builds the model
-    part = backbone_part({"extra_blocks": 0}, arch, 64, path, frozen=True)
+    part = backbone_part(BackboneRequest(path, 64, frozen=True, arch=arch))
     cfg = detector_config(part.cfg, part.channels, part.strides, 3, part.normalization, width=32)
     detector = build_registered_model("mmdet", cfg)
     assert counted == {"built": 1, "read": 1}
@@ -88,7 +89,7 @@ def test_a_job_builds_its_backbone_once_and_reads_its_checkpoint_once(tmp_path, 
     assert stored_weights_in(detector.backbone.body, stored)
 
     # a video job (last level only) in the same process: its own single build, its own body
-    part = backbone_part({"extra_blocks": 0}, arch, 64, path, frozen=True, pyramid=False)
+    part = backbone_part(BackboneRequest(path, 64, frozen=True, arch=arch), pyramid=False)
     cfg = recognizer_config(part.cfg, part.channels, 8, 2, 64, part.normalization, num_blocks=1, width=32)
     recognizer = build_registered_model("mmaction", cfg)
     assert counted == {"built": 2, "read": 2}
@@ -103,7 +104,7 @@ def test_a_prebuilt_body_goes_to_one_model_with_the_same_arguments_only(tmp_path
     from frozenbench.openmmlab.configs import backbone_part
 
     path = str(save_random_backbone(tmp_path / "b.pth", "convstem_swin_tiny", 64, seed=3))
-    part = backbone_part({}, "convstem_swin_tiny", 64, path, frozen=True)
+    part = backbone_part(BackboneRequest(path, 64, frozen=True, arch="convstem_swin_tiny"))
     args = {k: v for k, v in part.cfg.items() if k != "type"}
     counted.update(built=0, read=0)
     other = FrozenbenchBackbone(**{**args, "frozen": False})  # another body: built, not taken
@@ -212,7 +213,7 @@ def test_the_head_config_takes_the_normalisation_the_checkpoint_records(tmp_path
     from frozenbench.openmmlab.configs import backbone_part
 
     convert_file(mae_release(tmp_path / "checkpoint-799.pth"), tmp_path / "mae.pth", "mae", tiny_vit_base)
-    part = backbone_part({}, tiny_vit_base, 224, str(tmp_path / "mae.pth"), frozen=True)
+    part = backbone_part(BackboneRequest(str(tmp_path / "mae.pth"), 224, frozen=True, arch=tiny_vit_base))
     mm_backbone._PREBUILT.clear()  # no model is built from it here
     assert part.normalization == {"mean": [255 * m for m in IMAGENET_MEAN], "std": [255 * s for s in IMAGENET_STD]}
     assert part.channels == [32] * 4 and part.strides == [4, 8, 16, 32]

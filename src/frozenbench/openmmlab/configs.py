@@ -14,6 +14,8 @@ from typing import Any
 
 from mmengine.config import Config, ConfigDict
 
+from frozenbench.tasks.registry import BackboneRequest
+
 
 def _official(package: str, relative: str) -> Config:
     module = __import__(package)
@@ -52,32 +54,32 @@ class BackbonePart:
     normalization: dict[str, list[float]]
 
 
-def backbone_part(
-    head: dict[str, Any],
-    arch: str | None,
-    img_size: int,
-    checkpoint: str | None,
-    frozen: bool,
-    bf16: bool = False,
-    feature_cache: bool = False,
-    compile_backbone: bool = False,
-    pyramid: bool = True,
-) -> BackbonePart:
+def backbone_part(backbone: BackboneRequest, extra_blocks: int = 0, pyramid: bool = True) -> BackbonePart:
     """The backbone side of a head's model, the head's ``extra_blocks`` on top; ``pyramid=False``
     for heads that take the last level only (video).
 
-    ``arch`` is the config's: the checkpoint must hold it (None: the checkpoint's, read from the
+    ``backbone.arch`` is the config's: the checkpoint must hold it (None: the checkpoint's, read from the
     file with its weights). The backbone is built here, once: its channels, strides and the
     normalisation its weights record size the head, and the model built from the returned config
     takes this very backbone (:func:`frozenbench.openmmlab.backbone.prebuild_body`)."""
     from frozenbench.openmmlab.backbone import BodyArgs, feature_shape, prebuild_body
 
-    cfg = backbone_cfg(arch, img_size, checkpoint, frozen, bf16, feature_cache, compile_backbone)
-    cfg["extra_blocks"] = head.get("extra_blocks", 0)
+    b = backbone
+    cfg = backbone_cfg(b.arch, b.img_size, b.checkpoint, b.frozen, b.bf16, b.feature_cache, b.compile_backbone)
+    cfg["extra_blocks"] = extra_blocks
     if not pyramid:
         cfg["out_indices"] = [-1]  # the last level only: what the video backbone takes anyway
     body = prebuild_body(
-        BodyArgs(arch, img_size, checkpoint, frozen, bf16, cfg.get("out_indices"), feature_cache, compile_backbone)
+        BodyArgs(
+            b.arch,
+            b.img_size,
+            b.checkpoint,
+            b.frozen,
+            b.bf16,
+            cfg.get("out_indices"),
+            b.feature_cache,
+            b.compile_backbone,
+        )
     )
     channels, strides = feature_shape(body, pyramid=pyramid)
     return BackbonePart(cfg, channels, strides, body.pixel_normalization())

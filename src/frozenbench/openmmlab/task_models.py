@@ -21,15 +21,5 @@ def build_task_model(
     """The ``scope`` package's model of ``head_config(part)``, where ``part`` is the requested backbone
     (with ``extra_blocks`` trainable blocks on top) and the channels / strides it feeds the head;
     ``pyramid=False`` for heads that take the last level only (video)."""
-    part = backbone_part(
-        {"extra_blocks": extra_blocks},
-        backbone.arch,
-        backbone.img_size,
-        backbone.checkpoint,
-        backbone.frozen,
-        backbone.bf16,
-        backbone.feature_cache,
-        backbone.compile_backbone,
-        pyramid=pyramid,
-    )
+    part = backbone_part(backbone, extra_blocks, pyramid=pyramid)
     return build_registered_model(scope, head_config(part))
