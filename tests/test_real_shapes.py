@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from frozenbench.tasks.registry import BackboneRequest, DetectionHead, SegmentationHead
+from frozenbench.tasks.registry import BackboneRequest, DetectionHead, SegmentationHead, VideoHead
 from PIL import Image
 
 from frozenbench.data.download import ChecksumRecords
@@ -239,7 +239,7 @@ def test_video_trains_on_10_s_30_fps_clips_and_tests_twelve_views_in_chunks(real
     torch.manual_seed(0)
     # 112 is no multiple of 32: the token grid rounds up, the head's space embedding follows it
     model = video.build_model(
-        {"num_frames": 16, "num_blocks": 1, "width": 32}, num_classes, 112, str(ckpt), frozen=True
+        VideoHead(num_frames=16, num_blocks=1, width=32), BackboneRequest(str(ckpt), 112, frozen=True), num_classes
     )
     train(
         wrap_for_training(model),
