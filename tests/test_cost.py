@@ -366,6 +366,7 @@ def test_cost_command_refuses_a_file_that_is_not_a_record(tmp_path):
     assert f"{bad}: not a benchmark record with per-cell timings" in proc.stderr
 
 
+@pytest.mark.slow  # ~14 s: prices the paper study through the CLI
 def test_cost_command_without_a_record_prices_from_the_best_one_in_the_repository(monkeypatch, tmp_path):
     """No GPU smoke record is committed yet: the CPU smoke record is the best, and it says so; a
     schema-2 GPU record under bench/records would be taken first."""

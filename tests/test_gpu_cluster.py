@@ -253,6 +253,7 @@ def _dry_run_jobs(workflow_copy, *args, env=None) -> dict[str, list[str]]:
     return {rule: ["\n".join(block) for block in jobs] for rule, jobs in blocks.items()}
 
 
+@pytest.mark.slow  # ~12 s: a dry run of the paper study
 def test_the_paper_study_asks_slurm_for_what_each_rule_needs(workflow_copy):
     env = {
         "FROZENBENCH_SLURM_ACCOUNT": "vision-lab",

@@ -319,6 +319,7 @@ def test_a_manual_checkpoint_says_where_to_put_it_until_it_is_there(tmp_path):
 # -- 7. the dry run -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~14 s: a real snakemake dry run
 def test_the_dry_run_parser_on_real_snakemake_output_with_the_real_threads(workflow_copy):
     env = {**os.environ, "FROZENBENCH_SLURM_CPU_PARTITION": "debug"}
     site = Site(CI, Path("configs/ci.yaml"), Path("profiles/slurm"), workdir=workflow_copy, environ=env)
@@ -376,6 +377,7 @@ def test_a_multi_node_gpu_job_reads_as_cpus_and_gpus_over_all_its_nodes():
     ]
 
 
+@pytest.mark.slow  # ~12 s: the paper study's whole preflight
 def test_the_whole_preflight_of_the_paper_config_on_a_site_with_problems(workflow_copy):
     """The command end to end: fake tools give an old driver, H100 nodes and no accounting; every problem
     is one line naming its setting, the dry run still prints what each rule asks for; exit 1."""

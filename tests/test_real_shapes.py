@@ -396,6 +396,7 @@ def _encode_or_segfault(job):
     return _prepare_one(job)
 
 
+@pytest.mark.slow  # ~14 s: decodes real-shaped clips through prepare
 def test_a_decoder_crash_lists_its_clip_and_spares_the_others(real_shaped, tmp_path):
     import shutil
 

@@ -94,6 +94,7 @@ def test_tables_of_the_paper_study_show_every_cell_before_any_run(workflow_copy,
     assert "| – | – |" in pretraining
 
 
+@pytest.mark.slow  # ~14 s: snakemake against a local server
 def test_a_rerun_download_job_keeps_what_it_already_fetched(workflow_copy):
     """The download rule's output is a marker: Snakemake deletes it (not the files) before a rerun,
     so a spec change (here a second file) fetches only what is new, and a failed job's partial
