@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved, matmul_case, ratio, spread, write_record  # noqa: E402
 
-from frozenbench.models import Backbone  # noqa: E402
+from frozenbench.models.backbone import Backbone  # noqa: E402
 
 
 def count_flops(fn) -> int:

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from frozenbench.models import Backbone
+from frozenbench.models.backbone import Backbone
 
 CASES = [  # arch, input size, batch
     ("swin_tiny", 896, 2),

@@ -401,7 +401,7 @@ def task_flops(spec: dict, checkpoint: Path, device: str, repeats: int) -> dict[
     frozen model is counted (fine-tuning runs the same forward). The rate is timed on that model's
     own backbone at the cell's input (a clip's frames as one batch, as the temporal head runs them)."""
     from frozenbench.cells import run as engine
-    from frozenbench.models import Backbone
+    from frozenbench.models.backbone import Backbone
     from frozenbench.openmmlab.runtime import collate
 
     torch.manual_seed(0)
@@ -433,7 +433,7 @@ def pretrain_flops(arch: str, objective: str, options: dict, data: Path, device:
     a contrastive pair, a masked image for MIM; the backbone's share being what runs inside
     ``backbone`` / ``key_backbone``) and the backbone's rate on a batch at the pretraining size. The
     probe row counts the probe's feature extraction (the backbone's ``forward_intermediates``)."""
-    from frozenbench.models import Backbone
+    from frozenbench.models.backbone import Backbone
     from frozenbench.models.registry import build_arch
     from frozenbench.pretrain.data import load_imagefolder, normalize
     from frozenbench.pretrain.objectives import build_objective, collate

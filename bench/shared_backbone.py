@@ -28,7 +28,7 @@ def main() -> None:
     from mmseg.structures import SegDataSample
 
     from frozenbench.checkpoint import save_backbone
-    from frozenbench.models import build_arch
+    from frozenbench.models.registry import build_arch
     from frozenbench.tasks import detection, segmentation
 
     parser = argparse.ArgumentParser()

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from frozenbench.engine.deepspeed_engine import deepspeed_config, initialize
-from frozenbench.models import Backbone
+from frozenbench.models.backbone import Backbone
 
 
 class Classifier(nn.Module):

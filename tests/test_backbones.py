@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from frozenbench.models import Backbone, build_arch, get_arch, list_archs
+from frozenbench.models.backbone import Backbone
+from frozenbench.models.registry import build_arch, get_arch, list_archs
 
 
 def weights_digest(module: nn.Module) -> str:

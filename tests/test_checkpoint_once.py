@@ -15,7 +15,9 @@ from timm.models.vision_transformer import VisionTransformer
 from frozenbench.checkpoint import ConversionError, convert_file, io, load_backbone, save_backbone
 from frozenbench.checkpoint.io import save_random_backbone
 from frozenbench.errors import UserError
-from frozenbench.models import Backbone, build_arch, registry
+from frozenbench.models import registry
+from frozenbench.models.backbone import Backbone
+from frozenbench.models.registry import build_arch
 from frozenbench.models.registry import IMAGENET_MEAN, IMAGENET_STD, get_arch
 from frozenbench.tasks.registry import BackboneRequest
 

@@ -21,7 +21,8 @@ from frozenbench.checkpoint import (
 )
 from frozenbench.checkpoint.convert import convert_file
 from frozenbench.errors import UserError
-from frozenbench.models import Backbone, build_arch
+from frozenbench.models.backbone import Backbone
+from frozenbench.models.registry import build_arch
 
 from .conftest import run_cmd
 from .fault_server import FaultServer

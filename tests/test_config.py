@@ -176,6 +176,23 @@ CONFIG_CASES = {
         "backbones.my_dinov2.checkpoint.layout",
         "vit weights come in the dinov2, mae, openai_clip, timm layout(s)",
     ),
+    "weights_tag_the_family_does_not_have": (
+        lambda c: c["backbones"].__setitem__(
+            "my_vit",
+            {
+                "arch": "vit_small_patch14_dinov2",
+                "checkpoint": {
+                    "file": "weights/vit.pth",
+                    "layout": "timm",
+                    "objective": "mim",
+                    "data": "in1k",
+                    "weights_tag": "mea",
+                },
+            },
+        ),
+        "backbones.my_vit.checkpoint.weights_tag",
+        "the vit family has no weights tag 'mea' (its tags: mae)",
+    ),
     # values the schema's types allow but the study cannot mean (issue 25)
     "seed_beyond_64_bits": (lambda c: c.__setitem__("seed", 2**64), "seed", "greater than the maximum of 4294967295"),
     "warmup_beyond_steps": (

@@ -105,7 +105,7 @@ def _cpu(record: dict, name: str = "AMD EPYC 7763") -> dict:
 
 @pytest.mark.parametrize("arch, img_size", [("swin_tiny", 64), ("vit_small_patch14_dinov2", 56)])
 def test_meta_flop_count_equals_a_real_forward(arch, img_size):
-    from frozenbench.models import Backbone
+    from frozenbench.models.backbone import Backbone
 
     torch.manual_seed(0)
     real = count_forward_flops(Backbone(arch, img_size=img_size), img_size, device="cpu")

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from frozenbench.checkpoint.convert import ConversionError, convert_state_dict
 from frozenbench.engine.param_groups import param_groups
-from frozenbench.models import Backbone, build_arch, get_arch, list_archs
+from frozenbench.models.backbone import Backbone
+from frozenbench.models.registry import build_arch, get_arch, list_archs
 from frozenbench.models import registry
 from frozenbench.models.vit import dinov2_resample
 

@@ -44,7 +44,7 @@ def test_cache_stops_storing_at_its_memory_bound():
 
 
 def test_frozen_backbone_with_cache_matches_without():
-    from frozenbench.models import build_arch
+    from frozenbench.models.registry import build_arch
 
     torch.manual_seed(0)
     weights = build_arch("convstem_swin_tiny", 64).state_dict()

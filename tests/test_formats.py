@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from frozenbench.data import images, validate, validate_video
+from frozenbench.data import validate
 from frozenbench.data.formats import MODULES, ORIENTATION_BY_FORMAT, ade, coco, imagefolder, kinetics
 from frozenbench.data.synth import ade as synth_ade
 from frozenbench.data.synth import shapes, synthesize
@@ -43,10 +43,6 @@ def test_a_mini_dataset_passes_its_format_validator(datasets, fmt):
     # the entry point and the names the validators had before the formats had a home reach the same checker
     assert validate.VALIDATORS[fmt] is MODULES[fmt].validate
     assert getattr(validate, f"validate_{fmt}") is MODULES[fmt].validate
-
-
-def test_kinetics_validator_keeps_its_old_home():
-    assert validate_video.validate_kinetics is kinetics.validate
 
 
 def test_ade_class_names_read_back_what_the_writer_wrote(tmp_path):
@@ -149,7 +145,6 @@ def test_orientation_rules_come_from_the_format_modules():
     # labels drawn in the stored frame (COCO, ADE) read the stored pixels; a class label holds
     # for the image in any orientation (imagefolder), so its images are turned upright
     assert ORIENTATION_BY_FORMAT == {"coco": False, "ade": False, "imagefolder": True}
-    assert images.ORIENTATION_BY_FORMAT is ORIENTATION_BY_FORMAT
     assert all(ORIENTATION_BY_FORMAT[f] is MODULES[f].APPLY_EXIF_ORIENTATION for f in ORIENTATION_BY_FORMAT)
 
 

@@ -47,7 +47,7 @@ def backbone_gflop(arch: str, size: int, frames: int = 1) -> float:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from frozenbench.models import Backbone
+    from frozenbench.models.backbone import Backbone
 
     body = Backbone(arch, img_size=size)
     counter = FlopCounterMode(display=False)

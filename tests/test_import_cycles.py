@@ -1,5 +1,5 @@
-"""No import circles through the training code: engine/, openmmlab/, tasks/ and pretrain/ depend on
-each other in one direction only.
+"""No import circles anywhere in the package: its rooms (models/, checkpoint/, data/, engine/,
+openmmlab/, tasks/, cells/, ...) depend on each other in one direction only.
 
 A circle works until someone imports its modules in another order (then a name is missing from a
 half-initialised module), and it hides which layer owns what: the engine once imported the
@@ -14,8 +14,6 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "frozenbench"
-# the layers whose modules may take part in no circle
-GUARDED = tuple(f"{PACKAGE}.{layer}" for layer in ("engine", "openmmlab", "tasks", "pretrain"))
 
 
 def module_name(path: Path, src: Path) -> str:
@@ -111,22 +109,11 @@ def a_path(graph: dict[str, set[str]], component: list[str]) -> list[str]:
         seen.add(nxt)
 
 
-# Circles known when this test was written, outside the engine's modules (issue 28): the OpenMMLab
-# backbone registers the video modules from inside a function, and the video module subclasses the
-# backbone. Listed so that no new circle joins them; remove an entry once its circle is gone.
-KNOWN_CIRCLES = [
-    ["frozenbench.openmmlab.backbone", "frozenbench.openmmlab.video"],
-]
-
-
-def test_the_training_layers_import_each_other_without_circles():
+def test_the_package_imports_itself_without_circles():
     graph = import_graph(SRC)
     assert "frozenbench.engine.loop" in graph and graph["frozenbench.engine.loop"]  # the scan found the code
-    guarded = [c for c in circles(graph) if any(m == g or m.startswith(f"{g}.") for m in c for g in GUARDED)]
-    new = [c for c in guarded if c not in KNOWN_CIRCLES]
-    assert not new, "import circles:\n" + "\n".join(" -> ".join(a_path(graph, c)) for c in new)
-    gone = [c for c in KNOWN_CIRCLES if c not in guarded]
-    assert not gone, f"no longer circles, take them off KNOWN_CIRCLES: {gone}"
+    found = circles(graph)
+    assert not found, "import circles:\n" + "\n".join(" -> ".join(a_path(graph, c)) for c in found)
 
 
 def write_package(root: Path, files: dict[str, str]) -> Path:

@@ -22,7 +22,8 @@ import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer
 
 from frozenbench.checkpoint import convert_file, convert_state_dict
-from frozenbench.models import Backbone, registry
+from frozenbench.models import registry
+from frozenbench.models.backbone import Backbone
 from frozenbench.models.registry import get_arch
 
 from .reference import swinv2_det_padding

@@ -30,7 +30,7 @@ def fake_hub_cache(root, repo_id: str, filename: str, tensors: dict[str, torch.T
 
 
 def timm_weights(arch: str, seed: int) -> dict[str, torch.Tensor]:
-    from frozenbench.models import build_arch
+    from frozenbench.models.registry import build_arch
 
     torch.manual_seed(seed)
     return build_arch(arch).state_dict()

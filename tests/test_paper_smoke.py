@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.openmmlab]
 
 
 def _official_checkpoint(arch: str, v2: bool) -> bytes:
-    from frozenbench.models import build_arch
+    from frozenbench.models.registry import build_arch
 
     torch.manual_seed(0)
     buf = io.BytesIO()

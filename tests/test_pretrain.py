@@ -77,7 +77,7 @@ def test_each_objective_trains_and_writes_checkpoint_and_probe(
     assert probe == payload["meta"]["probe"]
     assert probe["chance"] == 0.25 and probe["num_val"] == 16
     # the probe scores the saved weights on the val split: recomputed from the checkpoint, the same
-    from frozenbench.models import build_arch
+    from frozenbench.models.registry import build_arch
     from frozenbench.pretrain.data import load_imagefolder
     from frozenbench.pretrain.probe import extract_features, knn_accuracy
 

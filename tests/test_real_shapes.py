@@ -100,7 +100,7 @@ def test_real_profile_same_seed_same_bytes(real_shaped, tmp_path, name):
 @pytest.mark.parametrize("arch,size", [("swin_tiny", 224), ("swinv2_tiny", 256), ("convstem_swin_tiny", 64)])
 def test_any_input_size_matches_the_fixed_size_model_at_its_size(arch, size):
     """Accepting any size changes nothing at the built size: same outputs as timm's strict model."""
-    from frozenbench.models import Backbone
+    from frozenbench.models.backbone import Backbone
     from frozenbench.models.registry import build_arch
 
     torch.manual_seed(0)
@@ -118,7 +118,7 @@ def test_any_input_size_matches_the_fixed_size_model_at_its_size(arch, size):
 
 
 def test_a_2100_px_image_goes_through_a_swin_built_for_224():
-    from frozenbench.models import Backbone
+    from frozenbench.models.backbone import Backbone
 
     feats = Backbone("swin_tiny", img_size=224)(torch.randn(1, 3, 1400, 2100))
     assert [tuple(f.shape[-2:]) for f in feats] == [(350, 525), (175, 263), (88, 132), (44, 66)]

@@ -237,3 +237,35 @@ def test_frozenbench_train_runs_a_cell_by_name_from_the_config(ci_config, tmp_pa
     assert proc.returncode != 0 and f"{data}/" in proc.stderr, proc.stderr[-2000:]
     bare = run_cmd([str(VENV_BIN / "frozenbench"), "train", "--mode", "frozen"], cwd=tmp_path)
     assert "--spec --checkpoint --run-dir required (or name one cell: --config FILE --cell" in bare.stderr
+
+
+def test_a_checkpoints_weights_tag_and_normalization_reach_its_conversion():
+    """`backbones.*.checkpoint.weights_tag` / `normalization` are what the weights take beyond their
+    architecture: the convert_checkpoint rule passes them (its --meta, study.checkpoint_meta), and
+    conversion records them in the file (tests/test_checkpoint_once.py reads them back)."""
+    from frozenbench.config import validate_config
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    own = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    config["backbones"]["own_vit"] = {
+        "arch": "vit_small_patch14_dinov2",
+        "checkpoint": {
+            "file": "weights/own.pth",
+            "layout": "timm",
+            "objective": "mim",
+            "data": "in1k",
+            "weights_tag": "mae",
+            "normalization": own,
+        },
+    }
+    config["backbones"]["plain_vit"] = copy.deepcopy(config["backbones"]["own_vit"])
+    del config["backbones"]["plain_vit"]["checkpoint"]["weights_tag"]
+    del config["backbones"]["plain_vit"]["checkpoint"]["normalization"]
+    filled = validate_config(copy.deepcopy(config))
+    meta = study.checkpoint_meta(filled, "own_vit")
+    assert meta["weights_tag"] == "mae" and meta["normalization"] == own
+    plain = study.checkpoint_meta(filled, "plain_vit")
+    assert "weights_tag" not in plain and "normalization" not in plain
+    config["backbones"]["own_vit"]["checkpoint"]["normalization"] = {"mean": [0.5, 0.5, 0.5], "std": [0, 1, 1]}
+    with pytest.raises(ConfigError, match=r"backbones\.own_vit\.checkpoint\.normalization\.std"):
+        validate_config(config)

@@ -373,25 +373,43 @@ def _matches(instance: dict[str, Any], condition: dict[str, Any]) -> bool:
 def reference_problems(config: dict[str, Any]) -> list[str]:
     """Every broken cross-reference of a schema-valid ``config``, each as ``<dotted key>: <problem>``:
     what would otherwise fail late, inside a job."""
-    from frozenbench.models.registry import get_arch, list_archs
-    from frozenbench.tasks.registry import get_task_type, list_task_types
-
-    datasets, backbones, tasks = config.get("datasets", {}), config.get("backbones", {}), config.get("tasks", {})
-    problems = []
-
-    def dataset_of(key: str, name: str | None, fmt: str, purpose: str) -> None:
-        if name is None:
-            problems.append(f"{key}: missing (the {fmt} dataset {purpose})")
-        elif name not in datasets:
-            problems.append(f"{key}: unknown dataset {name!r} (have: {', '.join(sorted(datasets))})")
-        elif datasets[name]["format"] != fmt:
-            problems.append(f"{key}: {purpose} needs a dataset of format {fmt}; {name!r} is {datasets[name]['format']}")
+    from frozenbench.models.registry import get_arch
 
     archs = {}
-    for name, backbone in backbones.items():
+    for name, backbone in config.get("backbones", {}).items():
         try:
             archs[name] = get_arch(backbone["arch"])
         except KeyError:
+            pass  # named by _backbone_problems
+    problems = [
+        *_backbone_problems(config, archs),
+        *_task_problems(config),
+        *_cell_problems(config, archs),
+        *_table_problems(config),
+    ]
+    return list(dict.fromkeys(problems))
+
+
+def _dataset_problem(config: dict[str, Any], key: str, name: str | None, fmt: str, purpose: str) -> list[str]:
+    """The problem with ``key`` naming dataset ``name`` where a ``fmt`` dataset is needed, if any."""
+    datasets = config.get("datasets", {})
+    if name is None:
+        return [f"{key}: missing (the {fmt} dataset {purpose})"]
+    if name not in datasets:
+        return [f"{key}: unknown dataset {name!r} (have: {', '.join(sorted(datasets))})"]
+    if datasets[name]["format"] != fmt:
+        return [f"{key}: {purpose} needs a dataset of format {fmt}; {name!r} is {datasets[name]['format']}"]
+    return []
+
+
+def _backbone_problems(config: dict[str, Any], archs: dict[str, Any]) -> list[str]:
+    """Each backbone's architecture, pretraining objective, checkpoint layout and weights settings,
+    and its pretraining dataset."""
+    from frozenbench.models.registry import list_archs
+
+    problems = []
+    for name, backbone in config.get("backbones", {}).items():
+        if name not in archs:
             problems.append(
                 f"backbones.{name}.arch: unknown architecture {backbone['arch']!r} (known: {', '.join(list_archs())})"
             )
@@ -401,25 +419,42 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
                 f"backbones.{name}.pretrain.objective: {backbone['pretrain']['objective']} cannot pretrain a "
                 f"{family.name} backbone (its objectives: {', '.join(family.objectives)})"
             )
-        layout = backbone.get("checkpoint", {}).get("layout")
+        checkpoint = backbone.get("checkpoint", {})
+        layout = checkpoint.get("layout")
         if family is not None and layout is not None and layout not in family.layouts:
             problems.append(
                 f"backbones.{name}.checkpoint.layout: {family.name} weights come in the "
                 f"{', '.join(family.layouts)} layout(s), not {layout}"
             )
+        elif family is not None and "weights_tag" in checkpoint:
+            try:
+                family.weights_tag(checkpoint["weights_tag"])
+            except KeyError as err:
+                problems.append(f"backbones.{name}.checkpoint.weights_tag: {err.args[0]}")
         if "pretrain" in backbone:
             default = config.get("pretrain", {}).get("dataset")
             where = "dataset" if "dataset" in backbone["pretrain"] else None
             key = f"backbones.{name}.pretrain.dataset" if where else "pretrain.dataset"
-            dataset_of(key, backbone["pretrain"].get("dataset", default), "imagefolder", "pretraining")
-    for name, task in tasks.items():
+            dataset = backbone["pretrain"].get("dataset", default)
+            problems += _dataset_problem(config, key, dataset, "imagefolder", "pretraining")
+    return problems
+
+
+def _task_problems(config: dict[str, Any]) -> list[str]:
+    """Each task's type, dataset, heads (by the type's head record), test options and clip settings."""
+    from frozenbench.tasks.registry import get_task_type, list_task_types
+
+    problems = []
+    for name, task in config.get("tasks", {}).items():
         if task["type"] not in list_task_types():
             problems.append(
                 f"tasks.{name}.type: unknown task type {task['type']!r} (known: {', '.join(list_task_types())})"
             )
             continue
         task_type = get_task_type(task["type"])
-        dataset_of(f"tasks.{name}.dataset", task["dataset"], task_type.dataset_format, f"task type {task['type']}")
+        problems += _dataset_problem(
+            config, f"tasks.{name}.dataset", task["dataset"], task_type.dataset_format, f"task type {task['type']}"
+        )
         for head_name, head in task["heads"].items():
             try:
                 task_type.make_head(head, where=f"tasks.{name}.heads.{head_name}")
@@ -442,6 +477,13 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
                     f"tasks.{name}.heads.{head_name}.num_frames: {head['num_frames']} frames per clip, "
                     f"but tasks.{name}.data_options.num_frames samples {clip_frames}"
                 )
+    return problems
+
+
+def _cell_problems(config: dict[str, Any], archs: dict[str, Any]) -> list[str]:
+    """Each study cell's task, heads and backbones, and the task's input sizes on each backbone."""
+    tasks, backbones = config.get("tasks", {}), config.get("backbones", {})
+    problems = []
     for index, cell in enumerate(config.get("study", {}).get("cells", [])):
         key = f"study.cells.{index}"
         task = tasks.get(cell["task"])
@@ -461,25 +503,37 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
                 problems.append(
                     f"{key}.backbones: unknown backbone {backbone!r} (have: {', '.join(sorted(backbones))})"
                 )
-                continue
-            spec = archs.get(backbone)
-            if spec is None:
-                continue
-            sizes = {"img_size": task["img_size"], "augment.crop_size": task.get("augment", {}).get("crop_size")}
-            for size_key, size in sizes.items():
-                if size is None:
-                    continue
-                if spec.patch_size and size % spec.patch_size:
-                    problems.append(
-                        f"tasks.{cell['task']}.{size_key}: {size} is not a multiple of {spec.patch_size}, "
-                        f"the patch size of {spec.name} (backbone {backbone!r})"
-                    )
-                if size < spec.total_stride:
-                    problems.append(
-                        f"tasks.{cell['task']}.{size_key}: {size} is below {spec.total_stride}, the last "
-                        f"stage's stride of {spec.name} (backbone {backbone!r})"
-                    )
+            elif backbone in archs:
+                problems += _size_problems(cell["task"], task, backbone, archs[backbone])
+    return problems
+
+
+def _size_problems(task_name: str, task: dict[str, Any], backbone: str, spec: Any) -> list[str]:
+    """The task's input and crop sizes that backbone ``spec`` cannot take: not a multiple of its
+    patch, or below its last stage's stride."""
+    problems = []
+    sizes = {"img_size": task["img_size"], "augment.crop_size": task.get("augment", {}).get("crop_size")}
+    for size_key, size in sizes.items():
+        if size is None:
+            continue
+        if spec.patch_size and size % spec.patch_size:
+            problems.append(
+                f"tasks.{task_name}.{size_key}: {size} is not a multiple of {spec.patch_size}, "
+                f"the patch size of {spec.name} (backbone {backbone!r})"
+            )
+        if size < spec.total_stride:
+            problems.append(
+                f"tasks.{task_name}.{size_key}: {size} is below {spec.total_stride}, the last "
+                f"stage's stride of {spec.name} (backbone {backbone!r})"
+            )
+    return problems
+
+
+def _table_problems(config: dict[str, Any]) -> list[str]:
+    """The tables' head per task and paper backbone."""
+    tasks, backbones = config.get("tasks", {}), config.get("backbones", {})
     tables = config.get("study", {}).get("tables", {})
+    problems = []
     for task_name, head in tables.get("heads", {}).items():
         if task_name not in tasks:
             problems.append(f"study.tables.heads.{task_name}: unknown task {task_name!r}")
@@ -487,7 +541,7 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
             problems.append(f"study.tables.heads.{task_name}: {head!r} is not a head of task {task_name!r}")
     if "paper_backbone" in tables and tables["paper_backbone"] not in backbones:
         problems.append(f"study.tables.paper_backbone: unknown backbone {tables['paper_backbone']!r}")
-    return list(dict.fromkeys(problems))
+    return problems
 
 
 def check_references(config: dict[str, Any], source: str = "<config>") -> None:

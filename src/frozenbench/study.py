@@ -63,6 +63,8 @@ def checkpoint_meta(config: Config, backbone: str) -> dict[str, Any]:
         "url": checkpoint_origin(checkpoint),
         "pretrain_objective": checkpoint["objective"],
         "pretrain_data": checkpoint["data"],
+        # what the weights take beyond their architecture: conversion records them in the file
+        **{key: checkpoint[key] for key in ("weights_tag", "normalization") if key in checkpoint},
     }
 
 

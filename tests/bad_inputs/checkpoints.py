@@ -44,7 +44,7 @@ def _convert(tmp: Path, src: Path, layout: str, arch: str, expected: str, named:
 
 def _weights(arch: str = "swin_tiny") -> dict[str, torch.Tensor]:
     """``arch``'s seeded random weights in timm's names, as timm's own files hold them."""
-    from frozenbench.models import build_arch
+    from frozenbench.models.registry import build_arch
 
     torch.manual_seed(0)
     return {k: v.detach().clone() for k, v in build_arch(arch).state_dict().items()}
@@ -52,7 +52,7 @@ def _weights(arch: str = "swin_tiny") -> dict[str, torch.Tensor]:
 
 def _official(arch: str = "swin_tiny") -> dict[str, torch.Tensor]:
     """``arch`` in microsoft/Swin-Transformer's layout (buffers and classifier included)."""
-    from frozenbench.models import build_arch
+    from frozenbench.models.registry import build_arch
 
     from ..test_checkpoints import official_from_timm
 
@@ -147,7 +147,7 @@ def moby_as_official_case(tmp: Path) -> Case:
 def swin_det_as_timm_case(tmp: Path) -> Case:
     """A Swin-Transformer-Object-Detection Mask R-CNN file converted as timm weights."""
     from ..test_checkpoints import official_detection_file
-    from frozenbench.models import build_arch
+    from frozenbench.models.registry import build_arch
 
     torch.manual_seed(0)
     src = tmp / "mask_rcnn_swin_tiny_patch4_window7_1x.pth"

@@ -1,6 +1,6 @@
 """Checkpoints: safe loading, source-layout conversion, the canonical backbone format.
 
-A converted checkpoint is built into a model by :meth:`frozenbench.models.Backbone.from_checkpoint`."""
+A converted checkpoint is built into a model by :meth:`frozenbench.models.backbone.Backbone.from_checkpoint`."""
 
 from frozenbench.checkpoint.convert import ConversionError, convert_file, convert_state_dict, weights_settings
 from frozenbench.checkpoint.io import (

@@ -13,7 +13,7 @@ conversion says which layout or architecture the file's keys and shapes fit (:mo
 
 The converted file also records what the weights take beyond their architecture (:func:`weights_settings`):
 their input normalisation, and the build options of a family's weights tag (MAE's position
-resampling); :meth:`frozenbench.models.Backbone.from_checkpoint` reads them back, so a converted
+resampling); :meth:`frozenbench.models.backbone.Backbone.from_checkpoint` reads them back, so a converted
 file is built and loaded once, never converted again.
 """
 

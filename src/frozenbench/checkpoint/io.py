@@ -178,7 +178,7 @@ def check_normalization(value: Any, where: str) -> dict[str, list[float]]:
 def save_random_backbone(path: str | Path, arch: str, img_size: int, seed: int = 0) -> Path:
     """A backbone checkpoint with ``seed``'s random initialisation: what smoke tests and benchmarks
     train heads on when the numbers measured are speed, memory or correctness, not accuracy."""
-    from frozenbench.models import build_arch
+    from frozenbench.models.registry import build_arch
 
     torch.manual_seed(seed)
     save_backbone(path, arch, build_arch(arch, img_size).state_dict(), {"pretrain_objective": "random"})

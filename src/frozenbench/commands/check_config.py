@@ -38,7 +38,8 @@ def backbone_plan(name: str, entry: dict) -> str:
     weight is allocated or read)."""
     import torch
 
-    from frozenbench.models import Backbone, get_arch
+    from frozenbench.models.backbone import Backbone
+    from frozenbench.models.registry import get_arch
 
     spec = get_arch(entry["arch"])
     with torch.device("meta"):
@@ -64,10 +65,13 @@ def backbone_plan(name: str, entry: dict) -> str:
     notes = f" ({spec.notes})" if spec.notes else ""
     # the weights' normalisation, as conversion will record it (the mae layout's is MAE's, not the arch's)
     norm = {"mean": list(spec.mean), "std": list(spec.std)}
-    if entry.get("checkpoint", {}).get("layout"):
+    checkpoint = entry.get("checkpoint", {})
+    if checkpoint.get("layout"):
         from frozenbench.checkpoint.convert import weights_settings
 
-        norm = weights_settings(spec.name, entry["checkpoint"]["layout"]).normalization
+        norm = weights_settings(
+            spec.name, checkpoint["layout"], checkpoint.get("weights_tag"), checkpoint.get("normalization")
+        ).normalization
     return (
         f"{name}: {spec.name} ({spec.family.name} family){notes}, {levels}; dense heads: {dense}; video: the "
         f"last level's tokens; inputs normalised with mean {norm['mean']} std {norm['std']}; weights: {weights}"

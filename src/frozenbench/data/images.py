@@ -9,7 +9,7 @@ file means:
   - COCO boxes / polygons / RLE and ADE20K label maps are in the *stored* frame (COCO's ``width``
     and ``height`` are the stored size, and a label map is a pixel grid of the stored image), so
     detection and segmentation read the stored pixels and ignore the tag
-    (``apply_orientation=False``, :data:`ORIENTATION_BY_FORMAT`, gathered from each format
+    (``apply_orientation=False``, :data:`frozenbench.data.formats.ORIENTATION_BY_FORMAT`, gathered from each format
     module's ``APPLY_EXIF_ORIENTATION``). OpenCV's default decode (``cv2.IMREAD_COLOR``, mmcv's
     ``color_type='color'``) applies the tag and would train on pixels rotated away from their labels.
   - An image-folder classification label holds for the whole image in any orientation, so
@@ -36,9 +36,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-# Which frame each dataset format's labels are drawn in (see the module docstring): each format
-# module says so (its APPLY_EXIF_ORIENTATION); the map is offered here for the readers.
-from frozenbench.data.formats import ORIENTATION_BY_FORMAT as ORIENTATION_BY_FORMAT
 from frozenbench.errors import UserError
 
 EXIF_ORIENTATION = 274  # the EXIF Orientation tag: 1 = stored upright, 2..8 = flips / rotations

@@ -25,6 +25,7 @@ from frozenbench.data.archive import extract, merge_tree
 from frozenbench.data.download import ChecksumRecords, RemoteFile, list_folder, listed_files, verify_downloads
 from frozenbench.data.formats import MODULES, ade, coco, kinetics
 from frozenbench.data.manifest import MANIFEST, content_digest
+from frozenbench.data.validate_video import spawn_pool
 from frozenbench.errors import UserError
 from frozenbench.utils.atomic import TMP_MARKER, atomic_dir, remove_temporaries, remove_tree, write_json
 
@@ -191,15 +192,6 @@ def _prepare_one(job: tuple[str, str, int]) -> tuple[str, str | None, str | None
 CRASH_ERROR = "the decoding process died (crash or out of memory)"
 
 
-def _spawn_pool(workers: int):
-    """A process pool whose workers start fresh (``spawn``): a forked copy of a parent that has
-    loaded torch, OpenMP and libav threads can die or hang in the child."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"))
-
-
 def encode_clips(
     jobs: list[tuple[str, str, int]],
     workers: int,
@@ -228,7 +220,7 @@ def encode_clips(
     queue = deque(jobs)
     while queue:
         suspects: list[tuple[str, str, int]] = []
-        with _spawn_pool(workers) as pool:
+        with spawn_pool(workers) as pool:
             running: dict[Any, tuple[str, str, int]] = {}
             try:
                 while queue or running:
@@ -244,7 +236,7 @@ def encode_clips(
         for job in suspects:  # alone in a fresh process each: a crash now names its clip
             # the broken pool's workers were killed mid-write: their temporaries must not reach the dataset
             remove_temporaries(job[1])
-            with _spawn_pool(1) as solo:
+            with spawn_pool(1) as solo:
                 try:
                     record(solo.submit(run_one, job).result())
                 except BrokenProcessPool:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from frozenbench.data.formats.kinetics import validate as validate_kinetics  # noqa: F401 (its old home)
-
 
 def clip_frame_counts(path: Path) -> tuple[int, int, str | None]:
     """(frames the container's header announces (0: none), frames that decode, None) for a
@@ -46,7 +44,14 @@ def check_clips(paths: list[Path], workers: int = 1) -> list[tuple[str, int, int
     whole re-encoded Kinetics this way), in the order given."""
     if workers <= 1 or len(paths) < 2:
         return [_check_clip(str(p)) for p in paths]
-    from frozenbench.data.prepare import _spawn_pool
-
-    with _spawn_pool(workers) as pool:
+    with spawn_pool(workers) as pool:
         return list(pool.map(_check_clip, [str(p) for p in paths], chunksize=16))
+
+
+def spawn_pool(workers: int):
+    """A process pool whose workers start fresh (``spawn``): a forked copy of a parent that has
+    loaded torch, OpenMP and libav threads can die or hang in the child."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"))

@@ -8,7 +8,7 @@ mode no backbone parameter is trainable, so every group has scale 1.
 
 Which parameter belongs to which block is the backbone's knowledge, not the engine's: any
 module with a ``layer_groups()`` method (``{name: layer id}, L``, see
-:meth:`frozenbench.models.Backbone.layer_groups`) is a backbone here, and any module with a
+:meth:`frozenbench.models.backbone.Backbone.layer_groups`) is a backbone here, and any module with a
 ``no_weight_decay()`` method (timm's convention) names its parameters that take no weight decay.
 """
 

@@ -301,7 +301,7 @@ def build_arch(name: str, img_size: int | None = None, **overrides: Any) -> nn.M
 def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) in [0, 255] pixel units (RGB) of architecture ``name``'s default weights (the
     mini-study's pretraining; a converted checkpoint may record other values, which
-    :class:`frozenbench.models.Backbone` reads): the form OpenMMLab's data preprocessors take."""
+    :class:`frozenbench.models.backbone.Backbone` reads): the form OpenMMLab's data preprocessors take."""
     spec = get_arch(name)
     return pixel_units(spec.mean, spec.std)
 

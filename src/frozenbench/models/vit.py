@@ -12,7 +12,7 @@ tokens as they are.
 
 Any input size: the model keeps the position grid its weights were trained with (518 px / 14 =
 37 x 37 for DINOv2) and resamples it to every input's grid in the forward; inputs are padded to
-the patch multiple (:class:`frozenbench.models.Backbone`). DINOv2 weights resample the way the
+the patch multiple (:class:`frozenbench.models.backbone.Backbone`). DINOv2 weights resample the way the
 official DINOv2 code builds each released model (``dinov2/hub/backbones.py``): bicubic without
 antialiasing and a 0.1 offset in the scale factor for the models without registers, bicubic with
 antialiasing to the exact grid (offset 0) for the register models. Any other choice differs from

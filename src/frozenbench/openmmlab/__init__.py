@@ -4,6 +4,7 @@ Everything that touches their registries lives here; import it only where a
 detector, segmentor or recognizer is built.
 """
 
-from frozenbench.openmmlab.backbone import FrozenbenchBackbone, build_registered_model, register
+from frozenbench.openmmlab.backbone import FrozenbenchBackbone
+from frozenbench.openmmlab.task_models import build_registered_model, register
 
 __all__ = ["FrozenbenchBackbone", "build_registered_model", "register"]

@@ -1,7 +1,7 @@
 """The frozenbench backbone as an OpenMMLab module (mmdet, mmseg and mmaction2 registries).
 
 This package is the only place that touches the OpenMMLab registries: the rest of
-frozenbench builds plain torch modules (:class:`frozenbench.models.Backbone`) and
+frozenbench builds plain torch modules (:class:`frozenbench.models.backbone.Backbone`) and
 never imports mmdet, mmseg or mmaction2.
 """
 
@@ -30,7 +30,7 @@ class FrozenbenchBackbone(BaseModule):
         arch: registered architecture; may be omitted when ``checkpoint`` names it.
         img_size: input size the backbone is built for.
         checkpoint: canonical backbone checkpoint (``checkpoints/{name}.pth``), or None for random init.
-        frozen: the study's setting (see :class:`frozenbench.models.Backbone`); False fine-tunes.
+        frozen: the study's setting (see :class:`frozenbench.models.backbone.Backbone`); False fine-tunes.
         bf16: frozen forward under bf16 autocast.
         out_indices: levels to take (default: the family's feature levels).
         pyramid: build strides 4-32 from a plain ViT's levels (ignored for hierarchical families);
@@ -39,7 +39,7 @@ class FrozenbenchBackbone(BaseModule):
             blocks on the last level's tokens, between the frozen body and the task head (0: plain head).
         feature_cache: frozen only: compute each distinct input's features once (see
             :mod:`frozenbench.models.feature_cache`); the extra blocks still run every step.
-        compile: frozen only: compiled frozen forward (:class:`frozenbench.models.Backbone`).
+        compile: frozen only: compiled frozen forward (:class:`frozenbench.models.backbone.Backbone`).
     """
 
     def __init__(
@@ -270,35 +270,3 @@ def feature_shape(body: Backbone, pyramid: bool = True) -> tuple[list[int], list
     if pyramid and body.needs_pyramid:
         return [body.channels[0]] * 4, list(SimpleFeaturePyramid.STRIDES)
     return body.channels, body.strides
-
-
-def register() -> None:
-    """Register :class:`FrozenbenchBackbone` in every OpenMMLab model registry (idempotent)."""
-    from mmaction.registry import MODELS as MMACTION_MODELS
-    from mmdet.registry import MODELS as MMDET_MODELS
-    from mmseg.registry import MODELS as MMSEG_MODELS
-
-    from frozenbench.openmmlab.video import register_video_modules
-
-    for registry in (MMDET_MODELS, MMSEG_MODELS, MMACTION_MODELS):
-        registry.register_module(name="FrozenbenchBackbone", module=FrozenbenchBackbone, force=True)
-    register_video_modules()
-
-
-def build_registered_model(scope: str, cfg: dict) -> torch.nn.Module:
-    """Build ``cfg`` with the ``scope`` package's registry (its own modules registered, as its tools do),
-    mmcv's compiled ops routed to torch / torchvision kernels (:mod:`frozenbench.openmmlab.ops`)."""
-    import importlib
-
-    from mmengine.config import ConfigDict
-    from mmengine.registry import DefaultScope
-
-    from frozenbench.openmmlab.ops import route_mmcv_ops
-    from frozenbench.openmmlab.runtime import SCOPES
-
-    route_mmcv_ops()
-    registry_module, utils_module = SCOPES[scope]
-    importlib.import_module(utils_module).register_all_modules(init_default_scope=False)
-    register()
-    with DefaultScope.overwrite_default_scope(scope):
-        return importlib.import_module(registry_module).MODELS.build(ConfigDict(cfg))

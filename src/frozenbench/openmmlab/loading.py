@@ -27,7 +27,7 @@ from frozenbench.evaluation.coco import category_ids
 
 class LoadImageFrozenbench(LoadImageFromFile):
     """Reads ``results['img_path']`` through frozenbench's image reader; ``apply_orientation``
-    as :data:`frozenbench.data.images.ORIENTATION_BY_FORMAT` says for the dataset's format."""
+    as :data:`frozenbench.data.formats.ORIENTATION_BY_FORMAT` says for the dataset's format."""
 
     def __init__(self, apply_orientation: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)

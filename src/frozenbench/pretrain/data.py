@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from frozenbench.data.formats import imagefolder
-from frozenbench.data.images import ORIENTATION_BY_FORMAT, read_image
+from frozenbench.data.formats import ORIENTATION_BY_FORMAT
+from frozenbench.data.images import read_image
 
 
 @dataclass

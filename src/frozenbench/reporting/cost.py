@@ -164,7 +164,7 @@ def read_record(record: dict[str, Any], source: str = "record") -> Record:
 
 
 def _family(arch: str) -> str:
-    from frozenbench.models import get_arch
+    from frozenbench.models.registry import get_arch
 
     try:
         return get_arch(arch).family.name

@@ -38,12 +38,12 @@ def count_forward_flops(body, img_size: int, device: str = "meta") -> int:
 
 @functools.lru_cache(maxsize=None)
 def frame_flops(arch: str, img_size: int, built_for: int | None = None) -> int:
-    """FLOPs of one frame's (one image's) forward of the ``frozenbench.models.Backbone`` of ``arch``
+    """FLOPs of one frame's (one image's) forward of the ``frozenbench.models.backbone.Backbone`` of ``arch``
     at ``img_size`` px, built for ``built_for`` px (default ``img_size``; a Swin's windows are fixed
     by the size it is built for, as a task builds it for its ``img_size`` and tests other scales)."""
     import torch
 
-    from frozenbench.models import Backbone
+    from frozenbench.models.backbone import Backbone
 
     try:
         with torch.device("meta"):

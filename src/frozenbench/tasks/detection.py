@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from frozenbench.data.formats import coco as coco_format
-from frozenbench.data.images import ORIENTATION_BY_FORMAT
+from frozenbench.data.formats import ORIENTATION_BY_FORMAT
 from frozenbench.data.validate import coco_meaning_problems
 from frozenbench.engine.data import eval_batches
 from frozenbench.engine.device import pins_batches_for

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from frozenbench.data.formats import ade as ade_format
-from frozenbench.data.images import ORIENTATION_BY_FORMAT
+from frozenbench.data.formats import ORIENTATION_BY_FORMAT
 from frozenbench.engine.data import eval_batches
 from frozenbench.engine.device import pins_batches_for
 from frozenbench.evaluation.driver import FedEvaluator, inference_on_dataset
