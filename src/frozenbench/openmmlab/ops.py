@@ -21,6 +21,7 @@ tensors fails with a message naming the op instead of mmcv's dispatcher error. C
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import importlib
 from collections.abc import Callable
@@ -44,26 +45,35 @@ def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, offset
     return nms(boxes.float(), scores.float(), float(iou_threshold))
 
 
+@dataclasses.dataclass(frozen=True)
+class _RoIAlignParams:
+    """The keyword arguments mmcv passes to both ``roi_align_forward`` and ``roi_align_backward``."""
+
+    aligned_height: int
+    aligned_width: int
+    spatial_scale: float
+    sampling_ratio: int
+    pool_mode: int
+    aligned: bool
+
+    def __post_init__(self) -> None:
+        if self.pool_mode != ROI_ALIGN_AVG:
+            raise NotImplementedError("RoIAlign with max pooling has no torchvision kernel")
+
+
 def _roi_align_forward(
     input: torch.Tensor,
     rois: torch.Tensor,
     output: torch.Tensor,
     argmax_y: torch.Tensor,
     argmax_x: torch.Tensor,
-    aligned_height: int,
-    aligned_width: int,
-    spatial_scale: float,
-    sampling_ratio: int,
-    pool_mode: int,
-    aligned: bool,
+    **params: Any,
 ) -> None:
     from torchvision.ops import roi_align
 
-    if pool_mode != ROI_ALIGN_AVG:
-        raise NotImplementedError("RoIAlign with max pooling has no torchvision kernel")
-    output.copy_(
-        roi_align(input.float(), rois.float(), (aligned_height, aligned_width), spatial_scale, sampling_ratio, aligned)
-    )
+    p = _RoIAlignParams(**params)
+    size = (p.aligned_height, p.aligned_width)
+    output.copy_(roi_align(input.float(), rois.float(), size, p.spatial_scale, p.sampling_ratio, p.aligned))
 
 
 def _roi_align_backward(
@@ -72,31 +82,25 @@ def _roi_align_backward(
     argmax_y: torch.Tensor,
     argmax_x: torch.Tensor,
     grad_input: torch.Tensor,
-    aligned_height: int,
-    aligned_width: int,
-    spatial_scale: float,
-    sampling_ratio: int,
-    pool_mode: int,
-    aligned: bool,
+    **params: Any,
 ) -> None:
     import torchvision  # noqa: F401  (registers torch.ops.torchvision)
 
-    if pool_mode != ROI_ALIGN_AVG:
-        raise NotImplementedError("RoIAlign with max pooling has no torchvision kernel")
+    p = _RoIAlignParams(**params)
     n, c, h, w = grad_input.shape
     grad_input.copy_(
         torch.ops.torchvision._roi_align_backward(
             grad_output.float(),
             rois.float(),
-            spatial_scale,
-            aligned_height,
-            aligned_width,
+            p.spatial_scale,
+            p.aligned_height,
+            p.aligned_width,
             n,
             c,
             h,
             w,
-            sampling_ratio,
-            aligned,
+            p.sampling_ratio,
+            p.aligned,
         )
     )
 
