@@ -235,29 +235,21 @@ for name, img, kw, public in [
 
 # Mini-study family: conv stem + Swin stages, window 4, for 64-128 px inputs on CPU, pretrained
 # inside the DAG on inputs normalised with MINI_MEAN / MINI_STD.
-register_arch(
-    ArchSpec(
-        "convstem_swin_tiny",
-        CONVSTEM_SWIN,
-        build_swin,
-        dict(conv_stem=True, patch_size=4, window_size=4, embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
-        img_size=64,
-        public_weights=False,
-        mean=MINI_MEAN,
-        std=MINI_STD,
-    ),
-    aliases=("cswin_tiny",),
-)
-register_arch(
-    ArchSpec(
-        "convstem_swin_small",
-        CONVSTEM_SWIN,
-        build_swin,
-        dict(conv_stem=True, patch_size=4, window_size=4, embed_dim=48, depths=(2, 2, 2, 2), num_heads=(2, 4, 8, 16)),
-        img_size=64,
-        public_weights=False,
-        mean=MINI_MEAN,
-        std=MINI_STD,
-    ),
-    aliases=("cswin_small",),
-)
+_MINI = dict(conv_stem=True, patch_size=4, window_size=4, depths=(2, 2, 2, 2))
+for name, alias, kw in [
+    ("convstem_swin_tiny", "cswin_tiny", dict(embed_dim=32, num_heads=(1, 2, 4, 8))),
+    ("convstem_swin_small", "cswin_small", dict(embed_dim=48, num_heads=(2, 4, 8, 16))),
+]:
+    register_arch(
+        ArchSpec(
+            name,
+            CONVSTEM_SWIN,
+            build_swin,
+            {**_MINI, **kw},
+            img_size=64,
+            public_weights=False,
+            mean=MINI_MEAN,
+            std=MINI_STD,
+        ),
+        aliases=(alias,),
+    )
