@@ -184,6 +184,43 @@ def build_hooks(
     ]
 
 
+def _resumed_stepper(
+    model: nn.Module,
+    opts: TrainOptions,
+    run_dir: Path,
+    fingerprint: str,
+    zero_stage: int,
+    device: torch.device,
+    world: int,
+    rank: int,
+    log: Callable[[str], None],
+) -> tuple[Stepper, int]:
+    """The run's stepper (DeepSpeed's under a multi-rank launcher, else the local one) and the step
+    it resumes from: its saved state when that state has ``fingerprint``, else 0 with any state
+    of other inputs discarded; the log is cut back to the resumed step."""
+    if world > 1:
+        from frozenbench.engine.deepspeed_engine import DeepSpeedStepper
+
+        stepper: Stepper = DeepSpeedStepper(model, opts, run_dir, zero_stage, device)
+    else:
+        stepper = LocalStepper(model, opts, run_dir, device)
+    log_path = run_dir / "log.jsonl"
+    saved = stepper.saved_fingerprint()
+    if saved is not None and saved != fingerprint:
+        log(f"{run_dir}: state saved by a run with other inputs; starting afresh")
+        stepper.discard()
+        if rank == 0:
+            log_path.unlink(missing_ok=True)
+        saved = None
+    step = 0
+    if saved is not None:
+        step = stepper.load()
+        log(f"resuming from step {step} ({run_dir})")
+    if rank == 0:
+        truncate_log(log_path, step)
+    return stepper, step
+
+
 def train(
     model: nn.Module,
     dataset,
@@ -212,26 +249,7 @@ def train(
     if rank == 0:
         remove_leftovers(run_dir)
     place_model(model, device)
-    if world > 1:
-        from frozenbench.engine.deepspeed_engine import DeepSpeedStepper
-
-        stepper: Stepper = DeepSpeedStepper(model, opts, run_dir, zero_stage, device)
-    else:
-        stepper = LocalStepper(model, opts, run_dir, device)
-    log_path = run_dir / "log.jsonl"
-    saved = stepper.saved_fingerprint()
-    if saved is not None and saved != fingerprint:
-        log(f"{run_dir}: state saved by a run with other inputs; starting afresh")
-        stepper.discard()
-        if rank == 0:
-            log_path.unlink(missing_ok=True)
-        saved = None
-    step = 0
-    if saved is not None:
-        step = stepper.load()
-        log(f"resuming from step {step} ({run_dir})")
-    if rank == 0:
-        truncate_log(log_path, step)
+    stepper, step = _resumed_stepper(model, opts, run_dir, fingerprint, zero_stage, device, world, rank, log)
     batches = train_batches(
         dataset, collate, opts.batch_size, seed, step, opts.steps, world, rank, workers, pin_memory=pin_memory(device)
     )
@@ -239,7 +257,8 @@ def train(
     first_step = step
     hooks = build_hooks(stepper, opts, run_dir, fingerprint, world, device, log)
     model.train()
-    with open(log_path, "a") if rank == 0 else contextlib.nullcontext() as log_file, signals.deferred() as term:
+    log_lines = open(run_dir / "log.jsonl", "a") if rank == 0 else contextlib.nullcontext()
+    with log_lines as log_file, signals.deferred() as term:
         state.log_file, state.term = log_file, term
         while state.step < opts.steps:
             waited = time.time()
