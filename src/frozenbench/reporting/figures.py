@@ -29,15 +29,25 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
+    """``fig`` written to ``path`` as PNG, then closed."""
     with atomic_file(path) as tmp:
         # no timestamp in the PNG: the same results give the same bytes
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
+    _pyplot().close(fig)
 
 
 def _empty(ax, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="0.4")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def _finish(fig, ax, title: str, path: Path, empty: str | None) -> None:
+    """A one-panel figure titled, saying ``empty`` where nothing was drawn, saved to ``path``."""
+    if empty:
+        _empty(ax, empty)
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
 
 
 def gap_vs_size(records: list[dict[str, Any]], path: Path) -> None:
@@ -63,11 +73,8 @@ def gap_vs_size(records: list[dict[str, Any]], path: Path) -> None:
         ax.set_xlabel("model size")
         ax.set_ylabel("frozen − fine-tuned (points)")
         ax.legend(fontsize=8)
-    else:
-        _empty(ax, "no size with both frozen and fine-tuned results yet")
-    ax.set_title("Frozen vs fine-tuned gap by model size", fontsize=10)
-    _save(fig, path)
-    plt.close(fig)
+    empty = None if drawn else "no size with both frozen and fine-tuned results yet"
+    _finish(fig, ax, "Frozen vs fine-tuned gap by model size", path, empty)
 
 
 def pretraining_scores(records: list[dict[str, Any]], path: Path) -> None:
@@ -91,11 +98,7 @@ def pretraining_scores(records: list[dict[str, Any]], path: Path) -> None:
         ax.set_xticks([i + width * (len(by_task) - 1) / 2 for i in range(len(labels))], labels, fontsize=8)
         ax.set_ylabel("frozen score (val)")
         ax.legend(title="pretraining", fontsize=8)
-    else:
-        _empty(ax, "no frozen results yet")
-    ax.set_title("Frozen backbone by pretraining objective", fontsize=10)
-    _save(fig, path)
-    plt.close(fig)
+    _finish(fig, ax, "Frozen backbone by pretraining objective", path, None if labels else "no frozen results yet")
 
 
 def training_curves(records: list[dict[str, Any]], path: Path) -> None:
@@ -116,7 +119,6 @@ def training_curves(records: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel("training loss")
         ax.legend(fontsize=6)
     _save(fig, path)
-    plt.close(fig)
 
 
 # the training curves as data (one CSV per cell, columns step and loss): what `dvc plots show` renders
