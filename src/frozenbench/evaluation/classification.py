@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+import frozenbench.evaluation.bootstrap as bootstrap
+
 
 class TopKEvaluator:
     """Accumulates per-video scores (averaged over the video's clips/crops) and reports top-k %."""
@@ -23,8 +25,15 @@ class TopKEvaluator:
         self._labels.append(int(label))
 
     def evaluate(self) -> dict[str, float]:
+        """top-k % for each k, and the bootstrap replicates of each over the videos."""
         if not self._scores:
             return {f"top{k}": float("nan") for k in self.topk}
         scores, labels = np.stack(self._scores), np.asarray(self._labels)
         order = np.argsort(-scores, axis=1, kind="stable")
-        return {f"top{k}": float((order[:, :k] == labels[:, None]).any(axis=1).mean() * 100) for k in self.topk}
+        hits = {f"top{k}": (order[:, :k] == labels[:, None]).any(axis=1).astype(np.float64) for k in self.topk}
+        counts = bootstrap.resample_counts(len(labels)).astype(np.float64)
+        metrics: dict = {name: float(hit.mean() * 100) for name, hit in hits.items()}
+        metrics["bootstrap"] = {
+            name: bootstrap.record(counts @ hit / len(labels) * 100, len(labels)) for name, hit in hits.items()
+        }
+        return metrics

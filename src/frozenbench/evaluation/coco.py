@@ -2,7 +2,9 @@
 
 Predictions are first turned into the COCO results format (the same json that a
 test-dev submission uploads), dumped, then scored with ``loadRes`` + ``COCOeval``.
-Metrics are percentages; NaN when there is nothing to score.
+Metrics are percentages; NaN when there is nothing to score. Each IoU type's metrics carry the
+bootstrap replicates of AP over images (:mod:`frozenbench.evaluation.bootstrap`), accumulated from
+the one ``evaluate()``'s per-image matches, so the matching runs once.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+import frozenbench.evaluation.bootstrap as bootstrap
 from frozenbench.utils.atomic import atomic_file, write_text
 
 METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
@@ -126,10 +129,41 @@ class COCOEvaluator:
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()
-        return {
+            replicates = bootstrap_ap(evaluator)
+        metrics: dict[str, Any] = {
             name: float(evaluator.stats[i] * 100) if evaluator.stats[i] >= 0 else math.nan
             for i, name in enumerate(METRIC_NAMES)
         }
+        metrics["bootstrap"] = {"AP": bootstrap.record(replicates, len(evaluator.params.imgIds))}
+        return metrics
+
+
+def bootstrap_ap(evaluator: COCOeval) -> np.ndarray:
+    """AP (area all, 100 detections, as ``stats[0]``) of each bootstrap resample of the images,
+    from an evaluated ``evaluator``: its per-image results are re-laid out for the resampled image
+    list (an image drawn twice counts twice) and accumulated again; ``evaluator`` is left as it was."""
+    import copy
+
+    params, evaluated, per_image = evaluator.params, evaluator._paramsEval, evaluator.evalImgs
+    accumulated = evaluator.eval
+    image_ids, areas, cats = list(evaluated.imgIds), len(evaluated.areaRng), len(evaluated.catIds)
+    n = len(image_ids)
+    all_area = [list(evaluated.areaRng[0])]  # "all" comes first in pycocotools' area ranges
+    values = []
+    try:
+        for draw in bootstrap.resample_indices(n):
+            drawn = [image_ids[j] for j in draw]
+            resampled = copy.copy(evaluated)
+            resampled.imgIds, resampled.areaRng, resampled.maxDets = drawn, all_area, [params.maxDets[-1]]
+            evaluator.params, evaluator._paramsEval = copy.copy(resampled), resampled
+            evaluator.evalImgs = [per_image[k * areas * n + j] for k in range(cats) for j in draw]
+            evaluator.accumulate()
+            precision = evaluator.eval["precision"][:, :, :, 0, 0]
+            values.append(float(precision[precision > -1].mean() * 100) if (precision > -1).any() else math.nan)
+    finally:
+        evaluator.params, evaluator._paramsEval, evaluator.evalImgs = params, evaluated, per_image
+        evaluator.eval = accumulated
+    return np.array(values)
 
 
 def submission_name(alg: str, test_set: str = "test-dev2017") -> str:

@@ -52,6 +52,16 @@ def metric_value(metrics: dict[str, Any], path: tuple[str, ...]) -> float | None
     return float(value)
 
 
+def metric_bootstrap(metrics: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    """The bootstrap replicates recorded beside the metric at ``path`` (its evaluator's
+    ``bootstrap`` entry, :mod:`frozenbench.evaluation.bootstrap`), None when the record has none
+    (evaluated before intervals were recorded)."""
+    value: Any = metrics
+    for key in (*path[:-1], "bootstrap", path[-1]):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, dict) and "replicates" in value else None
+
+
 def primary_metric(task_type: str, metrics: dict[str, Any]) -> dict[str, Any]:
     """``{"name": ..., "value": ...}`` of the task type's first headline metric."""
     label, path = headline_metrics(task_type)[0]
