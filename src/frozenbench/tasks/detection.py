@@ -18,19 +18,18 @@ import torch
 from frozenbench.data.formats import coco as coco_format
 from frozenbench.data.formats import ORIENTATION_BY_FORMAT
 from frozenbench.data.validate import coco_meaning_problems
-from frozenbench.engine.data import eval_batches
-from frozenbench.engine.device import pins_batches_for
-from frozenbench.evaluation.driver import FedEvaluator, inference_on_dataset
+from frozenbench.evaluation.driver import FedEvaluator
 from frozenbench.errors import UserError
 from frozenbench.evaluation import COCOEvaluator, instances_to_results
 from frozenbench.evaluation.coco import category_ids
 from frozenbench.openmmlab.runtime import build_dataset as build_mm_dataset
-from frozenbench.openmmlab.runtime import collate, predict
+from frozenbench.openmmlab.runtime import collate  # noqa: F401 (TaskModule)
 from frozenbench.openmmlab.configs import detector_config
 from frozenbench.openmmlab.precision import detector_heads_in_fp32
 from frozenbench.openmmlab.task_models import build_task_model
 from frozenbench.openmmlab.training import wrap_for_training as trainable  # noqa: F401 (TaskModule)
-from frozenbench.tasks.recipe import resize_crop_options
+from frozenbench.tasks.recipe import known_options, resize_crop_options
+from frozenbench.tasks.scoring import run_evaluator
 from frozenbench.tasks.registry import DETECTION, BackboneRequest, DetectionHead
 
 # Bump when a code change alters what the data pipeline feeds a head (decoding, sampling,
@@ -82,13 +81,30 @@ def build_dataset(
     """
 
     root = Path(root)
-    test = dict(test or {})
-    unknown = set(test) - set(TEST_OPTIONS)
-    if unknown:
-        raise UserError(f"detection test options {sorted(unknown)} unknown; known: {', '.join(TEST_OPTIONS)}")
+    test = known_options(test, TEST_OPTIONS, "detection test")
     annotated = split != "test-dev"
     ann_path = coco_format.annotation_file(root, split)
     checked_annotations(ann_path, annotated)
+    pipeline = _pipeline(img_size, train, annotated, test, augment)
+    return build_mm_dataset(
+        "mmdet",
+        dict(
+            type="FrozenbenchCocoDataset",
+            data_root=str(root),
+            ann_file=str(ann_path.relative_to(root)),
+            data_prefix=dict(img=f"{coco_format.SPLIT_FOLDERS[split]}/"),
+            metainfo=dict(classes=tuple(class_names(root))),
+            filter_cfg=dict(filter_empty_gt=train, min_size=0),
+            test_mode=not train,
+            pipeline=pipeline,
+        ),
+    )
+
+
+def _pipeline(
+    img_size: int, train: bool, annotated: bool, test: dict[str, Any], augment: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """mmdet's transforms of one image (see :func:`build_dataset`), from loading to packing."""
     pipeline: list[dict[str, Any]] = [
         dict(type="LoadImageFrozenbench", apply_orientation=ORIENTATION_BY_FORMAT["coco"]),
         *([dict(type="LoadAnnotations", with_bbox=True, with_mask=True)] if annotated else []),
@@ -118,19 +134,7 @@ def build_dataset(
             meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor", "flip", "flip_direction"),
         )
     )
-    return build_mm_dataset(
-        "mmdet",
-        dict(
-            type="FrozenbenchCocoDataset",
-            data_root=str(root),
-            ann_file=str(ann_path.relative_to(root)),
-            data_prefix=dict(img=f"{coco_format.SPLIT_FOLDERS[split]}/"),
-            metainfo=dict(classes=tuple(class_names(root))),
-            filter_cfg=dict(filter_empty_gt=train, min_size=0),
-            test_mode=not train,
-            pipeline=pipeline,
-        ),
-    )
+    return pipeline
 
 
 def build_model(head: DetectionHead, backbone: BackboneRequest, num_classes: int) -> torch.nn.Module:
@@ -203,9 +207,8 @@ def evaluate(
     batch_size: int = DETECTION.eval_batch,
 ) -> dict[str, Any]:
     """Box and mask AP of the val split (``test``'s scale acted in :func:`build_dataset`)."""
-    batches = eval_batches(dataset, collate, batch_size, workers, pin_memory=pins_batches_for(model))
-    evaluators = {"detection": FedEvaluator(COCOEvaluator(dataset.ann_file), _feed_coco)}
-    return inference_on_dataset(model, batches, evaluators, predict)["detection"]
+    coco = FedEvaluator(COCOEvaluator(dataset.ann_file), _feed_coco)
+    return run_evaluator(model, dataset, "detection", coco, batch_size, workers)
 
 
 @torch.no_grad()
@@ -215,5 +218,4 @@ def predict_test_dev(
     """Detections on test-dev in the COCO results format (boxes and masks in one list, as uploaded)."""
     categories = json.loads(Path(dataset.ann_file).read_text())["categories"]
     collector = ResultsCollector(category_ids(categories))
-    batches = eval_batches(dataset, collate, batch_size, workers, pin_memory=pins_batches_for(model))
-    return inference_on_dataset(model, batches, {"test-dev": collector}, predict)["test-dev"]["results"]
+    return run_evaluator(model, dataset, "test-dev", collector, batch_size, workers)["results"]

@@ -1,5 +1,6 @@
 """The paper's training augmentation for image tasks: "randomly resizes the original image, then
-randomly crops a square part of the resized image", read from a task's ``augment`` entry."""
+randomly crops a square part of the resized image", read from a task's ``augment`` entry; and the
+check every task applies to the keys of its ``test`` and ``augment`` entries."""
 
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ from typing import Any
 from frozenbench.errors import UserError
 
 RESIZE_CROP_OPTIONS = ("scale_range", "crop_size")
+
+
+def known_options(options: dict[str, Any] | None, known: tuple[str, ...], what: str) -> dict[str, Any]:
+    """A copy of ``options`` (a task's ``test`` or ``augment`` entry); a key not in ``known`` is an
+    error naming ``what`` (``"video test"``)."""
+    options = dict(options or {})
+    unknown = set(options) - set(known)
+    if unknown:
+        raise UserError(f"{what} options {sorted(unknown)} unknown; known: {', '.join(known)}")
+    return options
 
 
 def resize_crop_options(
@@ -22,9 +33,7 @@ def resize_crop_options(
     naming the ``task`` type."""
     if not augment:
         return None
-    unknown = set(augment) - set(RESIZE_CROP_OPTIONS)
-    if unknown:
-        raise UserError(f"{task} augment options {sorted(unknown)} unknown; known: {', '.join(RESIZE_CROP_OPTIONS)}")
+    augment = known_options(augment, RESIZE_CROP_OPTIONS, f"{task} augment")
     low, high = augment.get("scale_range", default_scale_range)
     if not 0 < low <= high:
         raise UserError(f"{task} augment scale_range must be 0 < low <= high, got {[low, high]}")

@@ -16,17 +16,15 @@ import torch.nn.functional as F
 
 from frozenbench.data.formats import ade as ade_format
 from frozenbench.data.formats import ORIENTATION_BY_FORMAT
-from frozenbench.engine.data import eval_batches
-from frozenbench.engine.device import pins_batches_for
-from frozenbench.evaluation.driver import FedEvaluator, inference_on_dataset
-from frozenbench.errors import UserError
+from frozenbench.evaluation.driver import FedEvaluator
 from frozenbench.evaluation import SemSegEvaluator
 from frozenbench.openmmlab.runtime import build_dataset as build_mm_dataset
-from frozenbench.openmmlab.runtime import collate, slide_inference
+from frozenbench.openmmlab.runtime import collate, slide_inference  # noqa: F401 (collate: TaskModule)
 from frozenbench.openmmlab.configs import mask2former_config
 from frozenbench.openmmlab.task_models import build_task_model
 from frozenbench.openmmlab.training import wrap_for_training as trainable  # noqa: F401 (TaskModule)
-from frozenbench.tasks.recipe import resize_crop_options
+from frozenbench.tasks.recipe import known_options, resize_crop_options
+from frozenbench.tasks.scoring import run_evaluator
 from frozenbench.tasks.registry import SEGMENTATION, BackboneRequest, SegmentationHead
 
 # Bump when a code change alters what the data pipeline feeds a head (decoding, sampling,
@@ -59,6 +57,24 @@ def build_dataset(
     del test  # test-time options act in evaluate()
 
     root = Path(root)
+    pipeline = _pipeline(img_size, train, augment)
+    return build_mm_dataset(
+        "mmseg",
+        dict(
+            type="BaseSegDataset",
+            data_root=str(root),
+            data_prefix=dict(img_path=ade_format.image_dir(split), seg_map_path=ade_format.label_dir(split)),
+            img_suffix=ade_format.IMAGE_SUFFIX,
+            seg_map_suffix=ade_format.LABEL_SUFFIX,
+            reduce_zero_label=True,
+            metainfo=dict(classes=class_names(root)),
+            pipeline=pipeline,
+        ),
+    )
+
+
+def _pipeline(img_size: int, train: bool, augment: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """mmseg's transforms of one image and its label map (see :func:`build_dataset`)."""
     # mmseg's own ADE20K pipelines: scale (4 * short, short) bounds the long side by 4x the short one
     short_side_scale = (4 * img_size, img_size)
     pipeline: list[dict[str, Any]] = [dict(type="LoadImageFrozenbench", apply_orientation=ORIENTATION_BY_FORMAT["ade"])]
@@ -81,19 +97,7 @@ def build_dataset(
         # annotations loaded after the resize: scored at the original resolution
         pipeline += [dict(type="Resize", scale=short_side_scale, keep_ratio=True), dict(type="LoadAnnotations")]
     pipeline.append(dict(type="PackSegInputs"))
-    return build_mm_dataset(
-        "mmseg",
-        dict(
-            type="BaseSegDataset",
-            data_root=str(root),
-            data_prefix=dict(img_path=ade_format.image_dir(split), seg_map_path=ade_format.label_dir(split)),
-            img_suffix=ade_format.IMAGE_SUFFIX,
-            seg_map_suffix=ade_format.LABEL_SUFFIX,
-            reduce_zero_label=True,
-            metainfo=dict(classes=class_names(root)),
-            pipeline=pipeline,
-        ),
-    )
+    return pipeline
 
 
 def build_model(head: SegmentationHead, backbone: BackboneRequest, num_classes: int) -> torch.nn.Module:
@@ -130,20 +134,12 @@ def evaluate(
     resized it, scored at the original resolution; with ``test={"scales": [...], "flip": True}``
     multi-scale + flip testing. Images go one at a time: val images differ in size, and mmseg's
     preprocessor takes a batch of one size only."""
-    test = dict(test or {})
-    unknown = set(test) - set(SEGMENTATION.test_options)
-    if unknown:
-        raise UserError(
-            f"segmentation test options {sorted(unknown)} unknown; known: {', '.join(SEGMENTATION.test_options)}"
-        )
+    test = known_options(test, SEGMENTATION.test_options, "segmentation test")
     scales, flip = test.get("scales", [1.0]), test.get("flip", False)
-    batches = eval_batches(dataset, collate, 1, workers, pin_memory=pins_batches_for(model))
-    evaluators = {
-        "segmentation": FedEvaluator(SemSegEvaluator(num_classes=num_classes, ignore_index=255), _feed_semseg)
-    }
-    return inference_on_dataset(model, batches, evaluators, lambda model, data: _tta_scores(model, data, scales, flip))[
-        "segmentation"
-    ]
+    semseg = FedEvaluator(SemSegEvaluator(num_classes=num_classes, ignore_index=255), _feed_semseg)
+    return run_evaluator(
+        model, dataset, "segmentation", semseg, 1, workers, lambda model, data: _tta_scores(model, data, scales, flip)
+    )
 
 
 def _feed_semseg(semseg: SemSegEvaluator, inputs: dict, outputs: list) -> None:

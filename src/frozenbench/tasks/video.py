@@ -12,16 +12,16 @@ from typing import Any
 import torch
 
 from frozenbench.data.formats import kinetics as kinetics_format
-from frozenbench.engine.data import eval_batches
-from frozenbench.engine.device import pins_batches_for
-from frozenbench.evaluation.driver import FedEvaluator, inference_on_dataset
+from frozenbench.evaluation.driver import FedEvaluator
 from frozenbench.errors import UserError
 from frozenbench.evaluation import TopKEvaluator
 from frozenbench.openmmlab.runtime import build_dataset as build_mm_dataset
-from frozenbench.openmmlab.runtime import collate, predict
+from frozenbench.openmmlab.runtime import collate  # noqa: F401 (TaskModule)
 from frozenbench.openmmlab.configs import recognizer_config
 from frozenbench.openmmlab.task_models import build_task_model
 from frozenbench.openmmlab.training import wrap_for_training as trainable  # noqa: F401 (TaskModule)
+from frozenbench.tasks.recipe import known_options
+from frozenbench.tasks.scoring import run_evaluator
 from frozenbench.tasks.registry import VIDEO, BackboneRequest, VideoHead
 
 # Bump when a code change alters what the data pipeline feeds a head (decoding, sampling,
@@ -60,48 +60,19 @@ def build_dataset(
     head averages their class probabilities.
     """
 
-    test = dict(test or {})
-    unknown = set(test) - set(TEST_OPTIONS)
-    if unknown:
-        raise UserError(f"video test options {sorted(unknown)} unknown; known: {', '.join(TEST_OPTIONS)}")
-    augment = dict(augment or {}) if train else {}
-    unknown = set(augment) - set(AUGMENT_OPTIONS)
-    if unknown:
-        raise UserError(f"video augment options {sorted(unknown)} unknown; known: {', '.join(AUGMENT_OPTIONS)}")
+    test = known_options(test, TEST_OPTIONS, "video test")
+    augment = known_options(augment if train else None, AUGMENT_OPTIONS, "video augment")
     num_clips = 1 if train else int(test.get("num_clips", 1))
-    root = Path(root)
-    # mmaction's PyAVInit reads the frame count from the container: use mp4 (webm reports 0).
-    pipeline: list[dict[str, Any]] = [
-        dict(type="PyAVInit"),
-        dict(
-            type="SampleFrames",
-            clip_len=num_frames,
-            frame_interval=frame_interval,
-            num_clips=num_clips,
-            test_mode=not train,
-        ),
-        dict(type="PyAVDecode"),
-    ]
     num_crops = 1 if train else int(test.get("num_crops", 1))
     if num_crops not in (1, 3):
         raise UserError(f"video test option num_crops must be 1 or 3, got {num_crops}")
-    if augment:
-        pipeline += [
-            dict(
-                type="RandomResizedCrop",
-                area_range=tuple(augment.get("area_range", (0.08, 1.0))),
-                aspect_ratio_range=tuple(augment.get("aspect_ratio_range", (3 / 4, 4 / 3))),
-            ),
-            dict(type="Resize", scale=(img_size, img_size), keep_ratio=False),
-        ]
-        if augment.get("flip", False):
-            pipeline.append(dict(type="Flip", flip_ratio=0.5))
-    else:
-        pipeline += [
-            dict(type="Resize", scale=(-1, img_size)),
-            dict(type="ThreeCrop" if num_crops == 3 else "CenterCrop", crop_size=img_size),
-        ]
-    pipeline += [dict(type="FormatShape", input_format="NCTHW"), dict(type="PackActionInputs")]
+    root = Path(root)
+    pipeline: list[dict[str, Any]] = [
+        *_decoded_clips(num_frames, frame_interval, num_clips, train),
+        *_crops(img_size, augment, num_crops),
+        dict(type="FormatShape", input_format="NCTHW"),
+        dict(type="PackActionInputs"),
+    ]
     return build_mm_dataset(
         "mmaction",
         dict(
@@ -112,6 +83,42 @@ def build_dataset(
             test_mode=not train,
         ),
     )
+
+
+def _decoded_clips(num_frames: int, frame_interval: int, num_clips: int, train: bool) -> list[dict[str, Any]]:
+    """The transforms that pick ``num_clips`` clips of a video and decode their frames."""
+    # mmaction's PyAVInit reads the frame count from the container: use mp4 (webm reports 0).
+    return [
+        dict(type="PyAVInit"),
+        dict(
+            type="SampleFrames",
+            clip_len=num_frames,
+            frame_interval=frame_interval,
+            num_clips=num_clips,
+            test_mode=not train,
+        ),
+        dict(type="PyAVDecode"),
+    ]
+
+
+def _crops(img_size: int, augment: dict[str, Any], num_crops: int) -> list[dict[str, Any]]:
+    """The frames' crop and resize to ``img_size``: the training augmentation, or the test views."""
+    if not augment:
+        return [
+            dict(type="Resize", scale=(-1, img_size)),
+            dict(type="ThreeCrop" if num_crops == 3 else "CenterCrop", crop_size=img_size),
+        ]
+    crops = [
+        dict(
+            type="RandomResizedCrop",
+            area_range=tuple(augment.get("area_range", (0.08, 1.0))),
+            aspect_ratio_range=tuple(augment.get("aspect_ratio_range", (3 / 4, 4 / 3))),
+        ),
+        dict(type="Resize", scale=(img_size, img_size), keep_ratio=False),
+    ]
+    if augment.get("flip", False):
+        crops.append(dict(type="Flip", flip_ratio=0.5))
+    return crops
 
 
 def build_model(head: VideoHead, backbone: BackboneRequest, num_classes: int) -> torch.nn.Module:
@@ -156,9 +163,8 @@ def evaluate(
     test = dict(test or {})
     views = int(test.get("num_clips", 1)) * int(test.get("num_crops", 1))
     batch_size = max(1, min(VIDEO.eval_batch, MAX_TEST_VIEWS_PER_BATCH // views))
-    batches = eval_batches(dataset, collate, batch_size, workers, pin_memory=pins_batches_for(model))
-    evaluators = {"video": FedEvaluator(TopKEvaluator(topk=(1, 5) if num_classes >= 5 else (1,)), _feed_topk)}
-    return inference_on_dataset(model, batches, evaluators, predict)["video"]
+    topk = FedEvaluator(TopKEvaluator(topk=(1, 5) if num_classes >= 5 else (1,)), _feed_topk)
+    return run_evaluator(model, dataset, "video", topk, batch_size, workers)
 
 
 def _feed_topk(topk: TopKEvaluator, inputs: dict, outputs: list) -> None:
