@@ -21,7 +21,7 @@ Layouts:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -115,6 +115,16 @@ def _strip_wrappers(sd: StateDict) -> StateDict:
 
 def _take_prefix(sd: StateDict, prefix: str) -> StateDict:
     return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def _under(sd: StateDict, prefix: str, why: str, dropped: Dropped) -> Iterator[tuple[str, str, torch.Tensor]]:
+    """(key, key without ``prefix``, tensor) of each entry under ``prefix``, in order; the others are
+    added to ``dropped`` as ``why``."""
+    for key, value in sd.items():
+        if key.startswith(prefix):
+            yield key, key.removeprefix(prefix), value
+        else:
+            dropped.append((key, why))
 
 
 def official_swin(sd: StateDict) -> tuple[StateDict, Dropped]:
@@ -218,11 +228,7 @@ def _detector_backbone(sd: StateDict) -> tuple[StateDict, Dropped]:
     """The ``backbone.`` part of a detector / segmentor file, with its per-level output norms:
     the last one (``norm3``) is the final norm, the others are dropped."""
     backbone, dropped = {}, []
-    for key, value in sd.items():
-        if not key.startswith("backbone."):
-            dropped.append((key, "detector/segmentor head (not the backbone)"))
-            continue
-        k = key.removeprefix("backbone.")
+    for key, k, value in _under(sd, "backbone.", "detector/segmentor head (not the backbone)", dropped):
         if re.fullmatch(r"norm3\.(weight|bias)", k):
             k = k.replace("norm3.", "norm.")  # the last stage's output norm is the final norm
         elif re.fullmatch(r"norm\d\.(weight|bias)", k):
@@ -325,11 +331,7 @@ def openai_clip(sd: StateDict) -> tuple[StateDict, Dropped]:
     if not any(k.startswith("visual.") for k in sd) and "class_embedding" in sd:
         sd = {f"visual.{k}": v for k, v in sd.items()}  # a visual tower saved on its own
     out, dropped = {}, []
-    for key, value in sd.items():
-        if not key.startswith("visual."):
-            dropped.append((key, "CLIP text tower"))
-            continue
-        k = key.removeprefix("visual.")
+    for key, k, value in _under(sd, "visual.", "CLIP text tower", dropped):
         if k == "proj":
             dropped.append((key, "CLIP image-text projection (not a backbone feature)"))
             continue
