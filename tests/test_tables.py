@@ -243,3 +243,50 @@ def test_training_curves_are_written_as_data_that_dvc_plots_renders(tmp_path):
     values = plot["content"]["data"]["values"]
     assert [(float(v["step"]), float(v["loss"])) for v in values] == [(1.0, 3.0), (2.0, 2.5), (3.0, 2.0)]
     assert plot["content"]["encoding"]["x"]["field"] == "step"
+
+
+def _with_replicates(task, backbone, mode, value, replicates, seed=0, head="h"):
+    """A segmentation record whose evaluation recorded bootstrap replicates (issue 29)."""
+    entry = {"n": 80, "seed": 0, "replicates": list(replicates)}
+    rec = record(task, backbone, mode, {"mIoU": value, "bootstrap": {"mIoU": entry}}, head=head)
+    return {**rec, "seed": seed, "task_type": "segmentation"}
+
+
+def test_cells_show_mean_and_interval_over_seeds_and_gaps_are_findings_only_beyond_noise(tmp_path):
+    import numpy as np
+
+    from frozenbench.evaluation import bootstrap
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1.0, bootstrap.REPLICATES)  # one split: the same resamples in every cell
+    records = [
+        _with_replicates("ade", "a", "frozen", 50.0, 50.0 + noise, seed=0),
+        _with_replicates("ade", "a", "frozen", 51.0, 51.0 + noise, seed=1),
+        _with_replicates("ade", "a", "finetune", 56.0, 56.0 + noise, seed=0),
+        _with_replicates("ade", "b", "frozen", 50.2, 50.2 + noise, seed=0),
+        _with_replicates("ade", "b", "finetune", 50.0, 50.0 + rng.normal(0, 1.0, bootstrap.REPLICATES), seed=0),
+    ]
+    table = pretraining_table(records)
+    rows = {row[0]: row for row in table.rows}
+    at = table.header.index("ade mIoU frozen")
+    frozen, finetuned, gap = rows["a"][at : at + 3]
+    assert float(frozen) == 50.5 and frozen.interval.seeds == 2 and frozen.per_seed == {0: 50.0, 1: 51.0}
+    assert frozen.interval.low < 50.5 < frozen.interval.high
+    assert float(gap) == pytest.approx(-5.5) and gap.finding  # 5.5 points on a 1-point noise: a finding
+    near_gap = rows["b"][at + 2]
+    assert float(near_gap) == pytest.approx(0.2) and not near_gap.finding  # within noise: no mark
+
+    tables = build_tables(records, tmp_path)
+    markdown = (tmp_path / "pretraining.md").read_text()
+    assert f"{gap.interval.describe()}*" in markdown and "50.5 [" in markdown
+    assert "n = 80 evaluation samples, 1-2 seed(s) per cell" in markdown
+    header = (tmp_path / "pretraining.csv").read_text().splitlines()[0].split(",")
+    assert header[header.index("ade mIoU frozen") + 1 : header.index("ade mIoU frozen") + 3] == [
+        "ade mIoU frozen low",
+        "ade mIoU frozen high",
+    ]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    cell = summary["ade/a/frozen/h"]
+    assert cell["mIoU"] == 50.5 and cell["mIoU_interval"]["per_seed"] == {"0": 50.0, "1": 51.0}
+    assert cell["mIoU_interval"]["seeds"] == 2 and cell["mIoU_interval"]["n"] == 80
+    assert tables[0].name == "pretraining"

@@ -1,5 +1,10 @@
 """Study tables built from the results json alone (``results/{task}/{backbone}/{mode}/{head}/metrics.json``).
 
+Every number is a cell's mean over its seeds with a 95 % interval (:mod:`frozenbench.reporting.estimates`:
+a bootstrap over the evaluation samples combined with the spread over seeds), and a gap between two
+cells is paired replicate by replicate and marked a finding (``*``) only when its interval excludes
+zero; each table's notes state what the intervals rest on (samples, seeds).
+
 Every table is written as Markdown, LaTeX (booktabs) and CSV. A cell that has not been
 run shows as "–" (empty in CSV), never as zero. Partial tables, built after a failed run with each
 cell's status (:mod:`frozenbench.study_status`), show a cell without results as ``failed`` (its logs
@@ -17,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from frozenbench.errors import UserError
-from frozenbench.evaluation.headline import headline_metrics, metric_value, task_type_of, task_types
+from frozenbench.evaluation.headline import headline_metrics, task_type_of, task_types
+from frozenbench.reporting.estimates import FINDING, Estimate, difference, estimate
 from frozenbench.tasks.registry import get_task_type
 from frozenbench.utils.atomic import write_text
 
@@ -103,21 +109,20 @@ def with_planned_cells(
     return records + missing
 
 
-def headline(record: dict[str, Any], label: str) -> float | None:
-    for column, path in headline_metrics(task_type_of(record)):
-        if column == label:
-            return metric_value(record["metrics"], path)
-    return None
+def headline(records: dict[str, Any] | list[dict[str, Any]], label: str) -> Estimate | None:
+    """The headline ``label`` of a cell's records (one per seed; one record alone is one seed)."""
+    return estimate(records if isinstance(records, list) else [records], label)
 
 
-def cell_value(record: dict[str, Any] | None, label: str) -> float | CellMark | None:
-    """What a table shows for ``record``'s headline ``label``: its number, the cell's status when it
-    has no results (partial tables), else None (shown as missing)."""
-    if record is None:
+def cell_value(records: list[dict[str, Any]] | None, label: str) -> Estimate | CellMark | None:
+    """What a table shows for a cell's headline ``label`` (``records``: its seeds): its estimate,
+    the cell's status when it has no results (partial tables), else None (shown as missing)."""
+    if not records:
         return None
-    if record.get("status") in (FAILED, NOT_RUN):
-        return CellMark(record["status"], cell_path(record), record.get("logs", ()))
-    return headline(record, label)
+    marked = next((r for r in records if r.get("status") in (FAILED, NOT_RUN)), None)
+    if marked is not None:
+        return CellMark(marked["status"], cell_path(marked), marked.get("logs", ()))
+    return headline(records, label)
 
 
 def _number(value: Any) -> float | None:
@@ -140,8 +145,12 @@ def _key(record: dict[str, Any]) -> tuple:
     return record["task"], record["backbone"], record["mode"], record["head"]
 
 
-def _index(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
-    return {_key(r): r for r in records}
+def _index(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """Each cell's records, one per seed it ran."""
+    cells: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        cells.setdefault(_key(record), []).append(record)
+    return cells
 
 
 def _tasks(records: list[dict[str, Any]]) -> list[str]:
@@ -150,8 +159,8 @@ def _tasks(records: list[dict[str, Any]]) -> list[str]:
     return sorted(names, key=lambda t: (task_types().index(_type_of_task(t, records)), t))
 
 
-def _gap(frozen: float | None, finetune: float | None) -> float | None:
-    return None if frozen is None or finetune is None else frozen - finetune
+def _gap(frozen: Any, finetune: Any) -> float | None:
+    return difference(_number(frozen), _number(finetune))
 
 
 def table_heads(records: list[dict[str, Any]], chosen: dict[str, str] | None = None) -> dict[str, str | None]:
@@ -205,13 +214,15 @@ def head_capacity_table(records: list[dict[str, Any]]) -> Table:
     for r in frozen:
         heads_of.setdefault((r["backbone"], r["task"]), set()).add(r["head"])
     rows = []
-    for r in sorted(frozen, key=lambda r: (r["backbone"], tasks.index(r["task"]), r["head"])):
+    cells = _index(frozen)
+    for key in sorted(cells, key=lambda k: (k[1], tasks.index(k[0]), k[3])):
+        r = cells[key][0]
         if len(heads_of[(r["backbone"], r["task"])]) < 2:
             continue
         capacity = r.get("capacity") or f"extra_blocks={r.get('extra_blocks', 0)}"
         row: list[Any] = [r["backbone"], r["task"], r["head"], capacity]
         for task in tasks:
-            row += [cell_value(r, label) if task == r["task"] else None for label in _labels(task, frozen)]
+            row += [cell_value(cells[key], label) if task == r["task"] else None for label in _labels(task, frozen)]
         rows.append(row)
     return Table("head_capacity", "Frozen backbone with more head capacity (validation split)", header, rows)
 
@@ -264,7 +275,7 @@ def paper_table(
             # the paper's numbers are the task type's record's (Lin et al. 2022, SwinV2-G)
             for (label, mode), published in record.paper.items():
                 ours = cell_value(index.get((task, backbone, mode, chosen.get(task))), label)
-                delta = None if _number(ours) is None else ours - published
+                delta = None if _number(ours) is None else float(ours) - published
                 rows.append([task, label, mode, ours, published, delta])
     ours_name = backbone or "no backbone run yet"
     return Table(
@@ -276,23 +287,32 @@ def paper_table(
     )
 
 
-def summary(records: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """Headline numbers per cell path (``task/backbone/mode/head``): DVC's metrics file."""
-    return {
-        f"{r['task']}/{r['backbone']}/{r['mode']}/{r['head']}": {
-            label: headline(r, label) for label, _ in headline_metrics(task_type_of(r))
-        }
-        for r in records
-    }
+def _summary_entry(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A cell's headline numbers for summary.json: each label's mean, and beside it
+    ``<label>_interval`` (low, high, seeds, n, per-seed values) where the cell has them."""
+    entry: dict[str, Any] = {}
+    for label, _ in headline_metrics(task_type_of(records[0])):
+        value = headline(records, label)
+        entry[label] = None if value is None else round(float(value), 4)
+        if isinstance(value, Estimate) and (value.interval is not None or len(value.per_seed) > 1):
+            entry[f"{label}_interval"] = value.to_json()
+    return entry
+
+
+def summary(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Headline numbers per cell path (``task/backbone/mode/head``), over the cell's seeds, with
+    their intervals: DVC's metrics file."""
+    return {cell_path(cell[0]): _summary_entry(cell) for cell in _index(records).values()}
 
 
 def summary_with_status(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """summary.json of partial tables: every planned cell with its ``status`` (``finished``, ``failed``
     with its ``logs``, ``not run``) beside its headline numbers (null unless finished)."""
     cells = {}
-    for r in records:
+    for cell in _index(records).values():
+        r = cell[0]
         status = r.get("status", FINISHED)
-        entry: dict[str, Any] = {label: headline(r, label) for label, _ in headline_metrics(task_type_of(r))}
+        entry = _summary_entry(cell)
         entry["status"] = status
         if status == FAILED:
             entry["logs"] = list(r.get("logs", []))
@@ -314,6 +334,8 @@ def failed_cell_notes(table: Table) -> list[str]:
 def _fmt(value: Any) -> str:
     if value is None:
         return MISSING
+    if isinstance(value, Estimate):
+        return value.describe()
     if isinstance(value, float):
         return f"{value:.1f}"
     return str(value)
@@ -353,13 +375,53 @@ def to_latex(table: Table) -> str:
 
 
 def to_csv(table: Table) -> str:
+    """The table with plain numbers (an estimate's mean), and after each column that holds
+    intervals its ``low`` and ``high`` columns."""
+    with_interval = [
+        any(isinstance(row[i], Estimate) and row[i].interval is not None for row in table.rows)
+        for i in range(len(table.header))
+    ]
+
+    def plain(v: Any) -> Any:
+        return "" if v is None else (round(float(v), 4) if isinstance(v, float) else v)
+
+    def bounds(v: Any) -> list[Any]:
+        interval = v.interval if isinstance(v, Estimate) else None
+        return ["", ""] if interval is None else [round(interval.low, 4), round(interval.high, 4)]
+
+    header, rows = [], [[] for _ in table.rows]
+    for i, name in enumerate(table.header):
+        header += [name] + ([f"{name} low", f"{name} high"] if with_interval[i] else [])
+        for out, row in zip(rows, table.rows):
+            out += [plain(row[i])] + (bounds(row[i]) if with_interval[i] else [])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(table.header)
-    writer.writerows(
-        [["" if v is None else (round(v, 4) if isinstance(v, float) else v) for v in row] for row in table.rows]
-    )
+    writer.writerow(header)
+    writer.writerows(rows)
     return buf.getvalue()
+
+
+def interval_notes(table: Table) -> list[str]:
+    """What the table's intervals rest on: per task, the evaluation samples and the seeds (the
+    fewest and most any of its cells ran), and what a finding mark means."""
+    basis: dict[str, set[tuple[int, int]]] = {}
+    for row in table.rows:
+        for name, value in zip(table.header, row):
+            if isinstance(value, Estimate) and value.interval is not None and not value.is_difference:
+                basis.setdefault(name.split(" ")[0], set()).add((value.interval.n, value.interval.seeds))
+    if not basis:
+        return []
+    parts = []
+    for task, pairs in sorted(basis.items()):
+        samples = sorted({n for n, _ in pairs})
+        seeds = sorted({s for _, s in pairs})
+        seed_text = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+        parts.append(f"{task}: n = {', '.join(map(str, samples))} evaluation samples, {seed_text} seed(s) per cell")
+    return [
+        "mean [95 % interval]: a bootstrap over the evaluation samples combined with the spread over seeds; "
+        + "; ".join(parts),
+        f"{FINDING}: a gap whose paired interval excludes zero (a finding); without it the gap is within noise",
+    ]
 
 
 def build_tables(
@@ -383,7 +445,7 @@ def build_tables(
         paper_table(records, plan.get("paper_backbone"), heads),
     ]
     for table in tables:
-        table.notes = failed_cell_notes(table)
+        table.notes = failed_cell_notes(table) + interval_notes(table)
     out_dir = Path(out_dir)
     cells = summary_with_status(records) if statuses is not None else summary([r for r in records if r.get("metrics")])
     write_text(out_dir / "summary.json", json.dumps(cells, indent=2, sort_keys=True) + "\n")
