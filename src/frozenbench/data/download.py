@@ -310,6 +310,22 @@ def _content_length(remote: RemoteFile, headers) -> int | None:
     return int(value)
 
 
+def _read_content_range(content_range: str | None, length: int | None) -> tuple[int | None, int | None, bool]:
+    """(first byte, total size, whether the range describes a body that runs to the file's end)."""
+    match = _CONTENT_RANGE.match(content_range or "")
+    first, last = (int(match.group(1)), int(match.group(2))) if match else (None, None)
+    total = int(match.group(3)) if match and match.group(3) != "*" else None
+    # a whole answer: the range covers the body and ends at the total; a resume runs to the end too
+    consistent = (
+        match is not None
+        and total is not None
+        and last + 1 == total
+        and first <= last
+        and (length is None or length == last - first + 1)
+    )
+    return first, total, consistent
+
+
 def _check_answer(
     remote: RemoteFile,
     response,
@@ -333,17 +349,7 @@ def _check_answer(
         _refuse_unlike_the_file(remote, headers)
     length = _content_length(remote, headers)
     content_range = headers.get("Content-Range")
-    match = _CONTENT_RANGE.match(content_range or "")
-    first, last = (int(match.group(1)), int(match.group(2))) if match else (None, None)
-    total = int(match.group(3)) if match and match.group(3) != "*" else None
-    # a whole answer: the range covers the body and ends at the total; a resume runs to the end too
-    consistent = (
-        match is not None
-        and total is not None
-        and last + 1 == total
-        and first <= last
-        and (length is None or length == last - first + 1)
-    )
+    first, total, consistent = _read_content_range(content_range, length)
     if status == 206 and not have:
         raise DownloadError(
             f"{remote.shown}: answered a request without Range with 206 Partial Content "
@@ -374,6 +380,24 @@ def _shorten_read_timeout(response, seconds: float) -> None:
     sock = getattr(getattr(response.fp, "raw", None), "_sock", None)
     if sock is not None:
         sock.settimeout(seconds)
+
+
+def _longer_than_announced(remote: RemoteFile, length: int) -> DownloadError:
+    """The refusal of a first copy whose body runs past its Content-Length."""
+    return DownloadError(
+        f"{remote.shown}: the body is longer than its Content-Length ({length} bytes), so a whole "
+        f"copy cannot be told from a cut one; {_NOT_RECORDED}: pin its sha256 in the config"
+    )
+
+
+def _past_overlap(held: bytes, chunk: bytes) -> tuple[bytes, bytes]:
+    """(the overlap still to compare, ``chunk`` after it); _Restart where the chunk differs from the held bytes."""
+    n = min(len(held), len(chunk))
+    if chunk[:n] != held[:n]:
+        raise _Restart(
+            "the re-fetched bytes before the end of the partial copy differ from it: the file changed on the server"
+        )
+    return held[n:], chunk[n:]
 
 
 def _receive(
@@ -409,19 +433,10 @@ def _receive(
                 if first_copy:
                     f.close()
                     part.unlink(missing_ok=True)
-                    raise DownloadError(
-                        f"{remote.shown}: the body is longer than its Content-Length ({length} bytes), so a whole "
-                        f"copy cannot be told from a cut one; {_NOT_RECORDED}: pin its sha256 in the config"
-                    )
+                    raise _longer_than_announced(remote, length)
                 longer = True  # a published or recorded digest decides
             if held:
-                n = min(len(held), len(chunk))
-                if chunk[:n] != held[:n]:
-                    raise _Restart(
-                        "the re-fetched bytes before the end of the partial copy differ from it: "
-                        "the file changed on the server"
-                    )
-                held, chunk = held[n:], chunk[n:]
+                held, chunk = _past_overlap(held, chunk)
             f.write(chunk)
             if length is not None and received == length:
                 _shorten_read_timeout(response, min(1.0, policy.timeout))
@@ -433,6 +448,147 @@ def _receive(
     if held:  # cut inside the overlap: nothing was appended, the part is as it was
         raise ConnectionError(f"connection closed inside the {len(held)}-byte overlap")
     return not longer
+
+
+class _Incomplete(Exception):
+    """The connection closed before the whole file arrived: the part is kept and resumed."""
+
+
+@dataclass(frozen=True)
+class _Held:
+    """What the partial copy holds before an attempt, and where that attempt's request starts."""
+
+    saved: dict[str, Any] | None  # the note of where the part came from (None: no part to resume)
+    have: int  # bytes held
+    start: int  # the first byte asked for (before ``have`` when no validator proves the same file)
+    validator: str | None  # sent as If-Range
+
+
+def _held(part: Path, meta_path: Path, overlap: int) -> _Held:
+    """The part's state: the same file is proven by its validator (a changed file is sent whole, 200),
+    or else by bytes re-fetched before the held end that must match the part."""
+    saved = json.loads(meta_path.read_text()) if meta_path.exists() and part.exists() else None
+    have = part.stat().st_size if part.exists() and saved is not None else 0
+    validator = _if_range(saved) if have else None
+    start = have if validator else max(0, have - overlap)
+    return _Held(saved, have, start, validator)
+
+
+def _resume_request(remote: RemoteFile, held: _Held) -> urllib.request.Request:
+    """The request for ``remote`` from ``held.start`` on (If-Range where a validator is known)."""
+    request = _request(remote.url)
+    if held.have:
+        request.add_header("Range", f"bytes={held.start}-")
+        if held.validator:
+            request.add_header("If-Range", held.validator)
+    return request
+
+
+def _take_answer(
+    remote: RemoteFile,
+    response,
+    part: Path,
+    meta_path: Path,
+    held: _Held,
+    first_copy: bool,
+    deadline: float,
+    policy: RetryPolicy,
+    log: Callable[[str], None],
+) -> tuple[int | None, bool]:
+    """The answer's body written to ``part`` (appended or from scratch): (the file's total size where
+    the announced length can be trusted, else None; whether the body was chunked)."""
+    mode, expected_total, length = _check_answer(
+        remote, response, held.have, held.start, held.saved, held.validator, first_copy
+    )
+    overlap = b""
+    if mode == "ab":
+        with open(part, "rb") as f:
+            f.seek(held.start)
+            overlap = f.read(held.have - held.start)
+    else:  # a first request, a server ignoring Range, or a changed file (If-Range)
+        if held.have:
+            log(f"{remote.shown}: sent whole ({response.status}), not resumed; starting over")
+        write_json(meta_path, {"url": remote.shown, **_validators(response.headers), "total": length})
+    trusted_length = _receive(remote, response, part, mode, overlap, length, first_copy, deadline, policy)
+    return (expected_total if trusted_length else None), response.chunked
+
+
+def _whole_copy(part: Path, meta_path: Path, expected_total: int | None, chunked: bool) -> bool:
+    """Whether the finished part is provably whole; raises _Incomplete when it is short of the total
+    and _Restart when it holds more."""
+    size = part.stat().st_size
+    if expected_total is not None and size < expected_total:
+        raise _Incomplete(f"connection closed after {size} of {expected_total} bytes")
+    if expected_total is not None and size > expected_total:
+        raise _Restart(f"the partial copy holds {size} bytes, more than the file's {expected_total}")
+    meta_path.unlink(missing_ok=True)
+    return expected_total is not None or chunked
+
+
+def _whole_already(
+    remote: RemoteFile,
+    err: urllib.error.HTTPError,
+    part: Path,
+    meta_path: Path,
+    held: _Held,
+    log: Callable[[str], None],
+) -> bool:
+    """After HTTP 416 to a resume: True when the part already holds the whole, same file; else the
+    stale part is discarded."""
+    match = _UNSATISFIED_RANGE.match(err.headers.get("Content-Range") or "")
+    total = int(match.group(1)) if match else None
+    if total == held.have and held.saved.get("total") == held.have and _same_remote(held.saved, err.headers, total):
+        meta_path.unlink(missing_ok=True)
+        return True
+    log(
+        f"{remote.shown}: the partial copy ({held.have} bytes) does not fit the file "
+        f"({total if total is not None else 'unknown'} bytes); discarding it"
+    )
+    part.unlink(missing_ok=True)
+    meta_path.unlink(missing_ok=True)
+    return False
+
+
+def _retryable_http(remote: RemoteFile, err: urllib.error.HTTPError) -> str:
+    """The retry reason for an HTTP error worth another attempt; DownloadError for any other."""
+    if 300 <= err.code < 400:
+        raise DownloadError(
+            f"{remote.shown}: a redirect that cannot be followed (HTTP {err.code}: a redirect loop, too many "
+            f"redirects or no Location); set `url` to the file's direct location"
+        ) from None
+    if err.code not in RETRYABLE_STATUS:
+        reason = str(err.reason).splitlines()[0] if err.reason else ""
+        raise DownloadError(f"{remote.shown}: HTTP {err.code} {reason}") from None
+    return f"HTTP {err.code}"
+
+
+# what a lost connection or a cut read raises (IncompleteRead: a chunked body cut short)
+_NETWORK_ERRORS = (
+    urllib.error.URLError,
+    socket.timeout,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+    http.client.HTTPException,
+)
+
+
+def _network_reason(err: Exception) -> str:
+    """The retry reason for a network failure; a DownloadError the redirect check wrapped in it is raised."""
+    if isinstance(getattr(err, "reason", None), DownloadError):
+        raise err.reason from None
+    reason = getattr(err, "reason", err)
+    return f"{type(err).__name__}: {reason}"
+
+
+def _gave_up(remote: RemoteFile, policy: RetryPolicy, deadline: float, last_error: str) -> DownloadError:
+    """The error once the attempts or the deadline ran out."""
+    if time.monotonic() > deadline:
+        return DownloadError(
+            f"{remote.shown}: not complete after the deadline of {policy.deadline:.0f} s "
+            f"({last_error}); the partial copy is kept and the next run resumes it"
+        )
+    return DownloadError(f"{remote.shown}: giving up after {policy.attempts} attempts ({last_error})")
 
 
 def _download_to_part(
@@ -457,43 +613,14 @@ def _download_to_part(
             policy.sleep(delay)
         if time.monotonic() > deadline:
             break
-        saved = json.loads(meta_path.read_text()) if meta_path.exists() and part.exists() else None
-        have = part.stat().st_size if part.exists() and saved is not None else 0
-        # the same file is proven by its validator (a changed file is sent whole, 200), or else by
-        # bytes re-fetched before the held end that must match the part
-        validator = _if_range(saved) if have else None
-        start = have if validator else max(0, have - policy.overlap)
-        request = _request(remote.url)
-        if have:
-            request.add_header("Range", f"bytes={start}-")
-            if validator:
-                request.add_header("If-Range", validator)
+        held = _held(part, meta_path, policy.overlap)
         try:
-            with opener.open(request, timeout=min(policy.timeout, max(1.0, deadline - time.monotonic()))) as response:
-                mode, expected_total, length = _check_answer(
-                    remote, response, have, start, saved, validator, first_copy
-                )
-                held = b""
-                if mode == "ab":
-                    with open(part, "rb") as f:
-                        f.seek(start)
-                        held = f.read(have - start)
-                else:  # a first request, a server ignoring Range, or a changed file (If-Range)
-                    if have:
-                        log(f"{remote.shown}: sent whole ({response.status}), not resumed; starting over")
-                    write_json(meta_path, {"url": remote.shown, **_validators(response.headers), "total": length})
-                trusted_length = _receive(remote, response, part, mode, held, length, first_copy, deadline, policy)
-                chunked = response.chunked
-            if not trusted_length:
-                expected_total = None
-            size = part.stat().st_size
-            if expected_total is not None and size < expected_total:
-                last_error = f"connection closed after {size} of {expected_total} bytes"
-                continue
-            if expected_total is not None and size > expected_total:
-                raise _Restart(f"the partial copy holds {size} bytes, more than the file's {expected_total}")
-            meta_path.unlink(missing_ok=True)
-            return expected_total is not None or chunked
+            timeout = min(policy.timeout, max(1.0, deadline - time.monotonic()))
+            with opener.open(_resume_request(remote, held), timeout=timeout) as response:
+                answer = _take_answer(remote, response, part, meta_path, held, first_copy, deadline, policy, log)
+            return _whole_copy(part, meta_path, *answer)
+        except _Incomplete as err:
+            last_error = str(err)
         except DownloadError:
             if not part.exists():  # a refused body was discarded: so is the note of where it came from
                 meta_path.unlink(missing_ok=True)
@@ -504,47 +631,30 @@ def _download_to_part(
             part.unlink(missing_ok=True)
             meta_path.unlink(missing_ok=True)
         except urllib.error.HTTPError as err:
-            if err.code == 416 and have:
-                match = _UNSATISFIED_RANGE.match(err.headers.get("Content-Range") or "")
-                total = int(match.group(1)) if match else None
-                if total == have and saved.get("total") == have and _same_remote(saved, err.headers, total):
-                    meta_path.unlink(missing_ok=True)
-                    return True  # the part already holds the whole, same file
-                log(
-                    f"{remote.shown}: the partial copy ({have} bytes) does not fit the file "
-                    f"({total if total is not None else 'unknown'} bytes); discarding it"
-                )
-                part.unlink(missing_ok=True)
-                meta_path.unlink(missing_ok=True)
+            if err.code == 416 and held.have:
+                if _whole_already(remote, err, part, meta_path, held, log):
+                    return True
                 last_error = "HTTP 416 on a stale partial copy"
                 continue
-            if 300 <= err.code < 400:
-                raise DownloadError(
-                    f"{remote.shown}: a redirect that cannot be followed (HTTP {err.code}: a redirect loop, too many "
-                    f"redirects or no Location); set `url` to the file's direct location"
-                ) from None
-            if err.code not in RETRYABLE_STATUS:
-                reason = str(err.reason).splitlines()[0] if err.reason else ""
-                raise DownloadError(f"{remote.shown}: HTTP {err.code} {reason}") from None
-            last_error = f"HTTP {err.code}"
-        except (
-            urllib.error.URLError,
-            socket.timeout,
-            ConnectionError,
-            TimeoutError,
-            OSError,
-            http.client.HTTPException,
-        ) as err:  # IncompleteRead: a chunked body cut short
-            if isinstance(getattr(err, "reason", None), DownloadError):
-                raise err.reason from None
-            reason = getattr(err, "reason", err)
-            last_error = f"{type(err).__name__}: {reason}"
-    if time.monotonic() > deadline:
-        raise DownloadError(
-            f"{remote.shown}: not complete after the deadline of {policy.deadline:.0f} s "
-            f"({last_error}); the partial copy is kept and the next run resumes it"
-        )
-    raise DownloadError(f"{remote.shown}: giving up after {policy.attempts} attempts ({last_error})")
+            last_error = _retryable_http(remote, err)
+        except _NETWORK_ERRORS as err:
+            last_error = _network_reason(err)
+    raise _gave_up(remote, policy, deadline, last_error)
+
+
+def _verified_existing(
+    final: Path, remote: RemoteFile, records: ChecksumRecords, key: str, log: Callable[[str], None]
+) -> bool:
+    """Whether the file already at ``final`` verifies; one that does not is removed."""
+    try:
+        verify(final, remote, records, key, provably_whole=False)
+        log(f"verified existing {final}")
+        return True
+    except ChecksumMismatch:
+        final.unlink()
+    except DownloadError:  # unpublished, unrecorded: a file of unknown origin is not trusted
+        final.unlink()
+    return False
 
 
 def fetch(
@@ -575,15 +685,8 @@ def fetch(
     records = records if records is not None else ChecksumRecords(state_dir / "checksums.sha256")
     final = dest_dir / remote.filename
     part = state_dir / f".{remote.filename}.part"
-    if final.exists():
-        try:
-            verify(final, remote, records, key, provably_whole=False)
-            log(f"verified existing {final}")
-            return final
-        except ChecksumMismatch:
-            final.unlink()
-        except DownloadError:  # unpublished, unrecorded: a file of unknown origin is not trusted
-            final.unlink()
+    if final.exists() and _verified_existing(final, remote, records, key, log):
+        return final
     first_copy = expected_digest(remote, records, key)[1] is None  # nothing to check it against: it is recorded
     for fresh_try in range(2):
         whole = _download_to_part(remote, part, policy, log, first_copy)
