@@ -230,6 +230,34 @@ def cuda_devices_required(site: Site, kinds: Iterable[str] = ("train", "evaluate
     return needs
 
 
+def _driver_verdict(check: str, torch_version: str, cuda: str, driver: tuple[int, ...]) -> list[Finding]:
+    """Whether NVIDIA driver ``driver`` runs torch's CUDA ``cuda`` build (and what to install if not)."""
+    major = int(cuda.split(".")[0])
+    least = MINIMUM_DRIVER.get(major)
+    if least is None:
+        return [Finding(NOTE, check, f"no known minimum driver for CUDA {cuda} (driver {dotted(driver)}): not checked")]
+    if driver < least:
+        runs = driver_supports(driver)
+        instead = (
+            f"install a torch built for CUDA {runs}.x (a cu{runs}x wheel from https://download.pytorch.org/whl/) or "
+            if runs
+            else ""
+        )
+        return [
+            Finding(
+                PROBLEM,
+                check,
+                f"NVIDIA driver {dotted(driver)} (nvidia-smi) is older than {dotted(least)}, which torch "
+                f"{torch_version}'s CUDA {cuda} build needs: {instead}ask the site for driver >= {dotted(least)}",
+            )
+        ]
+    return [
+        Finding(
+            OK, check, f"torch {torch_version} (CUDA {cuda}) on NVIDIA driver {dotted(driver)} (>= {dotted(least)})"
+        )
+    ]
+
+
 def check_cuda_driver(site: Site, on_node: bool = False, kinds: Iterable[str] = ("train", "evaluate")) -> list[Finding]:
     """torch's CUDA build against the driver ``nvidia-smi`` reports. Without nvidia-smi (a login
     node) the comparison moves to ``--on-node``; on a node it is a problem where a GPU is needed."""
@@ -261,31 +289,7 @@ def check_cuda_driver(site: Site, on_node: bool = False, kinds: Iterable[str] = 
     drivers = [v for v in (version_tuple(line) for line in smi.stdout.splitlines() if line.strip()) if v]
     if not drivers:
         return [Finding(NOTE, check, f"nvidia-smi gave no driver version ({first_line(smi.stdout) or 'no output'})")]
-    driver = min(drivers)
-    major = int(cuda.split(".")[0])
-    least = MINIMUM_DRIVER.get(major)
-    if least is None:
-        return [Finding(NOTE, check, f"no known minimum driver for CUDA {cuda} (driver {dotted(driver)}): not checked")]
-    if driver < least:
-        runs = driver_supports(driver)
-        instead = (
-            f"install a torch built for CUDA {runs}.x (a cu{runs}x wheel from https://download.pytorch.org/whl/) or "
-            if runs
-            else ""
-        )
-        return [
-            Finding(
-                PROBLEM,
-                check,
-                f"NVIDIA driver {dotted(driver)} (nvidia-smi) is older than {dotted(least)}, which torch "
-                f"{torch_version}'s CUDA {cuda} build needs: {instead}ask the site for driver >= {dotted(least)}",
-            )
-        ]
-    return [
-        Finding(
-            OK, check, f"torch {torch_version} (CUDA {cuda}) on NVIDIA driver {dotted(driver)} (>= {dotted(least)})"
-        )
-    ]
+    return _driver_verdict(check, torch_version, cuda, min(drivers))
 
 
 # -- 2. the C++ compiler of mmcv's ops build -----------------------------------------------------
@@ -994,6 +998,12 @@ def node_checks(site: Site, kinds: Iterable[str]) -> Iterator[Finding]:
     else:
         yield Finding(OK, "gpu", f"{plural(count, 'GPU')} visible on {host} ({names})")
     yield from check_cuda_driver(site, on_node=True, kinds=[k for k in kinds if k != "prepare"])
+    yield from _gpu_work_checks(count)
+    yield from check_data_paths(site)
+
+
+def _gpu_work_checks(count: int) -> Iterator[Finding]:
+    """mmcv's routed ops on CUDA and an NCCL all-reduce over the ``count`` visible GPUs."""
     try:
         shapes = run_routed_ops()
         yield Finding(OK, "ops", f"mmcv's routed ops ran forward and backward on CUDA ({', '.join(shapes)})")
@@ -1008,7 +1018,6 @@ def node_checks(site: Site, kinds: Iterable[str]) -> Iterator[Finding]:
         yield Finding(
             PROBLEM, "nccl", f"all-reduce over {plural(count, 'GPU')} failed: {said} (rerun with NCCL_DEBUG=INFO)"
         )
-    yield from check_data_paths(site)
 
 
 # -- --on-node: one short job per partition the study uses ----------------------------------------
@@ -1045,12 +1054,8 @@ def frozenbench_executable() -> str:
     return str(beside) if beside.exists() else "frozenbench"
 
 
-def run_on_node(site: Site, job: NodeJob, wait_seconds: float) -> list[Finding]:
-    """Submit the node checks to ``job.partition`` with ``sbatch --wait`` and return their lines."""
-    shown_partition = job.partition or "(default)"
-    check = f"node:{job.partition or 'default'}"
-    folder = site.path("logs") / "preflight"
-    folder.mkdir(parents=True, exist_ok=True)
+def _node_script(site: Site, job: NodeJob, folder: Path) -> Path:
+    """The batch script that runs ``frozenbench preflight --node-checks`` for ``job``'s kinds."""
     config = site.config_path if site.config_path.is_absolute() else site.workdir / site.config_path
     script = folder / f"node-checks-{job.partition or 'default'}.sh"
     script.write_text(
@@ -1058,8 +1063,11 @@ def run_on_node(site: Site, job: NodeJob, wait_seconds: float) -> list[Finding]:
         f"exec {shlex.quote(frozenbench_executable())} preflight --node-checks --config {shlex.quote(str(config))}"
         f" --kinds {','.join(job.kinds)}\n"
     )
-    name = f"frozenbench-preflight-{uuid.uuid4().hex[:8]}"
-    output = folder / f"{job.partition or 'default'}-%j.out"
+    return script
+
+
+def _sbatch_command(site: Site, job: NodeJob, name: str, output: Path) -> list[str]:
+    """``sbatch --wait`` for one node of ``job.partition`` (the site's account and QOS, if set)."""
     command = [
         "sbatch",
         "--wait",
@@ -1081,6 +1089,51 @@ def run_on_node(site: Site, job: NodeJob, wait_seconds: float) -> list[Finding]:
         value, _ = site.setting(key)
         if value:
             command.append(f"{option}={value}")
+    return command
+
+
+def _job_findings(check: str, shown_partition: str, job_id: str, out: Path, returncode: int) -> list[Finding]:
+    """The lines the finished job ``job_id`` wrote to ``out``, or why there are none."""
+    for _ in range(30):  # a shared filesystem may show the job's output a little later
+        if out.exists():
+            break
+        time.sleep(1)
+    text = out.read_text(errors="replace") if out.exists() else ""
+    found = [f for f in (parse_line(line) for line in text.splitlines()) if f]
+    if not found:
+        tail = " | ".join(text.strip().splitlines()[-3:]) or "no output"
+        return [
+            Finding(
+                PROBLEM,
+                check,
+                f"job {job_id} on partition {shown_partition} reported no checks (exit {returncode}; {out}: {tail})",
+            )
+        ]
+    findings = [Finding(f.level, check, f"{f.check}: {f.message}") for f in found]
+    # exit 1 with a PROBLEM line is the checks' own verdict; any other failure (a crash, the time
+    # limit) is one more problem
+    if returncode != 0 and not any(f.level == PROBLEM for f in found):
+        findings.append(
+            Finding(
+                PROBLEM,
+                check,
+                f"job {job_id} ended with exit {returncode} before finishing its checks (time limit "
+                f"{NODE_JOB_MINUTES} min?); see {out}",
+            )
+        )
+    return findings
+
+
+def run_on_node(site: Site, job: NodeJob, wait_seconds: float) -> list[Finding]:
+    """Submit the node checks to ``job.partition`` with ``sbatch --wait`` and return their lines."""
+    shown_partition = job.partition or "(default)"
+    check = f"node:{job.partition or 'default'}"
+    folder = site.path("logs") / "preflight"
+    folder.mkdir(parents=True, exist_ok=True)
+    script = _node_script(site, job, folder)
+    name = f"frozenbench-preflight-{uuid.uuid4().hex[:8]}"
+    output = folder / f"{job.partition or 'default'}-%j.out"
+    command = _sbatch_command(site, job, name, output)
     result = site.tool(*command, str(script), timeout=wait_seconds)
     if result.missing:
         return [Finding(NOTE, check, "no sbatch on PATH: the node checks cannot be submitted from here")]
@@ -1105,35 +1158,7 @@ def run_on_node(site: Site, job: NodeJob, wait_seconds: float) -> list[Finding]:
             )
         ]
     out = Path(str(output).replace("%j", job_id))
-    for _ in range(30):  # a shared filesystem may show the job's output a little later
-        if out.exists():
-            break
-        time.sleep(1)
-    text = out.read_text(errors="replace") if out.exists() else ""
-    found = [f for f in (parse_line(line) for line in text.splitlines()) if f]
-    if not found:
-        tail = " | ".join(text.strip().splitlines()[-3:]) or "no output"
-        return [
-            Finding(
-                PROBLEM,
-                check,
-                f"job {job_id} on partition {shown_partition} reported no checks (exit {result.returncode}; "
-                f"{out}: {tail})",
-            )
-        ]
-    findings = [Finding(f.level, check, f"{f.check}: {f.message}") for f in found]
-    # exit 1 with a PROBLEM line is the checks' own verdict; any other failure (a crash, the time
-    # limit) is one more problem
-    if result.returncode != 0 and not any(f.level == PROBLEM for f in found):
-        findings.append(
-            Finding(
-                PROBLEM,
-                check,
-                f"job {job_id} ended with exit {result.returncode} before finishing its checks (time limit "
-                f"{NODE_JOB_MINUTES} min?); see {out}",
-            )
-        )
-    return findings
+    return _job_findings(check, shown_partition, job_id, out, result.returncode)
 
 
 # -- the whole preflight -------------------------------------------------------------------------
