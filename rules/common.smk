@@ -148,6 +148,7 @@ wildcard_constraints:
     backbone=names_alternation(sorted(BACKBONES)),
     mode="frozen|finetune",
     head=names_alternation(HEADS),
+    seed="[0-9]+",
 
 
 def task_spec(task, head, mode, data_dir, evaluation=False, backbone=None):
@@ -155,7 +156,8 @@ def task_spec(task, head, mode, data_dir, evaluation=False, backbone=None):
 
 
 def cell_dir(root, wildcards):
-    return f"{root}/{wildcards.task}/{wildcards.backbone}/{wildcards.mode}/{wildcards.head}"
+    """One seed's run of a cell: ``{root}/{task}/{backbone}/{mode}/{head}/seed{seed}``."""
+    return f"{root}/{wildcards.task}/{wildcards.backbone}/{wildcards.mode}/{wildcards.head}/seed{wildcards.seed}"
 
 
 def study_cells():
@@ -163,7 +165,8 @@ def study_cells():
 
 
 def all_cell_outputs():
-    return [f"{RESULTS}/{task}/{backbone}/{mode}/{head}/metrics.json" for task, backbone, mode, head in study_cells()]
+    """Every run's metrics: each cell at each of its seeds (frozenbench.study.run_paths)."""
+    return [f"{RESULTS}/{run}/metrics.json" for run in study.run_paths(config)]
 
 
 # Per-job compute of the heavy rules (CPU defaults, a GPU cluster config sets gpus): frozenbench.study
@@ -226,9 +229,11 @@ SUBMISSION = "detections_test-dev2017_frozenbench_results.zip"
 
 
 def all_submission_outputs():
-    """Test-dev upload zips of the detection cells whose task sets `test_dev: true`."""
+    """Test-dev upload zips of the detection cells whose task sets `test_dev: true`: from each
+    cell's first seed (the server scores one upload per entry)."""
+    seeds = study.cell_seeds(config)
     return [
-        f"{RESULTS}/{task}/{backbone}/{mode}/{head}/{SUBMISSION}"
+        f"{RESULTS}/{task}/{backbone}/{mode}/{head}/seed{seeds[(task, backbone, mode, head)][0]}/{SUBMISSION}"
         for task, backbone, mode, head in study_cells()
         if TASKS[task].get("test_dev", False)
     ]

@@ -1,5 +1,5 @@
 # Study cells: train a head on a backbone checkpoint (frozen or fine-tuned), then
-# evaluate it on the validation split. Paths: {task}/{backbone}/{mode}/{head}.
+# evaluate it on the validation split, once per seed. Paths: {task}/{backbone}/{mode}/{head}/seed{seed}.
 
 
 rule train_head:
@@ -9,11 +9,11 @@ rule train_head:
     output:
         # state.pt is rewritten during training and kept on failure so a rerun resumes;
         # done.json marks a finished run.
-        f"{RUNS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/done.json",
+        f"{RUNS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/seed{{seed}}/done.json",
     log:
-        f"{LOGS}/train/{{task}}/{{backbone}}/{{mode}}/{{head}}.log",
+        f"{LOGS}/train/{{task}}/{{backbone}}/{{mode}}/{{head}}/seed{{seed}}.log",
     benchmark:
-        f"{BENCHMARKS}/train/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv"
+        f"{BENCHMARKS}/train/{{task}}/{{backbone}}/{{mode}}/{{head}}/seed{{seed}}.tsv"
     conda:
         "../envs/frozenbench.yaml"
     threads: COMPUTE["train"]["threads"]
@@ -25,7 +25,7 @@ rule train_head:
         # not retrain the cell
         spec=lambda wildcards: json_arg(cell_spec(wildcards)),
         run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
-        seed=config["seed"],
+        seed=lambda wildcards: int(wildcards.seed),
         # one process per GPU (torchrun on each node, DeepSpeed ZeRO across all of them)
         nproc=max(1, COMPUTE["train"]["gpus"]),
         nodes=COMPUTE["train"]["nodes"],
@@ -40,15 +40,15 @@ rule train_head:
 
 rule evaluate_head:
     input:
-        done=f"{RUNS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/done.json",
+        done=f"{RUNS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/seed{{seed}}/done.json",
         checkpoint=f"{CKPTS}/{{backbone}}.pth",
         data=lambda wildcards: dataset_dir(config["tasks"][wildcards.task]["dataset"]),
     output:
-        f"{RESULTS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/metrics.json",
+        f"{RESULTS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/seed{{seed}}/metrics.json",
     log:
-        f"{LOGS}/evaluate/{{task}}/{{backbone}}/{{mode}}/{{head}}.log",
+        f"{LOGS}/evaluate/{{task}}/{{backbone}}/{{mode}}/{{head}}/seed{{seed}}.log",
     benchmark:
-        f"{BENCHMARKS}/evaluate/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv"
+        f"{BENCHMARKS}/evaluate/{{task}}/{{backbone}}/{{mode}}/{{head}}/seed{{seed}}.tsv"
     conda:
         "../envs/frozenbench.yaml"
     threads: COMPUTE["evaluate"]["threads"]
@@ -57,7 +57,7 @@ rule evaluate_head:
     params:
         spec=lambda wildcards: json_arg(cell_spec(wildcards, evaluation=True)),
         run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
-        seed=config["seed"],
+        seed=lambda wildcards: int(wildcards.seed),
         labels=lambda wildcards: cell_labels(wildcards),
         device=COMPUTE["evaluate"]["device"],
         workers=COMPUTE["evaluate"]["workers"],
@@ -71,15 +71,15 @@ rule evaluate_head:
 
 rule submit_test_dev:
     input:
-        done=f"{RUNS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/done.json",
+        done=f"{RUNS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/seed{{seed}}/done.json",
         checkpoint=f"{CKPTS}/{{backbone}}.pth",
         data=lambda wildcards: dataset_dir(config["tasks"][wildcards.task]["dataset"]),
     output:
-        f"{RESULTS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/{SUBMISSION}",
+        f"{RESULTS}/{{task}}/{{backbone}}/{{mode}}/{{head}}/seed{{seed}}/{SUBMISSION}",
     log:
-        f"{LOGS}/submit/{{task}}/{{backbone}}/{{mode}}/{{head}}.log",
+        f"{LOGS}/submit/{{task}}/{{backbone}}/{{mode}}/{{head}}/seed{{seed}}.log",
     benchmark:
-        f"{BENCHMARKS}/submit/{{task}}/{{backbone}}/{{mode}}/{{head}}.tsv"
+        f"{BENCHMARKS}/submit/{{task}}/{{backbone}}/{{mode}}/{{head}}/seed{{seed}}.tsv"
     conda:
         "../envs/frozenbench.yaml"
     threads: COMPUTE["evaluate"]["threads"]
@@ -91,7 +91,7 @@ rule submit_test_dev:
         # not retrain the cell
         spec=lambda wildcards: json_arg(cell_spec(wildcards)),
         run_dir=lambda wildcards: cell_dir(RUNS, wildcards),
-        seed=config["seed"],
+        seed=lambda wildcards: int(wildcards.seed),
         device=COMPUTE["evaluate"]["device"],
         workers=COMPUTE["evaluate"]["workers"],
     shell:

@@ -195,8 +195,10 @@ def test_a_cell_named_by_hand_gets_what_the_dag_gives_it(ci_config):
     run = study.cell_run(ci_config, cell)
     assert run["spec"] == study.task_spec(ci_config, task, head, mode, data, backbone=backbone)
     assert run["checkpoint"] == f"{paths['checkpoints']}/{backbone}.pth" and run["mode"] == mode
-    assert run["run_dir"] == f"{paths['runs']}/{cell}" and run["out"] == f"{paths['results']}/{cell}/metrics.json"
-    assert run["seed"] == ci_config["seed"]
+    seed = ci_config["seed"]  # a cell named without its seed is its first seed's run
+    assert run["run_dir"] == f"{paths['runs']}/{cell}/seed{seed}"
+    assert run["out"] == f"{paths['results']}/{cell}/seed{seed}/metrics.json"
+    assert run["seed"] == seed
     assert run["labels"] == {"task": task, "backbone": backbone, "head": head,
                              **study.cell_labels(ci_config, task, backbone, head)}  # fmt: skip
     assert study.cell_run(ci_config, cell, evaluation=True)["spec"] == study.task_spec(
@@ -269,3 +271,25 @@ def test_a_checkpoints_weights_tag_and_normalization_reach_its_conversion():
     config["backbones"]["own_vit"]["checkpoint"]["normalization"] = {"mean": [0.5, 0.5, 0.5], "std": [0, 1, 1]}
     with pytest.raises(ConfigError, match=r"backbones\.own_vit\.checkpoint\.normalization\.std"):
         validate_config(config)
+
+
+def test_every_cell_runs_at_each_of_its_seeds_in_its_own_folder(ci_config):
+    """`study.seeds` (default: [seed]) and a study entry's own `seeds`; a cell listed in two entries
+    runs the union; each run is `<cell>/seed<N>` in runs/, results/ and the DAG's targets (issue 29)."""
+    config = copy.deepcopy(ci_config)
+    cells = list(study.study_cells(config))
+    assert study.run_paths(config) == [f"{'/'.join(c)}/seed{config['seed']}" for c in dict.fromkeys(cells)]
+    config["study"]["seeds"] = [0, 1, 2]
+    first = config["study"]["cells"][0]
+    config["study"]["cells"].append({**first, "seeds": [2, 7]})
+    seeds = study.cell_seeds(config)
+    task, backbone, mode, head = next(iter(study.study_cells(config)))
+    assert seeds[(task, backbone, mode, head)] == [0, 1, 2, 7]
+    others = [cell for cell in seeds if cell[0] != first["task"] or cell[1] not in first["backbones"]]
+    assert all(seeds[cell] == [0, 1, 2] for cell in others)
+    run = study.cell_run(config, f"{task}/{backbone}/{mode}/{head}/seed7")
+    assert run["seed"] == 7 and run["run_dir"].endswith(f"{task}/{backbone}/{mode}/{head}/seed7")
+    plan = study.tables_plan(config)
+    assert len(plan["cells"]) == len(study.run_paths(config)) == sum(len(s) for s in seeds.values())
+    with pytest.raises(UserError, match="seed0"):
+        study.cell_run(config, f"{task}/{backbone}/{mode}/{head}/7")

@@ -29,10 +29,10 @@ from frozenbench.study_status import (
 from .conftest import REPO, VENV_BIN, run_cmd
 
 # The mini-study's three k400 cells on the ViT-S/14 (seeded random weights: no pretraining job),
-# differing only in the head; one fails, one is never asked for.
+# differing only in the head; one fails, one is never asked for. Each is one run (the config's seed 0).
 BACKBONE = "dinov2_vits14_random"
 FINISHES, FAILS, NEVER_RUN = (
-    f"k400/{BACKBONE}/frozen/{head}" for head in ("temporal_b1", "temporal_b2", "temporal_w16")
+    f"k400/{BACKBONE}/frozen/{head}/seed0" for head in ("temporal_b1", "temporal_b2", "temporal_w16")
 )
 
 
@@ -90,9 +90,15 @@ def metrics_of(workflow_copy: Path, cell: str) -> Path:
     return workflow_copy / "results" / cell / "metrics.json"
 
 
+def cell_of_run(run: str) -> str:
+    """The cell (``task/backbone/mode/head``) of a run path: what summary.json is keyed by."""
+    return run.rsplit("/", 1)[0]
+
+
 def assert_partial_tables_mark(tables: Path, statuses: dict[str, str], failed_log: str) -> None:
     """Markdown, CSV, LaTeX and summary.json of partial tables show each cell's status."""
     summary = json.loads((tables / "summary.json").read_text())
+    statuses = {cell_of_run(run): status for run, status in statuses.items()}
     assert {cell: entry["status"] for cell, entry in summary.items()} == statuses
     for cell, status in statuses.items():
         head = cell.rsplit("/", 1)[1]
@@ -216,8 +222,8 @@ def test_a_run_of_the_failed_cell_alone_refreshes_the_partial_tables(tmp_path):
     results, tables = tmp_path / "results", tmp_path / "tables"
 
     def finish(cell: str, top1: float) -> None:
-        task, backbone, mode, head = cell.split("/")
-        record = {"task": task, "backbone": backbone, "mode": mode, "head": head, "task_type": "video"}
+        task, backbone, mode, head, _ = cell.split("/")
+        record = {"task": task, "backbone": backbone, "mode": mode, "head": head, "task_type": "video", "seed": 0}
         metrics_of(tmp_path, cell).parent.mkdir(parents=True, exist_ok=True)
         metrics_of(tmp_path, cell).write_text(json.dumps({**record, "metrics": {"top1": top1}}))
 
@@ -238,8 +244,13 @@ def test_a_run_of_the_failed_cell_alone_refreshes_the_partial_tables(tmp_path):
         "(`snakemake all_tables` builds them whole)"
     )
     summary = json.loads((tables / "summary.json").read_text())
-    assert summary[FAILS] == {"top-1": 30.0, "status": "finished"}
-    assert summary[NEVER_RUN] == {"top-1": None, "status": "failed", "logs": ["logs/train/w16.log"]}
+    assert summary[cell_of_run(FAILS)] == {"top-1": 30.0, "status": "finished", "seeds": {"seed0": "finished"}}
+    assert summary[cell_of_run(NEVER_RUN)] == {
+        "top-1": None,
+        "status": "failed",
+        "seeds": {"seed0": "failed"},
+        "logs": ["logs/train/w16.log"],
+    }
     assert "| 30.0 | – | – |" in (tables / "pretraining.md").read_text()
 
     complete = '{"k400/x/frozen/h": {"top-1": 1.0}}\n'  # what the tables rule writes: no status
@@ -284,7 +295,7 @@ def test_a_failed_cell_is_listed_marked_in_the_tables_and_alone_rerun(workflow_c
     assert f"runs/{FINISHES}/done.json" not in said and f"output: results/{FINISHES}" not in said
     assert metrics_of(workflow_copy, FINISHES).stat().st_mtime_ns == finished_at
     summary = json.loads((tables / "summary.json").read_text())
-    assert sorted(summary) == sorted([FINISHES, FAILS, NEVER_RUN])
+    assert sorted(summary) == sorted(cell_of_run(run) for run in (FINISHES, FAILS, NEVER_RUN))
     assert all("status" not in entry and isinstance(entry["top-1"], float) for entry in summary.values())
     for name in ("pretraining", "head_capacity", "model_size", "paper"):
         text = (tables / f"{name}.md").read_text()

@@ -9,6 +9,7 @@ import torch
 from frozenbench.tasks.registry import BackboneRequest, DetectionHead
 
 from frozenbench.data.synth import synthesize
+from frozenbench.evaluation import bootstrap
 from frozenbench.engine.loop import TrainOptions, train
 from frozenbench.openmmlab.training import wrap_for_training
 from frozenbench.tasks import detection
@@ -70,7 +71,8 @@ def test_mask_rcnn_trains_and_reports_box_and_mask_ap(tmp_path, monkeypatch):
     results = detection.predict_test_dev(model, val_set, batch_size=1)
     assert results, "the trained detector predicts nothing: nothing below is checked"
     for iou_type in ("bbox", "segm"):
-        assert set(metrics[iou_type]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+        assert set(metrics[iou_type]) == {"AP", "AP50", "AP75", "APs", "APm", "APl", "bootstrap"}
+        assert len(metrics[iou_type]["bootstrap"]["AP"]["replicates"]) == bootstrap.REPLICATES
         stats = pycocotools_stats(val_set.ann_file, results, iou_type)
         assert metrics[iou_type]["AP"] == pytest.approx(100.0 * stats[0], abs=1e-6)
         assert metrics[iou_type]["AP50"] == pytest.approx(100.0 * stats[1], abs=1e-6)

@@ -26,6 +26,43 @@ def study_cells(config: Config) -> Iterator[tuple[str, str, str, str]]:
                     yield cell["task"], backbone, mode, head
 
 
+def study_seeds(config: Config) -> list[int]:
+    """The seeds every cell runs at unless its study entry names its own: ``study.seeds``, else
+    the config's ``seed``."""
+    return list(config.get("study", {}).get("seeds") or [config["seed"]])
+
+
+def cell_seeds(config: Config) -> dict[tuple[str, str, str, str], list[int]]:
+    """Each cell's seeds, in config order: its study entries' ``seeds`` (else :func:`study_seeds`),
+    the union where a cell is listed in more than one entry."""
+    seeds: dict[tuple[str, str, str, str], list[int]] = {}
+    for cell in config.get("study", {}).get("cells", []):
+        entry_seeds = cell.get("seeds") or study_seeds(config)
+        for backbone in cell["backbones"]:
+            for mode in cell["modes"]:
+                for head in cell["heads"]:
+                    have = seeds.setdefault((cell["task"], backbone, mode, head), [])
+                    have += [seed for seed in entry_seeds if seed not in have]
+    return seeds
+
+
+def seed_folder(seed: int) -> str:
+    """The folder of one seed's run under its cell's: ``seed<N>``."""
+    return f"seed{seed}"
+
+
+def study_runs(config: Config) -> Iterator[tuple[str, str, str, str, int]]:
+    """(task, backbone, mode, head, seed) of every run: each cell at each of its seeds."""
+    for cell, seeds in cell_seeds(config).items():
+        for seed in seeds:
+            yield (*cell, seed)
+
+
+def run_paths(config: Config) -> list[str]:
+    """``task/backbone/mode/head/seed<N>`` of every run: what its run folder and results sit under."""
+    return ["/".join((*cell, seed_folder(seed))) for *cell, seed in study_runs(config)]
+
+
 def pretrain_spec(config: Config, backbone: str) -> dict[str, Any]:
     """The backbone's pretraining objective, dataset and options (study defaults overridden per backbone)."""
     entry = config["backbones"][backbone]["pretrain"]
@@ -141,13 +178,16 @@ def cell_type(task: dict[str, Any], head: dict[str, Any], task_name: str) -> str
 
 
 def cell_run(config: Config, cell: str, evaluation: bool = False) -> dict[str, Any]:
-    """Everything `frozenbench train` / `evaluate` take for the cell named ``task/backbone/mode/head``,
-    as the DAG's train_head / evaluate_head rules give it: the spec, the backbone checkpoint, the run
-    folder, the metrics file, the seed and the labels (one cell by hand without writing its JSON)."""
+    """Everything `frozenbench train` / `evaluate` take for the run named ``task/backbone/mode/head``
+    (its first seed) or ``task/backbone/mode/head/seed<N>``, as the DAG's train_head / evaluate_head
+    rules give it: the spec, the backbone checkpoint, the run folder, the metrics file, the seed and
+    the labels (one run by hand without writing its JSON)."""
     parts = cell.split("/")
-    if len(parts) != 4:
-        raise UserError(f"--cell {cell!r}: expected task/backbone/mode/head, e.g. ade/swin_base_in22k/frozen/m2f_b4")
-    task, backbone, mode, head = parts
+    if len(parts) not in (4, 5):
+        raise UserError(
+            f"--cell {cell!r}: expected task/backbone/mode/head[/seed<N>], e.g. ade/swin_base_in22k/frozen/m2f_b4/seed0"
+        )
+    task, backbone, mode, head = parts[:4]
     choices = {
         "task": (task, sorted(config.get("tasks", {}))),
         "backbone": (backbone, sorted(config.get("backbones", {}))),
@@ -159,17 +199,26 @@ def cell_run(config: Config, cell: str, evaluation: bool = False) -> dict[str, A
     heads = sorted(config["tasks"][task].get("heads", {}))
     if head not in heads:
         raise UserError(f"--cell {cell!r}: task {task!r} has no head {head!r}; one of {', '.join(heads)}")
+    seeds = cell_seeds(config).get((task, backbone, mode, head)) or study_seeds(config)
+    seed = seeds[0] if len(parts) == 4 else _seed_of(cell, parts[4])
     paths = config["paths"]
     data = f"{paths['data']}/{config['tasks'][task]['dataset']}"
+    run = f"{task}/{backbone}/{mode}/{head}/{seed_folder(seed)}"
     return {
         "spec": task_spec(config, task, head, mode, data, evaluation=evaluation, backbone=backbone),
         "checkpoint": f"{paths['checkpoints']}/{backbone}.pth",
         "mode": mode,
-        "run_dir": f"{paths['runs']}/{cell}",
-        "out": f"{paths['results']}/{cell}/metrics.json",
-        "seed": config["seed"],
+        "run_dir": f"{paths['runs']}/{run}",
+        "out": f"{paths['results']}/{run}/metrics.json",
+        "seed": seed,
         "labels": {"task": task, "backbone": backbone, "head": head, **cell_labels(config, task, backbone, head)},
     }
+
+
+def _seed_of(cell: str, folder: str) -> int:
+    if not (folder.startswith("seed") and folder[4:].isdigit()):
+        raise UserError(f"--cell {cell!r}: the fifth part names the seed's run, e.g. seed0; got {folder!r}")
+    return int(folder[4:])
 
 
 def dvc_cell_outs(config: Config) -> list[str]:
@@ -183,11 +232,11 @@ def dvc_cell_outs(config: Config) -> list[str]:
 
 
 def tables_plan(config: Config) -> dict[str, Any]:
-    """What `frozenbench tables --plan` takes: every cell (missing until run), the head per task of the
-    comparison tables (`study.tables.heads`, else the first head of the task's first cell) and the
-    paper comparison's backbone (`study.tables.paper_backbone`, else the largest run)."""
+    """What `frozenbench tables --plan` takes: every run (each cell at each seed; missing until run),
+    the head per task of the comparison tables (`study.tables.heads`, else the first head of the
+    task's first cell) and the paper comparison's backbone (`study.tables.paper_backbone`, else the largest run)."""
     cells, first_head = [], {}
-    for task, backbone, mode, head in study_cells(config):
+    for task, backbone, mode, head, seed in study_runs(config):
         first_head.setdefault(task, head)
         cells.append(
             {
@@ -195,6 +244,7 @@ def tables_plan(config: Config) -> dict[str, Any]:
                 "backbone": backbone,
                 "mode": mode,
                 "head": head,
+                "seed": seed,
                 **cell_labels(config, task, backbone, head),
             }
         )

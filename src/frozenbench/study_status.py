@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from frozenbench.reporting.tables import FAILED, FINISHED, NOT_RUN, build_tables
+from frozenbench.reporting.tables import FAILED, FINISHED, NOT_RUN, build_tables, run_path
 
 # What Snakemake 9 writes to its log about jobs (snakemake/logging.py and jobs.py): a job's start
 # ("rule X:" or "localrule X:", then fields indented by four spaces: output, log, jobid, ...), its end
@@ -168,16 +168,19 @@ def _cell_parts(path: str) -> list[tuple[str, ...]]:
 
 
 def cell_of(job: FailedJob, cells: Iterable[str]) -> str | None:
-    """The study cell (``task/backbone/mode/head``) a failed job belongs to: the one whose four names
-    follow each other in one of its output or log paths (every cell rule's outputs and logs are
-    ``.../{task}/{backbone}/{mode}/{head}...``); None for a job of no cell (data, checkpoint, tables)."""
+    """The study run (``task/backbone/mode/head/seed<N>``, or a cell ``task/backbone/mode/head``) a
+    failed job belongs to: the one whose names follow each other in one of its output or log paths
+    (every cell rule's outputs and logs are ``.../{task}/{backbone}/{mode}/{head}/seed{seed}...``);
+    None for a job of no cell (data, checkpoint, tables)."""
     wanted = {tuple(cell.split("/")): cell for cell in cells}
+    lengths = sorted({len(key) for key in wanted}, reverse=True)
     for path in job.outputs + job.logs:
         for parts in _cell_parts(path):
-            for start in range(len(parts) - 3):
-                cell = wanted.get(parts[start : start + 4])
-                if cell:
-                    return cell
+            for length in lengths:
+                for start in range(len(parts) - length + 1):
+                    cell = wanted.get(parts[start : start + length])
+                    if cell:
+                        return cell
     return None
 
 
@@ -193,11 +196,17 @@ def previous_statuses(summary_json: str | Path) -> tuple[dict[str, dict[str, Any
         cells = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return {}, None
-    statuses = {
-        cell: {"status": entry["status"], "logs": list(entry.get("logs", []))}
-        for cell, entry in cells.items()
-        if isinstance(entry, dict) and entry.get("status") in (FINISHED, FAILED, NOT_RUN)
-    }
+    statuses = {}
+    for cell, entry in cells.items():
+        if not (isinstance(entry, dict) and entry.get("status") in (FINISHED, FAILED, NOT_RUN)):
+            continue
+        # each seed's run, as the partial build recorded it (a record without seeds: the cell itself)
+        runs = entry.get("seeds") or {"": entry["status"]}
+        for folder, status in runs.items():
+            # a failed cell's logs are its runs' together: each run takes those under its seed's name
+            own = [log for log in entry.get("logs", []) if folder and f"/{folder}" in log]
+            logs = own or (list(entry.get("logs", [])) if status == FAILED else [])
+            statuses[f"{cell}/{folder}" if folder else cell] = {"status": status, "logs": logs}
     return statuses, (path.stat().st_mtime if statuses else None)
 
 
@@ -208,7 +217,7 @@ def cell_statuses(
     previous: dict[str, dict[str, Any]] | None = None,
     previous_time: float | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Each cell's status, by ``task/backbone/mode/head``: ``failed`` (with ``logs``, ``rules`` and the
+    """Each run's status, by ``task/backbone/mode/head/seed<N>``: ``failed`` (with ``logs``, ``rules`` and the
     jobs' ``messages``) when one of its jobs failed in this run, even if an older metrics.json is
     still there (it may be stale); else ``finished`` when its metrics.json exists; else ``failed``
     still when an earlier failed run marked it (``previous``, written at ``previous_time``) and
@@ -282,7 +291,7 @@ def _study(config: dict[str, Any]) -> tuple[dict[str, Any], list[str], Path, Pat
     from frozenbench import study
 
     plan = study.tables_plan(config)
-    cells = ["/".join((c["task"], c["backbone"], c["mode"], c["head"])) for c in plan["cells"]]
+    cells = [run_path(c) for c in plan["cells"]]
     paths = config["paths"]
     return plan, cells, Path(paths["results"]), Path(paths["tables"])
 

@@ -139,7 +139,8 @@ def training_curve_data(records: list[dict[str, Any]], folder: str | Path) -> li
         for r in records:
             if not r.get("train_curve"):
                 continue
-            name = f"{r['task']}__{r['backbone']}__{r['mode']}__{r['head']}.csv"
+            seed = f"__seed{r['seed']}" if r.get("seed") is not None else ""
+            name = f"{r['task']}__{r['backbone']}__{r['mode']}__{r['head']}{seed}.csv"
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\n")
             writer.writerow(["step", "loss"])

@@ -69,7 +69,9 @@ def load_results(source: str | Path | list) -> list[dict[str, Any]]:
     (a list of records is returned as it is)."""
     if isinstance(source, list) and all(isinstance(item, dict) for item in source) and source:
         return list(source)
-    paths = [Path(p) for p in source] if isinstance(source, list) else sorted(Path(source).glob("*/*/*/*/metrics.json"))
+    paths = (
+        [Path(p) for p in source] if isinstance(source, list) else sorted(Path(source).glob("*/*/*/*/*/metrics.json"))
+    )
     records = []
     for path in paths:
         try:
@@ -80,29 +82,41 @@ def load_results(source: str | Path | list) -> list[dict[str, Any]]:
 
 
 def cell_path(record: dict[str, Any]) -> str:
-    """A cell's name in summary.json and the statuses: ``task/backbone/mode/head``."""
+    """A cell's name in summary.json: ``task/backbone/mode/head``."""
     return "/".join(_key(record))
+
+
+def run_path(record: dict[str, Any]) -> str:
+    """One seed's run of a cell, as the statuses name it: ``task/backbone/mode/head/seed<N>``
+    (the cell path alone for a record that names no seed)."""
+    seed = record.get("seed")
+    return cell_path(record) if seed is None else f"{cell_path(record)}/seed{seed}"
+
+
+def _run_key(record: dict[str, Any]) -> tuple:
+    return (*_key(record), record.get("seed"))
 
 
 def with_planned_cells(
     records: list[dict[str, Any]], plan: dict[str, Any] | None, statuses: dict[str, dict[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
-    """``records`` plus an empty record (no metrics: every value missing) for each planned cell that has
-    none yet, so a table shows every cell of the study, run or not. With ``statuses`` (by
-    :func:`cell_path`: ``status`` and, for a failed cell, ``logs``) a cell not finished carries its
-    status instead of results: a failed cell's old metrics.json may be stale, so it is not shown."""
+    """``records`` plus an empty record (no metrics: every value missing) for each planned run (a
+    cell at one seed) that has none yet, so a table shows every cell of the study, run or not. With
+    ``statuses`` (by :func:`run_path`: ``status`` and, for a failed run, ``logs``) a run not finished
+    carries its status instead of results: a failed run's old metrics.json may be stale, so it is
+    not shown."""
     if statuses:
-        records = [r for r in records if statuses.get(cell_path(r), {}).get("status", FINISHED) == FINISHED]
+        records = [r for r in records if statuses.get(run_path(r), {}).get("status", FINISHED) == FINISHED]
     if not plan:
         return records
-    have = {_key(r) for r in records}
+    have = {_run_key(r) for r in records}
     missing = []
     for cell in plan.get("cells", []):
-        if _key(cell) in have:
+        if _run_key(cell) in have:
             continue
         record = {**cell, "metrics": {}}
         if statuses is not None:
-            status = statuses.get(cell_path(cell), {})
+            status = statuses.get(run_path(cell), {})
             record["status"] = FAILED if status.get("status") == FAILED else NOT_RUN
             record["logs"] = list(status.get("logs", [])) if record["status"] == FAILED else []
         missing.append(record)
@@ -115,14 +129,20 @@ def headline(records: dict[str, Any] | list[dict[str, Any]], label: str) -> Esti
 
 
 def cell_value(records: list[dict[str, Any]] | None, label: str) -> Estimate | CellMark | None:
-    """What a table shows for a cell's headline ``label`` (``records``: its seeds): its estimate,
-    the cell's status when it has no results (partial tables), else None (shown as missing)."""
+    """What a table shows for a cell's headline ``label`` (``records``: its seeds): ``failed`` when a
+    seed's run failed (partial tables), else the estimate over the seeds that finished, else
+    ``not run``, else None (shown as missing)."""
     if not records:
         return None
-    marked = next((r for r in records if r.get("status") in (FAILED, NOT_RUN)), None)
-    if marked is not None:
-        return CellMark(marked["status"], cell_path(marked), marked.get("logs", ()))
-    return headline(records, label)
+    failed = next((r for r in records if r.get("status") == FAILED), None)
+    if failed is not None:
+        return CellMark(FAILED, run_path(failed), failed.get("logs", ()))
+    finished = [r for r in records if r.get("status") not in (FAILED, NOT_RUN) and r.get("metrics")]
+    if finished:
+        return headline(finished, label)
+    if any(r.get("status") == NOT_RUN for r in records):
+        return CellMark(NOT_RUN, cell_path(records[0]))
+    return None
 
 
 def _number(value: Any) -> float | None:
@@ -310,13 +330,15 @@ def summary_with_status(records: list[dict[str, Any]]) -> dict[str, dict[str, An
     with its ``logs``, ``not run``) beside its headline numbers (null unless finished)."""
     cells = {}
     for cell in _index(records).values():
-        r = cell[0]
-        status = r.get("status", FINISHED)
-        entry = _summary_entry(cell)
+        statuses = [r.get("status", FINISHED) for r in cell]
+        status = FAILED if FAILED in statuses else NOT_RUN if FINISHED not in statuses else FINISHED
+        finished = [r for r in cell if r.get("status", FINISHED) == FINISHED]
+        entry = _summary_entry(finished) if finished else {label: None for label in _summary_entry(cell)}
         entry["status"] = status
+        entry["seeds"] = {f"seed{r.get('seed')}": r.get("status", FINISHED) for r in cell if r.get("seed") is not None}
         if status == FAILED:
-            entry["logs"] = list(r.get("logs", []))
-        cells[cell_path(r)] = entry
+            entry["logs"] = [log for r in cell for log in r.get("logs", [])]
+        cells[cell_path(cell[0])] = entry
     return cells
 
 
