@@ -292,7 +292,7 @@ def test_both_steppers_implement_the_declared_interface():
     from frozenbench.engine.steppers import LocalStepper, Stepper
 
     methods = [n for n, v in vars(Stepper).items() if callable(v) and not n.startswith("_")]
-    assert set(methods) == {"forward", "step", "saved_fingerprint", "discard", "load", "save"}
+    assert set(methods) == {"forward", "backward", "step", "saved_fingerprint", "discard", "load", "save"}
     for stepper in (LocalStepper, DeepSpeedStepper):
         for name in methods:
             declared = list(inspect.signature(getattr(Stepper, name)).parameters)

@@ -152,7 +152,7 @@ def _collect(workers: int, start: int, stop: int) -> list:
 
     return list(
         train_batches(
-            NoisyDataset(), list, batch_size=3, seed=5, start=start, stop=stop, world=2, rank=1, workers=workers
+            NoisyDataset(), list, batch_size=6, seed=5, start=start, stop=stop, world=2, rank=1, workers=workers
         )
     )
 
@@ -161,7 +161,9 @@ def test_step_batches_are_the_same_with_any_number_of_workers_and_from_any_start
     serial = _collect(0, 0, 12)
     assert _collect(2, 0, 12) == serial
     assert _collect(2, 7, 12) == serial[7:]  # a resumed run asks for steps 7.. and gets exactly those
-    assert len({item["index"] for batch in serial[:2] for item in batch}) == 6  # rank 1's half of an epoch's steps
+    # rank 1's half of an epoch's steps (a step: one micro-batch of a global batch of 6 over 2 ranks)
+    assert all(len(step) == 1 and len(step[0]) == 3 for step in serial)
+    assert len({item["index"] for step in serial[:2] for item in step[0]}) == 6
     assert serial[0] != serial[4]  # another epoch, another order and other draws
 
 

@@ -10,6 +10,7 @@ TRAIN_STEPS = 200
 TRAIN_WARMUP_STEPS = 20
 PRETRAIN_STEPS = 600
 PRETRAIN_WARMUP_STEPS = 100
+PRETRAIN_BATCH = 128  # the global batch of a pretraining step (the config check splits it without the engine)
 
 # (steps, warmup_steps) by the config section they default
 HEADS = (TRAIN_STEPS, TRAIN_WARMUP_STEPS)

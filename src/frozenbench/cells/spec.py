@@ -9,7 +9,9 @@ head dataclass (:mod:`frozenbench.tasks.registry`).
 
 Its identity as a training run is :meth:`CellSpec.training_inputs`: an explicit list of the fields
 that change what a head trains to, plus :data:`SPEC_VERSION`. Test-time options, the dataset's path
-(its content enters by digest) and the checkpoint / log cadence are not training inputs.
+(its content enters by digest) and the checkpoint / log cadence are not training inputs, nor is how a
+step's global batch (``train.batch_size``, an input) is split: the rank count, gradient accumulation
+and ``train.max_rank_batch`` change only which process computes which samples of the same step.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from frozenbench.engine.options import CADENCE_OPTIONS, TrainOptions
+from frozenbench.engine.options import CADENCE_OPTIONS, SPLIT_OPTIONS, TrainOptions
 from frozenbench.errors import UserError
 from frozenbench.tasks.registry import TaskType, get_task_type
 
@@ -122,7 +124,7 @@ class CellSpec:
         """The explicit fields that identify what this cell trains to, with the spec version."""
         full = self.to_json()
         inputs = {name: full[name] for name in TRAINING_INPUTS}
-        inputs["train"] = {k: v for k, v in inputs["train"].items() if k not in CADENCE_OPTIONS}
+        inputs["train"] = {k: v for k, v in inputs["train"].items() if k not in CADENCE_OPTIONS + SPLIT_OPTIONS}
         inputs["spec_version"] = SPEC_VERSION
         return inputs
 

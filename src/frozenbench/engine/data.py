@@ -5,6 +5,11 @@ loader's unit is a whole step (:class:`StepBatches` item k = the collated batch 
 inside one worker after reseeding the transform RNGs with (seed, k)), so neither the number of
 workers nor which worker builds a step can change a batch, and a resumed run asks for steps
 ``start, start + 1, ...`` exactly as an uninterrupted one did.
+
+The batch of a step is the *global* batch (``batch_indices(step, global_batch, ...)``), whatever
+the number of ranks: rank r takes every ``world``-th index of it from the r-th, and splits its share
+into ``accumulation`` consecutive micro-batches (:func:`frozenbench.engine.options.split_batch`),
+so the samples of an optimizer step are the same on any rank count, with or without accumulation.
 """
 
 from __future__ import annotations
@@ -34,22 +39,42 @@ def batch_indices(step: int, batch_size: int, num_samples: int, seed: int) -> li
     return order[offset * batch_size : (offset + 1) * batch_size].tolist()
 
 
-class StepBatches(Dataset):
-    """Item ``step``: this rank's collated share of the global batch of step ``step``."""
+def rank_indices(step: int, global_batch: int, num_samples: int, seed: int, world: int, rank: int) -> list[int]:
+    """Rank ``rank``'s share of step ``step``'s global batch: every ``world``-th index from the ``rank``-th."""
+    return batch_indices(step, global_batch, num_samples, seed)[rank::world]
 
-    def __init__(self, dataset, collate: Callable, batch_size: int, seed: int, world: int = 1, rank: int = 0) -> None:
+
+class StepBatches(Dataset):
+    """Item ``step``: this rank's share of the global batch of step ``step``, as a list of
+    ``accumulation`` collated micro-batches (consecutive, equal slices of the share)."""
+
+    def __init__(
+        self,
+        dataset,
+        collate: Callable,
+        batch_size: int,
+        seed: int,
+        world: int = 1,
+        rank: int = 0,
+        accumulation: int = 1,
+    ) -> None:
+        if batch_size % (world * accumulation):
+            raise ValueError(f"a global batch of {batch_size} does not split into {world} ranks x {accumulation}")
         self.dataset, self.collate = dataset, collate
         self.batch_size, self.seed, self.world, self.rank = batch_size, seed, world, rank
+        self.accumulation = accumulation
 
     def __len__(self) -> int:
         return 2**62  # indexed by step; the sampler says which steps
 
-    def __getitem__(self, step: int) -> dict[str, Any]:
+    def __getitem__(self, step: int) -> list[dict[str, Any]]:
         seed_step(self.seed, step)
-        indices = batch_indices(step, self.batch_size * self.world, len(self.dataset), self.seed)[
-            self.rank :: self.world
-        ]
-        return self.collate([self.dataset[i] for i in indices])
+        indices = rank_indices(step, self.batch_size, len(self.dataset), self.seed, self.world, self.rank)
+        # every sample of the share is built in index order (the transforms' draws are the same with
+        # or without accumulation), then cut into micro-batches
+        samples = [self.dataset[i] for i in indices]
+        micro = len(samples) // self.accumulation
+        return [self.collate(samples[a * micro : (a + 1) * micro]) for a in range(self.accumulation)]
 
 
 def _as_is(batch: Any) -> Any:
@@ -89,9 +114,11 @@ def train_batches(
     workers: int = 0,
     pin_memory: bool = False,
     prefetch: int = 2,
-) -> Iterator[dict]:
-    """The batches of steps ``start .. stop - 1`` in order, built by ``workers`` processes (0: here)."""
-    steps = StepBatches(dataset, collate, batch_size, seed, world, rank)
+    accumulation: int = 1,
+) -> Iterator[list[dict]]:
+    """This rank's micro-batches of steps ``start .. stop - 1`` in order (one list a step), built by
+    ``workers`` processes (0: here); ``batch_size`` is the global batch of a step."""
+    steps = StepBatches(dataset, collate, batch_size, seed, world, rank, accumulation)
     if start >= stop:
         return iter(())
     return iter(

@@ -5,6 +5,16 @@ Only parameters with ``requires_grad`` are handed to DeepSpeed, so with a frozen
 the optimizer state (and, with ZeRO, its shards) covers the heads alone. Launch with
 ``torchrun`` or ``srun`` (one rank per GPU); ranks on CPU devices run DeepSpeed's CPU
 accelerator over gloo, ranks on GPUs its CUDA accelerator over NCCL.
+
+A step's global batch (``TrainOptions.batch_size``) reaches DeepSpeed as its own three numbers,
+``train_batch_size`` = ``train_micro_batch_size_per_gpu`` x ranks x ``gradient_accumulation_steps``
+(:func:`frozenbench.engine.options.split_batch`; DeepSpeed checks the product at initialisation),
+and the accumulation is DeepSpeed's: with ZeRO-2 the gradients are reduced into each rank's
+partition inside ``backward`` according to the accumulation boundary, which only DeepSpeed's own
+accumulation sets right (torch's ``no_sync`` does not exist under ZeRO-2). The stepper sets the
+boundary itself before each micro-batch (DeepSpeed's ``set_gradient_accumulation_boundary``), so a
+resumed run, whose engine counts micro-steps from 0 after ``load``'s extra zero step, still steps
+on the last micro-batch of each optimizer step, and calls ``engine.step()`` once per optimizer step.
 """
 
 from __future__ import annotations
@@ -18,27 +28,36 @@ import torch.nn as nn
 
 from frozenbench.checkpoint.io import safe_load
 from frozenbench.engine.device import autocast, deepspeed_accelerator
-from frozenbench.engine.options import TrainOptions
+from frozenbench.engine.options import BatchSplit, TrainOptions
 from frozenbench.engine.param_groups import param_groups
 from frozenbench.engine.steppers import after_update, load_trainable, saved_fingerprint, set_lr, trainable_state
 from frozenbench.utils.atomic import atomic_file
 
 
 def deepspeed_config(
-    zero_stage: int, micro_batch_size: int, lr: float, weight_decay: float = 0.05, grad_clip: float = 5.0
+    zero_stage: int,
+    micro_batch_size: int,
+    lr: float,
+    weight_decay: float = 0.05,
+    grad_clip: float = 5.0,
+    accumulation: int = 1,
+    world: int | None = None,
 ) -> dict[str, Any]:
     """DeepSpeed's config for head training. Its ``bf16`` section stays off: it would cast the whole
     module (the frozen backbone too) to bf16 and wrap the optimizer in its own fp32 master copy, so a
     multi-rank run would train other numbers than the one-rank run (and save another optimizer
     format). bf16 comes from ``torch.autocast`` around the forward instead, on one rank or many:
-    fp32 weights and AdamW, bf16 matmuls."""
+    fp32 weights and AdamW, bf16 matmuls. With ``world`` (the rank count) the global batch is
+    stated too, and DeepSpeed refuses a config whose three batch numbers do not multiply to it."""
     if zero_stage not in (0, 1, 2):
         # ZeRO-3 would shard the weights too: unneeded for heads (a fine-tuned 3B-parameter backbone's fp32
         # weights are 12 GB per GPU), and its partitioned parameters defeat the portable checkpoint
         raise ValueError(f"ZeRO stage must be 0, 1 or 2, got {zero_stage}")
+    batches = {"train_micro_batch_size_per_gpu": micro_batch_size, "gradient_accumulation_steps": accumulation}
+    if world is not None:
+        batches["train_batch_size"] = micro_batch_size * accumulation * world
     return {
-        "train_micro_batch_size_per_gpu": micro_batch_size,
-        "gradient_accumulation_steps": 1,
+        **batches,
         # torch's AdamW: DeepSpeed's fused CPU Adam would need a C++ build on every new machine.
         "optimizer": {"type": "AdamW", "params": {"lr": lr, "weight_decay": weight_decay, "torch_adam": True}},
         # No elastic_checkpoint: DeepSpeed 0.19.8 saves it but cannot load it back with torch's AdamW
@@ -85,12 +104,20 @@ class DeepSpeedStepper:
     """
 
     def __init__(
-        self, model: nn.Module, opts: TrainOptions, run_dir: Path, zero_stage: int, device: torch.device
+        self,
+        model: nn.Module,
+        opts: TrainOptions,
+        run_dir: Path,
+        zero_stage: int,
+        device: torch.device,
+        split: BatchSplit,
     ) -> None:
         self.model = model
         self.opts = opts
         self.device = device
         self.zero_stage = zero_stage
+        self.split = split
+        self.micro = 0  # micro-batches of the current optimizer step put through backward so far
         groups = param_groups(model, opts.weight_decay, opts.layer_decay)
         # torch AdamW's index of a parameter is its position in the groups, in order; its saved
         # param_groups (what the one-rank stepper's AdamW over the same groups holds) are built once
@@ -99,20 +126,38 @@ class DeepSpeedStepper:
         self.adamw_groups = torch.optim.AdamW([dict(g) for g in groups], lr=opts.lr).state_dict()["param_groups"]
         self.engine, self.optimizer = initialize(
             model,
-            deepspeed_config(zero_stage, opts.batch_size, opts.lr, opts.weight_decay, opts.grad_clip),
+            deepspeed_config(
+                zero_stage,
+                split.micro,
+                opts.lr,
+                opts.weight_decay,
+                opts.grad_clip,
+                accumulation=split.accumulation,
+                world=split.ranks,
+            ),
             groups,
             device=device,
         )
         self.state_path = run_dir / "state.pt"
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        # the last micro-batch of the step is the boundary at which ZeRO reduces and the step applies
+        self.engine.set_gradient_accumulation_boundary(self.micro == self.split.accumulation - 1)
         with autocast(self.device, self.opts.autocast_bf16):
             return self.engine(batch)
 
-    def step(self, total: torch.Tensor, lr: float) -> None:
+    def backward(self, total: torch.Tensor, share: float) -> None:
+        # the share is applied here, as on one rank; DeepSpeed's own 1/gradient_accumulation_steps is
+        # the same number for equal micro-batches, but one rule for both steppers keeps them equal
+        self.engine.backward(total if share == 1 else total * share, scale_wrt_gas=False)
+        self.micro += 1
+
+    def step(self, lr: float) -> None:
+        if self.micro != self.split.accumulation:
+            raise RuntimeError(f"step after {self.micro} of {self.split.accumulation} micro-batches")
         set_lr(self.optimizer, lr)
-        self.engine.backward(total)
         self.engine.step()
+        self.micro = 0
         after_update(self.model)
 
     def saved_fingerprint(self) -> str | None:
@@ -180,7 +225,8 @@ class DeepSpeedStepper:
         # zero gradients; its end copies ZeRO's masters into the weights, so they load after it),
         # then overwrite weights, masters, moments and step count with the saved ones
         set_lr(self.optimizer, 0.0)
-        self.engine.backward(sum((p * 0).sum() for p in self.params))
+        self.engine.set_gradient_accumulation_boundary(True)  # one zero micro-batch that steps
+        self.engine.backward(sum((p * 0).sum() for p in self.params), scale_wrt_gas=False)
         self.engine.step()
         self._link_moments()
         load_trainable(self.model, state, self.state_path)  # the weights the forward uses

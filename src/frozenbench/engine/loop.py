@@ -18,6 +18,14 @@ pretraining objectives.
   reseeded every step, in whichever DataLoader worker builds it; the model's own RNGs (RoI
   sampling, point sampling) are reseeded before each step's forward. A run killed and resumed
   from its newest checkpoint ends with the same weights, whatever the number of workers.
+- ``TrainOptions.batch_size`` is the global batch of an optimizer step, whatever the number of ranks:
+  :func:`~frozenbench.engine.options.split_batch` splits it into ranks x micro-batches (at most
+  ``max_rank_batch`` samples a forward), each rank takes its micro-batches from the same global batch
+  indices, and each micro-batch's total is scaled by its share (1 / accumulation) before backward:
+  with ranks averaging their gradients, the step's gradient is that of the mean of the per-micro-batch
+  losses over the global batch (exactly the gradient of the global batch's mean loss for a loss that
+  is a per-sample mean). A step's log line holds the mean of its micro-batches' values; SIGTERM and
+  checkpoints act between optimizer steps only, never between micro-batches.
 - Loaders pin batches on the GPU path and models copy them without blocking there; the forward
   runs under bf16 autocast when asked (``TrainOptions.autocast_bf16``).
 - ``{run_dir}/state.pt`` (trainable weights, optimizer, step) is rewritten atomically
@@ -40,7 +48,7 @@ import torch.nn as nn
 
 from frozenbench.engine.data import seed_step, train_batches
 from frozenbench.engine.device import pin_memory, place_model
-from frozenbench.engine.options import TrainOptions
+from frozenbench.engine.options import BatchSplit, TrainOptions, split_batch
 from frozenbench.engine.schedule import warmup_cosine
 from frozenbench.engine.steppers import LocalStepper, Stepper, remove_leftovers, truncate_log
 from frozenbench.utils import signals
@@ -65,6 +73,26 @@ def total_loss(parts: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, 
         raise ValueError(f"the model returned no entry named like a loss, only {sorted(parts)}")
     total = sum(losses)
     return total, {"loss": total, **parts}
+
+
+def accumulate(stepper: Stepper, micro_batches: list[dict], run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    """Forward and backward each of this rank's micro-batches of a step, each total scaled by its
+    share (1 / their number: the split makes them equal), so the gradients add up to those of the
+    mean over the micro-batches; the step's logged values are the micro-batches' means (one
+    micro-batch: its own values, as they were)."""
+    share = 1.0 / len(micro_batches)
+    logged: dict[str, torch.Tensor] = {}
+    for index, data in enumerate(micro_batches):
+        total, parts = total_loss(stepper.forward(data))
+        if not torch.isfinite(total):
+            where = f" (micro-batch {index + 1} of {len(micro_batches)})" if len(micro_batches) > 1 else ""
+            raise FloatingPointError(f"{run_dir}: loss became {total.item()} at step {step}{where}")
+        stepper.backward(total, share)
+        if len(micro_batches) == 1:
+            return parts
+        for name, value in parts.items():
+            logged[name] = logged.get(name, 0.0) + value.detach().float() * share
+    return logged
 
 
 def _stop_requested(term, world: int, device: torch.device) -> bool:
@@ -191,17 +219,17 @@ def _resumed_stepper(
     fingerprint: str,
     zero_stage: int,
     device: torch.device,
-    world: int,
+    split: BatchSplit,
     rank: int,
     log: Callable[[str], None],
 ) -> tuple[Stepper, int]:
     """The run's stepper (DeepSpeed's under a multi-rank launcher, else the local one) and the step
     it resumes from: its saved state when that state has ``fingerprint``, else 0 with any state
     of other inputs discarded; the log is cut back to the resumed step."""
-    if world > 1:
+    if split.ranks > 1:
         from frozenbench.engine.deepspeed_engine import DeepSpeedStepper
 
-        stepper: Stepper = DeepSpeedStepper(model, opts, run_dir, zero_stage, device)
+        stepper: Stepper = DeepSpeedStepper(model, opts, run_dir, zero_stage, device, split)
     else:
         stepper = LocalStepper(model, opts, run_dir, device)
     log_path = run_dir / "log.jsonl"
@@ -239,19 +267,32 @@ def train(
     ``fingerprint`` identifies the run's inputs (spec, backbone, mode, seed): a saved state with
     another fingerprint belongs to another run and is discarded.
 
-    Under a launcher with WORLD_SIZE > 1 the step runs through DeepSpeed (ZeRO ``zero_stage``) and
-    each rank takes its slice of the global batch of ``batch_size x world_size`` samples.
+    ``opts.batch_size`` is the global batch of a step. Under a launcher with WORLD_SIZE > 1 the step
+    runs through DeepSpeed (ZeRO ``zero_stage``) and each rank takes its share of it; a share over
+    ``opts.max_rank_batch`` is accumulated over micro-batches (:func:`split_batch`, whose errors name
+    the option).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = device or torch.device("cpu")
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    split = split_batch(opts.batch_size, world, opts.max_rank_batch)
     if rank == 0:
         remove_leftovers(run_dir)
     place_model(model, device)
-    stepper, step = _resumed_stepper(model, opts, run_dir, fingerprint, zero_stage, device, world, rank, log)
+    stepper, step = _resumed_stepper(model, opts, run_dir, fingerprint, zero_stage, device, split, rank, log)
     batches = train_batches(
-        dataset, collate, opts.batch_size, seed, step, opts.steps, world, rank, workers, pin_memory=pin_memory(device)
+        dataset,
+        collate,
+        opts.batch_size,
+        seed,
+        step,
+        opts.steps,
+        world,
+        rank,
+        workers,
+        pin_memory=pin_memory(device),
+        accumulation=split.accumulation,
     )
     state = StepState(step=step, started=time.time())
     first_step = step
@@ -262,14 +303,12 @@ def train(
         state.log_file, state.term = log_file, term
         while state.step < opts.steps:
             waited = time.time()
-            data = next(batches)
+            micro_batches = next(batches)
             state.data_seconds += time.time() - waited
             seed_step(seed, state.step)  # the model's own sampling RNGs, whichever process built the batch
             state.lr = lr_at(state.step, opts)
-            total, state.losses = total_loss(stepper.forward(data))
-            if not torch.isfinite(total):
-                raise FloatingPointError(f"{run_dir}: loss became {total.item()} at step {state.step}")
-            stepper.step(total, state.lr)
+            state.losses = accumulate(stepper, micro_batches, run_dir, state.step)
+            stepper.step(state.lr)
             state.step += 1
             for hook in hooks:
                 hook.after_step(state)
@@ -281,6 +320,9 @@ def train(
         "steps": step,
         "train_seconds": round(elapsed, 1),
         "world_size": world,
+        "global_batch": split.global_batch,
+        "rank_micro_batch": split.micro,
+        "accumulation": split.accumulation,
         "steps_this_run": step - first_step,
         "data_wait_fraction": round(data_seconds / max(elapsed, 1e-9), 4),
     }

@@ -102,8 +102,13 @@ class Stepper(Protocol):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """The model's named scalars for one collated batch (``model(batch)``), under the run's autocast."""
 
-    def step(self, total: torch.Tensor, lr: float) -> None:
-        """Backward ``total``, clip, one optimizer step at ``lr``, then the model's own update."""
+    def backward(self, total: torch.Tensor, share: float) -> None:
+        """Backward one micro-batch's ``total`` times ``share`` (its part of this rank's samples of the
+        step), adding to the gradients of the micro-batches before it in the step."""
+
+    def step(self, lr: float) -> None:
+        """Clip the accumulated gradients, one optimizer step at ``lr`` (gradients averaged over the
+        ranks), then the model's own update; the next backward starts the next step's gradients."""
 
     def saved_fingerprint(self) -> str | None:
         """The fingerprint of the state on disk; None when there is none to resume."""
@@ -127,19 +132,22 @@ class LocalStepper:
         self.device = device
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(param_groups(model, opts.weight_decay, opts.layer_decay), lr=opts.lr)
+        self.optimizer.zero_grad(set_to_none=True)  # a step's gradients are its micro-batches' alone
         self.state_path = run_dir / "state.pt"
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         with autocast(self.device, self.opts.autocast_bf16):
             return self.model(batch)
 
-    def step(self, total: torch.Tensor, lr: float) -> None:
+    def backward(self, total: torch.Tensor, share: float) -> None:
+        (total if share == 1 else total * share).backward()
+
+    def step(self, lr: float) -> None:
         set_lr(self.optimizer, lr)
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
         if self.opts.grad_clip:
             nn.utils.clip_grad_norm_(self.params, self.opts.grad_clip)
         self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
         after_update(self.model)
 
     def saved_fingerprint(self) -> str | None:

@@ -28,7 +28,7 @@ from frozenbench import schedule_defaults
 from frozenbench.checkpoint.io import save_backbone
 from frozenbench.engine.device import device_record, reset_peak_memory
 from frozenbench.engine.loop import lr_at, train
-from frozenbench.engine.options import CADENCE_OPTIONS, TrainOptions
+from frozenbench.engine.options import CADENCE_OPTIONS, SPLIT_OPTIONS, TrainOptions
 from frozenbench.models.registry import PRETRAIN_OBJECTIVES, build_arch
 from frozenbench.pretrain.data import load_imagefolder, normalize
 from frozenbench.pretrain.objectives import build_objective, collate
@@ -40,7 +40,7 @@ __all__ = ["PretrainOptions", "lr_at", "pretrain", "state_fingerprint"]
 
 # The loop's schedule for pretraining: the heads' TrainOptions with pretraining's defaults.
 PRETRAIN_SCHEDULE = TrainOptions(
-    batch_size=128,
+    batch_size=schedule_defaults.PRETRAIN_BATCH,
     steps=schedule_defaults.PRETRAIN_STEPS,
     warmup_steps=schedule_defaults.PRETRAIN_WARMUP_STEPS,
     checkpoint_every=100,
@@ -55,6 +55,7 @@ SCHEDULE_KEYS = (
     "grad_clip",
     "checkpoint_every",
     "log_every",
+    "max_rank_batch",  # batch_size is the global batch; this bounds a rank's forward (engine/options.py)
 )
 
 
@@ -83,11 +84,10 @@ class PretrainOptions:
 
     def flat(self) -> dict[str, Any]:
         """The options in the config's flat shape (what a run's fingerprint and record hold)."""
-        return {
-            "image_size": self.image_size,
-            **{k: getattr(self.train, k) for k in SCHEDULE_KEYS},
-            "objective_options": self.objective_options,
-        }
+        schedule = {k: getattr(self.train, k) for k in SCHEDULE_KEYS}
+        if schedule["max_rank_batch"] is None:  # unset: the shape (and fingerprint) the options had before it
+            del schedule["max_rank_batch"]
+        return {"image_size": self.image_size, **schedule, "objective_options": self.objective_options}
 
 
 def state_fingerprint(
@@ -95,8 +95,9 @@ def state_fingerprint(
 ) -> str:
     """What a resumable state was computed from: backbone, objective, options, seed and the training
     images' and labels' bytes (already in memory, so hashing them costs no extra read). A state with
-    another fingerprint is never resumed."""
-    options = {k: v for k, v in opts.flat().items() if k not in CADENCE_OPTIONS}
+    another fingerprint is never resumed. The global batch is an input; how it is split over ranks and
+    micro-batches (the rank count, ``max_rank_batch``) is not: a state resumes on any of them."""
+    options = {k: v for k, v in opts.flat().items() if k not in CADENCE_OPTIONS + SPLIT_OPTIONS}
     digest = hashlib.sha256(
         json.dumps(
             {"arch": arch, "objective": objective, "options": options, "seed": seed}, sort_keys=True, default=str
