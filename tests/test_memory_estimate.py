@@ -231,7 +231,7 @@ def test_a_finetuned_large_cell_on_a_16_gb_card_is_refused_naming_the_settings()
     assert "t4: 16 GB" in message and "backbone activations kept for backward" in message
     for setting in (
         "tasks.k400.activation_checkpointing: true",
-        "tasks.k400.train.batch_size (now 8 per GPU)",
+        "a smaller tasks.k400.train.max_rank_batch (now 8 per GPU: tasks.k400.train.batch_size 8 over 1 rank(s)",
         "tasks.k400.frame_chunk",
         "compute.train.gpu_memory_gb",
     ):

@@ -297,6 +297,49 @@ def schedule_problems(config: dict[str, Any]) -> list[str]:
     return problems
 
 
+def train_ranks(config: dict[str, Any]) -> int:
+    """Ranks of a training job: one per GPU of ``compute.train`` (one on a CPU job) on each of its nodes."""
+    train = config.get("compute", {}).get("train", {})
+    return max(1, int(train.get("gpus", 0))) * int(train.get("nodes", 1))
+
+
+def batch_problems(config: dict[str, Any]) -> list[str]:
+    """Global batches a training job cannot split exactly (``engine.options.split_batch``), as
+    ``<dotted key>: <problem>``: each task's ``batch_size`` (the global batch per optimizer step) over
+    the train job's ranks, within its ``max_rank_batch``; pretraining runs on one rank."""
+    from frozenbench import schedule_defaults
+    from frozenbench.engine.options import TrainOptions, split_batch
+    from frozenbench.errors import UserError
+
+    def check(layers: list[tuple[str, dict[str, Any]]], ranks: int, batch: int) -> list[str]:
+        where = {"batch_size": layers[0][0], "max_rank_batch": layers[0][0]}
+        options: dict[str, Any] = {"batch_size": batch, "max_rank_batch": None}
+        for prefix, layer in layers:
+            for key in where:
+                if key in layer:
+                    where[key], options[key] = prefix, layer[key]
+        try:
+            split_batch(options["batch_size"], ranks, options["max_rank_batch"], *where.values())
+        except UserError as err:
+            return [str(err)]
+        return []
+
+    problems = []
+    ranks = train_ranks(config)
+    for name, task in config.get("tasks", {}).items():
+        train = (f"tasks.{name}.train", task.get("train", {}))
+        problems += check([train], ranks, TrainOptions().batch_size)
+        if "finetune" in task:
+            problems += check([train, (f"tasks.{name}.finetune", task["finetune"])], ranks, TrainOptions().batch_size)
+    study_wide = ("pretrain.options", config.get("pretrain", {}).get("options", {}))
+    problems += check([study_wide], 1, schedule_defaults.PRETRAIN_BATCH)
+    for name, backbone in config.get("backbones", {}).items():
+        if "options" in backbone.get("pretrain", {}):
+            own = (f"backbones.{name}.pretrain.options", backbone["pretrain"]["options"])
+            problems += check([study_wide, own], 1, schedule_defaults.PRETRAIN_BATCH)
+    return list(dict.fromkeys(problems))
+
+
 def renamed_keys(config: dict[str, Any]) -> list[tuple[str, str]]:
     """Keys an older config spelled otherwise, with the new name (checked before the schema, whose
     message would only say the old key is unexpected)."""
@@ -546,8 +589,9 @@ def _table_problems(config: dict[str, Any]) -> list[str]:
 
 def check_references(config: dict[str, Any], source: str = "<config>") -> None:
     """Raise :class:`ConfigError` listing every broken cross-reference (see :func:`reference_problems`)
-    and every schedule that cannot run as written (see :func:`schedule_problems`)."""
-    problems = reference_problems(config) + schedule_problems(config)
+    and every schedule that cannot run as written (see :func:`schedule_problems` and
+    :func:`batch_problems`)."""
+    problems = reference_problems(config) + schedule_problems(config) + batch_problems(config)
     if problems:
         raise ConfigError(_listing(source, "inconsistent config", [tuple(p.split(": ", 1)) for p in problems]))
 

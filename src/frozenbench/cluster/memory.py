@@ -407,16 +407,32 @@ class MemoryEstimate:
         return f"{total:,.0f} MiB{bound} = {listed}"
 
 
+def _key(task: dict[str, Any], task_name: str, mode: str, option: str) -> str:
+    """The dotted key a cell's schedule ``option`` comes from (``finetune`` overrides ``train``)."""
+    section = "finetune" if mode == "finetune" and option in task.get("finetune", {}) else "train"
+    return f"tasks.{task_name}.{section}.{option}"
+
+
 def _cell_inputs(config: dict[str, Any], task_name: str, mode: str) -> dict[str, Any]:
-    """The per-GPU input of a cell's training step and evaluation call, and the key its batch comes from."""
+    """The per-GPU input of a cell's training step and evaluation call, and the keys its batch comes
+    from. ``batch_size`` is the global batch of a step: a GPU's forward takes the per-rank
+    micro-batch, global / ranks / gradient-accumulation steps (``engine.options.split_batch``)."""
+    from frozenbench.config import train_ranks
+    from frozenbench.engine.options import TrainOptions, split_batch
+
     task = config["tasks"][task_name]
     schedule = {**task.get("train", {}), **(task.get("finetune", {}) if mode == "finetune" else {})}
-    batch_key = (
-        f"tasks.{task_name}.finetune.batch_size"
-        if mode == "finetune" and "batch_size" in task.get("finetune", {})
-        else f"tasks.{task_name}.train.batch_size"
+    batch_key = _key(task, task_name, mode, "batch_size")
+    bound_key = _key(task, task_name, mode, "max_rank_batch")
+    split = split_batch(
+        int(schedule.get("batch_size", TrainOptions().batch_size)),
+        train_ranks(config),
+        schedule.get("max_rank_batch"),
+        batch_key.rsplit(".", 1)[0],
+        bound_key.rsplit(".", 1)[0],
     )
-    batch = int(schedule.get("batch_size", 8))
+    batch = split.micro
+    keys = dict(batch_key=batch_key, bound_key=bound_key, split=split)
     img = int(task["img_size"])
     train_size = int(task.get("augment", {}).get("crop_size", img))
     task_type = get_task_type(task["type"])
@@ -429,7 +445,7 @@ def _cell_inputs(config: dict[str, Any], task_name: str, mode: str) -> dict[str,
         eval_chunk = min(eval_frames, chunk or VIDEO_TEST_FRAMES_PER_CALL)
         return dict(
             batch=batch,
-            batch_key=batch_key,
+            **keys,
             size=train_size,
             frames=batch * frames,
             chunk=chunk,
@@ -443,7 +459,7 @@ def _cell_inputs(config: dict[str, Any], task_name: str, mode: str) -> dict[str,
     eval_batch = task_type.eval_batch
     return dict(
         batch=batch,
-        batch_key=batch_key,
+        **keys,
         size=train_size,
         frames=batch,
         chunk=0,
@@ -553,8 +569,13 @@ def _settings_to_change(
         changed = {**config, "tasks": {**config["tasks"], task_name: {**task, "activation_checkpointing": True}}}
         with_it = estimate_cell_memory(changed, cell, record)
         options.append(f"tasks.{task_name}.activation_checkpointing: true (estimate then {with_it.train_mib:,.0f} MiB)")
-    if kind == "train":
-        options.append(f"a smaller {inputs['batch_key']} (now {inputs['batch']} per GPU)")
+    if kind == "train" and inputs["batch"] > 1:
+        split = inputs["split"]
+        options.append(
+            f"a smaller {inputs['bound_key']} (now {inputs['batch']} per GPU: {inputs['batch_key']} "
+            f"{split.global_batch} over {split.ranks} rank(s) x {split.accumulation} micro-batch(es); "
+            "the same global batch by gradient accumulation, the recipe unchanged)"
+        )
     if inputs["video"]:
         options.append(
             f"tasks.{task_name}.frame_chunk"
