@@ -68,7 +68,8 @@ def test_frozenbench_train_on_two_ranks_resumes_exactly_and_on_another_rank_coun
             "img_size": 64,
             "head": HEAD,
             "zero_stage": 2,
-            "train": {"steps": 24, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 4, "log_every": 1},
+            # the global batch: 6 splits over 2, 3 and 1 ranks (3, 2 and 6 images a rank), the same recipe on each
+            "train": {"steps": 24, "batch_size": 6, "warmup_steps": 1, "checkpoint_every": 4, "log_every": 1},
         }
     )
     env = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
