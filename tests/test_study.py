@@ -105,6 +105,9 @@ def test_labels_and_plan_carry_the_task_type_objective_and_capacity(ci_config):
         "arch": "vit_small_patch14_dinov2",
         "extra_blocks": "0",
         "capacity": "detector=mask_rcnn extra_blocks=0 width=32",
+        "head_kind": "mask_rcnn",
+        "dataset": "shapes-coco",
+        "benchmark": "",  # generated data: the paper table gives it no delta
     }
     # a segmentation head carries no detector: heads have their own task type's knobs
     assert study.cell_labels(ci_config, "ade", "dinov2_vits14_random", "m2f_b4")["capacity"] == (

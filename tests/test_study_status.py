@@ -106,17 +106,18 @@ def assert_partial_tables_mark(tables: Path, statuses: dict[str, str], failed_lo
         csv_row = next(line for line in (tables / "head_capacity.csv").read_text().splitlines() if f",{head}," in line)
         if status == "finished":
             assert isinstance(summary[cell]["top-1"], float)
-            assert "failed" not in row and "not run" not in row and re.search(r"\| \d+\.\d \|", row), row
+            interval = r"\| \d+\.\d \[\d+\.\d, \d+\.\d\] \|"  # mean [95 % interval]
+            assert "failed" not in row and "not run" not in row and re.search(interval, row), row
         else:
             assert summary[cell]["top-1"] is None
             assert row.endswith(f"| {status} |"), row
-            assert csv_row.endswith(f",{status}"), csv_row
+            assert csv_row.split(",")[4] == status and csv_row.endswith(",,"), csv_row  # no interval bounds
     failed = [cell for cell, status in statuses.items() if status == "failed"]
     for cell in failed:
         assert summary[cell]["logs"][0] == failed_log
     pretraining = (tables / "pretraining.md").read_text()
     for cell in failed:  # the comparison tables use the failing head; its log is listed under them
-        assert f"- failed: {cell} (log: {failed_log}" in pretraining
+        assert f"- failed: {cell}/seed0 (log: {failed_log}" in pretraining  # the run that failed
         assert f"| {BACKBONE} | random | failed | – | – |" in pretraining
         assert r"failed & -- & --" in (tables / "pretraining.tex").read_text()
 

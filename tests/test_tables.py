@@ -112,24 +112,58 @@ def test_planned_cells_show_as_missing_and_the_paper_table_names_its_backbone(tm
     tables = {t.name: t for t in build_tables([], tmp_path, plan)}
     assert {r[0] for r in tables["pretraining"].rows} == {"swinv2_large_in22k", "swin_tiny_in1k"}
     assert all(v is None for r in tables["pretraining"].rows for v in r[2:])
-    assert "Ours (swinv2_large_in22k)" in tables["paper"].caption and "SwinV2-G" in tables["paper"].caption
+    assert "Ours (swinv2_large_in22k," in tables["paper"].caption and "SwinV2-G" in tables["paper"].caption
     assert json.loads((tmp_path / "summary.json").read_text()) == {}
     assert capacity_label({"transformer_decoder_layers": 4}) == "extra_blocks=0 transformer_decoder_layers=4"
+
+
+def _paper_row(table, task, label, mode, split):
+    row = next(r for r in table.rows if r[:4] == [task, label, mode, split])
+    return dict(zip(table.header, row))
 
 
 def test_paper_table_compares_the_largest_backbone_run_with_the_published_numbers():
     records = RECORDS + [record("coco", "s_sup", "frozen", {"bbox": {"AP": 25.0}, "segm": {"AP": 22.0}}, size="small")]
     table = paper_table(records)
-    assert "Ours (s_sup)" in table.caption
-    assert ["coco", "box AP", "frozen", 25.0, 60.0, -35.0] in table.rows
-    assert ["k400", "top-1", "finetune", None, 86.8, None] in table.rows  # not run: missing
-    assert ["coco", "box AP", "frozen", 20.0, 60.0, -40.0] in paper_table(records, backbone="t_sup").rows
+    assert "Ours (s_sup" in table.caption
+    # generated data (no datasets.<name>.benchmark): side by side, no delta column at all
+    assert "delta" not in table.header and "not the paper's benchmarks" in table.caption
+    val = _paper_row(table, "coco", "box AP", "frozen", "val")
+    assert (
+        val["published"] == 59.3 and val["ours"] == 25.0 and val["published by"] == "HTC++, SwinV2-G (Lin et al. 2022)"
+    )
+    assert _paper_row(table, "coco", "box AP", "frozen", "test-dev")["ours"] == "not scored"  # val is not test-dev
+    assert _paper_row(table, "coco", "box AP", "finetune", "val")["published by"].endswith("(Liu et al. 2022 (SwinV2))")
+    assert _paper_row(table, "k400", "top-1", "finetune", "val")["ours"] is None  # not run: missing
+    assert _paper_row(paper_table(records, backbone="t_sup"), "coco", "box AP", "frozen", "val")["ours"] == 20.0
     # a randomly initialised backbone of the same (or a larger) size is the floor, not the comparison
     floor = record(
         "coco", "v_rand", "frozen", {"bbox": {"AP": 1.0}, "segm": {"AP": 1.0}}, pretrain="random", size="large"
     )
-    assert "Ours (s_sup)" in paper_table(records + [floor]).caption
-    assert "Ours (v_rand)" in paper_table([floor]).caption  # nothing else ran
+    assert "Ours (s_sup" in paper_table(records + [floor]).caption
+    assert "Ours (v_rand" in paper_table([floor]).caption  # nothing else ran
+
+
+def test_the_paper_table_pairs_like_with_like_and_gives_a_delta_only_on_the_benchmark():
+    def coco(head, kind, box, benchmark="coco2017"):
+        metrics = {"bbox": {"AP": box}, "segm": {"AP": box - 5}}
+        return {**record("coco", "l", "frozen", metrics, head=head, size="large"), "head_kind": kind,
+                "benchmark": benchmark, "arch": "swinv2_large"}  # fmt: skip
+
+    records = [coco("mrcnn", "mask_rcnn", 50.0), coco("htc", "htc", 55.0)]
+    table = paper_table(records, heads={"coco": "mrcnn"})
+    val = _paper_row(table, "coco", "box AP", "frozen", "val")
+    # the HTC cell is set beside the paper's HTC++, not the table's Mask R-CNN head
+    assert val["our head"] == "htc" and val["ours"] == 55.0 and val["delta"] == pytest.approx(55.0 - 59.3)
+    assert (
+        val["differs"]
+        == "backbone swinv2_large vs SwinV2-G; head htc vs HTC++ (no '++': single-scale, no semantic branch)"
+    )
+    assert _paper_row(table, "coco", "box AP", "frozen", "test-dev")["delta"] is None  # not scored: nothing to subtract
+    only_mrcnn = _paper_row(paper_table(records[:1]), "coco", "box AP", "frozen", "val")
+    assert only_mrcnn["ours"] == 50.0 and "head mask_rcnn vs HTC++" in only_mrcnn["differs"]
+    elsewhere = paper_table([coco("htc", "htc", 55.0, benchmark="")])  # the same cell on other data
+    assert "delta" not in elsewhere.header
 
 
 def test_three_formats_are_written(tmp_path):
@@ -145,7 +179,8 @@ def test_three_formats_are_written(tmp_path):
     tex = (tmp_path / "tables" / "pretraining.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and "t\\_sup" in tex
     csv_text = (tmp_path / "tables" / "paper.csv").read_text().splitlines()
-    assert csv_text[0] == "task,metric,mode,ours,paper,delta" and csv_text[1] == "coco,box AP,frozen,20.0,60.0,-40.0"
+    assert csv_text[0] == "task,metric,mode,split,published,published by,ours,our head,differs"
+    assert csv_text[1].startswith('coco,box AP,frozen,val,59.3,"HTC++, SwinV2-G (Lin et al. 2022)",20.0,h,')
 
 
 def test_no_results_yet_gives_tables_of_missing_cells(tmp_path):
@@ -153,7 +188,7 @@ def test_no_results_yet_gives_tables_of_missing_cells(tmp_path):
 
     run_cmd(["frozenbench", "tables", "--out", str(tmp_path)], check=True, timeout=120)
     paper = (tmp_path / "paper.md").read_text()
-    assert "| coco | box AP | frozen | – | 60.0 | – |" in paper
+    assert "| coco | box AP | frozen | test-dev | 60.0 | HTC++, SwinV2-G (Lin et al. 2022) | – | – | not run |" in paper
 
 
 def test_figures_are_deterministic_pngs_even_for_an_empty_study(tmp_path):
@@ -207,7 +242,7 @@ def test_cells_are_found_by_task_type_so_a_task_under_a_new_name_shows_everywher
     table = pretraining_table(records)
     assert "coco_3x box AP frozen" in table.header and "coco box AP frozen" in table.header
     assert {row[0]: row for row in table.rows}["t_sup"][table.header.index("coco_3x mask AP frozen")] == 22.0
-    assert ["coco_3x", "box AP", "frozen", 25.0, 60.0, -35.0] in paper_table(records, backbone="t_sup").rows
+    assert _paper_row(paper_table(records, backbone="t_sup"), "coco_3x", "box AP", "frozen", "val")["ours"] == 25.0
     assert summary([coco_3x]) == {"coco_3x/t_sup/frozen/h": {"box AP": 25.0, "mask AP": 22.0}}
     tables = build_tables(records, tmp_path)
     assert [t.name for t in tables] == list(TABLE_NAMES)

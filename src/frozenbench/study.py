@@ -155,8 +155,13 @@ def cell_labels(config: Config, task: str, backbone: str, head: str) -> dict[str
     entry = config["backbones"][backbone]
     head_cfg = config["tasks"][task]["heads"][head]
     task_type = get_task_type(config["tasks"][task]["type"])
+    dataset = config["tasks"][task]["dataset"]
     labels = {
         "task_type": task_type.name,
+        "head_kind": task_type.head_kind(task_type.make_head(head_cfg)),
+        "dataset": dataset,
+        # the published benchmark the data is, if any (datasets.<name>.benchmark): the paper table's delta
+        "benchmark": config.get("datasets", {}).get(dataset, {}).get("benchmark", ""),
         "pretrain_objective": objective_of(config, backbone),
         "family_size": entry.get("family_size", "-"),
         "arch": entry["arch"],

@@ -24,7 +24,7 @@ from typing import Any
 from frozenbench.errors import UserError
 from frozenbench.evaluation.headline import headline_metrics, task_type_of, task_types
 from frozenbench.reporting.estimates import FINDING, Estimate, difference, estimate
-from frozenbench.tasks.registry import get_task_type
+from frozenbench.tasks.registry import LIN_2022, LIU_2022, get_task_type
 from frozenbench.utils.atomic import write_text
 
 # The study's tables and figures, named once (the DAG's outputs and the report read these).
@@ -279,32 +279,80 @@ def largest_backbone(records: list[dict[str, Any]]) -> str | None:
 def paper_table(
     records: list[dict[str, Any]], backbone: str | None = None, heads: dict[str, str] | None = None
 ) -> Table:
-    """Our numbers on ``backbone`` (default: the largest the study runs) beside the paper's published
-    SwinV2-G headline, with the delta, for every task of each type (a type the study has no task of
-    shows under its conventional name, with our number missing); the caption names both backbones."""
+    """Our cells on ``backbone`` (default: the largest the study runs) beside each published number
+    of their task type (:class:`~frozenbench.tasks.registry.Published`: frozen from Lin et al.
+    2022, fine-tuned from the SwinV2 paper), like with like: the same split (val beside val; a
+    test-dev number only beside a scored test-dev submission, else "not scored") and, where the
+    study trains it, the same head kind; "what differs" names the rest (backbone, head). A delta is
+    given only where the cell's dataset is the paper's benchmark (``datasets.<name>.benchmark``):
+    on generated or other data the numbers stand side by side with no delta column at all."""
     backbone = backbone or largest_backbone(records)
     chosen = table_heads(records, heads)
-    header = ["task", "metric", "mode", "ours", "paper", "delta"]
-    index = _index(records)
-    tasks = _tasks(records)
-    rows = []
+    index, tasks = _index(records), _tasks(records)
+    rows, comparable_any = [], False
     for task_type in task_types():
         record = get_task_type(task_type)
         names = [t for t in tasks if _type_of_task(t, records) == task_type] or [record.conventional_name]
         for task in names:
-            # the paper's numbers are the task type's record's (Lin et al. 2022, SwinV2-G)
-            for (label, mode), published in record.paper.items():
-                ours = cell_value(index.get((task, backbone, mode, chosen.get(task))), label)
-                delta = None if _number(ours) is None else float(ours) - published
-                rows.append([task, label, mode, ours, published, delta])
+            for published in record.published:
+                cell = _paper_cell(index, task, backbone, published, chosen.get(task))
+                comparable = bool(cell) and cell[0].get("benchmark") == record.benchmark
+                comparable_any |= comparable
+                if published.split == "val":
+                    ours = cell_value(cell, published.label)
+                else:  # no test-dev annotations here: only an evaluation server's score counts
+                    ours = "not scored" if cell else None
+                delta = float(ours) - published.value if comparable and isinstance(ours, float) else None
+                ours_head = cell[0]["head"] if cell else None
+                rows.append(
+                    [task, published.label, published.mode, published.split, published.value,
+                     f"{published.head}, {published.backbone} ({published.source})", ours, ours_head,
+                     delta if comparable else "not comparable", _differences(cell, published, backbone)]
+                )  # fmt: skip
+    header = ["task", "metric", "mode", "split", "published", "published by", "ours", "our head", "delta", "differs"]
+    if not comparable_any:  # no cell on the paper's benchmarks: nothing to subtract
+        header = header[:8] + header[9:]
+        rows = [row[:8] + row[9:] for row in rows]
     ours_name = backbone or "no backbone run yet"
+    data = "" if comparable_any else "; these datasets are not the paper's benchmarks, so no delta is given"
     return Table(
         "paper",
-        f"Ours ({ours_name}) vs Lin et al. 2022 ({PAPER_BACKBONE}; paper: COCO test-dev, "
-        "ADE20K val, K400 val; ours: val splits)",
+        f"Ours ({ours_name}, validation splits) beside the published {PAPER_BACKBONE} numbers, same task, "
+        f"split and head kind where the study trains it (frozen: {LIN_2022}; fine-tuned: {LIU_2022}){data}",
         header,
         rows,
+        notes=[
+            "test-dev: upload the cell's results/<cell>/seed<N>/detections_test-dev2017_frozenbench_results.zip "
+            "to the COCO evaluation server (test-dev2017, bbox and segm); a test-dev row stays 'not scored' "
+            "until then"
+        ],
     )
+
+
+def _paper_cell(
+    index: dict[tuple, list[dict[str, Any]]], task: str, backbone: str | None, published: Any, table_head: str | None
+) -> list[dict[str, Any]]:
+    """Our cell to set beside ``published``: the backbone's cell of the same mode whose head is of
+    the published head's kind, else the table's head for the task; [] when there is none."""
+    candidates = {key: cell for key, cell in index.items() if key[:3] == (task, backbone, published.mode)}
+    same_kind = sorted(key for key, cell in candidates.items() if cell[0].get("head_kind") == published.head_kind)
+    if same_kind:
+        return candidates[same_kind[0]]
+    return candidates.get((task, backbone, published.mode, table_head), [])
+
+
+def _differences(cell: list[dict[str, Any]], published: Any, backbone: str | None) -> str:
+    """What still differs between our cell and the published number: backbone and head."""
+    if not cell:
+        return "not run"
+    ours = cell[0]
+    parts = [f"backbone {ours.get('arch') or backbone} vs {published.backbone}"]
+    kind = ours.get("head_kind")
+    if kind != published.head_kind:
+        parts.append(f"head {kind or ours['head']} vs {published.head}")
+    elif published.head.endswith("++"):
+        parts.append(f"head {kind} vs {published.head} (no '++': single-scale, no semantic branch)")
+    return "; ".join(parts)
 
 
 def _summary_entry(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -467,7 +515,7 @@ def build_tables(
         paper_table(records, plan.get("paper_backbone"), heads),
     ]
     for table in tables:
-        table.notes = failed_cell_notes(table) + interval_notes(table)
+        table.notes = table.notes + failed_cell_notes(table) + interval_notes(table)
     out_dir = Path(out_dir)
     cells = summary_with_status(records) if statuses is not None else summary([r for r in records if r.get("metrics")])
     write_text(out_dir / "summary.json", json.dumps(cells, indent=2, sort_keys=True) + "\n")

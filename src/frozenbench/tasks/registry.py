@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -29,6 +29,9 @@ class DetectionHead:
     extra_blocks: int = 0  # trainable blocks on the frozen features
     rpn_samples: int = 256  # RPN sampler size
     rcnn_samples: int = 512  # RoI sampler size
+    # a trainable LayerNorm on each backbone level before FPN (the official Swin detection code's
+    # norm{i}); head-side, so it trains also on a frozen backbone (docs/recipe.md)
+    level_norm: bool = False
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class SegmentationHead:
     num_queries: int = 100
     num_points: int = 12544
     extra_blocks: int = 0
+    level_norm: bool = False  # a trainable LayerNorm on each level before the pixel decoder (as DetectionHead)
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,26 @@ class TaskModule(Protocol):
 
 
 @dataclass(frozen=True)
+class Published:
+    """One published number a study cell can be set beside: what was measured, on which split of
+    which benchmark, with which head and backbone, and where it was published."""
+
+    label: str  # the headline metric (a TaskType headline label)
+    mode: str  # frozen | finetune
+    value: float
+    split: str  # val | test-dev
+    head: str  # the head as published, e.g. "HTC++"
+    head_kind: str  # the study's head kind it corresponds to (TaskType.head_kind), e.g. "htc"
+    backbone: str
+    source: str
+
+
+LIN_2022 = "Lin et al. 2022"
+LIU_2022 = "Liu et al. 2022 (SwinV2)"  # the fine-tuned numbers Lin et al. compare with
+SWINV2_G = "SwinV2-G"
+
+
+@dataclass(frozen=True)
 class TaskType:
     name: str
     dataset_format: str  # the dataset format its tasks train on (datasets.<name>.format)
@@ -99,8 +123,10 @@ class TaskType:
     # the study's conventional task name: how a metrics.json without a task type is read, and what
     # a table calls the type when no task of the study has run it
     conventional_name: str
-    # the paper's published numbers: {(headline label, mode): value}
-    paper: dict[tuple[str, str], float] = field(default_factory=dict)
+    # the published numbers the paper table sets the study beside, and the benchmark they are on
+    # (a dataset is comparable only when its config names this benchmark: datasets.<name>.benchmark)
+    published: tuple[Published, ...] = ()
+    benchmark: str | None = None
     test_options: tuple[str, ...] = ()  # keys of tasks.<name>.test
     augment_options: tuple[str, ...] | None = None  # keys of tasks.<name>.augment (None: the shared recipe's)
     capacity_knobs: tuple[str, ...] = ("extra_blocks", "width")  # what the head-capacity table tells apart
@@ -122,6 +148,9 @@ class TaskType:
             raise UserError(
                 f"{where}: unknown {self.name} head setting(s) {unknown}; known: {', '.join(sorted(known))}"
             )
+        for f in dataclasses.fields(self.head):  # a switch takes true or false, never a look-alike
+            if isinstance(f.default, bool) and f.name in settings and not isinstance(settings[f.name], bool):
+                raise UserError(f"{where}.{f.name}: must be true or false, got {settings[f.name]!r}")
         return self.head(**settings)
 
     def capacity_label(self, settings: dict[str, Any]) -> str:
@@ -150,7 +179,8 @@ def list_task_types() -> list[str]:
     return list(_TASK_TYPES)
 
 
-# Lin et al., NeurIPS 2022 (SwinV2-G), frozen and fine-tuned: COCO test-dev, ADE20K val, K400 val.
+# Lin et al., NeurIPS 2022 (SwinV2-G frozen: COCO val and test-dev, ADE20K val, K400 val) and the
+# SwinV2 paper's fine-tuned SwinV2-G numbers they compare with (Liu et al., CVPR 2022).
 DETECTION = register_task_type(
     TaskType(
         name="detection",
@@ -159,12 +189,17 @@ DETECTION = register_task_type(
         headline_metrics=(("box AP", ("bbox", "AP")), ("mask AP", ("segm", "AP"))),
         head=DetectionHead,
         conventional_name="coco",
-        paper={
-            ("box AP", "frozen"): 60.0,
-            ("mask AP", "frozen"): 52.2,
-            ("box AP", "finetune"): 63.1,
-            ("mask AP", "finetune"): 54.4,
-        },
+        published=(
+            Published("box AP", "frozen", 59.3, "val", "HTC++", "htc", SWINV2_G, LIN_2022),
+            Published("mask AP", "frozen", 51.6, "val", "HTC++", "htc", SWINV2_G, LIN_2022),
+            Published("box AP", "frozen", 60.0, "test-dev", "HTC++", "htc", SWINV2_G, LIN_2022),
+            Published("mask AP", "frozen", 52.2, "test-dev", "HTC++", "htc", SWINV2_G, LIN_2022),
+            Published("box AP", "finetune", 62.5, "val", "HTC++", "htc", SWINV2_G, LIU_2022),
+            Published("mask AP", "finetune", 53.7, "val", "HTC++", "htc", SWINV2_G, LIU_2022),
+            Published("box AP", "finetune", 63.1, "test-dev", "HTC++", "htc", SWINV2_G, LIU_2022),
+            Published("mask AP", "finetune", 54.4, "test-dev", "HTC++", "htc", SWINV2_G, LIU_2022),
+        ),
+        benchmark="coco2017",
         test_options=("scale",),
         capacity_knobs=("detector", "extra_blocks", "width"),
         head_kind=lambda head: DETECTORS.get(head.detector, head.detector),
@@ -179,8 +214,12 @@ SEGMENTATION = register_task_type(
         headline_metrics=(("mIoU", ("mIoU",)),),
         head=SegmentationHead,
         conventional_name="ade",
-        paper={("mIoU", "frozen"): 57.6, ("mIoU", "finetune"): 59.9},
-        test_options=("scales", "flip"),
+        published=(
+            Published("mIoU", "frozen", 57.6, "val", "Mask2Former", "mask2former", SWINV2_G, LIN_2022),
+            Published("mIoU", "finetune", 59.9, "val", "UperNet", "upernet", SWINV2_G, LIU_2022),
+        ),
+        benchmark="ade20k",
+        test_options=("scales", "flip", "mode"),
         capacity_knobs=("extra_blocks", "pixel_decoder_layers", "transformer_decoder_layers", "width"),
         head_kind=lambda head: "mask2former",
         test_views=lambda test: sum(s * s for s in test.get("scales", [1.0])) * (2 if test.get("flip") else 1),
@@ -194,7 +233,11 @@ VIDEO = register_task_type(
         headline_metrics=(("top-1", ("top1",)),),
         head=VideoHead,
         conventional_name="k400",
-        paper={("top-1", "frozen"): 81.7, ("top-1", "finetune"): 86.8},
+        published=(
+            Published("top-1", "frozen", 81.7, "val", "temporal head", "temporal", SWINV2_G, LIN_2022),
+            Published("top-1", "finetune", 86.8, "val", "Video SwinV2", "temporal", SWINV2_G, LIU_2022),
+        ),
+        benchmark="kinetics400",
         test_options=("num_clips", "num_crops"),
         augment_options=("area_range", "aspect_ratio_range", "flip"),
         capacity_knobs=("extra_blocks", "num_blocks", "width"),
