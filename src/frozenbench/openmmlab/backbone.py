@@ -40,6 +40,10 @@ class FrozenbenchBackbone(BaseModule):
         feature_cache: frozen only: compute each distinct input's features once (see
             :mod:`frozenbench.models.feature_cache`); the extra blocks still run every step.
         compile: frozen only: compiled frozen forward (:class:`frozenbench.models.backbone.Backbone`).
+        level_norm: a trainable LayerNorm over the channels of each level handed to the head
+            (:class:`LevelNorms`, after the pyramid and the extra blocks), as the official Swin
+            detection / segmentation code and mmdet's Swin put ``norm{i}`` on each output level; it
+            is no part of the frozen body, so it trains also when the body is frozen.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class FrozenbenchBackbone(BaseModule):
         extra_heads: int = 4,
         feature_cache: bool = False,
         compile: bool = False,
+        level_norm: bool = False,
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -72,6 +77,7 @@ class FrozenbenchBackbone(BaseModule):
             if extra_blocks
             else None
         )
+        self.level_norm = LevelNorms(self.channels) if level_norm else None
 
     @property
     def channels(self) -> list[int]:
@@ -101,7 +107,31 @@ class FrozenbenchBackbone(BaseModule):
             feats = self.pyramid(feats, x.shape[-2:])
         if self.extra is not None:
             feats[-1] = self.extra(feats[-1])
+        if self.level_norm is not None:
+            feats = self.level_norm(feats)
         return tuple(feats)
+
+
+class LevelNorms(torch.nn.Module):
+    """One trainable LayerNorm over the channels of each NCHW level, at LayerNorm's init (weight 1,
+    bias 0): the official Swin detection code's ``norm{i}`` (a LayerNorm on each ``out_indices``
+    stage's tokens before they are reshaped for FPN), which mmdet's and mmseg's Swin copy.
+
+    On a frozen backbone these are the only weights that can rescale its features per channel
+    before the neck. A detector / segmentor checkpoint's own ``norm0..3`` are never loaded into them
+    (:func:`frozenbench.checkpoint.layouts._detector_backbone` drops them): they were trained with
+    another head on a fine-tuned backbone, and the official code starts them from LayerNorm's init
+    on an ImageNet checkpoint as well."""
+
+    def __init__(self, channels: Sequence[int]) -> None:
+        super().__init__()
+        self.norms = torch.nn.ModuleList(torch.nn.LayerNorm(int(c)) for c in channels)
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if len(feats) != len(self.norms):
+            raise ValueError(f"{len(self.norms)} level norms for {len(feats)} levels")
+        # channels last for the norm and back; the official code normalises the (B, H*W, C) tokens
+        return [norm(f.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous() for norm, f in zip(self.norms, feats)]
 
 
 class SimpleFeaturePyramid(torch.nn.Module):

@@ -54,9 +54,12 @@ class BackbonePart:
     normalization: dict[str, list[float]]
 
 
-def backbone_part(backbone: BackboneRequest, extra_blocks: int = 0, pyramid: bool = True) -> BackbonePart:
+def backbone_part(
+    backbone: BackboneRequest, extra_blocks: int = 0, pyramid: bool = True, level_norm: bool = False
+) -> BackbonePart:
     """The backbone side of a head's model, the head's ``extra_blocks`` on top; ``pyramid=False``
-    for heads that take the last level only (video).
+    for heads that take the last level only (video); ``level_norm`` a trainable LayerNorm on each
+    level handed to the head (:class:`frozenbench.openmmlab.backbone.LevelNorms`).
 
     ``backbone.arch`` is the config's: the checkpoint must hold it (None: the checkpoint's, read from the
     file with its weights). The backbone is built here, once: its channels, strides and the
@@ -67,6 +70,7 @@ def backbone_part(backbone: BackboneRequest, extra_blocks: int = 0, pyramid: boo
     b = backbone
     cfg = backbone_cfg(b.arch, b.img_size, b.checkpoint, b.frozen, b.bf16, b.feature_cache, b.compile_backbone)
     cfg["extra_blocks"] = extra_blocks
+    cfg["level_norm"] = bool(level_norm)
     if not pyramid:
         cfg["out_indices"] = [-1]  # the last level only: what the video backbone takes anyway
     body = prebuild_body(

@@ -19,11 +19,13 @@ def build_task_model(
     extra_blocks: int,
     head_config: Callable[[BackbonePart], Any],
     pyramid: bool = True,
+    level_norm: bool = False,
 ) -> torch.nn.Module:
     """The ``scope`` package's model of ``head_config(part)``, where ``part`` is the requested backbone
-    (with ``extra_blocks`` trainable blocks on top) and the channels / strides it feeds the head;
-    ``pyramid=False`` for heads that take the last level only (video)."""
-    part = backbone_part(backbone, extra_blocks, pyramid=pyramid)
+    (with ``extra_blocks`` trainable blocks on top, and with ``level_norm`` a trainable LayerNorm on
+    each level) and the channels / strides it feeds the head; ``pyramid=False`` for heads that take
+    the last level only (video)."""
+    part = backbone_part(backbone, extra_blocks, pyramid=pyramid, level_norm=level_norm)
     return build_registered_model(scope, head_config(part))
 
 

@@ -138,7 +138,8 @@ def _pipeline(
 
 
 def build_model(head: DetectionHead, backbone: BackboneRequest, num_classes: int) -> torch.nn.Module:
-    """``head.detector`` + FPN on the requested backbone; the detector's heads kept in fp32."""
+    """``head.detector`` + FPN on the requested backbone (with ``head.level_norm`` a trainable LayerNorm
+    on each level before FPN); the detector's heads kept in fp32."""
     return detector_heads_in_fp32(
         build_task_model(
             "mmdet",
@@ -155,6 +156,7 @@ def build_model(head: DetectionHead, backbone: BackboneRequest, num_classes: int
                 rpn_samples=head.rpn_samples,
                 rcnn_samples=head.rcnn_samples,
             ),
+            level_norm=head.level_norm,
         )
     )
 

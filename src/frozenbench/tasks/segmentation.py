@@ -18,6 +18,7 @@ from frozenbench.data.formats import ade as ade_format
 from frozenbench.data.formats import ORIENTATION_BY_FORMAT
 from frozenbench.evaluation.driver import FedEvaluator
 from frozenbench.evaluation import SemSegEvaluator
+from frozenbench.errors import UserError
 from frozenbench.openmmlab.runtime import build_dataset as build_mm_dataset
 from frozenbench.openmmlab.runtime import collate, slide_inference  # noqa: F401 (collate: TaskModule)
 from frozenbench.openmmlab.configs import mask2former_config
@@ -52,7 +53,7 @@ def build_dataset(
     75 % of it one class), a flip; without it the image is resized to fit ``img_size`` and flipped.
     The preprocessor pads each crop to ``img_size``. Testing: the short side resized to ``img_size``
     (mmseg's Mask2Former protocol), labels kept at the original size; :func:`evaluate` runs the
-    sliding window and scores at the original size.
+    sliding window or the whole image (``test.mode``) and scores at the original size.
     """
     del test  # test-time options act in evaluate()
 
@@ -101,7 +102,8 @@ def _pipeline(img_size: int, train: bool, augment: dict[str, Any] | None) -> lis
 
 
 def build_model(head: SegmentationHead, backbone: BackboneRequest, num_classes: int) -> torch.nn.Module:
-    """Mask2Former (``head``'s pixel / transformer decoder blocks) on the requested backbone."""
+    """Mask2Former (``head``'s pixel / transformer decoder blocks) on the requested backbone (with
+    ``head.level_norm`` a trainable LayerNorm on each level before the pixel decoder)."""
     return build_task_model(
         "mmseg",
         backbone,
@@ -119,7 +121,23 @@ def build_model(head: SegmentationHead, backbone: BackboneRequest, num_classes: 
             num_queries=head.num_queries,
             num_points=head.num_points,
         ),
+        level_norm=head.level_norm,
     )
+
+
+# How each view of a test image is run: ``slide`` (frozenbench's default: windows of the training
+# input size at 2/3 overlap) or ``whole`` (the image at once, padded to a multiple of 32, as mmseg's
+# Mask2Former configs test: ``test_cfg=dict(mode='whole')``, preprocessor ``size_divisor=32``).
+TEST_MODES = ("slide", "whole")
+WHOLE_DIVISOR = 32
+
+
+def test_mode(test: dict[str, Any]) -> str:
+    """``test["mode"]`` (default ``slide``); another value is an error naming the key."""
+    mode = test.get("mode", "slide")
+    if mode not in TEST_MODES:
+        raise UserError(f"segmentation test.mode must be one of {', '.join(TEST_MODES)}, got {mode!r}")
+    return mode
 
 
 @torch.no_grad()
@@ -130,15 +148,22 @@ def evaluate(
     test: dict[str, Any] | None = None,
     workers: int = 0,
 ) -> dict[str, Any]:
-    """Sliding-window inference (``img_size`` crops, 2/3 overlap) on each image as the test pipeline
-    resized it, scored at the original resolution; with ``test={"scales": [...], "flip": True}``
-    multi-scale + flip testing. Images go one at a time: val images differ in size, and mmseg's
-    preprocessor takes a batch of one size only."""
+    """Each image as the test pipeline resized it, scored at the original resolution: by default
+    sliding-window inference (``img_size`` crops, 2/3 overlap), with ``test={"mode": "whole"}`` the
+    whole image in one forward (mmseg's Mask2Former protocol); with ``test={"scales": [...], "flip":
+    True}`` multi-scale + flip testing. Images go one at a time: val images differ in size, and
+    mmseg's preprocessor takes a batch of one size only."""
     test = known_options(test, SEGMENTATION.test_options, "segmentation test")
-    scales, flip = test.get("scales", [1.0]), test.get("flip", False)
+    scales, flip, mode = test.get("scales", [1.0]), test.get("flip", False), test_mode(test)
     semseg = FedEvaluator(SemSegEvaluator(num_classes=num_classes, ignore_index=255), _feed_semseg)
     return run_evaluator(
-        model, dataset, "segmentation", semseg, 1, workers, lambda model, data: _tta_scores(model, data, scales, flip)
+        model,
+        dataset,
+        "segmentation",
+        semseg,
+        1,
+        workers,
+        lambda model, data: _tta_scores(model, data, scales, flip, mode),
     )
 
 
@@ -148,21 +173,32 @@ def _feed_semseg(semseg: SemSegEvaluator, inputs: dict, outputs: list) -> None:
         semseg.process(score.argmax(0).cpu().numpy().astype(np.int64), sample.gt_sem_seg.data[0].cpu().numpy())
 
 
-def _tta_scores(model: torch.nn.Module, data: dict, scales: list[float], flip: bool) -> list[torch.Tensor]:
+def _tta_scores(
+    model: torch.nn.Module, data: dict, scales: list[float], flip: bool, mode: str = "slide"
+) -> list[torch.Tensor]:
     """Class scores (C, H, W) per image at its original size, averaged over scales and flips as
     mmseg's SegTTAModel does (mean of the softmaxed scores).
 
-    Each view is covered by mmseg's sliding-window inference with crops of the training input size
-    (2/3 overlap); a view smaller than a crop is padded up to it and the padding cropped off the
-    scores.
+    ``slide``: each view is covered by mmseg's sliding-window inference with crops of the training
+    input size (2/3 overlap); a view smaller than a crop is padded up to it. ``whole``: each view goes
+    through the model at once (mmseg's ``whole_inference``), padded to a multiple of 32. Either way
+    the padding is cropped off the scores.
     """
     crop = tuple(model.data_preprocessor.size)
+    batch = model.data_preprocessor(data, training=False)
+    if mode == "whole":
+        return _tta_views(model, batch, (1, 1), scales, flip, whole=True)
     with slide_inference(model, crop, stride=tuple(max(1, c * 2 // 3) for c in crop)):
-        return _tta_views(model, model.data_preprocessor(data, training=False), crop, scales, flip)
+        return _tta_views(model, batch, crop, scales, flip)
 
 
 def _tta_views(
-    model: torch.nn.Module, batch: dict, crop: tuple[int, int], scales: list[float], flip: bool
+    model: torch.nn.Module,
+    batch: dict,
+    crop: tuple[int, int],
+    scales: list[float],
+    flip: bool,
+    whole: bool = False,
 ) -> list[torch.Tensor]:
     out = []
     for image, sample in zip(batch["inputs"], batch["data_samples"]):
@@ -172,13 +208,16 @@ def _tta_views(
         for scale in scales:
             size = (max(1, round(h * scale)), max(1, round(w * scale)))
             x = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-            x = F.pad(x, (0, max(crop[1] - size[1], 0), 0, max(crop[0] - size[0], 0)))
+            if whole:  # mmseg's test preprocessor: right / bottom padding to size_divisor 32
+                x = F.pad(x, (0, -size[1] % WHOLE_DIVISOR, 0, -size[0] % WHOLE_DIVISOR))
+            else:
+                x = F.pad(x, (0, max(crop[1] - size[1], 0), 0, max(crop[0] - size[0], 0)))
             for flipped in (False, True) if flip else (False,):
                 view = x.flip(-1) if flipped else x
                 # no pad_shape: Mask2Former would size each window's masks by it instead of the window
                 meta = {k: v for k, v in sample.metainfo.items() if k != "pad_shape"}
                 meta.update(img_shape=view.shape[2:], flip=False)
-                scores = model.slide_inference(view, [meta])
+                scores = model.whole_inference(view, [meta]) if whole else model.slide_inference(view, [meta])
                 scores = (scores.flip(-1) if flipped else scores)[:, :, : size[0], : size[1]]
                 scores = F.interpolate(scores, size=sample.ori_shape, mode="bilinear", align_corners=False)
                 total = total + scores.softmax(dim=1)[0]
