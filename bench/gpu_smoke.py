@@ -217,13 +217,16 @@ def task_cell_spec(kind: TaskKind, mode: str, paper: dict, data: Path, steps: in
 
     spec = task_spec(paper, kind.task, kind.head, mode, str(data / kind.dataset), evaluation=True)
     spec["head"] = dict(spec["head"])
+    # one GPU's share of paper.yaml's global batch (its max_rank_batch, the reference node's per-GPU
+    # batch): the step a rank times, which the cost report scales by global batch / GPUs
+    per_gpu = spec["train"].pop("max_rank_batch", None) or spec["train"]["batch_size"]
     spec["train"] = {
         **spec["train"],
         "steps": steps,
         "warmup_steps": 1,
         "checkpoint_every": steps,
         "log_every": 1,
-        **({"batch_size": batch} if batch else {}),
+        "batch_size": batch or per_gpu,
     }
     if tiny:
         small = TINY_INPUTS[kind.task]

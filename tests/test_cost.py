@@ -193,6 +193,23 @@ def test_an_extrapolated_cell_follows_the_flops_rule():
     assert row["eval_hours"] == pytest.approx(19881 * 0.5 * (tiny + HEAD_TEMPORAL) / (base + HEAD_TEMPORAL) / 3600)
 
 
+def test_each_seed_of_a_cell_is_priced_as_another_run():
+    import copy
+
+    seeded = copy.deepcopy(PAPER)
+    seeded.setdefault("study", {})["seeds"] = [0, 1, 2]
+    first = seeded["study"]["cells"][0]
+    seeded["study"]["cells"].append({**first, "seeds": [5]})  # listed again: the union, priced once
+    once, thrice = study_cost(PAPER, GPU_RECORD), study_cost(seeded, GPU_RECORD)
+    assert len(thrice["rows"]) == len(once["rows"])
+    for a, b in zip(once["rows"], thrice["rows"]):
+        in_first = a["task"] == first["task"] and a["backbone"] in first["backbones"] and a["mode"] in first["modes"]
+        seeds = 4 if in_first and a["head"] in first["heads"] else 3
+        assert b["seeds"] == seeds
+        if a["basis"] != "not priced":
+            assert b["total_hours"] == pytest.approx(seeds * a["total_hours"])
+
+
 def test_a_cpu_record_is_cpu_time_never_gpu_hours():
     gpu = study_cost(PAPER, GPU_RECORD)
     cpu = study_cost(PAPER, _cpu(GPU_RECORD))

@@ -346,6 +346,9 @@ def study_cost(config: dict[str, Any], record: dict[str, Any], source: str = "re
     """Per-cell and total cost of ``config``'s study from the benchmark ``record`` (module docstring)."""
     rec = read_record(record, source)
     gpus = _gpus_per_job(config) if rec.on_gpu else 1
+    from frozenbench.study import cell_seeds
+
+    seeds_of, priced = cell_seeds(config), set()
     rows: list[dict[str, Any]] = []
     for cell in config.get("study", {}).get("cells", []):
         task_name = cell["task"]
@@ -357,6 +360,10 @@ def study_cost(config: dict[str, Any], record: dict[str, Any], source: str = "re
             for mode in cell["modes"]:
                 schedule = {**task.get("train", {}), **(task.get("finetune", {}) if mode == "finetune" else {})}
                 for backbone in cell["backbones"]:
+                    key = (task_name, backbone, mode, head_name)
+                    if key in priced:  # listed again in another study entry: its seeds are one union
+                        continue
+                    priced.add(key)
                     row = {
                         "task": task_name,
                         "head": head_name,
@@ -366,6 +373,7 @@ def study_cost(config: dict[str, Any], record: dict[str, Any], source: str = "re
                         "cell_type": kind,
                         "steps": int(schedule.get("steps", 0)),
                         "gpus": gpus,
+                        "seeds": len(seeds_of[key]),  # each seed trains and evaluates the cell again
                     }
                     rows.append(row)
                     reason = _not_priced_reason(rec, kind, kind_rows)
@@ -413,14 +421,15 @@ def _price_task_cell(
         arch=row["arch"],
         img_size=int(task["img_size"]),
         frames=frames,
-        # None: the schedule sets no batch size (the schema fills one into a validated config)
-        batch=float(schedule["batch_size"]) if "batch_size" in schedule else None,
+        # a GPU's share of a step: the global batch over the job's ranks (all its micro-batches,
+        # whose step time adds up linearly); None: the schedule sets no batch size
+        batch=float(schedule["batch_size"]) / _gpus_per_job(config) if "batch_size" in schedule else None,
         views=configured_views(task),
     )
     price = price_cell(kind_rows, target)
     samples = validation_samples(config, task)
-    train_seconds = row["steps"] * price["seconds_per_step"] * gpus
-    eval_seconds = samples * price["eval_seconds_per_sample"]  # one GPU (or one process)
+    train_seconds = row["steps"] * price["seconds_per_step"] * gpus * row["seeds"]
+    eval_seconds = samples * price["eval_seconds_per_sample"] * row["seeds"]  # one GPU (or one process)
     basis = "extrapolated" if EXTRAPOLATIONS & set(price["rules"]) else "measured"
     return {
         "basis": basis,
@@ -584,13 +593,13 @@ def cost_markdown(cost: dict[str, Any]) -> str:
         f"{sum(counts.values())} cells: {counts['measured']} measured, {counts['extrapolated']} extrapolated, "
         f"{counts['not priced']} not priced.",
         "",
-        "| task | head | backbone | mode | basis | steps | GPUs | s/step | train h | eval h | total h |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| task | head | backbone | mode | basis | steps | seeds | GPUs | s/step | train h | eval h | total h |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in cost["rows"]:
         lines.append(
             f"| {r['task']} | {r['head']} | {r['backbone']} | {r['mode']} | {_basis_cell(r)} | {r['steps']} | "
-            f"{r['gpus'] if cost['on_gpu'] else '-'} | {_seconds(r)} | "
+            f"{r['seeds']} | {r['gpus'] if cost['on_gpu'] else '-'} | {_seconds(r)} | "
             f"{_hours(r.get('train_hours'))} | {_hours(r.get('eval_hours'))} | {_hours(r.get('total_hours'))} |"
         )
     by_basis = cost["hours_by_basis"]
