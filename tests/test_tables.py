@@ -325,3 +325,65 @@ def test_cells_show_mean_and_interval_over_seeds_and_gaps_are_findings_only_beyo
     assert cell["mIoU"] == 50.5 and cell["mIoU_interval"]["per_seed"] == {"0": 50.0, "1": 51.0}
     assert cell["mIoU_interval"]["seeds"] == 2 and cell["mIoU_interval"]["n"] == 80
     assert tables[0].name == "pretraining"
+
+
+def test_findings_read_the_papers_three_questions_with_intervals(tmp_path):
+    import numpy as np
+
+    from frozenbench.evaluation import bootstrap
+    from frozenbench.reporting.tables import findings_table
+
+    rng = np.random.default_rng(1)
+    shared = rng.normal(0, 1.0, bootstrap.REPLICATES)  # one split: every cell's resamples move alike
+
+    def cell(backbone, mode, value, head="h", pretrain="supervised", size="tiny", extra="0", jitter=0.0):
+        noise = shared + rng.normal(0, jitter, bootstrap.REPLICATES)
+        rec = _with_replicates("ade", backbone, mode, value, value + noise, head=head)
+        return {**rec, "pretrain_objective": pretrain, "family_size": size, "extra_blocks": extra, "arch": size}
+
+    records = [
+        cell("t_sup", "frozen", 50.0),
+        cell("t_sup", "finetune", 56.0),
+        cell("t_mim", "frozen", 40.0, pretrain="mim"),  # MIM far behind frozen: the paper's direction
+        cell("t_con", "frozen", 50.2, pretrain="contrastive", jitter=3.0),  # the paper states no direction
+        cell("t_sup", "frozen", 53.0, head="h_extra", extra="2"),  # more capacity helps
+        cell("l_sup", "frozen", 58.0, size="large"),
+        cell("l_sup", "finetune", 60.0, size="large"),  # the gap closes from -6 to -2
+        cell("l_sup", "frozen", 58.1, head="h_extra", extra="2", size="large", jitter=2.0),  # within noise
+    ]
+    table = findings_table(records, {"ade": "h"})
+    rows = {(r[0], r[3]): dict(zip(table.header, r)) for r in table.rows}
+    mim = rows[("1 pretraining", "mim - supervised (t_mim - t_sup), frozen")]
+    assert float(mim["difference"]) == pytest.approx(-10.0) and mim["paper"] == "-" and mim["verdict"] == "reproduces"
+    assert rows[("1 pretraining", "contrastive - supervised (t_con - t_sup), frozen")]["verdict"] == "paper states none"
+    assert rows[("2 head capacity", "h_extra - h on t_sup, frozen")]["verdict"] == "reproduces"
+    assert rows[("2 head capacity", "h_extra - h on l_sup, frozen")]["verdict"] == "within noise"
+    size = rows[("3 model size", "gap(frozen - fine-tuned) of l_sup - gap of t_sup (supervised)")]
+    assert float(size["difference"]) == pytest.approx(4.0) and size["verdict"] == "reproduces"
+    # the same comparisons the other way round read as opposite to the paper
+    flipped = [{**r, "metrics": {**r["metrics"], "mIoU": 100 - r["metrics"]["mIoU"]}} for r in records]
+    for r, original in zip(flipped, records):
+        entry = original["metrics"]["bootstrap"]["mIoU"]
+        r["metrics"]["bootstrap"] = {"mIoU": {**entry, "replicates": [100 - v for v in entry["replicates"]]}}
+    verdicts = {(row[0], row[3]): row[6] for row in findings_table(flipped, {"ade": "h"}).rows}
+    assert verdicts[("1 pretraining", "mim - supervised (t_mim - t_sup), frozen")] == "opposite"
+    build_tables(records, tmp_path, {"heads": {"ade": "h"}})
+    assert "| 1 pretraining | ade | mIoU | mim - supervised" in (tmp_path / "findings.md").read_text()
+
+
+def test_figures_draw_the_intervals_where_the_cells_have_them(tmp_path):
+    import numpy as np
+
+    from frozenbench.evaluation import bootstrap
+    from frozenbench.reporting.figures import gap_vs_size, pretraining_scores
+
+    noise = np.random.default_rng(2).normal(0, 2.0, bootstrap.REPLICATES)
+    with_intervals = [
+        _with_replicates("ade", "a", "frozen", 50.0, 50.0 + noise),
+        _with_replicates("ade", "a", "finetune", 55.0, 55.0 + noise[::-1]),
+    ]
+    plain = [{**r, "metrics": {"mIoU": r["metrics"]["mIoU"]}} for r in with_intervals]
+    for name, draw in (("gap", gap_vs_size), ("scores", pretraining_scores)):
+        draw(with_intervals, tmp_path / f"{name}_ci.png")
+        draw(plain, tmp_path / f"{name}_plain.png")
+        assert (tmp_path / f"{name}_ci.png").read_bytes() != (tmp_path / f"{name}_plain.png").read_bytes()

@@ -94,16 +94,29 @@ def _seed_resampled_means(matrix: np.ndarray, seed: int) -> np.ndarray:
     return matrix[picks, np.arange(replicates)[:, None]].mean(axis=1)
 
 
+def combined(entries: Sequence[dict], stream: int = SEED, where: str = "cell") -> tuple[np.ndarray, int]:
+    """(the two-level bootstrap replicates of a cell's mean over its seeds, the split's size) from the
+    seeds' bootstrap ``entries``. ``stream`` seeds the draw of the seeds: give each cell its own (the
+    seeds of two cells are independent runs), while the samples stay paired across cells."""
+    matrix, n = _replicate_matrix(entries, where)
+    return _seed_resampled_means(matrix, stream - 1), n
+
+
+def percentile_interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """The ``level`` percentile interval of ``replicates``."""
+    tail = (1 - level) / 2 * 100
+    low, high = np.nanpercentile(replicates, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def interval(values: Sequence[float], entries: Sequence[dict], level: float = LEVEL, where: str = "cell") -> Interval:
     """A cell's :class:`Interval` from its seeds' point ``values`` and bootstrap ``entries``
     (:func:`record`), in the same order."""
     if len(values) != len(entries) or not values:
         raise ValueError(f"{where}: {len(values)} values for {len(entries)} bootstrap entries")
-    matrix, n = _replicate_matrix(entries, where)
-    combined = _seed_resampled_means(matrix, SEED)
-    tail = (1 - level) / 2 * 100
-    low, high = np.nanpercentile(combined, [tail, 100 - tail])
-    return Interval(float(np.mean(values)), float(low), float(high), len(values), n, level)
+    replicates, n = combined(entries, SEED + 1, where)
+    low, high = percentile_interval(replicates, level)
+    return Interval(float(np.mean(values)), low, high, len(values), n, level)
 
 
 def difference(
@@ -116,12 +129,10 @@ def difference(
 ) -> Interval:
     """The :class:`Interval` of cell ``a``'s metric minus cell ``b``'s on the same split, paired
     replicate by replicate (both cells scored on the same resamples)."""
-    a_matrix, n = _replicate_matrix(a_entries, where)
-    b_matrix, n_b = _replicate_matrix(b_entries, where)
-    if n != n_b or a_matrix.shape[1] != b_matrix.shape[1]:
+    a_replicates, n = combined(a_entries, SEED + 1, where)
+    b_replicates, n_b = combined(b_entries, SEED + 8, where)
+    if n != n_b or len(a_replicates) != len(b_replicates):
         raise ValueError(f"{where}: the two cells were not evaluated on the same split ({n} and {n_b} samples)")
-    combined = _seed_resampled_means(a_matrix, SEED) - _seed_resampled_means(b_matrix, SEED + 7)
-    tail = (1 - level) / 2 * 100
-    low, high = np.nanpercentile(combined, [tail, 100 - tail])
+    low, high = percentile_interval(a_replicates - b_replicates, level)
     mean = float(np.mean(a_values) - np.mean(b_values))
-    return Interval(mean, float(low), float(high), min(len(a_values), len(b_values)), n, level)
+    return Interval(mean, low, high, min(len(a_values), len(b_values)), n, level)

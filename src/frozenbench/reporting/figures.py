@@ -50,6 +50,18 @@ def _finish(fig, ax, title: str, path: Path, empty: str | None) -> None:
     _save(fig, path)
 
 
+def _yerr(values: list[Any]) -> list[list[float]] | None:
+    """Matplotlib's asymmetric error bars (below, above) from the values' 95 % intervals; None
+    when no value has one (records without bootstrap replicates)."""
+    intervals = [getattr(v, "interval", None) for v in values]
+    if not any(intervals):
+        return None
+    return [
+        [float(v) - i.low if i else 0.0 for v, i in zip(values, intervals)],
+        [i.high - float(v) if i else 0.0 for v, i in zip(values, intervals)],
+    ]
+
+
 def gap_vs_size(records: list[dict[str, Any]], path: Path) -> None:
     plt = _pyplot()
     table = model_size_table(records)
@@ -65,13 +77,14 @@ def gap_vs_size(records: list[dict[str, Any]], path: Path) -> None:
                 points.append((sizes.index(size), max(gaps)))  # best backbone of that size
         if points:
             xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o", label=table.header[col].removesuffix(" gap"))
+            label = table.header[col].removesuffix(" gap")
+            ax.errorbar(xs, [float(y) for y in ys], yerr=_yerr(list(ys)), marker="o", capsize=3, label=label)
             drawn += 1
     if drawn:
         ax.axhline(0.0, color="0.6", linewidth=0.8)
         ax.set_xticks(range(len(sizes)), sizes)
         ax.set_xlabel("model size")
-        ax.set_ylabel("frozen − fine-tuned (points)")
+        ax.set_ylabel("frozen − fine-tuned (points; 95 % interval)")
         ax.legend(fontsize=8)
     empty = None if drawn else "no size with both frozen and fine-tuned results yet"
     _finish(fig, ax, "Frozen vs fine-tuned gap by model size", path, empty)
@@ -94,7 +107,8 @@ def pretraining_scores(records: list[dict[str, Any]], path: Path) -> None:
         width = 0.8 / max(len(by_task), 1)
         for k, (task, scores) in enumerate(sorted(by_task.items())):
             xs = [i + k * width for i, label in enumerate(labels) if label in scores]
-            ax.bar(xs, [scores[label] for label in labels if label in scores], width, label=task)
+            heights = [scores[label] for label in labels if label in scores]
+            ax.bar(xs, [float(h) for h in heights], width, yerr=_yerr(heights), capsize=3, label=task)
         ax.set_xticks([i + width * (len(by_task) - 1) / 2 for i in range(len(labels))], labels, fontsize=8)
         ax.set_ylabel("frozen score (val)")
         ax.legend(title="pretraining", fontsize=8)

@@ -28,7 +28,7 @@ from frozenbench.tasks.registry import LIN_2022, LIU_2022, get_task_type
 from frozenbench.utils.atomic import write_text
 
 # The study's tables and figures, named once (the DAG's outputs and the report read these).
-TABLE_NAMES = ("pretraining", "head_capacity", "model_size", "paper")
+TABLE_NAMES = ("pretraining", "head_capacity", "model_size", "paper", "findings")
 
 MISSING = "–"
 # a cell's status in partial tables (frozenbench.study_status): what a cell without results shows
@@ -355,6 +355,34 @@ def _differences(cell: list[dict[str, Any]], published: Any, backbone: str | Non
     return "; ".join(parts)
 
 
+def findings_table(records: list[dict[str, Any]], heads: dict[str, str] | None = None) -> Table:
+    """The paper's three questions on this study (:mod:`frozenbench.reporting.findings`): each
+    comparison of the table heads' cells with its paired interval and its verdict."""
+    from frozenbench.reporting import findings
+
+    finished = [r for r in records if r.get("metrics") and r.get("status") in (None, FINISHED)]
+    cells = _index(finished)
+    chosen = table_heads(finished, heads) if finished else {}
+    task_heads = {(task, _type_of_task(task, finished)): head for task, head in chosen.items() if head}
+
+    def estimate_of(key: tuple, label: str) -> float | None:
+        return _number(cell_value(cells.get(key), label))
+
+    rows = [
+        *findings.pretraining_rows(cells, task_heads, estimate_of),
+        *findings.capacity_rows(cells, task_heads, estimate_of),
+        *findings.size_rows(cells, task_heads, estimate_of, SIZE_ORDER),
+    ]
+    return Table(
+        "findings",
+        "The paper's three questions on this study: each difference with its 95 % interval (paired over "
+        "evaluation samples, seeds resampled per cell); 'reproduces' when the interval excludes zero on the "
+        "paper's side, 'opposite' on the other, 'within noise' when it includes zero",
+        ["question", "task", "metric", "comparison", "difference", "paper", "verdict"],
+        rows,
+    )
+
+
 def _summary_entry(records: list[dict[str, Any]]) -> dict[str, Any]:
     """A cell's headline numbers for summary.json: each label's mean, and beside it
     ``<label>_interval`` (low, high, seeds, n, per-seed values) where the cell has them."""
@@ -513,6 +541,7 @@ def build_tables(
         head_capacity_table(records),
         model_size_table(records, heads),
         paper_table(records, plan.get("paper_backbone"), heads),
+        findings_table(records, heads),
     ]
     for table in tables:
         table.notes = table.notes + failed_cell_notes(table) + interval_notes(table)
