@@ -120,7 +120,7 @@ def test_killed_dag_reruns_incomplete_and_writes_every_table(workflow_copy):
     ):
         metrics = json.loads(
             (workflow_copy / f"results/{task}/dinov2_vits14_random/frozen")
-            .glob("*/metrics.json")
+            .glob("*/seed0/metrics.json")
             .__next__()
             .read_text()
         )
@@ -129,12 +129,12 @@ def test_killed_dag_reruns_incomplete_and_writes_every_table(workflow_copy):
         assert metrics["task_type"] == task_type and metrics["primary_metric"]["name"] == primary
     assert "dinov2_vits14_random" in (tables / "model_size.md").read_text()
     gap = json.loads(
-        (workflow_copy / "results/ade/convstem_swin_tiny_supervised/finetune/m2f_b4/metrics.json").read_text()
+        (workflow_copy / "results/ade/convstem_swin_tiny_supervised/finetune/m2f_b4/seed0/metrics.json").read_text()
     )
     assert gap["mode"] == "finetune" and gap["train_curve"]
     assert (
         workflow_copy
-        / "results/coco/convstem_swin_tiny_supervised/frozen/mrcnn_fpn"
+        / "results/coco/convstem_swin_tiny_supervised/frozen/mrcnn_fpn/seed0"
         / "detections_test-dev2017_frozenbench_results.zip"
     ).exists()
     assert leftovers(workflow_copy) == []

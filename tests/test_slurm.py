@@ -64,7 +64,8 @@ def test_all_tables_through_sbatch_survives_a_failed_cell_and_a_rerun_retries_on
     slurm = ["--profile", "profiles/slurm", "--configfile", "configs/slurm_study.yaml", *TEST_CLUSTER_POLLING]
     env = {"OMP_NUM_THREADS": "1"}
     snakemake = str(VENV_BIN / "snakemake")
-    fails = "k400/dinov2_vits14_random/frozen/temporal_b2"
+    fails_cell = "k400/dinov2_vits14_random/frozen/temporal_b2"
+    fails = f"{fails_cell}/seed0"  # the cell's one run (the config's seed)
     state = break_training(workflow_copy, fails)
     # the plugin must not hang: the subprocess timeout turns a hang into a failure
     failed = run_cmd([snakemake, "all_tables", *slurm], cwd=workflow_copy, env=env, timeout=2400)
@@ -73,9 +74,9 @@ def test_all_tables_through_sbatch_survives_a_failed_cell_and_a_rerun_retries_on
     assert "Trying to restart job" in said  # the profile's one retry
     summary = json.loads((workflow_copy / "tables" / "summary.json").read_text())
     statuses = {cell: entry["status"] for cell, entry in summary.items()}
-    assert statuses.pop(fails) == "failed" and set(statuses.values()) == {"finished"} and len(statuses) == 2
+    assert statuses.pop(fails_cell) == "failed" and set(statuses.values()) == {"finished"} and len(statuses) == 2
     train_log = f"logs/train/{fails}.log"
-    assert summary[fails]["logs"][0] == train_log
+    assert summary[fails_cell]["logs"][0] == train_log
     listed = re.search(rf"^  failed   {re.escape(fails)}  \(train_head\)  log: (.+)$", said, re.M)
     assert listed, said[-3000:]
     slurm_logs = [log for log in listed[1].split(", ") if "slurm_logs" in log]
@@ -89,9 +90,8 @@ def test_all_tables_through_sbatch_survives_a_failed_cell_and_a_rerun_retries_on
     assert rerun.pop("train_head") == 1 and rerun.pop("evaluate_head") == 1, said[:3000]
     assert set(rerun) <= {"tables", "study_report", "all_tables"}, rerun  # no other cell, dataset or checkpoint
     assert (workflow_copy / "tables" / "report.html").exists()
-    assert json.loads((workflow_copy / "tables" / "summary.json").read_text())[fails].get("status", "finished") == (
-        "finished"
-    )
+    summary = json.loads((workflow_copy / "tables" / "summary.json").read_text())
+    assert summary[fails_cell].get("status", "finished") == "finished"
     # every job (datasets, pretraining, checkpoints, cells, tables, report) went through sbatch: all the
     # DAG's steps but the local target rule all_tables, over the two runs
     submitted = first_jobs | set(re.findall(r"submitted with SLURM jobid (\d+)", said))
@@ -203,7 +203,7 @@ def test_two_node_cell_through_the_profile_runs_one_agent_per_node_and_survives_
     config["tasks"]["k400"]["train"].update(steps=24, checkpoint_every=4)
     config["compute"] = {"train": {"nodes": 2, "threads": 2, "gpus": 0, "device": "cpu", "workers": 0}}
     (workflow_copy / "configs" / "two_node.yaml").write_text(yaml.safe_dump(config))
-    cell = "k400/dinov2_vits14_random/frozen/temporal_b2"
+    cell = "k400/dinov2_vits14_random/frozen/temporal_b2/seed0"  # the cell's run at the config's seed
     run_dir = workflow_copy / "runs" / cell
     snakemake = subprocess.Popen(
         [
