@@ -82,11 +82,12 @@ def test_the_cuda_path_is_taken_only_on_a_gpu_or_when_rehearsed(monkeypatch):
 
 
 def _train_and_evaluate(tmp_path: Path, name: str, spec: dict, checkpoint: Path) -> tuple[list[float], dict, dict]:
-    from frozenbench.cells.run import evaluate_cell, train_cell
+    from frozenbench.cells.run import CellRun, evaluate_cell, train_cell
 
     run_dir = tmp_path / name
-    train_cell(spec, str(checkpoint), "frozen", run_dir, seed=3, device="cpu")
-    record = evaluate_cell(spec, str(checkpoint), "frozen", run_dir, tmp_path / f"{name}.json", 3, {}, device="cpu")
+    run = CellRun(spec, str(checkpoint), "frozen", run_dir, seed=3)
+    train_cell(run, device="cpu")
+    record = evaluate_cell(run, tmp_path / f"{name}.json", {}, device="cpu")
     log = [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
     return log, json.loads((run_dir / "done.json").read_text()), record
 

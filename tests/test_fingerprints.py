@@ -13,7 +13,7 @@ import pytest
 from frozenbench.checkpoint import save_random_backbone
 from frozenbench.data.manifest import MANIFEST, content_digest, dataset_digest
 from frozenbench.data.synth import synthesize
-from frozenbench.cells.run import evaluate_cell, train_cell
+from frozenbench.cells.run import CellRun, evaluate_cell, train_cell
 from frozenbench.checkpoint.io import sha256_of
 from frozenbench.errors import UserError
 
@@ -49,20 +49,20 @@ def test_a_rebuilt_dataset_retrains_its_head_and_the_same_content_is_reused(tmp_
         "train": {"steps": 2, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 1, "log_every": 1},
     }
     run_dir, labels = tmp_path / "run", {"task": "ade", "backbone": "b"}
-    first = train_cell(spec, str(checkpoint), "frozen", run_dir, seed=0)
+    first = train_cell(CellRun(spec, str(checkpoint), "frozen", run_dir, seed=0))
     assert first["steps_this_run"] == 2
 
     shutil.rmtree(data)  # rebuilt with the same content: the finished head is reused
     synthesize(tiny_spec("shapes-ade", seed=1, image_size=64, num_train=4, num_val=2), data)
-    assert train_cell(spec, str(checkpoint), "frozen", run_dir, seed=0)["steps_this_run"] == 0
-    evaluate_cell(spec, str(checkpoint), "frozen", run_dir, tmp_path / "m.json", 0, labels)
+    assert train_cell(CellRun(spec, str(checkpoint), "frozen", run_dir, seed=0))["steps_this_run"] == 0
+    evaluate_cell(CellRun(spec, str(checkpoint), "frozen", run_dir, seed=0), tmp_path / "m.json", labels)
 
     shutil.rmtree(data)  # rebuilt with other content (another seed): never scored with the old head
     synthesize(tiny_spec("shapes-ade", seed=2, image_size=64, num_train=4, num_val=2), data)
     with pytest.raises(UserError, match="trained with other inputs"):
-        evaluate_cell(spec, str(checkpoint), "frozen", run_dir, tmp_path / "m.json", 0, labels)
-    assert train_cell(spec, str(checkpoint), "frozen", run_dir, seed=0)["steps_this_run"] == 2
-    evaluate_cell(spec, str(checkpoint), "frozen", run_dir, tmp_path / "m.json", 0, labels)
+        evaluate_cell(CellRun(spec, str(checkpoint), "frozen", run_dir, seed=0), tmp_path / "m.json", labels)
+    assert train_cell(CellRun(spec, str(checkpoint), "frozen", run_dir, seed=0))["steps_this_run"] == 2
+    evaluate_cell(CellRun(spec, str(checkpoint), "frozen", run_dir, seed=0), tmp_path / "m.json", labels)
 
 
 @pytest.fixture

@@ -96,7 +96,7 @@ def test_a_fourth_task_type_passes_the_config_checks_and_a_typo_in_its_head_is_n
 
 @pytest.mark.slow  # two cells trained and evaluated twice: ~40 s on 2 idle cores
 def test_a_fourth_task_type_trains_evaluates_and_shows_in_the_tables_cost_and_dvc_outs(probe_type, tmp_path):
-    from frozenbench.cells.run import evaluate_cell, train_cell
+    from frozenbench.cells.run import CellRun, evaluate_cell, train_cell
     from frozenbench.checkpoint.io import save_random_backbone
     from frozenbench.data.synth import synthesize
     from frozenbench.reporting.cost import study_cost
@@ -112,13 +112,13 @@ def test_a_fourth_task_type_trains_evaluates_and_shows_in_the_tables_cost_and_dv
         if not Path(run["checkpoint"]).exists():
             Path(run["checkpoint"]).parent.mkdir(parents=True, exist_ok=True)
             save_random_backbone(run["checkpoint"], config["backbones"][backbone]["arch"], 64)
-        summary = train_cell(run["spec"], run["checkpoint"], mode, run["run_dir"], run["seed"])
+        cell_run = CellRun(run["spec"], run["checkpoint"], mode, run["run_dir"], run["seed"])
+        summary = train_cell(cell_run)
         assert summary["steps"] == 4
-        args = (run["spec"], run["checkpoint"], mode, run["run_dir"])
-        record = evaluate_cell(*args, run["out"], run["seed"], run["labels"])
+        record = evaluate_cell(cell_run, run["out"], run["labels"])
         assert record["task_type"] == "classification" and record["primary_metric"]["name"] == "top-1"
         assert 0.0 <= record["primary_metric"]["value"] <= 100.0 and record["num_val"] > 0
-        again = evaluate_cell(*args, tmp_path / "again.json", run["seed"], run["labels"])
+        again = evaluate_cell(cell_run, tmp_path / "again.json", run["labels"])
         assert again["metrics"] == record["metrics"]  # same weights, same scores
         records.append(record)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,29 @@ def run_fingerprint(spec: CellSpec, checkpoint_sha256: str, mode: str, seed: int
         features_version=FEATURES_VERSION,
     )
     return f"{digest}:{checkpoint_sha256}:{mode}:{seed}"
+
+
+@dataclass(frozen=True)
+class CellRun:
+    """One seed's run of a cell: what it trains (``spec``), on which converted backbone
+    ``checkpoint`` and in which ``mode`` (frozen | finetune), where its state lives (``run_dir``)
+    and its ``seed``. The spec may be given as its JSON (text or dict)."""
+
+    spec: CellSpec
+    checkpoint: str
+    mode: str
+    run_dir: Path
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("frozen", "finetune"):
+            raise UserError(f"mode must be frozen or finetune, got {self.mode!r}")
+        object.__setattr__(self, "spec", as_spec(self.spec))
+        object.__setattr__(self, "checkpoint", str(self.checkpoint))
+        object.__setattr__(self, "run_dir", Path(self.run_dir))
+
+    def fingerprint(self, checkpoint_sha256: str) -> str:
+        return run_fingerprint(self.spec, checkpoint_sha256, self.mode, self.seed)
 
 
 def as_spec(spec: CellSpec | dict[str, Any] | str) -> CellSpec:
@@ -120,33 +144,23 @@ def _build_dataset(task, spec: CellSpec, data: Path, split: str, train: bool):
     return task.build_dataset(data, split, spec.img_size, train=train, **options)
 
 
-def train_cell(
-    spec: CellSpec | dict[str, Any] | str,
-    checkpoint: str,
-    mode: str,
-    run_dir: str | Path,
-    seed: int,
-    device: str = "auto",
-    workers: int = 0,
-) -> dict[str, Any]:
-    """Train (or resume) one cell on ``device`` (``auto`` | ``cpu`` | ``cuda``) with ``workers``
+def train_cell(run: CellRun, device: str = "auto", workers: int = 0) -> dict[str, Any]:
+    """Train (or resume) one run on ``device`` (``auto`` | ``cpu`` | ``cuda``) with ``workers``
     DataLoader processes per rank; neither is a training input (the same seed gives the same
     batches whatever they are), so neither is in the fingerprint."""
-    if mode not in ("frozen", "finetune"):
-        raise UserError(f"mode must be frozen or finetune, got {mode!r}")
-    spec = as_spec(spec)
+    spec = run.spec
     placed = select_device(device)
-    torch.manual_seed(seed)
-    task, data, _, model = _build(spec, checkpoint, mode, placed)
+    torch.manual_seed(run.seed)
+    task, data, _, model = _build(spec, run.checkpoint, run.mode, placed)
     dataset = _build_dataset(task, spec, data, "train", train=True)
-    fingerprint = run_fingerprint(spec, sha256_of(checkpoint), mode, seed)
+    fingerprint = run.fingerprint(sha256_of(run.checkpoint))
     summary = train(
         model,
         dataset,
         task.collate,
-        run_dir,
+        run.run_dir,
         spec.train_options(),
-        seed=seed,
+        seed=run.seed,
         fingerprint=fingerprint,
         zero_stage=spec.zero_stage,
         device=placed,
@@ -166,7 +180,8 @@ def train_cell(
     stats = feature_cache_stats(model)
     if stats is not None:
         summary["feature_cache"] = stats
-    write_json(Path(run_dir) / "done.json", {**summary, "spec_hash": spec.digest(), "mode": mode, "seed": seed})
+    done = {**summary, "spec_hash": spec.digest(), "mode": run.mode, "seed": run.seed}
+    write_json(run.run_dir / "done.json", done)
     return summary
 
 
@@ -200,34 +215,24 @@ def gathered_placement(workers: int) -> list[dict[str, Any]]:
     return placements
 
 
-def _trained(
-    spec: CellSpec,
-    checkpoint: str,
-    checkpoint_sha256: str,
-    mode: str,
-    run_dir: str | Path,
-    seed: int,
-    device: torch.device,
-):
+def _trained(run: CellRun, checkpoint_sha256: str, device: torch.device):
     """(task module, data root, number of classes, trainable model, saved state) of a finished run:
     the cell's model built as training built it, its trained weights loaded."""
-    torch.manual_seed(seed)
-    task, data, num_classes, model = _build(spec, checkpoint, mode, device)
-    return task, data, num_classes, model, _load_trained(model, spec, checkpoint_sha256, mode, run_dir, seed)
+    torch.manual_seed(run.seed)
+    task, data, num_classes, model = _build(run.spec, run.checkpoint, run.mode, device)
+    return task, data, num_classes, model, _load_trained(model, run, checkpoint_sha256)
 
 
-def _load_trained(
-    model: torch.nn.Module, spec: CellSpec, checkpoint_sha256: str, mode: str, run_dir: str | Path, seed: int
-) -> dict[str, Any]:
+def _load_trained(model: torch.nn.Module, run: CellRun, checkpoint_sha256: str) -> dict[str, Any]:
     """Load a finished run's trained weights into ``model``; refuse a state trained on other inputs."""
-    state_path = Path(run_dir) / "state.pt"
+    state_path = run.run_dir / "state.pt"
     state = safe_load(state_path)
-    if state.get("fingerprint") != run_fingerprint(spec, checkpoint_sha256, mode, seed):
+    if state.get("fingerprint") != run.fingerprint(checkpoint_sha256):
         raise UserError(
             f"{state_path}: trained with other inputs (spec, dataset content, backbone, mode or seed); "
             f"train this cell again"
         )
-    steps = spec.train.steps
+    steps = run.spec.train.steps
     if state.get("step", 0) < steps:
         raise UserError(
             f"{state_path}: training stopped at step {state.get('step', 0)} of {steps}; "
@@ -240,43 +245,36 @@ def _load_trained(
 
 
 def evaluate_cell(
-    spec: CellSpec | dict[str, Any] | str,
-    checkpoint: str,
-    mode: str,
-    run_dir: str | Path,
-    out: str | Path,
-    seed: int,
-    labels: dict[str, str],
-    device: str = "auto",
-    workers: int = 0,
+    run: CellRun, out: str | Path, labels: dict[str, str], device: str = "auto", workers: int = 0
 ) -> dict[str, Any]:
+    """Score a finished run on the validation split and write ``out`` (metrics.json)."""
     started = time.time()
-    spec = as_spec(spec)
-    checkpoint_sha256 = sha256_of(checkpoint)  # once per job: the fingerprint check and the record
+    spec = run.spec
+    checkpoint_sha256 = sha256_of(run.checkpoint)  # once per job: the fingerprint check and the record
     placed = select_device(device)
-    task, data, num_classes, model, state = _trained(spec, checkpoint, checkpoint_sha256, mode, run_dir, seed, placed)
+    task, data, num_classes, model, state = _trained(run, checkpoint_sha256, placed)
     val = _build_dataset(task, spec, data, "val", train=False)
     inference_started = time.time()  # the model's build and weight loading above are not inference
     with autocast(placed, spec.autocast_bf16):
         metrics = task.evaluate(task_model(task, model), val, num_classes, test=spec.test, workers=workers)
     inference_seconds = time.time() - inference_started
-    done_path = Path(run_dir) / "done.json"
+    done_path = run.run_dir / "done.json"
     try:
         done = json.loads(done_path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise UserError(f"{done_path}: unreadable ({err}); train this cell first") from None
     record = {
         **labels,
-        "mode": mode,
+        "mode": run.mode,
         "split": "val",
         "task_type": spec.type,
         "primary_metric": primary_metric(spec.type, metrics),
         "metrics": metrics,
         "num_val": len(val),
         "steps": state["step"],
-        "seed": seed,
+        "seed": run.seed,
         "spec_hash": spec.digest(),
-        "checkpoint": str(checkpoint),
+        "checkpoint": run.checkpoint,
         "checkpoint_sha256": checkpoint_sha256,
         "train_seconds": done.get("train_seconds"),
         "eval_seconds": round(time.time() - started, 1),
@@ -284,7 +282,7 @@ def evaluate_cell(
         **device_record(placed),
         "train_device": {k: done.get(k) for k in ("device", "device_name", "gpu_peak_mb", "world_size")},
         "versions": {p: _version(p) for p in PACKAGES},
-        "train_curve": _loss_curve(Path(run_dir) / "log.jsonl"),
+        "train_curve": _loss_curve(run.run_dir / "log.jsonl"),
     }
     write_json(out, record)
     return record
@@ -311,27 +309,17 @@ def _version(package: str) -> str | None:
         return None
 
 
-def submit_cell(
-    spec: CellSpec | dict[str, Any] | str,
-    checkpoint: str,
-    mode: str,
-    run_dir: str | Path,
-    out: str | Path,
-    seed: int,
-    alg: str = "frozenbench",
-    device: str = "auto",
-    workers: int = 0,
-) -> int:
-    """Predict the test-dev split with a trained cell and write the evaluation server's upload zip.
+def submit_cell(run: CellRun, out: str | Path, alg: str = "frozenbench", device: str = "auto", workers: int = 0) -> int:
+    """Predict the test-dev split with a trained run and write the evaluation server's upload zip.
 
     Returns the number of detections written."""
     from frozenbench.evaluation import write_submission
 
-    spec = as_spec(spec)
+    spec = run.spec
     if not hasattr(spec.task_type.load(), "predict_test_dev"):
         raise UserError(f"task type {spec.type!r} has no test-dev submission")
     placed = select_device(device)
-    task, data, _, model, _ = _trained(spec, checkpoint, sha256_of(checkpoint), mode, run_dir, seed, placed)
+    task, data, _, model, _ = _trained(run, sha256_of(run.checkpoint), placed)
     test_dev = task.build_dataset(data, "test-dev", spec.img_size, train=False)
     with autocast(placed, spec.autocast_bf16):
         results = task.predict_test_dev(task_model(task, model), test_dev, workers=workers)

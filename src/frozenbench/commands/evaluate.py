@@ -24,13 +24,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out required (or name one cell: {CELL_FORM})")
     set_threads(args)
     labels = parse_pairs(args.label, "--label")
-    record = evaluate_cell(
-        *cell_of(args),
-        args.out,
-        args.seed,
-        labels,
-        device=args.device,
-        workers=args.workers,
-    )
+    record = evaluate_cell(cell_of(args), args.out, labels, device=args.device, workers=args.workers)
     print(json.dumps(record["metrics"]))
     return 0

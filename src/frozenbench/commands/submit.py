@@ -19,13 +19,6 @@ def run(args: argparse.Namespace) -> int:
 
     resolve_cell(args)
     set_threads(args)
-    count = submit_cell(
-        *cell_of(args),
-        args.out,
-        args.seed,
-        args.alg,
-        device=args.device,
-        workers=args.workers,
-    )
+    count = submit_cell(cell_of(args), args.out, args.alg, device=args.device, workers=args.workers)
     print(json.dumps({"detections": count, "out": args.out}))
     return 0

@@ -77,12 +77,13 @@ def resolve_cell(args: argparse.Namespace, evaluation: bool = False) -> argparse
     return args
 
 
-def cell_of(args: argparse.Namespace) -> tuple:
-    """(spec, checkpoint, mode, run folder) of a resolved invocation, the spec read as a
+def cell_of(args: argparse.Namespace):
+    """The :class:`~frozenbench.cells.run.CellRun` of a resolved invocation, the spec read as a
     :class:`~frozenbench.cells.spec.CellSpec` (a malformed one is an error naming ``--spec``)."""
+    from frozenbench.cells.run import CellRun
     from frozenbench.cells.spec import CellSpec
 
-    return CellSpec.from_json(args.spec), args.checkpoint, args.mode, args.run_dir
+    return CellRun(CellSpec.from_json(args.spec), args.checkpoint, args.mode, args.run_dir, args.seed)
 
 
 def set_threads(args: argparse.Namespace) -> int:
@@ -264,6 +265,6 @@ def run(args: argparse.Namespace) -> int:
         return subprocess.call(command)
 
     set_threads(args)
-    summary = train_cell(*cell_of(args), args.seed, device=args.device, workers=args.workers)
+    summary = train_cell(cell_of(args), device=args.device, workers=args.workers)
     print(json.dumps(summary))
     return 0
