@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from frozenbench.engine.deepspeed_engine import deepspeed_config, initialize
+from frozenbench.engine.options import BatchSplit
 from frozenbench.models.backbone import Backbone
 
 
@@ -28,7 +29,9 @@ def main(out_dir: str, zero_stage: int) -> None:
     torch.manual_seed(0)  # same initial weights on every rank
     model = Classifier()
     backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
-    engine, optimizer = initialize(model, deepspeed_config(zero_stage, micro_batch_size=8, lr=1e-2))
+    ranks = int(os.environ["WORLD_SIZE"])  # the launcher's; torch.distributed starts inside initialize
+    split = BatchSplit(8 * ranks, ranks, 8, 1)  # 8 samples a rank, one micro-batch
+    engine, optimizer = initialize(model, deepspeed_config(zero_stage, split, lr=1e-2))
     rank, world = dist.get_rank(), dist.get_world_size()
     gen = torch.Generator().manual_seed(100 + rank)  # each rank its own shard of data
     x = torch.randn(8, 3, 32, 32, generator=gen)
@@ -44,7 +47,7 @@ def main(out_dir: str, zero_stage: int) -> None:
     head_after = engine.module.head.weight.detach().clone()
 
     fresh = Classifier()
-    engine2, _ = initialize(fresh, deepspeed_config(zero_stage, micro_batch_size=8, lr=1e-2))
+    engine2, _ = initialize(fresh, deepspeed_config(zero_stage, split, lr=1e-2))
     engine2.load_checkpoint(os.path.join(out_dir, "ckpt"), tag="last")
     result = {
         "rank": rank,

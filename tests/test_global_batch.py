@@ -123,6 +123,7 @@ def test_accumulation_on_one_rank_ends_with_the_weights_of_the_whole_batch(tmp_p
 
 def test_a_step_takes_the_same_samples_on_any_split():
     from frozenbench.engine.data import StepBatches, batch_indices
+    from frozenbench.engine.options import BatchSplit
 
     indices = list(range(20))
     for step in (0, 1, 2, 7):
@@ -130,7 +131,8 @@ def test_a_step_takes_the_same_samples_on_any_split():
         for ranks, accumulation in ((1, 1), (1, 2), (1, 8), (2, 1), (2, 2), (4, 2), (8, 1)):
             taken = []
             for rank in range(ranks):
-                micro = StepBatches(indices, list, GLOBAL, SEED, ranks, rank, accumulation)[step]
+                split = BatchSplit(GLOBAL, ranks, GLOBAL // ranks // accumulation, accumulation)
+                micro = StepBatches(indices, list, split, SEED, rank)[step]
                 assert len(micro) == accumulation and all(len(m) == GLOBAL // ranks // accumulation for m in micro)
                 taken += [i for m in micro for i in m]
             assert sorted(taken) == expected, (ranks, accumulation)

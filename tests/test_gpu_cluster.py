@@ -148,13 +148,11 @@ class NoisyDataset(torch.utils.data.Dataset):
 
 
 def _collect(workers: int, start: int, stop: int) -> list:
-    from frozenbench.engine.data import train_batches
+    from frozenbench.engine.data import StepBatches, train_batches
+    from frozenbench.engine.options import split_batch
 
-    return list(
-        train_batches(
-            NoisyDataset(), list, batch_size=6, seed=5, start=start, stop=stop, world=2, rank=1, workers=workers
-        )
-    )
+    steps = StepBatches(NoisyDataset(), list, split_batch(6, ranks=2), seed=5, rank=1)
+    return list(train_batches(steps, start=start, stop=stop, workers=workers))
 
 
 def test_step_batches_are_the_same_with_any_number_of_workers_and_from_any_start():

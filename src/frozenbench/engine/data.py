@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from frozenbench.engine.options import BatchSplit
+
 
 def seed_step(seed: int, step: int) -> None:
     """Reseed the RNGs that OpenMMLab transforms and samplers draw from (random, numpy, torch)."""
@@ -45,36 +47,27 @@ def rank_indices(step: int, global_batch: int, num_samples: int, seed: int, worl
 
 
 class StepBatches(Dataset):
-    """Item ``step``: this rank's share of the global batch of step ``step``, as a list of
-    ``accumulation`` collated micro-batches (consecutive, equal slices of the share)."""
+    """Item ``step``: rank ``rank``'s share of the global batch of step ``step`` as ``split``
+    (:func:`frozenbench.engine.options.split_batch`) cuts it: a list of ``split.accumulation``
+    collated micro-batches (consecutive, equal slices of the share)."""
 
-    def __init__(
-        self,
-        dataset,
-        collate: Callable,
-        batch_size: int,
-        seed: int,
-        world: int = 1,
-        rank: int = 0,
-        accumulation: int = 1,
-    ) -> None:
-        if batch_size % (world * accumulation):
-            raise ValueError(f"a global batch of {batch_size} does not split into {world} ranks x {accumulation}")
-        self.dataset, self.collate = dataset, collate
-        self.batch_size, self.seed, self.world, self.rank = batch_size, seed, world, rank
-        self.accumulation = accumulation
+    def __init__(self, dataset, collate: Callable, split: BatchSplit, seed: int, rank: int = 0) -> None:
+        if split.micro * split.accumulation * split.ranks != split.global_batch:
+            raise ValueError(f"{split} does not multiply to its global batch")
+        self.dataset, self.collate, self.split, self.seed, self.rank = dataset, collate, split, seed, rank
 
     def __len__(self) -> int:
         return 2**62  # indexed by step; the sampler says which steps
 
     def __getitem__(self, step: int) -> list[dict[str, Any]]:
         seed_step(self.seed, step)
-        indices = rank_indices(step, self.batch_size, len(self.dataset), self.seed, self.world, self.rank)
+        split = self.split
+        indices = rank_indices(step, split.global_batch, len(self.dataset), self.seed, split.ranks, self.rank)
         # every sample of the share is built in index order (the transforms' draws are the same with
         # or without accumulation), then cut into micro-batches
         samples = [self.dataset[i] for i in indices]
-        micro = len(samples) // self.accumulation
-        return [self.collate(samples[a * micro : (a + 1) * micro]) for a in range(self.accumulation)]
+        micro = split.micro
+        return [self.collate(samples[a * micro : (a + 1) * micro]) for a in range(split.accumulation)]
 
 
 def _as_is(batch: Any) -> Any:
@@ -103,22 +96,10 @@ def _loader_options(workers: int, pin_memory: bool, prefetch: int) -> dict[str, 
 
 
 def train_batches(
-    dataset,
-    collate: Callable,
-    batch_size: int,
-    seed: int,
-    start: int,
-    stop: int,
-    world: int = 1,
-    rank: int = 0,
-    workers: int = 0,
-    pin_memory: bool = False,
-    prefetch: int = 2,
-    accumulation: int = 1,
+    steps: StepBatches, start: int, stop: int, workers: int = 0, pin_memory: bool = False, prefetch: int = 2
 ) -> Iterator[list[dict]]:
-    """This rank's micro-batches of steps ``start .. stop - 1`` in order (one list a step), built by
-    ``workers`` processes (0: here); ``batch_size`` is the global batch of a step."""
-    steps = StepBatches(dataset, collate, batch_size, seed, world, rank, accumulation)
+    """The rank's micro-batches of steps ``start .. stop - 1`` in order (one list a step), built by
+    ``workers`` processes (0: here)."""
     if start >= stop:
         return iter(())
     return iter(

@@ -35,27 +35,23 @@ from frozenbench.utils.atomic import atomic_file
 
 
 def deepspeed_config(
-    zero_stage: int,
-    micro_batch_size: int,
-    lr: float,
-    weight_decay: float = 0.05,
-    grad_clip: float = 5.0,
-    accumulation: int = 1,
-    world: int | None = None,
+    zero_stage: int, split: BatchSplit, lr: float, weight_decay: float = 0.05, grad_clip: float = 5.0
 ) -> dict[str, Any]:
     """DeepSpeed's config for head training. Its ``bf16`` section stays off: it would cast the whole
     module (the frozen backbone too) to bf16 and wrap the optimizer in its own fp32 master copy, so a
     multi-rank run would train other numbers than the one-rank run (and save another optimizer
     format). bf16 comes from ``torch.autocast`` around the forward instead, on one rank or many:
-    fp32 weights and AdamW, bf16 matmuls. With ``world`` (the rank count) the global batch is
-    stated too, and DeepSpeed refuses a config whose three batch numbers do not multiply to it."""
+    fp32 weights and AdamW, bf16 matmuls. The batch is ``split``'s (micro-batch per rank, gradient
+    accumulation, and the global batch, which DeepSpeed checks the other two multiply to)."""
     if zero_stage not in (0, 1, 2):
         # ZeRO-3 would shard the weights too: unneeded for heads (a fine-tuned 3B-parameter backbone's fp32
         # weights are 12 GB per GPU), and its partitioned parameters defeat the portable checkpoint
         raise ValueError(f"ZeRO stage must be 0, 1 or 2, got {zero_stage}")
-    batches = {"train_micro_batch_size_per_gpu": micro_batch_size, "gradient_accumulation_steps": accumulation}
-    if world is not None:
-        batches["train_batch_size"] = micro_batch_size * accumulation * world
+    batches = {
+        "train_micro_batch_size_per_gpu": split.micro,
+        "gradient_accumulation_steps": split.accumulation,
+        "train_batch_size": split.global_batch,
+    }
     return {
         **batches,
         # torch's AdamW: DeepSpeed's fused CPU Adam would need a C++ build on every new machine.
@@ -126,15 +122,7 @@ class DeepSpeedStepper:
         self.adamw_groups = torch.optim.AdamW([dict(g) for g in groups], lr=opts.lr).state_dict()["param_groups"]
         self.engine, self.optimizer = initialize(
             model,
-            deepspeed_config(
-                zero_stage,
-                split.micro,
-                opts.lr,
-                opts.weight_decay,
-                opts.grad_clip,
-                accumulation=split.accumulation,
-                world=split.ranks,
-            ),
+            deepspeed_config(zero_stage, split, opts.lr, opts.weight_decay, opts.grad_clip),
             groups,
             device=device,
         )

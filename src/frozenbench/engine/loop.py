@@ -46,7 +46,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from frozenbench.engine.data import seed_step, train_batches
+from frozenbench.engine.data import StepBatches, seed_step, train_batches
 from frozenbench.engine.device import pin_memory, place_model
 from frozenbench.engine.options import BatchSplit, TrainOptions, split_batch
 from frozenbench.engine.schedule import warmup_cosine
@@ -281,19 +281,8 @@ def train(
         remove_leftovers(run_dir)
     place_model(model, device)
     stepper, step = _resumed_stepper(model, opts, run_dir, fingerprint, zero_stage, device, split, rank, log)
-    batches = train_batches(
-        dataset,
-        collate,
-        opts.batch_size,
-        seed,
-        step,
-        opts.steps,
-        world,
-        rank,
-        workers,
-        pin_memory=pin_memory(device),
-        accumulation=split.accumulation,
-    )
+    steps = StepBatches(dataset, collate, split, seed, rank)
+    batches = train_batches(steps, step, opts.steps, workers, pin_memory=pin_memory(device))
     state = StepState(step=step, started=time.time())
     first_step = step
     hooks = build_hooks(stepper, opts, run_dir, fingerprint, world, device, log)
