@@ -19,7 +19,7 @@ from frozenbench.models import registry
 from frozenbench.models.backbone import Backbone
 from frozenbench.models.registry import build_arch
 from frozenbench.models.registry import IMAGENET_MEAN, IMAGENET_STD, get_arch
-from frozenbench.tasks.registry import BackboneRequest
+from frozenbench.tasks.registry import BackboneRequest, VideoHead
 
 TINY_VIT = dict(embed_dim=32, depth=4, num_heads=2)
 
@@ -92,7 +92,7 @@ def test_a_job_builds_its_backbone_once_and_reads_its_checkpoint_once(tmp_path, 
 
     # a video job (last level only) in the same process: its own single build, its own body
     part = backbone_part(BackboneRequest(path, 64, frozen=True, arch=arch), pyramid=False)
-    cfg = recognizer_config(part.cfg, part.channels, 8, 2, 64, part.normalization, num_blocks=1, width=32)
+    cfg = recognizer_config(part, 8, 64, VideoHead(num_frames=2, num_blocks=1, width=32))
     recognizer = build_registered_model("mmaction", cfg)
     assert counted == {"built": 2, "read": 2}
     assert recognizer.backbone.body is not detector.backbone.body

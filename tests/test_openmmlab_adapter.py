@@ -96,20 +96,17 @@ def test_mask2former_with_the_papers_light_decoders():
 
     from frozenbench.openmmlab import build_registered_model
     from frozenbench.openmmlab.backbone import input_normalization
-    from frozenbench.openmmlab.configs import backbone_cfg, mask2former_config
+    from frozenbench.openmmlab.configs import BackbonePart, backbone_cfg, mask2former_config
+    from frozenbench.tasks.registry import SegmentationHead
 
     torch.manual_seed(0)
-    cfg = mask2former_config(
+    part = BackbonePart(
         backbone_cfg("convstem_swin_tiny", 64, None, frozen=True),
         [32, 64, 128, 256],
         [4, 8, 16, 32],
-        num_classes=5,
-        img_size=64,
-        normalization=input_normalization("convstem_swin_tiny"),
-        width=32,
-        num_queries=10,
-        num_points=256,
+        input_normalization("convstem_swin_tiny"),
     )
+    cfg = mask2former_config(part, 5, 64, SegmentationHead(width=32, num_queries=10, num_points=256))
     model = build_registered_model("mmseg", cfg)
     head = model.decode_head
     assert len(head.pixel_decoder.encoder.layers) == 1
@@ -139,19 +136,17 @@ def test_video_recognizer_trains_a_temporal_head_over_frozen_frames():
 
     from frozenbench.openmmlab import build_registered_model
     from frozenbench.openmmlab.backbone import input_normalization
-    from frozenbench.openmmlab.configs import backbone_cfg, recognizer_config
+    from frozenbench.openmmlab.configs import BackbonePart, backbone_cfg, recognizer_config
+    from frozenbench.tasks.registry import VideoHead
 
     torch.manual_seed(0)
-    cfg = recognizer_config(
+    part = BackbonePart(
         backbone_cfg("convstem_swin_tiny", 64, None, frozen=True),
         [32, 64, 128, 256],
-        num_classes=8,
-        num_frames=4,
-        img_size=64,
-        normalization=input_normalization("convstem_swin_tiny"),
-        num_blocks=2,
-        width=32,
+        [4, 8, 16, 32],
+        input_normalization("convstem_swin_tiny"),
     )
+    cfg = recognizer_config(part, 8, 64, VideoHead(num_frames=4, num_blocks=2, width=32))
     model = build_registered_model("mmaction", cfg)
     before = weights_digest(model.backbone)
     calls = []
@@ -213,21 +208,19 @@ def test_the_training_wrapper_keeps_the_task_models_layers_frozen_parts_and_copi
     from frozenbench.engine.steppers import trainable_state
     from frozenbench.openmmlab import build_registered_model
     from frozenbench.openmmlab.backbone import input_normalization
-    from frozenbench.openmmlab.configs import backbone_cfg, recognizer_config
+    from frozenbench.openmmlab.configs import BackbonePart, backbone_cfg, recognizer_config
     from frozenbench.openmmlab.training import wrap_for_training
+    from frozenbench.tasks.registry import VideoHead
 
     def recognizer(frozen: bool):
         torch.manual_seed(0)
-        cfg = recognizer_config(
+        part = BackbonePart(
             backbone_cfg("convstem_swin_tiny", 64, None, frozen=frozen),
             [32, 64, 128, 256],
-            num_classes=8,
-            num_frames=4,
-            img_size=64,
-            normalization=input_normalization("convstem_swin_tiny"),
-            num_blocks=1,
-            width=32,
+            [4, 8, 16, 32],
+            input_normalization("convstem_swin_tiny"),
         )
+        cfg = recognizer_config(part, 8, 64, VideoHead(num_frames=4, num_blocks=1, width=32))
         return build_registered_model("mmaction", cfg)
 
     finetuned = recognizer(frozen=False)

@@ -89,45 +89,35 @@ def backbone_part(
     return BackbonePart(cfg, channels, strides, body.pixel_normalization())
 
 
-def mask2former_config(
-    backbone: dict[str, Any],
-    channels: list[int],
-    strides: list[int],
-    num_classes: int,
-    img_size: int,
-    normalization: dict[str, list[float]],
-    pixel_decoder_layers: int = 1,
-    transformer_decoder_layers: int = 4,
-    width: int = 256,
-    num_queries: int = 100,
-    num_points: int = 12544,
-) -> ConfigDict:
-    """Mask2Former (mmseg) with the paper's light decoders: 1 pixel-decoder block, 4 transformer-decoder
-    blocks; inputs normalised as the backbone's weights expect."""
+def mask2former_config(part: BackbonePart, num_classes: int, img_size: int, head: Any) -> ConfigDict:
+    """Mask2Former (mmseg) on backbone ``part`` with ``head``'s decoders (a
+    :class:`~frozenbench.tasks.registry.SegmentationHead`; the paper's light ones: 1 pixel-decoder
+    block, 4 transformer-decoder blocks); inputs normalised as the backbone's weights expect."""
+    width, num_queries = head.width, head.num_queries
     model = _official("mmseg", "mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py").model
-    model.backbone = ConfigDict(backbone)
+    model.backbone = ConfigDict(part.cfg)
     # The preprocessor pads training crops to this size: left at 512 it pads small inputs and costs
     # ~20x per step.
     model.data_preprocessor.size = (img_size, img_size)
-    model.data_preprocessor.update(normalization)
-    head = model.decode_head
-    head.in_channels, head.strides = list(channels), list(strides)
-    head.feat_channels = head.out_channels = width
-    head.num_classes, head.num_queries = num_classes, num_queries
-    head.positional_encoding.num_feats = width // 2
-    head.pixel_decoder.encoder.num_layers = pixel_decoder_layers
-    head.pixel_decoder.positional_encoding.num_feats = width // 2
-    for layer_cfg in (head.pixel_decoder.encoder.layer_cfg,):
+    model.data_preprocessor.update(part.normalization)
+    decode = model.decode_head
+    decode.in_channels, decode.strides = list(part.channels), list(part.strides)
+    decode.feat_channels = decode.out_channels = width
+    decode.num_classes, decode.num_queries = num_classes, num_queries
+    decode.positional_encoding.num_feats = width // 2
+    decode.pixel_decoder.encoder.num_layers = head.pixel_decoder_layers
+    decode.pixel_decoder.positional_encoding.num_feats = width // 2
+    for layer_cfg in (decode.pixel_decoder.encoder.layer_cfg,):
         layer_cfg.self_attn_cfg.embed_dims = width
         layer_cfg.ffn_cfg.embed_dims = width
         layer_cfg.ffn_cfg.feedforward_channels = width * 4
-    head.transformer_decoder.num_layers = transformer_decoder_layers
-    dec = head.transformer_decoder.layer_cfg
+    decode.transformer_decoder.num_layers = head.transformer_decoder_layers
+    dec = decode.transformer_decoder.layer_cfg
     dec.self_attn_cfg.embed_dims = dec.cross_attn_cfg.embed_dims = dec.ffn_cfg.embed_dims = width
     dec.ffn_cfg.feedforward_channels = width * 8
     # One weight per class plus the "no object" class (mmseg requires num_classes + 1 entries).
-    head.loss_cls.class_weight = [1.0] * num_classes + [0.1]
-    head.train_cfg.num_points = num_points
+    decode.loss_cls.class_weight = [1.0] * num_classes + [0.1]
+    decode.train_cfg.num_points = head.num_points
     return model
 
 
@@ -186,33 +176,23 @@ def detector_config(
     return model
 
 
-def recognizer_config(
-    backbone: dict[str, Any],
-    channels: list[int],
-    num_classes: int,
-    num_frames: int,
-    img_size: int,
-    normalization: dict[str, list[float]],
-    stride: int = 32,
-    num_blocks: int = 2,
-    width: int = 128,
-    spatial_tokens: bool = True,
-) -> dict:
-    """Recognizer3D: per-frame frozen backbone + a trainable temporal transformer head; frames normalised
-    as the backbone's weights expect (PyAV decodes RGB)."""
-    side = -(-img_size // stride)  # the backbone pads its input up: the grid rounds up
+def recognizer_config(part: BackbonePart, num_classes: int, img_size: int, head: Any) -> dict:
+    """Recognizer3D: per-frame frozen backbone ``part`` (its last level) + ``head``'s trainable
+    temporal transformer (a :class:`~frozenbench.tasks.registry.VideoHead`); frames normalised as
+    the backbone's weights expect (PyAV decodes RGB)."""
+    side = -(-img_size // part.strides[-1])  # the backbone pads its input up: the grid rounds up
     return dict(
         type="Recognizer3D",
-        data_preprocessor=dict(type="ActionDataPreprocessor", **normalization, format_shape="NCTHW"),
-        backbone={**backbone, "type": "FramewiseBackbone", "spatial_tokens": spatial_tokens},
+        data_preprocessor=dict(type="ActionDataPreprocessor", **part.normalization, format_shape="NCTHW"),
+        backbone={**part.cfg, "type": "FramewiseBackbone", "spatial_tokens": head.spatial_tokens},
         cls_head=dict(
             type="TemporalTransformerHead",
             num_classes=num_classes,
-            in_channels=channels[-1],
-            num_frames=num_frames,
-            num_spatial=side * side if spatial_tokens else 1,
-            num_blocks=num_blocks,
-            width=width,
+            in_channels=part.channels[-1],
+            num_frames=head.num_frames,
+            num_spatial=side * side if head.spatial_tokens else 1,
+            num_blocks=head.num_blocks,
+            width=head.width,
             average_clips="prob",
         ),
     )

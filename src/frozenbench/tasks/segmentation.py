@@ -108,19 +108,7 @@ def build_model(head: SegmentationHead, backbone: BackboneRequest, num_classes: 
         "mmseg",
         backbone,
         head.extra_blocks,
-        lambda part: mask2former_config(
-            part.cfg,
-            part.channels,
-            part.strides,
-            num_classes,
-            backbone.img_size,
-            part.normalization,
-            pixel_decoder_layers=head.pixel_decoder_layers,
-            transformer_decoder_layers=head.transformer_decoder_layers,
-            width=head.width,
-            num_queries=head.num_queries,
-            num_points=head.num_points,
-        ),
+        lambda part: mask2former_config(part, num_classes, backbone.img_size, head),
         level_norm=head.level_norm,
     )
 

@@ -128,18 +128,7 @@ def build_model(head: VideoHead, backbone: BackboneRequest, num_classes: int) ->
         "mmaction",
         backbone,
         head.extra_blocks,
-        lambda part: recognizer_config(
-            part.cfg,
-            part.channels,
-            num_classes,
-            num_frames=head.num_frames,
-            img_size=backbone.img_size,
-            normalization=part.normalization,
-            stride=part.strides[-1],
-            num_blocks=head.num_blocks,
-            width=head.width,
-            spatial_tokens=head.spatial_tokens,
-        ),
+        lambda part: recognizer_config(part, num_classes, backbone.img_size, head),
         pyramid=False,
     )
 
