@@ -69,6 +69,12 @@ def test_the_spec_carries_every_field_with_its_default_and_reads_back_the_same(c
     assert CellSpec.from_json({**tf32, "test": {"scale": [64, 64]}}).fingerprint() == base.fingerprint()
     cadence = {**tf32, "train": {**tf32["train"], "checkpoint_every": 1}}
     assert CellSpec.from_json(cadence).fingerprint() == base.fingerprint()
+    # a head knob added later is no training input at the value that reproduces the code before it
+    assert tf32["head"]["level_norm"] is False
+    without = {**tf32, "head": {k: v for k, v in tf32["head"].items() if k != "level_norm"}}
+    assert CellSpec.from_json(without).fingerprint() == base.fingerprint()
+    normed = {**tf32, "head": {**tf32["head"], "level_norm": True}}
+    assert CellSpec.from_json(normed).fingerprint() != base.fingerprint()
 
 
 @pytest.mark.parametrize(

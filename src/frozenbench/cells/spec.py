@@ -31,6 +31,12 @@ from frozenbench.tasks.registry import TaskType, get_task_type
 #    identifies a run changes; every cell trained under an older version retrains once.
 SPEC_VERSION = 2
 
+# Head knobs added after spec version 2, each at the value that reproduces the code from before it
+# existed: at that value a knob is no training input (a head that does not use it keeps its
+# fingerprint, and its trained state), at any other value it is. A knob added later joins this map
+# with its neutral value; the values here never change (another default would be a new knob).
+NEUTRAL_HEAD_KNOBS: dict[str, Any] = {"level_norm": False}
+
 # The fields that change what a cell trains to (with the dataset's digest, the task's pipeline
 # version and the backbone's features version, added by the runner): the fingerprint's inputs.
 TRAINING_INPUTS = (
@@ -125,6 +131,9 @@ class CellSpec:
         full = self.to_json()
         inputs = {name: full[name] for name in TRAINING_INPUTS}
         inputs["train"] = {k: v for k, v in inputs["train"].items() if k not in CADENCE_OPTIONS + SPLIT_OPTIONS}
+        inputs["head"] = {
+            k: v for k, v in inputs["head"].items() if not (k in NEUTRAL_HEAD_KNOBS and v == NEUTRAL_HEAD_KNOBS[k])
+        }
         inputs["spec_version"] = SPEC_VERSION
         return inputs
 
