@@ -215,6 +215,9 @@ def test_swin_at_224_is_the_official_classification_model(tiny):
 # arch: (window, sizes whose every stage map the official model takes, the size to build the padded
 # reference at: every stage a window multiple and none reduced to a single window)
 SWINV2 = {"swinv2_tiny": (8, [256, 512, 1024], 512), "swinv2_base": (12, [192, 768], 768)}
+# each stage's pretraining window as the official transfer code is told it (PRETRAINED_WINDOW_SIZES):
+# the 192 px window-12 models' last stage was a 6 x 6 map, one window of 6
+PRETRAINED_WINDOWS = {"swinv2_tiny": [0, 0, 0, 0], "swinv2_base": [12, 12, 12, 6]}
 # (input size, the Backbone's img_size), maps the official SwinV2 cannot take: window 12 (the
 # study's SwinV2-B/L) needs padding at 1024 px as well, and K400's 224 px frames pad the first
 # three stages and attend to the whole 7 x 7 map at the last
@@ -230,11 +233,12 @@ SWINV2_PADDED = {
 }
 
 
-def official_swinv2_model(img_size: int, window: int) -> nn.Module:
+def official_swinv2_model(img_size: int, window: int, pretrained_windows: list[int]) -> nn.Module:
     torch.manual_seed(0)
     model = official_swinv2.SwinTransformerV2(
         img_size=img_size,
         window_size=window,
+        pretrained_window_sizes=pretrained_windows,
         drop_path_rate=0.0,
         embed_dim=16,
         depths=[2, 2, 2, 2],
@@ -248,7 +252,7 @@ def test_swinv2_computes_the_official_model_at_window_multiples(tiny, arch, img_
     """Native sizes (the last stage one window, or smaller than one) and larger window multiples."""
     window, _, reference_size = SWINV2[arch]
     name = tiny(arch, **TINY_SWIN)
-    official = official_swinv2_model(img_size, window)
+    official = official_swinv2_model(img_size, window, PRETRAINED_WINDOWS[arch])
     sd, report = convert_state_dict({"model": official.state_dict()}, "official_swinv2", name, img_size=img_size)
     assert not report.missing and not report.unexpected and not report.mismatched
     x = image((img_size, img_size))
@@ -263,7 +267,7 @@ def test_swinv2_computes_the_official_model_at_window_multiples(tiny, arch, img_
 def test_swinv2_pads_before_shifting_where_the_official_model_cannot_run(tiny, arch, size, img_size):
     window, _, reference_size = SWINV2[arch]
     name = tiny(arch, **TINY_SWIN)
-    official = official_swinv2_model(reference_size, window)
+    official = official_swinv2_model(reference_size, window, PRETRAINED_WINDOWS[arch])
     sd, _ = convert_state_dict({"model": official.state_dict()}, "official_swinv2", name, img_size=img_size)
     x = image(size)
     with torch.no_grad():

@@ -31,8 +31,10 @@ from frozenbench.models.registry import FILTER_FAILURES, build_arch, get_arch, p
 # What the backbones compute from given weights and input, as a version: a head trained on other
 # features is not this run's (it enters every run's fingerprint, cells/run.py). Bump it whenever a
 # forward changes its output for the same weights. 2: Swin / SwinV2 pad before shifting, DINOv2
-# register and MAE models resample positions as their official code does (issue 25).
-FEATURES_VERSION = 2
+# register and MAE models resample positions as their official code does (issue 25). 3: SwinV2
+# B / L / G normalise the last stage's position coordinates by its pretraining window (6), as the
+# official transfer code does (issue 29).
+FEATURES_VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -208,16 +208,33 @@ for name, img, kw in [
 ]:
     register_arch(ArchSpec(name, SWIN, build_swin, {**_SWIN, **kw}, img_size=img))
 
+# SwinV2 B / L / G were pretrained at 192 px with window 12, where the last stage's 6 x 6 map is one
+# window of 6: the official transfer code normalises each stage's relative coordinates by its
+# pretraining window (PRETRAINED_WINDOW_SIZES [12, 12, 12, 6] in microsoft/Swin-Transformer's
+# configs for these checkpoints), not by the window it runs at, so the continuous position bias sees
+# the coordinates it was trained on. The 256 px window-8 models ran every stage at window 8.
+_PRETRAINED_AT_192 = {"pretrained_window_sizes": (12, 12, 12, 6)}
+
 for name, img, kw, public in [
     ("swinv2_tiny", 256, dict(window_size=8, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)), True),
     ("swinv2_small", 256, dict(window_size=8, embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)), True),
-    ("swinv2_base", 192, dict(window_size=12, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)), True),
-    ("swinv2_large", 192, dict(window_size=12, embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)), True),
+    (
+        "swinv2_base",
+        192,
+        dict(window_size=12, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), **_PRETRAINED_AT_192),
+        True,
+    ),
+    (
+        "swinv2_large",
+        192,
+        dict(window_size=12, embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), **_PRETRAINED_AT_192),
+        True,
+    ),
     # SwinV2-G (Liu et al. 2022, Table 1): C=512, depths 2-2-42-4, heads 16-32-64-128. Weights not released.
     (
         "swinv2_giant",
         192,
-        dict(window_size=12, embed_dim=512, depths=(2, 2, 42, 4), num_heads=(16, 32, 64, 128)),
+        dict(window_size=12, embed_dim=512, depths=(2, 2, 42, 4), num_heads=(16, 32, 64, 128), **_PRETRAINED_AT_192),
         False,
     ),
 ]:
