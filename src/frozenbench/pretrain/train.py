@@ -30,7 +30,7 @@ from frozenbench.engine.device import device_record, reset_peak_memory
 from frozenbench.engine.loop import lr_at, train
 from frozenbench.engine.options import CADENCE_OPTIONS, SPLIT_OPTIONS, TrainOptions
 from frozenbench.models.registry import PRETRAIN_OBJECTIVES, build_arch
-from frozenbench.pretrain.data import load_imagefolder, normalize
+from frozenbench.pretrain.data import ImageSet, load_imagefolder, normalize
 from frozenbench.pretrain.objectives import build_objective, collate
 from frozenbench.pretrain.probe import probe
 from frozenbench.utils.atomic import write_json
@@ -136,19 +136,7 @@ def pretrain(
     started = time.time()
     steps = 0
     if objective != "random":
-        model = build_objective(objective, backbone, len(train_set.classes), opts.image_size, opts.objective_options)
-        dataset = TensorDataset(normalize(train_set.images, arch), train_set.labels)
-        result = train(
-            model,
-            dataset,
-            collate,
-            run_dir,
-            opts.train_options(),
-            seed=seed,
-            log=log,
-            fingerprint=state_fingerprint(arch, objective, opts, seed, train_set.images, train_set.labels),
-            device=device,
-        )
+        result = _train_objective(arch, objective, backbone, train_set, run_dir, opts, seed, log, device)
         steps = result["steps"]
         if steps < opts.train.steps:  # stopped by SIGTERM: the state is saved, a rerun resumes
             return result
@@ -166,6 +154,50 @@ def pretrain(
         }
     )
     write_json(run_dir / "probe.json", result)
+    _save_pretrained(out, arch, backbone, objective, data_root, opts, seed, result, meta)
+    log(json.dumps(result))
+    return result
+
+
+def _train_objective(
+    arch: str,
+    objective: str,
+    backbone: torch.nn.Module,
+    train_set: ImageSet,
+    run_dir: Path,
+    opts: PretrainOptions,
+    seed: int,
+    log: Callable[[str], None],
+    device: torch.device,
+) -> dict[str, Any]:
+    """Train ``backbone`` in place by ``objective`` on the training split: the engine loop's result."""
+    model = build_objective(objective, backbone, len(train_set.classes), opts.image_size, opts.objective_options)
+    dataset = TensorDataset(normalize(train_set.images, arch), train_set.labels)
+    return train(
+        model,
+        dataset,
+        collate,
+        run_dir,
+        opts.train_options(),
+        seed=seed,
+        log=log,
+        fingerprint=state_fingerprint(arch, objective, opts, seed, train_set.images, train_set.labels),
+        device=device,
+    )
+
+
+def _save_pretrained(
+    out: str | Path,
+    arch: str,
+    backbone: torch.nn.Module,
+    objective: str,
+    data_root: str | Path,
+    opts: PretrainOptions,
+    seed: int,
+    result: dict[str, Any],
+    meta: dict[str, Any] | None,
+) -> None:
+    """Write the canonical backbone checkpoint ``out``, with how it was pretrained and its probe in the meta."""
     save_backbone(
         out,
         arch,
@@ -180,5 +212,3 @@ def pretrain(
             **(meta or {}),
         },
     )
-    log(json.dumps(result))
-    return result
