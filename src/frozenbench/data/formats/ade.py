@@ -94,9 +94,6 @@ def write_object_info(
 
 
 def validate(root: Path, num_classes: int | None = None) -> Report:
-    import numpy as np
-    from PIL import Image
-
     report = Report([], 0)
     problems = report.problems
     num_classes = num_classes or read_num_classes(root) or DEFAULT_NUM_CLASSES
@@ -113,36 +110,41 @@ def validate(root: Path, num_classes: int | None = None) -> Report:
         for stem in sorted(set(labels) - set(images)):
             problems.append(Problem(str(labels[stem]), "label map without an image in " + images_rel))
         for stem in sorted(set(images) & set(labels)):
-            report.files_checked += 2
-            info = image_info(images[stem], report, APPLY_EXIF_ORIENTATION)
-            linfo, lreason = check_image(labels[stem])
-            if lreason:
-                problems.append(Problem(str(labels[stem]), lreason))
-                continue
-            if linfo.format != "PNG":
-                # JPEG's lossy compression blurs label values across class borders: wrong classes
-                problems.append(
-                    Problem(
-                        str(labels[stem]), f"label map is a {linfo.format} file under a .png name (needs lossless PNG)"
-                    )
-                )
-                continue
-            # a label map is a grid of the image's stored pixels: its size is the image's stored size
-            if info and linfo.size != info.size:
-                (lw, lh), (w, h) = linfo.size, info.size
-                problems.append(
-                    drawn_on_rotated_view(images[stem], info, linfo.size, "its label map")
-                    or Problem(str(labels[stem]), f"label map is {lw}x{lh} but its image is {w}x{h}")
-                )
-            with Image.open(labels[stem]) as lab:
-                if lab.mode not in ("L", "P"):
-                    problems.append(
-                        Problem(str(labels[stem]), f"label map must be single-channel (L or P), got {lab.mode}")
-                    )
-                    continue
-                values = np.asarray(lab)
-            top = int(values.max()) if values.size else 0
-            if top > num_classes:
-                bad = sorted(int(v) for v in np.unique(values) if v > num_classes)
-                problems.append(Problem(str(labels[stem]), f"label values {bad[:5]} out of range 0..{num_classes}"))
+            _check_labelled_image(images[stem], labels[stem], num_classes, report)
     return report
+
+
+def _check_labelled_image(image: Path, label: Path, num_classes: int, report: Report) -> None:
+    """Check one image and its label map: lossless, single-channel, the image's size, values in range."""
+    import numpy as np
+    from PIL import Image
+
+    problems = report.problems
+    report.files_checked += 2
+    info = image_info(image, report, APPLY_EXIF_ORIENTATION)
+    linfo, lreason = check_image(label)
+    if lreason:
+        problems.append(Problem(str(label), lreason))
+        return
+    if linfo.format != "PNG":
+        # JPEG's lossy compression blurs label values across class borders: wrong classes
+        problems.append(
+            Problem(str(label), f"label map is a {linfo.format} file under a .png name (needs lossless PNG)")
+        )
+        return
+    # a label map is a grid of the image's stored pixels: its size is the image's stored size
+    if info and linfo.size != info.size:
+        (lw, lh), (w, h) = linfo.size, info.size
+        problems.append(
+            drawn_on_rotated_view(image, info, linfo.size, "its label map")
+            or Problem(str(label), f"label map is {lw}x{lh} but its image is {w}x{h}")
+        )
+    with Image.open(label) as lab:
+        if lab.mode not in ("L", "P"):
+            problems.append(Problem(str(label), f"label map must be single-channel (L or P), got {lab.mode}"))
+            return
+        values = np.asarray(lab)
+    top = int(values.max()) if values.size else 0
+    if top > num_classes:
+        bad = sorted(int(v) for v in np.unique(values) if v > num_classes)
+        problems.append(Problem(str(label), f"label values {bad[:5]} out of range 0..{num_classes}"))

@@ -136,74 +136,94 @@ def coco_meaning_problems(coco: dict, ann_path: Path, annotated: bool = True) ->
 
 def validate(root: Path) -> Report:
     report = Report([], 0)
-    problems = report.problems
     ann_files = sorted((root / ANNOTATIONS_FOLDER).glob(f"{INSTANCES_PREFIX}*.json"))
     if not ann_files:
         return Report([Problem(str(root / ANNOTATIONS_FOLDER), f"no {INSTANCES_PREFIX}*.json annotation files")], 0)
     for ann_path in ann_files:
-        report.files_checked += 1
-        coco = load_json(ann_path, problems)
-        if coco is None:
-            continue
-        missing = [k for k in ("images", "annotations", "categories") if k not in coco]
-        if missing:
-            problems.append(Problem(str(ann_path), f"missing top-level keys: {', '.join(missing)}"))
-            continue
-        split_dir = root / ann_path.stem.removeprefix(INSTANCES_PREFIX)
-        problems.extend(coco_meaning_problems(coco, ann_path))
-        category_ids = {c.get("id") for c in coco["categories"] if isinstance(c, dict)}
-        images = {}
-        for img in coco["images"]:
-            where = f"{ann_path} (image id {img.get('id')})"
-            if not is_id(img.get("id")) or "file_name" not in img:
-                problems.append(Problem(where, "image entry needs an integer id and a file_name"))
-                continue
-            if img["id"] in images:
-                problems.append(Problem(where, "duplicate image id"))
-            images[img["id"]] = img
-            report.files_checked += 1
-            annotated_size = (img.get("width"), img.get("height"))
-            _check_image(split_dir / img["file_name"], annotated_size, "the annotation", report)
-        for ann in coco["annotations"]:
-            where = f"{ann_path} (annotation id {ann.get('id')})"
-            img = images.get(ann.get("image_id"))
-            if img is None:
-                problems.append(Problem(where, f"unknown image_id {ann.get('image_id')}"))
-                continue
-            if ann.get("category_id") not in category_ids:
-                problems.append(Problem(where, f"unknown category_id {ann.get('category_id')}"))
-            if ann.get("iscrowd", 0) not in (0, 1):
-                problems.append(Problem(where, f"iscrowd must be 0 or 1, got {ann.get('iscrowd')!r}"))
-            bbox = ann.get("bbox")
-            if not isinstance(bbox, list) or len(bbox) != 4 or not finite_numbers(bbox):
-                problems.append(Problem(where, f"bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}"))
-            else:
-                x, y, w, h = bbox
-                if w < 0 or h < 0:
-                    problems.append(Problem(where, f"bbox has negative width or height: {bbox}"))
-                if x < 0 or y < 0 or x + w > img["width"] + 1e-3 or y + h > img["height"] + 1e-3:
-                    problems.append(
-                        Problem(where, f"bbox {bbox} lies outside the {img['width']}x{img['height']} image")
-                    )
-            area = ann.get("area")
-            if not finite_numbers([area]) or area < 0:
-                problems.append(Problem(where, f"area must be a finite non-negative number, got {area!r}"))
-            _check_segmentation(ann.get("segmentation"), img, where, problems)
+        _check_instances_file(root, ann_path, report)
     # test-dev / test image lists: images only (their annotations are withheld), in test2017/
     for info_path in sorted((root / ANNOTATIONS_FOLDER).glob(f"{IMAGE_INFO_PREFIX}*.json")):
-        report.files_checked += 1
-        info = load_json(info_path, problems)
-        if info is None:
-            continue
-        if "images" not in info or "categories" not in info:
-            problems.append(Problem(str(info_path), "missing top-level keys images/categories"))
-            continue
-        problems.extend(coco_meaning_problems(info, info_path, annotated=False))
-        for img in info["images"]:
-            report.files_checked += 1
-            path = image_folder(root, "test-dev") / str(img.get("file_name"))
-            _check_image(path, (img.get("width"), img.get("height")), info_path.name, report)
+        _check_image_info_file(root, info_path, report)
     return report
+
+
+def _check_instances_file(root: Path, ann_path: Path, report: Report) -> None:
+    """Check one ``instances_<split>.json``: its keys, its images on disk and every annotation."""
+    problems = report.problems
+    report.files_checked += 1
+    coco = load_json(ann_path, problems)
+    if coco is None:
+        return
+    missing = [k for k in ("images", "annotations", "categories") if k not in coco]
+    if missing:
+        problems.append(Problem(str(ann_path), f"missing top-level keys: {', '.join(missing)}"))
+        return
+    split_dir = root / ann_path.stem.removeprefix(INSTANCES_PREFIX)
+    problems.extend(coco_meaning_problems(coco, ann_path))
+    category_ids = {c.get("id") for c in coco["categories"] if isinstance(c, dict)}
+    images = _check_image_entries(coco["images"], ann_path, split_dir, report)
+    for ann in coco["annotations"]:
+        where = f"{ann_path} (annotation id {ann.get('id')})"
+        img = images.get(ann.get("image_id"))
+        if img is None:
+            problems.append(Problem(where, f"unknown image_id {ann.get('image_id')}"))
+            continue
+        _check_annotation(ann, img, category_ids, where, problems)
+
+
+def _check_image_entries(entries: list, ann_path: Path, split_dir: Path, report: Report) -> dict:
+    """Check an annotation file's image entries and their files: the valid entries by image id."""
+    images = {}
+    for img in entries:
+        where = f"{ann_path} (image id {img.get('id')})"
+        if not is_id(img.get("id")) or "file_name" not in img:
+            report.problems.append(Problem(where, "image entry needs an integer id and a file_name"))
+            continue
+        if img["id"] in images:
+            report.problems.append(Problem(where, "duplicate image id"))
+        images[img["id"]] = img
+        report.files_checked += 1
+        annotated_size = (img.get("width"), img.get("height"))
+        _check_image(split_dir / img["file_name"], annotated_size, "the annotation", report)
+    return images
+
+
+def _check_annotation(ann: dict, img: dict, category_ids: set, where: str, problems: list[Problem]) -> None:
+    """Check one annotation against its image: category, iscrowd, bbox, area and segmentation."""
+    if ann.get("category_id") not in category_ids:
+        problems.append(Problem(where, f"unknown category_id {ann.get('category_id')}"))
+    if ann.get("iscrowd", 0) not in (0, 1):
+        problems.append(Problem(where, f"iscrowd must be 0 or 1, got {ann.get('iscrowd')!r}"))
+    bbox = ann.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4 or not finite_numbers(bbox):
+        problems.append(Problem(where, f"bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}"))
+    else:
+        x, y, w, h = bbox
+        if w < 0 or h < 0:
+            problems.append(Problem(where, f"bbox has negative width or height: {bbox}"))
+        if x < 0 or y < 0 or x + w > img["width"] + 1e-3 or y + h > img["height"] + 1e-3:
+            problems.append(Problem(where, f"bbox {bbox} lies outside the {img['width']}x{img['height']} image"))
+    area = ann.get("area")
+    if not finite_numbers([area]) or area < 0:
+        problems.append(Problem(where, f"area must be a finite non-negative number, got {area!r}"))
+    _check_segmentation(ann.get("segmentation"), img, where, problems)
+
+
+def _check_image_info_file(root: Path, info_path: Path, report: Report) -> None:
+    """Check one ``image_info_<split>.json`` (test-dev / test): its keys and its images on disk."""
+    problems = report.problems
+    report.files_checked += 1
+    info = load_json(info_path, problems)
+    if info is None:
+        return
+    if "images" not in info or "categories" not in info:
+        problems.append(Problem(str(info_path), "missing top-level keys images/categories"))
+        return
+    problems.extend(coco_meaning_problems(info, info_path, annotated=False))
+    for img in info["images"]:
+        report.files_checked += 1
+        path = image_folder(root, "test-dev") / str(img.get("file_name"))
+        _check_image(path, (img.get("width"), img.get("height")), info_path.name, report)
 
 
 def _check_segmentation(seg, img: dict, where: str, problems: list[Problem]) -> None:

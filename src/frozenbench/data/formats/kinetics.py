@@ -179,51 +179,63 @@ def validate(root: Path, workers: int = 1) -> Report:
     from frozenbench.data.validate_video import check_clips
 
     report = Report([], 0)
-    problems = report.problems
     classes_path = root / CLASSES_FILE
     classes = classes_path.read_text(encoding="utf-8").splitlines() if classes_path.exists() else None
     if classes is not None and len(set(classes)) != len(classes):
         repeated = sorted({c for c in classes if classes.count(c) > 1})
-        problems.append(Problem(str(classes_path), f"labels listed twice: {', '.join(map(repr, repeated))}"))
-    index = {name: i for i, name in reversed(list(enumerate(classes or [])))}
-    seen: dict[tuple[str, int, int], str] = {}
+        report.problems.append(Problem(str(classes_path), f"labels listed twice: {', '.join(map(repr, repeated))}"))
+    seen: dict[tuple[str, int, int], str] = {}  # across splits: a clip in both splits is a problem
     clips: list[Path] = []
     for split in SPLITS:
-        split_csv = csv_path(root, split)
-        if not split_csv.exists():
-            problems.append(Problem(str(split_csv), "missing"))
-            continue
-        report.files_checked += 1
-        rows = _read_csv(split_csv, report)
-        if rows is None:
-            continue
-        expected: dict[str, tuple[str, int]] = {}
-        for where, row in rows:
-            try:
-                start, end = int(row["time_start"]), int(row["time_end"])
-            except (TypeError, ValueError):
-                problems.append(Problem(where, "time_start/time_end must be integers"))
-                continue
-            if end <= start:
-                problems.append(Problem(where, f"time_end {end} <= time_start {start}"))
-            if classes is not None and row["label"] not in index:
-                problems.append(Problem(where, f"label {row['label']!r} not in {CLASSES_FILE}"))
-            key = (row["youtube_id"], start, end)
-            if key in seen:
-                problems.append(Problem(where, f"clip {key[0]!r} {start}-{end} is listed twice (also at {seen[key]})"))
-                continue
-            seen[key] = where
-            name = clip_filename(*key)
-            expected[listed_path(split, name)] = (where, index.get(row["label"], -1))
-            clips.append(video_dir(root, split) / name)
-        if classes is not None:
-            _check_list(root, split, expected, report)
+        _check_split_csv(root, split, classes, seen, clips, report)
     for path, header, frames, reason in check_clips(clips, workers):
         report.files_checked += 1
         if reason:
-            problems.append(Problem(path, reason))
+            report.problems.append(Problem(path, reason))
         elif header and header != frames:
             report.warnings.append(
                 Problem(path, f"the container announces {header} frames but {frames} decode (readers get {frames})")
             )
     return report
+
+
+def _check_split_csv(
+    root: Path,
+    split: str,
+    classes: list[str] | None,
+    seen: dict[tuple[str, int, int], str],
+    clips: list[Path],
+    report: Report,
+) -> None:
+    """Check one split's csv rows (and its mmaction2 list), adding its clips to ``seen`` and ``clips``."""
+    problems = report.problems
+    index = {name: i for i, name in reversed(list(enumerate(classes or [])))}
+    split_csv = csv_path(root, split)
+    if not split_csv.exists():
+        problems.append(Problem(str(split_csv), "missing"))
+        return
+    report.files_checked += 1
+    rows = _read_csv(split_csv, report)
+    if rows is None:
+        return
+    expected: dict[str, tuple[str, int]] = {}
+    for where, row in rows:
+        try:
+            start, end = int(row["time_start"]), int(row["time_end"])
+        except (TypeError, ValueError):
+            problems.append(Problem(where, "time_start/time_end must be integers"))
+            continue
+        if end <= start:
+            problems.append(Problem(where, f"time_end {end} <= time_start {start}"))
+        if classes is not None and row["label"] not in index:
+            problems.append(Problem(where, f"label {row['label']!r} not in {CLASSES_FILE}"))
+        key = (row["youtube_id"], start, end)
+        if key in seen:
+            problems.append(Problem(where, f"clip {key[0]!r} {start}-{end} is listed twice (also at {seen[key]})"))
+            continue
+        seen[key] = where
+        name = clip_filename(*key)
+        expected[listed_path(split, name)] = (where, index.get(row["label"], -1))
+        clips.append(video_dir(root, split) / name)
+    if classes is not None:
+        _check_list(root, split, expected, report)
