@@ -387,3 +387,28 @@ def test_figures_draw_the_intervals_where_the_cells_have_them(tmp_path):
         draw(with_intervals, tmp_path / f"{name}_ci.png")
         draw(plain, tmp_path / f"{name}_plain.png")
         assert (tmp_path / f"{name}_ci.png").read_bytes() != (tmp_path / f"{name}_plain.png").read_bytes()
+
+
+def test_a_test_dev_row_shows_the_servers_score_once_it_is_written_beside_the_run(tmp_path):
+    from frozenbench.errors import UserError
+    from frozenbench.reporting.tables import load_results
+
+    metrics = {"bbox": {"AP": 55.0}, "segm": {"AP": 48.0}}
+    rec = {**record("coco", "l", "frozen", metrics, head="htc", size="large"), "head_kind": "htc",
+           "benchmark": "coco2017", "task_type": "detection", "seed": 0}  # fmt: skip
+    run = tmp_path / "results" / "coco" / "l" / "frozen" / "htc" / "seed0"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps(rec))
+    unscored = _paper_row(paper_table(load_results(tmp_path / "results")), "coco", "box AP", "frozen", "test-dev")
+    assert unscored["ours"] == "not scored" and unscored["delta"] is None
+    (run / "test_dev_scores.json").write_text(json.dumps({"box AP": 59.0, "mask AP": 51.0}))
+    table = paper_table(load_results(tmp_path / "results"))
+    scored = _paper_row(table, "coco", "box AP", "frozen", "test-dev")
+    assert scored["ours"] == 59.0 and scored["delta"] == pytest.approx(59.0 - 60.0)
+    assert _paper_row(table, "coco", "box AP", "frozen", "val")["ours"] == 55.0  # val stays val
+    (run / "test_dev_scores.json").write_text(json.dumps({"box AP": 590}))
+    with pytest.raises(UserError, match=r"scores must be numbers in percent \(0-100\), got \{'box AP': 590\}"):
+        load_results(tmp_path / "results")
+    (run / "test_dev_scores.json").write_text(json.dumps({"bbox AP": 59.0}))
+    with pytest.raises(UserError, match=r"test_dev_scores.json: expected \{label: number\} with labels among"):
+        load_results(tmp_path / "results")

@@ -75,10 +75,37 @@ def load_results(source: str | Path | list) -> list[dict[str, Any]]:
     records = []
     for path in paths:
         try:
-            records.append(json.loads(path.read_text()))
+            record = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise UserError(f"{path}: not valid JSON ({err})") from None
+        scored = path.parent / TEST_DEV_SCORES
+        if scored.is_file():
+            record["test_dev"] = read_test_dev_scores(scored, record)
+        records.append(record)
     return records
+
+
+# what an evaluation server said of a run's test-dev upload, written beside its metrics.json by hand:
+# {"<headline label>": number, ...}, e.g. {"box AP": 60.1, "mask AP": 52.0}
+TEST_DEV_SCORES = "test_dev_scores.json"
+
+
+def read_test_dev_scores(path: Path, record: dict[str, Any]) -> dict[str, float]:
+    """The server's scores in ``path`` for ``record``'s run, each a headline label of its task type
+    (a number in percent); anything else is an error naming the file."""
+    try:
+        scores = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+    labels = [label for label, _ in headline_metrics(task_type_of(record))]
+    if not isinstance(scores, dict) or not scores or set(scores) - set(labels):
+        raise UserError(f"{path}: expected {{label: number}} with labels among {labels}, got {scores!r}")
+    bad = {
+        k: v for k, v in scores.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 100
+    }
+    if bad:
+        raise UserError(f"{path}: scores must be numbers in percent (0-100), got {bad}")
+    return {k: float(v) for k, v in scores.items()}
 
 
 def cell_path(record: dict[str, Any]) -> str:
@@ -301,7 +328,7 @@ def paper_table(
                 if published.split == "val":
                     ours = cell_value(cell, published.label)
                 else:  # no test-dev annotations here: only an evaluation server's score counts
-                    ours = "not scored" if cell else None
+                    ours = _test_dev_score(cell, published.label)
                 delta = float(ours) - published.value if comparable and isinstance(ours, float) else None
                 ours_head = cell[0]["head"] if cell else None
                 rows.append(
@@ -323,10 +350,18 @@ def paper_table(
         rows,
         notes=[
             "test-dev: upload the cell's results/<cell>/seed<N>/detections_test-dev2017_frozenbench_results.zip "
-            "to the COCO evaluation server (test-dev2017, bbox and segm); a test-dev row stays 'not scored' "
-            "until then"
+            "to the COCO evaluation server (test-dev2017, bbox and segm) and write its AP beside the zip as "
+            f'{TEST_DEV_SCORES} ({{"box AP": ..., "mask AP": ...}}); until then a test-dev row is \'not scored\''
         ],
     )
+
+
+def _test_dev_score(cell: list[dict[str, Any]], label: str) -> float | str | None:
+    """The evaluation server's score of the cell's test-dev upload (its first scored seed's
+    ``test_dev_scores.json``), "not scored" when there is none yet, None for a cell not run."""
+    if not cell:
+        return None
+    return next((r["test_dev"][label] for r in cell if label in r.get("test_dev", {})), "not scored")
 
 
 def _paper_cell(
