@@ -253,6 +253,20 @@ def price_cell(rows: list[Measurement], target: Target) -> dict[str, Any]:
     rules: list[str] = []
     train = [r for r in rows if r.mode in ("frozen", "finetune")]
     source = _pick(train, target)
+    seconds_per_step = _seconds_per_step(source, target, rules)
+    eval_seconds, eval_source = _eval_seconds_per_sample(train, target, rules)
+    return {
+        "rules": rules,
+        "source": source.describe(),
+        "batch": source.batch if target.batch is None else target.batch,
+        "eval_source": eval_source.describe() if eval_source else None,
+        "seconds_per_step": seconds_per_step,
+        "eval_seconds_per_sample": eval_seconds,
+    }
+
+
+def _seconds_per_step(source: Measurement, target: Target, rules: list[str]) -> float:
+    """Training seconds per step of ``target`` from its ``source`` row: measured, or scaled by FLOPs."""
     if source.frames is None and target.frames > 1:
         _add(rules, "I")
     same_input = (
@@ -263,45 +277,42 @@ def price_cell(rows: list[Measurement], target: Target) -> dict[str, Any]:
     batch_scale = 1.0 if target.batch is None else target.batch / source.batch
     if source.mode == target.mode and same_input:
         rules.insert(0, "M")
-        seconds_per_step = source.seconds_per_step * batch_scale
-    else:
-        _add(rules, "F")
-        if source.mode != target.mode:
-            _add(rules, "O")
-        bb_s, head_s, bb_t, head_t = _flops_pair(source, target, rules)
-        ratio = train_gflop(target.mode, bb_t, head_t) / train_gflop(source.mode, bb_s, head_s)
-        seconds_per_step = source.seconds_per_step * ratio * batch_scale
+        return source.seconds_per_step * batch_scale
+    _add(rules, "F")
+    if source.mode != target.mode:
+        _add(rules, "O")
+    bb_s, head_s, bb_t, head_t = _flops_pair(source, target, rules)
+    ratio = train_gflop(target.mode, bb_t, head_t) / train_gflop(source.mode, bb_s, head_s)
+    return source.seconds_per_step * ratio * batch_scale
+
+
+def _eval_seconds_per_sample(
+    train: list[Measurement], target: Target, rules: list[str]
+) -> tuple[float, Measurement | None]:
+    """Evaluation seconds per sample of ``target`` and the timed row they come from (0 and None: none timed)."""
     timed = [r for r in train if r.eval_seconds_per_sample is not None]
-    eval_seconds, eval_source = 0.0, None
     if not timed:
         _add(rules, "X")
-    else:
-        eval_source = _pick(timed, target)
-        views = _view_count(eval_source.eval_views)
-        if views is None:
-            _add(rules, "V")
-            views = target.views
-        if eval_source.frames is None and target.frames > 1:
-            _add(rules, "I")
-        same = (
-            views == target.views
-            and eval_source.arch == target.arch
-            and eval_source.img_size == target.img_size
-            and (eval_source.frames or target.frames) == target.frames
-        )
-        eval_seconds = eval_source.eval_seconds_per_sample
-        if not same:
-            _add(rules, "E")
-            bb_s, head_s, bb_t, head_t = _flops_pair(eval_source, target, rules)
-            eval_seconds *= (target.views * (bb_t + head_t)) / (views * (bb_s + head_s))
-    return {
-        "rules": rules,
-        "source": source.describe(),
-        "batch": source.batch if target.batch is None else target.batch,
-        "eval_source": eval_source.describe() if eval_source else None,
-        "seconds_per_step": seconds_per_step,
-        "eval_seconds_per_sample": eval_seconds,
-    }
+        return 0.0, None
+    eval_source = _pick(timed, target)
+    views = _view_count(eval_source.eval_views)
+    if views is None:
+        _add(rules, "V")
+        views = target.views
+    if eval_source.frames is None and target.frames > 1:
+        _add(rules, "I")
+    same = (
+        views == target.views
+        and eval_source.arch == target.arch
+        and eval_source.img_size == target.img_size
+        and (eval_source.frames or target.frames) == target.frames
+    )
+    eval_seconds = eval_source.eval_seconds_per_sample
+    if not same:
+        _add(rules, "E")
+        bb_s, head_s, bb_t, head_t = _flops_pair(eval_source, target, rules)
+        eval_seconds *= (target.views * (bb_t + head_t)) / (views * (bb_s + head_s))
+    return eval_seconds, eval_source
 
 
 # -- the study -------------------------------------------------------------------------------------
@@ -461,7 +472,6 @@ def pretraining_cost(config: dict[str, Any], rec: Record) -> list[dict[str, Any]
     if not pretrained:
         return []
     from frozenbench.pretrain.train import PretrainOptions
-    from frozenbench.reporting.flops import backbone_gflop
     from frozenbench.study import pretrain_spec
 
     out = []
@@ -476,40 +486,10 @@ def pretraining_cost(config: dict[str, Any], rec: Record) -> list[dict[str, Any]
         )
         row: dict[str, Any] = {"backbone": name, "arch": arch, "objective": objective, "steps": steps, "rules": []}
         out.append(row)
-        reasons, extrapolated = [], False
+        reasons: list[str] = []
         try:
-            train_seconds = 0.0
-            if steps:
-                rows = [m for m in rec.ok if m.cell == target.kind]
-                if not rows:
-                    reasons.append(f"the record has no {target.kind} row")
-                else:
-                    source = _pick(rows, target)
-                    seconds_per_step = source.seconds_per_step * target.batch / source.batch
-                    if (source.arch, source.img_size) != (arch, opts.image_size):
-                        extrapolated = True
-                        row["rules"].append("R")
-                        bb_s, head_s, bb_t, head_t = _flops_pair(source, target, row["rules"])
-                        seconds_per_step *= (bb_t + head_t) / (bb_s + head_s)
-                    else:
-                        row["rules"].append("M")
-                    row.update({"source": source.describe(), "seconds_per_step": seconds_per_step})
-                    train_seconds = steps * seconds_per_step
-            probes = [m for m in rec.ok if m.cell == "probe"]
-            images = _imagefolder_images(config, spec["dataset"])
-            probe_seconds = 0.0
-            if not probes:
-                reasons.append("the record has no probe row")
-            elif images is None:
-                reasons.append(f"the probe's image count is known only for a synthetic dataset ({spec['dataset']})")
-            else:
-                probe = _pick(probes, target)
-                per_image = probe.eval_seconds_per_sample or probe.seconds_per_step / probe.batch
-                scale = backbone_gflop(arch, opts.image_size) / backbone_gflop(probe.arch, probe.img_size)
-                row["rules"].append("Q")
-                extrapolated |= (probe.arch, probe.img_size) != (arch, opts.image_size)
-                row["probe_source"] = probe.describe()
-                probe_seconds = images * per_image * scale
+            train_seconds, train_extrapolated = _pretrain_train_seconds(rec, target, steps, row, reasons)
+            probe_seconds, probe_extrapolated = _pretrain_probe_seconds(config, rec, spec, target, row, reasons)
         except UserError as err:
             reasons.append(str(err))
         if reasons:
@@ -517,13 +497,58 @@ def pretraining_cost(config: dict[str, Any], rec: Record) -> list[dict[str, Any]
             continue
         row.update(
             {
-                "basis": "extrapolated" if extrapolated else "measured",
+                "basis": "extrapolated" if train_extrapolated or probe_extrapolated else "measured",
                 "train_hours": train_seconds / 3600,
                 "probe_hours": probe_seconds / 3600,
                 "total_hours": (train_seconds + probe_seconds) / 3600,
             }
         )
     return out
+
+
+def _pretrain_train_seconds(
+    rec: Record, target: Target, steps: int, row: dict[str, Any], reasons: list[str]
+) -> tuple[float, bool]:
+    """Seconds of the objective's ``steps`` and whether they are extrapolated; the source and rule go in ``row``."""
+    if not steps:
+        return 0.0, False
+    rows = [m for m in rec.ok if m.cell == target.kind]
+    if not rows:
+        reasons.append(f"the record has no {target.kind} row")
+        return 0.0, False
+    source = _pick(rows, target)
+    seconds_per_step = source.seconds_per_step * target.batch / source.batch
+    extrapolated = (source.arch, source.img_size) != (target.arch, target.img_size)
+    if extrapolated:
+        row["rules"].append("R")
+        bb_s, head_s, bb_t, head_t = _flops_pair(source, target, row["rules"])
+        seconds_per_step *= (bb_t + head_t) / (bb_s + head_s)
+    else:
+        row["rules"].append("M")
+    row.update({"source": source.describe(), "seconds_per_step": seconds_per_step})
+    return steps * seconds_per_step, extrapolated
+
+
+def _pretrain_probe_seconds(
+    config: dict[str, Any], rec: Record, spec: dict[str, Any], target: Target, row: dict[str, Any], reasons: list[str]
+) -> tuple[float, bool]:
+    """Seconds of the probe over the pretraining dataset's images and whether they are extrapolated."""
+    from frozenbench.reporting.flops import backbone_gflop
+
+    probes = [m for m in rec.ok if m.cell == "probe"]
+    images = _imagefolder_images(config, spec["dataset"])
+    if not probes:
+        reasons.append("the record has no probe row")
+        return 0.0, False
+    if images is None:
+        reasons.append(f"the probe's image count is known only for a synthetic dataset ({spec['dataset']})")
+        return 0.0, False
+    probe = _pick(probes, target)
+    per_image = probe.eval_seconds_per_sample or probe.seconds_per_step / probe.batch
+    scale = backbone_gflop(target.arch, target.img_size) / backbone_gflop(probe.arch, probe.img_size)
+    row["rules"].append("Q")
+    row["probe_source"] = probe.describe()
+    return images * per_image * scale, (probe.arch, probe.img_size) != (target.arch, target.img_size)
 
 
 # -- summary and Markdown --------------------------------------------------------------------------
@@ -573,22 +598,11 @@ def _hours(value: float | None) -> str:
 def cost_markdown(cost: dict[str, Any]) -> str:
     """The cost as Markdown: its unit in the heading and every total, one row per cell, the rules used."""
     unit = cost["unit"]
-    if cost["on_gpu"]:
-        scope = (
-            f"Measured on {cost['measured_on']}. GPU-hours = steps x s/step x {cost['gpus_per_job']} GPUs per "
-            "training job (compute.train.gpus x nodes); evaluation on one GPU."
-        )
-    else:
-        scope = (
-            f"**A CPU record: CPU time, not GPU-hours.** Measured on {cost['measured_on']}; each cell is the time of "
-            "one process running one rank's share (the per-GPU batch) of every step, then the evaluation; the "
-            "config's GPU count is not multiplied in."
-        )
     counts = cost["counts"]
     lines = [
         f"# Study cost in {unit}",
         "",
-        scope + f" Backbones measured: {', '.join(cost['measured_archs']) or 'none'}.",
+        _scope(cost) + f" Backbones measured: {', '.join(cost['measured_archs']) or 'none'}.",
         "",
         f"{sum(counts.values())} cells: {counts['measured']} measured, {counts['extrapolated']} extrapolated, "
         f"{counts['not priced']} not priced.",
@@ -609,28 +623,55 @@ def cost_markdown(cost: dict[str, Any]) -> str:
         f"cells {by_basis['extrapolated']:,.1f}, pretraining {cost['pretraining_hours']:,.1f}; "
         f"{counts['not priced']} cells not priced, not included)",
     ]
-    missing = [r for r in cost["rows"] if r["basis"] == "not priced"]
-    if missing:
-        reasons: dict[str, list[str]] = {}
-        for r in missing:
-            reasons.setdefault(r["reason"], []).append(f"{r['task']}/{r['head']}/{r['backbone']}/{r['mode']}")
-        lines += ["", "Not priced:"]
-        lines += [f"- {reason}: {len(cells)} cells ({', '.join(cells)})" for reason, cells in reasons.items()]
+    lines += _not_priced_lines(cost["rows"])
     if cost["pretraining"]:
-        lines += [
-            "",
-            f"## In-DAG pretraining ({unit}, one device per backbone)",
-            "",
-            "| backbone | arch | objective | basis | steps | s/step | train h | probe h | total h |",
-            "|---|---|---|---|---:|---:|---:|---:|---:|",
-        ]
-        for r in cost["pretraining"]:
-            lines.append(
-                f"| {r['backbone']} | {r['arch']} | {r['objective']} | {_basis_cell(r)} | {r['steps']} | "
-                f"{_seconds(r)} | "
-                f"{_hours(r.get('train_hours'))} | {_hours(r.get('probe_hours'))} | {_hours(r.get('total_hours'))} |"
-            )
+        lines += _pretraining_lines(cost["pretraining"], unit)
     if cost["rules"]:
         lines += ["", "Rules (the letters in the basis column; docs/cost.md):", ""]
         lines += [f"- {rule}: {text}" for rule, text in cost["rules"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _scope(cost: dict[str, Any]) -> str:
+    """The sentence saying what the numbers are: GPU-hours of the config's GPUs, or one CPU process's time."""
+    if cost["on_gpu"]:
+        return (
+            f"Measured on {cost['measured_on']}. GPU-hours = steps x s/step x {cost['gpus_per_job']} GPUs per "
+            "training job (compute.train.gpus x nodes); evaluation on one GPU."
+        )
+    return (
+        f"**A CPU record: CPU time, not GPU-hours.** Measured on {cost['measured_on']}; each cell is the time of "
+        "one process running one rank's share (the per-GPU batch) of every step, then the evaluation; the "
+        "config's GPU count is not multiplied in."
+    )
+
+
+def _not_priced_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The cells not priced, grouped by reason (no lines when every cell is priced)."""
+    missing = [r for r in rows if r["basis"] == "not priced"]
+    if not missing:
+        return []
+    reasons: dict[str, list[str]] = {}
+    for r in missing:
+        reasons.setdefault(r["reason"], []).append(f"{r['task']}/{r['head']}/{r['backbone']}/{r['mode']}")
+    lines = ["", "Not priced:"]
+    lines += [f"- {reason}: {len(cells)} cells ({', '.join(cells)})" for reason, cells in reasons.items()]
+    return lines
+
+
+def _pretraining_lines(pretraining: list[dict[str, Any]], unit: str) -> list[str]:
+    """The in-DAG pretraining section: one table row per pretrained backbone."""
+    lines = [
+        "",
+        f"## In-DAG pretraining ({unit}, one device per backbone)",
+        "",
+        "| backbone | arch | objective | basis | steps | s/step | train h | probe h | total h |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in pretraining:
+        lines.append(
+            f"| {r['backbone']} | {r['arch']} | {r['objective']} | {_basis_cell(r)} | {r['steps']} | "
+            f"{_seconds(r)} | "
+            f"{_hours(r.get('train_hours'))} | {_hours(r.get('probe_hours'))} | {_hours(r.get('total_hours'))} |"
+        )
+    return lines
