@@ -47,60 +47,80 @@ def draw_image(
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """One ``height`` x ``width`` image and its instances: dicts with category_id, visible mask,
     segmentation, iscrowd. Shape radii scale with the short side."""
+    # the draws from rng keep their order (background, crowd, instances, noise): a seed's dataset stays the same
     img = shapes.background(rng, height, width, texture)
-    size = min(width, height)
-    extent = np.array([width, height], dtype=float)
     placed: list[dict[str, Any]] = []  # in paint order
-
-    def occludes_too_much(new_mask: np.ndarray) -> bool:
-        for inst in placed:
-            visible = inst["mask"] & ~new_mask
-            if visible.sum() < (1 - MAX_OCCLUSION) * inst["full_area"]:
-                return True
-        return False
-
     if crowd:
-        cat = int(rng.integers(num_classes))
-        cx, cy = rng.uniform(0.25, 0.75, size=2) * extent
-        union = np.zeros((height, width), bool)
-        color = shapes.contrasting_color(rng, img[int(cy), int(cx)])
-        for _ in range(int(rng.integers(4, 8))):
-            r = rng.uniform(0.03, 0.05) * size
-            px, py = np.clip([cx, cy] + rng.normal(0, 0.06 * size, size=2), r, extent - r)
-            poly = shapes.shape_polygon(shapes.SHAPES[cat], px, py, r, rng.uniform(-1, 1) * shapes.MAX_ROTATION)
-            union |= shapes.rasterize(poly, height, width)
-        img[union] = color
-        placed.append(
-            {"category_id": cat + 1, "mask": union, "full_area": int(union.sum()), "iscrowd": 1, "polygon": None}
-        )
-
+        placed.append(_draw_crowd(rng, img, num_classes))
     for _ in range(int(rng.integers(1, max_instances + 1))):
-        for _attempt in range(10):
-            cat = int(rng.integers(num_classes))
-            r = rng.uniform(0.08, 0.2) * size
-            cx, cy = rng.uniform(r, extent - r)
-            poly = shapes.shape_polygon(shapes.SHAPES[cat], cx, cy, r, rng.uniform(-1, 1) * shapes.MAX_ROTATION)
-            mask = shapes.rasterize(poly, height, width)
-            if mask.sum() >= 16 and not occludes_too_much(mask):
-                break
-        else:
+        found = _find_placement(rng, placed, img.shape[:2], num_classes)
+        if found is None:
             continue
+        cat, poly, mask = found
         for inst in placed:
             inst["mask"] = inst["mask"] & ~mask
         img[mask] = shapes.contrasting_color(rng, img[mask].mean(axis=0))
         placed.append(
             {"category_id": cat + 1, "mask": mask, "full_area": int(mask.sum()), "iscrowd": 0, "polygon": poly}
         )
-
     for inst in placed:
-        if inst["iscrowd"]:
-            inst["segmentation"] = _encode_rle(inst["mask"], compressed=False)
-        elif inst["mask"].sum() == inst["full_area"]:
-            inst["segmentation"] = shapes.polygon_for_coco(inst["polygon"])
-        else:
-            inst["segmentation"] = _encode_rle(inst["mask"], compressed=True)
+        inst["segmentation"] = _segmentation(inst)
     noise = rng.normal(0, 0.02, size=img.shape).astype(np.float32)
     return shapes.to_uint8(img + noise), placed
+
+
+def _draw_crowd(rng: np.random.Generator, img: np.ndarray, num_classes: int) -> dict[str, Any]:
+    """Paint one iscrowd=1 group of small shapes of one class onto ``img``: the group's instance."""
+    height, width = img.shape[:2]
+    size = min(width, height)
+    extent = np.array([width, height], dtype=float)
+    cat = int(rng.integers(num_classes))
+    cx, cy = rng.uniform(0.25, 0.75, size=2) * extent
+    union = np.zeros((height, width), bool)
+    color = shapes.contrasting_color(rng, img[int(cy), int(cx)])
+    for _ in range(int(rng.integers(4, 8))):
+        r = rng.uniform(0.03, 0.05) * size
+        px, py = np.clip([cx, cy] + rng.normal(0, 0.06 * size, size=2), r, extent - r)
+        poly = shapes.shape_polygon(shapes.SHAPES[cat], px, py, r, rng.uniform(-1, 1) * shapes.MAX_ROTATION)
+        union |= shapes.rasterize(poly, height, width)
+    img[union] = color
+    return {"category_id": cat + 1, "mask": union, "full_area": int(union.sum()), "iscrowd": 1, "polygon": None}
+
+
+def _find_placement(
+    rng: np.random.Generator, placed: list[dict[str, Any]], shape: tuple[int, int], num_classes: int
+) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """A new instance's (class index, polygon, mask) in at most 10 tries; None when none fits."""
+    height, width = shape
+    size = min(width, height)
+    extent = np.array([width, height], dtype=float)
+    for _attempt in range(10):
+        cat = int(rng.integers(num_classes))
+        r = rng.uniform(0.08, 0.2) * size
+        cx, cy = rng.uniform(r, extent - r)
+        poly = shapes.shape_polygon(shapes.SHAPES[cat], cx, cy, r, rng.uniform(-1, 1) * shapes.MAX_ROTATION)
+        mask = shapes.rasterize(poly, height, width)
+        if mask.sum() >= 16 and not _occludes_too_much(placed, mask):
+            return cat, poly, mask
+    return None
+
+
+def _occludes_too_much(placed: list[dict[str, Any]], new_mask: np.ndarray) -> bool:
+    """Whether ``new_mask`` would hide more than ``MAX_OCCLUSION`` of an instance already placed."""
+    for inst in placed:
+        visible = inst["mask"] & ~new_mask
+        if visible.sum() < (1 - MAX_OCCLUSION) * inst["full_area"]:
+            return True
+    return False
+
+
+def _segmentation(inst: dict[str, Any]) -> Any:
+    """An instance's COCO segmentation: uncompressed RLE (crowd), polygon (unoccluded) or compressed RLE."""
+    if inst["iscrowd"]:
+        return _encode_rle(inst["mask"], compressed=False)
+    if inst["mask"].sum() == inst["full_area"]:
+        return shapes.polygon_for_coco(inst["polygon"])
+    return _encode_rle(inst["mask"], compressed=True)
 
 
 def _annotation(inst: dict[str, Any], ann_id: int, image_id: int) -> dict[str, Any]:
