@@ -185,3 +185,14 @@ def clips_tarball(clips: list[Path], cut: Path | None = None) -> bytes:
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def two_cpu_ranks(script: Path, *args: str, port_base: int) -> subprocess.CompletedProcess:
+    """``script`` run as two ranks by torchrun on the CPU (DeepSpeed's CPU accelerator, gloo), with
+    a port of its own per test process; asserts that both ranks exited cleanly."""
+    env = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    port = str(port_base + os.getpid() % 1000)
+    command = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", port, str(script), *args]
+    proc = run_cmd(command, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc

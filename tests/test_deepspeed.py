@@ -8,27 +8,12 @@ import os
 
 import pytest
 
-from .conftest import REPO, VENV_BIN, run_cmd
+from .conftest import REPO, VENV_BIN, run_cmd, two_cpu_ranks
 
 
 @pytest.mark.slow
 def test_two_rank_zero2_trains_the_head_only(tmp_path):
-    env = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = run_cmd(
-        [
-            str(VENV_BIN / "torchrun"),
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(29500 + os.getpid() % 1000),
-            str(REPO / "tests" / "deepspeed_worker.py"),
-            str(tmp_path),
-            "2",
-        ],
-        env=env,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    two_cpu_ranks(REPO / "tests" / "deepspeed_worker.py", str(tmp_path), "2", port_base=29500)
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for result in results:
         assert result["world"] == 2

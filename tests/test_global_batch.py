@@ -12,7 +12,6 @@ Run as a script under torchrun, this file is one rank of the two-rank check (tes
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -243,27 +242,13 @@ def test_the_paper_recipe_is_its_global_batches_and_its_reference_split():
 
 @pytest.mark.slow  # ~40 s: torchrun, two DeepSpeed ranks over gloo, three runs
 def test_two_ranks_end_with_the_weights_of_one_rank_accumulating(tmp_path):
-    from .conftest import REPO, VENV_BIN, run_cmd
+    from .conftest import two_cpu_ranks
 
     reference = run(tmp_path / "one_rank_acc2", max_rank_batch=GLOBAL // 2)
     assert reference["summary"]["accumulation"] == 2
     with pytest.raises(RuntimeError, match="node lost"):
         run(tmp_path / "moved", model=CrashesAfter(5))  # one rank saved step 4; two ranks resume it
-    env = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = run_cmd(
-        [
-            str(VENV_BIN / "torchrun"),
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(29700 + os.getpid() % 1000),
-            str(Path(__file__)),
-            str(tmp_path),
-        ],
-        env=env,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    two_cpu_ranks(Path(__file__), str(tmp_path), port_base=29700)
     result = torch.load(tmp_path / "ranks.pt", weights_only=True)
     assert result["two"]["summary"]["world_size"] == 2 and result["two"]["summary"]["accumulation"] == 1
     assert result["two_acc2"]["summary"]["accumulation"] == 2 and result["two_acc2"]["summary"]["rank_micro_batch"] == 2
