@@ -134,34 +134,13 @@ def resize_clip(src: Path, dst: Path, short_side: int) -> ClipResult:
         h, w = stream.codec_context.height, stream.codec_context.width
         if not h or not w:
             raise ValueError("no video dimensions")
-        scale = short_side / min(h, w)
-        # yuv420p needs even sizes
-        width, height = max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
+        width, height = _scaled_even_size(w, h, short_side)
         frames, first, last = 0, None, None
         with atomic_file(dst) as tmp:
             with av.open(str(tmp), mode="w", format="mp4") as container:
-                out = container.add_stream("libx264", rate=fps)
-                out.width, out.height, out.pix_fmt = width, height, "yuv420p"
-                out.codec_context.time_base = out.time_base = time_base
-                # one thread per clip: the pool runs one clip per core, which scales better than x264's threads
-                out.options = {
-                    "crf": "18",
-                    "preset": "veryfast",
-                    "g": str(max(1, fps * KEYFRAME_SECONDS)),
-                    "x264-params": "threads=1:lookahead-threads=1",
-                }
+                out = _add_h264_stream(container, fps, width, height, time_base)
                 for frame in source.decode(video=0):
-                    nominal = last + step if last is not None else 0  # a frame without a timestamp: one step on
-                    if frame.pts is None:
-                        pts = nominal
-                    else:
-                        if first is None:  # the source time that becomes the output's (next) timestamp
-                            first = frame.pts - nominal
-                        pts = frame.pts - first
-                    if last is not None and pts <= last:
-                        # a repeated or backwards timestamp (a broken muxer): the encoder needs them
-                        # increasing; the smallest step keeps the timing of the frames after it
-                        pts = last + 1
+                    pts, first = _output_pts(frame.pts, first, last, step)
                     resized = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BILINEAR")
                     resized.pts, resized.time_base = pts, time_base
                     for packet in out.encode(resized):
@@ -172,6 +151,44 @@ def resize_clip(src: Path, dst: Path, short_side: int) -> ClipResult:
             if not frames:
                 raise ValueError("no decodable frames")
     return ClipResult(frames, header_frames)
+
+
+def _scaled_even_size(w: int, h: int, short_side: int) -> tuple[int, int]:
+    """The re-encoded clip's (width, height): the short side at ``short_side``, both even."""
+    scale = short_side / min(h, w)
+    # yuv420p needs even sizes
+    return max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
+
+
+def _add_h264_stream(container: Any, fps: int, width: int, height: int, time_base: Fraction) -> Any:
+    """The output's H.264 stream: yuv420p, crf 18, a keyframe every ``KEYFRAME_SECONDS``, one thread."""
+    out = container.add_stream("libx264", rate=fps)
+    out.width, out.height, out.pix_fmt = width, height, "yuv420p"
+    out.codec_context.time_base = out.time_base = time_base
+    # one thread per clip: the pool runs one clip per core, which scales better than x264's threads
+    out.options = {
+        "crf": "18",
+        "preset": "veryfast",
+        "g": str(max(1, fps * KEYFRAME_SECONDS)),
+        "x264-params": "threads=1:lookahead-threads=1",
+    }
+    return out
+
+
+def _output_pts(source_pts: int | None, first: int | None, last: int | None, step: int) -> tuple[int, int | None]:
+    """A frame's output timestamp (its source's, shifted to start at 0, always increasing) and the shift."""
+    nominal = last + step if last is not None else 0  # a frame without a timestamp: one step on
+    if source_pts is None:
+        pts = nominal
+    else:
+        if first is None:  # the source time that becomes the output's (next) timestamp
+            first = source_pts - nominal
+        pts = source_pts - first
+    if last is not None and pts <= last:
+        # a repeated or backwards timestamp (a broken muxer): the encoder needs them
+        # increasing; the smallest step keeps the timing of the frames after it
+        pts = last + 1
+    return pts, first
 
 
 def _prepare_one(job: tuple[str, str, int]) -> tuple[str, str | None, str | None]:
@@ -233,16 +250,25 @@ def encode_clips(
                         del running[future]
             except BrokenProcessPool:
                 suspects = list(running.values())
-        for job in suspects:  # alone in a fresh process each: a crash now names its clip
-            # the broken pool's workers were killed mid-write: their temporaries must not reach the dataset
-            remove_temporaries(job[1])
-            with spawn_pool(1) as solo:
-                try:
-                    record(solo.submit(run_one, job).result())
-                except BrokenProcessPool:
-                    record((job[1], CRASH_ERROR))
-                    remove_temporaries(job[1])
+        _retry_alone(suspects, run_one, record)
     return failed
+
+
+def _retry_alone(
+    suspects: list[tuple[str, str, int]], run_one: Callable[[tuple[str, str, int]], tuple], record: Callable
+) -> None:
+    """Rerun the jobs a broken pool had in flight, each alone in a fresh process: a crash now names its clip."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    for job in suspects:
+        # the broken pool's workers were killed mid-write: their temporaries must not reach the dataset
+        remove_temporaries(job[1])
+        with spawn_pool(1) as solo:
+            try:
+                record(solo.submit(run_one, job).result())
+            except BrokenProcessPool:
+                record((job[1], CRASH_ERROR))
+                remove_temporaries(job[1])
 
 
 def _kinetics_csv_rows(path: Path, split: str) -> list[tuple[str, dict[str, Any]]] | None:
@@ -359,23 +385,10 @@ def prepare_kinetics_clips(
     "frame_counts": {clip: note}}``: ``found`` holds the mirror's names (``kinetics.source_clip_name``),
     the others the dataset's file names (``kinetics.clip_filename``).
     """
-    # finished clips are only reused by a run with the same encoding: another short side (or a
-    # changed encoder) starts the work folder afresh instead of mixing two versions
-    settings = {"short_side": short_side, "keyframe_seconds": KEYFRAME_SECONDS, "encoder": "libx264 crf 18 veryfast"}
-    settings_path = work / "settings.json"
     # the csvs first: one that is refused leaves no work folder behind
     rows_by_split = _read_kinetics_csvs(files, downloads, log)
-    if work.exists() and (not settings_path.exists() or json.loads(settings_path.read_text()) != settings):
-        log(f"{work}: left by a run with other settings; starting afresh")
-        remove_tree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    write_json(settings_path, settings)
-    wanted: dict[str, Path] = {}  # the mirror's name of a clip -> where the dataset keeps it
-    for split, rows in rows_by_split.items():
-        kinetics.video_dir(work, split).mkdir(parents=True, exist_ok=True)
-        for row in rows:
-            clip = (row["youtube_id"], row["time_start"], row["time_end"])
-            wanted[kinetics.source_clip_name(*clip)] = kinetics.video_dir(work, split) / kinetics.clip_filename(*clip)
+    _open_work_folder(work, short_side, log)
+    wanted = _wanted_clips(work, rows_by_split)
     done_dir, raw = work / "done", work / "raw"
     done_dir.mkdir(parents=True, exist_ok=True)
     for leftover in (work / kinetics.VIDEOS_FOLDER).glob(f"*/.*{TMP_MARKER}*"):  # clips a kill cut short
@@ -388,31 +401,61 @@ def prepare_kinetics_clips(
         marker = done_dir / f"{archive.parent.name}--{archive.name}.json"  # two lists may share a tarball name
         if marker.exists():
             record = json.loads(marker.read_text())
-            found.update(record["clips"])
-            corrupt.update(record["corrupt"])
-            frame_counts.update(record.get("frame_counts", {}))
-            continue
-        remove_tree(raw, ignore_errors=True)  # a killed run's half-extracted tarball
-        raw.mkdir(parents=True)
-        log(f"extracting {archive.name}")
-        _extract_into(archive, raw)
-        held = _held_clips(raw, wanted)
-        jobs = [
-            (str(src), str(wanted[name]), short_side) for name, src in sorted(held.items()) if not wanted[name].exists()
-        ]
-        notes: dict[str, str] = {}
-        failed = encode_clips(jobs, workers, notes=notes)
-        encoded += len(jobs)
-        write_json(marker, {"clips": sorted(held), "corrupt": failed, "frame_counts": notes})
-        found.update(held)
-        corrupt.update(failed)
-        frame_counts.update(notes)
-        remove_tree(raw, ignore_errors=True)
-        log(
-            f"{archive.name}: {len(held)} clips ({len(jobs)} re-encoded, {len(failed)} undecodable); "
-            f"{encoded / max(time.time() - started, 1e-9):.2f} clips/s"
-        )
+        else:
+            record, jobs = _encode_archive(archive, raw, wanted, short_side, workers, log)
+            write_json(marker, record)
+            remove_tree(raw, ignore_errors=True)
+            encoded += jobs
+            log(
+                f"{archive.name}: {len(record['clips'])} clips ({jobs} re-encoded, {len(record['corrupt'])} "
+                f"undecodable); {encoded / max(time.time() - started, 1e-9):.2f} clips/s"
+            )
+        found.update(record["clips"])
+        corrupt.update(record["corrupt"])
+        frame_counts.update(record.get("frame_counts", {}))
     return {"by_split": rows_by_split, "corrupt": corrupt, "found": found, "frame_counts": frame_counts}
+
+
+def _open_work_folder(work: Path, short_side: int, log: Callable[[str], None]) -> None:
+    """Create ``work`` with its settings, first removing one that a run with other settings left."""
+    # finished clips are only reused by a run with the same encoding: another short side (or a
+    # changed encoder) starts the work folder afresh instead of mixing two versions
+    settings = {"short_side": short_side, "keyframe_seconds": KEYFRAME_SECONDS, "encoder": "libx264 crf 18 veryfast"}
+    settings_path = work / "settings.json"
+    if work.exists() and (not settings_path.exists() or json.loads(settings_path.read_text()) != settings):
+        log(f"{work}: left by a run with other settings; starting afresh")
+        remove_tree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(settings_path, settings)
+
+
+def _wanted_clips(work: Path, rows_by_split: dict[str, list[dict[str, Any]]]) -> dict[str, Path]:
+    """``{the mirror's name of a clip: where the work folder keeps it re-encoded}``; creates the split folders."""
+    wanted: dict[str, Path] = {}
+    for split, rows in rows_by_split.items():
+        kinetics.video_dir(work, split).mkdir(parents=True, exist_ok=True)
+        for row in rows:
+            clip = (row["youtube_id"], row["time_start"], row["time_end"])
+            wanted[kinetics.source_clip_name(*clip)] = kinetics.video_dir(work, split) / kinetics.clip_filename(*clip)
+    return wanted
+
+
+def _encode_archive(
+    archive: Path, raw: Path, wanted: dict[str, Path], short_side: int, workers: int, log: Callable[[str], None]
+) -> tuple[dict[str, Any], int]:
+    """Extract one tarball into ``raw`` and re-encode its wanted unfinished clips: its marker record
+    (the clips it holds, those that failed, frame-count notes) and how many clips were re-encoded."""
+    remove_tree(raw, ignore_errors=True)  # a killed run's half-extracted tarball
+    raw.mkdir(parents=True)
+    log(f"extracting {archive.name}")
+    _extract_into(archive, raw)
+    held = _held_clips(raw, wanted)
+    jobs = [
+        (str(src), str(wanted[name]), short_side) for name, src in sorted(held.items()) if not wanted[name].exists()
+    ]
+    notes: dict[str, str] = {}
+    failed = encode_clips(jobs, workers, notes=notes)
+    return {"clips": sorted(held), "corrupt": failed, "frame_counts": notes}, len(jobs)
 
 
 def prepare_kinetics(
@@ -429,28 +472,11 @@ def prepare_kinetics(
     short_side = int(options.get("short_side", 320))
     work = work or out.parent / f".{out.name}.work"
     clips = prepare_kinetics_clips(files, downloads, work, short_side, workers, log)
-    report: dict[str, list[dict[str, Any]]] = {"missing": [], "corrupt": [], "frame_count_mismatch": []}
-    rows_by_split: dict[str, list[dict[str, Any]]] = {}
-    labels: set[str] = set()
+    rows_by_split, labels, report = _sort_clips(clips)
     # the finished clips move into the new dataset folder; a failed run keeps them in the work folder
     (out / kinetics.VIDEOS_FOLDER).mkdir(parents=True, exist_ok=True)
-    for split, rows in clips["by_split"].items():
-        kept = []
-        for row in rows:
-            key = (row["youtube_id"], row["time_start"], row["time_end"])
-            name = kinetics.clip_filename(*key)
-            entry = {"split": split, "clip": name, "youtube_id": row["youtube_id"], "label": row["label"]}
-            if kinetics.source_clip_name(*key) not in clips["found"]:
-                report["missing"].append(entry)
-            elif name in clips["corrupt"]:
-                report["corrupt"].append({**entry, "error": clips["corrupt"][name]})
-            else:
-                if name in clips["frame_counts"]:  # kept: its clip holds the frames that decode
-                    report["frame_count_mismatch"].append({**entry, "note": clips["frame_counts"][name]})
-                kept.append(row)
-                labels.add(row["label"])
+    for split, kept in rows_by_split.items():
         kinetics.write_csv(kinetics.csv_path(out, split), kept)
-        rows_by_split[split] = kept
     for split in clips["by_split"]:
         kinetics.video_dir(work, split).rename(kinetics.video_dir(out, split))
     kinetics.write_lists(out, rows_by_split, sorted(labels))
@@ -468,6 +494,33 @@ def prepare_kinetics(
         "missing": len(report["missing"]),
         "corrupt": len(report["corrupt"]),
     }
+
+
+def _sort_clips(
+    clips: dict[str, Any],
+) -> tuple[dict[str, list[dict[str, Any]]], set[str], dict[str, list[dict[str, Any]]]]:
+    """The rows kept by split (their clip re-encoded), their labels, and the report of the clips
+    missing, corrupt or kept with a header frame count that disagrees."""
+    report: dict[str, list[dict[str, Any]]] = {"missing": [], "corrupt": [], "frame_count_mismatch": []}
+    rows_by_split: dict[str, list[dict[str, Any]]] = {}
+    labels: set[str] = set()
+    for split, rows in clips["by_split"].items():
+        kept = []
+        for row in rows:
+            key = (row["youtube_id"], row["time_start"], row["time_end"])
+            name = kinetics.clip_filename(*key)
+            entry = {"split": split, "clip": name, "youtube_id": row["youtube_id"], "label": row["label"]}
+            if kinetics.source_clip_name(*key) not in clips["found"]:
+                report["missing"].append(entry)
+            elif name in clips["corrupt"]:
+                report["corrupt"].append({**entry, "error": clips["corrupt"][name]})
+            else:
+                if name in clips["frame_counts"]:  # kept: its clip holds the frames that decode
+                    report["frame_count_mismatch"].append({**entry, "note": clips["frame_counts"][name]})
+                kept.append(row)
+                labels.add(row["label"])
+        rows_by_split[split] = kept
+    return rows_by_split, labels, report
 
 
 PREPARERS = {"coco": prepare_coco, "ade": prepare_ade, "kinetics": prepare_kinetics}
