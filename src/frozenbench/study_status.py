@@ -112,19 +112,9 @@ def parse_snakemake_log(text: str) -> list[FailedJob]:
         elif match := SUBMITTED.match(line):
             started.setdefault(match["jobid"], {})["slurm_log"] = match["log"]
         elif match := MISSING_OUTPUT.match(line):
-            job_line = MISSING_OUTPUT_JOB.match(lines[i + 1]) if i + 1 < len(lines) else None
-            if job_line:
-                job = started.get(job_line["jobid"], {})
-                slurm = (job["slurm_log"],) if job.get("slurm_log") else ()
-                fail(
-                    FailedJob(
-                        rule=match["rule"],
-                        jobid=job_line["jobid"],
-                        outputs=job.get("outputs", ()),
-                        logs=job.get("logs", ()) + slurm,
-                        message=MISSING_MESSAGE,
-                    )
-                )
+            missing = _missing_output_job(match["rule"], lines[i + 1] if i + 1 < len(lines) else "", started)
+            if missing is not None:
+                fail(missing)
         elif match := JOB_START.match(line):
             fields, i = _fields(lines, i + 1)
             if "jobid" in fields:
@@ -132,23 +122,47 @@ def parse_snakemake_log(text: str) -> list[FailedJob]:
                 job.update(rule=match["rule"], outputs=_paths(fields.get("output")), logs=_paths(fields.get("log")))
             continue
         elif match := ERROR_HEADER.match(line):
-            fields, i = _fields(lines, i + 1)
-            while DUMP_HEADER.match(lines[i] if i < len(lines) else ""):
-                i = _skip_dump(lines, i)
-            if "jobid" in fields:  # else not a job's error block (a group's)
-                message = fields.get("message", "")
-                fail(
-                    FailedJob(
-                        rule=match["rule"],
-                        jobid=fields["jobid"],
-                        outputs=_paths(fields.get("output")),
-                        logs=_paths(fields.get("log")),
-                        message="" if message == "None" else message,
-                    )
-                )
+            error, i = _error_block(lines, i + 1, match["rule"])
+            if error is not None:
+                fail(error)
             continue
         i += 1
     return list(failed.values())
+
+
+def _missing_output_job(rule: str, next_line: str, started: dict[str, dict[str, Any]]) -> FailedJob | None:
+    """The job a missing-output error names on its next line, with what its start recorded (None: no job line)."""
+    job_line = MISSING_OUTPUT_JOB.match(next_line)
+    if not job_line:
+        return None
+    job = started.get(job_line["jobid"], {})
+    slurm = (job["slurm_log"],) if job.get("slurm_log") else ()
+    return FailedJob(
+        rule=rule,
+        jobid=job_line["jobid"],
+        outputs=job.get("outputs", ()),
+        logs=job.get("logs", ()) + slurm,
+        message=MISSING_MESSAGE,
+    )
+
+
+def _error_block(lines: list[str], start: int, rule: str) -> tuple[FailedJob | None, int]:
+    """The failed job of an ``Error in rule`` block whose fields begin at line ``start`` (None for a
+    group's block) and the index of the first line after the block and its dumps."""
+    fields, i = _fields(lines, start)
+    while DUMP_HEADER.match(lines[i] if i < len(lines) else ""):
+        i = _skip_dump(lines, i)
+    if "jobid" not in fields:  # not a job's error block (a group's)
+        return None, i
+    message = fields.get("message", "")
+    job = FailedJob(
+        rule=rule,
+        jobid=fields["jobid"],
+        outputs=_paths(fields.get("output")),
+        logs=_paths(fields.get("log")),
+        message="" if message == "None" else message,
+    )
+    return job, i
 
 
 def read_snakemake_logs(paths: str | Iterable[str]) -> list[FailedJob]:
