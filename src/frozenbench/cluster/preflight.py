@@ -505,48 +505,42 @@ def check_gpu_types(site: Site, slurm: SlurmView) -> list[Finding]:
     if name is None or name not in slurm.partitions:
         return [Finding(NOTE, check, "GPU types not checked: the GPU partition is unknown (see partition above)")]
     part = slurm.partitions[name]
+    return [_gpu_kind_finding(site, kind, part, name, source) for kind in kinds]
+
+
+def _gpu_kind_finding(site: Site, kind: str, part: Partition, name: str, source: str) -> Finding:
+    """Whether compute.<kind>'s GPU model and GPUs per node fit the nodes of GPU partition ``name``."""
+    check = "gpus"
     gres_listed = ", ".join(dict.fromkeys(part.gres)) or "(null)"
-    findings = []
-    for kind in kinds:
-        entry = site.compute[kind]
-        model, wanted = entry.get("gpu_model"), entry["gpus"]
-        if not part.gpus:
-            findings.append(
-                Finding(
-                    PROBLEM,
-                    check,
-                    f"compute.{kind}.gpus: {plural(wanted, 'GPU')} per node, but partition {name} ({source}) has "
-                    f"no GPUs (sinfo lists GRES {gres_listed}); set {site.unset_names('gpu_partition')} to a GPU "
-                    "partition",
-                )
-            )
-            continue
-        if model is not None and model not in part.gpus:
-            types = ", ".join(sorted(str(t) for t in part.gpus if t)) or "untyped GPUs only"
-            findings.append(
-                Finding(
-                    PROBLEM,
-                    check,
-                    f"compute.{kind}.gpu_model: {model!r} is not a GPU type of partition {name} (sinfo lists {types})",
-                )
-            )
-            continue
-        most = part.gpus[model] if model is not None else max(part.gpus.values())
-        if wanted > most:
-            of = f" {model}" if model else ""
-            findings.append(
-                Finding(
-                    PROBLEM,
-                    check,
-                    f"compute.{kind}.gpus: {wanted} per node, but partition {name}'s nodes have at most "
-                    f"{most}{of} GPUs (sinfo lists {gres_listed}); lower it (and raise compute.{kind}.nodes for "
-                    "training)",
-                )
-            )
-            continue
-        gres = f"gpu:{model}:{wanted}" if model else f"gpu:{wanted}"
-        findings.append(Finding(OK, check, f"compute.{kind}: {gres} fits partition {name} (nodes with {most})"))
-    return findings
+    entry = site.compute[kind]
+    model, wanted = entry.get("gpu_model"), entry["gpus"]
+    if not part.gpus:
+        return Finding(
+            PROBLEM,
+            check,
+            f"compute.{kind}.gpus: {plural(wanted, 'GPU')} per node, but partition {name} ({source}) has "
+            f"no GPUs (sinfo lists GRES {gres_listed}); set {site.unset_names('gpu_partition')} to a GPU "
+            "partition",
+        )
+    if model is not None and model not in part.gpus:
+        types = ", ".join(sorted(str(t) for t in part.gpus if t)) or "untyped GPUs only"
+        return Finding(
+            PROBLEM,
+            check,
+            f"compute.{kind}.gpu_model: {model!r} is not a GPU type of partition {name} (sinfo lists {types})",
+        )
+    most = part.gpus[model] if model is not None else max(part.gpus.values())
+    if wanted > most:
+        of = f" {model}" if model else ""
+        return Finding(
+            PROBLEM,
+            check,
+            f"compute.{kind}.gpus: {wanted} per node, but partition {name}'s nodes have at most "
+            f"{most}{of} GPUs (sinfo lists {gres_listed}); lower it (and raise compute.{kind}.nodes for "
+            "training)",
+        )
+    gres = f"gpu:{model}:{wanted}" if model else f"gpu:{wanted}"
+    return Finding(OK, check, f"compute.{kind}: {gres} fits partition {name} (nodes with {most})")
 
 
 def check_accounts(site: Site, slurm: SlurmView) -> list[Finding]:
@@ -643,10 +637,19 @@ def check_disk(site: Site) -> list[Finding]:
     datasets = {k: v for k, v in site.config["datasets"].items() if v["source"] == "download"}
     if not datasets:
         return [Finding(OK, check, "the config downloads no dataset")]
+    findings: list[Finding] = []
+    needs = _disk_needs(site, datasets, findings)
+    findings += [_free_space_finding(slot) for slot in needs.values()]
+    if not needs and not findings:
+        findings.append(Finding(OK, check, "every downloaded dataset is already prepared"))
+    return findings
+
+
+def _disk_needs(site: Site, datasets: dict[str, Any], findings: list[Finding]) -> dict[int, dict[str, Any]]:
+    """By filesystem, the GB the datasets not yet downloaded or prepared need there; a note per size unknown."""
     downloads, data = site.path("downloads"), site.path("data")
     # filesystem -> [(paths key, folder)], [(what, GB)]
     needs: dict[int, dict[str, Any]] = {}
-    findings = []
 
     def need(key: str, folder: Path, what: str, gb: float) -> None:
         where = existing_ancestor(folder)
@@ -660,7 +663,7 @@ def check_disk(site: Site) -> list[Finding]:
             findings.append(
                 Finding(
                     NOTE,
-                    check,
+                    "disk",
                     f"datasets.{name}: size unknown (give each download file a size in bytes): not counted",
                 )
             )
@@ -670,27 +673,25 @@ def check_disk(site: Site) -> list[Finding]:
             need("downloads", downloads, f"{name} download {download_gb:.0f} GB", download_gb)
         if not (data / name / "frozenbench_dataset.json").exists():
             need("data", data, f"{name} prepared {prepared_gb:.0f} GB", prepared_gb)
-    for slot in needs.values():
-        total = sum(gb for _, gb in slot["items"])
-        usage = shutil.disk_usage(slot["where"])
-        free = usage.free / 1e9
-        keys = " and ".join(f"{key} ({folder})" for key, folder in slot["keys"].items())
-        items = ", ".join(what for what, _ in slot["items"])
-        if free < total:
-            findings.append(
-                Finding(
-                    PROBLEM,
-                    check,
-                    f"{keys}: {free:.0f} GB free on {slot['where']}, the datasets need about {total:.0f} GB "
-                    f"({items}); free space or point {' / '.join(slot['keys'])} at a larger filesystem (listed in "
-                    "paths.allowed_roots)",
-                )
-            )
-        else:
-            findings.append(Finding(OK, check, f"{keys}: {free:.0f} GB free, about {total:.0f} GB needed ({items})"))
-    if not needs and not findings:
-        findings.append(Finding(OK, check, "every downloaded dataset is already prepared"))
-    return findings
+    return needs
+
+
+def _free_space_finding(slot: dict[str, Any]) -> Finding:
+    """Whether one filesystem's free space holds what the datasets need on it."""
+    total = sum(gb for _, gb in slot["items"])
+    usage = shutil.disk_usage(slot["where"])
+    free = usage.free / 1e9
+    keys = " and ".join(f"{key} ({folder})" for key, folder in slot["keys"].items())
+    items = ", ".join(what for what, _ in slot["items"])
+    if free < total:
+        return Finding(
+            PROBLEM,
+            "disk",
+            f"{keys}: {free:.0f} GB free on {slot['where']}, the datasets need about {total:.0f} GB "
+            f"({items}); free space or point {' / '.join(slot['keys'])} at a larger filesystem (listed in "
+            "paths.allowed_roots)",
+        )
+    return Finding(OK, "disk", f"{keys}: {free:.0f} GB free, about {total:.0f} GB needed ({items})")
 
 
 # -- 6. checkpoints that need a manual step ------------------------------------------------------
