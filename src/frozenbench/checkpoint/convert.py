@@ -232,6 +232,21 @@ def _to_arch(
         if k.endswith("bias_table") and k in checked and tuple(v.shape) != tuple(checked[k].shape)
     )
     persistent = {k for k in expected if family.stored(k)}
+    problems = _compare_keys(report, converted, expected, persistent)
+    if problems:
+        raise ConversionError(f"{source}: cannot convert to {arch} ({layout} layout): " + "; ".join(problems))
+    _check_filter_tensors(converted, expected, persistent, checked, family, source)
+    report.dropped += [
+        (k, "classification head (not part of the backbone)" if k.startswith("head.") else "recomputed buffer")
+        for k in sorted(converted.keys() & (set(expected) - persistent))
+    ]
+    return {k: converted[k] for k in sorted(persistent)}, report
+
+
+def _compare_keys(
+    report: ConversionReport, converted: StateDict, expected: StateDict, persistent: set[str]
+) -> list[str]:
+    """Record the missing, unexpected and mismatched keys in ``report``; a sentence per kind found."""
     report.missing = sorted(persistent - converted.keys())
     report.unexpected = sorted(converted.keys() - set(expected))
     report.mismatched = sorted(
@@ -247,8 +262,18 @@ def _to_arch(
     if report.mismatched:
         shapes = [f"{k} {tuple(converted[k].shape)} vs {tuple(expected[k].shape)}" for k in report.mismatched[:5]]
         problems.append(f"shape mismatch: {'; '.join(shapes)}")
-    if problems:
-        raise ConversionError(f"{source}: cannot convert to {arch} ({layout} layout): " + "; ".join(problems))
+    return problems
+
+
+def _check_filter_tensors(
+    converted: StateDict,
+    expected: StateDict,
+    persistent: set[str],
+    checked: StateDict,
+    family: BackboneFamily,
+    source: str,
+) -> None:
+    """Refuse a kept tensor the checkpoint filter gave another dtype, or computed with a non-finite value."""
     checked_ids = {id(v) for v in checked.values()}
     for key in sorted(persistent):
         value = converted[key]
@@ -258,11 +283,6 @@ def _to_arch(
             )
         if id(value) not in checked_ids:  # a tensor the filter computed (resized, resampled)
             _check_finite(key, value, source, {}, after_cast=False)
-    report.dropped += [
-        (k, "classification head (not part of the backbone)" if k.startswith("head.") else "recomputed buffer")
-        for k in sorted(converted.keys() & (set(expected) - persistent))
-    ]
-    return {k: converted[k] for k in sorted(persistent)}, report
 
 
 @dataclass(frozen=True)

@@ -269,18 +269,8 @@ def count_backbone_now(
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from frozenbench.models.backbone import Backbone
-
     fake = device == "fake"
-    with torch.device("meta" if fake else device):
-        body = Backbone(
-            arch,
-            img_size=img_size,
-            frozen=not finetune,
-            bf16=bf16,
-            out_indices=(-1,) if last_level_only else None,
-            activation_checkpointing=checkpointing,
-        )
+    body = _counted_backbone(arch, img_size, finetune, checkpointing, bf16, last_level_only, device)
     params = sum(p.numel() for p in body.parameters())
     with FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext():
         if fake:
@@ -292,20 +282,43 @@ def count_backbone_now(
         if finetune:
             saved = _SavedBytes(exclude)
             with saved.counting(), autocast:
-                feats = [
-                    body(torch.empty(min(per_call, frames - start), 3, img_size, img_size))[-1]
-                    for start in range(0, frames, per_call)
-                ]
+                feats = _forward_in_chunks(body, frames, per_call, img_size)
             del feats
             return BackboneCount(params, saved=saved.total, recompute=saved.largest_region)
         live = _live_peak_mode(exclude)
         with torch.no_grad(), autocast, live:
-            feats = [
-                body(torch.empty(min(per_call, frames - start), 3, img_size, img_size))[-1]
-                for start in range(0, frames, per_call)
-            ]
+            feats = _forward_in_chunks(body, frames, per_call, img_size)
             del feats
         return BackboneCount(params, forward_peak=live.peak)
+
+
+def _counted_backbone(
+    arch: str, img_size: int, finetune: bool, checkpointing: bool, bf16: bool, last_level_only: bool, device: str
+) -> Any:
+    """The backbone as the cell builds it, its weights on the meta device (``device="fake"``) or on ``device``."""
+    import torch
+
+    from frozenbench.models.backbone import Backbone
+
+    with torch.device("meta" if device == "fake" else device):
+        return Backbone(
+            arch,
+            img_size=img_size,
+            frozen=not finetune,
+            bf16=bf16,
+            out_indices=(-1,) if last_level_only else None,
+            activation_checkpointing=checkpointing,
+        )
+
+
+def _forward_in_chunks(body: Any, frames: int, per_call: int, img_size: int) -> list[Any]:
+    """The last level's features of ``frames`` empty images, ``per_call`` per backbone call."""
+    import torch
+
+    return [
+        body(torch.empty(min(per_call, frames - start), 3, img_size, img_size))[-1]
+        for start in range(0, frames, per_call)
+    ]
 
 
 # -- the configured card and the record --------------------------------------------------------------
