@@ -147,16 +147,25 @@ def validate(root: Path) -> Report:
     return report
 
 
+def _load_counted(path: Path, keys: tuple[str, ...], report: Report) -> dict[str, Any] | None:
+    """``path``'s JSON, counted as a checked file, when it parses and has every top-level key of
+    ``keys``; else None with the problem reported."""
+    report.files_checked += 1
+    content = load_json(path, report.problems)
+    if content is None:
+        return None
+    missing = [k for k in keys if k not in content]
+    if missing:
+        report.problems.append(Problem(str(path), f"missing top-level keys: {', '.join(missing)}"))
+        return None
+    return content
+
+
 def _check_instances_file(root: Path, ann_path: Path, report: Report) -> None:
     """Check one ``instances_<split>.json``: its keys, its images on disk and every annotation."""
     problems = report.problems
-    report.files_checked += 1
-    coco = load_json(ann_path, problems)
+    coco = _load_counted(ann_path, ("images", "annotations", "categories"), report)
     if coco is None:
-        return
-    missing = [k for k in ("images", "annotations", "categories") if k not in coco]
-    if missing:
-        problems.append(Problem(str(ann_path), f"missing top-level keys: {', '.join(missing)}"))
         return
     split_dir = root / ann_path.stem.removeprefix(INSTANCES_PREFIX)
     problems.extend(coco_meaning_problems(coco, ann_path))
@@ -212,12 +221,8 @@ def _check_annotation(ann: dict, img: dict, category_ids: set, where: str, probl
 def _check_image_info_file(root: Path, info_path: Path, report: Report) -> None:
     """Check one ``image_info_<split>.json`` (test-dev / test): its keys and its images on disk."""
     problems = report.problems
-    report.files_checked += 1
-    info = load_json(info_path, problems)
+    info = _load_counted(info_path, ("images", "categories"), report)
     if info is None:
-        return
-    if "images" not in info or "categories" not in info:
-        problems.append(Problem(str(info_path), "missing top-level keys images/categories"))
         return
     problems.extend(coco_meaning_problems(info, info_path, annotated=False))
     for img in info["images"]:
