@@ -249,6 +249,39 @@ def _resumed_stepper(
     return stepper, step
 
 
+def _run_steps(
+    model: nn.Module,
+    stepper: Stepper,
+    batches: Any,
+    hooks: list[Hook],
+    state: StepState,
+    opts: TrainOptions,
+    seed: int,
+    run_dir: Path,
+    rank: int,
+) -> None:
+    """The steps from ``state.step`` to the schedule's end (or a stop a hook asks for): each takes
+    its micro-batches, the step's learning rate and one optimizer update, then runs the hooks;
+    SIGTERM is held until a step is whole. Rank 0 appends the log."""
+    model.train()
+    log_lines = open(run_dir / "log.jsonl", "a") if rank == 0 else contextlib.nullcontext()
+    with log_lines as log_file, signals.deferred() as term:
+        state.log_file, state.term = log_file, term
+        while state.step < opts.steps:
+            waited = time.time()
+            micro_batches = next(batches)
+            state.data_seconds += time.time() - waited
+            seed_step(seed, state.step)  # the model's own sampling RNGs, whichever process built the batch
+            state.lr = lr_at(state.step, opts)
+            state.losses = accumulate(stepper, micro_batches, run_dir, state.step)
+            stepper.step(state.lr)
+            state.step += 1
+            for hook in hooks:
+                hook.after_step(state)
+            if state.stop:
+                break
+
+
 def train(
     model: nn.Module,
     dataset,
@@ -286,23 +319,7 @@ def train(
     state = StepState(step=step, started=time.time())
     first_step = step
     hooks = build_hooks(stepper, opts, run_dir, fingerprint, world, device, log)
-    model.train()
-    log_lines = open(run_dir / "log.jsonl", "a") if rank == 0 else contextlib.nullcontext()
-    with log_lines as log_file, signals.deferred() as term:
-        state.log_file, state.term = log_file, term
-        while state.step < opts.steps:
-            waited = time.time()
-            micro_batches = next(batches)
-            state.data_seconds += time.time() - waited
-            seed_step(seed, state.step)  # the model's own sampling RNGs, whichever process built the batch
-            state.lr = lr_at(state.step, opts)
-            state.losses = accumulate(stepper, micro_batches, run_dir, state.step)
-            stepper.step(state.lr)
-            state.step += 1
-            for hook in hooks:
-                hook.after_step(state)
-            if state.stop:
-                break
+    _run_steps(model, stepper, batches, hooks, state, opts, seed, run_dir, rank)
     step, data_seconds, started = state.step, state.data_seconds, state.started
     elapsed = time.time() - started
     return {

@@ -314,7 +314,32 @@ def paper_table(
     given only where the cell's dataset is the paper's benchmark (``datasets.<name>.benchmark``):
     on generated or other data the numbers stand side by side with no delta column at all."""
     backbone = backbone or largest_backbone(records)
-    chosen = table_heads(records, heads)
+    rows, comparable_any = _paper_rows(records, backbone, table_heads(records, heads))
+    header = ["task", "metric", "mode", "split", "published", "published by", "ours", "our head", "delta", "differs"]
+    if not comparable_any:  # no cell on the paper's benchmarks: nothing to subtract
+        header = header[:8] + header[9:]
+        rows = [row[:8] + row[9:] for row in rows]
+    ours_name = backbone or "no backbone run yet"
+    data = "" if comparable_any else "; these datasets are not the paper's benchmarks, so no delta is given"
+    return Table(
+        "paper",
+        f"Ours ({ours_name}, validation splits) beside the published {PAPER_BACKBONE} numbers, same task, "
+        f"split and head kind where the study trains it (frozen: {LIN_2022}; fine-tuned: {LIU_2022}){data}",
+        header,
+        rows,
+        notes=[
+            "test-dev: upload the cell's results/<cell>/seed<N>/detections_test-dev2017_frozenbench_results.zip "
+            "to the COCO evaluation server (test-dev2017, bbox and segm) and write its AP beside the zip as "
+            f'{TEST_DEV_SCORES} ({{"box AP": ..., "mask AP": ...}}); until then a test-dev row is \'not scored\''
+        ],
+    )
+
+
+def _paper_rows(
+    records: list[dict[str, Any]], backbone: str | None, chosen: dict[str, str | None]
+) -> tuple[list[list[Any]], bool]:
+    """The paper table's rows (every published number of every task type, beside our cell) and
+    whether any of our cells is on the paper's benchmark."""
     index, tasks = _index(records), _tasks(records)
     rows, comparable_any = [], False
     for task_type in task_types():
@@ -336,24 +361,7 @@ def paper_table(
                      f"{published.head}, {published.backbone} ({published.source})", ours, ours_head,
                      delta if comparable else "not comparable", _differences(cell, published, backbone)]
                 )  # fmt: skip
-    header = ["task", "metric", "mode", "split", "published", "published by", "ours", "our head", "delta", "differs"]
-    if not comparable_any:  # no cell on the paper's benchmarks: nothing to subtract
-        header = header[:8] + header[9:]
-        rows = [row[:8] + row[9:] for row in rows]
-    ours_name = backbone or "no backbone run yet"
-    data = "" if comparable_any else "; these datasets are not the paper's benchmarks, so no delta is given"
-    return Table(
-        "paper",
-        f"Ours ({ours_name}, validation splits) beside the published {PAPER_BACKBONE} numbers, same task, "
-        f"split and head kind where the study trains it (frozen: {LIN_2022}; fine-tuned: {LIU_2022}){data}",
-        header,
-        rows,
-        notes=[
-            "test-dev: upload the cell's results/<cell>/seed<N>/detections_test-dev2017_frozenbench_results.zip "
-            "to the COCO evaluation server (test-dev2017, bbox and segm) and write its AP beside the zip as "
-            f'{TEST_DEV_SCORES} ({{"box AP": ..., "mask AP": ...}}); until then a test-dev row is \'not scored\''
-        ],
-    )
+    return rows, comparable_any
 
 
 def _test_dev_score(cell: list[dict[str, Any]], label: str) -> float | str | None:
