@@ -81,7 +81,7 @@ def test_killed_dag_reruns_incomplete_and_writes_every_table(workflow_copy):
     )
     # kill the whole job tree (as a lost node would) once head training has started
     deadline = time.time() + 600
-    while time.time() < deadline and not list((workflow_copy / "runs").glob("*/*/*/*/log.jsonl")):
+    while time.time() < deadline and not list((workflow_copy / "runs").glob("*/*/*/*/seed*/log.jsonl")):
         assert proc.poll() is None, "snakemake ended before training started"
         time.sleep(1)
     os.killpg(proc.pid, signal.SIGKILL)
