@@ -188,7 +188,8 @@ def test_no_results_yet_gives_tables_of_missing_cells(tmp_path):
 
     run_cmd(["frozenbench", "tables", "--out", str(tmp_path)], check=True, timeout=120)
     paper = (tmp_path / "paper.md").read_text()
-    assert "| coco | box AP | frozen | test-dev | 60.0 | HTC++, SwinV2-G (Lin et al. 2022) | – | – | not run |" in paper
+    row = "| coco | box AP | frozen | test-dev | 60.0 | HTC++, SwinV2-G (Lin et al. 2022) | – | – |"
+    assert f"{row} no such cell in the study |" in paper
 
 
 def test_figures_are_deterministic_pngs_even_for_an_empty_study(tmp_path):

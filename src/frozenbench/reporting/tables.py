@@ -376,9 +376,13 @@ def _paper_cell(
     index: dict[tuple, list[dict[str, Any]]], task: str, backbone: str | None, published: Any, table_head: str | None
 ) -> list[dict[str, Any]]:
     """Our cell to set beside ``published``: the backbone's cell of the same mode whose head is of
-    the published head's kind, else the table's head for the task; [] when there is none."""
+    the published head's kind (the table's head for the task when it is, else the first by name),
+    else the table's head; [] when there is none."""
     candidates = {key: cell for key, cell in index.items() if key[:3] == (task, backbone, published.mode)}
-    same_kind = sorted(key for key, cell in candidates.items() if cell[0].get("head_kind") == published.head_kind)
+    same_kind = sorted(
+        (key for key, cell in candidates.items() if cell[0].get("head_kind") == published.head_kind),
+        key=lambda key: (key[3] != table_head, key[3]),
+    )
     if same_kind:
         return candidates[same_kind[0]]
     return candidates.get((task, backbone, published.mode, table_head), [])
@@ -387,7 +391,7 @@ def _paper_cell(
 def _differences(cell: list[dict[str, Any]], published: Any, backbone: str | None) -> str:
     """What still differs between our cell and the published number: backbone and head."""
     if not cell:
-        return "not run"
+        return "no such cell in the study"
     ours = cell[0]
     parts = [f"backbone {ours.get('arch') or backbone} vs {published.backbone}"]
     kind = ours.get("head_kind")
