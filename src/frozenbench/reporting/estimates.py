@@ -12,6 +12,7 @@ interval excludes zero.
 from __future__ import annotations
 
 import zlib
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ class Estimate(float):
         estimate.per_seed, estimate.is_difference = dict(per_seed or {}), is_difference
         return estimate
 
-    @property
+    @cached_property
     def interval(self) -> bootstrap.Interval | None:
         if self.replicates is None:
             return None
